@@ -1,0 +1,3 @@
+"""codex-orchestrator: run engineering pipelines and keep durable, reviewable run records."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""Allow ``python -m codex_orchestrator``."""
+
+from codex_orchestrator.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""Named exception classes; each user-facing error carries its exit code.
+
+Exit codes: 0 run succeeded, 1 run failed, 2 bad input, 128+N cancelled by signal N.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class OrchestratorError(Exception):
+    """An error reported to the user as one clear line and an exit code."""
+
+    exit_code: int = EXIT_USAGE
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(OrchestratorError):
+    """Bad command-line usage."""
+
+
+class InvalidIdError(OrchestratorError):
+    """A task, run, pipeline or stage id that does not match the id rule."""
+
+
+class ConfigError(OrchestratorError):
+    """`codex.orchestrator.json` is malformed, ill-typed or inconsistent."""
+
+
+class UnknownPipelineError(OrchestratorError):
+    """The requested pipeline is defined neither in the config nor built in."""
+
+
+class RunNotFoundError(OrchestratorError):
+    """No run with the given id exists under the runs root."""
+
+
+class CorruptManifestError(OrchestratorError):
+    """A manifest exists but cannot be parsed; it is left untouched."""
+
+
+class ResumeRefusedError(OrchestratorError):
+    """Resume was refused (wrong token, run still alive, pipeline changed)."""
+
+
+class LockTimeoutError(OrchestratorError):
+    """A lock could not be acquired within its bounded retries."""

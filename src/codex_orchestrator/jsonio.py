@@ -1,0 +1,97 @@
+"""Atomic, crash-safe file writes and tolerant JSON reads.
+
+Every JSON file is replaced atomically: the bytes go to a temp file with a name unique across
+processes in the same directory, then ``os.replace`` swaps it in, so a reader never sees a torn
+file. Terminal writes pass ``durable=True`` to fsync the file and its directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from codex_orchestrator.clock import compact_utc
+
+
+def dumps(data: Any) -> bytes:
+    """Serialise ``data`` as UTF-8 JSON with a trailing newline."""
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def fsync_dir(directory: Path) -> None:
+    """Flush a directory entry to disk (best effort on filesystems that refuse it)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, payload: bytes, *, durable: bool = False, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``payload`` atomically; fsync file and directory when ``durable``."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(payload)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        if durable:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(temp)
+        raise
+    os.close(fd)
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        _unlink_quietly(temp)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, data: Any, *, durable: bool = False) -> None:
+    """Replace ``path`` with ``data`` as JSON, atomically."""
+    atomic_write_bytes(path, dumps(data), durable=durable)
+
+
+def append_line(path: Path, line: str, *, durable: bool = False) -> None:
+    """Append one line to ``path`` in a single ``write`` (O_APPEND), fsynced when ``durable``."""
+    payload = (line.rstrip("\n") + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, payload)
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path) -> Any:
+    """Parse ``path`` as JSON; raises OSError or ValueError (json.JSONDecodeError)."""
+    with open(path, "rb") as handle:
+        return json.loads(handle.read())
+
+
+def quarantine(path: Path) -> Path:
+    """Move a corrupted file aside as ``<name>.corrupt-<time>`` and return the new path."""
+    target = path.with_name(f"{path.name}.corrupt-{compact_utc()}-{secrets.token_hex(2)}")
+    os.replace(path, target)
+    return target
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -1,0 +1,148 @@
+"""Where things live: the repo root, the runs and out roots, and the run-time tunables.
+
+Tunables resolve as environment variable, else the config's ``settings``, else the default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from codex_orchestrator.errors import ConfigError
+from codex_orchestrator.ids import validate_id
+
+TASK_ENV = "MCP_RUNNER_TASK_ID"
+DEFAULT_TASK = "default"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Run-time tunables (spec section 4)."""
+
+    heartbeat_interval_seconds: float = 5.0
+    heartbeat_stale_after_seconds: float = 30.0
+    manifest_throttle_seconds: float = 30.0
+    lock_attempts: int = 5
+    lock_initial_delay_ms: float = 100.0
+    lock_backoff_factor: float = 2.0
+    lock_max_delay_ms: float = 1000.0
+    kill_grace_seconds: float = 5.0
+
+    @classmethod
+    def resolve(
+        cls, config_settings: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Merge defaults, the config's ``settings`` and the environment (env wins)."""
+        environ = os.environ if env is None else env
+        values: dict[str, float | int] = {}
+        for field in fields(cls):
+            raw: object = (config_settings or {}).get(field.name)
+            source = f"settings.{field.name}"
+            env_name = _ENV_NAMES.get(field.name)
+            if env_name and environ.get(env_name, "").strip():
+                raw, source = environ[env_name].strip(), f"environment variable {env_name}"
+            if raw is None:
+                continue
+            values[field.name] = _positive_number(raw, source, integer=field.type == "int")
+        return cls(**values)  # type: ignore[arg-type]
+
+
+_ENV_NAMES = {
+    "heartbeat_interval_seconds": "CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS",
+    "heartbeat_stale_after_seconds": "CODEX_ORCHESTRATOR_HEARTBEAT_STALE_AFTER_SECONDS",
+    "manifest_throttle_seconds": "CODEX_ORCHESTRATOR_MANIFEST_THROTTLE_SECONDS",
+}
+
+SETTING_NAMES = tuple(field.name for field in fields(Settings))
+
+
+def _positive_number(raw: object, source: str, *, integer: bool) -> float | int:
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {raw!r} is not a number; give a positive number") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise ConfigError(f"{source}: {raw!r} must be a positive finite number")
+    if integer:
+        if value != int(value):
+            raise ConfigError(f"{source}: {raw!r} must be a whole number")
+        return int(value)
+    return value
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The repository root and the roots of run records (``.runs``) and task state (``out``)."""
+
+    root: Path
+    runs_dir: Path
+    out_dir: Path
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Workspace:
+        """Build the workspace from ``CODEX_ORCHESTRATOR_*`` variables (defaults: cwd)."""
+        environ = os.environ if env is None else env
+        root = Path(environ.get("CODEX_ORCHESTRATOR_ROOT") or os.getcwd()).resolve()
+        runs = environ.get("CODEX_ORCHESTRATOR_RUNS_DIR")
+        out = environ.get("CODEX_ORCHESTRATOR_OUT_DIR")
+        return cls(
+            root=root,
+            runs_dir=(root / runs).resolve() if runs else root / ".runs",
+            out_dir=(root / out).resolve() if out else root / "out",
+        )
+
+    def display(self, path: Path) -> str:
+        """Return ``path`` relative to the root when inside it, absolute otherwise."""
+        try:
+            return path.resolve().relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path.resolve())
+
+    def task_runs_dir(self, task_id: str) -> Path:
+        """``<runs>/<task>``: holds ``cli/<run-id>/`` and ``metrics.json``."""
+        return self.runs_dir / validate_id(task_id, "task")
+
+    def run_dir(self, task_id: str, run_id: str) -> Path:
+        """``<runs>/<task>/cli/<run-id>``."""
+        return self.task_runs_dir(task_id) / "cli" / validate_id(run_id, "run")
+
+    def state_dir(self, task_id: str) -> Path:
+        """``<out>/<task>``: holds ``state.json``."""
+        return self.out_dir / validate_id(task_id, "task")
+
+    def state_lock_path(self, task_id: str) -> Path:
+        """``<runs>/<task>.lock``: the lock that serialises writers of the task's state."""
+        return self.runs_dir / f"{validate_id(task_id, 'task')}.lock"
+
+    def find_run(self, run_id: str, task_id: str | None = None) -> tuple[str, Path] | None:
+        """Locate a run by id under any task (or only ``task_id``); return (task, run dir)."""
+        validate_id(run_id, "run")
+        candidates = [task_id] if task_id else _list_dirs(self.runs_dir)
+        for task in candidates:
+            run_dir = self.runs_dir / task / "cli" / run_id
+            if run_dir.is_dir():
+                return task, run_dir
+        return None
+
+
+def resolve_task_id(explicit: str | None, env: Mapping[str, str] | None = None) -> str:
+    """Task id from ``--task``, else ``MCP_RUNNER_TASK_ID``, else ``default``; validated."""
+    environ = os.environ if env is None else env
+    if explicit is not None:
+        return validate_id(explicit, "task")
+    from_env = environ.get(TASK_ENV, "").strip()
+    if from_env:
+        return validate_id(from_env, f"task (from {TASK_ENV})")
+    return DEFAULT_TASK
+
+
+def _list_dirs(directory: Path) -> list[str]:
+    try:
+        with os.scandir(directory) as entries:
+            return sorted(entry.name for entry in entries if entry.is_dir())
+    except OSError:
+        return []
