@@ -7,6 +7,7 @@ file. Terminal writes pass ``durable=True`` to fsync the file and its directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -28,14 +29,15 @@ def fsync_dir(directory: Path) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, payload: bytes, *, durable: bool = False, mode: int = 0o644) -> None:
+def atomic_write_bytes(
+    path: Path, payload: bytes, *, durable: bool = False, mode: int = 0o644
+) -> None:
     """Replace ``path`` with ``payload`` atomically; fsync file and directory when ``durable``."""
     temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -91,7 +93,5 @@ def quarantine(path: Path) -> Path:
 
 
 def _unlink_quietly(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass

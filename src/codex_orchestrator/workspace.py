@@ -32,7 +32,9 @@ class Settings:
 
     @classmethod
     def resolve(
-        cls, config_settings: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
+        cls,
+        config_settings: Mapping[str, object] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> Settings:
         """Merge defaults, the config's ``settings`` and the environment (env wins)."""
         environ = os.environ if env is None else env

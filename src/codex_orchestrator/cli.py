@@ -1,0 +1,148 @@
+"""Command-line entry point: parse arguments, dispatch to a command, return an exit code.
+
+Each command lives in ``codex_orchestrator.commands.<name>`` and is imported only when used,
+which keeps the cold start of ``status`` and ``plan`` small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from codex_orchestrator import __version__
+from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
+from codex_orchestrator.output import Reporter
+
+HANDLERS = {
+    "start": "start",
+    "plan": "plan",
+    "status": "status",
+    "resume": "resume",
+    "tasks": "tasks",
+    "spec-guard": "spec_guard",
+    "review": "review",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises instead of exiting, so errors follow our conventions."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise OrchestratorError(f"{message} (see '{self.prog} --help')")
+
+
+def _add_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+
+
+def _add_run(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("run_id", nargs="?", metavar="RUN")
+    parser.add_argument("--run", dest="run_option", metavar="RUN")
+    parser.set_defaults(run_required=required)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser for every command."""
+    parser = _Parser(prog="codex-orchestrator", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    start = sub.add_parser("start", help="run a pipeline for a task")
+    start.add_argument("pipeline", nargs="?", metavar="PIPELINE")
+    start.add_argument("--task", metavar="ID")
+    start.add_argument("--parent-run", metavar="RUN")
+    start.add_argument("--approval-policy", metavar="POLICY")
+    _add_format(start)
+
+    plan = sub.add_parser("plan", help="show the stages a pipeline would run")
+    plan.add_argument("pipeline", nargs="?", metavar="PIPELINE")
+    plan.add_argument("--task", metavar="ID")
+    _add_format(plan)
+
+    status = sub.add_parser("status", help="report a run's state")
+    _add_run(status)
+    status.add_argument("--task", metavar="ID")
+    status.add_argument("--watch", action="store_true", help="follow the run until it ends")
+    status.add_argument("--interval", type=float, default=2.0, metavar="SECONDS")
+    _add_format(status)
+
+    resume = sub.add_parser("resume", help="continue a failed or dead run")
+    _add_run(resume)
+    resume.add_argument("--task", metavar="ID")
+    resume.add_argument("--token", metavar="TOKEN")
+    resume.add_argument("--actor", metavar="NAME")
+    resume.add_argument("--reason", metavar="TEXT")
+    resume.add_argument("--force", action="store_true", help="resume even if the run looks alive")
+    _add_format(resume)
+
+    tasks = sub.add_parser("tasks", help="task checklists and their manifest evidence")
+    tasks_sub = tasks.add_subparsers(dest="tasks_command", metavar="ACTION", parser_class=_Parser)
+    check = tasks_sub.add_parser("check", help="report checklist problems")
+    check.add_argument("task", nargs="?", metavar="TASK")
+    _add_format(check)
+    mark = tasks_sub.add_parser("mark", help="flip an item to [x] with a run's manifest")
+    mark.add_argument("task", metavar="TASK")
+    mark.add_argument("item", metavar="ITEM")
+    mark.add_argument("--run", dest="run_option", required=True, metavar="RUN")
+    _add_format(mark)
+    new = tasks_sub.add_parser("new", help="scaffold a new task's collateral")
+    new.add_argument("task", metavar="TASK")
+    new.add_argument("--title", required=True, metavar="TEXT")
+    _add_format(new)
+
+    guard = sub.add_parser("spec-guard", help="check that code changes come with spec changes")
+    guard.add_argument("--dry-run", action="store_true")
+    guard.add_argument("--base", metavar="REF")
+    _add_format(guard)
+
+    review = sub.add_parser("review", help="hand a run to review")
+    _add_run(review, required=False)
+    review.add_argument("--task", metavar="ID")
+    _add_format(review)
+    return parser
+
+
+def _requested_format(argv: Sequence[str]) -> str:
+    for index, arg in enumerate(argv):
+        if arg == "--format=json" or (
+            arg == "--format" and argv[index + 1 : index + 2] == ["json"]
+        ):
+            return "json"
+    return "text"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` and return the process exit code."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    reporter = Reporter(_requested_format(arguments))
+    try:
+        args = build_parser().parse_args(arguments)
+        if args.command is None or (args.command == "tasks" and args.tasks_command is None):
+            build_parser().print_help(sys.stderr)
+            return EXIT_USAGE
+        reporter = Reporter(getattr(args, "format", "text"))
+        if hasattr(args, "run_required"):
+            args.run_id = _run_argument(args)
+        module = importlib.import_module(f"codex_orchestrator.commands.{HANDLERS[args.command]}")
+        exit_code: int = module.run(args, reporter)
+        return exit_code
+    except OrchestratorError as error:
+        reporter.error(error.message, error.exit_code)
+        return error.exit_code
+    except KeyboardInterrupt:
+        reporter.error("interrupted", 130)
+        return 130
+
+
+def _run_argument(args: argparse.Namespace) -> str | None:
+    positional, option = args.run_id, args.run_option
+    if positional and option and positional != option:
+        raise OrchestratorError(
+            f"two different runs given ({positional!r} and {option!r}); give one"
+        )
+    run_id: str | None = positional or option
+    if run_id is None and args.run_required:
+        raise OrchestratorError(f"{args.command} needs a run id: {args.command} RUN (or --run RUN)")
+    return run_id

@@ -1,0 +1,79 @@
+"""Pieces shared by the run commands: loading the config, building a run context, reporting."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from codex_orchestrator.config import Config, load_config
+from codex_orchestrator.errors import RunNotFoundError
+from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
+from codex_orchestrator.output import Reporter, note
+from codex_orchestrator.process import Cancellation, LocalExecutor
+from codex_orchestrator.runner import RunContext, RunResult, live_output_follower
+from codex_orchestrator.workspace import Settings, Workspace
+
+
+def load(workspace: Workspace) -> tuple[Config, Settings]:
+    """Load and validate the config, print its warnings, resolve the settings."""
+    config = load_config(workspace.root)
+    for warning in config.warnings:
+        note(f"warning: {warning}")
+    return config, Settings.resolve(config.settings)
+
+
+def run_context(
+    workspace: Workspace, config: Config, settings: Settings, task_id: str, reporter: Reporter
+) -> RunContext:
+    """Build the context shared by a run and its child runs."""
+    from codex_orchestrator.evidence.taskindex import task_slug
+
+    follow = not reporter.json and sys.stderr.isatty()
+    return RunContext(
+        workspace=workspace,
+        config=config,
+        settings=settings,
+        task_id=task_id,
+        task_slug=task_slug(workspace.root, task_id) or task_id,
+        cancellation=Cancellation(grace_seconds=settings.kill_grace_seconds),
+        executor=LocalExecutor(),
+        on_output=live_output_follower if follow else None,
+    )
+
+
+def find_manifest(
+    workspace: Workspace, run_id: str, task_id: str | None
+) -> tuple[str, Path, dict[str, Any]]:
+    """Locate a run by id (under any task unless ``task_id``) and load its manifest."""
+    found = workspace.find_run(run_id, task_id)
+    if found is None:
+        where = (
+            f"task {task_id!r}"
+            if task_id
+            else f"any task under {workspace.display(workspace.runs_dir)}"
+        )
+        raise RunNotFoundError(f"unknown run {run_id!r}: no such run in {where}; check the run id")
+    task, run_dir = found
+    return task, run_dir, load_manifest(run_dir / MANIFEST_NAME)
+
+
+def report_run(workspace: Workspace, reporter: Reporter, result: RunResult) -> int:
+    """Print the outcome of start/resume and return the run's exit code."""
+    document = {
+        "run_id": result.run_id,
+        "status": result.status,
+        "status_detail": result.status_detail,
+        "exit_code": result.exit_code,
+        "artifact_root": workspace.display(result.run_dir),
+        "manifest": workspace.display(result.run_dir / MANIFEST_NAME),
+        "log_path": workspace.display(result.run_dir / "runner.ndjson"),
+    }
+    detail = f" ({result.status_detail})" if result.status_detail else ""
+    text = (
+        f"run {result.run_id}: {result.status}{detail}\n"
+        f"manifest: {document['manifest']}\n"
+        f"log: {document['log_path']}"
+    )
+    reporter.result(document, text)
+    return result.exit_code

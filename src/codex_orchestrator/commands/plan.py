@@ -1,0 +1,74 @@
+"""``codex-orchestrator plan [PIPELINE]``: show what would run; runs and writes nothing."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from codex_orchestrator.config import CommandStage, Pipeline, load_config
+from codex_orchestrator.ids import validate_id
+from codex_orchestrator.output import Reporter, note
+from codex_orchestrator.workspace import Workspace, resolve_task_id
+
+
+def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    """Print the resolved pipeline's stages."""
+    workspace = Workspace.from_env()
+    task_id = resolve_task_id(args.task)
+    if args.pipeline is not None:
+        validate_id(args.pipeline, "pipeline")
+    config = load_config(workspace.root)
+    for warning in config.warnings:
+        note(f"warning: {warning}")
+    pipeline = config.resolve_pipeline(args.pipeline)
+    stages = _stages(pipeline)
+    document = {"task_id": task_id, "pipeline": _pipeline_info(pipeline), "stages": stages}
+    reporter.result(document, _text(pipeline, stages))
+    return 0
+
+
+def _pipeline_info(pipeline: Pipeline) -> dict[str, Any]:
+    return {
+        "id": pipeline.id,
+        "title": pipeline.title,
+        "description": pipeline.description,
+        "source": pipeline.source,
+    }
+
+
+def _stages(pipeline: Pipeline) -> list[dict[str, Any]]:
+    stages: list[dict[str, Any]] = []
+    for index, stage in enumerate(pipeline.stages, start=1):
+        item: dict[str, Any] = {
+            "index": index,
+            "id": stage.id,
+            "title": stage.title,
+            "kind": stage.kind,
+        }
+        if isinstance(stage, CommandStage):
+            item.update(
+                command=stage.command,
+                cwd=stage.cwd,
+                allow_failure=stage.allow_failure,
+                timeout_seconds=stage.timeout_seconds,
+                skip_reason=stage.skip_reason,
+                requires=list(stage.requires),
+            )
+        else:
+            item.update(pipeline=stage.pipeline, optional=stage.optional)
+        stages.append(item)
+    return stages
+
+
+def _text(pipeline: Pipeline, stages: list[dict[str, Any]]) -> str:
+    lines = [f"pipeline {pipeline.id} ({pipeline.source}): {pipeline.title}"]
+    if pipeline.description:
+        lines.append(f"  {pipeline.description}")
+    for stage in stages:
+        target = stage.get("command") or f"sub-pipeline {stage.get('pipeline')}"
+        flags = [name for name in ("allow_failure", "optional") if stage.get(name)]
+        if stage.get("skip_reason"):
+            flags.append(stage["skip_reason"])
+        suffix = f"  [{', '.join(flags)}]" if flags else ""
+        lines.append(f"  {stage['index']:>2}. {stage['id']}: {target}{suffix}")
+    return "\n".join(lines)

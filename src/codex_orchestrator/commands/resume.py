@@ -1,0 +1,95 @@
+"""``codex-orchestrator resume RUN``: continue a failed, cancelled or dead run."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import hmac
+import os
+from pathlib import Path
+from typing import Any
+
+from codex_orchestrator.commands.common import find_manifest, load, report_run, run_context
+from codex_orchestrator.config import Pipeline
+from codex_orchestrator.errors import ResumeRefusedError, UnknownPipelineError
+from codex_orchestrator.ids import validate_id
+from codex_orchestrator.liveness import assess
+from codex_orchestrator.manifest import RESUME_TOKEN_NAME, ManifestStore
+from codex_orchestrator.output import Reporter, note
+from codex_orchestrator.process import SignalGuard
+from codex_orchestrator.runner import RunResult, execute, hash_token, prepare_resume
+from codex_orchestrator.workspace import Workspace
+
+
+def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    """Check the token and liveness, then re-run every stage that did not succeed."""
+    workspace = Workspace.from_env()
+    run_id = validate_id(args.run_id, "run")
+    task_filter = validate_id(args.task, "task") if args.task else None
+    task_id, run_dir, manifest = find_manifest(workspace, run_id, task_filter)
+    _check_token(run_dir, manifest, args.token)
+    if manifest["status"] == "succeeded":
+        note(f"run {run_id} already succeeded; nothing to resume")
+        result = RunResult(run_id, "succeeded", None, 0, run_dir)
+        return report_run(workspace, reporter, result)
+    _check_not_alive(run_dir, manifest, args.force)
+    config, settings = load(workspace)
+    pipeline = _same_pipeline(config.pipelines, manifest)
+    ctx = run_context(workspace, config, settings, task_id, reporter)
+    with SignalGuard(ctx.cancellation):
+        store = ManifestStore(run_dir, manifest)
+        prepare_resume(ctx, store, args.actor or _default_actor(), args.reason)
+        note(f"run {run_id} resumed: pipeline {pipeline.id}, task {task_id}")
+        result = execute(ctx, store, pipeline)
+    return report_run(workspace, reporter, result)
+
+
+def _check_token(run_dir: Path, manifest: dict[str, Any], token: str | None) -> None:
+    """Compare the token (given, else read from ``.resume-token``) with the manifest's hash."""
+    if token is None:
+        try:
+            token = (run_dir / RESUME_TOKEN_NAME).read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ResumeRefusedError(
+                f"cannot read {run_dir / RESUME_TOKEN_NAME} ({error.strerror}); pass the token with --token"
+            ) from None
+    expected = str(manifest.get("resume_token") or "")
+    if not hmac.compare_digest(hash_token(token).encode("utf-8"), expected.encode("utf-8")):
+        raise ResumeRefusedError(
+            f"wrong resume token for run {manifest.get('run_id')}; nothing was changed"
+        )
+
+
+def _check_not_alive(run_dir: Path, manifest: dict[str, Any], force: bool) -> None:
+    liveness = assess(run_dir, manifest)
+    if manifest["status"] in ("in_progress", "queued") and liveness.alive and not force:
+        age = liveness.heartbeat_age_seconds
+        raise ResumeRefusedError(
+            f"run {manifest['run_id']} is still alive (heartbeat {age:.1f}s ago, pid "
+            f"{manifest.get('orchestrator_pid')}); wait for it, or pass --force if it is really gone"
+        )
+
+
+def _same_pipeline(pipelines: Any, manifest: dict[str, Any]) -> Pipeline:
+    pipeline_id = manifest["pipeline_id"]
+    if pipeline_id not in pipelines:
+        raise UnknownPipelineError(
+            f"run {manifest['run_id']} ran pipeline {pipeline_id!r}, which the config no longer defines; "
+            "restore it to resume"
+        )
+    pipeline: Pipeline = pipelines[pipeline_id]
+    now_ids = [stage.id for stage in pipeline.stages]
+    then_ids = [command["id"] for command in manifest["commands"]]
+    if now_ids != then_ids:
+        raise ResumeRefusedError(
+            f"pipeline {pipeline_id!r} changed since run {manifest['run_id']} (stages then: "
+            f"{', '.join(then_ids)}; now: {', '.join(now_ids)}); start a new run instead"
+        )
+    return pipeline
+
+
+def _default_actor() -> str:
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -1,0 +1,38 @@
+"""``codex-orchestrator start [PIPELINE]``: run a pipeline for a task."""
+
+from __future__ import annotations
+
+import argparse
+
+from codex_orchestrator.commands.common import load, report_run, run_context
+from codex_orchestrator.ids import validate_id
+from codex_orchestrator.output import Reporter, note
+from codex_orchestrator.process import SignalGuard
+from codex_orchestrator.runner import create_run, execute
+from codex_orchestrator.workspace import Workspace, resolve_task_id
+
+
+def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    """Validate everything, run the pipeline, report the run; return its exit code."""
+    workspace = Workspace.from_env()
+    task_id = resolve_task_id(args.task)
+    if args.pipeline is not None:
+        validate_id(args.pipeline, "pipeline")
+    config, settings = load(workspace)
+    pipeline = config.resolve_pipeline(args.pipeline)
+    parent = _parent_run(workspace, args.parent_run)
+    ctx = run_context(workspace, config, settings, task_id, reporter)
+    with SignalGuard(ctx.cancellation):
+        store = create_run(ctx, pipeline, parent, args.approval_policy)
+        note(f"run {store.data['run_id']} started: pipeline {pipeline.id}, task {task_id}")
+        result = execute(ctx, store, pipeline)
+    return report_run(workspace, reporter, result)
+
+
+def _parent_run(workspace: Workspace, parent_run: str | None) -> str | None:
+    if parent_run is None:
+        return None
+    from codex_orchestrator.commands.common import find_manifest
+
+    find_manifest(workspace, validate_id(parent_run, "run"), None)
+    return parent_run

@@ -1,0 +1,122 @@
+"""``codex-orchestrator status RUN``: report a run's state, heartbeat and stages."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from codex_orchestrator.errors import RunNotFoundError, UsageError
+from codex_orchestrator.ids import validate_id
+from codex_orchestrator.liveness import assess
+from codex_orchestrator.manifest import (
+    MANIFEST_NAME,
+    TERMINAL_STATUSES,
+    exit_code_for,
+    load_manifest,
+)
+from codex_orchestrator.output import Reporter, note
+from codex_orchestrator.workspace import Workspace
+
+STATUS_FIELDS = (
+    "run_id",
+    "task_id",
+    "pipeline_id",
+    "status",
+    "status_detail",
+    "exit_code",
+    "started_at",
+    "completed_at",
+    "artifact_root",
+    "log_path",
+    "summary",
+)
+
+
+def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    """Report the run once, or follow it with ``--watch`` until it ends."""
+    workspace = Workspace.from_env()
+    run_id = validate_id(args.run_id, "run")
+    task_id = validate_id(args.task, "task") if args.task else None
+    found = workspace.find_run(run_id, task_id)
+    if found is None:
+        raise RunNotFoundError(
+            f"unknown run {run_id!r}: no manifest for it under {workspace.display(workspace.runs_dir)}"
+        )
+    run_dir = found[1]
+    if args.watch:
+        return _watch(workspace, run_dir, args.interval, reporter)
+    document = describe(workspace, run_dir, load_manifest(run_dir / MANIFEST_NAME))
+    reporter.result(document, render(document))
+    return 0
+
+
+def describe(workspace: Workspace, run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The status document of spec section 3."""
+    liveness = assess(run_dir, manifest)
+    document = {key: manifest.get(key) for key in STATUS_FIELDS}
+    document.update(
+        manifest=workspace.display(run_dir / MANIFEST_NAME),
+        heartbeat_at=liveness.heartbeat_at,
+        heartbeat_age_seconds=liveness.heartbeat_age_seconds,
+        stale=liveness.stale,
+        stale_after_seconds=liveness.stale_after_seconds,
+        commands=manifest.get("commands", []),
+        child_runs=manifest.get("child_runs", []),
+    )
+    if liveness.stale or liveness.orchestrator_gone:
+        document["hint"] = (
+            f"the run is not progressing; resume it: codex-orchestrator resume {manifest.get('run_id')}"
+        )
+    return document
+
+
+def render(document: dict[str, Any]) -> str:
+    """Text form of a status document."""
+    detail = f" ({document['status_detail']})" if document.get("status_detail") else ""
+    age = document.get("heartbeat_age_seconds")
+    beat = f", heartbeat {age:.1f}s ago" if isinstance(age, (int, float)) else ""
+    lines = [
+        f"run {document['run_id']} [task {document['task_id']}, pipeline {document['pipeline_id']}]: "
+        f"{document['status']}{detail}{beat}"
+    ]
+    for command in document["commands"]:
+        summary = f"  {command['summary']}" if command.get("summary") else ""
+        lines.append(
+            f"  {command['index']:>2}. {command['id']:<20} {command['status']:<10}{summary}"
+        )
+    if document["stale"]:
+        lines.append(
+            f"STALE: no heartbeat for more than {document['stale_after_seconds']:g}s; "
+            f"resume with: codex-orchestrator resume {document['run_id']}"
+        )
+    elif document.get("hint"):
+        lines.append(document["hint"])
+    lines.append(f"manifest: {document['manifest']}")
+    return "\n".join(lines)
+
+
+def _watch(workspace: Workspace, run_dir: Path, interval: float, reporter: Reporter) -> int:
+    if not interval > 0:
+        raise UsageError(f"--interval {interval!r}: give a positive number of seconds")
+    seen: dict[int, str] = {}
+    while True:
+        manifest = load_manifest(run_dir / MANIFEST_NAME)
+        document = describe(workspace, run_dir, manifest)
+        _note_progress(document, seen)
+        if document["status"] in TERMINAL_STATUSES:
+            reporter.result(document, render(document))
+            return exit_code_for(document["status"], document["status_detail"])
+        if document["stale"]:
+            reporter.result(document, render(document))
+            return 1
+        time.sleep(interval)
+
+
+def _note_progress(document: dict[str, Any], seen: dict[int, str]) -> None:
+    for command in document["commands"]:
+        if seen.get(command["index"]) != command["status"]:
+            seen[command["index"]] = command["status"]
+            if command["status"] != "pending":
+                note(f"[{command['index']}] {command['id']}: {command['status']}")

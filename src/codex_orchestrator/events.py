@@ -1,0 +1,38 @@
+"""``runner.ndjson``: the run's lifecycle events, one JSON object per line."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from codex_orchestrator.clock import iso_utc
+
+
+class EventLog:
+    """Appends lifecycle events to a run's ``runner.ndjson`` (one ``write`` per event)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._lock = threading.Lock()
+
+    def emit(self, event: str, **fields: Any) -> None:
+        """Append one event; a failed append never disturbs the run."""
+        record = {"timestamp": iso_utc(), "event": event, **fields}
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        with self._lock:
+            if self._fd < 0:
+                return
+            with contextlib.suppress(OSError):
+                os.write(self._fd, line)
+
+    def close(self) -> None:
+        """Close the log; later events are dropped."""
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1

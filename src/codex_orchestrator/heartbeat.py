@@ -1,0 +1,79 @@
+"""The run heartbeat: a thread that proves the orchestrator is alive.
+
+Every ``interval`` seconds it rewrites ``.heartbeat``; the manifest is persisted by the
+heartbeat at most once per throttle period (counted from the last manifest write of any kind).
+Ticks run one at a time on this thread and take the manifest store's lock, so heartbeat writes
+never overlap each other or the main flow's forced flushes. A failed tick is logged with the
+run id and retried on the next tick; it never stops the run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from codex_orchestrator.clock import parse_iso_utc
+from codex_orchestrator.manifest import HEARTBEAT_NAME, ManifestStore
+
+
+class Heartbeat:
+    """Ticks in a daemon thread between `start` and `stop`."""
+
+    def __init__(
+        self,
+        store: ManifestStore,
+        interval_seconds: float,
+        throttle_seconds: float,
+        on_failure: Callable[[BaseException], None],
+    ) -> None:
+        self.store = store
+        self.interval = interval_seconds
+        self.throttle = throttle_seconds
+        self.on_failure = on_failure
+        self.ticks = 0
+        self.manifest_writes = 0
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Write a first beat now and start ticking."""
+        self.tick()
+        self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop ticking and wait for an in-flight tick to finish."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def tick(self) -> None:
+        """One beat; failures are reported, never raised."""
+        self.ticks += 1
+        try:
+            if self.store.beat(self.throttle):
+                self.manifest_writes += 1
+        except Exception as error:  # a heartbeat must never crash the run
+            self.failures += 1
+            self.on_failure(error)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.tick()
+
+
+def heartbeat_age(run_dir: Path, manifest: dict[str, Any]) -> tuple[str | None, float | None]:
+    """The last heartbeat (``.heartbeat``, else the manifest's ``heartbeat_at``) and its age."""
+    stamp: str | None = None
+    try:
+        stamp = (run_dir / HEARTBEAT_NAME).read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        stamp = None
+    if stamp is None or parse_iso_utc(stamp) is None:
+        stamp = manifest.get("heartbeat_at")
+    moment = parse_iso_utc(stamp) if isinstance(stamp, str) else None
+    return stamp, (round(time.time() - moment, 3) if moment is not None else None)

@@ -1,0 +1,62 @@
+"""Is a run still alive? Heartbeat age, staleness threshold, and the orchestrator's pid."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from codex_orchestrator.heartbeat import heartbeat_age
+from codex_orchestrator.manifest import TERMINAL_STATUSES
+from codex_orchestrator.process import process_start_ticks
+
+STALE_ENV = "CODEX_ORCHESTRATOR_HEARTBEAT_STALE_AFTER_SECONDS"
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """What can be told about an unfinished run from outside."""
+
+    heartbeat_at: str | None
+    heartbeat_age_seconds: float | None
+    stale_after_seconds: float
+    stale: bool
+    orchestrator_gone: bool
+
+    @property
+    def alive(self) -> bool:
+        """True when the run looks alive: fresh heartbeat and no proof its orchestrator died."""
+        return not self.stale and not self.orchestrator_gone
+
+
+def stale_threshold(manifest: dict[str, Any]) -> float:
+    """The env variable's threshold, else the one recorded in the manifest, else 30 s."""
+    raw = os.environ.get(STALE_ENV, "").strip()
+    for candidate in (raw, manifest.get("heartbeat_stale_after_seconds")):
+        try:
+            value = float(candidate)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        if value > 0:
+            return value
+    return 30.0
+
+
+def assess(run_dir: Path, manifest: dict[str, Any]) -> Liveness:
+    """Assess an in-progress run's heartbeat and orchestrator process."""
+    stamp, age = heartbeat_age(run_dir, manifest)
+    threshold = stale_threshold(manifest)
+    unfinished = manifest.get("status") not in TERMINAL_STATUSES
+    stale = unfinished and (age is None or age > threshold)
+    return Liveness(stamp, age, threshold, stale, unfinished and _orchestrator_gone(manifest))
+
+
+def _orchestrator_gone(manifest: dict[str, Any]) -> bool:
+    """True only when the recorded orchestrator ran on this host and is provably dead."""
+    pid = manifest.get("orchestrator_pid")
+    if not isinstance(pid, int) or manifest.get("host") != socket.gethostname():
+        return False
+    ticks = process_start_ticks(pid)
+    return ticks is None or ticks != manifest.get("orchestrator_start_ticks")

@@ -1,0 +1,155 @@
+"""The run manifest (version 1): its shape, and the one writer that persists it.
+
+`ManifestStore` owns a run's manifest while the run is in progress. Every write goes through
+it under one lock (the heartbeat thread and the main flow never write at once), each write is
+atomic, and the time of the last write of any kind is kept so the heartbeat can throttle.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from codex_orchestrator.clock import iso_utc
+from codex_orchestrator.errors import CorruptManifestError
+from codex_orchestrator.jsonio import atomic_write_bytes, atomic_write_json, read_json
+
+MANIFEST_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+HEARTBEAT_NAME = ".heartbeat"
+RESUME_TOKEN_NAME = ".resume-token"
+EVENTS_NAME = "runner.ndjson"
+RUN_SUMMARY_NAME = "run-summary.json"
+RUNNER_NAME = "codex-orchestrator"
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def command_entry(
+    index: int, stage_id: str, title: str, kind: str, command: str | None
+) -> dict[str, Any]:
+    """A fresh ``commands[]`` entry for stage number ``index`` (1-based)."""
+    return {
+        "index": index,
+        "id": stage_id,
+        "title": title,
+        "command": command,
+        "kind": kind,
+        "status": "pending",
+        "started_at": None,
+        "completed_at": None,
+        "exit_code": None,
+        "summary": None,
+        "log_path": None,
+        "error_file": None,
+        "sub_run_id": None,
+    }
+
+
+def exit_code_for(status: str, status_detail: str | None) -> int:
+    """0 succeeded, 1 failed, 128+N cancelled by signal N."""
+    if status == "succeeded":
+        return 0
+    if status == "cancelled" and status_detail and status_detail.startswith("signal:"):
+        try:
+            return 128 + int(signal.Signals[status_detail.split(":", 1)[1]])
+        except KeyError:
+            return 1
+    return 1
+
+
+def load_manifest(path: Path) -> dict[str, Any]:
+    """Read a manifest; a corrupt one is left untouched and reported as `CorruptManifestError`."""
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        raise CorruptManifestError(
+            f"{path}: manifest is missing; the run directory is incomplete"
+        ) from None
+    except (OSError, ValueError) as error:
+        raise CorruptManifestError(
+            f"{path}: manifest cannot be parsed ({_first_line(error)}); it was left untouched — "
+            "inspect or restore it by hand"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("commands"), list):
+        raise CorruptManifestError(
+            f"{path}: not a run manifest (no commands list); it was left untouched"
+        )
+    return data
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+class ManifestStore:
+    """Holds a run's manifest in memory and persists it atomically, one writer at a time."""
+
+    def __init__(self, run_dir: Path, data: dict[str, Any]) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / MANIFEST_NAME
+        self.heartbeat_path = run_dir / HEARTBEAT_NAME
+        self.data = data
+        self.lock = threading.RLock()
+        self.last_write = 0.0
+
+    def persist(self, *, durable: bool = False) -> None:
+        """Write the manifest now (a forced flush); ``durable`` fsyncs it (terminal writes)."""
+        with self.lock:
+            self.data["updated_at"] = iso_utc()
+            atomic_write_json(self.path, self.data, durable=durable)
+            self.last_write = time.monotonic()
+
+    def beat(self, throttle_seconds: float) -> bool:
+        """One heartbeat: rewrite ``.heartbeat``; persist the manifest if the throttle allows.
+
+        Returns True when the manifest was written. Raises OSError when a write fails.
+        """
+        with self.lock:
+            now = iso_utc()
+            self.data["heartbeat_at"] = now
+            atomic_write_bytes(self.heartbeat_path, (now + "\n").encode("ascii"))
+            if time.monotonic() - self.last_write >= throttle_seconds:
+                self.persist()
+                return True
+            return False
+
+    def update(self, **fields: Any) -> None:
+        """Set top-level manifest fields (not persisted until the next write)."""
+        with self.lock:
+            self.data.update(fields)
+
+    def command(self, index: int) -> dict[str, Any]:
+        """The ``commands[]`` entry of 1-based stage ``index``."""
+        entry: dict[str, Any] = self.data["commands"][index - 1]
+        return entry
+
+    def update_command(self, index: int, **fields: Any) -> None:
+        """Set fields of stage ``index``'s entry (not persisted until the next write)."""
+        with self.lock:
+            self.command(index).update(fields)
+
+    def append(self, key: str, item: dict[str, Any]) -> None:
+        """Append ``item`` to the list field ``key``."""
+        with self.lock:
+            self.data.setdefault(key, []).append(item)
+
+
+def write_resume_token(run_dir: Path, token: str) -> None:
+    """Write the only copy of the resume token, readable by its owner only (mode 0600)."""
+    path = run_dir / RESUME_TOKEN_NAME
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, (token + "\n").encode("ascii"))
+    finally:
+        os.close(fd)
+
+
+def write_run_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
+    """Write ``run-summary.json`` durably and return its path."""
+    path = run_dir / RUN_SUMMARY_NAME
+    atomic_write_json(path, summary, durable=True)
+    return path

@@ -1,0 +1,624 @@
+"""Running a pipeline: create the run, run each stage in order, leave honest records.
+
+The flow is `create_run` (run directory, resume token, first manifest) then `execute` (stages,
+heartbeat, teardown, final records). `resume` re-enters `execute` with an existing manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from codex_orchestrator.clock import iso_utc, parse_iso_utc
+from codex_orchestrator.config import CommandStage, Config, Pipeline, SubpipelineStage
+from codex_orchestrator.errorfile import build_error_file
+from codex_orchestrator.events import EventLog
+from codex_orchestrator.heartbeat import Heartbeat
+from codex_orchestrator.ids import new_run_id
+from codex_orchestrator.jsonio import atomic_write_bytes
+from codex_orchestrator.manifest import (
+    EVENTS_NAME,
+    MANIFEST_NAME,
+    MANIFEST_VERSION,
+    RUNNER_NAME,
+    ManifestStore,
+    command_entry,
+    exit_code_for,
+    write_resume_token,
+    write_run_summary,
+)
+from codex_orchestrator.output import note
+from codex_orchestrator.persistence.coordinator import PersistenceCoordinator
+from codex_orchestrator.persistence.state_store import RunRecord, TaskStateStore
+from codex_orchestrator.process import (
+    Cancellation,
+    Executor,
+    StageOutcome,
+    StageRequest,
+    end_group,
+    end_leftover_group,
+    process_start_ticks,
+    read_tail,
+)
+from codex_orchestrator.summaries import is_guardrail, run_summary_text, stage_summary
+from codex_orchestrator.workspace import Settings, Workspace
+
+DONE_STAGE_STATUSES = frozenset({"succeeded", "skipped"})
+
+
+@dataclass
+class RunContext:
+    """What every run of one invocation shares."""
+
+    workspace: Workspace
+    config: Config
+    settings: Settings
+    task_id: str
+    task_slug: str
+    cancellation: Cancellation
+    executor: Executor
+    on_output: Callable[[Path, Path], Callable[[], None]] | None = None
+
+
+@dataclass
+class ActiveRun:
+    """A run being executed by this process."""
+
+    store: ManifestStore
+    pipeline: Pipeline
+    events: EventLog
+    groups: list[int] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        """The run id."""
+        return str(self.store.data["run_id"])
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory."""
+        return self.store.run_dir
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended, for the command that started it."""
+
+    run_id: str
+    status: str
+    status_detail: str | None
+    exit_code: int
+    run_dir: Path
+
+
+def hash_token(token: str) -> str:
+    """The manifest's form of a resume token: ``sha256:<hex>``."""
+    return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _make_run_dir(workspace: Workspace, task_id: str) -> tuple[str, Path]:
+    cli_dir = workspace.task_runs_dir(task_id) / "cli"
+    cli_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        run_id = new_run_id()
+        run_dir = cli_dir / run_id
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        return run_id, run_dir
+
+
+def create_run(
+    ctx: RunContext, pipeline: Pipeline, parent_run_id: str | None, approval_policy: str | None
+) -> ManifestStore:
+    """Create the run directory, its resume token and its first (queued) manifest."""
+    run_id, run_dir = _make_run_dir(ctx.workspace, ctx.task_id)
+    (run_dir / "commands").mkdir()
+    (run_dir / "errors").mkdir()
+    token = secrets.token_urlsafe(32)
+    write_resume_token(run_dir, token)
+    display = ctx.workspace.display
+    now = iso_utc()
+    data: dict[str, Any] = {
+        "version": MANIFEST_VERSION,
+        "task_id": ctx.task_id,
+        "task_slug": ctx.task_slug,
+        "run_id": run_id,
+        "parent_run_id": parent_run_id,
+        "pipeline_id": pipeline.id,
+        "pipeline_title": pipeline.title,
+        "pipeline_source": pipeline.source,
+        "runner": RUNNER_NAME,
+        "approval_policy": approval_policy,
+        "status": "queued",
+        "status_detail": None,
+        "exit_code": None,
+        "started_at": now,
+        "completed_at": None,
+        "updated_at": now,
+        "heartbeat_at": now,
+        "heartbeat_interval_seconds": ctx.settings.heartbeat_interval_seconds,
+        "heartbeat_stale_after_seconds": ctx.settings.heartbeat_stale_after_seconds,
+        "artifact_root": display(run_dir),
+        "log_path": display(run_dir / EVENTS_NAME),
+        "summary": None,
+        "metrics_recorded": False,
+        "resume_token": hash_token(token),
+        "resume_events": [],
+        "approvals": [],
+        "commands": [
+            command_entry(
+                index,
+                stage.id,
+                stage.title,
+                stage.kind,
+                stage.command if isinstance(stage, CommandStage) else None,
+            )
+            for index, stage in enumerate(pipeline.stages, start=1)
+        ],
+        "child_runs": [],
+        "run_summary_path": None,
+    }
+    store = ManifestStore(run_dir, data)
+    store.persist()
+    return store
+
+
+def execute(ctx: RunContext, store: ManifestStore, pipeline: Pipeline) -> RunResult:
+    """Run every stage that has not succeeded or been skipped, then write the final records."""
+    run = ActiveRun(store=store, pipeline=pipeline, events=EventLog(store.run_dir / EVENTS_NAME))
+    store.update(
+        status="in_progress",
+        host=socket.gethostname(),
+        orchestrator_pid=os.getpid(),
+        orchestrator_start_ticks=process_start_ticks(os.getpid()),
+    )
+    heartbeat = Heartbeat(
+        store,
+        ctx.settings.heartbeat_interval_seconds,
+        ctx.settings.manifest_throttle_seconds,
+        on_failure=lambda error: _heartbeat_failed(run, error),
+    )
+    run.events.emit("run_started", run_id=run.run_id, pipeline_id=pipeline.id, pid=os.getpid())
+    store.persist()
+    heartbeat.start()
+    try:
+        outcome = _run_stages(ctx, run)
+    finally:
+        heartbeat.stop()
+        _end_groups(ctx, run)
+    run.events.emit(
+        "heartbeat_stats",
+        ticks=heartbeat.ticks,
+        manifest_writes=heartbeat.manifest_writes,
+        failures=heartbeat.failures,
+    )
+    return _finish(ctx, run, *outcome)
+
+
+def _heartbeat_failed(run: ActiveRun, error: BaseException) -> None:
+    message = f"warning: heartbeat write failed for run {run.run_id}: {error}; retrying next tick"
+    note(message)
+    run.events.emit("heartbeat_failed", run_id=run.run_id, error=str(error))
+
+
+def _run_stages(ctx: RunContext, run: ActiveRun) -> tuple[str, str | None]:
+    """Run the stages in order; return (status, status_detail)."""
+    for index, stage in enumerate(run.pipeline.stages, start=1):
+        if run.store.command(index)["status"] in DONE_STAGE_STATUSES:
+            continue
+        if ctx.cancellation.requested:
+            break
+        if isinstance(stage, SubpipelineStage):
+            status, detail = _run_subpipeline_stage(ctx, run, index, stage)
+        else:
+            status, detail = _run_command_stage(ctx, run, index, stage)
+        if ctx.cancellation.requested:
+            break
+        if status == "failed":
+            return "failed", detail
+    if ctx.cancellation.requested:
+        return (
+            "cancelled",
+            f"signal:{signal.Signals(ctx.cancellation.signum or signal.SIGTERM).name}",
+        )
+    return "succeeded", None
+
+
+def _stage_begin(run: ActiveRun, index: int, **fields: Any) -> None:
+    entry = run.store.command(index)
+    attempts = int(entry.get("attempts") or 0) + 1
+    run.store.update_command(
+        index,
+        status="running",
+        started_at=iso_utc(),
+        completed_at=None,
+        exit_code=None,
+        summary=None,
+        error_file=None,
+        attempts=attempts,
+        **fields,
+    )
+    run.store.persist()
+    run.events.emit("stage_started", index=index, stage_id=entry["id"], attempt=attempts)
+
+
+def _stage_end(run: ActiveRun, index: int, status: str, **fields: Any) -> None:
+    run.store.update_command(index, status=status, completed_at=iso_utc(), **fields)
+    run.store.persist()
+    entry = run.store.command(index)
+    run.events.emit(
+        "stage_finished",
+        index=index,
+        stage_id=entry["id"],
+        status=status,
+        exit_code=entry.get("exit_code"),
+        summary=entry.get("summary"),
+    )
+
+
+def _missing_tool(stage: CommandStage) -> str | None:
+    if stage.skip_reason:
+        return stage.skip_reason
+    for tool in stage.requires:
+        if shutil.which(tool) is None:
+            return f"skipped: {tool} not found on PATH"
+    return None
+
+
+def _stage_env(ctx: RunContext, run: ActiveRun, stage: CommandStage) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "MCP_RUNNER_TASK_ID": ctx.task_id,
+            "CODEX_ORCHESTRATOR_TASK_ID": ctx.task_id,
+            "CODEX_ORCHESTRATOR_RUN_ID": run.run_id,
+            "CODEX_ORCHESTRATOR_PIPELINE_ID": run.pipeline.id,
+            "CODEX_ORCHESTRATOR_MANIFEST_PATH": str(run.store.path),
+            "CODEX_ORCHESTRATOR_RUN_DIR": str(run.run_dir),
+            "CODEX_ORCHESTRATOR_ROOT": str(ctx.workspace.root),
+        }
+    )
+    env.update(stage.env)
+    return env
+
+
+def _log_stem(run: ActiveRun, index: int, stage_id: str) -> str:
+    width = max(2, len(str(len(run.pipeline.stages))))
+    return f"{index:0{width}d}-{stage_id}"
+
+
+def _run_command_stage(
+    ctx: RunContext, run: ActiveRun, index: int, stage: CommandStage
+) -> tuple[str, str | None]:
+    skip = _missing_tool(stage)
+    if skip is not None:
+        _stage_begin(run, index)
+        _stage_end(run, index, "skipped", summary=skip)
+        return "skipped", None
+    stem = _log_stem(run, index, stage.id)
+    stdout_path = run.run_dir / "commands" / f"{stem}.stdout.log"
+    stderr_path = run.run_dir / "commands" / f"{stem}.stderr.log"
+    display = ctx.workspace.display
+    _stage_begin(
+        run,
+        index,
+        log_path=display(stdout_path),
+        stderr_log_path=display(stderr_path),
+        pid=None,
+        pgid=None,
+    )
+    request = StageRequest(
+        command=stage.command,
+        cwd=ctx.workspace.root / (stage.cwd or "."),
+        env=_stage_env(ctx, run, stage),
+        stdout_path=stdout_path,
+        stderr_path=stderr_path,
+        timeout_seconds=stage.timeout_seconds,
+    )
+    follow = ctx.on_output(stdout_path, stderr_path) if ctx.on_output else None
+    try:
+        outcome = ctx.executor.run(
+            request, ctx.cancellation, lambda pid: _spawned(run, index, pid), follow
+        )
+    except OSError as error:
+        return _stage_spawn_failed(ctx, run, index, stage, error)
+    return _stage_outcome(ctx, run, index, stage, outcome)
+
+
+def _spawned(run: ActiveRun, index: int, pid: int) -> None:
+    run.groups.append(pid)
+    run.store.update_command(index, pid=pid, pgid=pid, pid_start_ticks=process_start_ticks(pid))
+    run.store.persist()
+
+
+def _stage_spawn_failed(
+    ctx: RunContext, run: ActiveRun, index: int, stage: CommandStage, error: OSError
+) -> tuple[str, str | None]:
+    summary = f"could not start the command: {error.strerror or error} ({stage.cwd or '.'})"
+    error_file = _write_error_file(
+        ctx, run, index, stage, "spawn-failed", {"error": summary}, b"", b""
+    )
+    _stage_end(run, index, "failed", summary=summary, exit_code=None, error_file=error_file)
+    return "failed", f"stage:{stage.id}:failed"
+
+
+def _stage_outcome(
+    ctx: RunContext, run: ActiveRun, index: int, stage: CommandStage, outcome: StageOutcome
+) -> tuple[str, str | None]:
+    entry = run.store.command(index)
+    stdout_tail, stdout_size = read_tail(Path(ctx.workspace.root / entry["log_path"]))
+    stderr_tail, stderr_size = read_tail(Path(ctx.workspace.root / entry["stderr_log_path"]))
+    summary = stage_summary(stage.summary_hint, stdout_tail, stderr_tail, outcome.exit_code)
+    fields: dict[str, Any] = {
+        "exit_code": outcome.exit_code,
+        "duration_seconds": round(outcome.duration_seconds, 3),
+        "stdout_bytes": stdout_size,
+        "stderr_bytes": stderr_size,
+        "timed_out": outcome.timed_out,
+    }
+    if outcome.exit_code == 0 and not outcome.timed_out and outcome.cancelled_by is None:
+        _stage_end(run, index, "succeeded", summary=summary, **fields)
+        return "succeeded", None
+    if outcome.timed_out:
+        summary = f"timed out after {stage.timeout_seconds:g}s; {summary}"
+        reason, detail = "command-timeout", f"stage:{stage.id}:timeout"
+    elif outcome.cancelled_by is not None:
+        summary = f"cancelled by {signal.Signals(outcome.cancelled_by).name}; {summary}"
+        reason, detail = "command-cancelled", f"signal:{signal.Signals(outcome.cancelled_by).name}"
+    elif stage.allow_failure:
+        reason, detail = "command-allow-failure", None
+    else:
+        reason, detail = "command-failed", f"stage:{stage.id}:failed"
+    details = {
+        "exit_code": outcome.exit_code,
+        "timed_out": outcome.timed_out,
+        "stdout_truncated": stdout_size > len(stdout_tail),
+        "stderr_truncated": stderr_size > len(stderr_tail),
+        "stdout_bytes": stdout_size,
+        "stderr_bytes": stderr_size,
+    }
+    error_file = _write_error_file(
+        ctx, run, index, stage, reason, details, stdout_tail, stderr_tail
+    )
+    status = "skipped" if reason == "command-allow-failure" else "failed"
+    _stage_end(run, index, status, summary=summary, error_file=error_file, **fields)
+    return status, detail
+
+
+def _write_error_file(
+    ctx: RunContext,
+    run: ActiveRun,
+    index: int,
+    stage: CommandStage,
+    reason: str,
+    details: dict[str, Any],
+    stdout_tail: bytes,
+    stderr_tail: bytes,
+) -> str:
+    header = {
+        "run_id": run.run_id,
+        "task_id": ctx.task_id,
+        "command_index": index,
+        "command_id": stage.id,
+        "reason": reason,
+        "created_at": iso_utc(),
+    }
+    payload = build_error_file(header, stage.command, details, stdout_tail, stderr_tail)
+    path = run.run_dir / "errors" / f"{_log_stem(run, index, stage.id)}.json"
+    atomic_write_bytes(path, payload)
+    return ctx.workspace.display(path)
+
+
+def _run_subpipeline_stage(
+    ctx: RunContext, run: ActiveRun, index: int, stage: SubpipelineStage
+) -> tuple[str, str | None]:
+    child_pipeline = ctx.config.pipelines[stage.pipeline]
+    child = create_run(ctx, child_pipeline, run.run_id, run.store.data.get("approval_policy"))
+    child_id = str(child.data["run_id"])
+    link = {
+        "run_id": child_id,
+        "pipeline_id": child_pipeline.id,
+        "stage_id": stage.id,
+        "status": "in_progress",
+        "manifest": ctx.workspace.display(child.path),
+    }
+    run.store.append("child_runs", link)
+    _stage_begin(run, index, sub_run_id=child_id, log_path=ctx.workspace.display(child.path))
+    result = execute(ctx, child, child_pipeline)
+    with run.store.lock:
+        link["status"] = result.status
+    summary = f"child run {child_id} {result.status}"
+    if result.status == "succeeded":
+        _stage_end(run, index, "succeeded", summary=summary, exit_code=0)
+        return "succeeded", None
+    if result.status == "failed" and stage.optional:
+        _stage_end(run, index, "skipped", summary=f"optional {summary}", exit_code=result.exit_code)
+        return "skipped", None
+    _stage_end(run, index, "failed", summary=summary, exit_code=result.exit_code)
+    if result.status == "cancelled":
+        return "failed", result.status_detail
+    return "failed", f"stage:{stage.id}:failed"
+
+
+def _end_groups(ctx: RunContext, run: ActiveRun) -> None:
+    """End every process group this run's stages left behind (helpers end with the run)."""
+    for pgid in run.groups:
+        end_group(pgid, ctx.settings.kill_grace_seconds)
+        ctx.cancellation.groups.discard(pgid)
+
+
+def _finish(ctx: RunContext, run: ActiveRun, status: str, detail: str | None) -> RunResult:
+    store, data = run.store, run.store.data
+    completed = iso_utc()
+    exit_code = exit_code_for(status, detail)
+    with store.lock:
+        data.update(
+            status=status, status_detail=detail, exit_code=exit_code, completed_at=completed
+        )
+        for entry in data["commands"]:
+            if entry["status"] == "running":
+                entry.update(status="failed", completed_at=completed)
+        if data["resume_events"] and data["resume_events"][-1].get("outcome") == "in_progress":
+            data["resume_events"][-1]["outcome"] = status
+        data["summary"] = run_summary_text(data)
+        duration = _duration(data["started_at"], completed)
+        data["duration_seconds"] = duration
+        summary_path = write_run_summary(run.run_dir, _run_summary(ctx, data))
+        data["run_summary_path"] = ctx.workspace.display(summary_path)
+    metrics = _metrics(ctx, data, duration)
+
+    def write_manifest(metrics_recorded: bool) -> None:
+        store.update(metrics_recorded=metrics_recorded)
+        store.persist(durable=True)
+
+    task_dir = ctx.workspace.task_runs_dir(ctx.task_id)
+    store_state = TaskStateStore(
+        ctx.workspace.state_dir(ctx.task_id),
+        ctx.workspace.state_lock_path(ctx.task_id),
+        ctx.task_id,
+        lock=_state_lock(ctx),
+        warn=note,
+    )
+    record = RunRecord(
+        task_id=ctx.task_id,
+        run_id=run.run_id,
+        pipeline_id=run.pipeline.id,
+        status=status,
+        timestamp=completed,
+        manifest=ctx.workspace.display(store.path),
+    )
+    PersistenceCoordinator(store_state, task_dir / "metrics.json", note).finish_run(
+        metrics=metrics, write_manifest=write_manifest, record=record
+    )
+    run.events.emit("run_finished", status=status, status_detail=detail, exit_code=exit_code)
+    run.events.close()
+    return RunResult(run.run_id, status, detail, exit_code, run.run_dir)
+
+
+def _state_lock(ctx: RunContext) -> Any:
+    from codex_orchestrator.locks import FileLock
+
+    return FileLock.from_settings(ctx.workspace.state_lock_path(ctx.task_id), ctx.settings)
+
+
+def _duration(started_at: str, completed_at: str) -> float:
+    start, end = parse_iso_utc(started_at), parse_iso_utc(completed_at)
+    return round(end - start, 3) if start is not None and end is not None else 0.0
+
+
+def _run_summary(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "run_id": data["run_id"],
+        "task_id": data["task_id"],
+        "pipeline_id": data["pipeline_id"],
+        "status": data["status"],
+        "status_detail": data["status_detail"],
+        "exit_code": data["exit_code"],
+        "started_at": data["started_at"],
+        "completed_at": data["completed_at"],
+        "duration_seconds": data["duration_seconds"],
+        "summary": data["summary"],
+        "manifest": ctx.workspace.display(
+            ctx.workspace.run_dir(ctx.task_id, data["run_id"]) / MANIFEST_NAME
+        ),
+        "stages": [
+            {
+                key: command.get(key)
+                for key in (
+                    "index",
+                    "id",
+                    "kind",
+                    "status",
+                    "exit_code",
+                    "summary",
+                    "duration_seconds",
+                    "error_file",
+                )
+            }
+            for command in data["commands"]
+        ],
+        "child_runs": data["child_runs"],
+    }
+
+
+def _metrics(ctx: RunContext, data: dict[str, Any], duration: float) -> dict[str, Any]:
+    commands = data["commands"]
+    return {
+        "run_id": data["run_id"],
+        "task_id": data["task_id"],
+        "pipeline_id": data["pipeline_id"],
+        "status": data["status"],
+        "started_at": data["started_at"],
+        "completed_at": data["completed_at"],
+        "duration_seconds": duration,
+        "commands_passed": sum(1 for command in commands if command["status"] == "succeeded"),
+        "commands_failed": sum(1 for command in commands if command["status"] == "failed"),
+        "guardrails_present": any(is_guardrail(command) for command in commands),
+        "recorded_at": iso_utc(),
+        "artifact_path": data["artifact_root"],
+        "child_runs": [child["run_id"] for child in data["child_runs"]],
+    }
+
+
+def live_output_follower(stdout_path: Path, stderr_path: Path) -> Callable[[], None]:
+    """Echo a stage's new log bytes to our stderr as they land on disk (for terminals)."""
+    offsets = {stdout_path: 0, stderr_path: 0}
+
+    def follow() -> None:
+        for path, offset in offsets.items():
+            chunk, _ = _read_from(path, offset)
+            if chunk:
+                offsets[path] = offset + len(chunk)
+                sys.stderr.buffer.write(chunk)
+        sys.stderr.buffer.flush()
+
+    return follow
+
+
+def _read_from(path: Path, offset: int, limit: int = 1 << 20) -> tuple[bytes, int]:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            return handle.read(limit), offset
+    except OSError:
+        return b"", offset
+
+
+def prepare_resume(ctx: RunContext, store: ManifestStore, actor: str, reason: str | None) -> None:
+    """Reset a failed or dead run for another pass and record the resume event.
+
+    Process groups a dead orchestrator left behind are ended first; stages that did not succeed
+    or get skipped go back to ``pending``.
+    """
+    for entry in store.data["commands"]:
+        if isinstance(entry.get("pgid"), int):
+            end_leftover_group(
+                entry["pgid"], entry.get("pid_start_ticks"), ctx.settings.kill_grace_seconds
+            )
+        if entry["status"] not in DONE_STAGE_STATUSES:
+            entry["status"] = "pending"
+    store.update(
+        status="queued",
+        status_detail=None,
+        exit_code=None,
+        completed_at=None,
+        metrics_recorded=False,
+        heartbeat_interval_seconds=ctx.settings.heartbeat_interval_seconds,
+        heartbeat_stale_after_seconds=ctx.settings.heartbeat_stale_after_seconds,
+    )
+    store.append(
+        "resume_events",
+        {"timestamp": iso_utc(), "actor": actor, "reason": reason, "outcome": "in_progress"},
+    )
+    store.persist(durable=True)

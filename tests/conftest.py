@@ -1,0 +1,102 @@
+"""Shared fixtures: a temporary repository and a way to drive the real CLI in it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+class Repo:
+    """A temporary git repository with helpers to run the CLI inside it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = cli_env(root)
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Write ``codex.orchestrator.json``."""
+        (self.root / "codex.orchestrator.json").write_text(json.dumps(config, indent=2))
+
+    def pipeline(self, *stages: dict[str, Any], pipeline_id: str = "main", **extra: Any) -> None:
+        """Write a config with one pipeline made of ``stages`` (plus ``extra`` top-level keys)."""
+        self.write_config(
+            {
+                "defaultPipeline": pipeline_id,
+                "pipelines": [{"id": pipeline_id, "stages": list(stages)}],
+                **extra,
+            }
+        )
+
+    def cli(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``codex-orchestrator ARGS`` in the repository and wait for it."""
+        return subprocess.run(
+            [sys.executable, "-m", "codex_orchestrator", *args],
+            cwd=self.root,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """Start ``codex-orchestrator ARGS`` without waiting."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "codex_orchestrator", *args],
+            cwd=self.root,
+            env={**self.env, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def start_json(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """``start ARGS --format json``: exit code and the one JSON document."""
+        result = self.cli("start", *args, "--format", "json", env=env)
+        return result.returncode, json.loads(result.stdout)
+
+    def manifest(self, document: dict[str, Any]) -> dict[str, Any]:
+        """Load the manifest a start/resume/status document points to."""
+        loaded: dict[str, Any] = json.loads((self.root / document["manifest"]).read_text())
+        return loaded
+
+
+def cli_env(root: Path) -> dict[str, str]:
+    """A clean environment for the CLI rooted at ``root``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("CODEX_ORCHESTRATOR_", "MCP_RUNNER"))
+    }
+    env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
+    env["CODEX_ORCHESTRATOR_ROOT"] = str(root)
+    env["CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS"] = "0.2"
+    return env
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    """A fresh git repository with one commit."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    for command in (
+        ["init", "-q", "-b", "main"],
+        [*GIT_IDENTITY, "commit", "-q", "--allow-empty", "-m", "init"],
+    ):
+        subprocess.run(["git", *command], cwd=root, check=True, capture_output=True)
+    return Repo(root)
+
+
+GIT_IDENTITY = ("-c", "user.name=test", "-c", "user.email=test@example.com")

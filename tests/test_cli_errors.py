@@ -1,0 +1,90 @@
+"""Bad input of every kind: exit code 2, one clear line, never a traceback, nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import Repo
+
+BAD_IDS = ["../escape", "a/b", "", "-leading", "x" * 129, "tab\there", "dot.dot"]
+
+
+def _assert_clean_error(result: object, *needles: str) -> None:
+    stderr = result.stderr  # type: ignore[attr-defined]
+    assert result.returncode == 2, stderr  # type: ignore[attr-defined]
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("task", BAD_IDS)
+def test_invalid_task_id_is_refused(repo: Repo, task: str) -> None:
+    repo.pipeline({"id": "one", "command": "true"})
+    _assert_clean_error(repo.cli("start", f"--task={task}"), "invalid task id")
+    assert not (repo.root / ".runs").exists()
+
+
+def test_invalid_task_id_from_environment(repo: Repo) -> None:
+    _assert_clean_error(
+        repo.cli("start", env={"MCP_RUNNER_TASK_ID": "../../etc"}), "MCP_RUNNER_TASK_ID"
+    )
+
+
+@pytest.mark.parametrize("run_id", ["../x", "a/b", "..", "2025-10-31T22-56-34-431Z-zzzz/../x"])
+def test_invalid_run_ids(repo: Repo, run_id: str) -> None:
+    for command in ("status", "resume"):
+        _assert_clean_error(repo.cli(command, run_id), "invalid run id")
+
+
+def test_unknown_run(repo: Repo) -> None:
+    result = repo.cli("status", "2025-10-31T22-56-34-431Z-9574035c", "--format", "json")
+    assert result.returncode == 2
+    assert json.loads(result.stdout)["exit_code"] == 2
+    _assert_clean_error(repo.cli("resume", "2025-10-31T22-56-34-431Z-9574035c"), "unknown run")
+
+
+def test_unknown_pipeline_lists_available(repo: Repo) -> None:
+    repo.pipeline({"id": "one", "command": "true"})
+    _assert_clean_error(repo.cli("start", "nope"), "unknown pipeline 'nope'", "main", "diagnostics")
+
+
+def test_invalid_json_config(repo: Repo) -> None:
+    (repo.root / "codex.orchestrator.json").write_text(
+        '{\n  "pipelines": [\n    {"id": "x",, }\n  ]\n}\n'
+    )
+    _assert_clean_error(repo.cli("start"), "codex.orchestrator.json:3:")
+    _assert_clean_error(repo.cli("plan"), "invalid JSON")
+
+
+def test_ill_typed_config(repo: Repo) -> None:
+    repo.pipeline({"id": "one", "command": 42})
+    _assert_clean_error(repo.cli("start"), "pipelines[0].stages[0].command")
+    assert not (repo.root / ".runs").exists()
+
+
+def test_parent_run_must_exist(repo: Repo) -> None:
+    repo.pipeline({"id": "one", "command": "true"})
+    _assert_clean_error(
+        repo.cli("start", "--parent-run", "2025-10-31T22-56-34-431Z-9574035c"), "unknown run"
+    )
+
+
+def test_usage_errors(repo: Repo) -> None:
+    _assert_clean_error(repo.cli("status"), "needs a run id")
+    _assert_clean_error(repo.cli("start", "--bogus"), "unrecognized arguments")
+    result = repo.cli("start", "--bogus", "--format", "json")
+    assert json.loads(result.stdout)["exit_code"] == 2
+
+
+def test_corrupt_manifest_is_left_untouched(repo: Repo) -> None:
+    repo.pipeline({"id": "one", "command": "true"})
+    _, doc = repo.start_json()
+    path = repo.root / doc["manifest"]
+    path.write_text('{"torn": ')
+    _assert_clean_error(repo.cli("status", doc["run_id"]), "cannot be parsed")
+    _assert_clean_error(repo.cli("resume", doc["run_id"]), "left untouched")
+    assert path.read_text() == '{"torn": '

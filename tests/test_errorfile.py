@@ -1,0 +1,84 @@
+"""Properties of bounded error files and id validation (hypothesis)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from codex_orchestrator.errorfile import (
+    MAX_DETAIL_BYTES,
+    MAX_FILE_BYTES,
+    build_error_file,
+    clean_text,
+    utf8_tail,
+)
+from codex_orchestrator.ids import ID_PATTERN, is_valid_id, new_run_id
+from codex_orchestrator.workspace import Workspace
+
+HEADER = {
+    "run_id": "r",
+    "task_id": "t",
+    "command_index": 1,
+    "command_id": "c",
+    "reason": "command-failed",
+}
+NASTY = st.one_of(
+    st.binary(max_size=40_000),
+    st.text(max_size=20_000).map(lambda text: text.encode("utf-8")),
+    st.builds(
+        lambda char, count: char * count,
+        st.sampled_from([b"\x00", b"\x01", b'"', b"\\", b"\xe2\x82\xac", b"\xff"]),
+        st.integers(0, 30_000),
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(stdout=NASTY, stderr=NASTY, command=st.text(max_size=12_000))
+def test_error_file_is_bounded_and_parseable(stdout: bytes, stderr: bytes, command: str) -> None:
+    payload = build_error_file(HEADER, command, {"exit_code": 1}, stdout, stderr)
+    assert len(payload) <= MAX_FILE_BYTES
+    document = json.loads(payload)
+    details = document["details"]
+    for key, raw in (("stdout", stdout), ("stderr", stderr)):
+        kept = details[key]
+        assert len(kept.encode("utf-8")) <= MAX_DETAIL_BYTES
+        assert clean_text(raw).endswith(kept)
+        assert details[f"{key}_truncated"] == (kept != clean_text(raw))
+    assert command.endswith(document["command"])
+
+
+def test_stdout_is_shortened_before_stderr() -> None:
+    payload = build_error_file(HEADER, "cmd", {}, b"o" * 9000, b"e" * 9000)
+    details = json.loads(payload)["details"]
+    assert len(details["stderr"]) == MAX_DETAIL_BYTES
+    assert len(details["stdout"]) < MAX_DETAIL_BYTES
+
+
+@given(st.text(max_size=3000), st.integers(0, 5000))
+def test_utf8_tail_cuts_on_character_boundary(text: str, limit: int) -> None:
+    tail, cut = utf8_tail(text, limit)
+    assert text.endswith(tail) and len(tail.encode("utf-8")) <= limit
+    assert cut == (tail != text)
+
+
+@given(st.text(max_size=200))
+def test_id_rule_matches_pattern_and_keeps_paths_inside(value: str) -> None:
+    valid = is_valid_id(value)
+    assert valid == (ID_PATTERN.fullmatch(value) is not None)
+    if valid:
+        workspace = Workspace(root=Path("/r"), runs_dir=Path("/r/.runs"), out_dir=Path("/r/out"))
+        path = workspace.run_dir(value, value)
+        assert path.parent.parent.parent == Path("/r/.runs") and ".." not in path.parts
+
+
+def test_run_ids_are_valid_sortable_and_unique() -> None:
+    ids = [new_run_id(1_700_000_000.25 + i * 0.01) for i in range(200)]
+    assert all(is_valid_id(run_id) for run_id in ids)
+    assert ids[0].startswith("2023-11-14T22-13-20-250Z-")
+    assert ids == sorted(ids)
+    same_moment = {new_run_id(1_700_000_000.0) for _ in range(500)}
+    assert len(same_moment) == 500
