@@ -359,3 +359,33 @@ def test_runs_dir_and_out_dir_overrides(repo: Repo, tmp_path: Path) -> None:
     assert doc["manifest"].startswith(str(outside / "runs" / "default" / "cli"))
     assert os.path.isabs(doc["manifest"])
     assert (repo.root / "state-out/default/state.json").is_file()
+
+
+def test_live_output_is_echoed_when_a_terminal_is_attached(repo: Repo) -> None:
+    import pty
+    import subprocess
+    import sys
+
+    repo.pipeline({"id": "talk", "command": "echo live-line-1; sleep 0.3; echo live-line-2 >&2"})
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codex_orchestrator", "start"],
+        cwd=repo.root,
+        env=repo.env,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    proc.wait(timeout=30)
+    os.close(controller)
+    assert proc.returncode == 0
+    assert b"live-line-1" in seen and b"live-line-2" in seen

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -35,3 +37,23 @@ def note(message: str) -> None:
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
+
+
+def log_echo(*paths: Path) -> Callable[[], None]:
+    """Return a callable that copies bytes newly appended to ``paths`` onto stderr (live output)."""
+    offsets = dict.fromkeys(paths, 0)
+
+    def echo() -> None:
+        for path, offset in offsets.items():
+            try:
+                with open(path, "rb") as handle:
+                    handle.seek(offset)
+                    chunk = handle.read(1 << 20)
+            except OSError:
+                continue
+            if chunk:
+                offsets[path] = offset + len(chunk)
+                sys.stderr.buffer.write(chunk)
+        sys.stderr.buffer.flush()
+
+    return echo

@@ -12,7 +12,6 @@ import secrets
 import shutil
 import signal
 import socket
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -569,30 +568,6 @@ def _metrics(ctx: RunContext, data: dict[str, Any], duration: float) -> dict[str
         "artifact_path": data["artifact_root"],
         "child_runs": [child["run_id"] for child in data["child_runs"]],
     }
-
-
-def live_output_follower(stdout_path: Path, stderr_path: Path) -> Callable[[], None]:
-    """Echo a stage's new log bytes to our stderr as they land on disk (for terminals)."""
-    offsets = {stdout_path: 0, stderr_path: 0}
-
-    def follow() -> None:
-        for path, offset in offsets.items():
-            chunk, _ = _read_from(path, offset)
-            if chunk:
-                offsets[path] = offset + len(chunk)
-                sys.stderr.buffer.write(chunk)
-        sys.stderr.buffer.flush()
-
-    return follow
-
-
-def _read_from(path: Path, offset: int, limit: int = 1 << 20) -> tuple[bytes, int]:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            return handle.read(limit), offset
-    except OSError:
-        return b"", offset
 
 
 def prepare_resume(ctx: RunContext, store: ManifestStore, actor: str, reason: str | None) -> None:

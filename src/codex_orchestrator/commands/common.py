@@ -9,9 +9,9 @@ from typing import Any
 from codex_orchestrator.config import Config, load_config
 from codex_orchestrator.errors import RunNotFoundError
 from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
-from codex_orchestrator.output import Reporter, note
+from codex_orchestrator.output import Reporter, log_echo, note
 from codex_orchestrator.process import Cancellation, LocalExecutor
-from codex_orchestrator.runner import RunContext, RunResult, live_output_follower
+from codex_orchestrator.runner import RunContext, RunResult
 from codex_orchestrator.workspace import Settings, Workspace
 
 
@@ -38,7 +38,7 @@ def run_context(
         task_slug=task_slug(workspace.root, task_id) or task_id,
         cancellation=Cancellation(grace_seconds=settings.kill_grace_seconds),
         executor=LocalExecutor(),
-        on_output=live_output_follower if follow else None,
+        on_output=log_echo if follow else None,
     )
 
 
