@@ -1,0 +1,449 @@
+"""Per-task run history: ``<out>/<task>/state.json``, its archive and its pending snapshots.
+
+Files (all beside ``state.json``, in ``<out>/<task>/``):
+
+- ``state.json``: ``{"taskId", "lastRunAt", "runs": [...]}``, one entry per run id (a newer
+  snapshot of a run replaces the older one), sorted by completion time, one entry per line.
+- ``state.archive.ndjson``: older entries, one JSON entry per line, appended, never rewritten.
+  ``state.json`` keeps the newest ``KEEP_RECENT`` runs; once it holds more than
+  ``KEEP_RECENT + ARCHIVE_BATCH``, the oldest are appended to the archive (one fsynced write)
+  and then dropped from ``state.json``. A crash between the two steps can only repeat entries
+  in the archive, never lose one.
+- ``state.pending/<run-id>.<time>.json``: one durable snapshot per recorded run, written
+  before the lock is taken, deleted once merged into ``state.json``.
+- ``.state.json.stamp``: size, CRC-32 of the entries, count and ``lastRunAt`` of the
+  ``state.json`` this module last wrote. When it matches, a run newer than all others is
+  appended to the existing bytes without re-parsing them, so recording stays cheap however long
+  the history grows. Any other change to ``state.json`` fails the check and forces a full parse.
+
+Zero lost snapshots. Every lock holder (writers and ``read``) merges all pending files present
+while it holds the lock. After releasing, it lists the pending directory again and, if anything
+is there, makes one non-blocking try to re-take the lock and merge (in a loop). When that try
+fails, another process took the lock after our release, i.e. after any file we could have
+missed was written, and it merges that file. A writer whose retries run out wrote its pending
+file before its last failed try, so the holder at that moment sees the file in its
+post-release check. Only a holder killed outright leaves files behind; the next writer or
+reader of the task merges them.
+
+Corruption. A ``state.json`` or pending file that does not parse, or has the wrong shape, is
+never overwritten: it is renamed aside (``<name>.corrupt-<time>``), reported once through
+``warn``, and a fresh history is started with every entry that can still be recovered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sys
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from codex_orchestrator.ids import validate_id
+from codex_orchestrator.jsonio import append_line, atomic_write_bytes, quarantine, read_json
+from codex_orchestrator.locks import FileLock
+
+KEEP_RECENT = 1000
+ARCHIVE_BATCH = 250
+ENTRY_KEYS = ("taskId", "runId", "pipelineId", "status", "timestamp", "manifest")
+
+Entry = dict[str, Any]
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_SEPARATOR = b",\n"
+_TRAILER = b"\n]}\n"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished run as listed in ``state.json``."""
+
+    task_id: str
+    run_id: str
+    pipeline_id: str
+    status: str
+    timestamp: str  # completion time, ISO-8601 UTC with milliseconds
+    manifest: str  # manifest path as displayed (relative to the repo root when inside it)
+
+    def to_json(self) -> dict[str, str]:
+        """The ``state.json`` entry of this run."""
+        return {
+            "taskId": self.task_id,
+            "runId": self.run_id,
+            "pipelineId": self.pipeline_id,
+            "status": self.status,
+            "timestamp": self.timestamp,
+            "manifest": self.manifest,
+        }
+
+
+class _CorruptError(ValueError):
+    """A file that does not parse or has the wrong shape; ``recovered`` holds what survived."""
+
+    def __init__(self, reason: str, recovered: list[Entry] | None = None) -> None:
+        super().__init__(reason)
+        self.recovered = recovered or []
+
+
+@dataclass(frozen=True)
+class _Verified:
+    """The entries of a ``state.json`` vouched for by the stamp, as raw bytes."""
+
+    body: bytes
+    crc: int
+    count: int
+    last_run_at: str | None
+
+
+class TaskStateStore:
+    """Per-task run history at ``<out>/<task>/state.json`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        lock_path: Path,
+        task_id: str,
+        lock: FileLock | None = None,
+        warn: Callable[[str], None] | None = None,
+        *,
+        keep_recent: int = KEEP_RECENT,
+        archive_batch: int = ARCHIVE_BATCH,
+    ) -> None:
+        self.task_id = task_id
+        self.state_path = state_dir / "state.json"
+        self.archive_path = state_dir / "state.archive.ndjson"
+        self.pending_dir = state_dir / "state.pending"
+        self.lock_path = lock_path
+        self._stamp_path = state_dir / ".state.json.stamp"
+        self._lock = lock or FileLock(lock_path)
+        self._warn = warn or _print_warning
+        self._keep_recent = keep_recent
+        self._archive_batch = archive_batch
+
+    def pending_path(self, record: RunRecord) -> Path:
+        """Where ``record`` waits until it is merged into ``state.json``."""
+        stamp = re.sub(r"[^0-9A-Za-z]", "", record.timestamp)[:32]
+        return self.pending_dir / f"{validate_id(record.run_id, 'run')}.{stamp}.json"
+
+    def record(self, record: RunRecord) -> None:
+        """Save ``record`` durably as pending, then merge every pending snapshot under the lock.
+
+        Raises `LockTimeoutError` when the lock bound is spent; the snapshot stays pending and
+        is merged by the current lock holder or the next writer.
+        """
+        path = self.pending_path(record)
+        self.pending_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, _encode(record.to_json()), durable=True)
+        self._lock.acquire()
+        self._merge_and_release()
+
+    def flush_pending(self) -> int:
+        """Take the lock (bounded retries) and merge pending snapshots; return how many."""
+        self._lock.acquire()
+        return self._merge_and_release()
+
+    def read(self) -> dict[str, Any]:
+        """The state document; pending snapshots are merged first when the lock is free."""
+        if not self._lock.try_acquire():
+            return self._document(self._peek_runs())
+        try:
+            runs = self._sync_locked()
+        finally:
+            self._lock.release()
+        self._drain()
+        return self._document(runs)
+
+    # --- holding the lock -------------------------------------------------------------------
+
+    def _merge_and_release(self) -> int:
+        """Merge pending while holding the lock, release it, then drain (see module doc)."""
+        try:
+            merged = self._merge_pending_locked()
+        finally:
+            self._lock.release()
+        return merged + self._drain()
+
+    def _drain(self) -> int:
+        """After a release, merge what is still pending unless another process took the lock."""
+        merged = 0
+        while self._pending_files() and self._lock.try_acquire():
+            try:
+                merged += self._merge_pending_locked()
+            finally:
+                self._lock.release()
+        return merged
+
+    def _merge_pending_locked(self) -> int:
+        paths, incoming = self._load_pending()
+        if incoming:
+            verified = self._load_verified()
+            if verified is None or not self._append(verified, incoming):
+                self._merge_full(verified, incoming)
+        _unlink_all(paths)
+        return len(paths)
+
+    def _sync_locked(self) -> list[Entry]:
+        """Load (repairing corruption), merge pending, write if anything changed."""
+        paths, incoming = self._load_pending()
+        history = self._merge_full(self._load_verified(), incoming)
+        _unlink_all(paths)
+        return history.runs
+
+    def _append(self, verified: _Verified, incoming: list[Entry]) -> bool:
+        """Append runs newer than all others to the verified bytes; False when not possible."""
+        if verified.count + len(incoming) > self._keep_recent + self._archive_batch:
+            return False
+        if verified.last_run_at is not None and _timestamp(incoming[0]) < verified.last_run_at:
+            return False
+        run_ids = {_run_id(entry) for entry in incoming}
+        if len(run_ids) < len(incoming) or any(_run_id_key(r) in verified.body for r in run_ids):
+            return False
+        tail = (_SEPARATOR if verified.body else b"") + _join_entries(incoming)
+        self._write_state(
+            verified.body + tail,
+            last_run_at=_timestamp(incoming[-1]),
+            count=verified.count + len(incoming),
+            crc=zlib.crc32(tail, verified.crc),
+        )
+        return True
+
+    def _merge_full(self, verified: _Verified | None, incoming: list[Entry]) -> _History:
+        """Merge into the parsed history, archive the oldest runs if due, write if changed."""
+        history, repaired = self._load_history(verified)
+        if history.merge(incoming) or repaired:
+            excess = len(history.runs) - self._keep_recent
+            if excess > self._archive_batch:
+                append_line(self.archive_path, history.pop_oldest(excess).decode(), durable=True)
+            body = history.encode()
+            self._write_state(body, last_run_at=history.last_run_at, count=len(history.runs))
+        return history
+
+    def _load_verified(self) -> _Verified | None:
+        """The entries of ``state.json`` as bytes, when the stamp vouches for them."""
+        try:
+            stamp = read_json(self._stamp_path)
+            raw = self.state_path.read_bytes()
+        except (OSError, ValueError):
+            return None
+        if not isinstance(stamp, dict) or not isinstance(stamp.get("count"), int):
+            return None
+        last_run_at = stamp.get("lastRunAt")
+        if not isinstance(last_run_at, str | None):
+            return None
+        header = _header(self.task_id, last_run_at)
+        if (
+            stamp.get("size") != len(raw)
+            or not raw.startswith(header)
+            or not raw.endswith(_TRAILER)
+        ):
+            return None
+        body = raw[len(header) : len(raw) - len(_TRAILER)]
+        crc = zlib.crc32(body)
+        if stamp.get("crc") != crc:
+            return None
+        return _Verified(body, crc, stamp["count"], last_run_at)
+
+    def _write_state(
+        self, body: bytes, *, last_run_at: str | None, count: int, crc: int | None = None
+    ) -> None:
+        """Write ``state.json`` durably, then the stamp that vouches for it."""
+        content = _header(self.task_id, last_run_at) + body + _TRAILER
+        atomic_write_bytes(self.state_path, content, durable=True)
+        stamp = {
+            "size": len(content),
+            "crc": zlib.crc32(body) if crc is None else crc,
+            "count": count,
+            "lastRunAt": last_run_at,
+        }
+        atomic_write_bytes(self._stamp_path, _encode(stamp))
+
+    def _load_history(self, verified: _Verified | None) -> tuple[_History, bool]:
+        """The parsed history; True with it when a corrupt ``state.json`` was set aside."""
+        if verified is not None:
+            return _History.from_body(verified.body), False
+        try:
+            return _History(_parse_runs(self.state_path.read_bytes())), False
+        except FileNotFoundError:
+            return _History([]), False
+        except _CorruptError as problem:
+            kept = quarantine(self.state_path)
+            salvaged = len(problem.recovered)
+            self._warn(
+                f"warning: state.json for task {self.task_id} was corrupt ({problem}); "
+                f"kept aside as {kept}; starting a fresh history"
+                + (f" with the {salvaged} readable runs" if salvaged else "")
+            )
+            return _History(problem.recovered), True
+
+    def _load_pending(self) -> tuple[list[Path], list[Entry]]:
+        """Every pending file and the valid snapshots among them, oldest first."""
+        paths = [self.pending_dir / name for name in self._pending_files()]
+        entries: list[Entry] = []
+        for path in paths:
+            try:
+                entries.append(_parse_entry(path.read_bytes()))
+            except FileNotFoundError:
+                continue
+            except _CorruptError as problem:
+                kept = quarantine(path)
+                self._warn(
+                    f"warning: pending state snapshot {path.name} for task {self.task_id} "
+                    f"was corrupt ({problem}); kept aside as {kept}; skipped"
+                )
+        entries.sort(key=_timestamp)
+        return paths, entries
+
+    # --- without the lock -------------------------------------------------------------------
+
+    def _pending_files(self) -> list[str]:
+        try:
+            names = os.listdir(self.pending_dir)
+        except FileNotFoundError:
+            return []
+        return [name for name in names if name.endswith(".json") and not name.startswith(".")]
+
+    def _peek_runs(self) -> list[Entry]:
+        """The runs in ``state.json``, repairing nothing (another process holds the lock)."""
+        try:
+            return _parse_runs(self.state_path.read_bytes())
+        except FileNotFoundError:
+            return []
+        except _CorruptError as problem:
+            return problem.recovered
+
+    def _document(self, runs: list[Entry]) -> dict[str, Any]:
+        return {
+            "taskId": self.task_id,
+            "lastRunAt": _timestamp(runs[-1]) if runs else None,
+            "runs": runs,
+        }
+
+
+class _History:
+    """Runs sorted by completion time, with the encoded bytes of those read unchanged."""
+
+    def __init__(self, runs: list[Entry], lines: dict[str, bytes] | None = None) -> None:
+        self.runs = runs
+        self._lines = lines or {}
+
+    @classmethod
+    def from_body(cls, body: bytes) -> _History:
+        """The history of verified ``state.json`` entries (one per line, as written)."""
+        runs: list[Entry] = json.loads(b"[" + body + b"]")
+        lines = body.split(_SEPARATOR) if body else []
+        if len(lines) != len(runs):
+            return cls(runs)
+        return cls(runs, {_run_id(entry): line for entry, line in zip(runs, lines, strict=True)})
+
+    @property
+    def last_run_at(self) -> str | None:
+        return _timestamp(self.runs[-1]) if self.runs else None
+
+    def merge(self, incoming: list[Entry]) -> bool:
+        """Merge ``incoming`` (oldest first); True when the history changed.
+
+        A snapshot replaces the entry of the same run unless it is older.
+        """
+        position = {_run_id(entry): index for index, entry in enumerate(self.runs)}
+        changed = needs_sort = False
+        for entry in incoming:
+            index = position.get(_run_id(entry))
+            if index is None:
+                last = self.runs[-1] if self.runs else None
+                needs_sort = needs_sort or (
+                    last is not None and _timestamp(entry) < _timestamp(last)
+                )
+                position[_run_id(entry)] = len(self.runs)
+                self.runs.append(entry)
+            elif _timestamp(entry) >= _timestamp(self.runs[index]) and entry != self.runs[index]:
+                needs_sort = needs_sort or _timestamp(entry) != _timestamp(self.runs[index])
+                self._lines.pop(_run_id(entry), None)
+                self.runs[index] = entry
+            else:
+                continue
+            changed = True
+        if needs_sort:
+            self.runs.sort(key=_timestamp)
+        return changed
+
+    def pop_oldest(self, count: int) -> bytes:
+        """Remove the ``count`` oldest runs and return them as NDJSON lines."""
+        oldest, self.runs = self.runs[:count], self.runs[count:]
+        return b"\n".join(map(self._encoded, oldest))
+
+    def encode(self) -> bytes:
+        """The runs as ``state.json`` lists them, one per line."""
+        return _SEPARATOR.join(map(self._encoded, self.runs))
+
+    def _encoded(self, entry: Entry) -> bytes:
+        return self._lines.get(_run_id(entry)) or _encode(entry)
+
+
+def _parse_runs(raw: bytes) -> list[Entry]:
+    """The sorted runs of a ``state.json``; raises `_CorruptError` (with what survived)."""
+    try:
+        document = json.loads(raw)
+    except ValueError as error:
+        raise _CorruptError(f"not JSON: {error}") from None
+    runs = document.get("runs") if isinstance(document, dict) else None
+    if not isinstance(runs, list):
+        raise _CorruptError('no "runs" list')
+    valid = sorted((entry for entry in runs if _is_entry(entry)), key=_timestamp)
+    newest = {_run_id(entry): entry for entry in valid}  # one entry per run: the newest
+    unique = sorted(newest.values(), key=_timestamp) if len(newest) < len(valid) else valid
+    if len(valid) < len(runs):
+        raise _CorruptError(f"{len(runs) - len(valid)} malformed run entries", unique)
+    return unique
+
+
+def _parse_entry(raw: bytes) -> Entry:
+    try:
+        entry = json.loads(raw)
+    except ValueError as error:
+        raise _CorruptError(f"not JSON: {error}") from None
+    if not _is_entry(entry):
+        raise _CorruptError("not a run entry")
+    return cast(Entry, entry)
+
+
+def _is_entry(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(value.get(key), str) for key in ENTRY_KEYS)
+
+
+def _run_id(entry: Entry) -> str:
+    return cast(str, entry["runId"])
+
+
+def _timestamp(entry: Entry) -> str:
+    return cast(str, entry["timestamp"])
+
+
+def _encode(value: Any) -> bytes:
+    return _ENCODER.encode(value).encode("utf-8")
+
+
+def _join_entries(entries: list[Entry]) -> bytes:
+    return _SEPARATOR.join(_encode(entry) for entry in entries)
+
+
+def _header(task_id: str, last_run_at: Any) -> bytes:
+    return b'{"taskId":%s,"lastRunAt":%s,"runs":[\n' % (_encode(task_id), _encode(last_run_at))
+
+
+def _run_id_key(run_id: str) -> bytes:
+    """The exact bytes ``"runId":"<id>"`` that an entry of this run contains in ``state.json``."""
+    return b'"runId":' + _encode(run_id)
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _print_warning(message: str) -> None:
+    print(message, file=sys.stderr)
