@@ -15,16 +15,6 @@ from codex_orchestrator import __version__
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
 from codex_orchestrator.output import Reporter
 
-HANDLERS = {
-    "start": "start",
-    "plan": "plan",
-    "status": "status",
-    "resume": "resume",
-    "tasks": "tasks",
-    "spec-guard": "spec_guard",
-    "review": "review",
-}
-
 
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser that raises instead of exiting, so errors follow our conventions."""
@@ -43,12 +33,7 @@ def _add_run(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.set_defaults(run_required=required)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser for every command."""
-    parser = _Parser(prog="codex-orchestrator", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
+def _add_start(sub: argparse._SubParsersAction[_Parser]) -> None:
     start = sub.add_parser("start", help="run a pipeline for a task")
     start.add_argument("pipeline", nargs="?", metavar="PIPELINE")
     start.add_argument("--task", metavar="ID")
@@ -56,11 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--approval-policy", metavar="POLICY")
     _add_format(start)
 
+
+def _add_plan(sub: argparse._SubParsersAction[_Parser]) -> None:
     plan = sub.add_parser("plan", help="show the stages a pipeline would run")
     plan.add_argument("pipeline", nargs="?", metavar="PIPELINE")
     plan.add_argument("--task", metavar="ID")
     _add_format(plan)
 
+
+def _add_status(sub: argparse._SubParsersAction[_Parser]) -> None:
     status = sub.add_parser("status", help="report a run's state")
     _add_run(status)
     status.add_argument("--task", metavar="ID")
@@ -68,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--interval", type=float, default=2.0, metavar="SECONDS")
     _add_format(status)
 
+
+def _add_resume(sub: argparse._SubParsersAction[_Parser]) -> None:
     resume = sub.add_parser("resume", help="continue a failed or dead run")
     _add_run(resume)
     resume.add_argument("--task", metavar="ID")
@@ -77,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--force", action="store_true", help="resume even if the run looks alive")
     _add_format(resume)
 
+
+def _add_tasks(sub: argparse._SubParsersAction[_Parser]) -> None:
     tasks = sub.add_parser("tasks", help="task checklists and their manifest evidence")
     tasks_sub = tasks.add_subparsers(dest="tasks_command", metavar="ACTION", parser_class=_Parser)
     check = tasks_sub.add_parser("check", help="report checklist problems")
@@ -92,15 +85,40 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--title", required=True, metavar="TEXT")
     _add_format(new)
 
+
+def _add_spec_guard(sub: argparse._SubParsersAction[_Parser]) -> None:
     guard = sub.add_parser("spec-guard", help="check that code changes come with spec changes")
     guard.add_argument("--dry-run", action="store_true")
     guard.add_argument("--base", metavar="REF")
     _add_format(guard)
 
+
+def _add_review(sub: argparse._SubParsersAction[_Parser]) -> None:
     review = sub.add_parser("review", help="hand a run to review")
     _add_run(review, required=False)
     review.add_argument("--task", metavar="ID")
     _add_format(review)
+
+
+COMMANDS = {
+    "start": ("start", _add_start),
+    "plan": ("plan", _add_plan),
+    "status": ("status", _add_status),
+    "resume": ("resume", _add_resume),
+    "tasks": ("tasks", _add_tasks),
+    "spec-guard": ("spec_guard", _add_spec_guard),
+    "review": ("review", _add_review),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Build the argument parser: every command, or just ``only`` (cheaper at start-up)."""
+    parser = _Parser(prog="codex-orchestrator", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (_, add) in COMMANDS.items():
+        if only is None or name == only:
+            add(sub)
     return parser
 
 
@@ -118,14 +136,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     reporter = Reporter(_requested_format(arguments))
     try:
-        args = build_parser().parse_args(arguments)
+        first = arguments[0] if arguments else None
+        args = build_parser(first if first in COMMANDS else None).parse_args(arguments)
         if args.command is None or (args.command == "tasks" and args.tasks_command is None):
             build_parser().print_help(sys.stderr)
             return EXIT_USAGE
         reporter = Reporter(getattr(args, "format", "text"))
         if hasattr(args, "run_required"):
             args.run_id = _run_argument(args)
-        module = importlib.import_module(f"codex_orchestrator.commands.{HANDLERS[args.command]}")
+        module = importlib.import_module(f"codex_orchestrator.commands.{COMMANDS[args.command][0]}")
         exit_code: int = module.run(args, reporter)
         return exit_code
     except OrchestratorError as error:

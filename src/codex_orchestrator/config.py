@@ -18,13 +18,13 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 from typing import NamedTuple, NoReturn, TypeVar
 
 from codex_orchestrator.errors import ConfigError, UnknownPipelineError
 from codex_orchestrator.ids import is_valid_id, validate_id
-from codex_orchestrator.workspace import SETTING_NAMES, Settings
+from codex_orchestrator.workspace import INTEGER_SETTINGS, SETTING_NAMES
 
 CONFIG_FILE = "codex.orchestrator.json"
 BUILTIN_PIPELINE = "diagnostics"
@@ -80,15 +80,13 @@ STAGE_KEYS: Mapping[str, frozenset[str]] = {
     "stage-set": frozenset({"kind", "ref"}),
 }
 _ALL_STAGE_KEYS = frozenset().union(*STAGE_KEYS.values())
-_INTEGER_SETTINGS = frozenset(f.name for f in fields(Settings) if f.type in ("int", int))
 _ID_RULE = "use 1-128 characters from A-Z a-z 0-9 _ -, starting with a letter or digit"
 
 T = TypeVar("T")
 D = TypeVar("D")
 
 
-@dataclass(frozen=True)
-class CommandStage:
+class CommandStage(NamedTuple):
     """A shell command run with ``/bin/sh -c`` in ``cwd`` (relative to the root) with ``env`` added.
 
     ``requires`` names executables that must be on PATH (the runner skips the stage with
@@ -101,7 +99,7 @@ class CommandStage:
     title: str
     command: str
     cwd: str | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = MappingProxyType({})
     allow_failure: bool = False
     summary_hint: str | None = None
     timeout_seconds: float | None = None
@@ -110,8 +108,7 @@ class CommandStage:
     kind: str = "command"
 
 
-@dataclass(frozen=True)
-class SubpipelineStage:
+class SubpipelineStage(NamedTuple):
     """A stage that runs another pipeline as a child run; ``optional`` failures are skipped."""
 
     id: str
@@ -124,8 +121,7 @@ class SubpipelineStage:
 Stage = CommandStage | SubpipelineStage
 
 
-@dataclass(frozen=True)
-class Pipeline:
+class Pipeline(NamedTuple):
     """A named, ordered list of stages; ``source`` is ``config`` or ``builtin``."""
 
     id: str
@@ -135,11 +131,10 @@ class Pipeline:
     stages: tuple[Stage, ...]
     tags: tuple[str, ...] = ()
     guardrails_required: bool | None = None
-    metadata: Mapping[str, object] = field(default_factory=dict)
+    metadata: Mapping[str, object] = MappingProxyType({})
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     """The validated config: pipelines (builtin ``diagnostics`` included), settings, tasks."""
 
     path: Path | None
@@ -559,7 +554,7 @@ def _read_settings(value: object, path: str) -> dict[str, object]:
 
 
 def _read_setting(name: str, value: object, path: str) -> float | int:
-    if name not in _INTEGER_SETTINGS:
+    if name not in INTEGER_SETTINGS:
         return _read_positive(value, path, "give a positive number")
     number = _read_positive(value, path, "give a positive whole number")
     if not number.is_integer():

@@ -10,13 +10,9 @@ run id and retried on the next tick; it never stops the run.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
-from codex_orchestrator.clock import parse_iso_utc
-from codex_orchestrator.manifest import HEARTBEAT_NAME, ManifestStore
+from codex_orchestrator.manifest import ManifestStore
 
 
 class Heartbeat:
@@ -64,16 +60,3 @@ class Heartbeat:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             self.tick()
-
-
-def heartbeat_age(run_dir: Path, manifest: dict[str, Any]) -> tuple[str | None, float | None]:
-    """The last heartbeat (``.heartbeat``, else the manifest's ``heartbeat_at``) and its age."""
-    stamp: str | None = None
-    try:
-        stamp = (run_dir / HEARTBEAT_NAME).read_text(encoding="utf-8").strip() or None
-    except (OSError, UnicodeDecodeError):
-        stamp = None
-    if stamp is None or parse_iso_utc(stamp) is None:
-        stamp = manifest.get("heartbeat_at")
-    moment = parse_iso_utc(stamp) if isinstance(stamp, str) else None
-    return stamp, (round(time.time() - moment, 3) if moment is not None else None)

@@ -6,8 +6,8 @@ what keeps every path the tool writes inside the runs and out roots.
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 import time
 
 from codex_orchestrator.errors import InvalidIdError
@@ -37,4 +37,4 @@ def new_run_id(now: float | None = None) -> str:
     seconds = int(stamp)
     millis = int((stamp - seconds) * 1000)
     prefix = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime(seconds))
-    return f"{prefix}-{millis:03d}Z-{secrets.token_hex(4)}"
+    return f"{prefix}-{millis:03d}Z-{os.urandom(4).hex()}"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ def atomic_write_bytes(
     path: Path, payload: bytes, *, durable: bool = False, mode: int = 0o644
 ) -> None:
     """Replace ``path`` with ``payload`` atomically; fsync file and directory when ``durable``."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         view = memoryview(payload)
@@ -87,7 +86,7 @@ def read_json(path: Path) -> Any:
 
 def quarantine(path: Path) -> Path:
     """Move a corrupted file aside as ``<name>.corrupt-<time>`` and return the new path."""
-    target = path.with_name(f"{path.name}.corrupt-{compact_utc()}-{secrets.token_hex(2)}")
+    target = path.with_name(f"{path.name}.corrupt-{compact_utc()}-{os.urandom(2).hex()}")
     os.replace(path, target)
     return target
 

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import os
-import socket
-from dataclasses import dataclass
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from codex_orchestrator.heartbeat import heartbeat_age
-from codex_orchestrator.manifest import TERMINAL_STATUSES
-from codex_orchestrator.process import process_start_ticks
+from codex_orchestrator.clock import parse_iso_utc
+from codex_orchestrator.manifest import HEARTBEAT_NAME, TERMINAL_STATUSES
+from codex_orchestrator.procfs import host_name, process_start_ticks
 
 STALE_ENV = "CODEX_ORCHESTRATOR_HEARTBEAT_STALE_AFTER_SECONDS"
 
 
-@dataclass(frozen=True)
-class Liveness:
+class Liveness(NamedTuple):
     """What can be told about an unfinished run from outside."""
 
     heartbeat_at: str | None
@@ -56,7 +54,20 @@ def assess(run_dir: Path, manifest: dict[str, Any]) -> Liveness:
 def _orchestrator_gone(manifest: dict[str, Any]) -> bool:
     """True only when the recorded orchestrator ran on this host and is provably dead."""
     pid = manifest.get("orchestrator_pid")
-    if not isinstance(pid, int) or manifest.get("host") != socket.gethostname():
+    if not isinstance(pid, int) or manifest.get("host") != host_name():
         return False
     ticks = process_start_ticks(pid)
     return ticks is None or ticks != manifest.get("orchestrator_start_ticks")
+
+
+def heartbeat_age(run_dir: Path, manifest: dict[str, Any]) -> tuple[str | None, float | None]:
+    """The last heartbeat (``.heartbeat``, else the manifest's ``heartbeat_at``) and its age."""
+    stamp: str | None = None
+    try:
+        stamp = (run_dir / HEARTBEAT_NAME).read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        stamp = None
+    if stamp is None or parse_iso_utc(stamp) is None:
+        stamp = manifest.get("heartbeat_at")
+    moment = parse_iso_utc(stamp) if isinstance(stamp, str) else None
+    return stamp, (round(time.time() - moment, 3) if moment is not None else None)

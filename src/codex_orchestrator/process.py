@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from codex_orchestrator.procfs import process_start_ticks
+
 TAIL_BYTES = 64 * 1024
 POLL_SLICE_SECONDS = 0.1
 
@@ -269,19 +271,6 @@ def end_group(pgid: int, grace_seconds: float) -> bool:
     while group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.01)
     return True
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks since boot (Linux), to tell pid reuse apart."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except OSError:
-        return None
-    try:
-        return int(stat[stat.rindex(b")") + 2 :].split()[19])
-    except (ValueError, IndexError):
-        return None
 
 
 def end_leftover_group(pgid: int, leader_start_ticks: int | None, grace_seconds: float) -> bool:

@@ -11,7 +11,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,9 +44,9 @@ from codex_orchestrator.process import (
     StageRequest,
     end_group,
     end_leftover_group,
-    process_start_ticks,
     read_tail,
 )
+from codex_orchestrator.procfs import host_name, process_start_ticks
 from codex_orchestrator.summaries import is_guardrail, run_summary_text, stage_summary
 from codex_orchestrator.workspace import Settings, Workspace
 
@@ -178,7 +177,7 @@ def execute(ctx: RunContext, store: ManifestStore, pipeline: Pipeline) -> RunRes
     run = ActiveRun(store=store, pipeline=pipeline, events=EventLog(store.run_dir / EVENTS_NAME))
     store.update(
         status="in_progress",
-        host=socket.gethostname(),
+        host=host_name(),
         orchestrator_pid=os.getpid(),
         orchestrator_start_ticks=process_start_ticks(os.getpid()),
     )

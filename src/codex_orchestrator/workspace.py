@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import NamedTuple
 
 from codex_orchestrator.errors import ConfigError
 from codex_orchestrator.ids import validate_id
@@ -17,8 +17,7 @@ TASK_ENV = "MCP_RUNNER_TASK_ID"
 DEFAULT_TASK = "default"
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """Run-time tunables (spec section 4)."""
 
     heartbeat_interval_seconds: float = 5.0
@@ -39,15 +38,15 @@ class Settings:
         """Merge defaults, the config's ``settings`` and the environment (env wins)."""
         environ = os.environ if env is None else env
         values: dict[str, float | int] = {}
-        for field in fields(cls):
-            raw: object = (config_settings or {}).get(field.name)
-            source = f"settings.{field.name}"
-            env_name = _ENV_NAMES.get(field.name)
+        for name in cls._fields:
+            raw: object = (config_settings or {}).get(name)
+            source = f"settings.{name}"
+            env_name = _ENV_NAMES.get(name)
             if env_name and environ.get(env_name, "").strip():
                 raw, source = environ[env_name].strip(), f"environment variable {env_name}"
             if raw is None:
                 continue
-            values[field.name] = _positive_number(raw, source, integer=field.type == "int")
+            values[name] = _positive_number(raw, source, integer=name in INTEGER_SETTINGS)
         return cls(**values)  # type: ignore[arg-type]
 
 
@@ -57,7 +56,8 @@ _ENV_NAMES = {
     "manifest_throttle_seconds": "CODEX_ORCHESTRATOR_MANIFEST_THROTTLE_SECONDS",
 }
 
-SETTING_NAMES = tuple(field.name for field in fields(Settings))
+SETTING_NAMES = Settings._fields
+INTEGER_SETTINGS = frozenset({"lock_attempts"})
 
 
 def _positive_number(raw: object, source: str, *, integer: bool) -> float | int:
@@ -76,8 +76,7 @@ def _positive_number(raw: object, source: str, *, integer: bool) -> float | int:
     return value
 
 
-@dataclass(frozen=True)
-class Workspace:
+class Workspace(NamedTuple):
     """The repository root and the roots of run records (``.runs``) and task state (``out``)."""
 
     root: Path
