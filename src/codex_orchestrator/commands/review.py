@@ -1,0 +1,33 @@
+"""``review [RUN]``: hand a run (default: the task's newest) to review."""
+
+from __future__ import annotations
+
+import argparse
+
+from codex_orchestrator.output import Reporter, note
+from codex_orchestrator.review import find_run_dir, review
+from codex_orchestrator.workspace import Workspace
+
+
+def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    """Write ``review.md``, launch ``codex review`` if present, record the hand-off."""
+    workspace = Workspace.from_env()
+    run_dir = find_run_dir(workspace, args.run_id, args.task)
+    result = review(workspace, run_dir, quiet_stdout=reporter.json)
+    document = {
+        "run_id": result.run_id,
+        "task_id": result.task_id,
+        "status": result.status,
+        "manifest": result.manifest,
+        "review_path": result.review_path,
+        "mode": result.mode,
+        "exit_code": result.exit_code,
+        "review": result.review,
+    }
+    if result.mode == "codex":
+        note(f"review: {result.review_path} written; codex review exited {result.exit_code}")
+        text = f"review recorded in {result.manifest} (codex review exit {result.exit_code})"
+    else:
+        text = result.review
+    reporter.result(document, text)
+    return result.exit_code

@@ -1,0 +1,99 @@
+"""``tasks check|mark|new``: task checklists and the manifests that prove their items."""
+
+from __future__ import annotations
+
+import argparse
+
+from codex_orchestrator.errors import EXIT_FAILED, EXIT_OK
+from codex_orchestrator.ids import validate_id
+from codex_orchestrator.output import Reporter
+from codex_orchestrator.workspace import Workspace
+
+
+def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    """Dispatch to the ``tasks`` action named on the command line."""
+    workspace = Workspace.from_env()
+    if args.task is not None:
+        validate_id(args.task, "task")
+    if args.tasks_command == "check":
+        return _check(workspace, args.task, reporter)
+    if args.tasks_command == "mark":
+        return _mark(workspace, args, reporter)
+    return _new(workspace, args, reporter)
+
+
+def _check(workspace: Workspace, task: str | None, reporter: Reporter) -> int:
+    from codex_orchestrator.evidence.check import check_tasks
+
+    reports = check_tasks(workspace.root, task)
+    count = sum(len(report.problems) for report in reports)
+    document = {
+        "tasks": [
+            {"task": report.task, "problems": [problem.as_json() for problem in report.problems]}
+            for report in reports
+        ],
+        "problem_count": count,
+    }
+    lines: list[str] = []
+    for report in reports:
+        if report.problems:
+            lines.append(f"task {report.task}: {_plural(len(report.problems), 'problem')}")
+            lines.extend(problem.as_text() for problem in report.problems)
+            lines.append("")
+    troubled = sum(1 for report in reports if report.problems)
+    if not reports:
+        lines.append("tasks check: no tasks found (no tasks/index.json entries, no checklists)")
+    elif count:
+        checked = _plural(len(reports), "task")
+        lines.append(f"tasks check: {_plural(count, 'problem')} in {troubled} of {checked}")
+    else:
+        lines.append(f"tasks check: {_plural(len(reports), 'task')}, no problems")
+    reporter.result(document, "\n".join(lines))
+    return EXIT_FAILED if count else EXIT_OK
+
+
+def _mark(workspace: Workspace, args: argparse.Namespace, reporter: Reporter) -> int:
+    from codex_orchestrator.evidence.mark import mark
+
+    result = mark(workspace, args.task, args.item, args.run_option)
+    lines = [f"task {result.task}: item '{result.item}' done, evidence {result.evidence}"]
+    lines += [f"  changed   {path}" for path in result.changed]
+    lines += [f"  unchanged {path} (already marked with this run)" for path in result.unchanged]
+    lines += [
+        f"  skipped   {path} (the item is not in this mirror)" for path in result.without_item
+    ]
+    lines += [f"  skipped   {path} (holds no checklist of this task)" for path in result.absent]
+    document = {
+        "task": result.task,
+        "item": result.item,
+        "run_id": result.run_id,
+        "evidence": result.evidence,
+        "changed": result.changed,
+        "unchanged": result.unchanged,
+        "without_item": result.without_item,
+        "absent": result.absent,
+    }
+    reporter.result(document, "\n".join(lines))
+    return EXIT_OK
+
+
+def _new(workspace: Workspace, args: argparse.Namespace, reporter: Reporter) -> int:
+    from codex_orchestrator.evidence.scaffold import scaffold
+
+    result = scaffold(workspace.root, args.task, args.title)
+    lines = [f"task {result.task}: scaffolded"]
+    lines += [f"  created {path}" for path in result.created]
+    lines += [f"  updated {path}" for path in result.updated]
+    lines += [f"  kept    {path} (already exists)" for path in result.kept]
+    document = {
+        "task": result.task,
+        "created": result.created,
+        "updated": result.updated,
+        "kept": result.kept,
+    }
+    reporter.result(document, "\n".join(lines))
+    return EXIT_OK
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"

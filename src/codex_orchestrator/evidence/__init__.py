@@ -1,0 +1,1 @@
+"""Task evidence: checklists mirrored across files, proved by run manifests (spec section 9)."""

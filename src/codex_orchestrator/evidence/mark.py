@@ -1,0 +1,117 @@
+"""``tasks mark``: flip one item to ``[x]`` in every mirror, citing a run that proves it.
+
+The item is chosen by its identity or a unique prefix of it. The run must exist, belong to the
+task and have succeeded. Every mirror is edited in memory before any is written; each write is
+atomic and keeps every other byte of the file (line endings, missing final newline).
+"""
+
+from __future__ import annotations
+
+import stat
+from dataclasses import dataclass, field
+
+from codex_orchestrator.errors import OrchestratorError, RunNotFoundError, UsageError
+from codex_orchestrator.evidence.checklist import fold, mark_items
+from codex_orchestrator.evidence.mirrors import (
+    MirrorView,
+    load_mirror,
+    mirror_templates,
+    resolve_task,
+)
+from codex_orchestrator.evidence.taskindex import load_index
+from codex_orchestrator.ids import validate_id
+from codex_orchestrator.jsonio import atomic_write_bytes
+from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
+from codex_orchestrator.workspace import Workspace
+
+_LISTED_CANDIDATES = 12
+
+
+@dataclass
+class MarkResult:
+    """What ``tasks mark`` did, file by file (paths relative to the root)."""
+
+    task: str
+    item: str
+    run_id: str
+    evidence: str
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    without_item: list[str] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)
+
+
+def mark(workspace: Workspace, task_name: str, query: str, run_id: str) -> MarkResult:
+    """Mark the item ``query`` of task ``task_name`` done with run ``run_id``'s manifest."""
+    root = workspace.root
+    files = resolve_task(root, load_index(root), mirror_templates(root), task_name)
+    views = [load_mirror(root, mirror, files.names) for mirror in files.mirrors]
+    present = [view for view in views if view.absent is None]
+    identity = choose_item(present, query, files.task_id)
+    evidence = proving_manifest(workspace, run_id, files.task_id)
+    result = MarkResult(files.task_id, identity, run_id, evidence)
+    result.absent = [view.mirror.path for view in views if view.absent is not None]
+    edits: list[tuple[str, bytes]] = []
+    for view in present:
+        items = [item for item in view.items if item.identity == identity]
+        if not items or view.checklist is None:
+            result.without_item.append(view.mirror.path)
+            continue
+        edited = mark_items(view.checklist, items, evidence)
+        if edited == view.checklist.encode():
+            result.unchanged.append(view.mirror.path)
+        else:
+            edits.append((view.mirror.path, edited))
+    for path, data in edits:
+        target = root / path
+        atomic_write_bytes(target, data, mode=stat.S_IMODE(target.stat().st_mode))
+        result.changed.append(path)
+    return result
+
+
+def choose_item(views: list[MirrorView], query: str, task: str) -> str:
+    """The identity that ``query`` names: an exact identity, else a unique prefix of one."""
+    if not views:
+        raise UsageError(f"task {task} has no checklist to mark; create it with: tasks new {task}")
+    wanted = fold(query)
+    if not wanted:
+        raise UsageError("the item is empty; give the start of the item's text")
+    identities = list(dict.fromkeys(item.identity for view in views for item in view.items))
+    if wanted in identities:
+        return wanted
+    candidates = [identity for identity in identities if identity.startswith(wanted)]
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        raise UsageError(f"item {query!r} is ambiguous in task {task}: {_listing(candidates)}")
+    raise UsageError(f"no item of task {task} starts with {query!r}; items: {_listing(identities)}")
+
+
+def proving_manifest(workspace: Workspace, run_id: str, task: str) -> str:
+    """The manifest path of run ``run_id`` if it belongs to ``task`` and succeeded."""
+    validate_id(run_id, "run")
+    found = workspace.find_run(run_id)
+    if found is None:
+        runs = workspace.display(workspace.runs_dir)
+        raise RunNotFoundError(
+            f"unknown run {run_id!r}: no such run under {runs}; check the run id"
+        )
+    path = found[1] / MANIFEST_NAME
+    manifest = load_manifest(path)
+    owner, status = manifest.get("task_id"), manifest.get("status")
+    if owner != task:
+        raise OrchestratorError(
+            f"run {run_id} belongs to task {owner}, not {task}; cite a run of task {task}"
+        )
+    if status != "succeeded":
+        detail = f" ({manifest['status_detail']})" if manifest.get("status_detail") else ""
+        raise OrchestratorError(
+            f"run {run_id} is {status}{detail}, not succeeded; only a succeeded run proves an item"
+        )
+    return workspace.display(path)
+
+
+def _listing(identities: list[str]) -> str:
+    shown = ", ".join(f"'{identity}'" for identity in identities[:_LISTED_CANDIDATES])
+    hidden = len(identities) - _LISTED_CANDIDATES
+    return shown + (f" and {hidden} more" if hidden > 0 else "")
