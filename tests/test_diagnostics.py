@@ -64,10 +64,27 @@ def test_pipeline_shape(tmp_path: Path) -> None:
 
 
 def test_spec_guard_is_always_the_last_stage(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    assert list(stages(tmp_path))[-1] == "spec-guard"
     spec_guard = stages(tmp_path)["spec-guard"]
 
     assert spec_guard.command == f"{PYTHON} -m codex_orchestrator spec-guard"
-    assert (spec_guard.requires, spec_guard.skip_reason) == ((), None)
+    assert (spec_guard.requires, spec_guard.skip_reason) == (("git",), None)
+
+
+def test_spec_guard_is_skipped_outside_git(tmp_path: Path) -> None:
+    root = tmp_path / "plain"
+    root.mkdir()
+    if any((parent / ".git").exists() for parent in tmp_path.parents):
+        pytest.skip("the temporary directory is inside a git repository")
+    reason = stages(root)["spec-guard"].skip_reason
+    assert reason is not None and "not a git repository" in reason
+
+
+def test_spec_guard_runs_in_a_subdirectory_of_a_repository(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "sub").mkdir()
+    assert stages(tmp_path / "sub")["spec-guard"].skip_reason is None
 
 
 def test_load_config_uses_the_builtin_for_the_repository(tmp_path: Path) -> None:
@@ -126,6 +143,7 @@ def python_repo(root: Path) -> None:
 
 def test_python_repo_commands(tmp_path: Path) -> None:
     python_repo(tmp_path)
+    (tmp_path / ".git").mkdir()
 
     found = stages(tmp_path)
     assert found["build"] == CommandStage(

@@ -25,7 +25,8 @@ rule that applies (``python`` is the interpreter running the tool):
        ``pytest`` is not on PATH);
     3. a Makefile ``test`` (else ``check``) target: ``make <target>``.
 ``spec-guard``
-    always ``python -m codex_orchestrator spec-guard``.
+    ``python -m codex_orchestrator spec-guard`` (needs ``git``; skipped outside a git repository,
+    since it compares the change against git history).
 
 ``<pm>`` is ``pnpm``, ``yarn`` or ``bun`` when their lock file is present, else ``npm``.
 A stage that needs a tool (``npm``, ``make``, ``ruff``...) lists it in ``requires``: the runner
@@ -130,6 +131,8 @@ def builtin_diagnostics(root: Path) -> Pipeline:
             id="spec-guard",
             title="Spec guard",
             command=f"{_python()} -m codex_orchestrator spec-guard",
+            requires=("git",),
+            skip_reason=None if _in_git_repository(root) else _NOT_GIT,
         ),
     )
     detected = ", ".join(repo.kinds()) or "no project files"
@@ -273,3 +276,11 @@ def _has_python_tests(root: Path) -> bool:
     if any((root / marker).exists() for marker in PYTEST_MARKERS):
         return True
     return any(section in _read(root / name) for name, section in PYTEST_SECTIONS)
+
+
+_NOT_GIT = "skipped: not a git repository (spec-guard compares changes against git history)"
+
+
+def _in_git_repository(root: Path) -> bool:
+    """True when ``root`` or one of its parents holds a ``.git`` directory or file."""
+    return any((directory / ".git").exists() for directory in (root, *root.parents))
