@@ -76,7 +76,8 @@ def render(document: dict[str, Any]) -> str:
     """Text form of a status document."""
     detail = f" ({document['status_detail']})" if document.get("status_detail") else ""
     age = document.get("heartbeat_age_seconds")
-    beat = f", heartbeat {age:.1f}s ago" if isinstance(age, (int, float)) else ""
+    finished = document["status"] in TERMINAL_STATUSES
+    beat = f", heartbeat {age:.1f}s ago" if isinstance(age, (int, float)) and not finished else ""
     lines = [
         f"run {document['run_id']} [task {document['task_id']}, pipeline {document['pipeline_id']}]: "
         f"{document['status']}{detail}{beat}"
