@@ -389,3 +389,55 @@ def test_live_output_is_echoed_when_a_terminal_is_attached(repo: Repo) -> None:
     os.close(controller)
     assert proc.returncode == 0
     assert b"live-line-1" in seen and b"live-line-2" in seen
+
+
+def test_review_refuses_a_live_run_and_leaves_its_manifest_alone(repo: Repo) -> None:
+    import time
+
+    repo.pipeline({"id": "long", "command": "sleep 30"})
+    proc = repo.spawn("start")
+    try:
+        cli_dir = repo.root / ".runs/default/cli"
+        deadline = time.monotonic() + 20
+        while not list(cli_dir.glob("*/.heartbeat")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [run_dir] = list(cli_dir.iterdir())
+        result = repo.cli("review", run_dir.name)
+        assert result.returncode == 2 and "still in_progress" in result.stderr
+        assert not (run_dir / "review.md").exists()
+        assert "reviews" not in json.loads((run_dir / "manifest.json").read_text())
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert proc.returncode == 143
+
+
+def test_stage_environment_names_the_run(repo: Repo) -> None:
+    import sys
+
+    names = [
+        "MCP_RUNNER_TASK_ID",
+        "CODEX_ORCHESTRATOR_TASK_ID",
+        "CODEX_ORCHESTRATOR_RUN_ID",
+        "CODEX_ORCHESTRATOR_PIPELINE_ID",
+        "CODEX_ORCHESTRATOR_MANIFEST_PATH",
+        "CODEX_ORCHESTRATOR_RUN_DIR",
+        "CODEX_ORCHESTRATOR_ROOT",
+        "CODEX_ORCHESTRATOR_PYTHON",
+    ]
+    repo.pipeline({"id": "env", "command": " && ".join(f'echo "{name}=${name}"' for name in names)})
+    code, doc = repo.start_json("--task", "t1")
+    assert code == 0
+    log = repo.root / repo.manifest(doc)["commands"][0]["log_path"]
+    seen = dict(line.split("=", 1) for line in log.read_text().splitlines())
+    run_dir = repo.root / doc["artifact_root"]
+    assert seen == {
+        "MCP_RUNNER_TASK_ID": "t1",
+        "CODEX_ORCHESTRATOR_TASK_ID": "t1",
+        "CODEX_ORCHESTRATOR_RUN_ID": doc["run_id"],
+        "CODEX_ORCHESTRATOR_PIPELINE_ID": "main",
+        "CODEX_ORCHESTRATOR_MANIFEST_PATH": str(run_dir / "manifest.json"),
+        "CODEX_ORCHESTRATOR_RUN_DIR": str(run_dir),
+        "CODEX_ORCHESTRATOR_ROOT": str(repo.root),
+        "CODEX_ORCHESTRATOR_PYTHON": sys.executable,
+    }

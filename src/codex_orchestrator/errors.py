@@ -53,5 +53,9 @@ class ResumeRefusedError(OrchestratorError):
     """Resume was refused (wrong token, run still alive, pipeline changed)."""
 
 
+class RunActiveError(OrchestratorError):
+    """The run is still alive and owns its records (resume without --force, review)."""
+
+
 class LockTimeoutError(OrchestratorError):
     """A lock could not be acquired within its bounded retries."""

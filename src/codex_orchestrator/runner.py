@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -285,6 +286,7 @@ def _stage_env(ctx: RunContext, run: ActiveRun, stage: CommandStage) -> dict[str
             "CODEX_ORCHESTRATOR_MANIFEST_PATH": str(run.store.path),
             "CODEX_ORCHESTRATOR_RUN_DIR": str(run.run_dir),
             "CODEX_ORCHESTRATOR_ROOT": str(ctx.workspace.root),
+            "CODEX_ORCHESTRATOR_PYTHON": sys.executable,
         }
     )
     env.update(stage.env)

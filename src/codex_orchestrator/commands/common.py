@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.config import Config, load_config
-from codex_orchestrator.errors import RunNotFoundError
+from codex_orchestrator.errors import OrchestratorError, RunNotFoundError
 from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
 from codex_orchestrator.output import Reporter, log_echo, note
 from codex_orchestrator.process import Cancellation, LocalExecutor
@@ -70,10 +70,22 @@ def report_run(workspace: Workspace, reporter: Reporter, result: RunResult) -> i
         "log_path": workspace.display(result.run_dir / "runner.ndjson"),
     }
     detail = f" ({result.status_detail})" if result.status_detail else ""
-    text = (
-        f"run {result.run_id}: {result.status}{detail}\n"
-        f"manifest: {document['manifest']}\n"
-        f"log: {document['log_path']}"
-    )
+    lines = [f"run {result.run_id}: {result.status}{detail}"]
+    if not reporter.json:
+        lines += _stage_lines(result.run_dir / MANIFEST_NAME)
+    lines += [f"manifest: {document['manifest']}", f"log: {document['log_path']}"]
+    text = "\n".join(lines)
     reporter.result(document, text)
     return result.exit_code
+
+
+def _stage_lines(manifest_path: Path) -> list[str]:
+    """One line per stage: index, id, status and summary."""
+    try:
+        commands = load_manifest(manifest_path)["commands"]
+    except OrchestratorError:
+        return []
+    return [
+        f"  {command['index']:>2}. {command['id']:<20} {command['status']:<10} {command.get('summary') or ''}".rstrip()
+        for command in commands
+    ]

@@ -11,7 +11,7 @@ from typing import Any
 
 from codex_orchestrator.commands.common import find_manifest, load, report_run, run_context
 from codex_orchestrator.config import Pipeline
-from codex_orchestrator.errors import ResumeRefusedError, UnknownPipelineError
+from codex_orchestrator.errors import ResumeRefusedError, RunActiveError, UnknownPipelineError
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.liveness import assess
 from codex_orchestrator.manifest import RESUME_TOKEN_NAME, ManifestStore
@@ -64,7 +64,7 @@ def _check_not_alive(run_dir: Path, manifest: dict[str, Any], force: bool) -> No
     liveness = assess(run_dir, manifest)
     if manifest["status"] in ("in_progress", "queued") and liveness.alive and not force:
         age = liveness.heartbeat_age_seconds
-        raise ResumeRefusedError(
+        raise RunActiveError(
             f"run {manifest['run_id']} is still alive (heartbeat {age:.1f}s ago, pid "
             f"{manifest.get('orchestrator_pid')}); wait for it, or pass --force if it is really gone"
         )
