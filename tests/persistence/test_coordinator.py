@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ from codex_orchestrator.jsonio import atomic_write_json, read_json
 from codex_orchestrator.locks import FileLock
 from codex_orchestrator.persistence.coordinator import PersistenceCoordinator
 from codex_orchestrator.persistence.state_store import RunRecord, TaskStateStore
+from lock_holder import lock_held_elsewhere
 
 TASK = "demo-task"
 FORK = multiprocessing.get_context("fork")
@@ -74,25 +73,6 @@ def metrics_lines(root: Path) -> list[dict[str, Any]]:
 def state_run_ids(root: Path) -> list[str]:
     path = root / "out" / TASK / "state.json"
     return [entry["runId"] for entry in read_json(path)["runs"]] if path.exists() else []
-
-
-def _hold(path: Path, held: Any, release: Any) -> None:
-    with FileLock(path):
-        held.set()
-        release.wait(30)
-
-
-@contextmanager
-def lock_held_elsewhere(path: Path) -> Iterator[None]:
-    held, release = FORK.Event(), FORK.Event()
-    process = FORK.Process(target=_hold, args=(path, held, release))
-    process.start()
-    assert held.wait(10)
-    try:
-        yield
-    finally:
-        release.set()
-        process.join(10)
 
 
 def test_metrics_then_manifest_then_state(tmp_path: Path) -> None:

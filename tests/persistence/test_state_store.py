@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from codex_orchestrator.errors import LockTimeoutError
 from codex_orchestrator.ids import new_run_id
 from codex_orchestrator.locks import FileLock
 from codex_orchestrator.persistence.state_store import RunRecord, TaskStateStore
+from lock_holder import lock_held_elsewhere
 
 TASK = "0202-orchestrator-hardening"
 BASE = 1_760_000_000.0
@@ -56,25 +55,6 @@ def on_disk(store: TaskStateStore) -> dict[str, Any]:
 
 def run_ids(document: dict[str, Any]) -> list[str]:
     return [entry["runId"] for entry in document["runs"]]
-
-
-def _hold(path: Path, held: Any, release: Any) -> None:
-    with FileLock(path):
-        held.set()
-        release.wait(30)
-
-
-@contextmanager
-def lock_held_elsewhere(path: Path) -> Iterator[None]:
-    held, release = FORK.Event(), FORK.Event()
-    process = FORK.Process(target=_hold, args=(path, held, release))
-    process.start()
-    assert held.wait(10)
-    try:
-        yield
-    finally:
-        release.set()
-        process.join(10)
 
 
 def test_read_of_a_task_without_history(tmp_path: Path) -> None:
