@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from codex_orchestrator.persistence.state_store import RunRecord, TaskStateStore
 from lock_holder import lock_held_elsewhere
 
 TASK = "demo-task"
-FORK = multiprocessing.get_context("fork")
 
 
 class Run:
