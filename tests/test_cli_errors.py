@@ -88,3 +88,52 @@ def test_corrupt_manifest_is_left_untouched(repo: Repo) -> None:
     _assert_clean_error(repo.cli("status", doc["run_id"]), "cannot be parsed")
     _assert_clean_error(repo.cli("resume", doc["run_id"]), "left untouched")
     assert path.read_text() == '{"torn": '
+
+
+def test_runs_root_that_is_a_file(repo: Repo) -> None:
+    repo.pipeline({"id": "one", "command": "true"})
+    (repo.root / ".runs").write_text("not a directory")
+    _assert_clean_error(repo.cli("start"), "cannot create .runs/default/cli", "writable directory")
+
+
+def test_missing_root_directory(repo: Repo) -> None:
+    result = repo.cli("start", env={"CODEX_ORCHESTRATOR_ROOT": str(repo.root / "nowhere")})
+    _assert_clean_error(result, "CODEX_ORCHESTRATOR_ROOT=", "no such directory")
+    assert not (repo.root / "nowhere").exists()
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['{"commands": [{}]}', "[]", '{"run_id": "x", "commands": []}'],
+)
+def test_manifest_of_the_wrong_shape_is_reported(repo: Repo, content: str) -> None:
+    repo.pipeline({"id": "one", "command": "exit 1"})
+    _, doc = repo.start_json()
+    path = repo.root / doc["manifest"]
+    path.write_text(content)
+    for command in ("status", "resume"):
+        _assert_clean_error(
+            repo.cli(command, doc["run_id"]), doc["manifest"], "not a valid run manifest"
+        )
+    assert path.read_text() == content
+
+
+@pytest.mark.parametrize("interval", ["0", "-1", "inf", "1e300", "nan"])
+def test_watch_interval_must_be_sane(repo: Repo, interval: str) -> None:
+    repo.pipeline({"id": "one", "command": "true"})
+    _, doc = repo.start_json()
+    _assert_clean_error(
+        repo.cli("status", doc["run_id"], "--watch", f"--interval={interval}"), "--interval"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS", "1e10"),
+        ("CODEX_ORCHESTRATOR_MANIFEST_THROTTLE_SECONDS", "0"),
+    ],
+)
+def test_out_of_range_environment_settings(repo: Repo, name: str, value: str) -> None:
+    repo.pipeline({"id": "one", "command": "true"})
+    _assert_clean_error(repo.cli("start", env={name: value}), name, "out of range")

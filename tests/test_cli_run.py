@@ -178,7 +178,11 @@ def test_resume_reruns_only_failed_and_later_stages(repo: Repo) -> None:
     assert [c["status"] for c in manifest["commands"]] == ["succeeded"] * 3
     assert (repo.root / "first.count").read_text() == "run\n"
     assert (repo.root / "third.count").read_text() == "third\n"
-    assert manifest["commands"][1]["attempts"] == 2
+    second = manifest["commands"][1]
+    assert second["attempts"] == 2
+    assert second["log_path"].endswith("commands/02-second.attempt-2.stdout.log")
+    assert (repo.root / second["log_path"]).read_text() == "repaired\n"
+    assert (repo.root / doc["artifact_root"] / "commands/02-second.stdout.log").exists()
     [event] = manifest["resume_events"]
     assert (
         event["actor"] == "tester"
@@ -206,6 +210,16 @@ def test_resume_with_wrong_token_changes_nothing(repo: Repo) -> None:
     assert (repo.root / doc["manifest"]).read_bytes() == before
     token = (repo.root / doc["artifact_root"] / ".resume-token").read_text().strip()
     assert repo.cli("resume", doc["run_id"], "--token", token).returncode == 1
+
+
+def test_resume_records_the_command_that_really_ran(repo: Repo) -> None:
+    repo.pipeline({"id": "flip", "command": "exit 4", "title": "Old title"})
+    _, doc = repo.start_json()
+    repo.pipeline({"id": "flip", "command": "echo fixed", "title": "New title"})
+    result = repo.cli("resume", doc["run_id"], "--format", "json")
+    assert result.returncode == 0, result.stderr
+    flip = repo.manifest(doc)["commands"][0]
+    assert (flip["command"], flip["title"], flip["summary"]) == ("echo fixed", "New title", "fixed")
 
 
 def test_resume_refuses_changed_pipeline(repo: Repo) -> None:

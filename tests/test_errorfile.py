@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codex_orchestrator.errorfile import (
+    MAX_COMMAND_BYTES,
     MAX_DETAIL_BYTES,
     MAX_FILE_BYTES,
     build_error_file,
@@ -48,7 +49,8 @@ def test_error_file_is_bounded_and_parseable(stdout: bytes, stderr: bytes, comma
         assert len(kept.encode("utf-8")) <= MAX_DETAIL_BYTES
         assert clean_text(raw).endswith(kept)
         assert details[f"{key}_truncated"] == (kept != clean_text(raw))
-    assert command.endswith(document["command"])
+    assert clean_text(command.encode("utf-8", errors="replace")).endswith(document["command"])
+    assert len(document["command"].encode("utf-8")) <= MAX_COMMAND_BYTES
 
 
 def test_stdout_is_shortened_before_stderr() -> None:
@@ -82,3 +84,12 @@ def test_run_ids_are_valid_sortable_and_unique() -> None:
     assert ids == sorted(ids)
     same_moment = {new_run_id(1_700_000_000.0) for _ in range(500)}
     assert len(same_moment) == 500
+
+
+def test_long_command_never_crowds_out_the_outputs() -> None:
+    command = "python3 -c '" + "x = 1; " * 2000 + "'"
+    payload = build_error_file(HEADER, command, {}, b"out\n", b"real failure reason\n")
+    document = json.loads(payload)
+    assert document["details"]["stderr"] == "real failure reason\n"
+    assert document["details"]["stdout"] == "out\n"
+    assert document["command_truncated"] is True

@@ -308,3 +308,40 @@ def test_resume_ends_process_group_left_by_dead_run(repo: Repo, tmp_path: Path) 
     result = repo.cli("resume", _only_run_manifest(repo)["run_id"], env=FAST)
     assert result.returncode == 0, result.stderr
     assert not _alive(helper)
+
+
+def test_stage_that_deletes_its_run_directory_gets_one_clear_error(repo: Repo) -> None:
+    repo.pipeline({"id": "vandal", "command": 'rm -rf "$CODEX_ORCHESTRATOR_RUN_DIR"'})
+    result = repo.cli("start", env=FAST)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "terminal manifest not written" in result.stderr
+    metrics = (repo.root / ".runs/default/metrics.json").read_text().splitlines()
+    assert [json.loads(line)["status"] for line in metrics] == ["failed"]
+    state = json.loads((repo.root / "out/default/state.json").read_text())
+    assert [run["status"] for run in state["runs"]] == ["failed"]
+
+
+def test_torn_metrics_line_does_not_swallow_the_next_record(repo: Repo) -> None:
+    repo.pipeline({"id": "one", "command": "true"})
+    metrics = repo.root / ".runs/default/metrics.json"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text('{"run_id": "torn"')
+    code, doc = repo.start_json()
+    assert code == 0
+    lines = metrics.read_text().splitlines()
+    assert lines[0] == '{"run_id": "torn"'
+    assert json.loads(lines[1])["run_id"] == doc["run_id"]
+
+
+def test_teardown_does_not_wait_for_zombies(repo: Repo) -> None:
+    # dash does not exec the last command: on SIGTERM the shell dies and `sleep` is left a zombie
+    # of init until reaped; teardown must not spend the whole grace period waiting for it.
+    repo.pipeline(
+        {"id": "slow", "command": "sleep 200; true", "timeoutMs": 300},
+        settings={"kill_grace_seconds": 20},
+    )
+    started = time.monotonic()
+    result = repo.cli("start", env=FAST)
+    assert result.returncode == 1
+    assert time.monotonic() - started < 10

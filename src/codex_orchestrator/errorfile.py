@@ -3,7 +3,8 @@
 Each string detail is capped at 8 KiB of UTF-8 (the tail, cut on a character boundary, with
 ``<key>_truncated: true``) and the whole file at 10,240 bytes on disk: control bytes are
 replaced before encoding (so JSON escapes cannot inflate them), and when both output tails do
-not fit, stdout's is shortened first, then stderr's, then the command's.
+not fit, stdout's is shortened first, then stderr's, then the command's (which is kept whole
+in the manifest, and here capped at 2 KiB so that it never crowds out the outputs).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 from typing import Any
 
 MAX_DETAIL_BYTES = 8 * 1024
+MAX_COMMAND_BYTES = 2 * 1024
 MAX_FILE_BYTES = 10_240
 _SHRINK_ORDER = ("stdout", "stderr", "command")
 _CONTROL = {code: "\ufffd" for code in (*range(0, 9), 11, 12, *range(14, 32), 127)}
@@ -44,8 +46,12 @@ def build_error_file(
     header: dict[str, Any], command: str, details: dict[str, Any], stdout: bytes, stderr: bytes
 ) -> bytes:
     """Return the bytes of an error file: ``header`` fields, ``command``, and bounded details."""
-    texts = {"stdout": clean_text(stdout), "stderr": clean_text(stderr), "command": command}
-    budgets = dict.fromkeys(texts, MAX_DETAIL_BYTES)
+    texts = {
+        "stdout": clean_text(stdout),
+        "stderr": clean_text(stderr),
+        "command": clean_text(command.encode("utf-8", errors="replace")),
+    }
+    budgets = {"stdout": MAX_DETAIL_BYTES, "stderr": MAX_DETAIL_BYTES, "command": MAX_COMMAND_BYTES}
     while True:
         document = _assemble(header, details, texts, budgets)
         payload = _encode(document)

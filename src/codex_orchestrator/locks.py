@@ -11,13 +11,13 @@ from __future__ import annotations
 import fcntl
 import os
 import random
-import socket
 import time
 from pathlib import Path
 from types import TracebackType
 
 from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.errors import LockTimeoutError
+from codex_orchestrator.procfs import host_name
 from codex_orchestrator.workspace import Settings
 
 JITTER = 0.1  # each wait varies by up to ±5% of its nominal length, to avoid lockstep
@@ -123,7 +123,7 @@ class FileLock:
 
 def _write_holder(fd: int) -> None:
     """Record "pid host time" in the lock file, for diagnosis only (never read back)."""
-    note = f"{os.getpid()} {socket.gethostname()} {iso_utc()}\n".encode()
+    note = f"{os.getpid()} {host_name()} {iso_utc()}\n".encode()
     try:
         os.pwrite(fd, note, 0)
         if os.fstat(fd).st_size > len(note):

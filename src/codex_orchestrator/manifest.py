@@ -61,24 +61,58 @@ def exit_code_for(status: str, status_detail: str | None) -> int:
     return 1
 
 
-def load_manifest(path: Path) -> dict[str, Any]:
-    """Read a manifest; a corrupt one is left untouched and reported as `CorruptManifestError`."""
+def load_manifest(path: Path, shown: str | None = None) -> dict[str, Any]:
+    """Read a manifest; a corrupt one is left untouched and reported as `CorruptManifestError`.
+
+    ``shown`` is how messages name the file (default: the path as given).
+    """
+    name = shown or str(path)
     try:
         data = read_json(path)
     except FileNotFoundError:
         raise CorruptManifestError(
-            f"{path}: manifest is missing; the run directory is incomplete"
+            f"{name}: manifest is missing; the run directory is incomplete"
         ) from None
     except (OSError, ValueError) as error:
         raise CorruptManifestError(
-            f"{path}: manifest cannot be parsed ({_first_line(error)}); it was left untouched — "
+            f"{name}: manifest cannot be parsed ({_first_line(error)}); it was left untouched — "
             "inspect or restore it by hand"
         ) from None
-    if not isinstance(data, dict) or not isinstance(data.get("commands"), list):
+    problem = manifest_problem(data)
+    if problem is not None:
         raise CorruptManifestError(
-            f"{path}: not a run manifest (no commands list); it was left untouched"
+            f"{name}: not a valid run manifest ({problem}); it was left untouched"
         )
-    return data
+    manifest: dict[str, Any] = data
+    return manifest
+
+
+_REQUIRED_TEXT = ("run_id", "task_id", "pipeline_id", "status", "started_at")
+_REQUIRED_COMMAND_FIELDS = (("index", int), ("id", str), ("status", str))
+
+
+def manifest_problem(data: Any) -> str | None:
+    """Why ``data`` is not a usable version-1 manifest, or None when it is."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    for key in _REQUIRED_TEXT:
+        if not isinstance(data.get(key), str):
+            return f"field {key!r} is missing or not a string"
+    if data["status"] not in (*TERMINAL_STATUSES, "queued", "in_progress"):
+        return f"unknown status {data['status']!r}"
+    commands = data.get("commands")
+    if not isinstance(commands, list):
+        return "field 'commands' is missing or not a list"
+    for position, command in enumerate(commands):
+        if not isinstance(command, dict):
+            return f"commands[{position}] is not an object"
+        for key, kind in _REQUIRED_COMMAND_FIELDS:
+            if not isinstance(command.get(key), kind):
+                return f"commands[{position}].{key} is missing or of the wrong type"
+    for key in ("resume_events", "child_runs"):
+        if not isinstance(data.get(key, []), list):
+            return f"field {key!r} is not a list"
+    return None
 
 
 def _first_line(error: BaseException) -> str:
@@ -97,10 +131,14 @@ class ManifestStore:
         self.last_write = 0.0
 
     def persist(self, *, durable: bool = False) -> None:
-        """Write the manifest now (a forced flush); ``durable`` fsyncs it (terminal writes)."""
+        """Write the manifest now (a forced flush).
+
+        In-progress writes are compact (fast, and rewritten many times); ``durable`` writes — the
+        terminal and resume records people read — are indented and fsynced.
+        """
         with self.lock:
             self.data["updated_at"] = iso_utc()
-            atomic_write_json(self.path, self.data, durable=durable)
+            atomic_write_json(self.path, self.data, durable=durable, pretty=durable)
             self.last_write = time.monotonic()
 
     def beat(self, throttle_seconds: float) -> bool:

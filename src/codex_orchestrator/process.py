@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from codex_orchestrator.procfs import process_start_ticks
+from codex_orchestrator.procfs import live_group_members, process_start_ticks
 
 TAIL_BYTES = 64 * 1024
 POLL_SLICE_SECONDS = 0.1
@@ -247,8 +247,11 @@ def signal_group(pgid: int, sig: int) -> bool:
 
 
 def group_alive(pgid: int) -> bool:
-    """True while any process of group ``pgid`` exists."""
-    return signal_group(pgid, 0)
+    """True while any process of group ``pgid`` exists, zombies aside."""
+    if not signal_group(pgid, 0):
+        return False
+    members = live_group_members(pgid)
+    return True if members is None else bool(members)
 
 
 def end_group(pgid: int, grace_seconds: float) -> bool:

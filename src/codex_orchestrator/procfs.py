@@ -21,3 +21,27 @@ def process_start_ticks(pid: int) -> int | None:
 def host_name() -> str:
     """This machine's host name, as recorded in manifests."""
     return os.uname().nodename
+
+
+def live_group_members(pgid: int) -> list[int] | None:
+    """Pids of the group's processes that are not zombies; None when ``/proc`` cannot tell.
+
+    A zombie cannot run and is gone once its parent reaps it, so teardown need not wait for it.
+    """
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return None
+    members = []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                stat = handle.read()
+            state, _parent, group = stat[stat.rindex(b")") + 2 :].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(group) == pgid and state != b"Z":
+            members.append(int(name))
+    return members

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import shutil
 import signal
 import sys
@@ -20,6 +19,7 @@ from typing import Any
 from codex_orchestrator.clock import iso_utc, parse_iso_utc
 from codex_orchestrator.config import CommandStage, Config, Pipeline, SubpipelineStage
 from codex_orchestrator.errorfile import build_error_file
+from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
 from codex_orchestrator.events import EventLog
 from codex_orchestrator.heartbeat import Heartbeat
 from codex_orchestrator.ids import new_run_id
@@ -106,7 +106,14 @@ def hash_token(token: str) -> str:
 
 def _make_run_dir(workspace: Workspace, task_id: str) -> tuple[str, Path]:
     cli_dir = workspace.task_runs_dir(task_id) / "cli"
-    cli_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cli_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OrchestratorError(
+            f"cannot create {workspace.display(cli_dir)} ({error.strerror}); make the runs root "
+            "(CODEX_ORCHESTRATOR_RUNS_DIR, default .runs) a writable directory",
+            exit_code=EXIT_USAGE,
+        ) from None
     while True:
         run_id = new_run_id()
         run_dir = cli_dir / run_id
@@ -124,7 +131,7 @@ def create_run(
     run_id, run_dir = _make_run_dir(ctx.workspace, ctx.task_id)
     (run_dir / "commands").mkdir()
     (run_dir / "errors").mkdir()
-    token = secrets.token_urlsafe(32)
+    token = os.urandom(32).hex()
     write_resume_token(run_dir, token)
     display = ctx.workspace.display
     now = iso_utc()
@@ -193,6 +200,8 @@ def execute(ctx: RunContext, store: ManifestStore, pipeline: Pipeline) -> RunRes
     heartbeat.start()
     try:
         outcome = _run_stages(ctx, run)
+    except Exception as error:  # an unexpected fault still ends with an honest record
+        outcome = _internal_failure(run, error)
     finally:
         heartbeat.stop()
         _end_groups(ctx, run)
@@ -203,6 +212,18 @@ def execute(ctx: RunContext, store: ManifestStore, pipeline: Pipeline) -> RunRes
         failures=heartbeat.failures,
     )
     return _finish(ctx, run, *outcome)
+
+
+def _internal_failure(run: ActiveRun, error: Exception) -> tuple[str, str | None]:
+    """Fail the run (and its running stage) after an unexpected error in the orchestrator."""
+    message = f"orchestrator error: {type(error).__name__}: {error}"
+    note(f"error: run {run.run_id}: {message}")
+    run.events.emit("internal_error", error=message)
+    for entry in run.store.data["commands"]:
+        if entry["status"] == "running":
+            entry.update(status="failed", summary=message[:240])
+            return "failed", f"stage:{entry['id']}:failed"
+    return "failed", f"error:{type(error).__name__}"
 
 
 def _heartbeat_failed(run: ActiveRun, error: BaseException) -> None:
@@ -234,7 +255,7 @@ def _run_stages(ctx: RunContext, run: ActiveRun) -> tuple[str, str | None]:
     return "succeeded", None
 
 
-def _stage_begin(run: ActiveRun, index: int, **fields: Any) -> None:
+def _stage_begin(run: ActiveRun, index: int, *, persist: bool = True, **fields: Any) -> None:
     entry = run.store.command(index)
     attempts = int(entry.get("attempts") or 0) + 1
     run.store.update_command(
@@ -248,7 +269,8 @@ def _stage_begin(run: ActiveRun, index: int, **fields: Any) -> None:
         attempts=attempts,
         **fields,
     )
-    run.store.persist()
+    if persist:
+        run.store.persist()
     run.events.emit("stage_started", index=index, stage_id=entry["id"], attempt=attempts)
 
 
@@ -306,13 +328,15 @@ def _run_command_stage(
         _stage_begin(run, index)
         _stage_end(run, index, "skipped", summary=skip)
         return "skipped", None
-    stem = _log_stem(run, index, stage.id)
+    attempt = int(run.store.command(index).get("attempts") or 0) + 1
+    stem = _log_stem(run, index, stage.id) + (f".attempt-{attempt}" if attempt > 1 else "")
     stdout_path = run.run_dir / "commands" / f"{stem}.stdout.log"
     stderr_path = run.run_dir / "commands" / f"{stem}.stderr.log"
     display = ctx.workspace.display
     _stage_begin(
         run,
         index,
+        persist=False,
         log_path=display(stdout_path),
         stderr_log_path=display(stderr_path),
         pid=None,
@@ -331,7 +355,7 @@ def _run_command_stage(
         outcome = ctx.executor.run(
             request, ctx.cancellation, lambda pid: _spawned(run, index, pid), follow
         )
-    except OSError as error:
+    except (OSError, ValueError) as error:
         return _stage_spawn_failed(ctx, run, index, stage, error)
     return _stage_outcome(ctx, run, index, stage, outcome)
 
@@ -343,12 +367,12 @@ def _spawned(run: ActiveRun, index: int, pid: int) -> None:
 
 
 def _stage_spawn_failed(
-    ctx: RunContext, run: ActiveRun, index: int, stage: CommandStage, error: OSError
+    ctx: RunContext, run: ActiveRun, index: int, stage: CommandStage, error: OSError | ValueError
 ) -> tuple[str, str | None]:
-    summary = f"could not start the command: {error.strerror or error} ({stage.cwd or '.'})"
-    error_file = _write_error_file(
-        ctx, run, index, stage, "spawn-failed", {"error": summary}, b"", b""
-    )
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    summary = f"could not start the command: {reason} (cwd {stage.cwd or '.'})"
+    details = {"exit_code": None, "error": summary}
+    error_file = _write_error_file(ctx, run, index, stage, "spawn-failed", details, b"", b"")
     _stage_end(run, index, "failed", summary=summary, exit_code=None, error_file=error_file)
     return "failed", f"stage:{stage.id}:failed"
 
@@ -474,8 +498,11 @@ def _finish(ctx: RunContext, run: ActiveRun, status: str, detail: str | None) ->
         data["summary"] = run_summary_text(data)
         duration = _duration(data["started_at"], completed)
         data["duration_seconds"] = duration
-        summary_path = write_run_summary(run.run_dir, _run_summary(ctx, data))
-        data["run_summary_path"] = ctx.workspace.display(summary_path)
+        try:
+            summary_path = write_run_summary(run.run_dir, _run_summary(ctx, data))
+            data["run_summary_path"] = ctx.workspace.display(summary_path)
+        except OSError as error:
+            note(f"warning: run {run.run_id}: run-summary.json not written ({error})")
     metrics = _metrics(ctx, data, duration)
 
     def write_manifest(metrics_recorded: bool) -> None:
@@ -571,19 +598,22 @@ def _metrics(ctx: RunContext, data: dict[str, Any], duration: float) -> dict[str
     }
 
 
-def prepare_resume(ctx: RunContext, store: ManifestStore, actor: str, reason: str | None) -> None:
+def prepare_resume(
+    ctx: RunContext, store: ManifestStore, pipeline: Pipeline, actor: str, reason: str | None
+) -> None:
     """Reset a failed or dead run for another pass and record the resume event.
 
     Process groups a dead orchestrator left behind are ended first; stages that did not succeed
-    or get skipped go back to ``pending``.
+    or get skipped go back to ``pending`` with the current config's title and command.
     """
-    for entry in store.data["commands"]:
+    for entry, stage in zip(store.data["commands"], pipeline.stages, strict=True):
         if isinstance(entry.get("pgid"), int):
             end_leftover_group(
                 entry["pgid"], entry.get("pid_start_ticks"), ctx.settings.kill_grace_seconds
             )
         if entry["status"] not in DONE_STAGE_STATUSES:
-            entry["status"] = "pending"
+            command = stage.command if isinstance(stage, CommandStage) else None
+            entry.update(status="pending", title=stage.title, command=command)
     store.update(
         status="queued",
         status_detail=None,

@@ -51,10 +51,14 @@ def guardrail_line(commands: list[dict[str, Any]]) -> str:
         word = "passed"
     else:
         word = "skipped"
-    details = "; ".join(
-        f"{command['id']}: {command.get('summary') or command['status']}" for command in guards
-    )
+    details = "; ".join(f"{command['id']}: {_guard_outcome(command)}" for command in guards)
     return f"Guardrails: {word} ({details})"[:400]
+
+
+def _guard_outcome(command: dict[str, Any]) -> str:
+    if command["status"] == "pending":
+        return "not reached (an earlier stage stopped the run)"
+    return str(command.get("summary") or command["status"])
 
 
 def run_summary_text(manifest: dict[str, Any]) -> str:

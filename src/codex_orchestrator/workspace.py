@@ -46,7 +46,7 @@ class Settings(NamedTuple):
                 raw, source = environ[env_name].strip(), f"environment variable {env_name}"
             if raw is None:
                 continue
-            values[name] = _positive_number(raw, source, integer=name in INTEGER_SETTINGS)
+            values[name] = check_setting(name, raw, source)
         return cls(**values)  # type: ignore[arg-type]
 
 
@@ -58,20 +58,34 @@ _ENV_NAMES = {
 
 SETTING_NAMES = Settings._fields
 INTEGER_SETTINGS = frozenset({"lock_attempts"})
+SETTING_LIMITS: dict[str, float] = {
+    "heartbeat_interval_seconds": 3600,
+    "heartbeat_stale_after_seconds": 7 * 86400,
+    "manifest_throttle_seconds": 86400,
+    "lock_attempts": 100,
+    "lock_initial_delay_ms": 60_000,
+    "lock_backoff_factor": 10,
+    "lock_max_delay_ms": 60_000,
+    "kill_grace_seconds": 3600,
+}
 
 
-def _positive_number(raw: object, source: str, *, integer: bool) -> float | int:
+def check_setting(name: str, raw: object, source: str) -> float | int:
+    """Validate tunable ``name``: a positive number within its limit (whole for counts)."""
+    limit = SETTING_LIMITS[name]
+    kind = "whole number" if name in INTEGER_SETTINGS else "number"
+    fix = f"give a positive {kind} of at most {limit:g}"
     try:
         if isinstance(raw, bool):
             raise ValueError
         value = float(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {raw!r} is not a number; give a positive number") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise ConfigError(f"{source}: {raw!r} must be a positive finite number")
-    if integer:
-        if value != int(value):
-            raise ConfigError(f"{source}: {raw!r} must be a whole number")
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{source}: {raw!r} is not a number; {fix}") from None
+    if not 0 < value <= limit:
+        raise ConfigError(f"{source}: {raw!r} is out of range; {fix}")
+    if name in INTEGER_SETTINGS:
+        if not value.is_integer():
+            raise ConfigError(f"{source}: {raw!r} is not a whole number; {fix}")
         return int(value)
     return value
 
@@ -88,6 +102,11 @@ class Workspace(NamedTuple):
         """Build the workspace from ``CODEX_ORCHESTRATOR_*`` variables (defaults: cwd)."""
         environ = os.environ if env is None else env
         root = Path(environ.get("CODEX_ORCHESTRATOR_ROOT") or os.getcwd()).resolve()
+        if not root.is_dir():
+            raise ConfigError(
+                f"CODEX_ORCHESTRATOR_ROOT={environ.get('CODEX_ORCHESTRATOR_ROOT')}: no such "
+                "directory; point it at the repository root (or unset it to use the current one)"
+            )
         runs = environ.get("CODEX_ORCHESTRATOR_RUNS_DIR")
         out = environ.get("CODEX_ORCHESTRATOR_OUT_DIR")
         return cls(

@@ -55,7 +55,8 @@ def find_manifest(
         )
         raise RunNotFoundError(f"unknown run {run_id!r}: no such run in {where}; check the run id")
     task, run_dir = found
-    return task, run_dir, load_manifest(run_dir / MANIFEST_NAME)
+    path = run_dir / MANIFEST_NAME
+    return task, run_dir, load_manifest(path, workspace.display(path))
 
 
 def report_run(workspace: Workspace, reporter: Reporter, result: RunResult) -> int:

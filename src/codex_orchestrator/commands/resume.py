@@ -38,7 +38,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     ctx = run_context(workspace, config, settings, task_id, reporter)
     with SignalGuard(ctx.cancellation):
         store = ManifestStore(run_dir, manifest)
-        prepare_resume(ctx, store, args.actor or _default_actor(), args.reason)
+        prepare_resume(ctx, store, pipeline, args.actor or _default_actor(), args.reason)
         note(f"run {run_id} resumed: pipeline {pipeline.id}, task {task_id}")
         result = execute(ctx, store, pipeline)
     return report_run(workspace, reporter, result)

@@ -19,6 +19,7 @@ from codex_orchestrator.manifest import (
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.workspace import Workspace
 
+MAX_WATCH_INTERVAL = 3600
 STATUS_FIELDS = (
     "run_id",
     "task_id",
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     run_dir = found[1]
     if args.watch:
         return _watch(workspace, run_dir, args.interval, reporter)
-    document = describe(workspace, run_dir, load_manifest(run_dir / MANIFEST_NAME))
+    path = run_dir / MANIFEST_NAME
+    document = describe(workspace, run_dir, load_manifest(path, workspace.display(path)))
     reporter.result(document, render(document))
     return 0
 
@@ -99,11 +101,15 @@ def render(document: dict[str, Any]) -> str:
 
 
 def _watch(workspace: Workspace, run_dir: Path, interval: float, reporter: Reporter) -> int:
-    if not interval > 0:
-        raise UsageError(f"--interval {interval!r}: give a positive number of seconds")
+    if not 0 < interval <= MAX_WATCH_INTERVAL:
+        raise UsageError(
+            f"--interval {interval!r}: give a positive number of seconds, at most {MAX_WATCH_INTERVAL}"
+        )
     seen: dict[int, str] = {}
     while True:
-        manifest = load_manifest(run_dir / MANIFEST_NAME)
+        manifest = load_manifest(
+            run_dir / MANIFEST_NAME, workspace.display(run_dir / MANIFEST_NAME)
+        )
         document = describe(workspace, run_dir, manifest)
         _note_progress(document, seen)
         if document["status"] in TERMINAL_STATUSES:
