@@ -5,9 +5,9 @@ This module is the stage-execution interface of spec section 10: `LocalExecutor.
 returns a `StageOutcome`. A distributed executor can implement the same ``run`` method.
 
 The stage's stdout and stderr are file descriptors of its log files, so output reaches disk at
-raw speed and the orchestrator holds none of it in memory; summaries read the tail back
-(`read_tail`). Teardown escalates gracefully: SIGTERM to the whole process group, then SIGKILL
-once the grace period is spent.
+raw speed and the orchestrator holds none of it in memory; the outcome carries the last 64 KiB
+of each stream, read back from disk. Teardown escalates gracefully: SIGTERM to the whole
+process group, then SIGKILL once the grace period is spent.
 """
 
 from __future__ import annotations
@@ -53,6 +53,10 @@ class StageOutcome:
     timed_out: bool = False
     cancelled_by: int | None = None
     killed: bool = False
+    stdout_tail: bytes = b""
+    stderr_tail: bytes = b""
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
 
     @property
     def duration_seconds(self) -> float:
@@ -111,18 +115,40 @@ class LocalExecutor:
         on_spawn: Callable[[int], None],
         on_tick: Callable[[], None] | None = None,
     ) -> StageOutcome:
-        """Run ``request``; ``on_spawn(pid)`` is called once the process exists."""
-        with open(request.stdout_path, "wb") as stdout, open(request.stderr_path, "wb") as stderr:
-            started = time.time()
-            proc = subprocess.Popen(
-                ["/bin/sh", "-c", request.command],
-                cwd=request.cwd,
-                env=dict(request.env),
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                start_new_session=True,
-            )
+        """Run ``request``; ``on_spawn(pid)`` is called once the process exists.
+
+        The log files stay open here until the stage ends, so their tails are read back without
+        reopening them.
+        """
+        stdout = _open_log(request.stdout_path)
+        try:
+            stderr = _open_log(request.stderr_path)
+            try:
+                return self._run(request, stdout, stderr, cancellation, on_spawn, on_tick)
+            finally:
+                os.close(stderr)
+        finally:
+            os.close(stdout)
+
+    def _run(
+        self,
+        request: StageRequest,
+        stdout: int,
+        stderr: int,
+        cancellation: Cancellation,
+        on_spawn: Callable[[int], None],
+        on_tick: Callable[[], None] | None,
+    ) -> StageOutcome:
+        started = time.time()
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", request.command],
+            cwd=request.cwd,
+            env=dict(request.env),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
         cancellation.groups.add(proc.pid)
         outcome = StageOutcome(
             exit_code=0, pid=proc.pid, pgid=proc.pid, started_at=started, ended_at=0.0
@@ -138,7 +164,20 @@ class LocalExecutor:
                 proc.wait()
         outcome.ended_at = time.time()
         outcome.exit_code = _exit_code(proc.returncode)
+        outcome.stdout_tail, outcome.stdout_bytes = _tail(stdout)
+        outcome.stderr_tail, outcome.stderr_bytes = _tail(stderr)
         return outcome
+
+
+def _open_log(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+
+
+def _tail(fd: int, limit: int = TAIL_BYTES) -> tuple[bytes, int]:
+    """The last ``limit`` bytes written to ``fd`` and the total size."""
+    size = os.fstat(fd).st_size
+    length = min(size, limit)
+    return os.pread(fd, length, size - length), size
 
 
 def _supervise(
@@ -289,18 +328,6 @@ def end_leftover_group(pgid: int, leader_start_ticks: int | None, grace_seconds:
         return False
     end_group(pgid, grace_seconds)
     return True
-
-
-def read_tail(path: Path, limit: int = TAIL_BYTES) -> tuple[bytes, int]:
-    """Return the last ``limit`` bytes of ``path`` and its total size (0 when missing)."""
-    try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > limit:
-                handle.seek(size - limit)
-            return handle.read(limit), size
-    except OSError:
-        return b"", 0
 
 
 class SignalGuard:

@@ -45,7 +45,6 @@ from codex_orchestrator.process import (
     StageRequest,
     end_group,
     end_leftover_group,
-    read_tail,
 )
 from codex_orchestrator.procfs import host_name, process_start_ticks
 from codex_orchestrator.summaries import is_guardrail, run_summary_text, stage_summary
@@ -380,9 +379,8 @@ def _stage_spawn_failed(
 def _stage_outcome(
     ctx: RunContext, run: ActiveRun, index: int, stage: CommandStage, outcome: StageOutcome
 ) -> tuple[str, str | None]:
-    entry = run.store.command(index)
-    stdout_tail, stdout_size = read_tail(Path(ctx.workspace.root / entry["log_path"]))
-    stderr_tail, stderr_size = read_tail(Path(ctx.workspace.root / entry["stderr_log_path"]))
+    stdout_tail, stdout_size = outcome.stdout_tail, outcome.stdout_bytes
+    stderr_tail, stderr_size = outcome.stderr_tail, outcome.stderr_bytes
     summary = stage_summary(stage.summary_hint, stdout_tail, stderr_tail, outcome.exit_code)
     fields: dict[str, Any] = {
         "exit_code": outcome.exit_code,

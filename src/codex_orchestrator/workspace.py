@@ -117,10 +117,11 @@ class Workspace(NamedTuple):
 
     def display(self, path: Path) -> str:
         """Return ``path`` relative to the root when inside it, absolute otherwise."""
-        try:
-            return path.resolve().relative_to(self.root).as_posix()
-        except ValueError:
-            return str(path.resolve())
+        text = str(path if path.is_absolute() else path.resolve())
+        root = str(self.root)
+        if text.startswith(root + os.sep):
+            return text[len(root) + 1 :]
+        return text
 
     def task_runs_dir(self, task_id: str) -> Path:
         """``<runs>/<task>``: holds ``cli/<run-id>/`` and ``metrics.json``."""
