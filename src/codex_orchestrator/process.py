@@ -19,9 +19,8 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from codex_orchestrator.procfs import live_group_members, process_start_ticks
 
@@ -29,8 +28,7 @@ TAIL_BYTES = 64 * 1024
 POLL_SLICE_SECONDS = 0.1
 
 
-@dataclass(frozen=True)
-class StageRequest:
+class StageRequest(NamedTuple):
     """What to run, where, with which environment, where output goes, and for how long."""
 
     command: str
@@ -41,22 +39,22 @@ class StageRequest:
     timeout_seconds: float | None = None
 
 
-@dataclass
 class StageOutcome:
-    """How a stage process ended."""
+    """How a stage process ended; the executor fills it in as the stage runs."""
 
-    exit_code: int
-    pid: int
-    pgid: int
-    started_at: float
-    ended_at: float
-    timed_out: bool = False
-    cancelled_by: int | None = None
-    killed: bool = False
-    stdout_tail: bytes = b""
-    stderr_tail: bytes = b""
-    stdout_bytes: int = 0
-    stderr_bytes: int = 0
+    def __init__(self, pid: int, started_at: float) -> None:
+        self.pid = pid
+        self.pgid = pid
+        self.started_at = started_at
+        self.ended_at = started_at
+        self.exit_code = 0
+        self.timed_out = False
+        self.cancelled_by: int | None = None
+        self.killed = False
+        self.stdout_tail = b""
+        self.stderr_tail = b""
+        self.stdout_bytes = 0
+        self.stderr_bytes = 0
 
     @property
     def duration_seconds(self) -> float:
@@ -64,7 +62,6 @@ class StageOutcome:
         return self.ended_at - self.started_at
 
 
-@dataclass
 class Cancellation:
     """Shared cancellation state, set from signal handlers, read by the executor.
 
@@ -72,11 +69,11 @@ class Cancellation:
     happens in the main flow, so a signal never interrupts a file write.
     """
 
-    grace_seconds: float = 5.0
-    signum: int | None = None
-    signal_count: int = 0
-    groups: set[int] = field(default_factory=set)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    def __init__(self, grace_seconds: float = 5.0) -> None:
+        self.grace_seconds = grace_seconds
+        self.signum: int | None = None
+        self.signal_count = 0
+        self.groups: set[int] = set()
 
     @property
     def requested(self) -> bool:
@@ -150,9 +147,7 @@ class LocalExecutor:
             start_new_session=True,
         )
         cancellation.groups.add(proc.pid)
-        outcome = StageOutcome(
-            exit_code=0, pid=proc.pid, pgid=proc.pid, started_at=started, ended_at=0.0
-        )
+        outcome = StageOutcome(proc.pid, started)
         try:
             on_spawn(proc.pid)
             if cancellation.requested:

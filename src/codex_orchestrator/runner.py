@@ -12,9 +12,8 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from codex_orchestrator.clock import iso_utc, parse_iso_utc
 from codex_orchestrator.config import CommandStage, Config, Pipeline, SubpipelineStage
@@ -53,8 +52,7 @@ from codex_orchestrator.workspace import Settings, Workspace
 DONE_STAGE_STATUSES = frozenset({"succeeded", "skipped"})
 
 
-@dataclass
-class RunContext:
+class RunContext(NamedTuple):
     """What every run of one invocation shares."""
 
     workspace: Workspace
@@ -67,14 +65,14 @@ class RunContext:
     on_output: Callable[[Path, Path], Callable[[], None]] | None = None
 
 
-@dataclass
 class ActiveRun:
-    """A run being executed by this process."""
+    """A run being executed by this process, with the process groups its stages started."""
 
-    store: ManifestStore
-    pipeline: Pipeline
-    events: EventLog
-    groups: list[int] = field(default_factory=list)
+    def __init__(self, store: ManifestStore, pipeline: Pipeline, events: EventLog) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.events = events
+        self.groups: list[int] = []
 
     @property
     def run_id(self) -> str:
@@ -87,8 +85,7 @@ class ActiveRun:
         return self.store.run_dir
 
 
-@dataclass(frozen=True)
-class RunResult:
+class RunResult(NamedTuple):
     """How a run ended, for the command that started it."""
 
     run_id: str

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.ids import is_valid_id
@@ -20,8 +19,7 @@ from codex_orchestrator.ids import is_valid_id
 INDEX_PATH = "tasks/index.json"
 
 
-@dataclass(frozen=True)
-class IndexEntry:
+class IndexEntry(NamedTuple):
     """One task of the index."""
 
     task_id: str
@@ -44,8 +42,7 @@ class IndexEntry:
         return named | {f"paths.{key}": value for key, value in self.paths.items()}
 
 
-@dataclass(frozen=True)
-class TaskIndex:
+class TaskIndex(NamedTuple):
     """The parsed index: the raw document (to extend it) and its entries."""
 
     document: dict[str, Any]

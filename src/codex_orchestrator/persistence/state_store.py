@@ -39,9 +39,8 @@ import re
 import sys
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.jsonio import append_line, atomic_write_bytes, quarantine, read_json
@@ -58,8 +57,7 @@ _SEPARATOR = b",\n"
 _TRAILER = b"\n]}\n"
 
 
-@dataclass(frozen=True)
-class RunRecord:
+class RunRecord(NamedTuple):
     """One finished run as listed in ``state.json``."""
 
     task_id: str
@@ -89,13 +87,12 @@ class _CorruptError(ValueError):
         self.recovered = recovered or []
 
 
-@dataclass(frozen=True)
-class _Verified:
+class _Verified(NamedTuple):
     """The entries of a ``state.json`` vouched for by the stamp, as raw bytes."""
 
     body: bytes
     crc: int
-    count: int
+    entries: int
     last_run_at: str | None
 
 
@@ -195,7 +192,7 @@ class TaskStateStore:
 
     def _append(self, verified: _Verified, incoming: list[Entry]) -> bool:
         """Append runs newer than all others to the verified bytes; False when not possible."""
-        if verified.count + len(incoming) > self._keep_recent + self._archive_batch:
+        if verified.entries + len(incoming) > self._keep_recent + self._archive_batch:
             return False
         if verified.last_run_at is not None and _timestamp(incoming[0]) < verified.last_run_at:
             return False
@@ -206,7 +203,7 @@ class TaskStateStore:
         self._write_state(
             verified.body + tail,
             last_run_at=_timestamp(incoming[-1]),
-            count=verified.count + len(incoming),
+            count=verified.entries + len(incoming),
             crc=zlib.crc32(tail, verified.crc),
         )
         return True
