@@ -8,16 +8,30 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from codex_orchestrator import __version__
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
 from codex_orchestrator.output import Reporter
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Help text as wide as ``$COLUMNS`` (default 100), without probing the terminal at start-up."""
+
+    def __init__(self, prog: str) -> None:
+        columns = os.environ.get("COLUMNS", "")
+        super().__init__(prog, width=(int(columns) if columns.isdigit() else 100) - 2)
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser that raises instead of exiting, so errors follow our conventions."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise OrchestratorError(f"{message} (see '{self.prog} --help')")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import random
 import time
 from pathlib import Path
 from types import TracebackType
@@ -118,7 +117,7 @@ class FileLock:
 
     def _delay(self, attempt: int) -> float:
         nominal = self.initial_delay * self.factor**attempt
-        return min(nominal * (1 + JITTER * (random.random() - 0.5)), self.max_delay)
+        return min(nominal * (1 + JITTER * (_unit_random() - 0.5)), self.max_delay)
 
 
 def _write_holder(fd: int) -> None:
@@ -130,3 +129,8 @@ def _write_holder(fd: int) -> None:
             os.ftruncate(fd, len(note))
     except OSError:
         pass
+
+
+def _unit_random() -> float:
+    """A random number in [0, 1) for jitter (without importing ``random`` at start-up)."""
+    return int.from_bytes(os.urandom(4), "big") / 2**32

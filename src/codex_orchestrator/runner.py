@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import signal
 import sys
 from collections.abc import Callable
@@ -285,11 +284,15 @@ def _stage_end(run: ActiveRun, index: int, status: str, **fields: Any) -> None:
 
 
 def _missing_tool(stage: CommandStage) -> str | None:
+    """Why the stage cannot run here (its ``skip_reason``, or a required tool off PATH)."""
     if stage.skip_reason:
         return stage.skip_reason
-    for tool in stage.requires:
-        if shutil.which(tool) is None:
-            return f"skipped: {tool} not found on PATH"
+    if stage.requires:
+        from shutil import which  # only stages that need tools pay for the import
+
+        for tool in stage.requires:
+            if which(tool) is None:
+                return f"skipped: {tool} not found on PATH"
     return None
 
 
