@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from codex_orchestrator.clock import iso_utc, parse_iso_utc
+from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.config import CommandStage, Config, Pipeline, SubpipelineStage
 from codex_orchestrator.errorfile import build_error_file
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
@@ -24,18 +24,13 @@ from codex_orchestrator.ids import new_run_id
 from codex_orchestrator.jsonio import atomic_write_bytes
 from codex_orchestrator.manifest import (
     EVENTS_NAME,
-    MANIFEST_NAME,
     MANIFEST_VERSION,
     RUNNER_NAME,
     ManifestStore,
     command_entry,
-    exit_code_for,
     write_resume_token,
-    write_run_summary,
 )
 from codex_orchestrator.output import note
-from codex_orchestrator.persistence.coordinator import PersistenceCoordinator
-from codex_orchestrator.persistence.state_store import RunRecord, TaskStateStore
 from codex_orchestrator.process import (
     Cancellation,
     Executor,
@@ -45,7 +40,8 @@ from codex_orchestrator.process import (
     end_leftover_group,
 )
 from codex_orchestrator.procfs import host_name, process_start_ticks
-from codex_orchestrator.summaries import is_guardrail, run_summary_text, stage_summary
+from codex_orchestrator.records import record_finished_run
+from codex_orchestrator.summaries import stage_summary
 from codex_orchestrator.workspace import Settings, Workspace
 
 DONE_STAGE_STATUSES = frozenset({"succeeded", "skipped"})
@@ -481,119 +477,12 @@ def _end_groups(ctx: RunContext, run: ActiveRun) -> None:
 
 
 def _finish(ctx: RunContext, run: ActiveRun, status: str, detail: str | None) -> RunResult:
-    store, data = run.store, run.store.data
-    completed = iso_utc()
-    exit_code = exit_code_for(status, detail)
-    with store.lock:
-        data.update(
-            status=status, status_detail=detail, exit_code=exit_code, completed_at=completed
-        )
-        for entry in data["commands"]:
-            if entry["status"] == "running":
-                entry.update(status="failed", completed_at=completed)
-        if data["resume_events"] and data["resume_events"][-1].get("outcome") == "in_progress":
-            data["resume_events"][-1]["outcome"] = status
-        data["summary"] = run_summary_text(data)
-        duration = _duration(data["started_at"], completed)
-        data["duration_seconds"] = duration
-        try:
-            summary_path = write_run_summary(run.run_dir, _run_summary(ctx, data))
-            data["run_summary_path"] = ctx.workspace.display(summary_path)
-        except OSError as error:
-            note(f"warning: run {run.run_id}: run-summary.json not written ({error})")
-    metrics = _metrics(ctx, data, duration)
-
-    def write_manifest(metrics_recorded: bool) -> None:
-        store.update(metrics_recorded=metrics_recorded)
-        store.persist(durable=True)
-
-    task_dir = ctx.workspace.task_runs_dir(ctx.task_id)
-    store_state = TaskStateStore(
-        ctx.workspace.state_dir(ctx.task_id),
-        ctx.workspace.state_lock_path(ctx.task_id),
-        ctx.task_id,
-        lock=_state_lock(ctx),
-        warn=note,
-    )
-    record = RunRecord(
-        task_id=ctx.task_id,
-        run_id=run.run_id,
-        pipeline_id=run.pipeline.id,
-        status=status,
-        timestamp=completed,
-        manifest=ctx.workspace.display(store.path),
-    )
-    PersistenceCoordinator(store_state, task_dir / "metrics.json", note).finish_run(
-        metrics=metrics, write_manifest=write_manifest, record=record
+    exit_code = record_finished_run(
+        ctx.workspace, ctx.settings, run.store, run.pipeline.id, status, detail
     )
     run.events.emit("run_finished", status=status, status_detail=detail, exit_code=exit_code)
     run.events.close()
     return RunResult(run.run_id, status, detail, exit_code, run.run_dir)
-
-
-def _state_lock(ctx: RunContext) -> Any:
-    from codex_orchestrator.locks import FileLock
-
-    return FileLock.from_settings(ctx.workspace.state_lock_path(ctx.task_id), ctx.settings)
-
-
-def _duration(started_at: str, completed_at: str) -> float:
-    start, end = parse_iso_utc(started_at), parse_iso_utc(completed_at)
-    return round(end - start, 3) if start is not None and end is not None else 0.0
-
-
-def _run_summary(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "run_id": data["run_id"],
-        "task_id": data["task_id"],
-        "pipeline_id": data["pipeline_id"],
-        "status": data["status"],
-        "status_detail": data["status_detail"],
-        "exit_code": data["exit_code"],
-        "started_at": data["started_at"],
-        "completed_at": data["completed_at"],
-        "duration_seconds": data["duration_seconds"],
-        "summary": data["summary"],
-        "manifest": ctx.workspace.display(
-            ctx.workspace.run_dir(ctx.task_id, data["run_id"]) / MANIFEST_NAME
-        ),
-        "stages": [
-            {
-                key: command.get(key)
-                for key in (
-                    "index",
-                    "id",
-                    "kind",
-                    "status",
-                    "exit_code",
-                    "summary",
-                    "duration_seconds",
-                    "error_file",
-                )
-            }
-            for command in data["commands"]
-        ],
-        "child_runs": data["child_runs"],
-    }
-
-
-def _metrics(ctx: RunContext, data: dict[str, Any], duration: float) -> dict[str, Any]:
-    commands = data["commands"]
-    return {
-        "run_id": data["run_id"],
-        "task_id": data["task_id"],
-        "pipeline_id": data["pipeline_id"],
-        "status": data["status"],
-        "started_at": data["started_at"],
-        "completed_at": data["completed_at"],
-        "duration_seconds": duration,
-        "commands_passed": sum(1 for command in commands if command["status"] == "succeeded"),
-        "commands_failed": sum(1 for command in commands if command["status"] == "failed"),
-        "guardrails_present": any(is_guardrail(command) for command in commands),
-        "recorded_at": iso_utc(),
-        "artifact_path": data["artifact_root"],
-        "child_runs": [child["run_id"] for child in data["child_runs"]],
-    }
 
 
 def prepare_resume(
