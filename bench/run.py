@@ -13,8 +13,10 @@ when a figure missed its target.
 Figures (one module each): ``fig_capture`` (capture wall, peak RSS, bytes on disk),
 ``fig_stages`` (100 trivial stages), ``fig_coldstart`` (plan/status start-up),
 ``fig_concurrency`` (N concurrent starts of one task), ``fig_state_history`` (runs
-``bench_state_history.py``). Every CLI child runs with a warm bytecode cache of the bench's own
-(``PYTHONPYCACHEPREFIX`` in a temp dir) and the default heartbeat interval (5 s).
+``bench_state_history.py``), ``fig_resilience`` (SPEC section 7: teardown on SIGTERM and on
+timeouts, SIGKILL at random moments then resume, error-file bound, heartbeat cadence). Every
+CLI child runs with a warm bytecode cache of the bench's own (``PYTHONPYCACHEPREFIX`` in a temp
+dir) and the default heartbeat interval (5 s), unless a figure says otherwise.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import _harness
 import fig_capture
 import fig_coldstart
 import fig_concurrency
+import fig_resilience
 import fig_stages
 import fig_state_history
 from _harness import Figure, Profile, failed, make_profile, progress, render_table
@@ -44,6 +47,7 @@ FIGURES: dict[str, tuple[str, Callable[[Profile], list[Figure]]]] = {
     "cold": ("cold start", fig_coldstart.measure),
     "concurrency": ("concurrent starts", fig_concurrency.measure),
     "state": ("state history", fig_state_history.measure),
+    "resilience": ("resilience", fig_resilience.measure),
 }
 
 
