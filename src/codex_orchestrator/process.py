@@ -72,6 +72,7 @@ class Cancellation:
     def __init__(self, grace_seconds: float = 5.0) -> None:
         self.grace_seconds = grace_seconds
         self.signum: int | None = None
+        self.signalled_at = 0.0
         self.signal_count = 0
         self.groups: set[int] = set()
 
@@ -85,6 +86,7 @@ class Cancellation:
         self.signal_count += 1
         if self.signum is None:
             self.signum = signum
+            self.signalled_at = time.time()
         sig = signal.SIGTERM if self.signal_count == 1 else signal.SIGKILL
         for pgid in list(self.groups):
             signal_group(pgid, sig)
@@ -199,6 +201,7 @@ def _supervise(
                     outcome.timed_out = True
                 elif cancellation.requested:
                     outcome.cancelled_by = cancellation.signum
+                    now = max(cancellation.signalled_at, outcome.started_at)
                 else:
                     continue
                 signal_group(proc.pid, signal.SIGTERM)
@@ -208,7 +211,7 @@ def _supervise(
                 signal_group(proc.pid, signal.SIGKILL)
     if kill_at is None and cancellation.requested:
         outcome.cancelled_by = cancellation.signum
-        kill_at = time.time() + cancellation.grace_seconds
+        kill_at = max(cancellation.signalled_at, outcome.started_at) + cancellation.grace_seconds
     if kill_at is not None:
         grace = 0.0 if outcome.killed else max(0.0, kill_at - time.time())
         outcome.killed = end_group(proc.pid, grace) or outcome.killed
