@@ -455,3 +455,16 @@ def test_stage_environment_names_the_run(repo: Repo) -> None:
         "CODEX_ORCHESTRATOR_ROOT": str(repo.root),
         "CODEX_ORCHESTRATOR_PYTHON": sys.executable,
     }
+
+
+def test_missing_tool_is_skipped_and_shown_by_plan(repo: Repo) -> None:
+    (repo.root / "package.json").write_text('{"scripts": {"lint": "eslint ."}}')
+    env = {"PATH": "/nonexistent-bin"}
+    plan = json.loads(repo.cli("plan", "diagnostics", "--format", "json", env=env).stdout)
+    lint = next(stage for stage in plan["stages"] if stage["id"] == "lint")
+    assert lint["skip_reason"] == "skipped: npm not found on PATH"
+    code, doc = repo.start_json("diagnostics", env=env)
+    commands = {command["id"]: command for command in repo.manifest(doc)["commands"]}
+    assert commands["lint"]["status"] == "skipped"
+    assert commands["lint"]["summary"] == "skipped: npm not found on PATH"
+    assert code == 0

@@ -358,11 +358,14 @@ def test_ignored_key_inside_a_stage_set_warns_once(tmp_path: Path) -> None:
 def test_invalid_json_reports_line_and_column(tmp_path: Path) -> None:
     text = '{\n  "pipelines": [\n    {"id": "a" "stages": []}\n  ]\n}\n'
 
-    assert error(tmp_path, text) == f"{CONFIG_FILE}:3:16: invalid JSON: Expecting ',' delimiter"
+    assert error(tmp_path, text) == (
+        f"{CONFIG_FILE}:3:16: invalid JSON: Expecting ',' delimiter; "
+        "fix the JSON syntax at that position"
+    )
 
 
 def test_empty_file_is_invalid_json(tmp_path: Path) -> None:
-    assert error(tmp_path, "") == f"{CONFIG_FILE}:1:1: invalid JSON: Expecting value"
+    assert error(tmp_path, "").startswith(f"{CONFIG_FILE}:1:1: invalid JSON: Expecting value; ")
 
 
 def test_trailing_comma_is_invalid_json(tmp_path: Path) -> None:
@@ -519,22 +522,42 @@ def test_spec_example_of_a_wrong_type(tmp_path: Path) -> None:
         (
             command(timeoutSeconds=True),
             "timeoutSeconds: expected a number, got boolean; "
-            "give the timeout in seconds, a number above 0",
+            "give the timeout in seconds, above 0 and at most 604800",
         ),
         (
             command(timeoutSeconds="10"),
             "timeoutSeconds: expected a number, got string; "
-            "give the timeout in seconds, a number above 0",
+            "give the timeout in seconds, above 0 and at most 604800",
         ),
         (
             command(timeoutSeconds=0),
             "timeoutSeconds: must be greater than 0, got 0; "
-            "give the timeout in seconds, a number above 0",
+            "give the timeout in seconds, above 0 and at most 604800",
         ),
         (
             command(timeoutMs=-5),
             "timeoutMs: must be greater than 0, got -5; "
-            "give the timeout in milliseconds, a number above 0",
+            "give the timeout in milliseconds, above 0 and at most 6.048e+08",
+        ),
+        (
+            command(timeoutSeconds=10**400),
+            "timeoutSeconds: is far too large; give the timeout in seconds, above 0 and at most 604800",
+        ),
+        (
+            command(timeoutSeconds=1e9),
+            "timeoutSeconds: must be at most 604800, got 1000000000.0; ",
+        ),
+        (
+            command(command="echo a\u0000b"),
+            "command: contains a NUL character",
+        ),
+        (
+            command(env={"K": "a\u0000b"}),
+            "env.K: contains a NUL character",
+        ),
+        (
+            command(cwd="sub\u0000dir"),
+            "cwd: contains a NUL character",
         ),
         (
             command(timeoutSeconds=1, timeoutMs=1000),
@@ -683,9 +706,18 @@ def test_top_level_section_type_errors(tmp_path: Path, document: Any, expected: 
     [
         (
             {"heartbeat_interval_seconds": 0},
-            "heartbeat_interval_seconds: must be greater than 0, got 0; give a positive number",
+            "heartbeat_interval_seconds: 0 is out of range; give a positive number of at most 3600",
         ),
-        ({"kill_grace_seconds": -1.5}, "kill_grace_seconds: must be greater than 0, got -1.5; "),
+        ({"kill_grace_seconds": -1.5}, "kill_grace_seconds: -1.5 is out of range; "),
+        (
+            {"heartbeat_interval_seconds": 1e300},
+            "heartbeat_interval_seconds: 1e+300 is out of range; ",
+        ),
+        ({"lock_attempts": 10**400}, "lock_attempts: "),
+        (
+            {"lock_attempts": 101},
+            "lock_attempts: 101 is out of range; give a positive whole number",
+        ),
         (
             {"manifest_throttle_seconds": True},
             "manifest_throttle_seconds: expected a number, got boolean; give a positive number",
@@ -693,11 +725,11 @@ def test_top_level_section_type_errors(tmp_path: Path, document: Any, expected: 
         ({"lock_max_delay_ms": "100"}, "lock_max_delay_ms: expected a number, got string; "),
         (
             {"lock_attempts": 2.5},
-            "lock_attempts: must be a whole number, got 2.5; give a positive whole number",
+            "lock_attempts: 2.5 is not a whole number; give a positive whole number of at most 100",
         ),
         (
             {"lock_attempts": 0},
-            "lock_attempts: must be greater than 0, got 0; give a positive whole number",
+            "lock_attempts: 0 is out of range; give a positive whole number of at most 100",
         ),
         ({"nope": 1}, "nope: unknown setting; remove it (valid keys: heartbeat_interval_seconds, "),
     ],
@@ -1036,3 +1068,22 @@ def test_empty_cwd_is_refused(tmp_path: Path) -> None:
 def test_resolve_empty_pipeline_name_is_invalid(tmp_path: Path) -> None:
     with pytest.raises(InvalidIdError, match=r"^invalid pipeline id ''"):
         load_config(tmp_path).resolve_pipeline("")
+
+
+def test_an_ignored_key_warns_once_wherever_it_appears(tmp_path: Path) -> None:
+    stage = {"id": "a", "command": "true", "runtimeMode": "cloud"}
+    config = load(
+        tmp_path,
+        {"runtimeMode": "x", "pipelines": [{"id": "p", "runtimeMode": "y", "stages": [stage]}]},
+    )
+    assert config.warnings == (
+        f"{CONFIG_FILE}: runtimeMode (and 2 more places): ignored; 'runtimeMode' belongs to a "
+        "TypeScript codex-orchestrator feature this tool does not have",
+    )
+
+
+def test_number_literal_beyond_the_digit_limit(tmp_path: Path) -> None:
+    text = '{"settings": {"lock_attempts": ' + "9" * 5000 + "}}"
+    message = error(tmp_path, text)
+    assert message.startswith(f"{CONFIG_FILE}: invalid JSON value (")
+    assert message.endswith("use numbers of ordinary size")

@@ -24,9 +24,10 @@ from typing import NamedTuple, NoReturn, TypeVar
 
 from codex_orchestrator.errors import ConfigError, UnknownPipelineError
 from codex_orchestrator.ids import is_valid_id, validate_id
-from codex_orchestrator.workspace import INTEGER_SETTINGS, SETTING_NAMES
+from codex_orchestrator.workspace import SETTING_NAMES, check_setting
 
 CONFIG_FILE = "codex.orchestrator.json"
+MAX_TIMEOUT_SECONDS = 7 * 86400
 BUILTIN_PIPELINE = "diagnostics"
 
 #: Keys of TypeScript codex-orchestrator features this tool does not have: ignored, with a
@@ -106,6 +107,18 @@ class CommandStage(NamedTuple):
     requires: tuple[str, ...] = ()
     skip_reason: str | None = None
     kind: str = "command"
+
+    def unavailable_reason(self) -> str | None:
+        """Why the stage cannot run here (its ``skip_reason``, or a required tool off PATH)."""
+        if self.skip_reason:
+            return self.skip_reason
+        if self.requires:
+            from shutil import which  # only stages that need tools pay for the import
+
+            for tool in self.requires:
+                if which(tool) is None:
+                    return f"skipped: {tool} not found on PATH"
+        return None
 
 
 class SubpipelineStage(NamedTuple):
@@ -200,7 +213,13 @@ def _decode(raw: bytes) -> object:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         where = f"{CONFIG_FILE}:{exc.lineno}:{exc.colno}"
-        raise ConfigError(f"{where}: invalid JSON: {exc.msg}") from None
+        raise ConfigError(
+            f"{where}: invalid JSON: {exc.msg}; fix the JSON syntax at that position"
+        ) from None
+    except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
+        raise ConfigError(
+            f"{CONFIG_FILE}: invalid JSON value ({exc}); use numbers of ordinary size"
+        ) from None
 
 
 # --- error helpers -------------------------------------------------------------------------
@@ -260,6 +279,12 @@ def _read_list(value: object, path: str, fix: str = "give an array") -> list[obj
 def _read_string(value: object, path: str, fix: str = "give a string") -> str:
     if not isinstance(value, str):
         _fail(path, f"expected a string, got {_json_type(value)}", fix)
+    if "\0" in value:
+        _fail(
+            path,
+            "contains a NUL character (\\u0000)",
+            "remove it; no command, path or name may hold one",
+        )
     return value
 
 
@@ -280,12 +305,18 @@ def _read_bool(value: object, path: str) -> bool:
     return value
 
 
-def _read_positive(value: object, path: str, fix: str) -> float:
+def _read_positive(value: object, path: str, fix: str, limit: float = math.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         _fail(path, f"expected a number, got {_json_type(value)}", fix)
-    if not (math.isfinite(value) and value > 0):
+    try:
+        number = float(value)
+    except OverflowError:
+        _fail(path, "is far too large", fix)
+    if not (math.isfinite(number) and number > 0):
         _fail(path, f"must be greater than 0, got {value}", fix)
-    return float(value)
+    if number > limit:
+        _fail(path, f"must be at most {limit:g}, got {value}", fix)
+    return number
 
 
 def _read_id(value: object, path: str, kind: str) -> str:
@@ -348,7 +379,7 @@ class _ConfigParser:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.warnings: list[str] = []
+        self.ignored: dict[str, list[str]] = {}
 
     def parse(self, document: object, path: Path) -> Config:
         top = _read_object(document, "top level", "make the file one JSON object")
@@ -373,7 +404,7 @@ class _ConfigParser:
             settings=settings,
             pipelines=pipelines,
             tasks=tasks,
-            warnings=tuple(self.warnings),
+            warnings=tuple(self._warnings()),
         )
 
     def _check_keys(
@@ -386,12 +417,22 @@ class _ConfigParser:
             if kind is not None and key in _ALL_STAGE_KEYS:
                 _misplaced_stage_key(where, key, kind)
             if key in IGNORED_KEYS:
-                self.warnings.append(
-                    f"{CONFIG_FILE}: {where}: ignored; {key!r} belongs to a TypeScript "
-                    "codex-orchestrator feature this tool does not have"
-                )
+                places = self.ignored.setdefault(key, [])
+                if where not in places:
+                    places.append(where)
                 continue
             _fail(where, "unknown key", _suggest(key, _ALL_STAGE_KEYS if kind else allowed))
+
+    def _warnings(self) -> list[str]:
+        """One warning per ignored key, naming where it first appears."""
+        warnings = []
+        for key, places in self.ignored.items():
+            more = f" (and {len(places) - 1} more places)" if len(places) > 1 else ""
+            warnings.append(
+                f"{CONFIG_FILE}: {places[0]}{more}: ignored; {key!r} belongs to a TypeScript "
+                "codex-orchestrator feature this tool does not have"
+            )
+        return warnings
 
     def _stage_sets(self, value: object, path: str) -> dict[str, list[_Located]]:
         sets = _read_object(value, path, "map each stage-set name to a list of stages")
@@ -554,23 +595,24 @@ def _read_settings(value: object, path: str) -> dict[str, object]:
 
 
 def _read_setting(name: str, value: object, path: str) -> float | int:
-    if name not in INTEGER_SETTINGS:
-        return _read_positive(value, path, "give a positive number")
-    number = _read_positive(value, path, "give a positive whole number")
-    if not number.is_integer():
-        _fail(path, f"must be a whole number, got {value}", "give a positive whole number")
-    return int(number)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _fail(path, f"expected a number, got {_json_type(value)}", "give a positive number")
+    return check_setting(name, value, f"{CONFIG_FILE}: {path}")
 
 
 def _read_timeout(obj: Mapping[str, object], path: str) -> float | None:
     if "timeoutSeconds" in obj and "timeoutMs" in obj:
         _fail(f"{path}.timeoutMs", "timeoutSeconds is also set", "keep only one of them")
     if "timeoutMs" in obj:
-        fix = "give the timeout in milliseconds, a number above 0"
-        return _read_positive(obj["timeoutMs"], f"{path}.timeoutMs", fix) / 1000
+        fix = (
+            f"give the timeout in milliseconds, above 0 and at most {MAX_TIMEOUT_SECONDS * 1000:g}"
+        )
+        limit = MAX_TIMEOUT_SECONDS * 1000
+        return _read_positive(obj["timeoutMs"], f"{path}.timeoutMs", fix, limit) / 1000
     if "timeoutSeconds" in obj:
-        fix = "give the timeout in seconds, a number above 0"
-        return _read_positive(obj["timeoutSeconds"], f"{path}.timeoutSeconds", fix)
+        fix = f"give the timeout in seconds, above 0 and at most {MAX_TIMEOUT_SECONDS:g}"
+        limit = MAX_TIMEOUT_SECONDS
+        return _read_positive(obj["timeoutSeconds"], f"{path}.timeoutSeconds", fix, limit)
     return None
 
 

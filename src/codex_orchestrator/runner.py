@@ -279,19 +279,6 @@ def _stage_end(run: ActiveRun, index: int, status: str, **fields: Any) -> None:
     )
 
 
-def _missing_tool(stage: CommandStage) -> str | None:
-    """Why the stage cannot run here (its ``skip_reason``, or a required tool off PATH)."""
-    if stage.skip_reason:
-        return stage.skip_reason
-    if stage.requires:
-        from shutil import which  # only stages that need tools pay for the import
-
-        for tool in stage.requires:
-            if which(tool) is None:
-                return f"skipped: {tool} not found on PATH"
-    return None
-
-
 def _stage_env(ctx: RunContext, run: ActiveRun, stage: CommandStage) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -318,7 +305,7 @@ def _log_stem(run: ActiveRun, index: int, stage_id: str) -> str:
 def _run_command_stage(
     ctx: RunContext, run: ActiveRun, index: int, stage: CommandStage
 ) -> tuple[str, str | None]:
-    skip = _missing_tool(stage)
+    skip = stage.unavailable_reason()
     if skip is not None:
         _stage_begin(run, index)
         _stage_end(run, index, "skipped", summary=skip)

@@ -51,7 +51,7 @@ def _stages(pipeline: Pipeline) -> list[dict[str, Any]]:
                 cwd=stage.cwd,
                 allow_failure=stage.allow_failure,
                 timeout_seconds=stage.timeout_seconds,
-                skip_reason=stage.skip_reason,
+                skip_reason=stage.unavailable_reason(),
                 requires=list(stage.requires),
             )
         else:
