@@ -57,6 +57,7 @@ from _harness import (
     progress,
     timed_run,
 )
+from codex_orchestrator.procfs import live_group_members
 
 GRACE_SECONDS = 1.0
 TIMEOUT_SECONDS = 0.5
@@ -107,11 +108,17 @@ def _pipelines(plan: _Plan) -> list[dict[str, Any]]:
         {"id": "one", "stages": [{"id": "noop", "command": "true"}]},
         {"id": "cooperative", "stages": [{"id": "wait", "command": COOPERATIVE}]},
         {"id": "stubborn", "stages": [{"id": "stubborn", "command": IGNORES_TERM}]},
-        {"id": "slow", "stages": [
-            {"id": "slow", "command": COOPERATIVE, "timeoutSeconds": TIMEOUT_SECONDS}]},
-        {"id": "chain", "stages": [
-            {"id": f"c{index:02d}", "command": CHAIN_STAGE} for index in range(1, CHAIN_STAGES + 1)
-        ]},
+        {
+            "id": "slow",
+            "stages": [{"id": "slow", "command": COOPERATIVE, "timeoutSeconds": TIMEOUT_SECONDS}],
+        },
+        {
+            "id": "chain",
+            "stages": [
+                {"id": f"c{index:02d}", "command": CHAIN_STAGE}
+                for index in range(1, CHAIN_STAGES + 1)
+            ],
+        },
         {"id": "noisy", "stages": [{"id": "noisy", "command": NOISE_COMMAND}]},
         {"id": "beat", "stages": [{"id": "beat", "command": f"sleep {plan.heartbeat_seconds:g}"}]},
     ]
@@ -131,19 +138,7 @@ def _write_config(repo: BenchRepo, plan: _Plan) -> None:
 
 def group_members(pgid: int) -> list[int]:
     """Pids of the live (non-zombie) processes whose process group is ``pgid``."""
-    members: list[int] = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as handle:
-                stat = handle.read()
-            state, _parent, group = stat[stat.rindex(b")") + 2 :].split()[:3]
-        except (OSError, ValueError):
-            continue
-        if int(group) == pgid and state != b"Z":
-            members.append(int(name))
-    return members
+    return live_group_members(pgid) or []
 
 
 def _wait_group_gone(pgid: int, limit: float = 10.0) -> None:
@@ -161,8 +156,9 @@ def _kill_group_quietly(pgid: int) -> None:
 
 def _bare_teardown(command: str, grace: float | None) -> float:
     """SIGTERM (then, after ``grace``, SIGKILL) to a bare ``sh -c`` group: seconds until gone."""
-    proc = subprocess.Popen(["/bin/sh", "-c", command], start_new_session=True,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", command], start_new_session=True, stdin=subprocess.DEVNULL
+    )
     try:
         time.sleep(SETTLE_SECONDS)
         started = time.perf_counter()
@@ -180,11 +176,18 @@ def _bare_teardown(command: str, grace: float | None) -> float:
         proc.wait()
 
 
-def _spawn(repo: BenchRepo, *args: str, env: Mapping[str, str] | None = None,
-           ) -> subprocess.Popen[bytes]:
+def _spawn(
+    repo: BenchRepo,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        cli_argv(*args), env=dict(env or repo.env), cwd=repo.root, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cli_argv(*args),
+        env=dict(env or repo.env),
+        cwd=repo.root,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -203,15 +206,18 @@ def _load(path: Path) -> dict[str, Any]:
     return document
 
 
-def _wait_stage_running(repo: BenchRepo, task: str, proc: subprocess.Popen[bytes],
-                        limit: float = 20.0) -> tuple[Path, int]:
+def _wait_stage_running(
+    repo: BenchRepo, task: str, proc: subprocess.Popen[bytes], limit: float = 20.0
+) -> tuple[Path, int]:
     """Poll until the run's first stage is running with a recorded pgid; (manifest, pgid)."""
     deadline = time.perf_counter() + limit
     while time.perf_counter() < deadline:
         if proc.poll() is not None:
             _, err = proc.communicate()
-            raise BenchError(f"orchestrator exited {proc.returncode} before its stage ran: "
-                             f"{err[-400:].decode('utf-8', 'replace')}")
+            raise BenchError(
+                f"orchestrator exited {proc.returncode} before its stage ran: "
+                f"{err[-400:].decode('utf-8', 'replace')}"
+            )
         path = _find_manifest(repo, task)
         if path is not None:
             command = _load(path)["commands"][0]
@@ -249,9 +255,13 @@ def _signal_round(repo: BenchRepo, pipeline: str, task: str, result: _Teardown) 
         manifest = _load(manifest_path)
         if proc.returncode != EXIT_SIGTERM:
             result.problems.append(f"{task}: exit {proc.returncode}")
-        if (manifest.get("status"), manifest.get("status_detail")) != ("cancelled", "signal:SIGTERM"):
-            result.problems.append(f"{task}: manifest {manifest.get('status')} "
-                                   f"({manifest.get('status_detail')})")
+        if (manifest.get("status"), manifest.get("status_detail")) != (
+            "cancelled",
+            "signal:SIGTERM",
+        ):
+            result.problems.append(
+                f"{task}: manifest {manifest.get('status')} ({manifest.get('status_detail')})"
+            )
         if manifest["commands"][0].get("status") != "failed":
             result.problems.append(f"{task}: stage {manifest['commands'][0].get('status')}")
     finally:
@@ -262,8 +272,9 @@ def _signal_round(repo: BenchRepo, pipeline: str, task: str, result: _Teardown) 
             _kill_group_quietly(pgid)
 
 
-def _teardown_samples(repo: BenchRepo, pipeline: str, command: str, grace: float | None,
-                      rounds: int) -> _Teardown:
+def _teardown_samples(
+    repo: BenchRepo, pipeline: str, command: str, grace: float | None, rounds: int
+) -> _Teardown:
     result = _Teardown()
     for index in range(rounds):
         result.baseline.append(_bare_teardown(command, grace))
@@ -276,7 +287,8 @@ def _checks_text(result: _Teardown, expected_exit: int) -> str:
     exits = "exit " + ",".join(str(code) for code in codes) if codes else "no exit"
     state = "cancelled" if not any("manifest" in p for p in result.problems) else "NOT cancelled"
     return f"{exits}, {state}, orphans = {result.orphans}" + (
-        "" if codes == [expected_exit] else f" (expected {expected_exit})")
+        "" if codes == [expected_exit] else f" (expected {expected_exit})"
+    )
 
 
 def _sigterm_figure(repo: BenchRepo, plan: _Plan) -> Figure:
@@ -285,41 +297,65 @@ def _sigterm_figure(repo: BenchRepo, plan: _Plan) -> Figure:
     measured, base = median(result.seconds), median(result.baseline)
     ok = not result.problems and result.orphans == 0
     return Figure(
-        "resilience.sigterm", "SIGTERM teardown (cooperative stage)",
-        fmt_seconds(measured), f"bare killpg TERM {fmt_seconds(base)}",
+        "resilience.sigterm",
+        "SIGTERM teardown (cooperative stage)",
+        fmt_seconds(measured),
+        f"bare killpg TERM {fmt_seconds(base)}",
         f"+{fmt_seconds(measured - base)}; {_checks_text(result, EXIT_SIGTERM)}",
-        "exit 143, cancelled, orphans = 0", ok,
-        {"signal_to_exit_s": result.seconds, "bare_killpg_s": result.baseline,
-         "orphans": result.orphans, "exit_codes": result.exit_codes, "problems": result.problems},
-        note=(f"stage `{COOPERATIVE}`; SIGTERM to `start` -> its exit (final manifest, metrics, "
-              f"state included); median of {plan.signal_rounds}; no time target in the spec"
-              + (f"; problems: {'; '.join(result.problems)}" if result.problems else "")),
+        "exit 143, cancelled, orphans = 0",
+        ok,
+        {
+            "signal_to_exit_s": result.seconds,
+            "bare_killpg_s": result.baseline,
+            "orphans": result.orphans,
+            "exit_codes": result.exit_codes,
+            "problems": result.problems,
+        },
+        note=(
+            f"stage `{COOPERATIVE}`; SIGTERM to `start` -> its exit (final manifest, metrics, "
+            f"state included); median of {plan.signal_rounds}; no time target in the spec"
+            + (f"; problems: {'; '.join(result.problems)}" if result.problems else "")
+        ),
     )
 
 
 def _grace_figure(repo: BenchRepo, plan: _Plan) -> Figure:
-    progress(f"resilience: SIGTERM teardown, stage ignores TERM (grace {GRACE_SECONDS:g} s), "
-             f"{plan.grace_rounds} rounds")
+    progress(
+        f"resilience: SIGTERM teardown, stage ignores TERM (grace {GRACE_SECONDS:g} s), "
+        f"{plan.grace_rounds} rounds"
+    )
     result = _teardown_samples(repo, "stubborn", IGNORES_TERM, GRACE_SECONDS, plan.grace_rounds)
     measured, base = median(result.seconds), median(result.baseline)
     ok = not result.problems and result.orphans == 0
     return Figure(
-        "resilience.sigterm_ignored", f"SIGTERM teardown (stage ignores TERM, grace {GRACE_SECONDS:g} s)",
-        fmt_seconds(measured), f"bare TERM+grace+KILL {fmt_seconds(base)}",
+        "resilience.sigterm_ignored",
+        f"SIGTERM teardown (stage ignores TERM, grace {GRACE_SECONDS:g} s)",
+        fmt_seconds(measured),
+        f"bare TERM+grace+KILL {fmt_seconds(base)}",
         f"grace +{fmt_seconds(measured - GRACE_SECONDS)}; {_checks_text(result, EXIT_SIGTERM)}",
-        "exit 143, cancelled, orphans = 0", ok,
-        {"signal_to_exit_s": result.seconds, "bare_term_grace_kill_s": result.baseline,
-         "grace_s": GRACE_SECONDS, "orphans": result.orphans, "exit_codes": result.exit_codes,
-         "problems": result.problems},
-        note=(f"stage `{IGNORES_TERM}` with settings.kill_grace_seconds = {GRACE_SECONDS:g}; "
-              f"median of {plan.grace_rounds}; expected about grace + a little"
-              + (f"; problems: {'; '.join(result.problems)}" if result.problems else "")),
+        "exit 143, cancelled, orphans = 0",
+        ok,
+        {
+            "signal_to_exit_s": result.seconds,
+            "bare_term_grace_kill_s": result.baseline,
+            "grace_s": GRACE_SECONDS,
+            "orphans": result.orphans,
+            "exit_codes": result.exit_codes,
+            "problems": result.problems,
+        },
+        note=(
+            f"stage `{IGNORES_TERM}` with settings.kill_grace_seconds = {GRACE_SECONDS:g}; "
+            f"median of {plan.grace_rounds}; expected about grace + a little"
+            + (f"; problems: {'; '.join(result.problems)}" if result.problems else "")
+        ),
     )
 
 
 def _timeout_figure(repo: BenchRepo, plan: _Plan) -> Figure:
-    progress(f"resilience: timeoutSeconds {TIMEOUT_SECONDS:g} on `{COOPERATIVE}`, "
-             f"{plan.timeout_rounds} rounds")
+    progress(
+        f"resilience: timeoutSeconds {TIMEOUT_SECONDS:g} on `{COOPERATIVE}`, "
+        f"{plan.timeout_rounds} rounds"
+    )
     walls: list[float] = []
     baseline: list[float] = []
     problems: list[str] = []
@@ -343,22 +379,35 @@ def _timeout_figure(repo: BenchRepo, plan: _Plan) -> Figure:
             _kill_group_quietly(pgid)
         if completed.returncode != 1:
             problems.append(f"{task}: exit {completed.returncode}")
-        if manifest.get("status_detail") != "stage:slow:timeout" or manifest.get("status") != "failed":
+        if (
+            manifest.get("status_detail") != "stage:slow:timeout"
+            or manifest.get("status") != "failed"
+        ):
             problems.append(f"{task}: {manifest.get('status')} ({manifest.get('status_detail')})")
     wall, base = median(walls), median(baseline)
     ok = not problems and orphans == 0
     return Figure(
-        "resilience.timeout", f"timeout teardown (timeoutSeconds {TIMEOUT_SECONDS:g})",
-        fmt_seconds(wall), f"1-stage `true` run {fmt_seconds(base)}",
+        "resilience.timeout",
+        f"timeout teardown (timeoutSeconds {TIMEOUT_SECONDS:g})",
+        fmt_seconds(wall),
+        f"1-stage `true` run {fmt_seconds(base)}",
         f"timeout +{fmt_seconds(wall - base - TIMEOUT_SECONDS)} beyond start-up; "
         f"{'exit 1, stage:slow:timeout' if not problems else 'WRONG RESULT'}, orphans = {orphans}",
-        "exit 1, stage:<id>:timeout, orphans = 0", ok,
-        {"start_wall_s": walls, "true_run_wall_s": baseline, "timeout_s": TIMEOUT_SECONDS,
-         "orphans": orphans, "problems": problems},
-        note=(f"wall of the whole `start` of a `{COOPERATIVE}` stage with timeoutSeconds "
-              f"{TIMEOUT_SECONDS:g}, median of {plan.timeout_rounds}; overhead = wall - "
-              "timeout - wall of a one-stage `true` run"
-              + (f"; problems: {'; '.join(problems)}" if problems else "")),
+        "exit 1, stage:<id>:timeout, orphans = 0",
+        ok,
+        {
+            "start_wall_s": walls,
+            "true_run_wall_s": baseline,
+            "timeout_s": TIMEOUT_SECONDS,
+            "orphans": orphans,
+            "problems": problems,
+        },
+        note=(
+            f"wall of the whole `start` of a `{COOPERATIVE}` stage with timeoutSeconds "
+            f"{TIMEOUT_SECONDS:g}, median of {plan.timeout_rounds}; overhead = wall - "
+            "timeout - wall of a one-stage `true` run"
+            + (f"; problems: {'; '.join(problems)}" if problems else "")
+        ),
     )
 
 
@@ -422,8 +471,13 @@ class _KillTrial:
 
     @property
     def ok(self) -> bool:
-        return (not self.unparseable and self.status_exit == 0 and self.resume_exit == 0
-                and self.resumed_status == "succeeded" and self.orphans_after_resume == 0)
+        return (
+            not self.unparseable
+            and self.status_exit == 0
+            and self.resume_exit == 0
+            and self.resumed_status == "succeeded"
+            and self.orphans_after_resume == 0
+        )
 
 
 def _kill_trial(repo: BenchRepo, task: str, delay: float) -> _KillTrial:
@@ -445,24 +499,29 @@ def _kill_trial(repo: BenchRepo, task: str, delay: float) -> _KillTrial:
         manifest = {"status": "unparseable", "commands": []}
     groups = [entry["pgid"] for entry in manifest["commands"] if isinstance(entry.get("pgid"), int)]
     run_id = path.parent.name
-    _, status = timed_run(cli_argv("status", run_id, "--format", "json"), env=repo.env,
-                          cwd=repo.root, check=False)
+    _, status = timed_run(
+        cli_argv("status", run_id, "--format", "json"), env=repo.env, cwd=repo.root, check=False
+    )
     flagged = False
     if status.returncode == 0:
         document = json.loads(status.stdout)
         flagged = bool(document.get("stale") or document.get("hint"))
-    resume_s, resumed = timed_run(cli_argv("resume", run_id, "--format", "json"), env=repo.env,
-                                  cwd=repo.root, check=False)
+    resume_s, resumed = timed_run(
+        cli_argv("resume", run_id, "--format", "json"), env=repo.env, cwd=repo.root, check=False
+    )
     via = "dead-pid"
     if resumed.returncode == 2 and b"still alive" in resumed.stderr + resumed.stdout:
         # no proof of death (e.g. killed before the pid was recorded): wait out a short
         # staleness threshold, as a user would wait out the default one
         via = "stale-override"
         time.sleep(STALE_OVERRIDE_SECONDS + 0.1)
-        env = {**repo.env, "CODEX_ORCHESTRATOR_HEARTBEAT_STALE_AFTER_SECONDS":
-               str(STALE_OVERRIDE_SECONDS)}
-        resume_s, resumed = timed_run(cli_argv("resume", run_id, "--format", "json"), env=env,
-                                      cwd=repo.root, check=False)
+        env = {
+            **repo.env,
+            "CODEX_ORCHESTRATOR_HEARTBEAT_STALE_AFTER_SECONDS": str(STALE_OVERRIDE_SECONDS),
+        }
+        resume_s, resumed = timed_run(
+            cli_argv("resume", run_id, "--format", "json"), env=env, cwd=repo.root, check=False
+        )
     try:
         resumed_status = str(json.loads(resumed.stdout).get("status"))
     except ValueError:
@@ -471,14 +530,26 @@ def _kill_trial(repo: BenchRepo, task: str, delay: float) -> _KillTrial:
     for pgid in groups:
         _kill_group_quietly(pgid)
     bad_after, _ = unparseable_json(runs_dir, out_dir)
-    return _KillTrial(delay, str(manifest.get("status")), bad + bad_after, temps,
-                      status.returncode, flagged, resumed.returncode, resumed_status, orphans,
-                      resume_s, via)
+    return _KillTrial(
+        delay,
+        str(manifest.get("status")),
+        bad + bad_after,
+        temps,
+        status.returncode,
+        flagged,
+        resumed.returncode,
+        resumed_status,
+        orphans,
+        resume_s,
+        via,
+    )
 
 
 def _sigkill_figure(repo: BenchRepo, plan: _Plan) -> Figure:
-    progress(f"resilience: SIGKILL at {plan.kills} moments of a {CHAIN_STAGES}-stage run, "
-             "then status + resume")
+    progress(
+        f"resilience: SIGKILL at {plan.kills} moments of a {CHAIN_STAGES}-stage run, "
+        "then status + resume"
+    )
     lives = [_run_life(repo, f"life-{index}") for index in range(2)]
     window = median([end - appeared for appeared, end in lives])
     rng = random.Random(KILL_SEED)
@@ -487,39 +558,58 @@ def _sigkill_figure(repo: BenchRepo, plan: _Plan) -> Figure:
     trials = [_kill_trial(repo, f"kill-{index}", delay) for index, delay in enumerate(delays)]
     good = sum(trial.ok for trial in trials)
     unparseable = sorted({name for trial in trials for name in trial.unparseable})
-    unfinished = [trial for trial in trials
-                  if trial.status_at_kill not in ("succeeded", "failed", "cancelled")]
+    unfinished = [
+        trial
+        for trial in trials
+        if trial.status_at_kill not in ("succeeded", "failed", "cancelled")
+    ]
     flagged = sum(trial.flagged for trial in unfinished)
     orphans = sum(trial.orphans_after_resume for trial in trials)
     overridden = sum(trial.resumed_via == "stale-override" for trial in trials)
     at_kill: dict[str, int] = {}
     for trial in trials:
         at_kill[trial.status_at_kill] = at_kill.get(trial.status_at_kill, 0) + 1
-    failures = [f"kill at +{trial.delay_s * 1000:.0f} ms: status exit {trial.status_exit}, "
-                f"resume exit {trial.resume_exit} -> {trial.resumed_status}, "
-                f"orphans {trial.orphans_after_resume}, unparseable {trial.unparseable}"
-                for trial in trials if not trial.ok]
+    failures = [
+        f"kill at +{trial.delay_s * 1000:.0f} ms: status exit {trial.status_exit}, "
+        f"resume exit {trial.resume_exit} -> {trial.resumed_status}, "
+        f"orphans {trial.orphans_after_resume}, unparseable {trial.unparseable}"
+        for trial in trials
+        if not trial.ok
+    ]
     return Figure(
-        "resilience.sigkill", f"SIGKILL at {plan.kills} random moments, then resume",
-        f"{good}/{plan.kills} resumed to success", f"run window {fmt_seconds(window)}",
+        "resilience.sigkill",
+        f"SIGKILL at {plan.kills} random moments, then resume",
+        f"{good}/{plan.kills} resumed to success",
+        f"run window {fmt_seconds(window)}",
         f"{len(unparseable)} unparseable files, status exit 0, orphans = {orphans}"
-        if good == plan.kills else f"{len(unparseable)} unparseable files, {len(failures)} "
+        if good == plan.kills
+        else f"{len(unparseable)} unparseable files, {len(failures)} "
         f"trial(s) failed, orphans = {orphans}",
-        f"{plan.kills}/{plan.kills}, 0 unparseable", good == plan.kills and not unparseable,
-        {"delays_s": delays, "window_s": window, "status_at_kill": at_kill,
-         "unparseable": unparseable, "temp_files_left": sum(t.temps for t in trials),
-         "resume_wall_s": [t.resume_s for t in trials], "resumed_via":
-         [t.resumed_via for t in trials], "status_flagged": flagged,
-         "unfinished_at_kill": len(unfinished), "failures": failures},
-        note=(f"{CHAIN_STAGES} stages `{CHAIN_STAGE}`; kills stratified over the window from the "
-              f"first manifest to the natural end (seed {KILL_SEED}); manifest at kill: "
-              + ", ".join(f"{name} {count}" for name, count in sorted(at_kill.items()))
-              + f"; temp files left by the kills: {sum(t.temps for t in trials)}; resume "
-              f"accepted on dead-pid detection {len(trials) - overridden}/{len(trials)}, after "
-              f"a {STALE_OVERRIDE_SECONDS:g} s staleness override {overridden}/{len(trials)} "
-              f"(median resume {fmt_seconds(median([t.resume_s for t in trials]))}); status "
-              f"flagged (stale or resume hint) {flagged}/{len(unfinished)} unfinished runs"
-              + (f"; FAILURES: {'; '.join(failures)}" if failures else "")),
+        f"{plan.kills}/{plan.kills}, 0 unparseable",
+        good == plan.kills and not unparseable,
+        {
+            "delays_s": delays,
+            "window_s": window,
+            "status_at_kill": at_kill,
+            "unparseable": unparseable,
+            "temp_files_left": sum(t.temps for t in trials),
+            "resume_wall_s": [t.resume_s for t in trials],
+            "resumed_via": [t.resumed_via for t in trials],
+            "status_flagged": flagged,
+            "unfinished_at_kill": len(unfinished),
+            "failures": failures,
+        },
+        note=(
+            f"{CHAIN_STAGES} stages `{CHAIN_STAGE}`; kills stratified over the window from the "
+            f"first manifest to the natural end (seed {KILL_SEED}); manifest at kill: "
+            + ", ".join(f"{name} {count}" for name, count in sorted(at_kill.items()))
+            + f"; temp files left by the kills: {sum(t.temps for t in trials)}; resume "
+            f"accepted on dead-pid detection {len(trials) - overridden}/{len(trials)}, after "
+            f"a {STALE_OVERRIDE_SECONDS:g} s staleness override {overridden}/{len(trials)} "
+            f"(median resume {fmt_seconds(median([t.resume_s for t in trials]))}); status "
+            f"flagged (stale or resume hint) {flagged}/{len(unfinished)} unfinished runs"
+            + (f"; FAILURES: {'; '.join(failures)}" if failures else "")
+        ),
     )
 
 
@@ -527,8 +617,10 @@ def _sigkill_figure(repo: BenchRepo, plan: _Plan) -> Figure:
 
 
 def _noise_figures(repo: BenchRepo, plan: _Plan) -> list[Figure]:
-    progress(f"resilience: error file of a stage printing {NOISE_STDOUT_BYTES // 1_000_000} MB "
-             f"of binary, {plan.noise_rounds} rounds")
+    progress(
+        f"resilience: error file of a stage printing {NOISE_STDOUT_BYTES // 1_000_000} MB "
+        f"of binary, {plan.noise_rounds} rounds"
+    )
     error_sizes: list[int] = []
     log_sizes: list[int] = []
     printed: list[int] = []
@@ -553,10 +645,13 @@ def _noise_figures(repo: BenchRepo, plan: _Plan) -> list[Figure]:
         error_sizes.append(error_path.stat().st_size)
         details = _load(error_path).get("details", {})
         if not (details.get("stdout_truncated") and details.get("stderr_truncated")):
-            problems.append(f"{task}: *_truncated flags {details.get('stdout_truncated')}/"
-                            f"{details.get('stderr_truncated')}")
-        logs = [repo.root / command[key] for key in ("log_path", "stderr_log_path")
-                if command.get(key)]
+            problems.append(
+                f"{task}: *_truncated flags {details.get('stdout_truncated')}/"
+                f"{details.get('stderr_truncated')}"
+            )
+        logs = [
+            repo.root / command[key] for key in ("log_path", "stderr_log_path") if command.get(key)
+        ]
         log_sizes.append(sum(log.stat().st_size for log in logs))
         for log in logs:
             log.unlink()  # 50 MB a round: do not let the temp repo grow
@@ -564,23 +659,31 @@ def _noise_figures(repo: BenchRepo, plan: _Plan) -> list[Figure]:
     ratios = [logged / wrote for logged, wrote in zip(log_sizes, printed, strict=True)]
     return [
         Figure(
-            "resilience.error_file", "error file, stage printing 50 MB binary",
-            f"{worst:,} B", f"printed {median(printed):,.0f} B",
+            "resilience.error_file",
+            "error file, stage printing 50 MB binary",
+            f"{worst:,} B",
+            f"printed {median(printed):,.0f} B",
             f"max of {len(error_sizes)}; {'truncation flagged' if not problems else 'FLAGS MISSING'}",
-            f"<= {ERROR_FILE_TARGET:,} B", worst <= ERROR_FILE_TARGET and not problems,
+            f"<= {ERROR_FILE_TARGET:,} B",
+            worst <= ERROR_FILE_TARGET and not problems,
             {"error_file_bytes": error_sizes, "bytes_printed": printed, "problems": problems},
-            note=("stdout: 50 MB of /dev/urandom; stderr: 200 KB of /dev/urandom, ANSI and "
-                  "control bytes (NUL, BEL, BS, CR), a 10,000-byte line; exit 1"
-                  + (f"; problems: {'; '.join(problems)}" if problems else "")),
+            note=(
+                "stdout: 50 MB of /dev/urandom; stderr: 200 KB of /dev/urandom, ANSI and "
+                "control bytes (NUL, BEL, BS, CR), a 10,000-byte line; exit 1"
+                + (f"; problems: {'; '.join(problems)}" if problems else "")
+            ),
         ),
         Figure(
-            "resilience.error_logs", "logs of that stage vs bytes printed",
-            f"{median(log_sizes):,.0f} B", f"sh -c 'CMD >f 2>g' {median(printed):,.0f} B",
-            f"{min(ratios):.6f}x..{max(ratios):.6f}x", "= printed (logs in full)",
+            "resilience.error_logs",
+            "logs of that stage vs bytes printed",
+            f"{median(log_sizes):,.0f} B",
+            f"sh -c 'CMD >f 2>g' {median(printed):,.0f} B",
+            f"{min(ratios):.6f}x..{max(ratios):.6f}x",
+            "= printed (logs in full)",
             all(logged == wrote for logged, wrote in zip(log_sizes, printed, strict=True)),
             {"log_bytes": log_sizes, "bytes_printed": printed},
             note="stdout + stderr log sizes on disk against the same command redirected to "
-                 "files by /bin/sh, round by round",
+            "files by /bin/sh, round by round",
         ),
     ]
 
@@ -599,14 +702,17 @@ def _heartbeat_stats(run_dir: Path) -> dict[str, Any]:
 
 def _heartbeat_figures(repo: BenchRepo, plan: _Plan) -> list[Figure]:
     seconds = plan.heartbeat_seconds
-    progress(f"resilience: heartbeat, {plan.heartbeat_runs} parallel runs of a {seconds:g} s "
-             f"stage (interval {HEARTBEAT_INTERVAL:g} s, throttle {MANIFEST_THROTTLE:g} s)")
+    progress(
+        f"resilience: heartbeat, {plan.heartbeat_runs} parallel runs of a {seconds:g} s "
+        f"stage (interval {HEARTBEAT_INTERVAL:g} s, throttle {MANIFEST_THROTTLE:g} s)"
+    )
     env = dict(repo.env)
     env["CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS"] = str(HEARTBEAT_INTERVAL)
     env["CODEX_ORCHESTRATOR_MANIFEST_THROTTLE_SECONDS"] = str(MANIFEST_THROTTLE)
     tasks = [f"beat-{index}" for index in range(plan.heartbeat_runs)]
-    procs = [_spawn(repo, "start", "beat", "--task", task, "--format", "json", env=env)
-             for task in tasks]
+    procs = [
+        _spawn(repo, "start", "beat", "--task", task, "--format", "json", env=env) for task in tasks
+    ]
     ticks_pm: list[float] = []
     writes_pm: list[float] = []
     writes: list[int] = []
@@ -626,25 +732,39 @@ def _heartbeat_figures(repo: BenchRepo, plan: _Plan) -> list[Figure]:
     max_writes = seconds / MANIFEST_THROTTLE + 1
     nominal_ticks = 60 / HEARTBEAT_INTERVAL
     nominal_writes = 60 / MANIFEST_THROTTLE
-    values = {"ticks_per_min": ticks_pm, "manifest_writes_per_min": writes_pm,
-              "manifest_writes": writes, "failures": failures, "stage_seconds": seconds,
-              "interval_s": HEARTBEAT_INTERVAL, "throttle_s": MANIFEST_THROTTLE}
+    values = {
+        "ticks_per_min": ticks_pm,
+        "manifest_writes_per_min": writes_pm,
+        "manifest_writes": writes,
+        "failures": failures,
+        "stage_seconds": seconds,
+        "interval_s": HEARTBEAT_INTERVAL,
+        "throttle_s": MANIFEST_THROTTLE,
+    }
     return [
         Figure(
-            "resilience.heartbeat_ticks", f"heartbeat ticks/min (interval {HEARTBEAT_INTERVAL:g} s)",
-            f"{median(ticks_pm):.0f}/min", f"nominal {nominal_ticks:.0f}/min",
+            "resilience.heartbeat_ticks",
+            f"heartbeat ticks/min (interval {HEARTBEAT_INTERVAL:g} s)",
+            f"{median(ticks_pm):.0f}/min",
+            f"nominal {nominal_ticks:.0f}/min",
             f"{median(ticks_pm) / nominal_ticks:.2f}x nominal, failures = {sum(failures)}",
-            "", None, values,
-            note=(f"heartbeat_stats of runner.ndjson over the run's duration_seconds; a {seconds:g} s "
-                  f"stage, median of {plan.heartbeat_runs} runs in parallel"),
+            "",
+            None,
+            values,
+            note=(
+                f"heartbeat_stats of runner.ndjson over the run's duration_seconds; a {seconds:g} s "
+                f"stage, median of {plan.heartbeat_runs} runs in parallel"
+            ),
         ),
         Figure(
             "resilience.heartbeat_writes",
             f"heartbeat manifest writes/min (throttle {MANIFEST_THROTTLE:g} s)",
-            f"{median(writes_pm):.1f}/min", f"throttle cap {nominal_writes:.0f}/min",
+            f"{median(writes_pm):.1f}/min",
+            f"throttle cap {nominal_writes:.0f}/min",
             f"max {max(writes)} writes in a {seconds:g} s stage, failures = {sum(failures)}",
             f"<= S/throttle + 1 = {max_writes:g}, 0 failures",
-            max(writes) <= max_writes and sum(failures) == 0, values,
+            max(writes) <= max_writes and sum(failures) == 0,
+            values,
         ),
     ]
 
@@ -652,8 +772,12 @@ def _heartbeat_figures(repo: BenchRepo, plan: _Plan) -> list[Figure]:
 # --- entry point ------------------------------------------------------------------------------
 
 
-def _guarded(name: str, label: str, target: str, step: Callable[[], Sequence[Figure]],
-             ) -> list[Figure]:
+def _guarded(
+    name: str,
+    label: str,
+    target: str,
+    step: Callable[[], Sequence[Figure]],
+) -> list[Figure]:
     """Run one figure; a broken one becomes an ERROR row without hiding the others."""
     try:
         return list(step())
@@ -669,18 +793,42 @@ def measure(profile: Profile) -> list[Figure]:
     with bench_repo("resilience") as repo:
         _write_config(repo, plan)
         steps: list[tuple[str, str, str, Callable[[], Sequence[Figure]]]] = [
-            ("resilience.sigterm", "SIGTERM teardown (cooperative stage)",
-             "exit 143, cancelled, orphans = 0", lambda: [_sigterm_figure(repo, plan)]),
-            ("resilience.sigterm_ignored", "SIGTERM teardown (stage ignores TERM)",
-             "exit 143, cancelled, orphans = 0", lambda: [_grace_figure(repo, plan)]),
-            ("resilience.timeout", "timeout teardown", "exit 1, stage:<id>:timeout",
-             lambda: [_timeout_figure(repo, plan)]),
-            ("resilience.sigkill", "SIGKILL at random moments, then resume",
-             f"{plan.kills}/{plan.kills}, 0 unparseable", lambda: [_sigkill_figure(repo, plan)]),
-            ("resilience.error_file", "error file, stage printing 50 MB binary",
-             f"<= {ERROR_FILE_TARGET:,} B", lambda: _noise_figures(repo, plan)),
-            ("resilience.heartbeat", "heartbeat cadence", "<= S/throttle + 1",
-             lambda: _heartbeat_figures(repo, plan)),
+            (
+                "resilience.sigterm",
+                "SIGTERM teardown (cooperative stage)",
+                "exit 143, cancelled, orphans = 0",
+                lambda: [_sigterm_figure(repo, plan)],
+            ),
+            (
+                "resilience.sigterm_ignored",
+                "SIGTERM teardown (stage ignores TERM)",
+                "exit 143, cancelled, orphans = 0",
+                lambda: [_grace_figure(repo, plan)],
+            ),
+            (
+                "resilience.timeout",
+                "timeout teardown",
+                "exit 1, stage:<id>:timeout",
+                lambda: [_timeout_figure(repo, plan)],
+            ),
+            (
+                "resilience.sigkill",
+                "SIGKILL at random moments, then resume",
+                f"{plan.kills}/{plan.kills}, 0 unparseable",
+                lambda: [_sigkill_figure(repo, plan)],
+            ),
+            (
+                "resilience.error_file",
+                "error file, stage printing 50 MB binary",
+                f"<= {ERROR_FILE_TARGET:,} B",
+                lambda: _noise_figures(repo, plan),
+            ),
+            (
+                "resilience.heartbeat",
+                "heartbeat cadence",
+                "<= S/throttle + 1",
+                lambda: _heartbeat_figures(repo, plan),
+            ),
         ]
         for name, label, target, step in steps:
             figures += _guarded(name, label, target, step)
