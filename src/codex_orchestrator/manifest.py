@@ -26,6 +26,18 @@ EVENTS_NAME = "runner.ndjson"
 RUN_SUMMARY_NAME = "run-summary.json"
 RUNNER_NAME = "codex-orchestrator"
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+#: The manifest fields that say what a run is and how it ended (status and run-summary reports).
+OUTCOME_FIELDS = (
+    "run_id",
+    "task_id",
+    "pipeline_id",
+    "status",
+    "status_detail",
+    "exit_code",
+    "started_at",
+    "completed_at",
+    "summary",
+)
 
 
 def command_entry(

@@ -10,7 +10,12 @@ from typing import Any
 
 from codex_orchestrator.clock import iso_utc, parse_iso_utc
 from codex_orchestrator.locks import FileLock
-from codex_orchestrator.manifest import ManifestStore, exit_code_for, write_run_summary
+from codex_orchestrator.manifest import (
+    OUTCOME_FIELDS,
+    ManifestStore,
+    exit_code_for,
+    write_run_summary,
+)
 from codex_orchestrator.output import note
 from codex_orchestrator.persistence.coordinator import PersistenceCoordinator
 from codex_orchestrator.persistence.state_store import RunRecord, TaskStateStore
@@ -97,21 +102,7 @@ def _duration(started_at: str, completed_at: str) -> float:
 
 def _run_summary(workspace: Workspace, store: ManifestStore) -> dict[str, Any]:
     data = store.data
-    summary = {
-        key: data[key]
-        for key in (
-            "run_id",
-            "task_id",
-            "pipeline_id",
-            "status",
-            "status_detail",
-            "exit_code",
-            "started_at",
-            "completed_at",
-            "duration_seconds",
-            "summary",
-        )
-    }
+    summary = {key: data[key] for key in (*OUTCOME_FIELDS, "duration_seconds")}
     summary["manifest"] = workspace.display(store.path)
     summary["stages"] = [
         {key: command.get(key) for key in _SUMMARY_STAGE_FIELDS} for command in data["commands"]

@@ -12,6 +12,7 @@ from codex_orchestrator.ids import validate_id
 from codex_orchestrator.liveness import assess
 from codex_orchestrator.manifest import (
     MANIFEST_NAME,
+    OUTCOME_FIELDS,
     TERMINAL_STATUSES,
     exit_code_for,
     load_manifest,
@@ -20,19 +21,7 @@ from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.workspace import Workspace
 
 MAX_WATCH_INTERVAL = 3600
-STATUS_FIELDS = (
-    "run_id",
-    "task_id",
-    "pipeline_id",
-    "status",
-    "status_detail",
-    "exit_code",
-    "started_at",
-    "completed_at",
-    "artifact_root",
-    "log_path",
-    "summary",
-)
+STATUS_FIELDS = (*OUTCOME_FIELDS, "artifact_root", "log_path")
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
