@@ -1087,3 +1087,13 @@ def test_number_literal_beyond_the_digit_limit(tmp_path: Path) -> None:
     message = error(tmp_path, text)
     assert message.startswith(f"{CONFIG_FILE}: invalid JSON value (")
     assert message.endswith("use numbers of ordinary size")
+
+
+def test_unused_stage_set_with_unknown_subpipeline_is_refused(tmp_path: Path) -> None:
+    document = {
+        "stageSets": {"spare": [{"kind": "subpipeline", "id": "kid", "pipeline": "ghost"}]},
+        "pipelines": [{"id": "p", "stages": [{"id": "a", "command": "true"}]}],
+    }
+    assert error(tmp_path, document).startswith(
+        f"{CONFIG_FILE}: stageSets.spare[0].pipeline: unknown pipeline 'ghost'; use one of: p, "
+    )

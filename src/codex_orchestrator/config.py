@@ -395,6 +395,7 @@ class _ConfigParser:
         if BUILTIN_PIPELINE not in pipelines:
             pipelines[BUILTIN_PIPELINE] = _builtin(self.root)
         _check_subpipelines(parsed, list(pipelines))
+        _check_stage_set_subpipelines(stage_sets, list(pipelines))
         default = _optional(top, "defaultPipeline", "", _read_default_id, None)
         if default is not None and default not in pipelines:
             _fail("defaultPipeline", f"unknown pipeline {default!r}", _one_of(list(pipelines)))
@@ -668,6 +669,16 @@ def _check_subpipelines(
                     _fail(where, f"unknown pipeline {located.stage.pipeline!r}", _one_of(available))
                 edges[pipeline_id].append((located.stage.pipeline, where))
     _check_cycles(edges)
+
+
+def _check_stage_set_subpipelines(stage_sets: _StageSets, available: list[str]) -> None:
+    """Sub-pipeline stages of every stage set (used or not) name a known pipeline."""
+    for members in stage_sets.values():
+        for located in members:
+            stage = located.stage
+            if isinstance(stage, SubpipelineStage) and stage.pipeline not in available:
+                where = f"{located.path}.pipeline"
+                _fail(where, f"unknown pipeline {stage.pipeline!r}", _one_of(available))
 
 
 def _check_cycles(edges: Mapping[str, list[tuple[str, str]]]) -> None:
