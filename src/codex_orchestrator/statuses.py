@@ -1,0 +1,99 @@
+"""One vocabulary for run and stage statuses, ``status_detail`` values and exit codes.
+
+Every status written to a record or compared against one comes from here; ``StrEnum`` members
+serialise as their plain string values, so records stay byte-compatible.
+"""
+
+from __future__ import annotations
+
+import signal
+from enum import StrEnum
+
+from codex_orchestrator.errors import EXIT_FAILED, EXIT_OK
+
+
+class RunStatus(StrEnum):
+    """Status of a run (manifest ``status``)."""
+
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True once the run has ended."""
+        return self in TERMINAL_RUN_STATUSES
+
+
+TERMINAL_RUN_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+class StageStatus(StrEnum):
+    """Status of one stage (manifest ``commands[].status``)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+DONE_STAGE_STATUSES = frozenset({StageStatus.SUCCEEDED, StageStatus.SKIPPED})
+
+
+class StageFailure(StrEnum):
+    """The ``<kind>`` of a ``stage:<id>:<kind>`` status detail."""
+
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    WORKER_LOST = "worker-lost"
+
+
+SIGNAL_DETAIL_PREFIX = "signal:"
+CANCELLED_DETAIL = "cancelled"
+
+
+def stage_detail(stage_id: str, failure: StageFailure = StageFailure.FAILED) -> str:
+    """``stage:<id>:<kind>``, the detail of a run ended by one of its stages."""
+    return f"stage:{stage_id}:{failure.value}"
+
+
+def signal_name(signum: int) -> str:
+    """``SIGTERM`` for 15, ``SIG42`` for a number the platform has no name for."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"SIG{signum}"
+
+
+def signal_detail(signum: int) -> str:
+    """``signal:<NAME>``, the detail of a run cancelled by a signal."""
+    return f"{SIGNAL_DETAIL_PREFIX}{signal_name(signum)}"
+
+
+def signal_from_detail(detail: str | None) -> int | None:
+    """The signal number named by a ``signal:<NAME>`` detail, else None."""
+    if not detail or not detail.startswith(SIGNAL_DETAIL_PREFIX):
+        return None
+    name = detail[len(SIGNAL_DETAIL_PREFIX) :]
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        return None
+
+
+def signal_exit_code(signum: int) -> int:
+    """Shell convention: ended by signal N is exit code 128+N."""
+    return 128 + signum
+
+
+def run_exit_code(status: str, detail: str | None) -> int:
+    """The CLI exit code for a run that ended with ``status`` and ``detail``."""
+    if status == RunStatus.SUCCEEDED:
+        return EXIT_OK
+    if status == RunStatus.CANCELLED:
+        signum = signal_from_detail(detail)
+        return signal_exit_code(signum if signum is not None else signal.SIGTERM)
+    return EXIT_FAILED
