@@ -33,27 +33,25 @@ class RepoFiles:
         return self.read(name)[0] or ""
 
     def has_file(self, name: str) -> bool:
-        """True when ``name`` is a regular file inside the root (links inside it count)."""
-        path = self.root / name
-        return os.path.isfile(path) and self._inside(path)
+        """True when ``name`` is a file (a link to one counts: ``.venv/bin/python`` is one).
+
+        Only `read` opens files, and it refuses links that lead out of the root.
+        """
+        return os.path.isfile(self.root / name)
 
     def has_dir(self, name: str) -> bool:
-        """True when ``name`` is a directory inside the root."""
-        path = self.root / name
-        return os.path.isdir(path) and self._inside(path)
+        """True when ``name`` is a directory."""
+        return os.path.isdir(self.root / name)
 
     def first_file(self, *names: str) -> str | None:
         """The first of ``names`` that is a file at the root."""
         return next((name for name in names if self.has_file(name)), None)
 
-    def _inside(self, path: Path) -> bool:
-        return path.resolve().is_relative_to(self._real_root)
-
     def _read(self, name: str) -> tuple[str | None, str | None]:
         path = self.root / name
         if not os.path.lexists(path):
             return None, None
-        if not self._inside(path):
+        if not path.resolve().is_relative_to(self._real_root):
             return None, f"{name} leads outside the repository"
         try:
             data = read_regular(path, DETECTION_SIZE_LIMIT)
