@@ -66,6 +66,25 @@ SAMPLES = [
         b"",
         "Tests  1 failed | 3 passed (4)",
     ),
+    (
+        b"py: commands[0]> pytest -q\n1 failed, 4 passed in 0.31s\n"
+        b"py: exit 1 (0.9 seconds) /repo> pytest -q pid=1\n  py: FAIL code 1 (2.1 seconds)\n"
+        b"  evaluation failed :( (2.2 seconds)\n",
+        b"",
+        "1 failed, 4 passed in 0.31s",
+    ),
+    (
+        b"fix: commands[0]> pre-commit run --all-files\nfatal: unable to access\n"
+        b"  fix: FAIL code 3 (5.99=setup[5.71]+cmd[0.28] seconds)\n  evaluation failed :( (6.15 seconds)\n",
+        b"",
+        "fix: FAIL code 3 (5.99=setup[5.71]+cmd[0.28] seconds)",
+    ),
+    (b"", b"nox > Running session lint\nnox > Session lint failed.\n", "Session lint failed."),
+    (
+        b"\n> kleur@4.1.5 test\n> uvu -r esm\n\n",
+        b"sh: 1: uvu: not found\n",
+        "sh: 1: uvu: not found",
+    ),
     (b"# tests 2\n# pass 1\n# fail 1\n# cancelled 0\n# duration_ms 12\n", b"", "fail 1"),
     (
         b"\x1b[31m\x1b[1m2 failed\x1b[0m, \x1b[32m5 passed\x1b[0m in 0.20s\x1b[0m\n",

@@ -13,8 +13,9 @@ from codex_orchestrator.errorfile import clean_text
 
 MAX_RESULT_CHARS = 240
 
-#: (tool, pattern): group 1 of the first pattern that matches a line is the summary. Lines are
-#: searched from the end of stdout, then of stderr, so the last result printed wins.
+#: (tool, pattern): rows in order of preference. The summary is group 1 of the last line (of
+#: stdout, else stderr) that the first matching row matches: a tool's own result beats the
+#: line of a runner around it (pytest's over tox's ``py: FAIL code 1``), which beats a shell's.
 RESULT_LINES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (tool, re.compile(pattern))
     for tool, pattern in (
@@ -31,18 +32,28 @@ RESULT_LINES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("jest", r"^(Tests:\s+.*\bfailed\b.*)$"),
         ("vitest", r"^\s*(Tests\s+\d+ failed.*)$"),
         ("node --test", r"^# (fail [1-9]\d*)$"),
+        ("tox", r"^\s*(\S+: FAIL code \d+.*)$"),
+        ("nox", r"^nox > (Session \S+ failed\..*)$"),
+        (
+            "sh",
+            r"^((?:/bin/)?(?:ba|da)?sh: (?:line )?\d+: .*(?:not found|No such file or directory))$",
+        ),
     )
 )
 _ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def result_line(stdout_tail: bytes, stderr_tail: bytes) -> str | None:
-    """The last tool result line in the output tails (stdout first), or None."""
-    for tail in (stdout_tail, stderr_tail):
-        for raw in reversed(_ANSI.sub(b"", tail).splitlines()):
-            line = clean_text(raw).strip()
-            for _tool, pattern in RESULT_LINES:
-                match = pattern.match(line)
-                if match:
-                    return match.group(1).strip()[:MAX_RESULT_CHARS]
+    """The preferred tool result line in the output tails (see `RESULT_LINES`), or None."""
+    lines = [
+        clean_text(raw).strip()
+        for tail in (stderr_tail, stdout_tail)
+        for raw in _ANSI.sub(b"", tail).splitlines()
+    ]
+    lines.reverse()  # last line of stdout first, then stdout upwards, then stderr upwards
+    for _tool, pattern in RESULT_LINES:
+        for line in lines:
+            match = pattern.match(line)
+            if match:
+                return match.group(1).strip()[:MAX_RESULT_CHARS]
     return None
