@@ -537,7 +537,7 @@ def test_makefile_targets_without_another_project(tmp_path: Path) -> None:
     found = stages(tmp_path)
     assert commands(tmp_path) == {"build": "make all", "lint": "make lint", "test": "make check"}
     assert found["build"].requires == ("make",)
-    assert found["lint"].why == "Makefile declares a 'lint' target"
+    assert found["lint"].why == "Makefile declares the 'lint' target"
 
 
 def test_makefile_all_is_not_a_build_beside_a_project(tmp_path: Path) -> None:
