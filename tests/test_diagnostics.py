@@ -305,6 +305,13 @@ def test_tox_environments_are_the_projects_declared_checks(
     assert found["build"].command == "uv run python -m compileall -q src"
 
 
+def test_a_hostile_tox_envlist_is_bounded(tmp_path: Path) -> None:
+    python_repo(tmp_path)
+    write(tmp_path, "tox.ini", "[tox]\nenvlist = " + "x{1,2,3,4,5,6,7,8,9}" * 60 + ", lint\n")
+
+    assert commands(tmp_path)["lint"] == "tox -e lint"
+
+
 def test_tox_in_pyproject_legacy_ini(tmp_path: Path) -> None:
     legacy = '[tool.tox]\nlegacy_tox_ini = """\n[tox]\nenvlist = py3\n[testenv:style]\n"""\n'
     python_repo(tmp_path, legacy)
