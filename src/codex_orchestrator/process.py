@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from codex_orchestrator.procfs import live_group_members, process_start_ticks
+from codex_orchestrator.statuses import signal_exit_code
 
 #: How long `end_groups` waits for SIGKILLed processes to vanish before giving up on them.
 KILL_WAIT_SECONDS = 2.0
@@ -104,7 +105,7 @@ class ExitWatcher:
 
 def exit_code(returncode: int) -> int:
     """Shell convention: a process killed by signal N reports 128+N."""
-    return 128 - returncode if returncode < 0 else returncode
+    return signal_exit_code(-returncode) if returncode < 0 else returncode
 
 
 def signal_group(pgid: int, sig: int) -> bool:
