@@ -9,6 +9,7 @@ reports it only while the lock is really held. See docs/resilience.md.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -115,7 +116,13 @@ class DriverLock:
 
         Raises OSError when the lock file cannot be created (read-only or full run directory).
         """
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as error:
+            if error.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            # a run directory that cannot be written: a read-only descriptor still locks
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         deadline = time.monotonic() + ACQUIRE_PATIENCE_SECONDS
         while True:
             try:

@@ -6,6 +6,7 @@ heartbeat, teardown, final records). `resume` re-enters `execute` with an existi
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import signal
@@ -20,7 +21,7 @@ from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.config import CommandStage, Config, Pipeline, SubpipelineStage
 from codex_orchestrator.driver import DriverLock
 from codex_orchestrator.errorfile import build_error_file
-from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
+from codex_orchestrator.errors import EXIT_FAILED, EXIT_USAGE, OrchestratorError
 from codex_orchestrator.events import EventLog, read_events
 from codex_orchestrator.executor import (
     RUN_ID_ENV,
@@ -113,37 +114,87 @@ def hash_token(token: str) -> str:
 
 def _make_run_dir(workspace: Workspace, task_id: str) -> tuple[str, Path]:
     cli_dir = workspace.task_runs_dir(task_id) / "cli"
-    try:
-        cli_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OrchestratorError(
-            f"cannot create {workspace.display(cli_dir)} ({error.strerror}); make the runs root "
-            "(CODEX_ORCHESTRATOR_RUNS_DIR, default .runs) a writable directory",
-            exit_code=EXIT_USAGE,
-        ) from None
     while True:
         run_id = new_run_id()
         run_dir = cli_dir / run_id
         try:
+            cli_dir.mkdir(parents=True, exist_ok=True)
             run_dir.mkdir()
         except FileExistsError:
             continue
+        except OSError as error:
+            raise OrchestratorError(
+                f"cannot create {workspace.display(run_dir)} ({error.strerror}); make the runs "
+                "root (CODEX_ORCHESTRATOR_RUNS_DIR, default .runs) a writable directory with "
+                "free space",
+                exit_code=write_fault_exit_code(error),
+            ) from None
         return run_id, run_dir
+
+
+#: errno values that say "this place is not writable" (bad input) rather than "out of space".
+_NOT_WRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR})
+
+
+def write_fault_exit_code(error: OSError) -> int:
+    """2 when a run's place is not writable (a setting or permission to fix), else 1 (an
+    environment fault such as a full disk)."""
+    return EXIT_USAGE if error.errno in _NOT_WRITABLE else EXIT_FAILED
 
 
 def create_run(
     ctx: RunContext, pipeline: Pipeline, parent_run_id: str | None, approval_policy: str | None
 ) -> ManifestStore:
-    """Create the run directory, its resume token and its first (queued) manifest."""
+    """Create the run directory, its resume token and its first (queued) manifest.
+
+    A failure before the manifest exists leaves no run directory behind: a directory without
+    a manifest would be a run nobody can see, resume or clean.
+    """
     run_id, run_dir = _make_run_dir(ctx.workspace, ctx.task_id)
-    driver = DriverLock.take(run_dir, run_id)
-    (run_dir / "commands").mkdir()
-    (run_dir / "errors").mkdir()
-    token = os.urandom(32).hex()
-    write_resume_token(run_dir, token)
+    driver = DriverLock(run_dir)
+    try:
+        driver.acquire()
+        (run_dir / "commands").mkdir()
+        (run_dir / "errors").mkdir()
+        token = os.urandom(32).hex()
+        write_resume_token(run_dir, token)
+        store = ManifestStore(
+            run_dir,
+            _first_manifest(ctx, pipeline, run_id, run_dir, token, parent_run_id, approval_policy),
+        )
+        store.persist()
+    except OSError as error:
+        driver.release()
+        _remove_unborn_run(run_dir)
+        raise OrchestratorError(
+            f"cannot create run {run_id} in {ctx.workspace.display(run_dir.parent)} "
+            f"({error.strerror or error}); nothing was run — free space or make the runs root "
+            "writable, then start again",
+            exit_code=write_fault_exit_code(error),
+        ) from None
+    store.driver = driver
+    return store
+
+
+def _remove_unborn_run(run_dir: Path) -> None:
+    """Remove a run directory this process just created and that has no manifest yet."""
+    import shutil  # only on this failure path: keeps start-up light
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _first_manifest(
+    ctx: RunContext,
+    pipeline: Pipeline,
+    run_id: str,
+    run_dir: Path,
+    token: str,
+    parent_run_id: str | None,
+    approval_policy: str | None,
+) -> dict[str, Any]:
     display = ctx.workspace.display
     now = iso_utc()
-    data: dict[str, Any] = {
+    return {
         "version": MANIFEST_VERSION,
         "task_id": ctx.task_id,
         "task_slug": ctx.task_slug,
@@ -184,10 +235,6 @@ def create_run(
         "child_runs": [],
         "run_summary_path": None,
     }
-    store = ManifestStore(run_dir, data)
-    store.driver = driver
-    store.persist()
-    return store
 
 
 def execute(ctx: RunContext, store: ManifestStore, pipeline: Pipeline) -> RunResult:
