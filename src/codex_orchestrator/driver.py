@@ -91,6 +91,17 @@ def _holder(fd: int) -> RunDriver:
     return RunDriver(alive=True, pid=pid, host=host, start_ticks=ticks, verified=verified)
 
 
+def driver_identity() -> dict[str, object]:
+    """The manifest fields that name this process as a run's driver (for older readers and
+    for runs on hosts where the lock cannot be probed)."""
+    pid = os.getpid()
+    return {
+        "host": host_name(),
+        "orchestrator_pid": pid,
+        "orchestrator_start_ticks": process_start_ticks(pid),
+    }
+
+
 class DriverLock:
     """This process's hold on a run: taken by `acquire`, released by `release` or by death."""
 

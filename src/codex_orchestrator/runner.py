@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.config import CommandStage, Config, Pipeline, SubpipelineStage
-from codex_orchestrator.driver import DriverLock
+from codex_orchestrator.driver import DriverLock, driver_identity
 from codex_orchestrator.errorfile import build_error_file
 from codex_orchestrator.errors import EXIT_FAILED, EXIT_USAGE, OrchestratorError
 from codex_orchestrator.events import EventLog, read_events
@@ -45,7 +45,6 @@ from codex_orchestrator.manifest import (
     write_resume_token,
 )
 from codex_orchestrator.output import note
-from codex_orchestrator.procfs import host_name, process_start_ticks
 from codex_orchestrator.records import record_finished_run
 from codex_orchestrator.statuses import (
     DONE_STAGE_STATUSES,
@@ -250,13 +249,7 @@ def _execute(
     ctx: RunContext, store: ManifestStore, pipeline: Pipeline, *, close_executor: bool
 ) -> RunResult:
     run = ActiveRun(store=store, pipeline=pipeline, events=EventLog(store.run_dir / EVENTS_NAME))
-    store.update(
-        status=RunStatus.IN_PROGRESS,
-        executor=ctx.executor.name,
-        host=host_name(),
-        orchestrator_pid=os.getpid(),
-        orchestrator_start_ticks=process_start_ticks(os.getpid()),
-    )
+    store.update(status=RunStatus.IN_PROGRESS, executor=ctx.executor.name, **driver_identity())
     heartbeat = Heartbeat(
         store,
         ctx.settings.heartbeat_interval_seconds,
@@ -264,9 +257,9 @@ def _execute(
         on_failure=lambda error: _heartbeat_failed(run, error),
     )
     run.events.emit("run_started", run_id=run.run_id, pipeline_id=pipeline.id, pid=os.getpid())
-    store.persist()
-    heartbeat.start()
-    try:
+    try:  # from here on, whatever fails, the run ends with a terminal manifest
+        store.persist()
+        heartbeat.start()
         outcome = _run_stages(ctx, run)
         store.flush()  # a run directory that can no longer be written fails the run here
     except Exception as error:  # an unexpected fault still ends with an honest record
