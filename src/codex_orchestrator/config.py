@@ -24,6 +24,9 @@ from typing import NamedTuple, NoReturn, TypeVar
 
 from codex_orchestrator.errors import ConfigError, UnknownPipelineError
 from codex_orchestrator.ids import is_valid_id, validate_id
+from codex_orchestrator.jsonio import child_path as _child
+from codex_orchestrator.jsonio import loads_checked
+from codex_orchestrator.safefs import CONFIG_SIZE_LIMIT, read_regular
 from codex_orchestrator.workspace import SETTING_NAMES, check_setting
 
 CONFIG_FILE = "codex.orchestrator.json"
@@ -175,14 +178,15 @@ def load_config(root: Path) -> Config:
     """Read and validate ``root/codex.orchestrator.json``; only the builtin pipeline if absent."""
     path = root / CONFIG_FILE
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, CONFIG_SIZE_LIMIT)
     except FileNotFoundError:
         return _builtin_only(root)
     except OSError as exc:
         raise ConfigError(
             f"{CONFIG_FILE}: cannot read: {exc.strerror}; make it a readable file"
         ) from None
-    return _ConfigParser(root).parse(_decode(raw), path)
+    document = loads_checked(raw, CONFIG_FILE, strict=True, error=ConfigError)
+    return _ConfigParser(root).parse(document, path)
 
 
 def _builtin_only(root: Path) -> Config:
@@ -202,38 +206,11 @@ def _builtin(root: Path) -> Pipeline:
     return builtin_diagnostics(root)
 
 
-def _decode(raw: bytes) -> object:
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{CONFIG_FILE}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8"
-        ) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        where = f"{CONFIG_FILE}:{exc.lineno}:{exc.colno}"
-        raise ConfigError(
-            f"{where}: invalid JSON: {exc.msg}; fix the JSON syntax at that position"
-        ) from None
-    except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
-        raise ConfigError(
-            f"{CONFIG_FILE}: invalid JSON value ({exc}); use numbers of ordinary size"
-        ) from None
-
-
 # --- error helpers -------------------------------------------------------------------------
 
 
 def _fail(path: str, problem: str, fix: str) -> NoReturn:
     raise ConfigError(f"{CONFIG_FILE}: {path}: {problem}; {fix}")
-
-
-def _child(path: str, key: str) -> str:
-    """JSON path of ``key`` under ``path``: ``a.b`` or ``a["odd key"]``."""
-    if key and all(ch.isalnum() or ch in "_-$" for ch in key):
-        return f"{path}.{key}" if path else key
-    return f"{path}[{json.dumps(key)}]"
 
 
 def _json_type(value: object) -> str:

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.clock import iso_utc
+from codex_orchestrator.jsonio import encode_record
+from codex_orchestrator.safefs import open_no_follow
 
 
 class EventLog:
@@ -17,13 +19,13 @@ class EventLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         self._lock = threading.Lock()
 
     def emit(self, event: str, **fields: Any) -> None:
         """Append one event; a failed append never disturbs the run."""
         record = {"timestamp": iso_utc(), "event": event, **fields}
-        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        line = encode_record(json.dumps(record, ensure_ascii=False) + "\n")
         with self._lock:
             if self._fd < 0:
                 return

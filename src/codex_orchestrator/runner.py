@@ -96,7 +96,7 @@ def hash_token(token: str) -> str:
 
 
 def _make_run_dir(workspace: Workspace, task_id: str) -> tuple[str, Path]:
-    cli_dir = workspace.task_runs_dir(task_id) / "cli"
+    cli_dir = workspace.cli_dir(task_id)
     try:
         cli_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:

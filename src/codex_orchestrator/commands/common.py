@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.config import Config, load_config
-from codex_orchestrator.errors import OrchestratorError, RunNotFoundError
+from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
 from codex_orchestrator.output import Reporter, log_echo, note
 from codex_orchestrator.process import Cancellation, LocalExecutor
@@ -46,15 +46,7 @@ def find_manifest(
     workspace: Workspace, run_id: str, task_id: str | None
 ) -> tuple[str, Path, dict[str, Any]]:
     """Locate a run by id (under any task unless ``task_id``) and load its manifest."""
-    found = workspace.find_run(run_id, task_id)
-    if found is None:
-        where = (
-            f"task {task_id!r}"
-            if task_id
-            else f"any task under {workspace.display(workspace.runs_dir)}"
-        )
-        raise RunNotFoundError(f"unknown run {run_id!r}: no such run in {where}; check the run id")
-    task, run_dir = found
+    task, run_dir = workspace.require_run(run_id, task_id)
     path = run_dir / MANIFEST_NAME
     return task, run_dir, load_manifest(path, workspace.display(path))
 

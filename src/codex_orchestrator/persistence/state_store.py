@@ -43,7 +43,13 @@ from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 from codex_orchestrator.ids import validate_id
-from codex_orchestrator.jsonio import append_line, atomic_write_bytes, quarantine, read_json
+from codex_orchestrator.jsonio import (
+    append_line,
+    atomic_write_bytes,
+    encode_record,
+    quarantine,
+    read_json,
+)
 from codex_orchestrator.locks import FileLock
 
 KEEP_RECENT = 1000
@@ -420,7 +426,7 @@ def _timestamp(entry: Entry) -> str:
 
 
 def _encode(value: Any) -> bytes:
-    return _ENCODER.encode(value).encode("utf-8")
+    return encode_record(_ENCODER.encode(value))
 
 
 def _join_entries(entries: list[Entry]) -> bytes:
