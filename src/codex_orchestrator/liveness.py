@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 from codex_orchestrator.clock import parse_iso_utc
 from codex_orchestrator.manifest import HEARTBEAT_NAME, TERMINAL_STATUSES
 from codex_orchestrator.procfs import host_name, process_start_ticks
+from codex_orchestrator.safefs import SMALL_FILE_LIMIT, read_regular
 
 STALE_ENV = "CODEX_ORCHESTRATOR_HEARTBEAT_STALE_AFTER_SECONDS"
 
@@ -64,7 +65,8 @@ def heartbeat_age(run_dir: Path, manifest: dict[str, Any]) -> tuple[str | None, 
     """The last heartbeat (``.heartbeat``, else the manifest's ``heartbeat_at``) and its age."""
     stamp: str | None = None
     try:
-        stamp = (run_dir / HEARTBEAT_NAME).read_text(encoding="utf-8").strip() or None
+        raw = read_regular(run_dir / HEARTBEAT_NAME, SMALL_FILE_LIMIT, follow_links=False)
+        stamp = raw.decode("utf-8").strip() or None
     except (OSError, UnicodeDecodeError):
         stamp = None
     if stamp is None or parse_iso_utc(stamp) is None:

@@ -22,6 +22,8 @@ TEXT_SIZE_LIMIT = 16 * 1024 * 1024
 #: Records the tool wrote itself (manifests, state.json, pending snapshots, error files).
 RECORD_SIZE_LIMIT = 64 * 1024 * 1024
 ERROR_FILE_READ_LIMIT = 1024 * 1024
+#: One-line files of a run (``.heartbeat``, ``.resume-token``).
+SMALL_FILE_LIMIT = 4096
 
 
 class UnreadableFileError(OSError):

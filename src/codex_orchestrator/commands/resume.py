@@ -18,6 +18,7 @@ from codex_orchestrator.manifest import RESUME_TOKEN_NAME, ManifestStore
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.process import SignalGuard
 from codex_orchestrator.runner import RunResult, execute, hash_token, prepare_resume
+from codex_orchestrator.safefs import SMALL_FILE_LIMIT, read_regular
 from codex_orchestrator.workspace import Workspace
 
 
@@ -48,7 +49,8 @@ def _check_token(run_dir: Path, manifest: dict[str, Any], token: str | None) -> 
     """Compare the token (given, else read from ``.resume-token``) with the manifest's hash."""
     if token is None:
         try:
-            token = (run_dir / RESUME_TOKEN_NAME).read_text(encoding="utf-8").strip()
+            raw = read_regular(run_dir / RESUME_TOKEN_NAME, SMALL_FILE_LIMIT, follow_links=False)
+            token = raw.decode("utf-8", "replace").strip()
         except OSError as error:
             raise ResumeRefusedError(
                 f"cannot read {run_dir / RESUME_TOKEN_NAME} ({error.strerror}); pass the token with --token"

@@ -51,6 +51,7 @@ from codex_orchestrator.jsonio import (
     read_json,
 )
 from codex_orchestrator.locks import FileLock
+from codex_orchestrator.safefs import RECORD_SIZE_LIMIT, UnreadableFileError, read_regular
 
 KEEP_RECENT = 1000
 ARCHIVE_BATCH = 250
@@ -229,7 +230,7 @@ class TaskStateStore:
         """The entries of ``state.json`` as bytes, when the stamp vouches for them."""
         try:
             stamp = read_json(self._stamp_path)
-            raw = self.state_path.read_bytes()
+            raw = read_regular(self.state_path, RECORD_SIZE_LIMIT, follow_links=False)
         except (OSError, ValueError):
             return None
         if not isinstance(stamp, dict) or not isinstance(stamp.get("count"), int):
@@ -269,7 +270,7 @@ class TaskStateStore:
         if verified is not None:
             return _History.from_body(verified.body), False
         try:
-            return _History(_parse_runs(self.state_path.read_bytes())), False
+            return _History(_parse_runs(_read_record(self.state_path))), False
         except FileNotFoundError:
             return _History([]), False
         except _CorruptError as problem:
@@ -288,7 +289,7 @@ class TaskStateStore:
         entries: list[Entry] = []
         for path in paths:
             try:
-                entries.append(_parse_entry(path.read_bytes()))
+                entries.append(_parse_entry(_read_record(path)))
             except FileNotFoundError:
                 continue
             except _CorruptError as problem:
@@ -312,7 +313,7 @@ class TaskStateStore:
     def _peek_runs(self) -> list[Entry]:
         """The runs in ``state.json``, repairing nothing (another process holds the lock)."""
         try:
-            return _parse_runs(self.state_path.read_bytes())
+            return _parse_runs(_read_record(self.state_path))
         except FileNotFoundError:
             return []
         except _CorruptError as problem:
@@ -386,11 +387,19 @@ class _History:
         return self._lines.get(_run_id(entry)) or _encode(entry)
 
 
+def _read_record(path: Path) -> bytes:
+    """The bytes of a record file; a link, FIFO or oversized file is corrupt (set aside)."""
+    try:
+        return read_regular(path, RECORD_SIZE_LIMIT, follow_links=False)
+    except UnreadableFileError as problem:
+        raise _CorruptError(problem.reason) from None
+
+
 def _parse_runs(raw: bytes) -> list[Entry]:
     """The sorted runs of a ``state.json``; raises `_CorruptError` (with what survived)."""
     try:
         document = json.loads(raw)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         raise _CorruptError(f"not JSON: {error}") from None
     runs = document.get("runs") if isinstance(document, dict) else None
     if not isinstance(runs, list):
@@ -406,7 +415,7 @@ def _parse_runs(raw: bytes) -> list[Entry]:
 def _parse_entry(raw: bytes) -> Entry:
     try:
         entry = json.loads(raw)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         raise _CorruptError(f"not JSON: {error}") from None
     if not _is_entry(entry):
         raise _CorruptError("not a run entry")
