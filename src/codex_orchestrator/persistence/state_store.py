@@ -10,7 +10,9 @@ Files (all beside ``state.json``, in ``<out>/<task>/``):
   and then dropped from ``state.json``. A crash between the two steps can only repeat entries
   in the archive, never lose one.
 - ``state.pending/<run-id>.<time>.json``: one durable snapshot per recorded run, written
-  before the lock is taken, deleted once merged into ``state.json``.
+  before the lock is taken, deleted once merged into ``state.json``. When the out root cannot
+  take it (read-only, full), the snapshot goes to the fallback pending directory beside the
+  run records instead, ``<runs>/<task>/state.pending/``; both directories are merged alike.
 - ``.state.json.stamp``: size, CRC-32 of the entries, count and ``lastRunAt`` of the
   ``state.json`` this module last wrote. When it matches, a run newer than all others is
   appended to the existing bytes without re-parsing them, so recording stays cheap however long
@@ -54,6 +56,7 @@ from codex_orchestrator.locks import FileLock
 from codex_orchestrator.safefs import RECORD_SIZE_LIMIT, UnreadableFileError, read_regular
 
 KEEP_RECENT = 1000
+PENDING_DIR_NAME = "state.pending"
 ARCHIVE_BATCH = 250
 ENTRY_KEYS = ("taskId", "runId", "pipelineId", "status", "timestamp", "manifest")
 
@@ -120,7 +123,9 @@ class TaskStateStore:
         self.task_id = task_id
         self.state_path = state_dir / "state.json"
         self.archive_path = state_dir / "state.archive.ndjson"
-        self.pending_dir = state_dir / "state.pending"
+        self.pending_dir = state_dir / PENDING_DIR_NAME
+        # ``<runs>/<task>.lock`` sits beside ``<runs>/<task>/``, which holds the run records.
+        self.fallback_pending_dir = lock_path.parent / task_id / PENDING_DIR_NAME
         self.lock_path = lock_path
         self._stamp_path = state_dir / ".state.json.stamp"
         self._lock = lock or FileLock(lock_path)
@@ -136,14 +141,29 @@ class TaskStateStore:
     def record(self, record: RunRecord) -> None:
         """Save ``record`` durably as pending, then merge every pending snapshot under the lock.
 
-        Raises `LockTimeoutError` when the lock bound is spent; the snapshot stays pending and
-        is merged by the current lock holder or the next writer.
+        Raises `LockTimeoutError` when the lock bound is spent, OSError when ``state.json``
+        cannot be written; the snapshot stays pending (see `saved_snapshot`) and is merged by
+        the current lock holder or the next writer or reader of the task.
         """
-        path = self.pending_path(record)
-        self.pending_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, _encode(record.to_json()), durable=True)
+        payload = _encode(record.to_json())
+        try:
+            self.pending_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.pending_path(record), payload, durable=True)
+        except OSError:
+            # The out root is read-only or full: a snapshot must never be lost, so it waits
+            # beside the run records (which the run could write) until a merge can take it.
+            # When this write fails too, the error propagates: nothing could be saved.
+            fallback = self.fallback_pending_dir / self.pending_path(record).name
+            self.fallback_pending_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(fallback, payload, durable=True)
         self._lock.acquire()
         self._merge_and_release()
+
+    def saved_snapshot(self, record: RunRecord) -> Path | None:
+        """Where ``record``'s pending snapshot waits, or None when there is none."""
+        name = self.pending_path(record).name
+        candidates = (self.pending_dir / name, self.fallback_pending_dir / name)
+        return next((path for path in candidates if path.exists()), None)
 
     def flush_pending(self) -> int:
         """Take the lock (bounded retries) and merge pending snapshots; return how many."""
@@ -285,7 +305,7 @@ class TaskStateStore:
 
     def _load_pending(self) -> tuple[list[Path], list[Entry]]:
         """Every pending file and the valid snapshots among them, oldest first."""
-        paths = [self.pending_dir / name for name in self._pending_files()]
+        paths = self._pending_files()
         entries: list[Entry] = []
         for path in paths:
             try:
@@ -303,12 +323,20 @@ class TaskStateStore:
 
     # --- without the lock -------------------------------------------------------------------
 
-    def _pending_files(self) -> list[str]:
-        try:
-            names = os.listdir(self.pending_dir)
-        except FileNotFoundError:
-            return []
-        return [name for name in names if name.endswith(".json") and not name.startswith(".")]
+    def _pending_files(self) -> list[Path]:
+        """Pending snapshots in the pending directory and in its fallback beside the runs."""
+        paths: list[Path] = []
+        for directory in (self.pending_dir, self.fallback_pending_dir):
+            try:
+                names = os.listdir(directory)
+            except FileNotFoundError:
+                continue
+            paths += [
+                directory / name
+                for name in names
+                if name.endswith(".json") and not name.startswith(".")
+            ]
+        return paths
 
     def _peek_runs(self) -> list[Entry]:
         """The runs in ``state.json``, repairing nothing (another process holds the lock)."""
