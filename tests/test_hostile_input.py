@@ -17,19 +17,10 @@ import pytest
 
 from codex_orchestrator.evidence.checklist import parse
 from codex_orchestrator.spec_guard import review_value
-from conftest import Repo
+from conftest import Repo, assert_one_line_error
 
 TASK = "0400-hostile"
 MEGABYTE = 1_000_000
-
-
-def _one_line_error(result: subprocess.CompletedProcess[str], code: int, *fragments: str) -> None:
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], result.stderr
 
 
 def _fifo(path: Path) -> None:
@@ -41,24 +32,24 @@ def _fifo(path: Path) -> None:
 def test_a_fifo_config_is_refused_at_once(repo: Repo, command: tuple[str, ...]) -> None:
     _fifo(repo.root / "codex.orchestrator.json")
     result = repo.cli(*command, timeout=20)
-    _one_line_error(result, 2, "codex.orchestrator.json", "FIFO")
+    assert_one_line_error(result, 2, "codex.orchestrator.json", "FIFO")
 
 
 def test_dev_zero_behind_a_link_as_the_config_is_refused(repo: Repo) -> None:
     (repo.root / "codex.orchestrator.json").symlink_to("/dev/zero")
     result = repo.cli("plan", timeout=20)
-    _one_line_error(result, 2, "codex.orchestrator.json", "device")
+    assert_one_line_error(result, 2, "codex.orchestrator.json", "device")
 
 
 def test_an_oversized_config_is_refused(repo: Repo) -> None:
     with open(repo.root / "codex.orchestrator.json", "wb") as handle:
         handle.truncate(9 * 1024 * 1024)
-    _one_line_error(repo.cli("plan"), 2, "codex.orchestrator.json", "limit")
+    assert_one_line_error(repo.cli("plan"), 2, "codex.orchestrator.json", "limit")
 
 
 def test_a_fifo_task_index_is_refused(repo: Repo) -> None:
     _fifo(repo.root / "tasks" / "index.json")
-    _one_line_error(repo.cli("tasks", "check", timeout=20), 2, "tasks/index.json", "FIFO")
+    assert_one_line_error(repo.cli("tasks", "check", timeout=20), 2, "tasks/index.json", "FIFO")
 
 
 def test_a_fifo_checklist_mirror_is_reported_not_waited_for(repo: Repo) -> None:
@@ -123,7 +114,7 @@ def test_review_value_shapes() -> None:
 
 def test_deeply_nested_config_is_one_line(repo: Repo) -> None:
     (repo.root / "codex.orchestrator.json").write_text("[" * 100_000 + "]" * 100_000)
-    _one_line_error(repo.cli("plan"), 2, "codex.orchestrator.json", "nested too deeply")
+    assert_one_line_error(repo.cli("plan"), 2, "codex.orchestrator.json", "nested too deeply")
 
 
 def test_duplicate_keys_are_refused_with_their_path(repo: Repo) -> None:
@@ -131,7 +122,7 @@ def test_duplicate_keys_are_refused_with_their_path(repo: Repo) -> None:
         '{"pipelines": [{"id": "p", "stages": [{"id": "a", "command": "true", '
         '"env": {"K": "1", "K": "2"}}]}]}'
     )
-    _one_line_error(repo.cli("plan"), 2, "pipelines[0].stages[0].env.K", "twice")
+    assert_one_line_error(repo.cli("plan"), 2, "pipelines[0].stages[0].env.K", "twice")
 
 
 @pytest.mark.parametrize("key", ["command", "title", "summaryHint"])
@@ -140,7 +131,7 @@ def test_lone_surrogates_are_refused_with_their_path(repo: Repo, key: str) -> No
     text = json.dumps({"pipelines": [{"id": "p", "stages": [stage]}]})
     (repo.root / "codex.orchestrator.json").write_text(text.replace("\\\\udc80", "\\udc80"))
     result = repo.cli("start", "p")
-    _one_line_error(result, 2, f"pipelines[0].stages[0].{key}", "surrogate")
+    assert_one_line_error(result, 2, f"pipelines[0].stages[0].{key}", "surrogate")
     assert not (repo.root / ".runs").exists()
 
 

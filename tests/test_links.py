@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from conftest import Repo
+from conftest import Repo, assert_one_line_error
 
 PRECIOUS = "precious\n"
 OK_STAGE = {"id": "ok", "command": "echo fine"}
@@ -21,14 +21,6 @@ def _victim(repo: Repo, name: str = "victim") -> Path:
     victim = repo.root.parent / name
     victim.write_text(PRECIOUS)
     return victim
-
-
-def _one_line_error(stderr: str, *fragments: str) -> None:
-    assert "Traceback" not in stderr
-    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, stderr
-    for fragment in fragments:
-        assert fragment in lines[0], stderr
 
 
 def test_a_linked_state_lock_is_not_followed(repo: Repo) -> None:
@@ -85,8 +77,7 @@ def test_record_directories_linked_outside_are_refused(repo: Repo) -> None:
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(outside, target_is_directory=True)
         result = repo.cli("start", "--format", "json")
-        assert result.returncode == 2, (shown, result.stderr)
-        _one_line_error(result.stderr, shown, "outside")
+        assert_one_line_error(result, 2, shown, "outside")
         assert json.loads(result.stdout)["exit_code"] == 2
         assert list(outside.iterdir()) == [], shown
         link.unlink()
@@ -132,8 +123,7 @@ def test_tasks_mark_refuses_a_mirror_linked_outside(repo: Repo) -> None:
     mirror.unlink()
     mirror.symlink_to(victim)
     result = repo.cli("tasks", "mark", TASK, "ship it", "--run", run_id)
-    assert result.returncode == 2
-    _one_line_error(result.stderr, f"tasks/tasks-{TASK}.md", "outside", "replace the link")
+    assert_one_line_error(result, 2, f"tasks/tasks-{TASK}.md", "outside", "replace the link")
     assert victim.read_text() == f"# Task {TASK}\n\n- [ ] Ship it — soon\n"
     assert mirror.is_symlink()
 
@@ -157,11 +147,9 @@ def test_a_tasks_directory_linked_outside_is_neither_read_nor_written(repo: Repo
     (repo.root / "tasks").symlink_to(outside / "tasks", target_is_directory=True)
     before = (outside / "tasks" / mirror.name).read_text()
     mark = repo.cli("tasks", "mark", TASK, "ship it", "--run", run_id)
-    assert mark.returncode == 2
-    _one_line_error(mark.stderr, "outside")
+    assert_one_line_error(mark, 2, "outside")
     new = repo.cli("tasks", "new", "0301-other", "--title", "Other")
-    assert new.returncode == 2
-    _one_line_error(new.stderr, "outside")
+    assert_one_line_error(new, 2, "outside")
     assert (outside / "tasks" / mirror.name).read_text() == before
     assert sorted(path.name for path in (outside / "tasks").iterdir()) == [mirror.name]
 

@@ -23,7 +23,7 @@ from types import MappingProxyType
 from typing import NamedTuple, NoReturn, TypeVar
 
 from codex_orchestrator.errors import ConfigError, UnknownPipelineError
-from codex_orchestrator.ids import is_valid_id, validate_id
+from codex_orchestrator.ids import ID_RULE, is_valid_id, validate_id
 from codex_orchestrator.jsonio import child_path as _child
 from codex_orchestrator.jsonio import loads_checked
 from codex_orchestrator.safefs import CONFIG_SIZE_LIMIT, read_regular
@@ -84,7 +84,6 @@ STAGE_KEYS: Mapping[str, frozenset[str]] = {
     "stage-set": frozenset({"kind", "ref"}),
 }
 _ALL_STAGE_KEYS = frozenset().union(*STAGE_KEYS.values())
-_ID_RULE = "use 1-128 characters from A-Z a-z 0-9 _ -, starting with a letter or digit"
 
 T = TypeVar("T")
 D = TypeVar("D")
@@ -297,9 +296,9 @@ def _read_positive(value: object, path: str, fix: str, limit: float = math.inf) 
 
 
 def _read_id(value: object, path: str, kind: str) -> str:
-    text = _read_string(value, path, f"give the {kind} id as a string; {_ID_RULE}")
+    text = _read_string(value, path, f"give the {kind} id as a string; {ID_RULE}")
     if not is_valid_id(text):
-        _fail(path, f"invalid {kind} id {text!r}", _ID_RULE)
+        _fail(path, f"invalid {kind} id {text!r}", ID_RULE)
     return text
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from codex_orchestrator.clock import parse_iso_utc
+from codex_orchestrator.errors import RunActiveError
 from codex_orchestrator.manifest import HEARTBEAT_NAME, TERMINAL_STATUSES
 from codex_orchestrator.procfs import host_name, process_start_ticks
 from codex_orchestrator.safefs import SMALL_FILE_LIMIT, read_regular
@@ -50,6 +51,21 @@ def assess(run_dir: Path, manifest: dict[str, Any]) -> Liveness:
     unfinished = manifest.get("status") not in TERMINAL_STATUSES
     stale = unfinished and (age is None or age > threshold)
     return Liveness(stamp, age, threshold, stale, unfinished and _orchestrator_gone(manifest))
+
+
+def refuse_if_alive(run_dir: Path, manifest: dict[str, Any], fix: str) -> Liveness:
+    """Raise `RunActiveError` (exit 2) when the unfinished run still looks alive; ``fix`` says
+    what to do instead. Returns the assessment otherwise."""
+    liveness = assess(run_dir, manifest)
+    status = manifest.get("status")
+    if status in ("in_progress", "queued") and liveness.alive:
+        age = liveness.heartbeat_age_seconds
+        beat = f"heartbeat {age:.1f}s ago" if age is not None else "no heartbeat yet"
+        raise RunActiveError(
+            f"run {manifest.get('run_id')} is still {status} and still alive ({beat}, pid "
+            f"{manifest.get('orchestrator_pid')}); {fix}"
+        )
+    return liveness
 
 
 def _orchestrator_gone(manifest: dict[str, Any]) -> bool:

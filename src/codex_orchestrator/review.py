@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.clock import iso_utc
-from codex_orchestrator.errors import OutsideRootError, RunActiveError, RunNotFoundError
+from codex_orchestrator.errors import OutsideRootError, RunNotFoundError
 from codex_orchestrator.ids import RUN_ID_PATTERN, validate_id
 from codex_orchestrator.jsonio import (
     atomic_write_bytes,
@@ -29,7 +29,7 @@ from codex_orchestrator.jsonio import (
     encode_record,
     read_json,
 )
-from codex_orchestrator.liveness import assess
+from codex_orchestrator.liveness import refuse_if_alive
 from codex_orchestrator.manifest import EVENTS_NAME, MANIFEST_NAME, RUN_SUMMARY_NAME, load_manifest
 from codex_orchestrator.output import note
 from codex_orchestrator.safefs import ERROR_FILE_READ_LIMIT, resolve_within
@@ -89,11 +89,8 @@ def review(workspace: Workspace, run_dir: Path, *, quiet_stdout: bool) -> Review
     manifest_path = run_dir / MANIFEST_NAME
     manifest = load_manifest(manifest_path)
     if manifest.get("status") in ("queued", "in_progress"):
-        if assess(run_dir, manifest).alive:
-            raise RunActiveError(
-                f"run {run_dir.name} is still {manifest['status']} and owns its manifest; review it "
-                f"once it has finished (codex-orchestrator status --watch {run_dir.name})"
-            )
+        fix = f"review it once it has finished (codex-orchestrator status --watch {run_dir.name})"
+        refuse_if_alive(run_dir, manifest, fix)
         note(f"warning: run {run_dir.name} never finished (stale); this reviews its state now")
     text = render_review(workspace, run_dir, manifest)
     review_path = run_dir / REVIEW_NAME

@@ -9,7 +9,6 @@ from codex_orchestrator.errorfile import clean_text
 
 MAX_SUMMARY_CHARS = 240
 GUARDRAIL_STAGE_ID = "spec-guard"
-_GUARDRAIL_WORDS = {"succeeded": "passed", "failed": "failed", "skipped": "skipped"}
 
 
 def stage_summary(hint: str | None, stdout_tail: bytes, stderr_tail: bytes, exit_code: int) -> str:

@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from codex_orchestrator.config import Config, load_config
 from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
 from codex_orchestrator.output import Reporter, log_echo, note
-from codex_orchestrator.process import Cancellation, LocalExecutor
-from codex_orchestrator.runner import RunContext, RunResult
 from codex_orchestrator.workspace import Settings, Workspace
+
+if TYPE_CHECKING:  # the run machinery is imported only by the commands that run (cold start)
+    from codex_orchestrator.runner import RunContext, RunResult
+
+
+def loaded_config(workspace: Workspace) -> Config:
+    """Load and validate the config and print its warnings."""
+    config = load_config(workspace.root)
+    for warning in config.warnings:
+        note(f"warning: {warning}")
+    return config
 
 
 def load(workspace: Workspace) -> tuple[Config, Settings]:
     """Load and validate the config, print its warnings, resolve the settings."""
-    config = load_config(workspace.root)
-    for warning in config.warnings:
-        note(f"warning: {warning}")
+    config = loaded_config(workspace)
     return config, Settings.resolve(config.settings)
 
 
@@ -28,6 +35,8 @@ def run_context(
 ) -> RunContext:
     """Build the context shared by a run and its child runs."""
     from codex_orchestrator.evidence.taskindex import task_slug
+    from codex_orchestrator.process import Cancellation, LocalExecutor
+    from codex_orchestrator.runner import RunContext
 
     follow = not reporter.json and sys.stderr.isatty()
     return RunContext(

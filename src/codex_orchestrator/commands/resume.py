@@ -11,9 +11,9 @@ from typing import Any
 
 from codex_orchestrator.commands.common import find_manifest, load, report_run, run_context
 from codex_orchestrator.config import Pipeline
-from codex_orchestrator.errors import ResumeRefusedError, RunActiveError, UnknownPipelineError
+from codex_orchestrator.errors import ResumeRefusedError, UnknownPipelineError
 from codex_orchestrator.ids import validate_id
-from codex_orchestrator.liveness import assess
+from codex_orchestrator.liveness import refuse_if_alive
 from codex_orchestrator.manifest import RESUME_TOKEN_NAME, ManifestStore
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.process import SignalGuard
@@ -63,13 +63,8 @@ def _check_token(run_dir: Path, manifest: dict[str, Any], token: str | None) -> 
 
 
 def _check_not_alive(run_dir: Path, manifest: dict[str, Any], force: bool) -> None:
-    liveness = assess(run_dir, manifest)
-    if manifest["status"] in ("in_progress", "queued") and liveness.alive and not force:
-        age = liveness.heartbeat_age_seconds
-        raise RunActiveError(
-            f"run {manifest['run_id']} is still alive (heartbeat {age:.1f}s ago, pid "
-            f"{manifest.get('orchestrator_pid')}); wait for it, or pass --force if it is really gone"
-        )
+    if not force:
+        refuse_if_alive(run_dir, manifest, "wait for it, or pass --force if it is really gone")
 
 
 def _same_pipeline(pipelines: Any, manifest: dict[str, Any]) -> Pipeline:

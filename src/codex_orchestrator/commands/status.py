@@ -18,6 +18,7 @@ from codex_orchestrator.manifest import (
     load_manifest,
 )
 from codex_orchestrator.output import Reporter, note
+from codex_orchestrator.persistence import settle_waiting_snapshots
 from codex_orchestrator.workspace import Workspace
 
 MAX_WATCH_INTERVAL = 3600
@@ -29,7 +30,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     workspace = Workspace.from_env()
     run_id = validate_id(args.run_id, "run")
     task_id = validate_id(args.task, "task") if args.task else None
-    run_dir = workspace.require_run(run_id, task_id)[1]
+    task, run_dir = workspace.require_run(run_id, task_id)
+    settle_waiting_snapshots(workspace, task, note)
     if args.watch:
         return _watch(workspace, run_dir, args.interval, reporter)
     path = run_dir / MANIFEST_NAME

@@ -165,11 +165,6 @@ class TaskStateStore:
         candidates = (self.pending_dir / name, self.fallback_pending_dir / name)
         return next((path for path in candidates if path.exists()), None)
 
-    def flush_pending(self) -> int:
-        """Take the lock (bounded retries) and merge pending snapshots; return how many."""
-        self._lock.acquire()
-        return self._merge_and_release()
-
     def read(self) -> dict[str, Any]:
         """The state document; pending snapshots are merged first when the lock is free."""
         if not self._lock.try_acquire():
@@ -276,6 +271,7 @@ class TaskStateStore:
     ) -> None:
         """Write ``state.json`` durably, then the stamp that vouches for it."""
         content = _header(self.task_id, last_run_at) + body + _TRAILER
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.state_path, content, durable=True)
         stamp = {
             "size": len(content),
