@@ -142,3 +142,17 @@ def test_a_short_metrics_write_leaves_no_torn_line(repo: Repo, tmp_path: Path) -
     lines = result.stdout.splitlines()
     assert lines[0].startswith("refused: short write"), result.stdout
     assert lines[1] == repr('{"first": 1}\n')
+
+
+def test_an_environment_fault_in_tasks_mark_is_one_line(repo: Repo) -> None:
+    repo.pipeline(OK_STAGE)
+    code, document = repo.start_json("--task", "0500-fault")
+    assert code == 0
+    mirror = repo.root / "tasks" / "tasks-0500-fault.md"
+    mirror.parent.mkdir()
+    mirror.write_text("# Task 0500-fault\n\n- [ ] Item\n")
+    with read_only_dir(mirror.parent) as wrap:
+        command = _orchestrator("tasks", "mark", "0500-fault", "item", "--run", document["run_id"])
+        result = _cli(repo, wrap(command))
+    assert_one_line_error(result, 1, "tasks mark:", str(mirror))
+    assert mirror.read_text() == "# Task 0500-fault\n\n- [ ] Item\n"

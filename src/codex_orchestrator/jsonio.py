@@ -62,7 +62,10 @@ def atomic_write_bytes(
 ) -> None:
     """Replace ``path`` with ``payload`` atomically; fsync file and directory when ``durable``."""
     temp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except OSError as error:  # name the file being written, not its temp file
+        raise OSError(error.errno, error.strerror, str(path)) from None
     try:
         view = memoryview(payload)
         while view:
