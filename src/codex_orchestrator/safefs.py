@@ -4,7 +4,8 @@ Hostile repositories are normal input: a FIFO in place of a config blocks a plai
 forever, ``/dev/zero`` behind a link exhausts memory. Every file the tool reads from a
 repository goes through `read_regular`, which opens with ``O_NONBLOCK`` (so a FIFO cannot
 block the open), refuses anything that is not a regular file, and reads at most ``limit``
-bytes. The caps are documented in ``docs/configuration.md``.
+bytes. The caps, and the links policy of `open_no_follow` and `resolve_within`, are
+documented in ``docs/persistence.md``.
 """
 
 from __future__ import annotations

@@ -189,6 +189,11 @@ class TaskStateStore:
     def _drain(self) -> int:
         """After a release, merge what is still pending unless another process took the lock."""
         merged = 0
+        # Why this loop closes the gap: a writer that failed to get the lock wrote its pending
+        # file *before* that failed try, i.e. while we held the lock. Listing again after our
+        # release therefore sees it. If our non-blocking try fails, someone took the lock after
+        # our release, hence after the file was written, and that holder merges it (and drains
+        # in turn). A blocking acquire here could wait on a long merge for nothing.
         while self._pending_files() and self._lock.try_acquire():
             try:
                 merged += self._merge_pending_locked()
@@ -202,6 +207,9 @@ class TaskStateStore:
             verified = self._load_verified()
             if verified is None or not self._append(verified, incoming):
                 self._merge_full(verified, incoming)
+        # Only now, with state.json durably written, may the pending files go: a crash before
+        # this line leaves them to be merged again, which is harmless (a snapshot of a run
+        # replaces the older one of the same run; identical entries change nothing).
         _unlink_all(paths)
         return len(paths)
 
@@ -213,12 +221,21 @@ class TaskStateStore:
         return history.runs
 
     def _append(self, verified: _Verified, incoming: list[Entry]) -> bool:
-        """Append runs newer than all others to the verified bytes; False when not possible."""
+        """Append runs newer than all others to the verified bytes; False when not possible.
+
+        The fast path of the common case (a new run, the newest so far): the stamp proved the
+        bytes are the ones this module wrote (size and CRC-32), so they are reused unparsed and
+        the CRC is extended over the new tail only. Each guard below sends a case that would
+        need reordering, replacing or archiving to the full merge instead.
+        """
         if verified.entries + len(incoming) > self._keep_recent + self._archive_batch:
             return False
         if verified.last_run_at is not None and _timestamp(incoming[0]) < verified.last_run_at:
             return False
         run_ids = {_run_id(entry) for entry in incoming}
+        # A run already listed must be replaced in place, not listed twice. The byte search is
+        # exact: entries are written compactly by this module and quotes inside values are
+        # escaped, so ``"runId":"<id>"`` is present precisely when the run is.
         if len(run_ids) < len(incoming) or any(_run_id_key(r) in verified.body for r in run_ids):
             return False
         tail = (_SEPARATOR if verified.body else b"") + _join_entries(incoming)
