@@ -33,6 +33,7 @@ from codex_orchestrator.liveness import refuse_if_alive
 from codex_orchestrator.manifest import EVENTS_NAME, MANIFEST_NAME, RUN_SUMMARY_NAME, load_manifest
 from codex_orchestrator.output import note
 from codex_orchestrator.safefs import ERROR_FILE_READ_LIMIT, resolve_within
+from codex_orchestrator.statuses import RunStatus, StageStatus
 from codex_orchestrator.workspace import Workspace, resolve_task_id
 
 REVIEW_NAME = "review.md"
@@ -88,7 +89,7 @@ def review(workspace: Workspace, run_dir: Path, *, quiet_stdout: bool) -> Review
     """
     manifest_path = run_dir / MANIFEST_NAME
     manifest = load_manifest(manifest_path)
-    if manifest.get("status") in ("queued", "in_progress"):
+    if manifest.get("status") in (RunStatus.QUEUED, RunStatus.IN_PROGRESS):
         fix = f"review it once it has finished (codex-orchestrator status --watch {run_dir.name})"
         refuse_if_alive(run_dir, manifest, fix)
         note(f"warning: run {run_dir.name} never finished (stale); this reviews its state now")
@@ -157,7 +158,7 @@ def render_review(workspace: Workspace, run_dir: Path, manifest: dict[str, Any])
         "## Stages",
         "\n".join(_stage_line(command) for command in commands) or "(no stages)",
     ]
-    failures = [c for c in commands if c.get("status") == "failed" or c.get("error_file")]
+    failures = [c for c in commands if c.get("status") == StageStatus.FAILED or c.get("error_file")]
     if failures:
         blocks.append("## Failures")
         blocks.extend(

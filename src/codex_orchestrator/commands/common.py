@@ -35,7 +35,8 @@ def run_context(
 ) -> RunContext:
     """Build the context shared by a run and its child runs."""
     from codex_orchestrator.evidence.taskindex import task_slug
-    from codex_orchestrator.process import Cancellation, LocalExecutor
+    from codex_orchestrator.executor import Cancellation
+    from codex_orchestrator.local_executor import LocalExecutor
     from codex_orchestrator.runner import RunContext
 
     follow = not reporter.json and sys.stderr.isatty()
@@ -46,7 +47,7 @@ def run_context(
         task_id=task_id,
         task_slug=task_slug(workspace.root, task_id) or task_id,
         cancellation=Cancellation(grace_seconds=settings.kill_grace_seconds),
-        executor=LocalExecutor(),
+        executor=LocalExecutor(settings.kill_grace_seconds),
         on_output=log_echo if follow else None,
     )
 
