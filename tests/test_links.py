@@ -200,5 +200,21 @@ def test_resume_does_not_append_events_through_a_link(repo: Repo) -> None:
     events.unlink()
     events.symlink_to(victim)
     result = repo.cli("resume", str(manifest["run_id"]))
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 1, result.stderr  # the stage fails again; the run ends
+    assert "events not recorded" in result.stderr and "symbolic link" in result.stderr
     assert victim.read_text() == PRECIOUS
+    assert json.loads(path.read_text())["status"] == "failed"
+
+
+def test_resume_refuses_a_run_whose_log_directory_is_a_link(repo: Repo) -> None:
+    path, manifest = _failed_run(repo)
+    outside = _outside_dir(repo)
+    commands = path.parent / "commands"
+    for entry in commands.iterdir():
+        entry.rename(outside / entry.name)
+    commands.rmdir()
+    commands.symlink_to(outside, target_is_directory=True)
+    before = sorted(entry.name for entry in outside.iterdir())
+    result = repo.cli("resume", str(manifest["run_id"]))
+    assert_one_line_error(result, 2, "commands is a link")
+    assert sorted(entry.name for entry in outside.iterdir()) == before

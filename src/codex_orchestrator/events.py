@@ -11,6 +11,7 @@ from typing import Any
 
 from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.jsonio import encode_record
+from codex_orchestrator.output import note
 from codex_orchestrator.safefs import open_no_follow
 
 
@@ -19,8 +20,12 @@ class EventLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd = open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         self._lock = threading.Lock()
+        try:
+            self._fd = open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        except OSError as error:  # the event log is a diagnostic: its loss never stops a run
+            note(f"warning: {path}: events not recorded ({error.strerror})")
+            self._fd = -1
 
     def emit(self, event: str, **fields: Any) -> None:
         """Append one event; a failed append never disturbs the run."""

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from codex_orchestrator.errors import ConfigError, RunNotFoundError
+from codex_orchestrator.errors import ConfigError, OutsideRootError, RunNotFoundError
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.safefs import resolve_within
 
@@ -18,6 +18,7 @@ TASK_ENV = "MCP_RUNNER_TASK_ID"
 DEFAULT_TASK = "default"
 RUNS_ENV = "CODEX_ORCHESTRATOR_RUNS_DIR"
 OUT_ENV = "CODEX_ORCHESTRATOR_OUT_DIR"
+RUN_SUBDIRS = ("commands", "errors")
 _RECORD_FIX = "remove the link (a record may only land inside its root)"
 
 
@@ -136,9 +137,16 @@ class Workspace(NamedTuple):
         return self._below(self.runs_dir, validate_id(task_id, "task"))
 
     def run_dir(self, task_id: str, run_id: str) -> Path:
-        """``<runs>/<task>/cli/<run-id>``."""
+        """``<runs>/<task>/cli/<run-id>``; its ``commands``/``errors`` may not be links."""
         relative = f"{validate_id(task_id, 'task')}/cli/{validate_id(run_id, 'run')}"
-        return self._below(self.runs_dir, relative)
+        run_dir = self._below(self.runs_dir, relative)
+        for name in RUN_SUBDIRS:  # resume writes logs and error files into them
+            if os.path.islink(run_dir / name):
+                raise OutsideRootError(
+                    f"{self.display(run_dir / name)} is a link; a run's records are written only "
+                    "into its own directories — replace the link with a directory"
+                )
+        return run_dir
 
     def cli_dir(self, task_id: str) -> Path:
         """``<runs>/<task>/cli``: the parent of the task's run directories."""
