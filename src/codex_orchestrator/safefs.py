@@ -115,15 +115,15 @@ def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
 def resolve_within(path: Path, base: Path, shown: str, fix: str) -> Path:
     """The real path of ``path`` (links resolved), which must be ``base`` or lie inside it.
 
-    ``base`` must already be a real path. Raises `OutsideRootError` (exit 2) naming ``shown``,
-    where the link leads and ``fix`` otherwise.
+    Raises `OutsideRootError` (exit 2) naming ``shown``, where the link leads and ``fix``
+    otherwise.
     """
-    real = os.path.realpath(path)
-    prefix = str(base).rstrip(os.sep) + os.sep
-    if real != str(base) and not real.startswith(prefix):
+    real, real_base = os.path.realpath(path), os.path.realpath(base)
+    prefix = real_base.rstrip(os.sep) + os.sep
+    if real != real_base and not real.startswith(prefix):
         raise OutsideRootError(
-            f"{shown} resolves to {real}, outside {base}; the tool never follows a link out "
-            f"of it; {fix}"
+            f"{shown} resolves to {real}, outside {real_base}; the tool never follows a link "
+            f"out of it; {fix}"
         )
     return Path(real)
 
@@ -131,8 +131,7 @@ def resolve_within(path: Path, base: Path, shown: str, fix: str) -> Path:
 def read_inside(root: Path, relative: str, limit: int) -> bytes:
     """`read_regular` of ``root/relative``, refusing (`OutsideRootError`) a link out of ``root``.
 
-    ``root`` must be a real path. For repository files named by users (checklists, the task
-    index, specs, collateral, cited manifests).
+    For repository files named by users (checklists, the task index, specs, collateral).
     """
     fix = "replace the link with the file itself"
     return read_regular(resolve_within(root / relative, root, relative, fix), limit)
