@@ -6,9 +6,9 @@ import argparse
 from typing import Any
 
 from codex_orchestrator.commands.common import loaded_config
-from codex_orchestrator.config import CommandStage, Pipeline
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.output import Reporter
+from codex_orchestrator.pipeline import CommandStage, Pipeline
 from codex_orchestrator.workspace import Workspace, resolve_task_id
 
 
@@ -46,7 +46,8 @@ def _stages(pipeline: Pipeline) -> list[dict[str, Any]]:
         }
         if isinstance(stage, CommandStage):
             item.update(
-                command=stage.command,
+                command=stage.command or None,
+                why=stage.why,
                 cwd=stage.cwd,
                 allow_failure=stage.allow_failure,
                 timeout_seconds=stage.timeout_seconds,
@@ -64,10 +65,15 @@ def _text(pipeline: Pipeline, stages: list[dict[str, Any]]) -> str:
     if pipeline.description:
         lines.append(f"  {pipeline.description}")
     for stage in stages:
-        target = stage.get("command") or f"sub-pipeline {stage.get('pipeline')}"
+        if stage["kind"] == "subpipeline":
+            target = f"sub-pipeline {stage['pipeline']}"
+        else:
+            target = stage["command"] or stage["skip_reason"]
         flags = [name for name in ("allow_failure", "optional") if stage.get(name)]
-        if stage.get("skip_reason"):
+        if stage.get("skip_reason") and stage.get("command"):
             flags.append(stage["skip_reason"])
         suffix = f"  [{', '.join(flags)}]" if flags else ""
         lines.append(f"  {stage['index']:>2}. {stage['id']}: {target}{suffix}")
+        if stage.get("why"):
+            lines.append(f"      why: {stage['why']}")
     return "\n".join(lines)

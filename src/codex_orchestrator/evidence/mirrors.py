@@ -18,17 +18,14 @@ import string
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from codex_orchestrator.config import CONFIG_FILE
-from codex_orchestrator.errors import ConfigError, OutsideRootError, UsageError
+from codex_orchestrator.config import load_config
+from codex_orchestrator.errors import OutsideRootError, UsageError
 from codex_orchestrator.evidence.checklist import Checklist, Heading, Item, parse
 from codex_orchestrator.evidence.taskindex import INDEX_PATH, IndexEntry, TaskIndex
 from codex_orchestrator.ids import is_valid_id, validate_id
-from codex_orchestrator.jsonio import loads_checked
 from codex_orchestrator.safefs import (
-    CONFIG_SIZE_LIMIT,
     TEXT_SIZE_LIMIT,
     read_inside,
-    read_regular,
     resolve_within,
 )
 
@@ -83,30 +80,7 @@ class MirrorView:
 
 def mirror_templates(root: Path) -> tuple[str, ...]:
     """The mirror templates: the config's ``tasks.mirrors``, else `DEFAULT_MIRRORS`."""
-    try:
-        raw = read_regular(root / CONFIG_FILE, CONFIG_SIZE_LIMIT)
-    except FileNotFoundError:
-        return DEFAULT_MIRRORS
-    except OSError as error:
-        raise ConfigError(f"{CONFIG_FILE}: cannot read: {error.strerror}; fix the file") from None
-    config = loads_checked(raw, CONFIG_FILE, strict=True, error=ConfigError)
-    tasks = config.get("tasks") if isinstance(config, dict) else None
-    templates = tasks.get("mirrors") if isinstance(tasks, dict) else None
-    if templates is None:
-        return DEFAULT_MIRRORS
-    fix = 'give a list of relative paths such as ["tasks/tasks-{task}.md", "docs/TASKS.md"]'
-    if not isinstance(templates, list) or not templates:
-        raise ConfigError(f"{CONFIG_FILE}: tasks.mirrors: {fix}")
-    for position, template in enumerate(templates):
-        if (
-            not isinstance(template, str)
-            or not _inside_root(template)
-            or template.count(PLACEHOLDER) > 1
-        ):
-            raise ConfigError(
-                f"{CONFIG_FILE}: tasks.mirrors[{position}]: {template!r} is not usable; {fix}"
-            )
-    return tuple(templates)
+    return load_config(root).mirrors or DEFAULT_MIRRORS
 
 
 def task_files(templates: tuple[str, ...], task_id: str, entry: IndexEntry | None) -> TaskFiles:
