@@ -218,3 +218,16 @@ def test_resume_refuses_a_run_whose_log_directory_is_a_link(repo: Repo) -> None:
     result = repo.cli("resume", str(manifest["run_id"]))
     assert_one_line_error(result, 2, "commands is a link")
     assert sorted(entry.name for entry in outside.iterdir()) == before
+
+
+def test_a_linked_pending_directory_is_neither_written_nor_emptied(repo: Repo) -> None:
+    repo.pipeline(OK_STAGE)
+    outside = _outside_dir(repo)
+    (outside / "keep.json").write_text("{}")
+    (repo.root / "out" / "default").mkdir(parents=True)
+    (repo.root / "out" / "default" / "state.pending").symlink_to(outside)
+    code, document = repo.start_json()
+    assert code == 0
+    assert [path.name for path in outside.iterdir()] == ["keep.json"]
+    state = json.loads((repo.root / "out" / "default" / "state.json").read_text())
+    assert [entry["runId"] for entry in state["runs"]] == [document["run_id"]]

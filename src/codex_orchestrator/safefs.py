@@ -112,6 +112,17 @@ def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
         raise
 
 
+def real_directory(path: Path) -> Path:
+    """Create directory ``path`` if needed and return it; a link in its place is refused
+    (``OSError`` ``ELOOP``) so that files written into it cannot land elsewhere."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.path.islink(path):
+        raise OSError(
+            errno.ELOOP, "is a symbolic link; the tool never writes through a link", str(path)
+        )
+    return path
+
+
 def resolve_within(path: Path, base: Path, shown: str, fix: str) -> Path:
     """The real path of ``path`` (links resolved), which must be ``base`` or lie inside it.
 

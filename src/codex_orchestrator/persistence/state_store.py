@@ -53,7 +53,12 @@ from codex_orchestrator.jsonio import (
     read_json,
 )
 from codex_orchestrator.locks import FileLock
-from codex_orchestrator.safefs import RECORD_SIZE_LIMIT, UnreadableFileError, read_regular
+from codex_orchestrator.safefs import (
+    RECORD_SIZE_LIMIT,
+    UnreadableFileError,
+    read_regular,
+    real_directory,
+)
 
 KEEP_RECENT = 1000
 PENDING_DIR_NAME = "state.pending"
@@ -147,14 +152,13 @@ class TaskStateStore:
         """
         payload = _encode(record.to_json())
         try:
-            self.pending_dir.mkdir(parents=True, exist_ok=True)
+            real_directory(self.pending_dir)
             atomic_write_bytes(self.pending_path(record), payload, durable=True)
         except OSError:
             # The out root is read-only or full: a snapshot must never be lost, so it waits
             # beside the run records (which the run could write) until a merge can take it.
             # When this write fails too, the error propagates: nothing could be saved.
-            fallback = self.fallback_pending_dir / self.pending_path(record).name
-            self.fallback_pending_dir.mkdir(parents=True, exist_ok=True)
+            fallback = real_directory(self.fallback_pending_dir) / self.pending_path(record).name
             atomic_write_bytes(fallback, payload, durable=True)
         self._lock.acquire()
         self._merge_and_release()
@@ -340,6 +344,8 @@ class TaskStateStore:
         """Pending snapshots in the pending directory and in its fallback beside the runs."""
         paths: list[Path] = []
         for directory in (self.pending_dir, self.fallback_pending_dir):
+            if os.path.islink(directory):  # merged files are deleted: never outside the roots
+                continue
             try:
                 names = os.listdir(directory)
             except FileNotFoundError:
