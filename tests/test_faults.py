@@ -65,6 +65,26 @@ def test_a_read_only_out_root_loses_no_snapshot(repo: Repo) -> None:
     assert list(_fallback(repo).iterdir()) == []
 
 
+def test_concurrent_runs_against_a_read_only_out_root_lose_nothing(repo: Repo) -> None:
+    repo.pipeline(OK_STAGE)
+    (repo.root / "out").mkdir()
+    with read_only_dir(repo.root / "out") as wrap:
+        command = wrap(_orchestrator("start", "--format", "json"))
+        processes = [
+            subprocess.Popen(
+                command, cwd=repo.root, env=repo.env, stdout=subprocess.PIPE, text=True
+            )
+            for _ in range(5)
+        ]
+        run_ids = [
+            json.loads(process.communicate(timeout=60)[0])["run_id"] for process in processes
+        ]
+    assert all(process.returncode == 0 for process in processes)
+    assert len(list(_fallback(repo).iterdir())) == 5
+    assert repo.cli("status", run_ids[0]).returncode == 0
+    assert sorted(_state_runs(repo)) == sorted(run_ids)
+
+
 def test_a_full_out_root_loses_no_snapshot(repo: Repo) -> None:
     require_root_namespaces()
     repo.pipeline(OK_STAGE)
