@@ -112,6 +112,11 @@ def assert_one_line_error(
     return errors[0]
 
 
+def assert_usage_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """Exit 2 (bad input) with one ``error:`` line holding ``needles``, no traceback; the line."""
+    return assert_one_line_error(result, 2, *needles)
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Repo:
     """A fresh git repository with one commit."""

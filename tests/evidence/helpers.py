@@ -7,7 +7,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from conftest import GIT_IDENTITY, assert_one_line_error, cli_env, run_cli
+from conftest import GIT_IDENTITY, cli_env, run_cli
+from conftest import assert_usage_error as assert_usage_error
 
 TASK = "0202-orchestrator-hardening"
 SEED_RUN = "2025-10-31T22-56-34-431Z-9574035c"
@@ -78,11 +79,6 @@ def cli_json(root: Path, *args: str, **env: str) -> tuple[int, Any]:
     """Run the CLI with ``--format json``: exit code and the one JSON document on stdout."""
     result = cli(root, *args, "--format", "json", **env)
     return result.returncode, json.loads(result.stdout)
-
-
-def assert_usage_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
-    """Exit 2 with one ``error:`` line (containing ``needles``) and no traceback; the line."""
-    return assert_one_line_error(result, 2, *needles)
 
 
 def write(root: Path, path: str, text: str | bytes) -> Path:
