@@ -231,3 +231,22 @@ def test_a_linked_pending_directory_is_neither_written_nor_emptied(repo: Repo) -
     assert [path.name for path in outside.iterdir()] == ["keep.json"]
     state = json.loads((repo.root / "out" / "default" / "state.json").read_text())
     assert [entry["runId"] for entry in state["runs"]] == [document["run_id"]]
+
+
+def test_review_replaces_a_linked_review_md_and_refuses_a_linked_manifest(repo: Repo) -> None:
+    path, manifest = _failed_run(repo)
+    victim = _victim(repo)
+    review = path.parent / "review.md"
+    review.symlink_to(victim)
+    result = repo.cli("review", str(manifest["run_id"]))
+    assert result.returncode == 0, result.stderr
+    assert victim.read_text() == PRECIOUS
+    assert not review.is_symlink() and "# Review" in review.read_text()
+    outside_manifest = repo.root.parent / "manifest.json"
+    path.rename(outside_manifest)
+    path.symlink_to(outside_manifest)
+    before = outside_manifest.read_text()
+    for command in ("review", "status", "resume"):
+        refused = repo.cli(command, str(manifest["run_id"]))
+        assert_one_line_error(refused, 2, "manifest")
+    assert outside_manifest.read_text() == before
