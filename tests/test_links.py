@@ -152,6 +152,7 @@ def test_a_tasks_directory_linked_outside_is_neither_read_nor_written(repo: Repo
     assert_one_line_error(new, 2, "outside")
     assert (outside / "tasks" / mirror.name).read_text() == before
     assert sorted(path.name for path in (outside / "tasks").iterdir()) == [mirror.name]
+    assert not (repo.root / ".agent").exists() and not (repo.root / "docs").exists()
 
 
 def _failed_run(repo: Repo) -> tuple[Path, dict[str, object]]:
@@ -250,3 +251,12 @@ def test_review_replaces_a_linked_review_md_and_refuses_a_linked_manifest(repo: 
         refused = repo.cli(command, str(manifest["run_id"]))
         assert_one_line_error(refused, 2, "manifest")
     assert outside_manifest.read_text() == before
+
+
+def test_tasks_new_refuses_before_creating_anything(repo: Repo) -> None:
+    outside = _outside_dir(repo)
+    (repo.root / "docs").symlink_to(outside, target_is_directory=True)
+    result = repo.cli("tasks", "new", "0302-new", "--title", "New")
+    assert_one_line_error(result, 2, "docs/", "outside")
+    assert not (repo.root / "tasks").exists() and not (repo.root / ".agent").exists()
+    assert list(outside.iterdir()) == []

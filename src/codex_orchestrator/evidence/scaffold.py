@@ -94,6 +94,9 @@ def scaffold(root: Path, task: str, title: str, today: date | None = None) -> Sc
     number, slug = numbered.groups() if numbered else (task, task)
     _refuse_existing(load_index(root), task, number)
     files = task_files(mirror_templates(root), task, None)
+    stubs = [path.format(task=task) for path, _ in STUBS.values()]
+    for path in [*(mirror.path for mirror in files.mirrors), *stubs, INDEX_PATH]:
+        _target(root, path)  # refuse a link out of the repository before creating anything
     values = {
         "task": task,
         "title": title,
