@@ -8,19 +8,23 @@ from collections.abc import Callable
 
 from codex_orchestrator.workspace import Workspace
 
+#: Pending state snapshots wait in ``<out>/<task>/state.pending/`` (or, when the out root
+#: cannot take them, ``<runs>/<task>/state.pending/``) until merged into ``state.json``.
+PENDING_DIR_NAME = "state.pending"
+
 
 def settle_waiting_snapshots(
     workspace: Workspace, task_id: str, warn: Callable[[str], None]
 ) -> None:
     """Merge state snapshots that wait beside the runs (the out root could not take them) into
     ``state.json``, when the task's lock is free; never raises. Cheap when none wait."""
-    from codex_orchestrator.persistence.state_store import PENDING_DIR_NAME, TaskStateStore
-
     try:
         if not os.listdir(workspace.task_runs_dir(task_id) / PENDING_DIR_NAME):
             return
     except OSError:
         return
+    from codex_orchestrator.persistence.state_store import TaskStateStore  # only when needed
+
     store = TaskStateStore(
         workspace.state_dir(task_id), workspace.state_lock_path(task_id), task_id, warn=warn
     )

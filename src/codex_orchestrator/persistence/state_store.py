@@ -53,6 +53,7 @@ from codex_orchestrator.jsonio import (
     read_json,
 )
 from codex_orchestrator.locks import FileLock
+from codex_orchestrator.persistence import PENDING_DIR_NAME
 from codex_orchestrator.safefs import (
     RECORD_SIZE_LIMIT,
     UnreadableFileError,
@@ -61,7 +62,6 @@ from codex_orchestrator.safefs import (
 )
 
 KEEP_RECENT = 1000
-PENDING_DIR_NAME = "state.pending"
 ARCHIVE_BATCH = 250
 ENTRY_KEYS = ("taskId", "runId", "pipelineId", "status", "timestamp", "manifest")
 
