@@ -1,4 +1,4 @@
-"""Load and validate ``codex.orchestrator.json`` at the repository root (spec section 5).
+"""Load and validate ``codex.orchestrator.json`` at the repository root (docs/configuration.md).
 
 Everything is checked before anything runs; a problem raises `ConfigError` with one line
 ``codex.orchestrator.json: <json path>: <problem>; <how to fix>`` (invalid JSON:
@@ -18,17 +18,39 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from types import MappingProxyType
+from pathlib import Path, PurePosixPath
 from typing import NamedTuple, NoReturn, TypeVar
 
-from codex_orchestrator.errors import ConfigError, UnknownPipelineError
-from codex_orchestrator.ids import is_valid_id, validate_id
+from codex_orchestrator.errors import ConfigError
+from codex_orchestrator.ids import ID_RULE, is_valid_id
+from codex_orchestrator.jsonio import child_path as _child
+from codex_orchestrator.jsonio import loads_checked
+from codex_orchestrator.pipeline import (
+    BUILTIN_PIPELINE,
+    CONFIG_FILE,
+    CommandStage,
+    Config,
+    Pipeline,
+    Pipelines,
+    Stage,
+    SubpipelineStage,
+)
+from codex_orchestrator.safefs import CONFIG_SIZE_LIMIT, read_regular
 from codex_orchestrator.workspace import SETTING_NAMES, check_setting
 
-CONFIG_FILE = "codex.orchestrator.json"
+__all__ = [
+    "BUILTIN_PIPELINE",
+    "CONFIG_FILE",
+    "CommandStage",
+    "Config",
+    "Pipeline",
+    "Stage",
+    "SubpipelineStage",
+    "load_config",
+]
+
 MAX_TIMEOUT_SECONDS = 7 * 86400
-BUILTIN_PIPELINE = "diagnostics"
+MIRROR_PLACEHOLDER = "{task}"
 
 #: Keys of TypeScript codex-orchestrator features this tool does not have: ignored, with a
 #: warning, wherever they are not valid keys (e.g. ``description`` on a stage).
@@ -81,108 +103,24 @@ STAGE_KEYS: Mapping[str, frozenset[str]] = {
     "stage-set": frozenset({"kind", "ref"}),
 }
 _ALL_STAGE_KEYS = frozenset().union(*STAGE_KEYS.values())
-_ID_RULE = "use 1-128 characters from A-Z a-z 0-9 _ -, starting with a letter or digit"
 
 T = TypeVar("T")
 D = TypeVar("D")
-
-
-class CommandStage(NamedTuple):
-    """A shell command run with ``/bin/sh -c`` in ``cwd`` (relative to the root) with ``env`` added.
-
-    ``requires`` names executables that must be on PATH (the runner skips the stage with
-    ``skipped: <tool> not found on PATH`` when one is absent); ``skip_reason``, when set, makes
-    the runner skip the stage with that text as its summary. Both are set only by the built-in
-    diagnostics pipeline, never from the config file.
-    """
-
-    id: str
-    title: str
-    command: str
-    cwd: str | None = None
-    env: Mapping[str, str] = MappingProxyType({})
-    allow_failure: bool = False
-    summary_hint: str | None = None
-    timeout_seconds: float | None = None
-    requires: tuple[str, ...] = ()
-    skip_reason: str | None = None
-    kind: str = "command"
-
-    def unavailable_reason(self) -> str | None:
-        """Why the stage cannot run here (its ``skip_reason``, or a required tool off PATH)."""
-        if self.skip_reason:
-            return self.skip_reason
-        if self.requires:
-            from shutil import which  # only stages that need tools pay for the import
-
-            for tool in self.requires:
-                if which(tool) is None:
-                    return f"skipped: {tool} not found on PATH"
-        return None
-
-
-class SubpipelineStage(NamedTuple):
-    """A stage that runs another pipeline as a child run; ``optional`` failures are skipped."""
-
-    id: str
-    title: str
-    pipeline: str
-    optional: bool = False
-    kind: str = "subpipeline"
-
-
-Stage = CommandStage | SubpipelineStage
-
-
-class Pipeline(NamedTuple):
-    """A named, ordered list of stages; ``source`` is ``config`` or ``builtin``."""
-
-    id: str
-    title: str
-    description: str | None
-    source: str
-    stages: tuple[Stage, ...]
-    tags: tuple[str, ...] = ()
-    guardrails_required: bool | None = None
-    metadata: Mapping[str, object] = MappingProxyType({})
-
-
-class Config(NamedTuple):
-    """The validated config: pipelines (builtin ``diagnostics`` included), settings, tasks."""
-
-    path: Path | None
-    default_pipeline: str | None
-    settings: Mapping[str, object]
-    pipelines: Mapping[str, Pipeline]
-    tasks: Mapping[str, object]
-    warnings: tuple[str, ...]
-
-    def resolve_pipeline(self, name: str | None) -> Pipeline:
-        """Return pipeline ``name`` (None: ``defaultPipeline``, else ``diagnostics``)."""
-        if name is None:
-            name = self.default_pipeline or BUILTIN_PIPELINE
-        pipeline_id = validate_id(name, "pipeline")
-        try:
-            return self.pipelines[pipeline_id]
-        except KeyError:
-            available = ", ".join(self.pipelines)
-            raise UnknownPipelineError(
-                f"unknown pipeline {pipeline_id!r}; available: {available}"
-            ) from None
 
 
 def load_config(root: Path) -> Config:
     """Read and validate ``root/codex.orchestrator.json``; only the builtin pipeline if absent."""
     path = root / CONFIG_FILE
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, CONFIG_SIZE_LIMIT)
     except FileNotFoundError:
         return _builtin_only(root)
     except OSError as exc:
         raise ConfigError(
             f"{CONFIG_FILE}: cannot read: {exc.strerror}; make it a readable file"
         ) from None
-    return _ConfigParser(root).parse(_decode(raw), path)
+    document = loads_checked(raw, CONFIG_FILE, strict=True, error=ConfigError)
+    return _ConfigParser(root).parse(document, path)
 
 
 def _builtin_only(root: Path) -> Config:
@@ -190,36 +128,21 @@ def _builtin_only(root: Path) -> Config:
         path=None,
         default_pipeline=None,
         settings={},
-        pipelines={BUILTIN_PIPELINE: _builtin(root)},
+        pipelines=_with_builtins({}, root),
         tasks={},
         warnings=(),
     )
 
 
-def _builtin(root: Path) -> Pipeline:
-    from codex_orchestrator.diagnostics import builtin_diagnostics
+def _with_builtins(configured: Mapping[str, Pipeline], root: Path) -> Pipelines:
+    """The configured pipelines plus the built-in ``diagnostics``, made only when looked up."""
 
-    return builtin_diagnostics(root)
+    def diagnostics() -> Pipeline:
+        from codex_orchestrator.diagnostics import builtin_diagnostics
 
+        return builtin_diagnostics(root)
 
-def _decode(raw: bytes) -> object:
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{CONFIG_FILE}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8"
-        ) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        where = f"{CONFIG_FILE}:{exc.lineno}:{exc.colno}"
-        raise ConfigError(
-            f"{where}: invalid JSON: {exc.msg}; fix the JSON syntax at that position"
-        ) from None
-    except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
-        raise ConfigError(
-            f"{CONFIG_FILE}: invalid JSON value ({exc}); use numbers of ordinary size"
-        ) from None
+    return Pipelines(configured, {BUILTIN_PIPELINE: diagnostics})
 
 
 # --- error helpers -------------------------------------------------------------------------
@@ -227,13 +150,6 @@ def _decode(raw: bytes) -> object:
 
 def _fail(path: str, problem: str, fix: str) -> NoReturn:
     raise ConfigError(f"{CONFIG_FILE}: {path}: {problem}; {fix}")
-
-
-def _child(path: str, key: str) -> str:
-    """JSON path of ``key`` under ``path``: ``a.b`` or ``a["odd key"]``."""
-    if key and all(ch.isalnum() or ch in "_-$" for ch in key):
-        return f"{path}.{key}" if path else key
-    return f"{path}[{json.dumps(key)}]"
 
 
 def _json_type(value: object) -> str:
@@ -320,9 +236,9 @@ def _read_positive(value: object, path: str, fix: str, limit: float = math.inf) 
 
 
 def _read_id(value: object, path: str, kind: str) -> str:
-    text = _read_string(value, path, f"give the {kind} id as a string; {_ID_RULE}")
+    text = _read_string(value, path, f"give the {kind} id as a string; {ID_RULE}")
     if not is_valid_id(text):
-        _fail(path, f"invalid {kind} id {text!r}", _ID_RULE)
+        _fail(path, f"invalid {kind} id {text!r}", ID_RULE)
     return text
 
 
@@ -391,9 +307,9 @@ class _ConfigParser:
         parsed = _optional(
             top, "pipelines", "", lambda value, path: self._pipelines(value, path, stage_sets), {}
         )
-        pipelines = {pipeline_id: pipeline for pipeline_id, (pipeline, _) in parsed.items()}
-        if BUILTIN_PIPELINE not in pipelines:
-            pipelines[BUILTIN_PIPELINE] = _builtin(self.root)
+        pipelines = _with_builtins(
+            {pipeline_id: pipeline for pipeline_id, (pipeline, _) in parsed.items()}, self.root
+        )
         _check_subpipelines(parsed, list(pipelines))
         _check_stage_set_subpipelines(stage_sets, list(pipelines))
         default = _optional(top, "defaultPipeline", "", _read_default_id, None)
@@ -406,6 +322,7 @@ class _ConfigParser:
             pipelines=pipelines,
             tasks=tasks,
             warnings=tuple(self._warnings()),
+            mirrors=_optional(tasks, "mirrors", "tasks", _read_mirrors, None),
         )
 
     def _check_keys(
@@ -593,6 +510,25 @@ def _read_settings(value: object, path: str) -> dict[str, object]:
             _fail(where, "unknown setting", _suggest(name, frozenset(SETTING_NAMES)))
         checked[name] = _read_setting(name, setting, where)
     return checked
+
+
+def _read_mirrors(value: object, path: str) -> tuple[str, ...]:
+    """Checklist mirror templates: relative paths inside the root, ``{task}`` at most once."""
+    fix = 'give a list of relative paths such as ["tasks/tasks-{task}.md", "docs/TASKS.md"]'
+    templates = _read_list(value, path, fix)
+    if not templates:
+        _fail(path, "must not be empty", fix)
+    checked = []
+    for index, raw in enumerate(templates):
+        where = f"{path}[{index}]"
+        template = _read_text(raw, where, fix)
+        pure = PurePosixPath(template)
+        if pure.is_absolute() or ".." in pure.parts:
+            _fail(where, f"{template!r} leads outside the repository root", fix)
+        if template.count(MIRROR_PLACEHOLDER) > 1:
+            _fail(where, f"{template!r} has {MIRROR_PLACEHOLDER} more than once", fix)
+        checked.append(template)
+    return tuple(checked)
 
 
 def _read_setting(name: str, value: object, path: str) -> float | int:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from codex_orchestrator.config import CommandStage, Pipeline, load_config
+from codex_orchestrator.commands.common import loaded_config
 from codex_orchestrator.ids import validate_id
-from codex_orchestrator.output import Reporter, note
+from codex_orchestrator.output import Reporter
+from codex_orchestrator.pipeline import CommandStage, Pipeline
 from codex_orchestrator.workspace import Workspace, resolve_task_id
 
 
@@ -17,9 +18,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     task_id = resolve_task_id(args.task)
     if args.pipeline is not None:
         validate_id(args.pipeline, "pipeline")
-    config = load_config(workspace.root)
-    for warning in config.warnings:
-        note(f"warning: {warning}")
+    config = loaded_config(workspace)
     pipeline = config.resolve_pipeline(args.pipeline)
     stages = _stages(pipeline)
     document = {"task_id": task_id, "pipeline": _pipeline_info(pipeline), "stages": stages}
@@ -47,7 +46,8 @@ def _stages(pipeline: Pipeline) -> list[dict[str, Any]]:
         }
         if isinstance(stage, CommandStage):
             item.update(
-                command=stage.command,
+                command=stage.command or None,
+                why=stage.why,
                 cwd=stage.cwd,
                 allow_failure=stage.allow_failure,
                 timeout_seconds=stage.timeout_seconds,
@@ -65,10 +65,15 @@ def _text(pipeline: Pipeline, stages: list[dict[str, Any]]) -> str:
     if pipeline.description:
         lines.append(f"  {pipeline.description}")
     for stage in stages:
-        target = stage.get("command") or f"sub-pipeline {stage.get('pipeline')}"
+        if stage["kind"] == "subpipeline":
+            target = f"sub-pipeline {stage['pipeline']}"
+        else:
+            target = stage["command"] or stage["skip_reason"]
         flags = [name for name in ("allow_failure", "optional") if stage.get(name)]
-        if stage.get("skip_reason"):
+        if stage.get("skip_reason") and stage.get("command"):
             flags.append(stage["skip_reason"])
         suffix = f"  [{', '.join(flags)}]" if flags else ""
         lines.append(f"  {stage['index']:>2}. {stage['id']}: {target}{suffix}")
+        if stage.get("why"):
+            lines.append(f"      why: {stage['why']}")
     return "\n".join(lines)

@@ -13,21 +13,29 @@ templates in ``codex.orchestrator.json``::
 
 from __future__ import annotations
 
-import json
 import re
 import string
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from codex_orchestrator.errors import ConfigError, UsageError
+from codex_orchestrator.config import load_config
+from codex_orchestrator.errors import OutsideRootError, UsageError
 from codex_orchestrator.evidence.checklist import Checklist, Heading, Item, parse
 from codex_orchestrator.evidence.taskindex import INDEX_PATH, IndexEntry, TaskIndex
 from codex_orchestrator.ids import is_valid_id, validate_id
+from codex_orchestrator.safefs import (
+    TEXT_SIZE_LIMIT,
+    read_inside,
+    resolve_within,
+)
 
-CONFIG_FILE = "codex.orchestrator.json"
 PLACEHOLDER = "{task}"
 DEFAULT_MIRRORS = ("tasks/tasks-{task}.md", ".agent/task/{task}.md", "docs/TASKS.md")
 MIRROR_PATH_KEYS = ("task", "agent_task")
+LINKED_MIRROR_FIX = (
+    "the tool neither reads nor edits a checklist through a link that leaves the repository; "
+    "replace the link with the file itself"
+)
 _LEADING_NUMBER = re.compile(r"(\d+)-")
 _ALNUM = frozenset(string.ascii_letters + string.digits)
 _ID_CHARS = _ALNUM | {"_", "-"}
@@ -72,29 +80,7 @@ class MirrorView:
 
 def mirror_templates(root: Path) -> tuple[str, ...]:
     """The mirror templates: the config's ``tasks.mirrors``, else `DEFAULT_MIRRORS`."""
-    try:
-        config = json.loads((root / CONFIG_FILE).read_bytes())
-    except FileNotFoundError:
-        return DEFAULT_MIRRORS
-    except (OSError, ValueError, RecursionError):
-        raise ConfigError(f"{CONFIG_FILE}: cannot be read as JSON; fix the file") from None
-    tasks = config.get("tasks") if isinstance(config, dict) else None
-    templates = tasks.get("mirrors") if isinstance(tasks, dict) else None
-    if templates is None:
-        return DEFAULT_MIRRORS
-    fix = 'give a list of relative paths such as ["tasks/tasks-{task}.md", "docs/TASKS.md"]'
-    if not isinstance(templates, list) or not templates:
-        raise ConfigError(f"{CONFIG_FILE}: tasks.mirrors: {fix}")
-    for position, template in enumerate(templates):
-        if (
-            not isinstance(template, str)
-            or not _inside_root(template)
-            or template.count(PLACEHOLDER) > 1
-        ):
-            raise ConfigError(
-                f"{CONFIG_FILE}: tasks.mirrors[{position}]: {template!r} is not usable; {fix}"
-            )
-    return tuple(templates)
+    return load_config(root).mirrors or DEFAULT_MIRRORS
 
 
 def task_files(templates: tuple[str, ...], task_id: str, entry: IndexEntry | None) -> TaskFiles:
@@ -145,6 +131,8 @@ def resolve_task(
         return task_files(templates, numbered[0], None)
     if numbered:
         raise UsageError(f"task {name!r} is ambiguous ({', '.join(numbered)}); give the task id")
+    for mirror in files.mirrors:  # a mirror linked out of the repository explains the miss
+        resolve_within(root / mirror.path, root, mirror.path, LINKED_MIRROR_FIX)
     listed = ", ".join(mirror.path for mirror in files.mirrors)
     raise UsageError(
         f"unknown task {name!r}: not in {INDEX_PATH} and no checklist ({listed}) has it; "
@@ -165,7 +153,7 @@ def load_mirror(
     path = root / mirror.path
     parsed = cache.get(path) if cache is not None else None
     if parsed is None:
-        parsed = _read(path)
+        parsed = _read(root, mirror.path)
         if cache is not None:
             cache[path] = parsed
     if isinstance(parsed, str):
@@ -205,13 +193,13 @@ def mentions(text: str, name: str) -> bool:
     return False
 
 
-def _read(path: Path) -> Checklist | str:
+def _read(root: Path, relative: str) -> Checklist | str:
     try:
-        return parse(path.read_bytes())
+        return parse(read_inside(root, relative, TEXT_SIZE_LIMIT))
     except FileNotFoundError:
         return "does not exist"
-    except IsADirectoryError:
-        return "is a directory, not a file"
+    except OutsideRootError as error:
+        return f"is not read: {error.message}"
     except OSError as error:
         return f"cannot be read ({error.strerror})"
 
