@@ -4,6 +4,8 @@
 file descriptor closes, including when the holder dies, so a lock file left behind by a dead
 process (whatever it contains, however old) never blocks anyone. The file is never deleted:
 deleting a lock file that others may have open would let two processes "hold" the lock at once.
+A link in place of the lock file is refused (``ELOOP``), never followed: the holder note is
+written into the file, which would otherwise overwrite the link's target.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from types import TracebackType
 from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.errors import LockTimeoutError
 from codex_orchestrator.procfs import host_name
+from codex_orchestrator.safefs import open_no_follow
 from codex_orchestrator.workspace import Settings
 
+_DEFAULTS = Settings()
 JITTER = 0.1  # each wait varies by up to ±5% of its nominal length, to avoid lockstep
 
 
@@ -34,10 +38,10 @@ class FileLock:
         self,
         path: Path,
         *,
-        attempts: int = 5,
-        initial_delay: float = 0.1,
-        factor: float = 2.0,
-        max_delay: float = 1.0,
+        attempts: int = _DEFAULTS.lock_attempts,
+        initial_delay: float = _DEFAULTS.lock_initial_delay_ms / 1000,
+        factor: float = _DEFAULTS.lock_backoff_factor,
+        max_delay: float = _DEFAULTS.lock_max_delay_ms / 1000,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
@@ -81,7 +85,7 @@ class FileLock:
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is already locked by this FileLock")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = open_no_follow(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -97,11 +101,7 @@ class FileLock:
     def release(self) -> None:
         """Release the lock (a no-op when it is not held)."""
         fd, self._fd = self._fd, None
-        if fd is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
+        unlock_and_close(fd)
 
     def __enter__(self) -> FileLock:
         self.acquire()
@@ -134,3 +134,12 @@ def _write_holder(fd: int) -> None:
 def _unit_random() -> float:
     """A random number in [0, 1) for jitter (without importing ``random`` at start-up)."""
     return int.from_bytes(os.urandom(4), "big") / 2**32
+
+
+def unlock_and_close(fd: int | None) -> None:
+    """Drop the ``flock`` held through ``fd`` and close it (a no-op for None)."""
+    if fd is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
