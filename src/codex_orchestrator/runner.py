@@ -6,6 +6,7 @@ heartbeat, teardown, final records). `resume` re-enters `execute` with an existi
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import signal
@@ -18,27 +19,37 @@ from typing import Any, NamedTuple
 
 from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.config import CommandStage, Config, Pipeline, SubpipelineStage
-from codex_orchestrator.driver import DriverLock
+from codex_orchestrator.driver import DriverLock, driver_identity
 from codex_orchestrator.errorfile import build_error_file
-from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
-from codex_orchestrator.events import EventLog
-from codex_orchestrator.executor import Cancellation, Executor, Handle, StageOutcome, StageRequest
+from codex_orchestrator.errors import EXIT_FAILED, EXIT_USAGE, OrchestratorError
+from codex_orchestrator.events import EventLog, read_events
+from codex_orchestrator.executor import (
+    RUN_ID_ENV,
+    Cancellation,
+    Executor,
+    Handle,
+    StageOutcome,
+    StageRequest,
+)
 from codex_orchestrator.heartbeat import Heartbeat
 from codex_orchestrator.ids import new_run_id
 from codex_orchestrator.jsonio import atomic_write_bytes
 from codex_orchestrator.manifest import (
     EVENTS_NAME,
+    MANIFEST_NAME,
     MANIFEST_VERSION,
     RUNNER_NAME,
     ManifestStore,
     command_entry,
+    load_manifest,
     write_resume_token,
 )
 from codex_orchestrator.output import note
-from codex_orchestrator.procfs import host_name, process_start_ticks
 from codex_orchestrator.records import record_finished_run
 from codex_orchestrator.statuses import (
     DONE_STAGE_STATUSES,
+    DRIVER_LOST_DETAIL,
+    TERMINAL_RUN_STATUSES,
     RunStatus,
     StageFailure,
     StageStatus,
@@ -102,37 +113,87 @@ def hash_token(token: str) -> str:
 
 def _make_run_dir(workspace: Workspace, task_id: str) -> tuple[str, Path]:
     cli_dir = workspace.cli_dir(task_id)
-    try:
-        cli_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OrchestratorError(
-            f"cannot create {workspace.display(cli_dir)} ({error.strerror}); make the runs root "
-            "(CODEX_ORCHESTRATOR_RUNS_DIR, default .runs) a writable directory",
-            exit_code=EXIT_USAGE,
-        ) from None
     while True:
         run_id = new_run_id()
         run_dir = cli_dir / run_id
         try:
+            cli_dir.mkdir(parents=True, exist_ok=True)
             run_dir.mkdir()
         except FileExistsError:
             continue
+        except OSError as error:
+            raise OrchestratorError(
+                f"cannot create {workspace.display(run_dir)} ({error.strerror}); make the runs "
+                "root (CODEX_ORCHESTRATOR_RUNS_DIR, default .runs) a writable directory with "
+                "free space",
+                exit_code=write_fault_exit_code(error),
+            ) from None
         return run_id, run_dir
+
+
+#: errno values that say "this place is not writable" (bad input) rather than "out of space".
+_NOT_WRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR})
+
+
+def write_fault_exit_code(error: OSError) -> int:
+    """2 when a run's place is not writable (a setting or permission to fix), else 1 (an
+    environment fault such as a full disk)."""
+    return EXIT_USAGE if error.errno in _NOT_WRITABLE else EXIT_FAILED
 
 
 def create_run(
     ctx: RunContext, pipeline: Pipeline, parent_run_id: str | None, approval_policy: str | None
 ) -> ManifestStore:
-    """Create the run directory, its resume token and its first (queued) manifest."""
+    """Create the run directory, its resume token and its first (queued) manifest.
+
+    A failure before the manifest exists leaves no run directory behind: a directory without
+    a manifest would be a run nobody can see, resume or clean.
+    """
     run_id, run_dir = _make_run_dir(ctx.workspace, ctx.task_id)
-    driver = DriverLock.take(run_dir, run_id)
-    (run_dir / "commands").mkdir()
-    (run_dir / "errors").mkdir()
-    token = os.urandom(32).hex()
-    write_resume_token(run_dir, token)
+    driver = DriverLock(run_dir)
+    try:
+        driver.acquire()
+        (run_dir / "commands").mkdir()
+        (run_dir / "errors").mkdir()
+        token = os.urandom(32).hex()
+        write_resume_token(run_dir, token)
+        store = ManifestStore(
+            run_dir,
+            _first_manifest(ctx, pipeline, run_id, run_dir, token, parent_run_id, approval_policy),
+        )
+        store.persist()
+    except OSError as error:
+        driver.release()
+        _remove_unborn_run(run_dir)
+        raise OrchestratorError(
+            f"cannot create run {run_id} in {ctx.workspace.display(run_dir.parent)} "
+            f"({error.strerror or error}); nothing was run — free space or make the runs root "
+            "writable, then start again",
+            exit_code=write_fault_exit_code(error),
+        ) from None
+    store.driver = driver
+    return store
+
+
+def _remove_unborn_run(run_dir: Path) -> None:
+    """Remove a run directory this process just created and that has no manifest yet."""
+    import shutil  # only on this failure path: keeps start-up light
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _first_manifest(
+    ctx: RunContext,
+    pipeline: Pipeline,
+    run_id: str,
+    run_dir: Path,
+    token: str,
+    parent_run_id: str | None,
+    approval_policy: str | None,
+) -> dict[str, Any]:
     display = ctx.workspace.display
     now = iso_utc()
-    data: dict[str, Any] = {
+    return {
         "version": MANIFEST_VERSION,
         "task_id": ctx.task_id,
         "task_slug": ctx.task_slug,
@@ -173,10 +234,6 @@ def create_run(
         "child_runs": [],
         "run_summary_path": None,
     }
-    store = ManifestStore(run_dir, data)
-    store.driver = driver
-    store.persist()
-    return store
 
 
 def execute(ctx: RunContext, store: ManifestStore, pipeline: Pipeline) -> RunResult:
@@ -192,13 +249,7 @@ def _execute(
     ctx: RunContext, store: ManifestStore, pipeline: Pipeline, *, close_executor: bool
 ) -> RunResult:
     run = ActiveRun(store=store, pipeline=pipeline, events=EventLog(store.run_dir / EVENTS_NAME))
-    store.update(
-        status=RunStatus.IN_PROGRESS,
-        executor=ctx.executor.name,
-        host=host_name(),
-        orchestrator_pid=os.getpid(),
-        orchestrator_start_ticks=process_start_ticks(os.getpid()),
-    )
+    store.update(status=RunStatus.IN_PROGRESS, executor=ctx.executor.name, **driver_identity())
     heartbeat = Heartbeat(
         store,
         ctx.settings.heartbeat_interval_seconds,
@@ -206,10 +257,11 @@ def _execute(
         on_failure=lambda error: _heartbeat_failed(run, error),
     )
     run.events.emit("run_started", run_id=run.run_id, pipeline_id=pipeline.id, pid=os.getpid())
-    store.persist()
-    heartbeat.start()
-    try:
+    try:  # from here on, whatever fails, the run ends with a terminal manifest
+        store.persist()
+        heartbeat.start()
         outcome = _run_stages(ctx, run)
+        store.flush()  # a run directory that can no longer be written fails the run here
     except Exception as error:  # an unexpected fault still ends with an honest record
         outcome = _internal_failure(run, error)
     finally:
@@ -220,6 +272,7 @@ def _execute(
         "heartbeat_stats",
         ticks=heartbeat.ticks,
         manifest_writes=heartbeat.manifest_writes,
+        manifest_writes_total=store.writes,
         failures=heartbeat.failures,
     )
     return _finish(ctx, run, *outcome)
@@ -285,13 +338,13 @@ def _stage_begin(
         **fields,
     )
     if persist:
-        run.store.persist()
+        run.store.persist_transition()
     run.events.emit("stage_started", index=index, stage_id=entry["id"], attempt=attempts)
 
 
 def _stage_end(run: ActiveRun, index: int, status: StageStatus, **fields: Any) -> None:
     run.store.update_command(index, status=status, completed_at=iso_utc(), **fields)
-    run.store.persist()
+    run.store.persist_transition()
     entry = run.store.command(index)
     run.events.emit(
         "stage_finished",
@@ -309,7 +362,7 @@ def _stage_env(ctx: RunContext, run: ActiveRun, stage: CommandStage) -> dict[str
         {
             "MCP_RUNNER_TASK_ID": ctx.task_id,
             "CODEX_ORCHESTRATOR_TASK_ID": ctx.task_id,
-            "CODEX_ORCHESTRATOR_RUN_ID": run.run_id,
+            RUN_ID_ENV: run.run_id,
             "CODEX_ORCHESTRATOR_PIPELINE_ID": run.pipeline.id,
             "CODEX_ORCHESTRATOR_MANIFEST_PATH": str(run.store.path),
             "CODEX_ORCHESTRATOR_RUN_DIR": str(run.run_dir),
@@ -403,7 +456,8 @@ def _stage_handle(run: ActiveRun, index: int, handle: Handle) -> None:
         if key != "kind" and key not in _RESERVED_ENTRY_FIELDS and _scalar(value)
     }
     run.store.update_command(index, handle=dict(handle), **copied)
-    run.store.persist()
+    run.events.emit("stage_handle", index=index, handle=dict(handle))
+    run.store.persist_transition()
 
 
 def _cleared_handle(entry: dict[str, Any]) -> dict[str, Any]:
@@ -543,7 +597,10 @@ def _run_subpipeline_stage(
         "manifest": ctx.workspace.display(child.path),
     }
     run.store.append("child_runs", link)
-    _stage_begin(run, index, sub_run_id=child_id, log_path=ctx.workspace.display(child.path))
+    _stage_begin(
+        run, index, persist=False, sub_run_id=child_id, log_path=ctx.workspace.display(child.path)
+    )
+    run.store.persist()  # at once: resume settles the child runs the manifest links
     result = _execute(ctx, child, child_pipeline, close_executor=False)
     with run.store.lock:
         link["status"] = result.status
@@ -586,10 +643,9 @@ def prepare_resume(
     the stage's handle; stages that did not succeed or get skipped go back to ``pending`` with
     the current config's title and command.
     """
+    _reap_stages(ctx, store)
+    _settle_child_runs(ctx, store)
     for entry, stage in zip(store.data["commands"], pipeline.stages, strict=True):
-        handle = entry.get("handle")
-        if isinstance(handle, dict):
-            ctx.executor.reap(handle, ctx.settings.kill_grace_seconds)
         if entry["status"] not in DONE_STAGE_STATUSES:
             command = stage.command if isinstance(stage, CommandStage) else None
             entry.update(status=StageStatus.PENDING, title=stage.title, command=command)
@@ -612,3 +668,73 @@ def prepare_resume(
         },
     )
     store.persist(durable=True)
+
+
+def _reap_stages(ctx: RunContext, store: ManifestStore) -> None:
+    """Have the executor end whatever the run's stages left behind (it verifies each handle).
+
+    Handles come from the manifest and from ``runner.ndjson``, which has every handle at once
+    while manifest writes of stage transitions may be deferred.
+    """
+    handles: dict[object, Handle] = {}  # the latest handle of each stage
+    for entry in store.data["commands"]:
+        if isinstance(entry.get("handle"), dict):
+            handles[entry["index"]] = entry["handle"]
+    for event in read_events(store.run_dir / EVENTS_NAME, "stage_handle"):
+        if isinstance(event.get("handle"), dict):
+            handles[event.get("index")] = event["handle"]
+    for handle in handles.values():
+        ctx.executor.reap(handle, ctx.settings.kill_grace_seconds)
+
+
+def _settle_child_runs(ctx: RunContext, store: ManifestStore) -> None:
+    """End the child runs a dead driver left unfinished: processes ended, records finished.
+
+    A child run is driven by its parent's process, so a dead parent means a dead child; the
+    child's own driver lock is taken first all the same, and a child someone drives is left be.
+    """
+    for link in store.data.get("child_runs", []):
+        if not isinstance(link, dict) or link.get("status") in TERMINAL_RUN_STATUSES:
+            continue
+        child_id = link.get("run_id")
+        try:
+            child_dir = ctx.workspace.run_dir(ctx.task_id, str(child_id))
+        except OrchestratorError:
+            continue
+        link["status"] = _settle_child(ctx, child_dir, str(child_id)) or link.get("status")
+
+
+def _settle_child(ctx: RunContext, child_dir: Path, child_id: str) -> str | None:
+    """Finish one unfinished child run; its final status, or None when it cannot be settled."""
+    driver = DriverLock(child_dir)
+    try:
+        if not driver.acquire():
+            note(f"warning: child run {child_id} is still driven by another process; left alone")
+            return None
+    except OSError as error:
+        note(f"warning: child run {child_id} not settled ({error.strerror})")
+        return None
+    try:
+        manifest = load_manifest(child_dir / MANIFEST_NAME, ctx.workspace.display(child_dir))
+    except OrchestratorError as error:
+        driver.release()
+        note(f"warning: child run {child_id} not settled: {error}")
+        return None
+    child = ManifestStore(child_dir, manifest)
+    child.driver = driver
+    if manifest["status"] in TERMINAL_RUN_STATUSES:
+        driver.release()
+        return str(manifest["status"])
+    _reap_stages(ctx, child)
+    _settle_child_runs(ctx, child)
+    record_finished_run(
+        ctx.workspace,
+        ctx.settings,
+        child,
+        str(manifest["pipeline_id"]),
+        RunStatus.FAILED,
+        DRIVER_LOST_DETAIL,
+    )
+    driver.release()
+    note(f"child run {child_id} of a dead driver ended as failed ({DRIVER_LOST_DETAIL})")
+    return RunStatus.FAILED
