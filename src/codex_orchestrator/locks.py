@@ -101,11 +101,7 @@ class FileLock:
     def release(self) -> None:
         """Release the lock (a no-op when it is not held)."""
         fd, self._fd = self._fd, None
-        if fd is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
+        unlock_and_close(fd)
 
     def __enter__(self) -> FileLock:
         self.acquire()
@@ -122,6 +118,15 @@ class FileLock:
     def _delay(self, attempt: int) -> float:
         nominal = self.initial_delay * self.factor**attempt
         return min(nominal * (1 + JITTER * (_unit_random() - 0.5)), self.max_delay)
+
+
+def unlock_and_close(fd: int | None) -> None:
+    """Drop the ``flock`` held on ``fd`` and close it (nothing when ``fd`` is None)."""
+    if fd is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
 
 def _write_holder(fd: int) -> None:
