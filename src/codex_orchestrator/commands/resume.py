@@ -14,7 +14,6 @@ from codex_orchestrator.config import Pipeline
 from codex_orchestrator.driver import DRIVER_LOCK_NAME, DriverLock
 from codex_orchestrator.errors import (
     EXIT_OK,
-    OrchestratorError,
     ResumeRefusedError,
     UnknownPipelineError,
 )
@@ -27,7 +26,6 @@ from codex_orchestrator.runner import (
     execute,
     hash_token,
     prepare_resume,
-    write_fault_exit_code,
 )
 from codex_orchestrator.safefs import SMALL_FILE_LIMIT, read_regular
 from codex_orchestrator.signals import SignalGuard
@@ -45,14 +43,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     if manifest["status"] == RunStatus.SUCCEEDED:
         return _already_succeeded(workspace, reporter, run_id, run_dir)
     recorded_driver = (run_dir / DRIVER_LOCK_NAME).exists()
-    try:
-        driver = DriverLock.take(run_dir, run_id)
-    except OSError as error:
-        raise OrchestratorError(
-            f"cannot resume run {run_id}: cannot lock {workspace.display(run_dir)} "
-            f"({error.strerror or error}); make the run directory writable, then resume again",
-            exit_code=write_fault_exit_code(error),
-        ) from None
+    driver = DriverLock.take(run_dir, run_id)  # an unwritable run directory: OSError, exit 1
     try:
         # Read again now that no one else can drive the run: the old driver may have
         # written its last records between the first read and taking the lock.
@@ -88,15 +79,8 @@ def _resume(
     with SignalGuard(ctx.cancellation):
         store = ManifestStore(run_dir, manifest)
         store.driver = driver
-        try:
-            prepare_resume(ctx, store, pipeline, args.actor or _default_actor(), args.reason)
-        except OSError as error:
-            raise OrchestratorError(
-                f"cannot resume run {run_id}: {workspace.display(run_dir)} cannot be written "
-                f"({error.strerror or error}); nothing was run and the manifest is unchanged — "
-                "free space or make the run directory writable, then resume again",
-                exit_code=write_fault_exit_code(error),
-            ) from None
+        # a full disk or an unwritable run directory raises before anything ran: exit 1
+        prepare_resume(ctx, store, pipeline, args.actor or _default_actor(), args.reason)
         note(f"run {run_id} resumed: pipeline {pipeline.id}, task {task_id}")
         result = execute(ctx, store, pipeline)
     return report_run(workspace, reporter, result)
