@@ -120,6 +120,15 @@ class FileLock:
         return min(nominal * (1 + JITTER * (_unit_random() - 0.5)), self.max_delay)
 
 
+def unlock_and_close(fd: int | None) -> None:
+    """Drop the ``flock`` held on ``fd`` and close it (nothing when ``fd`` is None)."""
+    if fd is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
 def _write_holder(fd: int) -> None:
     """Record "pid host time" in the lock file, for diagnosis only (never read back)."""
     note = f"{os.getpid()} {host_name()} {iso_utc()}\n".encode()
