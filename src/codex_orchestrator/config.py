@@ -1,4 +1,4 @@
-"""Load and validate ``codex.orchestrator.json`` at the repository root (spec section 5).
+"""Load and validate ``codex.orchestrator.json`` at the repository root (docs/configuration.md).
 
 Everything is checked before anything runs; a problem raises `ConfigError` with one line
 ``codex.orchestrator.json: <json path>: <problem>; <how to fix>`` (invalid JSON:
@@ -18,21 +18,40 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from types import MappingProxyType
+from pathlib import Path, PurePosixPath
 from typing import NamedTuple, NoReturn, TypeVar
 
-from codex_orchestrator.errors import ConfigError, UnknownPipelineError
+from codex_orchestrator.errors import ConfigError
 from codex_orchestrator.graph import GraphError, StageNode, located_path, validate
-from codex_orchestrator.ids import is_valid_id, validate_id
+from codex_orchestrator.ids import is_valid_id
+from codex_orchestrator.pipeline import (
+    BUILTIN_PIPELINE,
+    CONFIG_FILE,
+    CommandStage,
+    Config,
+    Pipeline,
+    Pipelines,
+    Stage,
+    SubpipelineStage,
+)
 from codex_orchestrator.workspace import SETTING_NAMES, check_setting
 
-CONFIG_FILE = "codex.orchestrator.json"
+__all__ = [
+    "BUILTIN_PIPELINE",
+    "CONFIG_FILE",
+    "CommandStage",
+    "Config",
+    "Pipeline",
+    "Stage",
+    "SubpipelineStage",
+    "load_config",
+]
+
 MAX_TIMEOUT_SECONDS = 7 * 86400
 MAX_RETRIES = 10
 MAX_RETRY_DELAY_SECONDS = 60.0
 MAX_PARALLEL_LIMIT = 1024
-BUILTIN_PIPELINE = "diagnostics"
+MIRROR_PLACEHOLDER = "{task}"
 
 #: Keys of TypeScript codex-orchestrator features this tool does not have: ignored, with a
 #: warning, wherever they are not valid keys (e.g. ``description`` on a stage).
@@ -104,100 +123,6 @@ T = TypeVar("T")
 D = TypeVar("D")
 
 
-class CommandStage(NamedTuple):
-    """A shell command run with ``/bin/sh -c`` in ``cwd`` (relative to the root) with ``env`` added.
-
-    ``requires`` names executables that must be on PATH (the runner skips the stage with
-    ``skipped: <tool> not found on PATH`` when one is absent); ``skip_reason``, when set, makes
-    the runner skip the stage with that text as its summary. Both are set only by the built-in
-    diagnostics pipeline, never from the config file.
-    """
-
-    id: str
-    title: str
-    command: str
-    cwd: str | None = None
-    env: Mapping[str, str] = MappingProxyType({})
-    allow_failure: bool = False
-    summary_hint: str | None = None
-    timeout_seconds: float | None = None
-    requires: tuple[str, ...] = ()
-    skip_reason: str | None = None
-    kind: str = "command"
-    needs: tuple[str, ...] | None = None
-    retries: int = 0
-    retry_delay_seconds: float = 1.0
-
-    def unavailable_reason(self) -> str | None:
-        """Why the stage cannot run here (its ``skip_reason``, or a required tool off PATH)."""
-        if self.skip_reason:
-            return self.skip_reason
-        if self.requires:
-            from shutil import which  # only stages that need tools pay for the import
-
-            for tool in self.requires:
-                if which(tool) is None:
-                    return f"skipped: {tool} not found on PATH"
-        return None
-
-
-class SubpipelineStage(NamedTuple):
-    """A stage that runs another pipeline as a child run; ``optional`` failures are skipped."""
-
-    id: str
-    title: str
-    pipeline: str
-    optional: bool = False
-    kind: str = "subpipeline"
-    needs: tuple[str, ...] | None = None
-
-
-Stage = CommandStage | SubpipelineStage
-
-
-class Pipeline(NamedTuple):
-    """A named, ordered list of stages; ``source`` is ``config`` or ``builtin``.
-
-    ``max_parallel`` (None: the settings decide) and ``fail_fast`` matter for graph pipelines
-    (stages with ``needs``, see docs/graphs.md).
-    """
-
-    id: str
-    title: str
-    description: str | None
-    source: str
-    stages: tuple[Stage, ...]
-    tags: tuple[str, ...] = ()
-    guardrails_required: bool | None = None
-    metadata: Mapping[str, object] = MappingProxyType({})
-    max_parallel: int | None = None
-    fail_fast: bool = False
-
-
-class Config(NamedTuple):
-    """The validated config: pipelines (builtin ``diagnostics`` included), settings, tasks."""
-
-    path: Path | None
-    default_pipeline: str | None
-    settings: Mapping[str, object]
-    pipelines: Mapping[str, Pipeline]
-    tasks: Mapping[str, object]
-    warnings: tuple[str, ...]
-
-    def resolve_pipeline(self, name: str | None) -> Pipeline:
-        """Return pipeline ``name`` (None: ``defaultPipeline``, else ``diagnostics``)."""
-        if name is None:
-            name = self.default_pipeline or BUILTIN_PIPELINE
-        pipeline_id = validate_id(name, "pipeline")
-        try:
-            return self.pipelines[pipeline_id]
-        except KeyError:
-            available = ", ".join(self.pipelines)
-            raise UnknownPipelineError(
-                f"unknown pipeline {pipeline_id!r}; available: {available}"
-            ) from None
-
-
 def load_config(root: Path) -> Config:
     """Read and validate ``root/codex.orchestrator.json``; only the builtin pipeline if absent."""
     path = root / CONFIG_FILE
@@ -217,16 +142,21 @@ def _builtin_only(root: Path) -> Config:
         path=None,
         default_pipeline=None,
         settings={},
-        pipelines={BUILTIN_PIPELINE: _builtin(root)},
+        pipelines=_with_builtins({}, root),
         tasks={},
         warnings=(),
     )
 
 
-def _builtin(root: Path) -> Pipeline:
-    from codex_orchestrator.diagnostics import builtin_diagnostics
+def _with_builtins(configured: Mapping[str, Pipeline], root: Path) -> Pipelines:
+    """The configured pipelines plus the built-in ``diagnostics``, made only when looked up."""
 
-    return builtin_diagnostics(root)
+    def diagnostics() -> Pipeline:
+        from codex_orchestrator.diagnostics import builtin_diagnostics
+
+        return builtin_diagnostics(root)
+
+    return Pipelines(configured, {BUILTIN_PIPELINE: diagnostics})
 
 
 def _decode(raw: bytes) -> object:
@@ -418,9 +348,9 @@ class _ConfigParser:
         parsed = _optional(
             top, "pipelines", "", lambda value, path: self._pipelines(value, path, stage_sets), {}
         )
-        pipelines = {pipeline_id: pipeline for pipeline_id, (pipeline, _) in parsed.items()}
-        if BUILTIN_PIPELINE not in pipelines:
-            pipelines[BUILTIN_PIPELINE] = _builtin(self.root)
+        pipelines = _with_builtins(
+            {pipeline_id: pipeline for pipeline_id, (pipeline, _) in parsed.items()}, self.root
+        )
         _check_subpipelines(parsed, list(pipelines))
         _check_graphs(parsed)
         _check_stage_set_subpipelines(stage_sets, list(pipelines))
@@ -434,6 +364,7 @@ class _ConfigParser:
             pipelines=pipelines,
             tasks=tasks,
             warnings=tuple(self._warnings()),
+            mirrors=_optional(tasks, "mirrors", "tasks", _read_mirrors, None),
         )
 
     def _check_keys(
@@ -626,6 +557,25 @@ def _read_settings(value: object, path: str) -> dict[str, object]:
             _fail(where, "unknown setting", _suggest(name, frozenset(SETTING_NAMES)))
         checked[name] = _read_setting(name, setting, where)
     return checked
+
+
+def _read_mirrors(value: object, path: str) -> tuple[str, ...]:
+    """Checklist mirror templates: relative paths inside the root, ``{task}`` at most once."""
+    fix = 'give a list of relative paths such as ["tasks/tasks-{task}.md", "docs/TASKS.md"]'
+    templates = _read_list(value, path, fix)
+    if not templates:
+        _fail(path, "must not be empty", fix)
+    checked = []
+    for index, raw in enumerate(templates):
+        where = f"{path}[{index}]"
+        template = _read_text(raw, where, fix)
+        pure = PurePosixPath(template)
+        if pure.is_absolute() or ".." in pure.parts:
+            _fail(where, f"{template!r} leads outside the repository root", fix)
+        if template.count(MIRROR_PLACEHOLDER) > 1:
+            _fail(where, f"{template!r} has {MIRROR_PLACEHOLDER} more than once", fix)
+        checked.append(template)
+    return tuple(checked)
 
 
 def _read_setting(name: str, value: object, path: str) -> float | int:

@@ -46,7 +46,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import NamedTuple
 
-from codex_orchestrator.config import BUILTIN_PIPELINE, CommandStage, Pipeline
+from codex_orchestrator.pipeline import BUILTIN_PIPELINE, CommandStage, Pipeline
 
 LOCK_FILES = (
     ("pnpm-lock.yaml", "pnpm"),

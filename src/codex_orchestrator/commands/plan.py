@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from codex_orchestrator.config import CommandStage, Pipeline, load_config
+from codex_orchestrator.config import load_config
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.output import Reporter, note
+from codex_orchestrator.pipeline import CommandStage, Pipeline
 from codex_orchestrator.workspace import Workspace, resolve_task_id
 
 
