@@ -8,6 +8,7 @@ exactly its ``needs`` (absent or empty: none), and a failure skips only what dep
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
@@ -259,3 +260,34 @@ class Scheduler:
                     skipped.add(dependent)
                     frontier.append(dependent)
         return [Skip(stage_id, failed) for stage_id in self._order if stage_id in skipped]
+
+
+def resolve_max_parallel(pipeline_value: int | None, configured: int | None) -> int:
+    """How many stages may run at once: the pipeline's ``maxParallel``, else the configured
+    value (``--max-parallel``, else env, else the ``max_parallel`` setting), else the CPU count.
+    """
+    return pipeline_value or configured or os.cpu_count() or 1
+
+
+class GraphView(NamedTuple):
+    """The graph as ``plan`` shows it: may stages run at once, the bound, the level order."""
+
+    parallel: bool
+    max_parallel: int
+    fail_fast: bool
+    levels: list[list[str]]
+
+    @classmethod
+    def of(cls, stages: Sequence[HasNeeds], max_parallel: int, fail_fast: bool) -> GraphView:
+        """Describe ``stages`` run with at most ``max_parallel`` at once."""
+        return cls(is_graph(stages), max_parallel, fail_fast, levels(stages))
+
+    def text_lines(self) -> list[str]:
+        """Text lines for the level order (none for a sequential pipeline)."""
+        if not self.parallel:
+            return []
+        fail_fast = ", failFast" if self.fail_fast else ""
+        lines = [f"  levels (at most {self.max_parallel} stages at once{fail_fast}):"]
+        for number, level in enumerate(self.levels, start=1):
+            lines.append(f"    {number}. {', '.join(level)}")
+        return lines

@@ -93,6 +93,13 @@ def check_setting(name: str, raw: object, source: str) -> float | int:
     return value
 
 
+def with_flag(settings: Settings, name: str, raw: str | None, flag: str) -> Settings:
+    """``settings`` with tunable ``name`` taken from command-line ``flag`` when it was given."""
+    if raw is None:
+        return settings
+    return settings._replace(**{name: check_setting(name, raw, flag)})  # type: ignore[arg-type]
+
+
 class Workspace(NamedTuple):
     """The repository root and the roots of run records (``.runs``) and task state (``out``)."""
 

@@ -18,7 +18,7 @@ from codex_orchestrator.manifest import RESUME_TOKEN_NAME, ManifestStore
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.process import SignalGuard
 from codex_orchestrator.runner import RunResult, execute, hash_token, prepare_resume
-from codex_orchestrator.workspace import Workspace
+from codex_orchestrator.workspace import Workspace, with_flag
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
@@ -34,6 +34,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         return report_run(workspace, reporter, result)
     _check_not_alive(run_dir, manifest, args.force)
     config, settings = load(workspace)
+    settings = with_flag(settings, "max_parallel", args.max_parallel, "--max-parallel")
     pipeline = _same_pipeline(config.pipelines, manifest)
     ctx = run_context(workspace, config, settings, task_id, reporter)
     with SignalGuard(ctx.cancellation):
