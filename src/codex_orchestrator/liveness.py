@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 from codex_orchestrator.clock import parse_iso_utc
 from codex_orchestrator.manifest import HEARTBEAT_NAME
-from codex_orchestrator.procfs import host_name, process_start_ticks
+from codex_orchestrator.procfs import checked_pid, host_name, process_start_ticks
 from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES
 from codex_orchestrator.workspace import Settings
 
@@ -55,8 +55,8 @@ def assess(run_dir: Path, manifest: dict[str, Any]) -> Liveness:
 
 def _orchestrator_gone(manifest: dict[str, Any]) -> bool:
     """True only when the recorded orchestrator ran on this host and is provably dead."""
-    pid = manifest.get("orchestrator_pid")
-    if not isinstance(pid, int) or manifest.get("host") != host_name():
+    pid = checked_pid(manifest.get("orchestrator_pid"))
+    if pid is None or manifest.get("host") != host_name():
         return False
     ticks = process_start_ticks(pid)
     return ticks is None or ticks != manifest.get("orchestrator_start_ticks")
