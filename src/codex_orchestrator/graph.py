@@ -230,11 +230,13 @@ class Scheduler:
         self._running.update(ready)
         return ready
 
-    def finish(self, stage_id: str, succeeded: bool) -> list[Skip]:
+    def finish(self, stage_id: str, succeeded: bool, *, skip_dependents: bool = True) -> list[Skip]:
         """Record the end of a running stage; return the stages its failure skips.
 
         ``succeeded`` is True for a stage that succeeded or was skipped (tool missing, allowed
-        failure): its dependents may start.
+        failure): its dependents may start. A stage ended by the run stopping (a signal,
+        failFast) does not skip its dependents (``skip_dependents=False``): like every stage
+        that never started in a stopped run, they stay pending.
         """
         self._running.discard(stage_id)
         self._ended[stage_id] = succeeded
@@ -244,7 +246,7 @@ class Scheduler:
             self.first_failure = stage_id
         if self._fail_fast or not self._graph:
             self.halted = True
-        return self._skip_dependents(stage_id) if self._graph else []
+        return self._skip_dependents(stage_id) if self._graph and skip_dependents else []
 
     def halt(self) -> None:
         """Start nothing more (the run is being cancelled); running stages may still finish."""
