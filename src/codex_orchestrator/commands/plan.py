@@ -59,7 +59,8 @@ def _stages(pipeline: Pipeline) -> list[dict[str, Any]]:
         }
         if isinstance(stage, CommandStage):
             item.update(
-                command=stage.command,
+                command=stage.command or None,
+                why=stage.why,
                 cwd=stage.cwd,
                 allow_failure=stage.allow_failure,
                 timeout_seconds=stage.timeout_seconds,
@@ -80,9 +81,12 @@ def _text(pipeline: Pipeline, stages: list[dict[str, Any]]) -> str:
     if pipeline.description:
         lines.append(f"  {pipeline.description}")
     for stage in stages:
-        target = stage.get("command") or f"sub-pipeline {stage.get('pipeline')}"
+        if stage["kind"] == "subpipeline":
+            target = f"sub-pipeline {stage['pipeline']}"
+        else:
+            target = stage["command"] or stage["skip_reason"]
         flags = [name for name in ("allow_failure", "optional") if stage.get(name)]
-        if stage.get("skip_reason"):
+        if stage.get("skip_reason") and stage.get("command"):
             flags.append(stage["skip_reason"])
         if stage.get("retries"):
             flags.append(f"retries {stage['retries']}")
@@ -90,4 +94,6 @@ def _text(pipeline: Pipeline, stages: list[dict[str, Any]]) -> str:
         if stage["needs"] and pipeline_is_graph:
             suffix += f"  (needs {', '.join(stage['needs'])})"
         lines.append(f"  {stage['index']:>2}. {stage['id']}: {target}{suffix}")
+        if stage.get("why"):
+            lines.append(f"      why: {stage['why']}")
     return "\n".join(lines)
