@@ -175,3 +175,15 @@ def test_bad_max_parallel_setting_is_refused(repo: Repo) -> None:
     repo.pipeline(stage("a"), settings={"max_parallel": 0})
 
     assert_refused(repo, ["start"], "settings.max_parallel: ")
+
+
+def test_builtin_diagnostics_runs_lint_and_test_after_build_and_spec_guard_at_once(
+    repo: Repo,
+) -> None:
+    result = repo.cli("plan", "diagnostics", "--format", "json")
+
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    needs = {stage["id"]: stage["needs"] for stage in document["stages"]}
+    assert needs == {"build": [], "lint": ["build"], "test": ["build"], "spec-guard": []}
+    assert document["graph"]["levels"] == [["build", "spec-guard"], ["lint", "test"]]
