@@ -356,9 +356,10 @@ class _Stages:
     ) -> Ended | RetryIn:
         """Record an attempt: retry it after the backoff, or end the stage."""
         run = self.run
-        entry = run.store.command(index)
-        history = [*entry.get("attempt_history", []), _attempt_record(attempt, entry, outcome)]
-        run.store.update_command(index, attempt_history=history)
+        if stage.retries:  # only stages that may retry carry a history (manifests stay small)
+            entry = run.store.command(index)
+            history = [*entry.get("attempt_history", []), _attempt_record(attempt, entry, outcome)]
+            run.store.update_command(index, attempt_history=history)
         self.last_outcome[index] = outcome
         failed = outcome.exit_code != 0 or outcome.timed_out or outcome.lost
         last = self.first_attempt[index] + stage.retries
