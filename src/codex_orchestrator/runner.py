@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.config import CommandStage, Config, Pipeline, SubpipelineStage
+from codex_orchestrator.driver import DriverLock
 from codex_orchestrator.errorfile import build_error_file
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
 from codex_orchestrator.events import EventLog
@@ -130,6 +131,7 @@ def create_run(
 ) -> ManifestStore:
     """Create the run directory, its resume token and its first (queued) manifest."""
     run_id, run_dir = _make_run_dir(ctx.workspace, ctx.task_id)
+    driver = DriverLock.take(run_dir, run_id)
     (run_dir / "commands").mkdir()
     (run_dir / "errors").mkdir()
     token = os.urandom(32).hex()
@@ -169,6 +171,7 @@ def create_run(
         "run_summary_path": None,
     }
     store = ManifestStore(run_dir, data)
+    store.driver = driver
     store.persist()
     return store
 
@@ -306,16 +309,14 @@ class _Stages:
             why = "not-applicable" if stage.skip_reason else "tool-missing"
             _stage_end(run, index, StageStatus.SKIPPED, summary=unavailable, skip_reason=why)
             return Ended(StageStatus.SKIPPED)
-        attempt = int(run.store.command(index).get("attempts") or 0) + 1
+        attempt, stdout_path, stderr_path = _attempt_logs(run, index, stage.id)
         self.first_attempt.setdefault(index, attempt)
-        stem = _log_stem(run, index, stage.id) + (f".attempt-{attempt}" if attempt > 1 else "")
-        stdout_path = run.run_dir / "commands" / f"{stem}.stdout.log"
-        stderr_path = run.run_dir / "commands" / f"{stem}.stderr.log"
         display = ctx.workspace.display
         _stage_begin(
             run,
             index,
             persist=False,
+            attempt=attempt,
             log_path=display(stdout_path),
             stderr_log_path=display(stderr_path),
             **_cleared_handle(run.store.command(index)),
@@ -496,9 +497,16 @@ def _attempt_record(attempt: int, entry: dict[str, Any], outcome: StageOutcome) 
     }
 
 
-def _stage_begin(run: ActiveRun, index: int, *, persist: bool = True, **fields: Any) -> None:
+def _stage_begin(
+    run: ActiveRun,
+    index: int,
+    *,
+    persist: bool = True,
+    attempt: int | None = None,
+    **fields: Any,
+) -> None:
     entry = run.store.command(index)
-    attempts = int(entry.get("attempts") or 0) + 1
+    attempts = attempt if attempt is not None else int(entry.get("attempts") or 0) + 1
     run.store.update_command(
         index,
         status=StageStatus.RUNNING,
@@ -550,6 +558,23 @@ def _stage_env(ctx: RunContext, run: ActiveRun, stage: CommandStage) -> dict[str
 def _log_stem(run: ActiveRun, index: int, stage_id: str) -> str:
     width = max(2, len(str(len(run.pipeline.stages))))
     return f"{index:0{width}d}-{stage_id}"
+
+
+def _attempt_logs(run: ActiveRun, index: int, stage_id: str) -> tuple[int, Path, Path]:
+    """The next attempt number and its log paths, never those of an earlier attempt.
+
+    The recorded count may lag behind the files (a driver killed between creating the logs
+    and recording the attempt), so numbers whose logs exist are skipped: an attempt's logs are
+    never truncated by another attempt.
+    """
+    attempt = int(run.store.command(index).get("attempts") or 0) + 1
+    while True:
+        stem = _log_stem(run, index, stage_id) + (f".attempt-{attempt}" if attempt > 1 else "")
+        stdout_path = run.run_dir / "commands" / f"{stem}.stdout.log"
+        stderr_path = run.run_dir / "commands" / f"{stem}.stderr.log"
+        if not (os.path.lexists(stdout_path) or os.path.lexists(stderr_path)):
+            return attempt, stdout_path, stderr_path
+        attempt += 1
 
 
 #: Stage-entry fields a handle's fields never overwrite when they are copied onto the entry.
@@ -733,6 +758,8 @@ def _finish(ctx: RunContext, run: ActiveRun, status: RunStatus, detail: str | No
     )
     run.events.emit("run_finished", status=status, status_detail=detail, exit_code=exit_code)
     run.events.close()
+    if run.store.driver is not None:
+        run.store.driver.release()
     return RunResult(run.run_id, status, detail, exit_code, run.run_dir)
 
 
