@@ -335,6 +335,26 @@ def test_sigterm_with_four_stages_running_ends_every_group(repo: Repo) -> None:
     assert entries["later"]["status"] == "pending"
 
 
+def test_a_timeout_ends_only_its_stage_while_others_finish(repo: Repo) -> None:
+    graph(
+        repo,
+        stage("hang", "sleep 300 & wait", timeoutSeconds=0.5),
+        stage("after-hang", needs=["hang"]),
+        stage("steady", "sleep 1; echo steady done"),
+    )
+
+    code, _, manifest = start(repo)
+
+    assert code == 1
+    assert manifest["status_detail"] == "stage:hang:timeout"
+    entries = by_id(manifest)
+    assert entries["hang"]["status"] == "failed"
+    assert entries["hang"]["timed_out"] is True
+    assert group_left(entries["hang"]["handle"]["pgid"]) == []
+    assert entries["after-hang"]["skip_reason"] == "needs-failed"
+    assert entries["steady"]["summary"] == "steady done"
+
+
 def test_sigkill_then_resume_reruns_only_what_did_not_succeed(repo: Repo) -> None:
     waits = "echo run >> {0}.runs; [ -f resumed ] || sleep 300"
     graph(
