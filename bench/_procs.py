@@ -57,6 +57,13 @@ def spawn_cli(
     )
 
 
+def stop_cli(proc: subprocess.Popen[bytes]) -> None:
+    """Kill an orchestrator this bench started, if still running, and collect its output."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
 def task_dirs(repo: BenchRepo, task: str) -> tuple[Path, Path]:
     """The task's runs directory and out directory."""
     return repo.root / ".runs" / task, repo.root / "out" / task

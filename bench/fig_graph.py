@@ -10,7 +10,7 @@ measured in the same run:
 - ``output``: 4 stages at once, each printing N MB; the orchestrator's peak RSS (in-process
   under ``bench/_rss.py``) against a bare interpreter, and the logs against the bytes
   printed. Target: under 40 MB, logs equal.
-- ``transitions``: 32 stages released by one file at the same moment, so that they finish
+- ``transitions``: 32 stages released by one FIFO at the same moment, so that they finish
   within milliseconds of each other; every transition must be in the final manifest and
   ``runner.ndjson`` must hold exactly one line per event.
 """
@@ -18,8 +18,10 @@ measured in the same run:
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from _harness import (
@@ -34,7 +36,14 @@ from _harness import (
     median,
     progress,
 )
-from _procs import find_manifest, kill_group_quietly, load_json, recorded_groups, spawn_cli
+from _procs import (
+    find_manifest,
+    kill_group_quietly,
+    load_json,
+    recorded_groups,
+    spawn_cli,
+    stop_cli,
+)
 from fig_capture import bare_rss_kib, peak_rss_kib
 
 PARALLEL_STAGES = 8
@@ -48,8 +57,12 @@ OUTPUT_STAGES = 4
 RSS_TARGET_MB = 40
 BURST_STAGES = 32
 BURST_TASK = "burst"
-#: Each burst stage waits for the ``go`` file, then ends at once and prints when it ended.
-BURST_COMMAND = "while [ ! -e go ]; do sleep 0.005; done; date +%s.%N"
+#: Each burst stage (bash, for its clock builtin: nothing is started after the release) reads
+#: the ``go`` FIFO: all of them see its end of file at the same moment, when the bench closes
+#: its write end, then print when they ended and exit.
+BURST_COMMAND = "exec bash -c 'read -r _ < go; echo $EPOCHREALTIME'"
+#: How long the bench holds the FIFO open, so that every stage has opened it before the end.
+BURST_HOLD_SECONDS = 0.5
 
 
 def _stage(stage_id: str, command: str = "true", **extra: Any) -> dict[str, Any]:
@@ -199,9 +212,22 @@ def _output_figures(repo: BenchRepo, output_mb: int) -> list[Figure]:
     ]
 
 
+def _open_writer(fifo: Path, deadline: float) -> int:
+    """The FIFO's write end, once a reader has opened it (never blocking past ``deadline``)."""
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as error:  # ENXIO: no reader yet
+            if time.monotonic() > deadline:
+                raise BenchError(f"no burst stage opened {fifo.name}: {error}") from None
+            time.sleep(0.005)
+
+
 def _burst(repo: BenchRepo) -> tuple[dict[str, Any], list[dict[str, Any]], float]:
     """One burst run: release its 32 stages at once; its manifest, events and finish spread."""
-    (repo.root / "go").unlink(missing_ok=True)
+    fifo = repo.root / "go"
+    fifo.unlink(missing_ok=True)
+    os.mkfifo(fifo)
     proc = spawn_cli(repo, "start", "burst", "--task", BURST_TASK, "--format", "json")
     groups: list[int] = []
     try:
@@ -216,12 +242,12 @@ def _burst(repo: BenchRepo) -> tuple[dict[str, Any], list[dict[str, Any]], float
                 except ValueError:
                     groups = []
             time.sleep(0.01)
-        (repo.root / "go").touch()
+        release = _open_writer(fifo, deadline)
+        time.sleep(BURST_HOLD_SECONDS)
+        os.close(release)  # every stage reads end of file now
         out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        stop_cli(proc)
         for pgid in groups:
             kill_group_quietly(pgid)
     if proc.returncode != 0:
@@ -263,8 +289,8 @@ def _transitions_figure(repo: BenchRepo) -> Figure:
         ok=not problems,
         values={"spread_s": spread, "events": dict(kinds), "problems": problems},
         note=(
-            "stages poll for one `go` file, touched once all are running; spread = last minus "
-            "first stage end (their own clocks)"
+            "stages block reading one FIFO whose write end the bench closes once all run; "
+            "spread = last minus first stage end (their own clocks)"
             + (f"; problems: {'; '.join(problems)}" if problems else "")
         ),
     )

@@ -23,6 +23,7 @@ from _procs import (
     kill_group_quietly,
     load_json,
     spawn_cli,
+    stop_cli,
     wait_group_gone,
     wait_stages_running,
 )
@@ -96,9 +97,7 @@ def _round(repo: BenchRepo, pipeline: str, task: str, samples: _Samples) -> None
         if manifest["commands"][0].get("status") != "failed":
             samples.problems.append(f"{task}: stage {manifest['commands'][0].get('status')}")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        stop_cli(proc)
         for pgid in groups:
             kill_group_quietly(pgid)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,18 @@ def running_groups(repo: Repo) -> list[int]:
         for entry in manifest["commands"]
         if entry["status"] == "running" and isinstance(entry.get("handle"), dict)
     ]
+
+
+@contextlib.contextmanager
+def spawned(repo: Repo, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """``start ARGS --format json`` in the background, killed at the end if still running."""
+    proc = repo.spawn("start", *args, "--format", "json", env=FAST)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def group_left(pgid: int) -> list[int]:
@@ -286,15 +300,10 @@ def test_retries_exhausted_fail_the_stage(repo: Repo) -> None:
 
 def test_a_cancelled_stage_is_never_retried(repo: Repo) -> None:
     graph(repo, stage("slow", "sleep 300", retries=3, retryDelaySeconds=0, needs=[]))
-    proc = repo.spawn("start", "--format", "json", env=FAST)
-    try:
+    with spawned(repo) as proc:
         wait_for(lambda: len(running_groups(repo)) == 1, "the stage to run")
         proc.send_signal(signal.SIGTERM)
         stdout, _ = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
     assert proc.returncode == 143
     manifest = repo.manifest(json.loads(stdout))
@@ -313,18 +322,12 @@ def test_sigterm_with_four_stages_running_ends_every_group(repo: Repo) -> None:
         stage("later", needs=["s0"]),
         maxParallel=4,
     )
-    proc = repo.spawn("start", "--format", "json", env=FAST)
-    groups: list[int] = []
-    try:
+    with spawned(repo) as proc:
         wait_for(lambda: len(running_groups(repo)) == 4, "four stages to run")
         groups = running_groups(repo)
         wait_for(lambda: all(len(group_left(g)) >= 3 for g in groups), "the helpers")
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
     assert proc.returncode == 143, stderr
     assert [group_left(pgid) for pgid in groups] == [[], [], [], []]
@@ -364,17 +367,11 @@ def test_sigkill_then_resume_reruns_only_what_did_not_succeed(repo: Repo) -> Non
         stage("c", waits.format("c"), needs=["a"]),
         stage("d", "echo run >> d.runs", needs=["b", "c"]),
     )
-    proc = repo.spawn("start", "--format", "json", env=FAST)
-    groups: list[int] = []
-    try:
+    with spawned(repo) as proc:
         wait_for(lambda: len(running_groups(repo)) == 2, "b and c to run")
         groups = running_groups(repo)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     killed = run_manifest(repo)
     assert killed is not None
     assert all(group_left(pgid) for pgid in groups)  # the dead run left its stages behind
