@@ -8,6 +8,7 @@ what starting, finishing and skipping a stage means for the records.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import signal
@@ -21,10 +22,10 @@ from typing import Any, NamedTuple
 
 from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.config import CommandStage, Config, Pipeline, SubpipelineStage
-from codex_orchestrator.driver import DriverLock
+from codex_orchestrator.driver import DriverLock, driver_identity
 from codex_orchestrator.errorfile import build_error_file
-from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
-from codex_orchestrator.events import EventLog
+from codex_orchestrator.errors import EXIT_FAILED, EXIT_USAGE, OrchestratorError
+from codex_orchestrator.events import EventLog, read_events
 from codex_orchestrator.executor import (
     RUN_ID_ENV,
     Cancellation,
@@ -49,7 +50,6 @@ from codex_orchestrator.manifest import (
 )
 from codex_orchestrator.output import note
 from codex_orchestrator.parallel import PrefixedEcho, retry_delay
-from codex_orchestrator.procfs import host_name, process_start_ticks
 from codex_orchestrator.records import record_finished_run
 from codex_orchestrator.stage_loop import Ended, Finish, LoopState, Post, RetryIn, StageLoop, Work
 from codex_orchestrator.statuses import (
@@ -119,37 +119,87 @@ def hash_token(token: str) -> str:
 
 def _make_run_dir(workspace: Workspace, task_id: str) -> tuple[str, Path]:
     cli_dir = workspace.task_runs_dir(task_id) / "cli"
-    try:
-        cli_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OrchestratorError(
-            f"cannot create {workspace.display(cli_dir)} ({error.strerror}); make the runs root "
-            "(CODEX_ORCHESTRATOR_RUNS_DIR, default .runs) a writable directory",
-            exit_code=EXIT_USAGE,
-        ) from None
     while True:
         run_id = new_run_id()
         run_dir = cli_dir / run_id
         try:
+            cli_dir.mkdir(parents=True, exist_ok=True)
             run_dir.mkdir()
         except FileExistsError:
             continue
+        except OSError as error:
+            raise OrchestratorError(
+                f"cannot create {workspace.display(run_dir)} ({error.strerror}); make the runs "
+                "root (CODEX_ORCHESTRATOR_RUNS_DIR, default .runs) a writable directory with "
+                "free space",
+                exit_code=write_fault_exit_code(error),
+            ) from None
         return run_id, run_dir
+
+
+#: errno values that say "this place is not writable" (bad input) rather than "out of space".
+_NOT_WRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR})
+
+
+def write_fault_exit_code(error: OSError) -> int:
+    """2 when a run's place is not writable (a setting or permission to fix), else 1 (an
+    environment fault such as a full disk)."""
+    return EXIT_USAGE if error.errno in _NOT_WRITABLE else EXIT_FAILED
 
 
 def create_run(
     ctx: RunContext, pipeline: Pipeline, parent_run_id: str | None, approval_policy: str | None
 ) -> ManifestStore:
-    """Create the run directory, its resume token and its first (queued) manifest."""
+    """Create the run directory, its resume token and its first (queued) manifest.
+
+    A failure before the manifest exists leaves no run directory behind: a directory without
+    a manifest would be a run nobody can see, resume or clean.
+    """
     run_id, run_dir = _make_run_dir(ctx.workspace, ctx.task_id)
-    driver = DriverLock.take(run_dir, run_id)
-    (run_dir / "commands").mkdir()
-    (run_dir / "errors").mkdir()
-    token = os.urandom(32).hex()
-    write_resume_token(run_dir, token)
+    driver = DriverLock(run_dir)
+    try:
+        driver.acquire()
+        (run_dir / "commands").mkdir()
+        (run_dir / "errors").mkdir()
+        token = os.urandom(32).hex()
+        write_resume_token(run_dir, token)
+        store = ManifestStore(
+            run_dir,
+            _first_manifest(ctx, pipeline, run_id, run_dir, token, parent_run_id, approval_policy),
+        )
+        store.persist()
+    except OSError as error:
+        driver.release()
+        _remove_unborn_run(run_dir)
+        raise OrchestratorError(
+            f"cannot create run {run_id} in {ctx.workspace.display(run_dir.parent)} "
+            f"({error.strerror or error}); nothing was run — free space or make the runs root "
+            "writable, then start again",
+            exit_code=write_fault_exit_code(error),
+        ) from None
+    store.driver = driver
+    return store
+
+
+def _remove_unborn_run(run_dir: Path) -> None:
+    """Remove a run directory this process just created and that has no manifest yet."""
+    import shutil  # only on this failure path: keeps start-up light
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _first_manifest(
+    ctx: RunContext,
+    pipeline: Pipeline,
+    run_id: str,
+    run_dir: Path,
+    token: str,
+    parent_run_id: str | None,
+    approval_policy: str | None,
+) -> dict[str, Any]:
     display = ctx.workspace.display
     now = iso_utc()
-    data: dict[str, Any] = {
+    return {
         "version": MANIFEST_VERSION,
         "task_id": ctx.task_id,
         "task_slug": ctx.task_slug,
@@ -181,10 +231,6 @@ def create_run(
         "child_runs": [],
         "run_summary_path": None,
     }
-    store = ManifestStore(run_dir, data)
-    store.driver = driver
-    store.persist()
-    return store
 
 
 def _command_entries(pipeline: Pipeline) -> list[dict[str, Any]]:
@@ -212,13 +258,7 @@ def _execute(
     ctx: RunContext, store: ManifestStore, pipeline: Pipeline, *, close_executor: bool
 ) -> RunResult:
     run = ActiveRun(store=store, pipeline=pipeline, events=EventLog(store.run_dir / EVENTS_NAME))
-    store.update(
-        status=RunStatus.IN_PROGRESS,
-        executor=ctx.executor.name,
-        host=host_name(),
-        orchestrator_pid=os.getpid(),
-        orchestrator_start_ticks=process_start_ticks(os.getpid()),
-    )
+    store.update(status=RunStatus.IN_PROGRESS, executor=ctx.executor.name, **driver_identity())
     heartbeat = Heartbeat(
         store,
         ctx.settings.heartbeat_interval_seconds,
@@ -226,10 +266,11 @@ def _execute(
         on_failure=lambda error: _heartbeat_failed(run, error),
     )
     run.events.emit("run_started", run_id=run.run_id, pipeline_id=pipeline.id, pid=os.getpid())
-    store.persist()
-    heartbeat.start()
-    try:
+    try:  # from here on, whatever fails, the run ends with a terminal manifest
+        store.persist()
+        heartbeat.start()
         outcome = _run_stages(ctx, run)
+        store.flush()  # a run directory that can no longer be written fails the run here
     except Exception as error:  # an unexpected fault still ends with an honest record
         outcome = _internal_failure(run, error)
     finally:
@@ -240,6 +281,7 @@ def _execute(
         "heartbeat_stats",
         ticks=heartbeat.ticks,
         manifest_writes=heartbeat.manifest_writes,
+        manifest_writes_total=store.writes,
         failures=heartbeat.failures,
     )
     return _finish(ctx, run, *outcome)
@@ -380,7 +422,7 @@ class _Stages:
             why = "timed out" if outcome.timed_out else f"exit {outcome.exit_code}"
             summary = f"attempt {attempt} of {last} failed ({why}); retrying in {delay:g}s"
             run.store.update_command(index, summary=summary, exit_code=outcome.exit_code)
-            run.store.persist()
+            run.store.persist_transition()
             run.events.emit(
                 "stage_retry",
                 index=index,
@@ -428,7 +470,7 @@ class _Stages:
                 summary=f"skipped: {failed} failed",
                 completed_at=now,
             )
-        run.store.persist()
+        run.store.persist_transition()
         for index, failed in skips:
             run.events.emit(
                 "stage_finished",
@@ -452,7 +494,14 @@ class _Stages:
             "manifest": ctx.workspace.display(child.path),
         }
         run.store.append("child_runs", link)
-        _stage_begin(run, index, sub_run_id=child_id, log_path=ctx.workspace.display(child.path))
+        _stage_begin(
+            run,
+            index,
+            persist=False,
+            sub_run_id=child_id,
+            log_path=ctx.workspace.display(child.path),
+        )
+        run.store.persist()  # at once: resume settles the child runs the manifest links
         # the child follows this run's cancellation, so that a failFast teardown reaches it
         child_ctx = ctx._replace(cancellation=cancellation)
 
@@ -530,13 +579,13 @@ def _stage_begin(
         **fields,
     )
     if persist:
-        run.store.persist()
+        run.store.persist_transition()
     run.events.emit("stage_started", index=index, stage_id=entry["id"], attempt=attempts)
 
 
 def _stage_end(run: ActiveRun, index: int, status: StageStatus, **fields: Any) -> None:
     run.store.update_command(index, status=status, completed_at=iso_utc(), **fields)
-    run.store.persist()
+    run.store.persist_transition()
     entry = run.store.command(index)
     run.events.emit(
         "stage_finished",
@@ -610,7 +659,8 @@ def _stage_handle(run: ActiveRun, index: int, handle: Handle) -> None:
         if key != "kind" and key not in _RESERVED_ENTRY_FIELDS and _scalar(value)
     }
     run.store.update_command(index, handle=dict(handle), **copied)
-    run.store.persist()
+    run.events.emit("stage_handle", index=index, handle=dict(handle))
+    run.store.persist_transition()
 
 
 def _cleared_handle(entry: dict[str, Any]) -> dict[str, Any]:
@@ -813,11 +863,20 @@ def prepare_resume(
 
 
 def _reap_stages(ctx: RunContext, store: ManifestStore) -> None:
-    """Have the executor end whatever the run's stages left behind (it verifies each handle)."""
+    """Have the executor end whatever the run's stages left behind (it verifies each handle).
+
+    Handles come from the manifest and from ``runner.ndjson``, which has every handle at once
+    while manifest writes of stage transitions may be deferred.
+    """
+    handles: dict[object, Handle] = {}  # the latest handle of each stage
     for entry in store.data["commands"]:
-        handle = entry.get("handle")
-        if isinstance(handle, dict):
-            ctx.executor.reap(handle, ctx.settings.kill_grace_seconds)
+        if isinstance(entry.get("handle"), dict):
+            handles[entry["index"]] = entry["handle"]
+    for event in read_events(store.run_dir / EVENTS_NAME, "stage_handle"):
+        if isinstance(event.get("handle"), dict):
+            handles[event.get("index")] = event["handle"]
+    for handle in handles.values():
+        ctx.executor.reap(handle, ctx.settings.kill_grace_seconds)
 
 
 def _settle_child_runs(ctx: RunContext, store: ManifestStore) -> None:
