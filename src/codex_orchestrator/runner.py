@@ -893,40 +893,45 @@ def _settle_child_runs(ctx: RunContext, store: ManifestStore) -> None:
             child_dir = ctx.workspace.run_dir(ctx.task_id, str(child_id))
         except OrchestratorError:
             continue
-        link["status"] = _settle_child(ctx, child_dir, str(child_id)) or link.get("status")
+        link["status"] = settle_dead_run(ctx, child_dir) or link.get("status")
 
 
-def _settle_child(ctx: RunContext, child_dir: Path, child_id: str) -> str | None:
-    """Finish one unfinished child run; its final status, or None when it cannot be settled."""
-    driver = DriverLock(child_dir)
+def settle_dead_run(
+    ctx: RunContext,
+    run_dir: Path,
+    status: RunStatus = RunStatus.FAILED,
+    detail: str | None = DRIVER_LOST_DETAIL,
+) -> str | None:
+    """Finish an unfinished run whose driver is dead: end what its stages (and its child runs)
+    left behind, then write its final records with ``status`` and ``detail``.
+
+    Returns the run's final status, or None when it could not be settled (someone drives it,
+    or its directory or manifest is unusable; one warning line says which). A run that had
+    already ended is left as it is.
+    """
+    run_id = run_dir.name
+    driver = DriverLock(run_dir)
     try:
         if not driver.acquire():
-            note(f"warning: child run {child_id} is still driven by another process; left alone")
+            note(f"warning: run {run_id} is still driven by another process; left alone")
             return None
     except OSError as error:
-        note(f"warning: child run {child_id} not settled ({error.strerror})")
+        note(f"warning: run {run_id} not settled ({error.strerror})")
         return None
     try:
-        manifest = load_manifest(child_dir / MANIFEST_NAME, ctx.workspace.display(child_dir))
+        manifest = load_manifest(run_dir / MANIFEST_NAME, ctx.workspace.display(run_dir))
+        if manifest["status"] in TERMINAL_RUN_STATUSES:
+            return str(manifest["status"])
+        store = ManifestStore(run_dir, manifest)
+        _reap_stages(ctx, store)
+        _settle_child_runs(ctx, store)
+        record_finished_run(
+            ctx.workspace, ctx.settings, store, str(manifest["pipeline_id"]), status, detail
+        )
     except OrchestratorError as error:
-        driver.release()
-        note(f"warning: child run {child_id} not settled: {error}")
+        note(f"warning: run {run_id} not settled: {error}")
         return None
-    child = ManifestStore(child_dir, manifest)
-    child.driver = driver
-    if manifest["status"] in TERMINAL_RUN_STATUSES:
+    finally:
         driver.release()
-        return str(manifest["status"])
-    _reap_stages(ctx, child)
-    _settle_child_runs(ctx, child)
-    record_finished_run(
-        ctx.workspace,
-        ctx.settings,
-        child,
-        str(manifest["pipeline_id"]),
-        RunStatus.FAILED,
-        DRIVER_LOST_DETAIL,
-    )
-    driver.release()
-    note(f"child run {child_id} of a dead driver ended as failed ({DRIVER_LOST_DETAIL})")
-    return RunStatus.FAILED
+    note(f"run {run_id} of a dead driver ended as {status} ({detail})")
+    return status
