@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Repo
+from conftest import Repo, assert_one_line_error
 
 FAST = {"CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS": "0.1"}
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount or chattr")
@@ -53,13 +53,6 @@ def _fill(disk: Path) -> Path:
     return filler
 
 
-def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
-
-
 @ROOT_ONLY
 def test_full_disk_before_the_manifest_leaves_no_run_directory(repo: Repo, tmp_path: Path) -> None:
     repo.pipeline({"id": "one", "command": "true"})
@@ -67,9 +60,7 @@ def test_full_disk_before_the_manifest_leaves_no_run_directory(repo: Repo, tmp_p
         (disk / "default" / "cli").mkdir(parents=True)
         _fill(disk)
         result = repo.cli("start", env={"CODEX_ORCHESTRATOR_RUNS_DIR": str(disk)})
-        assert result.returncode in (1, 2), result.stderr
-        line = _one_line_error(result)
-        assert "No space left on device" in line and "nothing was run" in line
+        assert_one_line_error(result, 1, "start:", "No space left on device")
         assert list((disk / "default" / "cli").iterdir()) == []
 
 
@@ -94,8 +85,7 @@ def test_full_disk_during_resume_changes_nothing_and_resume_works_later(
         filler = _fill(disk)
         env = {**FAST, "CODEX_ORCHESTRATOR_RUNS_DIR": str(disk)}
         result = repo.cli("resume", run_id, env=env)
-        assert result.returncode == 1, result.stderr
-        assert "No space left on device" in _one_line_error(result)
+        assert_one_line_error(result, 1, "resume:", "No space left on device")
         assert (run_dir / "manifest.json").read_bytes() == before
         filler.unlink()
         again = repo.cli("resume", run_id, "--format", "json", env=env)
@@ -114,8 +104,7 @@ def test_immutable_run_directory_on_resume(repo: Repo, tmp_path: Path) -> None:
         result = repo.cli("resume", run_id, env={**FAST, "CODEX_ORCHESTRATOR_RUNS_DIR": str(runs)})
     finally:
         subprocess.run(["chattr", "-i", str(run_dir)], check=False)
-    assert result.returncode == 2, result.stderr
-    assert "Operation not permitted" in _one_line_error(result)
+    assert_one_line_error(result, 1, "resume:", "Operation not permitted")
     assert (run_dir / "manifest.json").read_bytes() == before
 
 
@@ -133,9 +122,8 @@ def test_read_only_run_directory_on_resume(repo: Repo, tmp_path: Path) -> None:
         result = repo.cli("resume", run_id, "--format", "json", env=env)
     finally:
         subprocess.run(["umount", str(run_dir)], check=False)
-    assert result.returncode == 2, result.stderr
-    assert "Read-only file system" in _one_line_error(result)
-    assert json.loads(result.stdout)["exit_code"] == 2
+    assert_one_line_error(result, 1, "resume:", "Read-only file system")
+    assert json.loads(result.stdout)["exit_code"] == 1
     assert (run_dir / "manifest.json").read_bytes() == before
 
 
@@ -143,8 +131,7 @@ def test_read_only_run_directory_on_resume(repo: Repo, tmp_path: Path) -> None:
 def test_heartbeat_interval_has_a_lower_bound(repo: Repo, value: str) -> None:
     repo.pipeline({"id": "one", "command": "true"})
     result = repo.cli("start", env={"CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS": value})
-    assert result.returncode == 2
-    assert "from 0.05 to 3600" in _one_line_error(result)
+    assert_one_line_error(result, 2, "from 0.05 to 3600")
     assert not (repo.root / ".runs").exists() or not list((repo.root / ".runs").rglob("*.json"))
 
 

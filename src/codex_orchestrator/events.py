@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.clock import iso_utc
-from codex_orchestrator.safefs import UnreadableFileError, read_regular
+from codex_orchestrator.jsonio import encode_record
+from codex_orchestrator.output import note
+from codex_orchestrator.safefs import UnreadableFileError, open_no_follow, read_regular
 
 #: The most of a run's event log read back (by resume, for the stages' handles).
 EVENTS_READ_LIMIT = 256 * 1024 * 1024
@@ -21,16 +23,17 @@ class EventLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        except OSError:
-            self._fd = -1  # an unwritable run directory: the manifest writes report it
         self._lock = threading.Lock()
+        try:
+            self._fd = open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        except OSError as error:  # the event log is a diagnostic: its loss never stops a run
+            note(f"warning: {path}: events not recorded ({error.strerror})")
+            self._fd = -1
 
     def emit(self, event: str, **fields: Any) -> None:
         """Append one event; a failed append never disturbs the run."""
         record = {"timestamp": iso_utc(), "event": event, **fields}
-        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        line = encode_record(json.dumps(record, ensure_ascii=False) + "\n")
         with self._lock:
             if self._fd < 0:
                 return

@@ -8,7 +8,6 @@ what starting, finishing and skipping a stage means for the records.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import signal
@@ -24,7 +23,7 @@ from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.config import CommandStage, Config, Pipeline, SubpipelineStage
 from codex_orchestrator.driver import DriverLock, driver_identity
 from codex_orchestrator.errorfile import build_error_file
-from codex_orchestrator.errors import EXIT_FAILED, EXIT_USAGE, OrchestratorError
+from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
 from codex_orchestrator.events import EventLog, read_events
 from codex_orchestrator.executor import (
     RUN_ID_ENV,
@@ -118,33 +117,26 @@ def hash_token(token: str) -> str:
 
 
 def _make_run_dir(workspace: Workspace, task_id: str) -> tuple[str, Path]:
-    cli_dir = workspace.task_runs_dir(task_id) / "cli"
+    """Create a fresh run directory. A runs root that cannot hold the task's ``cli`` directory
+    is bad input (exit 2); failing to create the run directory itself (read-only or full runs
+    root) is an environment fault that propagates to the command line's handler (exit 1)."""
+    cli_dir = workspace.cli_dir(task_id)
+    try:
+        cli_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OrchestratorError(
+            f"cannot create {workspace.display(cli_dir)} ({error.strerror}); make the runs root "
+            "(CODEX_ORCHESTRATOR_RUNS_DIR, default .runs) a writable directory",
+            exit_code=EXIT_USAGE,
+        ) from None
     while True:
         run_id = new_run_id()
         run_dir = cli_dir / run_id
         try:
-            cli_dir.mkdir(parents=True, exist_ok=True)
             run_dir.mkdir()
         except FileExistsError:
             continue
-        except OSError as error:
-            raise OrchestratorError(
-                f"cannot create {workspace.display(run_dir)} ({error.strerror}); make the runs "
-                "root (CODEX_ORCHESTRATOR_RUNS_DIR, default .runs) a writable directory with "
-                "free space",
-                exit_code=write_fault_exit_code(error),
-            ) from None
         return run_id, run_dir
-
-
-#: errno values that say "this place is not writable" (bad input) rather than "out of space".
-_NOT_WRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR})
-
-
-def write_fault_exit_code(error: OSError) -> int:
-    """2 when a run's place is not writable (a setting or permission to fix), else 1 (an
-    environment fault such as a full disk)."""
-    return EXIT_USAGE if error.errno in _NOT_WRITABLE else EXIT_FAILED
 
 
 def create_run(
@@ -168,15 +160,10 @@ def create_run(
             _first_manifest(ctx, pipeline, run_id, run_dir, token, parent_run_id, approval_policy),
         )
         store.persist()
-    except OSError as error:
+    except OSError:
         driver.release()
         _remove_unborn_run(run_dir)
-        raise OrchestratorError(
-            f"cannot create run {run_id} in {ctx.workspace.display(run_dir.parent)} "
-            f"({error.strerror or error}); nothing was run — free space or make the runs root "
-            "writable, then start again",
-            exit_code=write_fault_exit_code(error),
-        ) from None
+        raise
     store.driver = driver
     return store
 

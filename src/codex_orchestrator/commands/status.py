@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codex_orchestrator.errors import EXIT_FAILED, RunNotFoundError, UsageError
+from codex_orchestrator.errors import EXIT_FAILED, UsageError
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.liveness import assess
 from codex_orchestrator.manifest import (
@@ -16,6 +16,7 @@ from codex_orchestrator.manifest import (
     load_manifest,
 )
 from codex_orchestrator.output import Reporter, note
+from codex_orchestrator.persistence import settle_waiting_snapshots
 from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, StageStatus, run_exit_code
 from codex_orchestrator.workspace import Workspace
 
@@ -28,12 +29,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     workspace = Workspace.from_env()
     run_id = validate_id(args.run_id, "run")
     task_id = validate_id(args.task, "task") if args.task else None
-    found = workspace.find_run(run_id, task_id)
-    if found is None:
-        raise RunNotFoundError(
-            f"unknown run {run_id!r}: no manifest for it under {workspace.display(workspace.runs_dir)}"
-        )
-    run_dir = found[1]
+    task, run_dir = workspace.require_run(run_id, task_id)
+    settle_waiting_snapshots(workspace, task, note)
     if args.watch:
         return _watch(workspace, run_dir, args.interval, reporter)
     path = run_dir / MANIFEST_NAME
