@@ -96,7 +96,7 @@ def test_ruff_result_line_is_the_lint_summary(repo: Repo) -> None:
     code, stages = start(repo)
     assert (code, stages["lint"]["status"]) == (1, "failed")
     assert stages["lint"]["summary"] == "Found 2 errors."
-    assert stages["test"]["status"] == "pending"
+    assert stages["test"]["status"] != "pending"  # test runs beside lint, after build
 
 
 TOX_INI = """\

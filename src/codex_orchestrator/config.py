@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import NamedTuple, NoReturn, TypeVar
 
 from codex_orchestrator.errors import ConfigError
+from codex_orchestrator.graph import GraphError, StageNode, located_path, validate
 from codex_orchestrator.ids import ID_RULE, is_valid_id
 from codex_orchestrator.jsonio import child_path as _child
 from codex_orchestrator.jsonio import loads_checked
@@ -50,6 +51,9 @@ __all__ = [
 ]
 
 MAX_TIMEOUT_SECONDS = 7 * 86400
+MAX_RETRIES = 10
+MAX_RETRY_DELAY_SECONDS = 60.0
+MAX_PARALLEL_LIMIT = 1024
 MIRROR_PLACEHOLDER = "{task}"
 
 #: Keys of TypeScript codex-orchestrator features this tool does not have: ignored, with a
@@ -82,7 +86,17 @@ TOP_LEVEL_KEYS = frozenset(
     {"$schema", "defaultPipeline", "settings", "pipelines", "tasks", "stageSets"}
 )
 PIPELINE_KEYS = frozenset(
-    {"id", "title", "description", "stages", "tags", "metadata", "guardrailsRequired"}
+    {
+        "id",
+        "title",
+        "description",
+        "stages",
+        "tags",
+        "metadata",
+        "guardrailsRequired",
+        "maxParallel",
+        "failFast",
+    }
 )
 STAGE_KEYS: Mapping[str, frozenset[str]] = {
     "command": frozenset(
@@ -97,9 +111,12 @@ STAGE_KEYS: Mapping[str, frozenset[str]] = {
             "summaryHint",
             "timeoutSeconds",
             "timeoutMs",
+            "needs",
+            "retries",
+            "retryDelaySeconds",
         }
     ),
-    "subpipeline": frozenset({"kind", "id", "title", "pipeline", "optional"}),
+    "subpipeline": frozenset({"kind", "id", "title", "pipeline", "optional", "needs"}),
     "stage-set": frozenset({"kind", "ref"}),
 }
 _ALL_STAGE_KEYS = frozenset().union(*STAGE_KEYS.values())
@@ -311,6 +328,7 @@ class _ConfigParser:
             {pipeline_id: pipeline for pipeline_id, (pipeline, _) in parsed.items()}, self.root
         )
         _check_subpipelines(parsed, list(pipelines))
+        _check_graphs(parsed)
         _check_stage_set_subpipelines(stage_sets, list(pipelines))
         default = _optional(top, "defaultPipeline", "", _read_default_id, None)
         if default is not None and default not in pipelines:
@@ -406,6 +424,8 @@ class _ConfigParser:
             tags=_optional(obj, "tags", path, _read_tags, ()),
             guardrails_required=_optional(obj, "guardrailsRequired", path, _read_bool, None),
             metadata=_optional(obj, "metadata", path, _read_object, {}),
+            max_parallel=_optional(obj, "maxParallel", path, _read_max_parallel, None),
+            fail_fast=_optional(obj, "failFast", path, _read_bool, False),
         )
         return pipeline, stages
 
@@ -464,6 +484,9 @@ class _ConfigParser:
             allow_failure=_optional(obj, "allowFailure", path, _read_bool, False),
             summary_hint=_optional(obj, "summaryHint", path, _read_string, None),
             timeout_seconds=_read_timeout(obj, path),
+            needs=_optional(obj, "needs", path, _read_needs, None),
+            retries=_optional(obj, "retries", path, _read_retries, 0),
+            retry_delay_seconds=_optional(obj, "retryDelaySeconds", path, _read_retry_delay, 1.0),
         )
 
     def _read_cwd(self, value: object, path: str) -> str:
@@ -561,6 +584,7 @@ def _subpipeline_stage(obj: Mapping[str, object], path: str) -> SubpipelineStage
         title=_optional(obj, "title", path, _read_title, stage_id),
         pipeline=_read_id(pipeline, f"{path}.pipeline", "pipeline"),
         optional=_optional(obj, "optional", path, _read_bool, False),
+        needs=_optional(obj, "needs", path, _read_needs, None),
     )
 
 
@@ -586,9 +610,7 @@ def _check_unique_stage_ids(stages: list[_Located]) -> None:
 
 
 def _stage_origin(located: _Located) -> str:
-    if located.via is None:
-        return f"{located.path}.id"
-    return f"{located.via} (stage set entry {located.path}.id)"
+    return located_path(located.path, located.via, ".id")
 
 
 def _check_subpipelines(
@@ -634,3 +656,62 @@ def _visit(
             _fail(where, f"sub-pipeline cycle {cycle}", "remove one of these sub-pipeline stages")
         _visit(child, edges, [*chain, child], finished)
     finished.add(node)
+
+
+# --- graph pipelines (docs/graphs.md) ------------------------------------------------------
+
+
+def _read_whole(value: object, path: str, low: int, high: int, fix: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _fail(path, f"expected a whole number, got {_json_type(value)}", fix)
+    if isinstance(value, float) and not value.is_integer():
+        _fail(path, f"must be a whole number, got {value}", fix)
+    if not low <= value <= high:
+        _fail(path, f"out of range, got {value}", fix)
+    return int(value)
+
+
+def _read_max_parallel(value: object, path: str) -> int:
+    fix = f"give how many stages may run at once, a whole number from 1 to {MAX_PARALLEL_LIMIT}"
+    return _read_whole(value, path, 1, MAX_PARALLEL_LIMIT, fix)
+
+
+def _read_retries(value: object, path: str) -> int:
+    fix = f"give how many times to re-run a failed attempt, a whole number from 0 to {MAX_RETRIES}"
+    return _read_whole(value, path, 0, MAX_RETRIES, fix)
+
+
+def _read_retry_delay(value: object, path: str) -> float:
+    fix = f"give the first retry delay in seconds, from 0 to {MAX_RETRY_DELAY_SECONDS:g}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _fail(path, f"expected a number, got {_json_type(value)}", fix)
+    if not 0 <= value <= MAX_RETRY_DELAY_SECONDS:  # also refuses NaN
+        _fail(path, f"out of range, got {value}", fix)
+    return float(value)
+
+
+def _read_needs(value: object, path: str) -> tuple[str, ...]:
+    fix = 'list the ids of stages of this pipeline, e.g. ["build"]'
+    items = _read_list(value, path, fix)
+    return tuple(_read_string(item, f"{path}[{index}]", fix) for index, item in enumerate(items))
+
+
+def _check_graphs(pipelines: Mapping[str, tuple[Pipeline, list[_Located]]]) -> None:
+    """Every ``needs`` names a stage of its own pipeline, and no chain of them loops."""
+    owners: dict[str, str] = {}
+    for pipeline_id, (_, stages) in pipelines.items():
+        for located in stages:
+            owners.setdefault(located.stage.id, pipeline_id)
+    for _, stages in pipelines.values():
+        if not any(located.stage.needs is not None for located in stages):
+            continue
+        own = {located.stage.id for located in stages}
+        elsewhere = {stage_id: owner for stage_id, owner in owners.items() if stage_id not in own}
+        nodes = [
+            StageNode(located.stage.id, located.stage.needs, located.path, located.via)
+            for located in stages
+        ]
+        try:
+            validate(nodes, elsewhere)
+        except GraphError as error:
+            _fail(error.path, error.problem, error.fix)

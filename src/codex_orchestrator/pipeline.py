@@ -41,6 +41,9 @@ class CommandStage(NamedTuple):
     skip_reason: str | None = None
     why: str | None = None
     kind: str = "command"
+    needs: tuple[str, ...] | None = None
+    retries: int = 0
+    retry_delay_seconds: float = 1.0
 
     def unavailable_reason(self) -> str | None:
         """Why the stage cannot run here (its ``skip_reason``, or a required tool off PATH)."""
@@ -63,13 +66,19 @@ class SubpipelineStage(NamedTuple):
     pipeline: str
     optional: bool = False
     kind: str = "subpipeline"
+    needs: tuple[str, ...] | None = None
 
 
 Stage = CommandStage | SubpipelineStage
 
 
 class Pipeline(NamedTuple):
-    """A named, ordered list of stages; ``source`` is ``config`` or ``builtin``."""
+    """A named, ordered list of stages; ``source`` is ``config`` or ``builtin``.
+
+    ``needs`` on any stage makes it a graph (docs/graphs.md): ``max_parallel`` (None: the
+    settings decide) bounds how many stages run at once, ``fail_fast`` tears the others down on
+    the first failure.
+    """
 
     id: str
     title: str
@@ -79,6 +88,8 @@ class Pipeline(NamedTuple):
     tags: tuple[str, ...] = ()
     guardrails_required: bool | None = None
     metadata: Mapping[str, object] = MappingProxyType({})
+    max_parallel: int | None = None
+    fail_fast: bool = False
 
 
 class Pipelines(Mapping[str, Pipeline]):

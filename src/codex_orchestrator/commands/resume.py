@@ -30,7 +30,7 @@ from codex_orchestrator.runner import (
 from codex_orchestrator.safefs import SMALL_FILE_LIMIT, read_regular
 from codex_orchestrator.signals import SignalGuard
 from codex_orchestrator.statuses import RunStatus
-from codex_orchestrator.workspace import Workspace
+from codex_orchestrator.workspace import Workspace, with_flag
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
@@ -74,6 +74,7 @@ def _resume(
 ) -> int:
     run_id = manifest["run_id"]
     config, settings = load(workspace)
+    settings = with_flag(settings, "max_parallel", args.max_parallel, "--max-parallel")
     pipeline = _same_pipeline(config.pipelines, manifest)
     ctx = run_context(workspace, config, settings, task_id, reporter)
     with SignalGuard(ctx.cancellation):

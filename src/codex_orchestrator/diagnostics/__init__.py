@@ -35,9 +35,9 @@ DETECTORS: tuple[Callable[[RepoFiles], Project | None], ...] = (
     python.detect,
     node.detect,
 )
-#: The stages in order, with their titles. A dependency graph between them would be one more
-#: column here (lint and test after build), given to `CommandStage` in `_stage`.
-STAGES = (("build", "Build"), ("lint", "Lint"), ("test", "Test"))
+#: The stages in order, with their titles and what each needs: lint and test run at once after
+#: build (see docs/graphs.md); spec-guard needs nothing.
+STAGES = (("build", "Build", ()), ("lint", "Lint", ("build",)), ("test", "Test", ("build",)))
 NOT_GIT = "skipped: not a git repository (spec-guard compares changes against git history)"
 
 
@@ -48,7 +48,8 @@ def builtin_diagnostics(root: Path) -> Pipeline:
     found = [project for detect in DETECTORS if (project := detect(repo)) is not None]
     project = found[0] if found else None
     stages = [
-        _stage(stage_id, title, _choose(stage_id, declared, project)) for stage_id, title in STAGES
+        _stage(stage_id, title, needs, _choose(stage_id, declared, project))
+        for stage_id, title, needs in STAGES
     ]
     stages.append(_spec_guard(root))
     return Pipeline(
@@ -76,12 +77,17 @@ def _choose(stage_id: str, declared: Declared, project: Project | None) -> Check
     return Skip(f"skipped: no {stage_id} step found ({looked_for}; {project.kind})")
 
 
-def _stage(stage_id: str, title: str, check: Check) -> CommandStage:
+def _stage(stage_id: str, title: str, needs: tuple[str, ...], check: Check) -> CommandStage:
     if isinstance(check, Run):
         return CommandStage(
-            id=stage_id, title=title, command=check.command, requires=check.requires, why=check.why
+            id=stage_id,
+            title=title,
+            command=check.command,
+            requires=check.requires,
+            why=check.why,
+            needs=needs,
         )
-    return CommandStage(id=stage_id, title=title, command="", skip_reason=check.reason)
+    return CommandStage(id=stage_id, title=title, command="", skip_reason=check.reason, needs=needs)
 
 
 def _spec_guard(root: Path) -> CommandStage:
@@ -92,7 +98,8 @@ def _spec_guard(root: Path) -> CommandStage:
         command=f"{shlex.quote(sys.executable)} -m codex_orchestrator spec-guard",
         requires=("git",),
         skip_reason=None if in_git else NOT_GIT,
-        why="the orchestrator's own spec-guard check of this change (last, after the checks)",
+        why="the orchestrator's own spec-guard check of this change (needs no other stage)",
+        needs=(),
     )
 
 
