@@ -27,6 +27,11 @@ from codex_orchestrator.persistence.state_store import RunRecord, TaskStateStore
 from codex_orchestrator.workspace import Settings, Workspace
 
 
+#: A finished run missing from the history this long after it ended will never be recorded
+#: by its own process (killed while recording); prune records it itself.
+RECORDING_GRACE_SECONDS = 60.0
+
+
 class Criteria(NamedTuple):
     """What to prune: keep the N newest per pipeline, older than an age, of some statuses."""
 
@@ -46,6 +51,7 @@ class Candidate(NamedTuple):
     status: str
     completed_at: str | None
     parent_run_id: str | None
+    recorded: bool
 
 
 class Decision(NamedTuple):
@@ -58,7 +64,11 @@ class Decision(NamedTuple):
 def candidates(history: TaskHistory, warn: Callable[[str], None]) -> list[Candidate]:
     """Every run directory of the task whose manifest can be read, newest first."""
     found = []
-    for run_id in sorted(history.on_disk(), reverse=True):
+    recorded = set(history.recorded()[0])
+    on_disk = history.on_disk()
+    if on_disk - recorded:
+        recorded.update(history.archived())
+    for run_id in sorted(on_disk, reverse=True):
         run_dir = history.run_dir(run_id)
         manifest = read_manifest(run_dir)
         if manifest is None:
@@ -75,6 +85,7 @@ def candidates(history: TaskHistory, warn: Callable[[str], None]) -> list[Candid
                 str(manifest["status"]),
                 completed if isinstance(completed, str) else None,
                 parent if isinstance(parent, str) else None,
+                run_id in recorded,
             )
         )
     return found
@@ -89,6 +100,9 @@ def decide(runs: list[Candidate], criteria: Criteria, cited: dict[str, str]) -> 
     for run in runs:
         if run.status not in TERMINAL_STATUSES:
             kept[run.run_id] = "live"
+            continue
+        if not run.recorded and not _ended_before(run, time.time() - RECORDING_GRACE_SECONDS):
+            kept[run.run_id] = "live"  # its history entry is being written right now
             continue
         group = (run.task_id, run.pipeline_id)
         seen_per_pipeline[group] = seen_per_pipeline.get(group, 0) + 1
