@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -91,10 +92,8 @@ def alive(pid: int) -> bool:
 def kill_group(pgid: int | None) -> None:
     """SIGKILL a process group this test started (recorded pgid); quiet when it is gone."""
     if isinstance(pgid, int) and pgid > 1:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def kill_run_groups(run_dir: Path) -> None:

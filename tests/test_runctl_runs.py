@@ -243,7 +243,7 @@ def test_stats_tolerates_lines_without_stages(repo: Repo) -> None:
 
 def test_bad_input_is_one_line_and_exit_2(repo: Repo) -> None:
     repo.pipeline({"id": "a", "command": "true"})
-    code, start = repo.start_json()
+    _code, start = repo.start_json()
     cases = [
         ("runs", "--since", "yesterday"),
         ("runs", "--limit", "-3"),

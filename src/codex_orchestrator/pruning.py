@@ -26,7 +26,6 @@ from codex_orchestrator.manifest import TERMINAL_STATUSES
 from codex_orchestrator.persistence.state_store import RunRecord, TaskStateStore
 from codex_orchestrator.workspace import Settings, Workspace
 
-
 #: A finished run missing from the history this long after it ended will never be recorded
 #: by its own process (killed while recording); prune records it itself.
 RECORDING_GRACE_SECONDS = 60.0
