@@ -12,7 +12,9 @@ GUARDRAIL_STAGE_ID = "spec-guard"
 _GUARDRAIL_WORDS = {"succeeded": "passed", "failed": "failed", "skipped": "skipped"}
 
 
-def stage_summary(hint: str | None, stdout_tail: bytes, stderr_tail: bytes, exit_code: int) -> str:
+def stage_summary(
+    hint: str | None, stdout_tail: bytes, stderr_tail: bytes, exit_code: int | None
+) -> str:
     """``hint``, else the last non-empty output line (stdout, then stderr), else ``exit N``."""
     if hint:
         return hint

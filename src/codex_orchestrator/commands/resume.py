@@ -16,8 +16,8 @@ from codex_orchestrator.ids import validate_id
 from codex_orchestrator.liveness import assess
 from codex_orchestrator.manifest import RESUME_TOKEN_NAME, ManifestStore
 from codex_orchestrator.output import Reporter, note
-from codex_orchestrator.process import SignalGuard
 from codex_orchestrator.runner import RunResult, execute, hash_token, prepare_resume
+from codex_orchestrator.signals import SignalGuard
 from codex_orchestrator.workspace import Workspace
 
 
