@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from codex_orchestrator.cancelrequest import apply_request
 from codex_orchestrator.clock import iso_utc, parse_iso_utc
 from codex_orchestrator.locks import FileLock
 from codex_orchestrator.manifest import (
@@ -19,6 +20,7 @@ from codex_orchestrator.manifest import (
 from codex_orchestrator.output import note
 from codex_orchestrator.persistence.coordinator import PersistenceCoordinator
 from codex_orchestrator.persistence.state_store import RunRecord, TaskStateStore
+from codex_orchestrator.statuses import RunStatus
 from codex_orchestrator.summaries import is_guardrail, run_summary_text
 from codex_orchestrator.workspace import Settings, Workspace
 
@@ -47,6 +49,8 @@ def record_finished_run(
     completed = iso_utc()
     exit_code = exit_code_for(status, detail)
     with store.lock:
+        if status == RunStatus.CANCELLED:  # a `cancel` request says who stopped the run, and why
+            detail = apply_request(store.run_dir, data, detail)
         _close_manifest(data, status, detail, exit_code, completed)
         try:
             summary_path = write_run_summary(store.run_dir, _run_summary(workspace, store))

@@ -545,6 +545,7 @@ def _finish(ctx: RunContext, run: ActiveRun, status: RunStatus, detail: str | No
     exit_code = record_finished_run(
         ctx.workspace, ctx.settings, run.store, run.pipeline.id, status, detail
     )
+    detail = run.store.data.get("status_detail")  # the records may name a `cancel` request
     run.events.emit("run_finished", status=status, status_detail=detail, exit_code=exit_code)
     run.events.close()
     return RunResult(run.run_id, status, detail, exit_code, run.run_dir)

@@ -14,6 +14,7 @@ from codex_orchestrator.durations import parse_age
 from codex_orchestrator.errors import UsageError
 from codex_orchestrator.history import TaskHistory, task_ids
 from codex_orchestrator.ids import validate_id
+from codex_orchestrator.invocation import settings_or_defaults
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.pruning import (
     Candidate,
@@ -25,7 +26,7 @@ from codex_orchestrator.pruning import (
     set_aside,
 )
 from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES
-from codex_orchestrator.workspace import Settings, Workspace
+from codex_orchestrator.workspace import Workspace
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
@@ -103,7 +104,7 @@ def _remove(
     chosen: list[tuple[Candidate, int]],
 ) -> list[tuple[Candidate, int]]:
     """Set each run aside, mark the history entries, then delete the directories."""
-    settings = _settings(workspace)
+    settings = settings_or_defaults(workspace)
     moved = [(run, size, set_aside(run)) for run, size in chosen]
     done = [(run, size, hidden) for run, size, hidden in moved if hidden is not None]
     for task, history in histories.items():
@@ -113,17 +114,6 @@ def _remove(
     for _, _, hidden in done:
         shutil.rmtree(hidden, ignore_errors=True)
     return [(run, size) for run, size, _ in done]
-
-
-def _settings(workspace: Workspace) -> Settings:
-    """Lock tunables from the config when it loads; defaults otherwise."""
-    from codex_orchestrator.config import load_config
-    from codex_orchestrator.errors import OrchestratorError
-
-    try:
-        return Settings.resolve(load_config(workspace.root).settings)
-    except OrchestratorError:
-        return Settings.resolve()
 
 
 def render(document: dict[str, Any]) -> str:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import hmac
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ from codex_orchestrator.commands.common import find_manifest, load, report_run, 
 from codex_orchestrator.config import Pipeline
 from codex_orchestrator.errors import ResumeRefusedError, RunActiveError, UnknownPipelineError
 from codex_orchestrator.ids import validate_id
+from codex_orchestrator.invocation import default_actor
 from codex_orchestrator.liveness import assess
 from codex_orchestrator.manifest import RESUME_TOKEN_NAME, ManifestStore
 from codex_orchestrator.output import Reporter, note
@@ -38,8 +37,16 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     ctx = run_context(workspace, config, settings, task_id, reporter)
     with SignalGuard(ctx.cancellation):
         store = ManifestStore(run_dir, manifest)
-        prepare_resume(ctx, store, pipeline, args.actor or _default_actor(), args.reason)
+        prepare_resume(ctx, store, pipeline, args.actor or default_actor(), args.reason)
         note(f"run {run_id} resumed: pipeline {pipeline.id}, task {task_id}")
+        if getattr(args, "detach", False):
+            from codex_orchestrator.detach import detach
+
+            background = ctx._replace(on_output=None)
+            return detach(
+                workspace, reporter, run_dir, run_id, store.data["status"],
+                lambda: report_run(workspace, reporter, execute(background, store, pipeline)),
+            )
         result = execute(ctx, store, pipeline)
     return report_run(workspace, reporter, result)
 
@@ -86,10 +93,3 @@ def _same_pipeline(pipelines: Any, manifest: dict[str, Any]) -> Pipeline:
             f"{', '.join(then_ids)}; now: {', '.join(now_ids)}); start a new run instead"
         )
     return pipeline
-
-
-def _default_actor() -> str:
-    try:
-        return os.environ.get("USER") or getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"

@@ -1,0 +1,68 @@
+"""Finishing a run whose orchestrator is gone, as ``cancelled`` (used by ``cancel``).
+
+Unfinished child runs are finished first. Whatever a running stage left behind is ended by the
+executor that knows its handle (`Executor.reap`, which verifies before signalling); then the
+run is closed by `record_finished_run`, the final-records code of every run, so the manifest,
+run summary, metrics line and state entry are those of a normal cancelled run.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+from codex_orchestrator.manifest import (
+    MANIFEST_NAME,
+    TERMINAL_STATUSES,
+    ManifestStore,
+    load_manifest,
+)
+from codex_orchestrator.output import note
+from codex_orchestrator.records import record_finished_run
+from codex_orchestrator.statuses import RunStatus, StageStatus, signal_detail
+from codex_orchestrator.workspace import Settings, Workspace
+
+MAX_CHILD_DEPTH = 16
+
+
+def finish_dead_run(workspace: Workspace, settings: Settings, run_dir: Path, depth: int = 0) -> int:
+    """Reap and record the dead run in ``run_dir`` as cancelled; return its exit code."""
+    manifest = load_manifest(run_dir / MANIFEST_NAME)
+    if manifest["status"] in TERMINAL_STATUSES:
+        return 0
+    for link in manifest.get("child_runs") or []:
+        child = link.get("run_id") if isinstance(link, dict) else None
+        found = workspace.find_run(child, manifest["task_id"]) if isinstance(child, str) else None
+        if found is not None and depth < MAX_CHILD_DEPTH:
+            finish_dead_run(workspace, settings, found[1], depth + 1)
+            link["status"] = load_manifest(found[1] / MANIFEST_NAME)["status"]
+    for entry in manifest["commands"]:
+        handle = entry.get("handle")
+        if entry["status"] == StageStatus.RUNNING and isinstance(handle, dict):
+            reap(handle, settings)
+    store = ManifestStore(run_dir, manifest)
+    return record_finished_run(
+        workspace,
+        settings,
+        store,
+        manifest["pipeline_id"],
+        RunStatus.CANCELLED,
+        signal_detail(signal.SIGTERM),
+    )
+
+
+def reap(handle: dict[str, Any], settings: Settings) -> bool:
+    """End what a stage's handle names, through the executor of its kind."""
+    from codex_orchestrator.local_executor import KIND, LocalExecutor
+
+    if handle.get("kind") != KIND:
+        note(
+            f"warning: a stage of kind {handle.get('kind')!r} may still run; end it where it runs"
+        )
+        return False
+    executor = LocalExecutor(settings.kill_grace_seconds)
+    try:
+        return executor.reap(handle, settings.kill_grace_seconds)
+    finally:
+        executor.close()
