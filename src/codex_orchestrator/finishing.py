@@ -14,13 +14,12 @@ from typing import Any
 
 from codex_orchestrator.manifest import (
     MANIFEST_NAME,
-    TERMINAL_STATUSES,
     ManifestStore,
     load_manifest,
 )
 from codex_orchestrator.output import note
 from codex_orchestrator.records import record_finished_run
-from codex_orchestrator.statuses import RunStatus, StageStatus, signal_detail
+from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, RunStatus, StageStatus, signal_detail
 from codex_orchestrator.workspace import Settings, Workspace
 
 MAX_CHILD_DEPTH = 16
@@ -29,7 +28,7 @@ MAX_CHILD_DEPTH = 16
 def finish_dead_run(workspace: Workspace, settings: Settings, run_dir: Path, depth: int = 0) -> int:
     """Reap and record the dead run in ``run_dir`` as cancelled; return its exit code."""
     manifest = load_manifest(run_dir / MANIFEST_NAME)
-    if manifest["status"] in TERMINAL_STATUSES:
+    if manifest["status"] in TERMINAL_RUN_STATUSES:
         return 0
     for link in manifest.get("child_runs") or []:
         child = link.get("run_id") if isinstance(link, dict) else None

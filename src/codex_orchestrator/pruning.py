@@ -22,8 +22,8 @@ from codex_orchestrator.errors import LockTimeoutError
 from codex_orchestrator.history import TaskHistory, read_manifest
 from codex_orchestrator.jsonio import atomic_write_bytes
 from codex_orchestrator.locks import FileLock
-from codex_orchestrator.manifest import TERMINAL_STATUSES
 from codex_orchestrator.persistence.state_store import RunRecord, TaskStateStore
+from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES
 from codex_orchestrator.workspace import Settings, Workspace
 
 #: A finished run missing from the history this long after it ended will never be recorded
@@ -97,7 +97,7 @@ def decide(runs: list[Candidate], criteria: Criteria, cited: dict[str, str]) -> 
     seen_per_pipeline: dict[tuple[str, str], int] = {}
     cutoff = time.time() - criteria.older_than_seconds if criteria.older_than_seconds else None
     for run in runs:
-        if run.status not in TERMINAL_STATUSES:
+        if run.status not in TERMINAL_RUN_STATUSES:
             kept[run.run_id] = "live"
             continue
         if not run.recorded and not _ended_before(run, time.time() - RECORDING_GRACE_SECONDS):
@@ -199,7 +199,7 @@ def set_aside(run: Candidate) -> Path | None:
     Returns the hidden path, or None when the run is live again or already gone.
     """
     manifest = read_manifest(run.run_dir)
-    if manifest is None or manifest["status"] not in TERMINAL_STATUSES:
+    if manifest is None or manifest["status"] not in TERMINAL_RUN_STATUSES:
         return None
     hidden = run.run_dir.with_name(f".pruning-{run.run_id}-{os.urandom(3).hex()}")
     try:

@@ -42,6 +42,7 @@ from codex_orchestrator.statuses import (
     StageFailure,
     StageStatus,
     signal_detail,
+    signal_name,
     stage_detail,
 )
 from codex_orchestrator.summaries import stage_summary
@@ -454,9 +455,8 @@ def _stage_outcome(
         reason, detail = "command-timeout", stage_detail(stage.id, StageFailure.TIMEOUT)
     elif outcome.cancelled:
         signum = ctx.cancellation.signum or signal.SIGTERM
-        detail = signal_detail(signum)
-        summary = f"cancelled by {detail.split(':', 1)[1]}; {summary}"
-        reason = "command-cancelled"
+        summary = f"cancelled by {signal_name(signum)}; {summary}"
+        reason, detail = "command-cancelled", signal_detail(signum)
     elif outcome.lost:
         summary = f"the executor lost the stage; {summary}"
         reason, detail = "worker-lost", stage_detail(stage.id, StageFailure.WORKER_LOST)

@@ -23,9 +23,10 @@ from codex_orchestrator.errors import EXIT_FAILED, EXIT_OK, RunNotFoundError
 from codex_orchestrator.history import read_manifest
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.invocation import default_actor, settings_or_defaults
-from codex_orchestrator.manifest import MANIFEST_NAME, TERMINAL_STATUSES, load_manifest
+from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.procfs import host_name
+from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES
 from codex_orchestrator.workspace import Settings, Workspace
 
 #: How long a queued run may take to record its orchestrator before cancel decides it is dead.
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         "children": [],
         "request": None,
     }
-    if manifest["status"] in TERMINAL_STATUSES:
+    if manifest["status"] in TERMINAL_RUN_STATUSES:
         document["action"] = "already-ended"
         return _report(workspace, reporter, run_dir, document, f"run {run_id} already ended "
                        f"({manifest['status']}); nothing to cancel")
@@ -147,7 +148,7 @@ def _request_children(
         except Exception:  # an unreadable child must not stop the parent's cancellation
             note(f"warning: child run {child}: manifest unreadable; not cancelled separately")
             continue
-        if child_manifest["status"] in TERMINAL_STATUSES:
+        if child_manifest["status"] in TERMINAL_RUN_STATUSES:
             continue
         write_request(found[1], actor, reason)
         requested.append(child)
@@ -165,11 +166,11 @@ def _wait(workspace: Workspace, settings: Settings, run_dir: Path, seconds: floa
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         manifest = read_manifest(run_dir)
-        if manifest is not None and manifest["status"] in TERMINAL_STATUSES:
+        if manifest is not None and manifest["status"] in TERMINAL_RUN_STATUSES:
             return
         if manifest is not None and orchestrator_state(run_dir, manifest) == "gone":
             time.sleep(0.5)  # its final records may be landing right now
-            if (read_manifest(run_dir) or manifest)["status"] not in TERMINAL_STATUSES:
+            if (read_manifest(run_dir) or manifest)["status"] not in TERMINAL_RUN_STATUSES:
                 from codex_orchestrator.finishing import finish_dead_run
 
                 finish_dead_run(workspace, settings, run_dir)
@@ -184,7 +185,7 @@ def _report(
     document.update(
         status=manifest["status"],
         status_detail=manifest.get("status_detail"),
-        ended=manifest["status"] in TERMINAL_STATUSES,
+        ended=manifest["status"] in TERMINAL_RUN_STATUSES,
         manifest=workspace.display(run_dir / MANIFEST_NAME),
     )
     if document["ended"] and document["action"] != "already-ended":

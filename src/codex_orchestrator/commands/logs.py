@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 from codex_orchestrator.errors import RunNotFoundError, UsageError
 from codex_orchestrator.ids import validate_id
-from codex_orchestrator.manifest import MANIFEST_NAME, TERMINAL_STATUSES, load_manifest
+from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.stagelogs import (
     STREAMS,
@@ -27,7 +27,7 @@ from codex_orchestrator.stagelogs import (
     stage_sources,
     tail_offset,
 )
-from codex_orchestrator.statuses import run_exit_code
+from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, run_exit_code
 from codex_orchestrator.workspace import Workspace
 
 FOLLOW_POLL_SECONDS = 0.05
@@ -159,7 +159,7 @@ class LogView:
         first = True
         next_manifest = time.monotonic() + MANIFEST_POLL_SECONDS
         while True:
-            ended = manifest["status"] in TERMINAL_STATUSES
+            ended = manifest["status"] in TERMINAL_RUN_STATUSES
             for source in self.sources(manifest):
                 self._follow_one(source, tail if first else None)
             first = False

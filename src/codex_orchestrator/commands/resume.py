@@ -9,7 +9,12 @@ from typing import Any
 
 from codex_orchestrator.commands.common import find_manifest, load, report_run, run_context
 from codex_orchestrator.config import Pipeline
-from codex_orchestrator.errors import ResumeRefusedError, RunActiveError, UnknownPipelineError
+from codex_orchestrator.errors import (
+    EXIT_OK,
+    ResumeRefusedError,
+    RunActiveError,
+    UnknownPipelineError,
+)
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.invocation import default_actor
 from codex_orchestrator.liveness import assess
@@ -17,6 +22,7 @@ from codex_orchestrator.manifest import RESUME_TOKEN_NAME, ManifestStore
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.runner import RunResult, execute, hash_token, prepare_resume
 from codex_orchestrator.signals import SignalGuard
+from codex_orchestrator.statuses import RunStatus
 from codex_orchestrator.workspace import Workspace
 
 
@@ -27,9 +33,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     task_filter = validate_id(args.task, "task") if args.task else None
     task_id, run_dir, manifest = find_manifest(workspace, run_id, task_filter)
     _check_token(run_dir, manifest, args.token)
-    if manifest["status"] == "succeeded":
+    if manifest["status"] == RunStatus.SUCCEEDED:
         note(f"run {run_id} already succeeded; nothing to resume")
-        result = RunResult(run_id, "succeeded", None, 0, run_dir)
+        result = RunResult(run_id, RunStatus.SUCCEEDED, None, EXIT_OK, run_dir)
         return report_run(workspace, reporter, result)
     _check_not_alive(run_dir, manifest, args.force)
     config, settings = load(workspace)
@@ -69,7 +75,11 @@ def _check_token(run_dir: Path, manifest: dict[str, Any], token: str | None) -> 
 
 def _check_not_alive(run_dir: Path, manifest: dict[str, Any], force: bool) -> None:
     liveness = assess(run_dir, manifest)
-    if manifest["status"] in ("in_progress", "queued") and liveness.alive and not force:
+    if (
+        manifest["status"] in (RunStatus.IN_PROGRESS, RunStatus.QUEUED)
+        and liveness.alive
+        and not force
+    ):
         age = liveness.heartbeat_age_seconds
         raise RunActiveError(
             f"run {manifest['run_id']} is still alive (heartbeat {age:.1f}s ago, pid "
