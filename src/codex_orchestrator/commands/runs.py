@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from collections.abc import Iterator
 
@@ -80,10 +79,9 @@ def _status_matches(row: RunRow, statuses: frozenset[str] | None) -> bool:
 
 def _write_ndjson(rows: Iterator[RunRow]) -> None:
     out = sys.stdout
-    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     batch: list[str] = []
     for row in rows:
-        batch.append(encode(row.to_json()))
+        batch.append(row.json_line())
         if len(batch) >= 512:
             out.write("\n".join(batch) + "\n")
             batch.clear()
