@@ -133,6 +133,10 @@ def test_detached_run_survives_hangup_of_the_caller_and_leaves_full_records(repo
         assert manifest_of(run_dir)["status"] == "in_progress"
         orchestrator = manifest_of(run_dir)["orchestrator_pid"]
         assert alive(orchestrator) and os.getsid(orchestrator) != os.getsid(0)
+        holder = json.loads((run_dir / ".driver.lock").read_text())
+        assert holder["pid"] == orchestrator  # the detached child holds the run's driver lock
+        refused = repo.cli("resume", document["run_id"], "--force")
+        assert refused.returncode == 2 and "still alive" in refused.stderr
         (repo.root / "go").touch()
         wait_for(lambda: not alive(orchestrator), what="the detached orchestrator to exit")
     finally:

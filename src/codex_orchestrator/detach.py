@@ -15,9 +15,9 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 
-from codex_orchestrator.manifest import EVENTS_NAME, MANIFEST_NAME
+from codex_orchestrator.driver import DriverLock
+from codex_orchestrator.manifest import EVENTS_NAME, MANIFEST_NAME, ManifestStore
 from codex_orchestrator.output import Reporter
 from codex_orchestrator.workspace import Workspace
 
@@ -27,21 +27,25 @@ LOG_NAME = "orchestrator.log"
 def detach(
     workspace: Workspace,
     reporter: Reporter,
-    run_dir: Path,
-    run_id: str,
-    status: str,
+    store: ManifestStore,
     drive: Callable[[], int],
 ) -> int:
     """Fork; the child runs ``drive()`` in a new session and exits with its code.
 
-    Returns 0 in the caller once the child exists, after printing the run's document.
+    The run's driver lock passes to the child (it records itself as the holder; the caller
+    closes its descriptor without unlocking). Returns 0 in the caller once the child exists,
+    after printing the run's document.
     """
+    run_dir, run_id, status = store.run_dir, str(store.data["run_id"]), str(store.data["status"])
+    driver: DriverLock | None = store.driver
     log_fd = os.open(run_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
         _become_daemon(log_fd)
+        if driver is not None:
+            driver.claim()
         code = 1
         try:
             code = drive()
@@ -52,6 +56,8 @@ def detach(
             sys.stderr.flush()
             os._exit(code)
     os.close(log_fd)
+    if driver is not None:
+        driver.hand_over()
     document = {
         "run_id": run_id,
         "status": status,

@@ -12,6 +12,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from codex_orchestrator.driver import DriverLock
 from codex_orchestrator.manifest import (
     MANIFEST_NAME,
     ManifestStore,
@@ -26,8 +27,21 @@ MAX_CHILD_DEPTH = 16
 
 
 def finish_dead_run(workspace: Workspace, settings: Settings, run_dir: Path, depth: int = 0) -> int:
-    """Reap and record the dead run in ``run_dir`` as cancelled; return its exit code."""
+    """Reap and record the dead run in ``run_dir`` as cancelled; return its exit code.
+
+    Takes the run's driver lock first, so a ``resume`` cannot start driving it meanwhile
+    (`RunActiveError` when someone drives it now).
+    """
     manifest = load_manifest(run_dir / MANIFEST_NAME)
+    driver = DriverLock.take(run_dir, str(manifest["run_id"]))
+    try:
+        return _finish(workspace, settings, run_dir, depth)
+    finally:
+        driver.release()
+
+
+def _finish(workspace: Workspace, settings: Settings, run_dir: Path, depth: int) -> int:
+    manifest = load_manifest(run_dir / MANIFEST_NAME)  # again, now that nobody else drives it
     if manifest["status"] in TERMINAL_RUN_STATUSES:
         return 0
     for link in manifest.get("child_runs") or []:

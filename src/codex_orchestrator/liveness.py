@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from codex_orchestrator.clock import parse_iso_utc
+from codex_orchestrator.driver import DRIVER_LOCK_NAME, run_driver
 from codex_orchestrator.manifest import HEARTBEAT_NAME
 from codex_orchestrator.procfs import checked_pid, host_name, process_start_ticks
 from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES
@@ -50,11 +51,21 @@ def assess(run_dir: Path, manifest: dict[str, Any]) -> Liveness:
     threshold = stale_threshold(manifest)
     unfinished = manifest.get("status") not in TERMINAL_RUN_STATUSES
     stale = unfinished and (age is None or age > threshold)
-    return Liveness(stamp, age, threshold, stale, unfinished and _orchestrator_gone(manifest))
+    return Liveness(
+        stamp, age, threshold, stale, unfinished and _orchestrator_gone(run_dir, manifest)
+    )
 
 
-def _orchestrator_gone(manifest: dict[str, Any]) -> bool:
-    """True only when the recorded orchestrator ran on this host and is provably dead."""
+def _orchestrator_gone(run_dir: Path, manifest: dict[str, Any]) -> bool:
+    """True only when the run's driver is provably dead.
+
+    The driver lock is the proof: the kernel released it when its holder died. A run recorded
+    before driver locks existed falls back to its recorded pid and start time (same host only).
+    """
+    if run_driver(run_dir).alive:
+        return False
+    if (run_dir / DRIVER_LOCK_NAME).exists():
+        return True
     pid = checked_pid(manifest.get("orchestrator_pid"))
     if pid is None or manifest.get("host") != host_name():
         return False

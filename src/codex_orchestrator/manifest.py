@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.clock import iso_utc
+from codex_orchestrator.driver import DriverLock
 from codex_orchestrator.errors import CorruptManifestError
 from codex_orchestrator.jsonio import atomic_write_bytes, atomic_write_json, read_json
 from codex_orchestrator.statuses import RunStatus, StageStatus
@@ -128,6 +129,7 @@ class ManifestStore:
         self.data = data
         self.lock = threading.RLock()
         self.last_write = 0.0
+        self.driver: DriverLock | None = None
 
     def persist(self, *, durable: bool = False) -> None:
         """Write the manifest now (a forced flush).

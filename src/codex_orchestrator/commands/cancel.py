@@ -19,18 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.cancelrequest import REQUEST_NAME, write_request
+from codex_orchestrator.driver import DRIVER_LOCK_NAME, run_driver
 from codex_orchestrator.errors import EXIT_FAILED, EXIT_OK, RunNotFoundError
 from codex_orchestrator.history import read_manifest
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.invocation import default_actor, settings_or_defaults
 from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
 from codex_orchestrator.output import Reporter, note
-from codex_orchestrator.procfs import host_name
+from codex_orchestrator.procfs import checked_pid, host_name
 from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES
 from codex_orchestrator.workspace import Settings, Workspace
 
-#: How long a queued run may take to record its orchestrator before cancel decides it is dead.
-QUEUED_GRACE_SECONDS = 2.0
 WAIT_SLACK_SECONDS = 5.0
 MAX_CHILD_DEPTH = 16
 
@@ -63,13 +62,11 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         document["action"] = "already-ended"
         return _report(workspace, reporter, run_dir, document, f"run {run_id} already ended "
                        f"({manifest['status']}); nothing to cancel")
-    manifest = _await_orchestrator(workspace, run_dir, manifest)
     write_request(run_dir, actor, args.reason)
     document["request"] = workspace.display(run_dir / REQUEST_NAME)
     document["children"] = _request_children(workspace, task_id, manifest, actor, args.reason, 0)
-    state = orchestrator_state(run_dir, manifest)
-    if state == "alive":
-        pid = manifest["orchestrator_pid"]
+    state, pid = orchestrator_state(run_dir, manifest)
+    if state == "alive" and pid is not None:
         os.kill(pid, signal.SIGTERM)
         document.update(action="signalled", signalled_pid=pid)
         message = f"run {run_id}: cancel requested by {actor}; signalled its orchestrator (pid {pid})"
@@ -81,9 +78,10 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         message = f"run {run_id}: its orchestrator was gone; cancel finished it as cancelled"
     else:
         document["action"] = "requested"
+        where = f"on host {manifest.get('host')!r}" if state == "elsewhere" else "by a process that cannot be verified"
         message = (
-            f"run {run_id}: cancel request recorded, but its orchestrator runs on host "
-            f"{manifest.get('host')!r}; cancel it there to stop it now"
+            f"run {run_id}: cancel request recorded, but the run is driven {where}; it was not "
+            "signalled from here: cancel it where it runs"
         )
     if args.wait and document["action"] == "signalled":
         _wait(workspace, settings, run_dir, settings.kill_grace_seconds + WAIT_SLACK_SECONDS)
@@ -93,19 +91,33 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     return code
 
 
-def orchestrator_state(run_dir: Path, manifest: dict[str, Any]) -> str:
-    """``alive`` (verified: pid > 1, same host, same start time), ``gone`` (provably not
-    running here, or on another host with a stale heartbeat) or ``elsewhere`` (another host,
-    heartbeat fresh: it cannot be verified from here)."""
-    pid = manifest.get("orchestrator_pid")
+def orchestrator_state(run_dir: Path, manifest: dict[str, Any]) -> tuple[str, int | None]:
+    """Who drives the run, judged by its driver lock (see docs/run-control.md):
+
+    ``alive`` with a pid safe to signal (the lock is held and its holder's pid, start time and
+    host match a live process here), ``gone`` (nobody holds the lock: the kernel released it
+    when the driver died), ``elsewhere`` (held from another host) or ``unverified`` (held, but
+    the holder cannot be verified: never signalled). Runs recorded before driver locks are
+    judged by their recorded pid, start time and host.
+    """
+    driver = run_driver(run_dir)
+    if driver.alive:
+        if driver.verified and driver.pid is not None:
+            return "alive", driver.pid
+        if driver.host not in (None, host_name()):
+            return "elsewhere", None
+        return "unverified", None
+    if (run_dir / DRIVER_LOCK_NAME).exists():
+        return "gone", None
+    pid = checked_pid(manifest.get("orchestrator_pid"))
     ticks = manifest.get("orchestrator_start_ticks")
     if manifest.get("host") not in (None, host_name()):
         from codex_orchestrator.liveness import assess
 
-        return "gone" if assess(run_dir, manifest).stale else "elsewhere"
-    if not isinstance(pid, int) or pid <= 1 or not isinstance(ticks, int):
-        return "gone"
-    return "alive" if running_with_ticks(pid, ticks) else "gone"
+        return ("gone" if assess(run_dir, manifest).stale else "elsewhere"), None
+    if pid is not None and isinstance(ticks, int) and running_with_ticks(pid, ticks):
+        return "alive", pid
+    return "gone", None
 
 
 def running_with_ticks(pid: int, ticks: int) -> bool:
@@ -116,16 +128,6 @@ def running_with_ticks(pid: int, ticks: int) -> bool:
     except (OSError, IndexError):
         return False
     return fields[0] != b"Z" and fields[19:20] == [str(ticks).encode()]
-
-
-def _await_orchestrator(workspace: Workspace, run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """A queued run (just created, detached, being resumed) gets a moment to record its
-    orchestrator before it is judged dead."""
-    deadline = time.monotonic() + QUEUED_GRACE_SECONDS
-    while manifest["status"] == "queued" and time.monotonic() < deadline:
-        time.sleep(0.05)
-        manifest = _manifest(workspace, run_dir)
-    return manifest
 
 
 def _request_children(
@@ -153,10 +155,9 @@ def _request_children(
         write_request(found[1], actor, reason)
         requested.append(child)
         requested += _request_children(workspace, task_id, child_manifest, actor, reason, depth + 1)
-        if orchestrator_state(found[1], child_manifest) == "alive" and child_manifest.get(
-            "orchestrator_pid"
-        ) != manifest.get("orchestrator_pid"):
-            os.kill(child_manifest["orchestrator_pid"], signal.SIGTERM)
+        state, pid = orchestrator_state(found[1], child_manifest)
+        if state == "alive" and pid is not None and pid != manifest.get("orchestrator_pid"):
+            os.kill(pid, signal.SIGTERM)  # a child driven by a process of its own
     return requested
 
 
@@ -168,7 +169,7 @@ def _wait(workspace: Workspace, settings: Settings, run_dir: Path, seconds: floa
         manifest = read_manifest(run_dir)
         if manifest is not None and manifest["status"] in TERMINAL_RUN_STATUSES:
             return
-        if manifest is not None and orchestrator_state(run_dir, manifest) == "gone":
+        if manifest is not None and orchestrator_state(run_dir, manifest)[0] == "gone":
             time.sleep(0.5)  # its final records may be landing right now
             if (read_manifest(run_dir) or manifest)["status"] not in TERMINAL_RUN_STATUSES:
                 from codex_orchestrator.finishing import finish_dead_run

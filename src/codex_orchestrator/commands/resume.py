@@ -9,6 +9,7 @@ from typing import Any
 
 from codex_orchestrator.commands.common import find_manifest, load, report_run, run_context
 from codex_orchestrator.config import Pipeline
+from codex_orchestrator.driver import DRIVER_LOCK_NAME, DriverLock
 from codex_orchestrator.errors import (
     EXIT_OK,
     ResumeRefusedError,
@@ -34,15 +35,44 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     task_id, run_dir, manifest = find_manifest(workspace, run_id, task_filter)
     _check_token(run_dir, manifest, args.token)
     if manifest["status"] == RunStatus.SUCCEEDED:
-        note(f"run {run_id} already succeeded; nothing to resume")
-        result = RunResult(run_id, RunStatus.SUCCEEDED, None, EXIT_OK, run_dir)
-        return report_run(workspace, reporter, result)
-    _check_not_alive(run_dir, manifest, args.force)
+        return _already_succeeded(workspace, reporter, run_id, run_dir)
+    recorded_driver = (run_dir / DRIVER_LOCK_NAME).exists()
+    driver = DriverLock.take(run_dir, run_id)
+    try:
+        # Read again now that no one else can drive the run: the old driver may have
+        # written its last records between the first read and taking the lock.
+        manifest = find_manifest(workspace, run_id, task_id)[2]
+        if manifest["status"] == RunStatus.SUCCEEDED:
+            return _already_succeeded(workspace, reporter, run_id, run_dir)
+        if not recorded_driver:  # a run recorded before driver locks: judge by its heartbeat
+            _check_not_alive(run_dir, manifest, args.force)
+        return _resume(args, reporter, workspace, task_id, run_dir, manifest, driver)
+    finally:
+        driver.release()
+
+
+def _already_succeeded(workspace: Workspace, reporter: Reporter, run_id: str, run_dir: Path) -> int:
+    note(f"run {run_id} already succeeded; nothing to resume")
+    result = RunResult(run_id, RunStatus.SUCCEEDED, None, EXIT_OK, run_dir)
+    return report_run(workspace, reporter, result)
+
+
+def _resume(
+    args: argparse.Namespace,
+    reporter: Reporter,
+    workspace: Workspace,
+    task_id: str,
+    run_dir: Path,
+    manifest: dict[str, Any],
+    driver: DriverLock,
+) -> int:
+    run_id = manifest["run_id"]
     config, settings = load(workspace)
     pipeline = _same_pipeline(config.pipelines, manifest)
     ctx = run_context(workspace, config, settings, task_id, reporter)
     with SignalGuard(ctx.cancellation):
         store = ManifestStore(run_dir, manifest)
+        store.driver = driver
         prepare_resume(ctx, store, pipeline, args.actor or default_actor(), args.reason)
         note(f"run {run_id} resumed: pipeline {pipeline.id}, task {task_id}")
         if getattr(args, "detach", False):
@@ -50,7 +80,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
 
             background = ctx._replace(on_output=None)
             return detach(
-                workspace, reporter, run_dir, run_id, store.data["status"],
+                workspace, reporter, store,
                 lambda: report_run(workspace, reporter, execute(background, store, pipeline)),
             )
         result = execute(ctx, store, pipeline)
