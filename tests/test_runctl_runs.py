@@ -271,3 +271,16 @@ def test_bad_input_is_one_line_and_exit_2(repo: Repo) -> None:
         if as_json is not None:
             assert json.loads(as_json.stdout)["exit_code"] == 2, args
     assert os.path.isdir(repo.root / start["artifact_root"])
+
+
+def test_logs_print_every_attempt_of_a_stage(repo: Repo) -> None:
+    repo.pipeline({"id": "flaky", "command": "if [ -e ok ]; then echo second; else echo first; exit 1; fi"})
+    code, start = repo.start_json("--task", "tries")
+    assert code == 1
+    (repo.root / "ok").touch()
+    assert repo.cli("resume", start["run_id"]).returncode == 0
+    result = raw_cli(repo, "logs", start["run_id"], "flaky", "--stream", "stdout")
+    assert result.stdout == b"first\nsecond\n"
+    assert result.stderr.count(b"<==") == 2 and b"attempt 2" in result.stderr
+    _, document = json_cli(repo, "logs", start["run_id"], "flaky", "--stream", "stdout")
+    assert [(log["attempt"], log["text"]) for log in document["logs"]] == [(1, "first\n"), (2, "second\n")]

@@ -22,6 +22,7 @@ from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.stagelogs import (
     STREAMS,
     LogSource,
+    log_names,
     open_log,
     read_from,
     stage_sources,
@@ -117,13 +118,14 @@ class LogView:
         self, run_dir: Path, manifest: dict[str, Any], stage: str | None, depth: int
     ) -> Iterator[LogSource]:
         entries = manifest["commands"] if stage is None else _matching(manifest["commands"], stage)
+        names = log_names(run_dir / "commands")
         for entry in entries:
             child = entry.get("sub_run_id")
             if entry.get("kind") == "subpipeline" and isinstance(child, str):
                 if depth < MAX_CHILD_DEPTH:
                     yield from self._child_sources(run_dir, manifest, child, depth)
                 continue
-            yield from stage_sources(run_dir, manifest, entry, self.streams)
+            yield from stage_sources(run_dir, manifest, entry, self.streams, names)
 
     def _child_sources(
         self, run_dir: Path, manifest: dict[str, Any], child: str, depth: int
