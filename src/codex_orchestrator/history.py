@@ -284,19 +284,21 @@ class TaskHistory:
         return [entry for entry in runs if _is_entry(entry)] if isinstance(runs, list) else []
 
     def _pending(self) -> Iterator[dict[str, Any]]:
-        pending_dir = self.state_dir / "state.pending"
-        try:
-            names = os.listdir(pending_dir)
-        except OSError:
-            return
-        for name in names:
-            if name.endswith(".json") and not name.startswith("."):
-                try:
-                    entry = json.loads(read_regular(pending_dir / name, 1 << 20))
-                except (OSError, UnreadableFileError, ValueError):
-                    continue
-                if _is_entry(entry):
-                    yield entry
+        """Snapshots not merged yet: beside ``state.json``, or beside the run records when the
+        out root could not take them."""
+        for pending_dir in (self.state_dir / "state.pending", self.cli_dir.parent / "state.pending"):
+            try:
+                names = os.listdir(pending_dir)
+            except OSError:
+                continue
+            for name in names:
+                if name.endswith(".json") and not name.startswith("."):
+                    try:
+                        entry = json.loads(read_regular(pending_dir / name, 1 << 20))
+                    except (OSError, UnreadableFileError, ValueError, RecursionError):
+                        continue
+                    if _is_entry(entry):
+                        yield entry
 
     def _read(self, path: Path) -> bytes:
         try:

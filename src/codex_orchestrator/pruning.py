@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from codex_orchestrator.clock import parse_iso_utc
-from codex_orchestrator.errors import LockTimeoutError
 from codex_orchestrator.history import TaskHistory, read_manifest
 from codex_orchestrator.jsonio import atomic_write_bytes
 from codex_orchestrator.locks import FileLock
@@ -153,7 +152,12 @@ def mark_pruned(
     history: TaskHistory,
     warn: Callable[[str], None],
 ) -> None:
-    """Record ``"pruned": true`` in each run's state entry, through the state store's lock."""
+    """Record ``"pruned": true`` in each run's state entry, through the state store's lock.
+
+    Each mark is a pending snapshot (the entry as recorded, plus the flag, same completion
+    time), which the store merges under its lock like any finishing run's snapshot: now when
+    the lock is free, else by the process holding it (see the state store's docstring).
+    """
     store = TaskStateStore(
         workspace.state_dir(task_id),
         workspace.state_lock_path(task_id),
@@ -175,10 +179,7 @@ def mark_pruned(
         )
         payload = json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode()
         atomic_write_bytes(store.pending_path(record), payload, durable=True)
-    try:
-        store.flush_pending()
-    except LockTimeoutError as error:
-        warn(f"warning: task {task_id}: {error}; the pruned marks stay pending and are merged by the next writer")
+    store.read()  # merges the marks now when the lock is free; else its holder merges them
 
 
 def _entry_from_manifest(workspace: Workspace, run: Candidate) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from codex_orchestrator.driver import DRIVER_LOCK_NAME, run_driver
 from codex_orchestrator.errors import EXIT_FAILED, EXIT_OK, RunNotFoundError
 from codex_orchestrator.history import read_manifest
 from codex_orchestrator.ids import validate_id
-from codex_orchestrator.invocation import default_actor, settings_or_defaults
+from codex_orchestrator.invocation import default_actor, require_run, settings_or_defaults
 from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.procfs import checked_pid, host_name
@@ -37,15 +37,8 @@ MAX_CHILD_DEPTH = 16
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     """Cancel the run; exit 0 when done (or already ended), 1 when it could not be stopped."""
     workspace = Workspace.from_env()
-    run_id = validate_id(args.run_id, "run")
-    task = validate_id(args.task, "task") if args.task else None
-    found = workspace.find_run(run_id, task)
-    if found is None:
-        raise RunNotFoundError(
-            f"unknown run {run_id!r}: no such run under {workspace.display(workspace.runs_dir)}; "
-            "list runs with: codex-orchestrator runs"
-        )
-    task_id, run_dir = found
+    run_id = args.run_id
+    task_id, run_dir = require_run(workspace, run_id, args.task)
     manifest = _manifest(workspace, run_dir)
     actor = args.actor or default_actor()
     settings = settings_or_defaults(workspace)

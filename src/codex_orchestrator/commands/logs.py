@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 from codex_orchestrator.errors import RunNotFoundError, UsageError
 from codex_orchestrator.ids import validate_id
+from codex_orchestrator.invocation import require_run
 from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.stagelogs import (
@@ -40,19 +41,11 @@ MAX_CHILD_DEPTH = 16
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     """Print the logs; with ``--follow``, until the run ends (then exit with its code)."""
     workspace = Workspace.from_env()
-    run_id = validate_id(args.run_id, "run")
-    task = validate_id(args.task, "task") if args.task else None
     stage = validate_id(args.stage, "stage") if args.stage else None
     tail = _parse_tail(args.tail)
     if args.follow and reporter.json:
         raise UsageError("--follow prints bytes as they come; use it without --format json")
-    found = workspace.find_run(run_id, task)
-    if found is None:
-        raise RunNotFoundError(
-            f"unknown run {run_id!r}: no such run under {workspace.display(workspace.runs_dir)}; "
-            "list runs with: codex-orchestrator runs"
-        )
-    run_dir = found[1]
+    _, run_dir = require_run(workspace, args.run_id, args.task)
     streams = STREAMS if args.stream == "both" else (args.stream,)
     view = LogView(workspace, run_dir, stage, streams)
     manifest = view.manifest()
