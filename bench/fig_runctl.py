@@ -42,7 +42,7 @@ CANCEL_SLACK_S = 1.0
 STAMPER = (
     '"$CODEX_ORCHESTRATOR_PYTHON" -c "import time,sys\n'
     "for _ in range({count}):\n"
-    "    time.sleep(0.2); sys.stdout.write(repr(time.time()) + chr(10)); sys.stdout.flush()\""
+    '    time.sleep(0.2); sys.stdout.write(repr(time.time()) + chr(10)); sys.stdout.flush()"'
 )
 # Ignores SIGTERM, so that cancel needs the whole grace period and then SIGKILL.
 STUBBORN = "trap '' TERM; echo $$ > stage.pid; while :; do sleep 0.05; done"
@@ -80,16 +80,22 @@ def _detach(repo: BenchRepo, rounds: int, bare: float) -> Figure:
     samples = []
     for _ in range(rounds):
         elapsed, completed = timed_run(
-            cli_argv("start", "--task", "detach", "--detach", "--format", "json"), env=repo.env,
+            cli_argv("start", "--task", "detach", "--detach", "--format", "json"),
+            env=repo.env,
             cwd=repo.root,
         )
         samples.append(elapsed)
         _wait_ended(repo.root / json.loads(completed.stdout)["manifest"])
     value = median(samples)
     return Figure(
-        "runctl.detach", "start --detach returns", fmt_seconds(value),
-        f"python -c pass: {fmt_seconds(bare)}", f"{value / bare:.1f}x", f"< {DETACH_TARGET_S} s",
-        value < DETACH_TARGET_S, {"seconds": samples, "bare_seconds": bare},
+        "runctl.detach",
+        "start --detach returns",
+        fmt_seconds(value),
+        f"python -c pass: {fmt_seconds(bare)}",
+        f"{value / bare:.1f}x",
+        f"< {DETACH_TARGET_S} s",
+        value < DETACH_TARGET_S,
+        {"seconds": samples, "bare_seconds": bare},
         note=f"median of {rounds}; each detached run is waited for before the next",
     )
 
@@ -99,10 +105,18 @@ def _runs(repo: BenchRepo, bare: float) -> list[Figure]:
     _synthetic_histories(repo.root)
     rows = []
     for label, args, target, key in (
-        ("runs --limit 20 (100 x 1,000 runs)", ("runs", "--limit", "20", "--format", "json"),
-         RUNS_LIMIT_TARGET_S, "runctl.runs.limit"),
-        ("runs --format ndjson, all 100,000", ("runs", "--format", "ndjson", "--limit", "0"),
-         RUNS_ALL_TARGET_S, "runctl.runs.all"),
+        (
+            "runs --limit 20 (100 x 1,000 runs)",
+            ("runs", "--limit", "20", "--format", "json"),
+            RUNS_LIMIT_TARGET_S,
+            "runctl.runs.limit",
+        ),
+        (
+            "runs --format ndjson, all 100,000",
+            ("runs", "--format", "ndjson", "--limit", "0"),
+            RUNS_ALL_TARGET_S,
+            "runctl.runs.all",
+        ),
     ):
         samples = []
         for _ in range(3):
@@ -114,12 +128,19 @@ def _runs(repo: BenchRepo, bare: float) -> list[Figure]:
             else completed.stdout.count(b"\n")
         )
         value = median(samples)
-        rows.append(Figure(
-            key, label, fmt_seconds(value), f"python -c pass: {fmt_seconds(bare)}",
-            f"{value / bare:.1f}x", f"< {target:g} s", value < target,
-            {"seconds": samples, "rows": count},
-            note=f"median of 3; {count} rows; histories in state.json + archive, 1 live run a task",
-        ))
+        rows.append(
+            Figure(
+                key,
+                label,
+                fmt_seconds(value),
+                f"python -c pass: {fmt_seconds(bare)}",
+                f"{value / bare:.1f}x",
+                f"< {target:g} s",
+                value < target,
+                {"seconds": samples, "rows": count},
+                note=f"median of 3; {count} rows; histories in state.json + archive, 1 live run a task",
+            )
+        )
     return rows
 
 
@@ -139,15 +160,22 @@ def _synthetic_histories(root: Path) -> None:
             run_id = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime(moment)) + (
                 f"-{int(moment * 1000) % 1000:03d}Z-{task_number:04x}{index:04x}"
             )
-            entries.append({
-                "taskId": task, "runId": run_id, "pipelineId": "diagnostics",
-                "status": "failed" if index % 7 == 0 else "succeeded",
-                "timestamp": _iso(moment + 30), "manifest": f".runs/{task}/cli/{run_id}/manifest.json",
-                "startedAt": _iso(moment),
-                **({"statusDetail": "stage:test:failed"} if index % 7 == 0 else {}),
-            })
+            entries.append(
+                {
+                    "taskId": task,
+                    "runId": run_id,
+                    "pipelineId": "diagnostics",
+                    "status": "failed" if index % 7 == 0 else "succeeded",
+                    "timestamp": _iso(moment + 30),
+                    "manifest": f".runs/{task}/cli/{run_id}/manifest.json",
+                    "startedAt": _iso(moment),
+                    **({"statusDetail": "stage:test:failed"} if index % 7 == 0 else {}),
+                }
+            )
         archived, recent = entries[:250], entries[250:]
-        (state_dir / "state.archive.ndjson").write_text("".join(json.dumps(e) + "\n" for e in archived))
+        (state_dir / "state.archive.ndjson").write_text(
+            "".join(json.dumps(e) + "\n" for e in archived)
+        )
         body = ",\n".join(json.dumps(e, separators=(",", ":")) for e in recent)
         (state_dir / "state.json").write_text(
             f'{{"taskId":"{task}","lastRunAt":"{recent[-1]["timestamp"]}","runs":[\n{body}\n]}}\n'
@@ -156,22 +184,36 @@ def _synthetic_histories(root: Path) -> None:
             (cli / entry["runId"]).mkdir()
         live = time.strftime("%Y-%m-%dT%H-%M-%S-000Z", time.gmtime()) + f"-{task_number:04x}ffff"
         (cli / live).mkdir()
-        (cli / live / "manifest.json").write_text(json.dumps({
-            "run_id": live, "task_id": task, "pipeline_id": "diagnostics", "status": "in_progress",
-            "started_at": _iso(time.time()), "commands": [], "heartbeat_at": _iso(time.time() - 600),
-            "host": os.uname().nodename, "orchestrator_pid": 0,
-        }))
+        (cli / live / "manifest.json").write_text(
+            json.dumps(
+                {
+                    "run_id": live,
+                    "task_id": task,
+                    "pipeline_id": "diagnostics",
+                    "status": "in_progress",
+                    "started_at": _iso(time.time()),
+                    "commands": [],
+                    "heartbeat_at": _iso(time.time() - 600),
+                    "host": os.uname().nodename,
+                    "orchestrator_pid": 0,
+                }
+            )
+        )
 
 
 def _iso(moment: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment * 1000) % 1000:03d}Z"
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment))
+        + f".{int(moment * 1000) % 1000:03d}Z"
+    )
 
 
 def _follow(repo: BenchRepo) -> Figure:
     progress("runctl: logs --follow latency against tail -f")
     _, completed = timed_run(
         cli_argv("start", "stamps", "--task", "follow", "--detach", "--format", "json"),
-        env=repo.env, cwd=repo.root,
+        env=repo.env,
+        cwd=repo.root,
     )
     answer = json.loads(completed.stdout)
     log = repo.root / answer["artifact_root"] / "commands" / "01-stamp.stdout.log"
@@ -179,8 +221,9 @@ def _follow(repo: BenchRepo) -> Figure:
     if shutil.which("tail"):
         readers["tail"] = ["tail", "-n", "+1", "-F", str(log)]
     procs = {
-        name: subprocess.Popen(argv, cwd=repo.root, env=repo.env, stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL)
+        name: subprocess.Popen(
+            argv, cwd=repo.root, env=repo.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
         for name, argv in readers.items()
     }
     latencies: dict[str, list[float]] = {name: [] for name in procs}
@@ -213,10 +256,14 @@ def _follow(repo: BenchRepo) -> Figure:
     value = max(ours)
     baseline = latencies.get("tail", [])[1:]
     return Figure(
-        "runctl.follow", "logs --follow: new bytes shown after", fmt_seconds(value),
+        "runctl.follow",
+        "logs --follow: new bytes shown after",
+        fmt_seconds(value),
         f"tail -F max: {fmt_seconds(max(baseline))}" if baseline else "tail not available",
-        f"median {fmt_seconds(median(ours))}", f"< {FOLLOW_TARGET_S * 1000:.0f} ms",
-        value < FOLLOW_TARGET_S, {"logs": ours, "tail": baseline},
+        f"median {fmt_seconds(median(ours))}",
+        f"< {FOLLOW_TARGET_S * 1000:.0f} ms",
+        value < FOLLOW_TARGET_S,
+        {"logs": ours, "tail": baseline},
         note=f"worst of {len(ours)} lines, each stamped with its write time by the stage",
     )
 
@@ -228,15 +275,17 @@ def _cancel(repo: BenchRepo, rounds: int) -> Figure:
         (repo.root / "stage.pid").unlink(missing_ok=True)
         _, completed = timed_run(
             cli_argv("start", "stubborn", "--task", "cancel", "--detach", "--format", "json"),
-            env=repo.env, cwd=repo.root,
+            env=repo.env,
+            cwd=repo.root,
         )
         answer = json.loads(completed.stdout)
         manifest_path = repo.root / answer["manifest"]
         _wait_for(lambda: (repo.root / "stage.pid").exists())
         orchestrator = _read(manifest_path).get("orchestrator_pid")
         stage_pid = int((repo.root / "stage.pid").read_text())
-        elapsed, _ = timed_run(cli_argv("cancel", answer["run_id"], "--wait"), env=repo.env,
-                               cwd=repo.root)
+        elapsed, _ = timed_run(
+            cli_argv("cancel", answer["run_id"], "--wait"), env=repo.env, cwd=repo.root
+        )
         samples.append(elapsed)
         time.sleep(0.2)
         left += sum(1 for pid in (orchestrator, stage_pid) if isinstance(pid, int) and _alive(pid))
@@ -244,9 +293,13 @@ def _cancel(repo: BenchRepo, rounds: int) -> Figure:
             left += 1
     value = max(samples)
     return Figure(
-        "runctl.cancel", "cancel --wait, stage ignoring SIGTERM", fmt_seconds(value),
-        f"grace {GRACE_S:g} s", f"{left} processes left",
-        f"<= grace + {CANCEL_SLACK_S:g} s, 0 left", value <= GRACE_S + CANCEL_SLACK_S and left == 0,
+        "runctl.cancel",
+        "cancel --wait, stage ignoring SIGTERM",
+        fmt_seconds(value),
+        f"grace {GRACE_S:g} s",
+        f"{left} processes left",
+        f"<= grace + {CANCEL_SLACK_S:g} s, 0 left",
+        value <= GRACE_S + CANCEL_SLACK_S and left == 0,
         {"seconds": samples, "left": left},
         note=f"worst of {rounds} (whole CLI wall time, start-up included)",
     )

@@ -46,7 +46,11 @@ def json_cli(repo: Repo, *args: str, timeout: float = 60) -> tuple[int, Any]:
 def run_dirs(repo: Repo, task: str) -> list[Path]:
     """Run directories of ``task``, oldest first."""
     cli = repo.root / ".runs" / task / "cli"
-    return sorted(path for path in cli.iterdir() if not path.name.startswith(".")) if cli.exists() else []
+    return (
+        sorted(path for path in cli.iterdir() if not path.name.startswith("."))
+        if cli.exists()
+        else []
+    )
 
 
 def manifest_of(run_dir: Path) -> dict[str, Any]:

@@ -36,8 +36,17 @@ def _config(repo: Repo) -> None:
             "defaultPipeline": "wait",
             "settings": {"kill_grace_seconds": 1},
             "pipelines": [
-                {"id": "wait", "stages": [{"id": "first", "command": "echo one"}, {"id": "block", "command": stage}]},
-                {"id": "family", "stages": [{"id": "kid", "kind": "subpipeline", "pipeline": "wait"}]},
+                {
+                    "id": "wait",
+                    "stages": [
+                        {"id": "first", "command": "echo one"},
+                        {"id": "block", "command": stage},
+                    ],
+                },
+                {
+                    "id": "family",
+                    "stages": [{"id": "kid", "kind": "subpipeline", "pipeline": "wait"}],
+                },
             ],
         }
     )
@@ -51,7 +60,10 @@ def _stage_running(repo: Repo, task: str) -> Path:
         manifest = try_manifest(dirs[-1]) if dirs else None
         return (
             manifest is not None
-            and any(c["status"] == "running" and c["id"] == "block" for c in _all_commands(repo, manifest))
+            and any(
+                c["status"] == "running" and c["id"] == "block"
+                for c in _all_commands(repo, manifest)
+            )
             and (repo.root / "stage.pid").exists()
         )
 
@@ -71,7 +83,9 @@ def _stage_pid(repo: Repo) -> int:
     return int((repo.root / "stage.pid").read_text())
 
 
-def _assert_cancelled(manifest: dict[str, Any], actor: str | None = None, reason: str | None = None) -> None:
+def _assert_cancelled(
+    manifest: dict[str, Any], actor: str | None = None, reason: str | None = None
+) -> None:
     assert manifest["status"] == "cancelled" and manifest["status_detail"] == "cancelled", manifest
     [event] = manifest["cancel_events"]
     assert event["timestamp"] and event["recorded_at"]
@@ -87,7 +101,9 @@ def test_cancel_foreground_run_from_another_process(repo: Repo) -> None:
         run_dir = _stage_running(repo, "fg")
         stage_pid = _stage_pid(repo)
         began = time.monotonic()
-        code, document = json_cli(repo, "cancel", run_dir.name, "--wait", "--actor", "ops", "--reason", "runaway")
+        code, document = json_cli(
+            repo, "cancel", run_dir.name, "--wait", "--actor", "ops", "--reason", "runaway"
+        )
         elapsed = time.monotonic() - began
         assert code == 0, document
         assert document["action"] == "signalled" and document["ended"] is True
@@ -122,7 +138,13 @@ def test_detached_run_survives_hangup_of_the_caller_and_leaves_full_records(repo
         start_new_session=True,
     )
     try:
-        wait_for(lambda: (repo.root / "detach.json").stat().st_size > 0 if (repo.root / "detach.json").exists() else False)
+        wait_for(
+            lambda: (
+                (repo.root / "detach.json").stat().st_size > 0
+                if (repo.root / "detach.json").exists()
+                else False
+            )
+        )
         document = json.loads((repo.root / "detach.json").read_text())
         assert document["status"] in ("queued", "in_progress") and document["detached"] is True
         run_dir = repo.root / document["artifact_root"]
@@ -160,10 +182,16 @@ def test_detached_run_survives_hangup_of_the_caller_and_leaves_full_records(repo
 
 def test_detach_validates_first_and_starts_nothing_on_bad_input(repo: Repo) -> None:
     _config(repo)
-    for args in (("nope", "--detach"), ("--detach", "--task", "a/b"), ("--detach", "--parent-run", "2026-01-01T00-00-00-000Z-00000000")):
+    for args in (
+        ("nope", "--detach"),
+        ("--detach", "--task", "a/b"),
+        ("--detach", "--parent-run", "2026-01-01T00-00-00-000Z-00000000"),
+    ):
         result = repo.cli("start", *args)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, (args, result.stderr)
-    assert not (repo.root / ".runs").exists() or not any((repo.root / ".runs").rglob("manifest.json"))
+    assert not (repo.root / ".runs").exists() or not any(
+        (repo.root / ".runs").rglob("manifest.json")
+    )
 
 
 def test_cancel_detached_run_leaves_no_process(repo: Repo) -> None:
@@ -177,7 +205,11 @@ def test_cancel_detached_run_leaves_no_process(repo: Repo) -> None:
         code, cancelled = json_cli(repo, "cancel", document["run_id"], "--wait")
         assert code == 0 and cancelled["ended"] is True
         _assert_cancelled(manifest_of(run_dir))
-        wait_for(lambda: not alive(orchestrator) and not alive(stage_pid), timeout=10, what="no process left")
+        wait_for(
+            lambda: not alive(orchestrator) and not alive(stage_pid),
+            timeout=10,
+            what="no process left",
+        )
     finally:
         kill_run_groups(run_dir)
 
@@ -192,7 +224,11 @@ def test_cancel_run_with_a_child_run_cancels_both(repo: Repo) -> None:
         code, document = json_cli(repo, "cancel", parent_dir.name, "--wait", "--reason", "stop all")
         assert code == 0 and document["children"] == [child_dir.name]
         assert proc.wait(timeout=30) == 143
-        _assert_cancelled(manifest_of(parent_dir), reason="stop all", actor=document and manifest_of(parent_dir)["cancel_events"][0]["actor"])
+        _assert_cancelled(
+            manifest_of(parent_dir),
+            reason="stop all",
+            actor=document and manifest_of(parent_dir)["cancel_events"][0]["actor"],
+        )
         _assert_cancelled(manifest_of(child_dir))
         assert manifest_of(parent_dir)["child_runs"][0]["status"] == "cancelled"
         assert not alive(_stage_pid(repo))
@@ -215,7 +251,9 @@ def test_dead_detached_run_is_stale_then_cancel_finishes_it(repo: Repo) -> None:
         orchestrator = manifest_of(parent_dir)["orchestrator_pid"]
         os.kill(orchestrator, signal.SIGKILL)  # recorded pid of the run this test started
         wait_for(
-            lambda: all(row["stale"] for row in json_cli(repo, "runs", "--task", "dead")[1]["runs"]),
+            lambda: all(
+                row["stale"] for row in json_cli(repo, "runs", "--task", "dead")[1]["runs"]
+            ),
             what="both runs to show stale",
         )
         assert json_cli(repo, "status", document["run_id"])[1]["stale"] in (True, False)
@@ -240,11 +278,15 @@ def test_dead_detached_run_can_be_resumed(repo: Repo) -> None:
     try:
         _stage_running(repo, "again")
         os.kill(manifest_of(run_dir)["orchestrator_pid"], signal.SIGKILL)
-        wait_for(lambda: json_cli(repo, "runs", "--task", "again")[1]["runs"][0]["stale"], what="stale")
+        wait_for(
+            lambda: json_cli(repo, "runs", "--task", "again")[1]["runs"][0]["stale"], what="stale"
+        )
         (repo.root / "go").touch()
         code, resumed = json_cli(repo, "resume", document["run_id"], "--detach")
         assert code == 0 and resumed["detached"] is True
-        wait_for(lambda: manifest_of(run_dir)["status"] == "succeeded", what="the resumed run to finish")
+        wait_for(
+            lambda: manifest_of(run_dir)["status"] == "succeeded", what="the resumed run to finish"
+        )
         assert [c["status"] for c in manifest_of(run_dir)["commands"]] == ["succeeded", "succeeded"]
     finally:
         kill_run_groups(run_dir)
@@ -274,7 +316,9 @@ def test_cancel_never_signals_a_pid_whose_start_time_does_not_match(repo: Repo) 
         manifest["orchestrator_start_ticks"] = manifest.get("orchestrator_start_ticks", 0) + 1
         manifest_path.write_text(json.dumps(manifest))
         code, cancelled = json_cli(repo, "cancel", document["run_id"])
-        assert code == 0 and cancelled["action"] == "finished" and cancelled["signalled_pid"] is None
+        assert (
+            code == 0 and cancelled["action"] == "finished" and cancelled["signalled_pid"] is None
+        )
         time.sleep(0.2)
         assert bystander.poll() is None and alive(bystander.pid)
         assert json.loads(manifest_path.read_text())["status"] == "cancelled"

@@ -15,7 +15,10 @@ def _family_config(repo: Repo) -> None:
         {
             "defaultPipeline": "parent",
             "pipelines": [
-                {"id": "parent", "stages": [{"id": "kid", "kind": "subpipeline", "pipeline": "child"}]},
+                {
+                    "id": "parent",
+                    "stages": [{"id": "kid", "kind": "subpipeline", "pipeline": "child"}],
+                },
                 {"id": "child", "stages": [{"id": "c", "command": "echo child"}]},
                 {"id": "solo", "stages": [{"id": "s", "command": "echo solo"}]},
             ],
@@ -32,9 +35,7 @@ def test_prune_keeps_evidence_children_and_history(repo: Repo) -> None:
     (repo.root / "tasks" / "tasks-fam.md").write_text(
         f"# fam\n- [x] solo works — Evidence: `{cited['manifest']}`\n"
     )
-    children = {
-        p["run_id"]: repo.manifest(p)["child_runs"][0]["run_id"] for p in parents
-    }
+    children = {p["run_id"]: repo.manifest(p)["child_runs"][0]["run_id"] for p in parents}
     before_dirs = {d.name for d in run_dirs(repo, "fam")}
     assert len(before_dirs) == 9
     metrics_before = (repo.root / ".runs" / "fam" / "metrics.json").read_bytes()
@@ -100,7 +101,12 @@ def test_prune_never_touches_a_live_run(repo: Repo) -> None:
     try:
         from runctl_helpers import wait_for
 
-        wait_for(lambda: bool(run_dirs(repo, "live")) and (try_manifest(run_dirs(repo, "live")[0]) or {}).get("status") == "in_progress")
+        wait_for(
+            lambda: (
+                bool(run_dirs(repo, "live"))
+                and (try_manifest(run_dirs(repo, "live")[0]) or {}).get("status") == "in_progress"
+            )
+        )
         code, done = json_cli(repo, "prune", "--keep", "0", "--include-evidence")
         assert code == 0 and done["removed"] == []
         assert {item["reason"] for item in done["kept"]} == {"live"}
@@ -118,8 +124,22 @@ def test_prune_beside_50_concurrent_starts_loses_nothing(repo: Repo) -> None:
     prunes = 0
     while any(proc.poll() is None for proc in starts) or prunes < 2:
         result = subprocess.run(
-            [sys.executable, "-m", "codex_orchestrator", "prune", "--keep", "2", "--format", "json"],
-            cwd=repo.root, env=repo.env, capture_output=True, text=True, timeout=120, check=False,
+            [
+                sys.executable,
+                "-m",
+                "codex_orchestrator",
+                "prune",
+                "--keep",
+                "2",
+                "--format",
+                "json",
+            ],
+            cwd=repo.root,
+            env=repo.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert result.returncode == 0, result.stderr
         prunes += 1
@@ -136,7 +156,11 @@ def test_prune_beside_50_concurrent_starts_loses_nothing(repo: Repo) -> None:
     raw_cli(repo, "runs", "--limit", "1")  # a reader; merges nothing, changes nothing
     subprocess.run(
         [sys.executable, "-m", "codex_orchestrator", "prune", "--keep", "2"],
-        cwd=repo.root, env=repo.env, capture_output=True, timeout=120, check=True,
+        cwd=repo.root,
+        env=repo.env,
+        capture_output=True,
+        timeout=120,
+        check=True,
     )
     entries = state_entries(repo, "busy")
     assert set(entries) == metrics
@@ -146,3 +170,18 @@ def test_prune_beside_50_concurrent_starts_loses_nothing(repo: Repo) -> None:
     for run_dir in run_dirs(repo, "busy"):
         manifest = try_manifest(run_dir)
         assert manifest is not None and manifest["status"] == "succeeded"
+
+
+def test_prune_finishes_what_an_interrupted_prune_set_aside(repo: Repo) -> None:
+    repo.pipeline({"id": "a", "command": "true"})
+    first = repo.start_json("--task", "half")[1]
+    repo.start_json("--task", "half")
+    run_dir = repo.root / first["artifact_root"]
+    hidden = run_dir.with_name(f".pruning-{first['run_id']}-abc123")
+    run_dir.rename(hidden)  # as a prune killed between setting aside and marking leaves it
+    _, listed = json_cli(repo, "runs")
+    assert first["run_id"] in {row["run_id"] for row in listed["runs"]}
+    code, done = json_cli(repo, "prune", "--keep", "5")
+    assert code == 0 and [row["run_id"] for row in done["removed"]] == [first["run_id"]]
+    assert not hidden.exists()
+    assert state_entries(repo, "half")[first["run_id"]]["pruned"] is True

@@ -39,7 +39,13 @@ def _two_pipelines(repo: Repo) -> None:
         {
             "defaultPipeline": "main",
             "pipelines": [
-                {"id": "main", "stages": [{"id": "ok", "command": "echo ok"}, {"id": "bad", "command": "exit 3"}]},
+                {
+                    "id": "main",
+                    "stages": [
+                        {"id": "ok", "command": "echo ok"},
+                        {"id": "bad", "command": "exit 3"},
+                    ],
+                },
                 {"id": "quick", "stages": [{"id": "one", "command": "echo one"}]},
             ],
         }
@@ -49,7 +55,12 @@ def _two_pipelines(repo: Repo) -> None:
 def test_runs_lists_newest_first_with_filters(repo: Repo) -> None:
     _two_pipelines(repo)
     started = []
-    for task, pipeline in (("alpha", "main"), ("beta", "quick"), ("alpha", "quick"), ("beta", "main")):
+    for task, pipeline in (
+        ("alpha", "main"),
+        ("beta", "quick"),
+        ("alpha", "quick"),
+        ("beta", "main"),
+    ):
         result = repo.cli("start", pipeline, "--task", task, "--format", "json")
         started.append(json.loads(result.stdout)["run_id"])
     code, document = json_cli(repo, "runs")
@@ -96,7 +107,9 @@ def test_runs_reads_the_archive_and_pending_snapshots_in_order(repo: Repo) -> No
 
     archived = [entry(1), entry(2, "failed"), entry(3)]
     recent = [entry(4), entry(5)]
-    (state_dir / "state.archive.ndjson").write_text("".join(json.dumps(e) + "\n" for e in archived) + "{torn")
+    (state_dir / "state.archive.ndjson").write_text(
+        "".join(json.dumps(e) + "\n" for e in archived) + "{torn"
+    )
     (state_dir / "state.json").write_text(
         json.dumps({"taskId": "hist", "lastRunAt": recent[-1]["timestamp"], "runs": recent})
     )
@@ -113,11 +126,18 @@ def test_runs_reads_the_archive_and_pending_snapshots_in_order(repo: Repo) -> No
 
 def test_runs_marks_a_killed_run_stale(repo: Repo) -> None:
     repo.pipeline({"id": "long", "command": "sleep 60"})
-    proc = repo.spawn("start", "--task", "dead", env={"CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS": "0.1"})
+    proc = repo.spawn(
+        "start", "--task", "dead", env={"CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS": "0.1"}
+    )
     try:
         wait_for(
-            lambda: bool(run_dirs(repo, "dead"))
-            and (try_manifest(run_dirs(repo, "dead")[0]) or {}).get("commands", [{}])[0].get("status") == "running",
+            lambda: (
+                bool(run_dirs(repo, "dead"))
+                and (try_manifest(run_dirs(repo, "dead")[0]) or {})
+                .get("commands", [{}])[0]
+                .get("status")
+                == "running"
+            ),
             what="the stage to start",
         )
         code, live = json_cli(repo, "runs", "--status", "in_progress")
@@ -157,7 +177,10 @@ def test_logs_are_the_stored_bytes_exactly(repo: Repo) -> None:
     tail = raw_cli(repo, "logs", start["run_id"], "lines", "--tail", "2")
     assert tail.stdout == b"b\nc\n" and tail.stderr == b"x\ny"
     _, document = json_cli(repo, "logs", start["run_id"], "lines", "--tail", "1")
-    assert [(log["stream"], log["text"]) for log in document["logs"]] == [("stdout", "c\n"), ("stderr", "y")]
+    assert [(log["stream"], log["text"]) for log in document["logs"]] == [
+        ("stdout", "c\n"),
+        ("stderr", "y"),
+    ]
 
 
 def test_logs_follow_prints_new_bytes_and_exits_with_the_run_code(repo: Repo) -> None:
@@ -226,7 +249,11 @@ def test_stats_counts_a_torn_line_and_writes_the_summary(repo: Repo) -> None:
         "average_duration_seconds",
         "parse_errors",
     }
-    assert (summary["entries_total"], summary["entries_succeeded"], summary["parse_errors"]) == (4, 3, 2)
+    assert (summary["entries_total"], summary["entries_succeeded"], summary["parse_errors"]) == (
+        4,
+        3,
+        2,
+    )
     assert 0 <= summary["guardrail_coverage"] <= 1
     assert "unparseable" in repo.cli("stats").stdout
 
@@ -234,7 +261,13 @@ def test_stats_counts_a_torn_line_and_writes_the_summary(repo: Repo) -> None:
 def test_stats_tolerates_lines_without_stages(repo: Repo) -> None:
     path = repo.root / ".runs" / "old" / "metrics.json"
     path.parent.mkdir(parents=True)
-    line = {"run_id": "r", "task_id": "old", "pipeline_id": "p", "status": "failed", "duration_seconds": 2}
+    line = {
+        "run_id": "r",
+        "task_id": "old",
+        "pipeline_id": "p",
+        "status": "failed",
+        "duration_seconds": 2,
+    }
     path.write_text(json.dumps(line) + "\n")
     _, document = json_cli(repo, "stats")
     [task] = document["tasks"]
@@ -265,7 +298,10 @@ def test_bad_input_is_one_line_and_exit_2(repo: Repo) -> None:
     for args in cases:
         result = repo.cli(*args)
         assert result.returncode == 2, (args, result.stderr)
-        assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), (args, result.stderr)
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), (
+            args,
+            result.stderr,
+        )
         assert "Traceback" not in result.stderr
         as_json = repo.cli(*args, "--format", "json") if args[0] != "runs" else None
         if as_json is not None:
@@ -274,7 +310,9 @@ def test_bad_input_is_one_line_and_exit_2(repo: Repo) -> None:
 
 
 def test_logs_print_every_attempt_of_a_stage(repo: Repo) -> None:
-    repo.pipeline({"id": "flaky", "command": "if [ -e ok ]; then echo second; else echo first; exit 1; fi"})
+    repo.pipeline(
+        {"id": "flaky", "command": "if [ -e ok ]; then echo second; else echo first; exit 1; fi"}
+    )
     code, start = repo.start_json("--task", "tries")
     assert code == 1
     (repo.root / "ok").touch()
@@ -283,4 +321,7 @@ def test_logs_print_every_attempt_of_a_stage(repo: Repo) -> None:
     assert result.stdout == b"first\nsecond\n"
     assert result.stderr.count(b"<==") == 2 and b"attempt 2" in result.stderr
     _, document = json_cli(repo, "logs", start["run_id"], "flaky", "--stream", "stdout")
-    assert [(log["attempt"], log["text"]) for log in document["logs"]] == [(1, "first\n"), (2, "second\n")]
+    assert [(log["attempt"], log["text"]) for log in document["logs"]] == [
+        (1, "first\n"),
+        (2, "second\n"),
+    ]

@@ -53,7 +53,9 @@ def apply_request(run_dir: Path, data: dict[str, Any], detail: str | None) -> st
     with contextlib.suppress(OSError):
         os.unlink(run_dir / REQUEST_NAME)
     resumes = data.get("resume_events") or []
-    last_resume = resumes[-1].get("timestamp") if resumes and isinstance(resumes[-1], dict) else None
+    last_resume = (
+        resumes[-1].get("timestamp") if resumes and isinstance(resumes[-1], dict) else None
+    )
     requested_at = str(request.get("requested_at") or "")
     if isinstance(last_resume, str) and requested_at < last_resume:
         return detail

@@ -30,7 +30,11 @@ def mirror_files(root: Path) -> list[Path]:
     for entry in index.entries if index else ():
         for key in MIRROR_PATH_KEYS:
             path = entry.paths.get(key)
-            if path and not PurePosixPath(path).is_absolute() and ".." not in PurePosixPath(path).parts:
+            if (
+                path
+                and not PurePosixPath(path).is_absolute()
+                and ".." not in PurePosixPath(path).parts
+            ):
                 found.add(root / path)
     return sorted(path for path in found if path.exists())
 

@@ -70,9 +70,7 @@ def reap(handle: dict[str, Any], settings: Settings) -> bool:
     from codex_orchestrator.local_executor import KIND, LocalExecutor
 
     if handle.get("kind") != KIND:
-        note(
-            f"warning: a stage of kind {handle.get('kind')!r} may still run; end it where it runs"
-        )
+        note(f"warning: a stage of kind {handle.get('kind')!r} may still run; end it where it runs")
         return False
     executor = LocalExecutor(settings.kill_grace_seconds)
     try:

@@ -72,8 +72,12 @@ class RunRow(NamedTuple):
         formatted directly, which is several times faster than the JSON encoder.
         """
         texts = (
-            self.pipeline_id, self.status, self.started_at or "", self.completed_at or "",
-            self.failed_stage or "", self.manifest or "",
+            self.pipeline_id,
+            self.status,
+            self.started_at or "",
+            self.completed_at or "",
+            self.failed_stage or "",
+            self.manifest or "",
         )
         if not _PLAIN.fullmatch("".join(texts)):
             return json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":"))
@@ -128,7 +132,11 @@ class TaskHistory:
     """The runs of one task (see the module docstring)."""
 
     def __init__(
-        self, runs_dir: Path, out_dir: Path, task_id: str, display: Callable[[Path], str],
+        self,
+        runs_dir: Path,
+        out_dir: Path,
+        task_id: str,
+        display: Callable[[Path], str],
         warn: Warn,
     ) -> None:
         self.task_id = task_id
@@ -253,7 +261,11 @@ class TaskHistory:
         completed = manifest.get("completed_at")
         started = started if isinstance(started, str) else started_at_of(run_id)
         completed = completed if isinstance(completed, str) else None
-        unfinished = manifest["status"] not in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+        unfinished = manifest["status"] not in (
+            RunStatus.SUCCEEDED,
+            RunStatus.FAILED,
+            RunStatus.CANCELLED,
+        )
         return RunRow(
             run_id=run_id,
             task_id=self.task_id,
@@ -286,7 +298,10 @@ class TaskHistory:
     def _pending(self) -> Iterator[dict[str, Any]]:
         """Snapshots not merged yet: beside ``state.json``, or beside the run records when the
         out root could not take them."""
-        for pending_dir in (self.state_dir / "state.pending", self.cli_dir.parent / "state.pending"):
+        for pending_dir in (
+            self.state_dir / "state.pending",
+            self.cli_dir.parent / "state.pending",
+        ):
             try:
                 names = os.listdir(pending_dir)
             except OSError:

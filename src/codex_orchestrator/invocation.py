@@ -34,7 +34,9 @@ def settings_or_defaults(workspace: Workspace) -> Settings:
 def require_run(workspace: Workspace, run_id: str, task: str | None) -> tuple[str, Path]:
     """The task and directory of run ``run_id`` (validated); `RunNotFoundError` (exit 2) when
     no task has it."""
-    found = workspace.find_run(validate_id(run_id, "run"), validate_id(task, "task") if task else None)
+    found = workspace.find_run(
+        validate_id(run_id, "run"), validate_id(task, "task") if task else None
+    )
     if found is None:
         raise RunNotFoundError(
             f"unknown run {run_id!r}: no such run under {workspace.display(workspace.runs_dir)}; "

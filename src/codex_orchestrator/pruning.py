@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any, NamedTuple
 
 from codex_orchestrator.clock import parse_iso_utc
 from codex_orchestrator.history import TaskHistory, read_manifest
+from codex_orchestrator.ids import RUN_ID_PATTERN
 from codex_orchestrator.jsonio import atomic_write_bytes
 from codex_orchestrator.locks import FileLock
 from codex_orchestrator.persistence.state_store import RunRecord, TaskStateStore
@@ -59,6 +61,48 @@ class Decision(NamedTuple):
     kept: dict[str, str]
 
 
+_ASIDE = re.compile(r"\.pruning-(" + RUN_ID_PATTERN.pattern + r")-[0-9a-f]{6}")
+
+
+def _candidate(
+    task_id: str, run_id: str, run_dir: Path, manifest: dict[str, Any], recorded: bool
+) -> Candidate:
+    parent = manifest.get("parent_run_id")
+    completed = manifest.get("completed_at")
+    return Candidate(
+        task_id,
+        run_id,
+        run_dir,
+        str(manifest["pipeline_id"]),
+        str(manifest["status"]),
+        completed if isinstance(completed, str) else None,
+        parent if isinstance(parent, str) else None,
+        recorded,
+    )
+
+
+def left_aside(history: TaskHistory) -> list[tuple[Candidate, Path]]:
+    """Runs an interrupted prune set aside but did not finish removing (their hidden
+    directories), so that this prune marks and removes them."""
+    try:
+        names = os.listdir(history.cli_dir)
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        match = _ASIDE.fullmatch(name)
+        manifest = read_manifest(history.cli_dir / name) if match else None
+        if match and manifest is not None:
+            run_id = match.group(1)
+            found.append(
+                (
+                    _candidate(history.task_id, run_id, history.run_dir(run_id), manifest, True),
+                    history.cli_dir / name,
+                )
+            )
+    return found
+
+
 def candidates(history: TaskHistory, warn: Callable[[str], None]) -> list[Candidate]:
     """Every run directory of the task whose manifest can be read, newest first."""
     found = []
@@ -72,20 +116,7 @@ def candidates(history: TaskHistory, warn: Callable[[str], None]) -> list[Candid
         if manifest is None:
             warn(f"warning: run {run_id}: no readable manifest; left alone")
             continue
-        parent = manifest.get("parent_run_id")
-        completed = manifest.get("completed_at")
-        found.append(
-            Candidate(
-                history.task_id,
-                run_id,
-                run_dir,
-                str(manifest["pipeline_id"]),
-                str(manifest["status"]),
-                completed if isinstance(completed, str) else None,
-                parent if isinstance(parent, str) else None,
-                run_id in recorded,
-            )
-        )
+        found.append(_candidate(history.task_id, run_id, run_dir, manifest, run_id in recorded))
     return found
 
 

@@ -53,8 +53,13 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     }
     if manifest["status"] in TERMINAL_RUN_STATUSES:
         document["action"] = "already-ended"
-        return _report(workspace, reporter, run_dir, document, f"run {run_id} already ended "
-                       f"({manifest['status']}); nothing to cancel")
+        return _report(
+            workspace,
+            reporter,
+            run_dir,
+            document,
+            f"run {run_id} already ended ({manifest['status']}); nothing to cancel",
+        )
     write_request(run_dir, actor, args.reason)
     document["request"] = workspace.display(run_dir / REQUEST_NAME)
     document["children"] = _request_children(workspace, task_id, manifest, actor, args.reason, 0)
@@ -62,7 +67,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     if state == "alive" and pid is not None:
         os.kill(pid, signal.SIGTERM)
         document.update(action="signalled", signalled_pid=pid)
-        message = f"run {run_id}: cancel requested by {actor}; signalled its orchestrator (pid {pid})"
+        message = (
+            f"run {run_id}: cancel requested by {actor}; signalled its orchestrator (pid {pid})"
+        )
     elif state == "gone":
         from codex_orchestrator.finishing import finish_dead_run
 
@@ -71,7 +78,11 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         message = f"run {run_id}: its orchestrator was gone; cancel finished it as cancelled"
     else:
         document["action"] = "requested"
-        where = f"on host {manifest.get('host')!r}" if state == "elsewhere" else "by a process that cannot be verified"
+        where = (
+            f"on host {manifest.get('host')!r}"
+            if state == "elsewhere"
+            else "by a process that cannot be verified"
+        )
         message = (
             f"run {run_id}: cancel request recorded, but the run is driven {where}; it was not "
             "signalled from here: cancel it where it runs"
@@ -124,7 +135,11 @@ def running_with_ticks(pid: int, ticks: int) -> bool:
 
 
 def _request_children(
-    workspace: Workspace, task_id: str, manifest: dict[str, Any], actor: str, reason: str | None,
+    workspace: Workspace,
+    task_id: str,
+    manifest: dict[str, Any],
+    actor: str,
+    reason: str | None,
     depth: int,
 ) -> list[str]:
     """Record the request in every unfinished child run too (they end with their parent)."""

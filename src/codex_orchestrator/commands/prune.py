@@ -22,6 +22,7 @@ from codex_orchestrator.pruning import (
     candidates,
     decide,
     directory_bytes,
+    left_aside,
     mark_pruned,
     set_aside,
 )
@@ -33,8 +34,10 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     """Choose, report and (unless ``--dry-run``) delete; exit 0 (2 on bad input)."""
     workspace = Workspace.from_env()
     criteria = _criteria(args)
-    tasks = [validate_id(args.task, "task")] if args.task else task_ids(
-        workspace.runs_dir, workspace.out_dir
+    tasks = (
+        [validate_id(args.task, "task")]
+        if args.task
+        else task_ids(workspace.runs_dir, workspace.out_dir)
     )
     cited: dict[str, str] = {}
     if not criteria.include_evidence:
@@ -107,6 +110,11 @@ def _remove(
     settings = settings_or_defaults(workspace)
     moved = [(run, size, set_aside(run)) for run, size in chosen]
     done = [(run, size, hidden) for run, size, hidden in moved if hidden is not None]
+    done += [
+        (run, directory_bytes(hidden), hidden)
+        for history in histories.values()
+        for run, hidden in left_aside(history)
+    ]
     for task, history in histories.items():
         runs = [run for run, _, _ in done if run.task_id == task]
         if runs:

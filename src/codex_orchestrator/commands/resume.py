@@ -80,7 +80,9 @@ def _resume(
 
             background = ctx._replace(on_output=None)
             return detach(
-                workspace, reporter, store,
+                workspace,
+                reporter,
+                store,
                 lambda: report_run(workspace, reporter, execute(background, store, pipeline)),
             )
         result = execute(ctx, store, pipeline)

@@ -28,8 +28,10 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     statuses = parse_statuses(args.status)
     pipeline = validate_id(args.pipeline, "pipeline") if args.pipeline else None
     since = iso_utc(parse_since(args.since)) if args.since else None
-    tasks = [validate_id(args.task, "task")] if args.task else task_ids(
-        workspace.runs_dir, workspace.out_dir
+    tasks = (
+        [validate_id(args.task, "task")]
+        if args.task
+        else task_ids(workspace.runs_dir, workspace.out_dir)
     )
     histories = [
         TaskHistory(workspace.runs_dir, workspace.out_dir, task, workspace.display, note)

@@ -30,7 +30,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
 
             background = ctx._replace(on_output=None)
             return detach(
-                workspace, reporter, store,
+                workspace,
+                reporter,
+                store,
                 lambda: report_run(workspace, reporter, execute(background, store, pipeline)),
             )
         result = execute(ctx, store, pipeline)
