@@ -256,7 +256,8 @@ def test_dead_detached_run_is_stale_then_cancel_finishes_it(repo: Repo) -> None:
             ),
             what="both runs to show stale",
         )
-        assert json_cli(repo, "status", document["run_id"])[1]["stale"] in (True, False)
+        status = json_cli(repo, "status", document["run_id"])[1]
+        assert status["stale"] or "resume" in status.get("hint", "")
         assert alive(stage_pid)  # the dead run's stage is still running
         code, cancelled = json_cli(repo, "cancel", document["run_id"], "--reason", "dead")
         assert code == 0 and cancelled["action"] == "finished" and cancelled["ended"] is True
@@ -325,3 +326,32 @@ def test_cancel_never_signals_a_pid_whose_start_time_does_not_match(repo: Repo) 
     finally:
         kill_group(bystander.pid)
         bystander.wait()
+
+
+def test_cancel_does_not_signal_a_driver_it_cannot_verify(repo: Repo, tmp_path: Path) -> None:
+    """A run whose driver lock is held by a process recorded on another host is not signalled:
+    the request is recorded, exit 1."""
+    import fcntl
+
+    repo.pipeline({"id": "quick", "command": "true"})
+    code, document = repo.start_json("--task", "remote")
+    manifest_path = repo.root / document["manifest"]
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update(status="in_progress", completed_at=None, host="elsewhere.example")
+    manifest_path.write_text(json.dumps(manifest))
+    lock_path = manifest_path.parent / ".driver.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        holder = {"pid": os.getpid(), "start_ticks": 1, "host": "elsewhere.example"}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        code, result = json_cli(repo, "cancel", document["run_id"], "--reason", "remote")
+        assert code == 1 and result["action"] == "requested" and result["signalled_pid"] is None
+        assert (
+            json.loads((manifest_path.parent / "cancel-request.json").read_text())["reason"]
+            == "remote"
+        )
+        assert json.loads(manifest_path.read_text())["status"] == "in_progress"
+    finally:
+        os.close(fd)
