@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import Repo
 from runctl_helpers import json_cli, metrics_lines, run_dirs, state_entries, try_manifest
@@ -185,3 +186,30 @@ def test_prune_finishes_what_an_interrupted_prune_set_aside(repo: Repo) -> None:
     assert code == 0 and [row["run_id"] for row in done["removed"]] == [first["run_id"]]
     assert not hidden.exists()
     assert state_entries(repo, "half")[first["run_id"]]["pruned"] is True
+
+
+def test_links_in_the_runs_root_are_never_followed(repo: Repo, tmp_path: Path) -> None:
+    repo.pipeline({"id": "a", "command": "true"})
+    repo.start_json("--task", "linky")
+    outside = tmp_path / "outside" / "2026-01-01T00-00-00-000Z-0000abcd"
+    outside.mkdir(parents=True)
+    (outside / "precious").write_text("keep me")
+    (outside / "manifest.json").write_text(
+        json.dumps(
+            {
+                "run_id": outside.name,
+                "task_id": "linky",
+                "pipeline_id": "a",
+                "status": "succeeded",
+                "started_at": "2026-01-01T00:00:00.000Z",
+                "completed_at": "2026-01-01T00:00:01.000Z",
+                "commands": [],
+            }
+        )
+    )
+    (repo.root / ".runs" / "linky" / "cli" / outside.name).symlink_to(outside)
+    _, listed = json_cli(repo, "runs", "--limit", "0")
+    assert outside.name not in {row["run_id"] for row in listed["runs"]}
+    code, done = json_cli(repo, "prune", "--keep", "0", "--include-evidence")
+    assert code == 0 and outside.name not in {row["run_id"] for row in done["removed"]}
+    assert (outside / "precious").read_text() == "keep me"

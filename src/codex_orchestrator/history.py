@@ -18,6 +18,7 @@ import heapq
 import json
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -150,12 +151,22 @@ class TaskHistory:
         return self.cli_dir / run_id
 
     def on_disk(self) -> set[str]:
-        """Run ids that have a directory."""
+        """Run ids that have a directory (links are not followed: they could lead out of the
+        runs root, and ``prune`` deletes what it finds here)."""
         try:
-            names = os.listdir(self.cli_dir)
+            if stat.S_ISLNK(os.lstat(self.cli_dir).st_mode):
+                self._warn(
+                    f"warning: {self._display(self.cli_dir)} is a link; its runs are skipped"
+                )
+                return set()
+            with os.scandir(self.cli_dir) as entries:
+                return {
+                    entry.name
+                    for entry in entries
+                    if RUN_ID_PATTERN.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
+                }
         except OSError:
             return set()
-        return {name for name in names if RUN_ID_PATTERN.fullmatch(name)}
 
     def recorded(self) -> tuple[dict[str, dict[str, Any]], str | None]:
         """Entries of ``state.json`` and pending snapshots by run id, and the oldest completion
