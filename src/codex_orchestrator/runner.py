@@ -22,16 +22,25 @@ from codex_orchestrator.driver import DriverLock
 from codex_orchestrator.errorfile import build_error_file
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
 from codex_orchestrator.events import EventLog
-from codex_orchestrator.executor import Cancellation, Executor, Handle, StageOutcome, StageRequest
+from codex_orchestrator.executor import (
+    RUN_ID_ENV,
+    Cancellation,
+    Executor,
+    Handle,
+    StageOutcome,
+    StageRequest,
+)
 from codex_orchestrator.heartbeat import Heartbeat
 from codex_orchestrator.ids import new_run_id
 from codex_orchestrator.jsonio import atomic_write_bytes
 from codex_orchestrator.manifest import (
     EVENTS_NAME,
+    MANIFEST_NAME,
     MANIFEST_VERSION,
     RUNNER_NAME,
     ManifestStore,
     command_entry,
+    load_manifest,
     write_resume_token,
 )
 from codex_orchestrator.output import note
@@ -39,6 +48,8 @@ from codex_orchestrator.procfs import host_name, process_start_ticks
 from codex_orchestrator.records import record_finished_run
 from codex_orchestrator.statuses import (
     DONE_STAGE_STATUSES,
+    DRIVER_LOST_DETAIL,
+    TERMINAL_RUN_STATUSES,
     RunStatus,
     StageFailure,
     StageStatus,
@@ -309,7 +320,7 @@ def _stage_env(ctx: RunContext, run: ActiveRun, stage: CommandStage) -> dict[str
         {
             "MCP_RUNNER_TASK_ID": ctx.task_id,
             "CODEX_ORCHESTRATOR_TASK_ID": ctx.task_id,
-            "CODEX_ORCHESTRATOR_RUN_ID": run.run_id,
+            RUN_ID_ENV: run.run_id,
             "CODEX_ORCHESTRATOR_PIPELINE_ID": run.pipeline.id,
             "CODEX_ORCHESTRATOR_MANIFEST_PATH": str(run.store.path),
             "CODEX_ORCHESTRATOR_RUN_DIR": str(run.run_dir),
@@ -587,10 +598,9 @@ def prepare_resume(
     the stage's handle; stages that did not succeed or get skipped go back to ``pending`` with
     the current config's title and command.
     """
+    _reap_stages(ctx, store)
+    _settle_child_runs(ctx, store)
     for entry, stage in zip(store.data["commands"], pipeline.stages, strict=True):
-        handle = entry.get("handle")
-        if isinstance(handle, dict):
-            ctx.executor.reap(handle, ctx.settings.kill_grace_seconds)
         if entry["status"] not in DONE_STAGE_STATUSES:
             command = stage.command if isinstance(stage, CommandStage) else None
             entry.update(status=StageStatus.PENDING, title=stage.title, command=command)
@@ -613,3 +623,64 @@ def prepare_resume(
         },
     )
     store.persist(durable=True)
+
+
+def _reap_stages(ctx: RunContext, store: ManifestStore) -> None:
+    """Have the executor end whatever the run's stages left behind (it verifies each handle)."""
+    for entry in store.data["commands"]:
+        handle = entry.get("handle")
+        if isinstance(handle, dict):
+            ctx.executor.reap(handle, ctx.settings.kill_grace_seconds)
+
+
+def _settle_child_runs(ctx: RunContext, store: ManifestStore) -> None:
+    """End the child runs a dead driver left unfinished: processes ended, records finished.
+
+    A child run is driven by its parent's process, so a dead parent means a dead child; the
+    child's own driver lock is taken first all the same, and a child someone drives is left be.
+    """
+    for link in store.data.get("child_runs", []):
+        if not isinstance(link, dict) or link.get("status") in TERMINAL_RUN_STATUSES:
+            continue
+        child_id = link.get("run_id")
+        try:
+            child_dir = ctx.workspace.run_dir(ctx.task_id, str(child_id))
+        except OrchestratorError:
+            continue
+        link["status"] = _settle_child(ctx, child_dir, str(child_id)) or link.get("status")
+
+
+def _settle_child(ctx: RunContext, child_dir: Path, child_id: str) -> str | None:
+    """Finish one unfinished child run; its final status, or None when it cannot be settled."""
+    driver = DriverLock(child_dir)
+    try:
+        if not driver.acquire():
+            note(f"warning: child run {child_id} is still driven by another process; left alone")
+            return None
+    except OSError as error:
+        note(f"warning: child run {child_id} not settled ({error.strerror})")
+        return None
+    try:
+        manifest = load_manifest(child_dir / MANIFEST_NAME, ctx.workspace.display(child_dir))
+    except OrchestratorError as error:
+        driver.release()
+        note(f"warning: child run {child_id} not settled: {error}")
+        return None
+    child = ManifestStore(child_dir, manifest)
+    child.driver = driver
+    if manifest["status"] in TERMINAL_RUN_STATUSES:
+        driver.release()
+        return str(manifest["status"])
+    _reap_stages(ctx, child)
+    _settle_child_runs(ctx, child)
+    record_finished_run(
+        ctx.workspace,
+        ctx.settings,
+        child,
+        str(manifest["pipeline_id"]),
+        RunStatus.FAILED,
+        DRIVER_LOST_DETAIL,
+    )
+    driver.release()
+    note(f"child run {child_id} of a dead driver ended as failed ({DRIVER_LOST_DETAIL})")
+    return RunStatus.FAILED
