@@ -355,3 +355,26 @@ def test_cancel_does_not_signal_a_driver_it_cannot_verify(repo: Repo, tmp_path: 
         assert json.loads(manifest_path.read_text())["status"] == "in_progress"
     finally:
         os.close(fd)
+
+
+def test_detached_run_ends_a_daemon_its_stage_left(repo: Repo) -> None:
+    """The detached driver is a subreaper too: a double-forked daemon ends with the run."""
+    repo.pipeline(
+        {
+            "id": "daemon",
+            "command": "( setsid sh -c 'echo $$ >> pids; exec sleep 300' > /dev/null 2>&1 & ) ; "
+            "while [ ! -s pids ]; do sleep 0.01; done",
+        }
+    )
+    code, document = json_cli(repo, "start", "--task", "daemon", "--detach")
+    assert code == 0
+    run_dir = repo.root / document["artifact_root"]
+    pids: list[int] = []
+    try:
+        wait_for(lambda: manifest_of(run_dir)["status"] == "succeeded", what="the run to end")
+        pids = [int(word) for word in (repo.root / "pids").read_text().split()]
+        wait_for(lambda: not any(alive(pid) for pid in pids), timeout=10, what="the daemon to end")
+    finally:
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

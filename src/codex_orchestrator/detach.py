@@ -19,6 +19,7 @@ from collections.abc import Callable
 from codex_orchestrator.driver import DriverLock
 from codex_orchestrator.manifest import EVENTS_NAME, MANIFEST_NAME, ManifestStore
 from codex_orchestrator.output import Reporter
+from codex_orchestrator.process import become_child_subreaper
 from codex_orchestrator.workspace import Workspace
 
 LOG_NAME = "orchestrator.log"
@@ -44,6 +45,9 @@ def detach(
     pid = os.fork()
     if pid == 0:
         _become_daemon(log_fd)
+        # A subreaper mark is not inherited across fork: take it again, so that processes a
+        # stage leaves behind are adopted by this driver and ended with the run.
+        become_child_subreaper()
         if driver is not None:
             driver.claim()
         code = 1

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.driver import DriverLock
+from codex_orchestrator.errors import RunActiveError
+from codex_orchestrator.ids import is_valid_id
 from codex_orchestrator.manifest import (
     MANIFEST_NAME,
     ManifestStore,
@@ -46,14 +48,18 @@ def _finish(workspace: Workspace, settings: Settings, run_dir: Path, depth: int)
         return 0
     for link in manifest.get("child_runs") or []:
         child = link.get("run_id") if isinstance(link, dict) else None
-        found = workspace.find_run(child, manifest["task_id"]) if isinstance(child, str) else None
-        if found is not None and depth < MAX_CHILD_DEPTH:
+        if not isinstance(child, str) or not is_valid_id(child) or depth >= MAX_CHILD_DEPTH:
+            continue
+        found = workspace.find_run(child, manifest["task_id"])
+        if found is None:
+            continue
+        try:
             finish_dead_run(workspace, settings, found[1], depth + 1)
-            link["status"] = load_manifest(found[1] / MANIFEST_NAME)["status"]
-    for entry in manifest["commands"]:
-        handle = entry.get("handle")
-        if entry["status"] == StageStatus.RUNNING and isinstance(handle, dict):
-            reap(handle, settings)
+        except RunActiveError:
+            note(f"warning: child run {child} is driven by another process; left alone")
+            continue
+        link["status"] = load_manifest(found[1] / MANIFEST_NAME)["status"]
+    _reap_stages(manifest, settings)
     store = ManifestStore(run_dir, manifest)
     return record_finished_run(
         workspace,
@@ -65,15 +71,23 @@ def _finish(workspace: Workspace, settings: Settings, run_dir: Path, depth: int)
     )
 
 
-def reap(handle: dict[str, Any], settings: Settings) -> bool:
-    """End what a stage's handle names, through the executor of its kind."""
+def _reap_stages(manifest: dict[str, Any], settings: Settings) -> None:
+    """End what every stage left behind (a finished stage may leave a helper for later ones),
+    through the executor of the handle's kind, which verifies before signalling."""
     from codex_orchestrator.local_executor import KIND, LocalExecutor
 
-    if handle.get("kind") != KIND:
-        note(f"warning: a stage of kind {handle.get('kind')!r} may still run; end it where it runs")
-        return False
     executor = LocalExecutor(settings.kill_grace_seconds)
     try:
-        return executor.reap(handle, settings.kill_grace_seconds)
+        for entry in manifest["commands"]:
+            handle = entry.get("handle")
+            if not isinstance(handle, dict):
+                continue
+            if handle.get("kind") == KIND:
+                executor.reap(handle, settings.kill_grace_seconds)
+            elif entry["status"] == StageStatus.RUNNING:
+                note(
+                    f"warning: stage {entry['id']} ran on a {handle.get('kind')!r} executor and "
+                    "may still run; end it where it runs"
+                )
     finally:
         executor.close()
