@@ -632,20 +632,25 @@ def prepare_resume(
 
 
 def _reap_stages(ctx: RunContext, store: ManifestStore) -> None:
-    """Have the executor end whatever the run's stages left behind (it verifies each handle).
+    """Have the executor end whatever the run's stages left behind (it verifies each handle)."""
+    for handle in recorded_handles(store.run_dir, store.data["commands"]):
+        ctx.executor.reap(handle, ctx.settings.kill_grace_seconds)
+
+
+def recorded_handles(run_dir: Path, commands: list[dict[str, Any]]) -> list[Handle]:
+    """The latest handle of each stage of a run (also used by ``cancel`` of a dead run).
 
     Handles come from the manifest and from ``runner.ndjson``, which has every handle at once
     while manifest writes of stage transitions may be deferred.
     """
-    handles: dict[object, Handle] = {}  # the latest handle of each stage
-    for entry in store.data["commands"]:
+    handles: dict[object, Handle] = {}
+    for entry in commands:
         if isinstance(entry.get("handle"), dict):
             handles[entry["index"]] = entry["handle"]
-    for event in read_events(store.run_dir / EVENTS_NAME, "stage_handle"):
+    for event in read_events(run_dir / EVENTS_NAME, "stage_handle"):
         if isinstance(event.get("handle"), dict):
             handles[event.get("index")] = event["handle"]
-    for handle in handles.values():
-        ctx.executor.reap(handle, ctx.settings.kill_grace_seconds)
+    return list(handles.values())
 
 
 def _settle_child_runs(ctx: RunContext, store: ManifestStore) -> None:
