@@ -169,6 +169,7 @@ def _synthetic_histories(root: Path) -> None:
                     "timestamp": _iso(moment + 30),
                     "manifest": f".runs/{task}/cli/{run_id}/manifest.json",
                     "startedAt": _iso(moment),
+                    "durationSeconds": 30.0,
                     **({"statusDetail": "stage:test:failed"} if index % 7 == 0 else {}),
                 }
             )

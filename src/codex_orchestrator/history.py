@@ -36,16 +36,12 @@ _RECHECKED = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 
 Warn = Callable[[str], None]
 _PLAIN = re.compile(r"[A-Za-z0-9_.:/ +-]*")
-_BOOL = {True: "true", False: "false"}
-
-
-def _text(value: str | None) -> str:
-    """A plain string (see `RunRow.json_line`) as JSON, or null."""
-    return "null" if value is None else f'"{value}"'
-
-
-def _number(value: float | None) -> str:
-    return "null" if value is None else repr(value)
+#: `RunRow.json_line` of a finished run; ``%r`` of a float is its JSON form.
+_LINE = (
+    '{"run_id":"%s","task_id":"%s","pipeline_id":"%s","status":"%s","started_at":"%s",'
+    '"completed_at":"%s","duration_seconds":%r,"failed_stage":%s,"stale":%s,"pruned":%s,'
+    '"manifest":%s}'
+)
 
 
 class RunRow(NamedTuple):
@@ -70,26 +66,32 @@ class RunRow(NamedTuple):
     def json_line(self) -> str:
         """`to_json` encoded compactly on one line (``runs --format ndjson``).
 
-        Rows whose strings need no escaping (nearly all: ids, times, relative paths) are
-        formatted directly, which is several times faster than the JSON encoder.
+        A finished run whose strings need no escaping (nearly all: ids, times, relative paths)
+        is formatted by one ``%`` of a template, several times faster than the JSON encoder.
         """
-        texts = (
-            self.pipeline_id,
-            self.status,
-            self.started_at or "",
-            self.completed_at or "",
-            self.failed_stage or "",
-            self.manifest or "",
-        )
-        if not _PLAIN.fullmatch("".join(texts)):
+        run_id, task_id, pipeline, status, started, completed, duration, failed, stale = self[:9]
+        pruned, manifest = self[9:]
+        if (
+            started is None
+            or completed is None
+            or duration is None
+            or not _PLAIN.fullmatch(
+                f"{pipeline}{status}{started}{completed}{failed or ''}{manifest or ''}"
+            )
+        ):
             return json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":"))
-        return (
-            f'{{"run_id":"{self.run_id}","task_id":"{self.task_id}",'
-            f'"pipeline_id":"{self.pipeline_id}","status":"{self.status}",'
-            f'"started_at":{_text(self.started_at)},"completed_at":{_text(self.completed_at)},'
-            f'"duration_seconds":{_number(self.duration_seconds)},'
-            f'"failed_stage":{_text(self.failed_stage)},"stale":{_BOOL[self.stale]},'
-            f'"pruned":{_BOOL[self.pruned]},"manifest":{_text(self.manifest)}}}'
+        return _LINE % (
+            run_id,
+            task_id,
+            pipeline,
+            status,
+            started,
+            completed,
+            duration,
+            f'"{failed}"' if failed is not None else "null",
+            "true" if stale else "false",
+            "true" if pruned else "false",
+            f'"{manifest}"' if manifest is not None else "null",
         )
 
 
@@ -226,6 +228,7 @@ class TaskHistory:
         if type(started) is not str:
             started = started_at_of(run_id)
         completed: str = entry["timestamp"]
+        duration = entry.get("durationSeconds")
         detail = entry.get("statusDetail")
         failed = failed_stage_of(detail) if detail else None
         if detail is None and status == RunStatus.FAILED and on_disk:
@@ -239,7 +242,7 @@ class TaskHistory:
             status,
             started,
             completed,
-            duration_between(started, completed),
+            duration if type(duration) is float else duration_between(started, completed),
             failed,
             False,
             pruned,

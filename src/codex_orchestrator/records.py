@@ -78,6 +78,7 @@ def record_finished_run(
         manifest=workspace.display(store.path),
         started_at=data["started_at"],
         status_detail=detail,
+        duration_seconds=data["duration_seconds"],
     )
     coordinator = PersistenceCoordinator(
         state, workspace.task_runs_dir(task_id) / "metrics.json", note
