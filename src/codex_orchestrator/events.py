@@ -21,7 +21,10 @@ class EventLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        except OSError:
+            self._fd = -1  # an unwritable run directory: the manifest writes report it
         self._lock = threading.Lock()
 
     def emit(self, event: str, **fields: Any) -> None:

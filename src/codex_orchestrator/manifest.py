@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,8 @@ class ManifestStore:
         self.dirty = False
         self.writes = 0
         self.driver: DriverLock | None = None
+        #: Called when a transition write is deferred (the heartbeat wakes up to flush it).
+        self.on_deferred: Callable[[], None] | None = None
 
     def persist(self, *, durable: bool = False) -> None:
         """Write the manifest now (a forced flush).
@@ -162,9 +165,28 @@ class ManifestStore:
         run status changes and the terminal record are always written at once.
         """
         with self.lock:
-            self.dirty = True
+            already_deferred, self.dirty = self.dirty, True
             if self._write_allowed():
                 self.persist()
+                return
+        if not already_deferred and self.on_deferred is not None:
+            self.on_deferred()  # one wake-up per deferred write, not one per transition
+
+    def flush_due_in(self) -> float | None:
+        """Seconds until a deferred transition may be written; None when none is pending."""
+        with self.lock:
+            if not self.dirty:
+                return None
+            due = self.last_write + self.last_cost / WRITE_SHARE
+            return max(0.0, due - time.monotonic())
+
+    def flush_if_due(self) -> bool:
+        """Write a deferred transition once the write budget allows; True when written."""
+        with self.lock:
+            if self.dirty and self._write_allowed():
+                self.persist()
+                return True
+            return False
 
     def flush(self) -> None:
         """Write a deferred transition now (a no-op when nothing is pending)."""

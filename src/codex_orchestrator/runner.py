@@ -6,6 +6,7 @@ heartbeat, teardown, final records). `resume` re-enters `execute` with an existi
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import signal
@@ -18,9 +19,9 @@ from typing import Any, NamedTuple
 
 from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.config import CommandStage, Config, Pipeline, SubpipelineStage
-from codex_orchestrator.driver import DriverLock
+from codex_orchestrator.driver import DriverLock, driver_identity
 from codex_orchestrator.errorfile import build_error_file
-from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
+from codex_orchestrator.errors import EXIT_FAILED, EXIT_USAGE, OrchestratorError
 from codex_orchestrator.events import EventLog, read_events
 from codex_orchestrator.executor import (
     RUN_ID_ENV,
@@ -44,7 +45,6 @@ from codex_orchestrator.manifest import (
     write_resume_token,
 )
 from codex_orchestrator.output import note
-from codex_orchestrator.procfs import host_name, process_start_ticks
 from codex_orchestrator.records import record_finished_run
 from codex_orchestrator.statuses import (
     DONE_STAGE_STATUSES,
@@ -113,37 +113,87 @@ def hash_token(token: str) -> str:
 
 def _make_run_dir(workspace: Workspace, task_id: str) -> tuple[str, Path]:
     cli_dir = workspace.task_runs_dir(task_id) / "cli"
-    try:
-        cli_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OrchestratorError(
-            f"cannot create {workspace.display(cli_dir)} ({error.strerror}); make the runs root "
-            "(CODEX_ORCHESTRATOR_RUNS_DIR, default .runs) a writable directory",
-            exit_code=EXIT_USAGE,
-        ) from None
     while True:
         run_id = new_run_id()
         run_dir = cli_dir / run_id
         try:
+            cli_dir.mkdir(parents=True, exist_ok=True)
             run_dir.mkdir()
         except FileExistsError:
             continue
+        except OSError as error:
+            raise OrchestratorError(
+                f"cannot create {workspace.display(run_dir)} ({error.strerror}); make the runs "
+                "root (CODEX_ORCHESTRATOR_RUNS_DIR, default .runs) a writable directory with "
+                "free space",
+                exit_code=write_fault_exit_code(error),
+            ) from None
         return run_id, run_dir
+
+
+#: errno values that say "this place is not writable" (bad input) rather than "out of space".
+_NOT_WRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR})
+
+
+def write_fault_exit_code(error: OSError) -> int:
+    """2 when a run's place is not writable (a setting or permission to fix), else 1 (an
+    environment fault such as a full disk)."""
+    return EXIT_USAGE if error.errno in _NOT_WRITABLE else EXIT_FAILED
 
 
 def create_run(
     ctx: RunContext, pipeline: Pipeline, parent_run_id: str | None, approval_policy: str | None
 ) -> ManifestStore:
-    """Create the run directory, its resume token and its first (queued) manifest."""
+    """Create the run directory, its resume token and its first (queued) manifest.
+
+    A failure before the manifest exists leaves no run directory behind: a directory without
+    a manifest would be a run nobody can see, resume or clean.
+    """
     run_id, run_dir = _make_run_dir(ctx.workspace, ctx.task_id)
-    driver = DriverLock.take(run_dir, run_id)
-    (run_dir / "commands").mkdir()
-    (run_dir / "errors").mkdir()
-    token = os.urandom(32).hex()
-    write_resume_token(run_dir, token)
+    driver = DriverLock(run_dir)
+    try:
+        driver.acquire()
+        (run_dir / "commands").mkdir()
+        (run_dir / "errors").mkdir()
+        token = os.urandom(32).hex()
+        write_resume_token(run_dir, token)
+        store = ManifestStore(
+            run_dir,
+            _first_manifest(ctx, pipeline, run_id, run_dir, token, parent_run_id, approval_policy),
+        )
+        store.persist()
+    except OSError as error:
+        driver.release()
+        _remove_unborn_run(run_dir)
+        raise OrchestratorError(
+            f"cannot create run {run_id} in {ctx.workspace.display(run_dir.parent)} "
+            f"({error.strerror or error}); nothing was run — free space or make the runs root "
+            "writable, then start again",
+            exit_code=write_fault_exit_code(error),
+        ) from None
+    store.driver = driver
+    return store
+
+
+def _remove_unborn_run(run_dir: Path) -> None:
+    """Remove a run directory this process just created and that has no manifest yet."""
+    import shutil  # only on this failure path: keeps start-up light
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _first_manifest(
+    ctx: RunContext,
+    pipeline: Pipeline,
+    run_id: str,
+    run_dir: Path,
+    token: str,
+    parent_run_id: str | None,
+    approval_policy: str | None,
+) -> dict[str, Any]:
     display = ctx.workspace.display
     now = iso_utc()
-    data: dict[str, Any] = {
+    return {
         "version": MANIFEST_VERSION,
         "task_id": ctx.task_id,
         "task_slug": ctx.task_slug,
@@ -184,10 +234,6 @@ def create_run(
         "child_runs": [],
         "run_summary_path": None,
     }
-    store = ManifestStore(run_dir, data)
-    store.driver = driver
-    store.persist()
-    return store
 
 
 def execute(ctx: RunContext, store: ManifestStore, pipeline: Pipeline) -> RunResult:
@@ -203,13 +249,7 @@ def _execute(
     ctx: RunContext, store: ManifestStore, pipeline: Pipeline, *, close_executor: bool
 ) -> RunResult:
     run = ActiveRun(store=store, pipeline=pipeline, events=EventLog(store.run_dir / EVENTS_NAME))
-    store.update(
-        status=RunStatus.IN_PROGRESS,
-        executor=ctx.executor.name,
-        host=host_name(),
-        orchestrator_pid=os.getpid(),
-        orchestrator_start_ticks=process_start_ticks(os.getpid()),
-    )
+    store.update(status=RunStatus.IN_PROGRESS, executor=ctx.executor.name, **driver_identity())
     heartbeat = Heartbeat(
         store,
         ctx.settings.heartbeat_interval_seconds,
@@ -217,9 +257,9 @@ def _execute(
         on_failure=lambda error: _heartbeat_failed(run, error),
     )
     run.events.emit("run_started", run_id=run.run_id, pipeline_id=pipeline.id, pid=os.getpid())
-    store.persist()
-    heartbeat.start()
-    try:
+    try:  # from here on, whatever fails, the run ends with a terminal manifest
+        store.persist()
+        heartbeat.start()
         outcome = _run_stages(ctx, run)
         store.flush()  # a run directory that can no longer be written fails the run here
     except Exception as error:  # an unexpected fault still ends with an honest record
@@ -653,8 +693,14 @@ def recorded_handles(run_dir: Path, commands: list[dict[str, Any]]) -> list[Hand
     return list(handles.values())
 
 
-def _settle_child_runs(ctx: RunContext, store: ManifestStore) -> None:
-    """End the child runs a dead driver left unfinished: processes ended, records finished.
+def _settle_child_runs(
+    ctx: RunContext,
+    store: ManifestStore,
+    status: RunStatus = RunStatus.FAILED,
+    detail: str | None = DRIVER_LOST_DETAIL,
+) -> None:
+    """End the child runs a dead driver left unfinished: processes ended, records finished
+    (with ``status`` and ``detail``, as their parent).
 
     A child run is driven by its parent's process, so a dead parent means a dead child; the
     child's own driver lock is taken first all the same, and a child someone drives is left be.
@@ -667,40 +713,45 @@ def _settle_child_runs(ctx: RunContext, store: ManifestStore) -> None:
             child_dir = ctx.workspace.run_dir(ctx.task_id, str(child_id))
         except OrchestratorError:
             continue
-        link["status"] = _settle_child(ctx, child_dir, str(child_id)) or link.get("status")
+        link["status"] = settle_dead_run(ctx, child_dir, status, detail) or link.get("status")
 
 
-def _settle_child(ctx: RunContext, child_dir: Path, child_id: str) -> str | None:
-    """Finish one unfinished child run; its final status, or None when it cannot be settled."""
-    driver = DriverLock(child_dir)
+def settle_dead_run(
+    ctx: RunContext,
+    run_dir: Path,
+    status: RunStatus = RunStatus.FAILED,
+    detail: str | None = DRIVER_LOST_DETAIL,
+) -> str | None:
+    """Finish an unfinished run whose driver is dead: end what its stages (and its child runs)
+    left behind, then write its final records with ``status`` and ``detail``.
+
+    Returns the run's final status, or None when it could not be settled (someone drives it,
+    or its directory or manifest is unusable; one warning line says which). A run that had
+    already ended is left as it is.
+    """
+    run_id = run_dir.name
+    driver = DriverLock(run_dir)
     try:
         if not driver.acquire():
-            note(f"warning: child run {child_id} is still driven by another process; left alone")
+            note(f"warning: run {run_id} is still driven by another process; left alone")
             return None
     except OSError as error:
-        note(f"warning: child run {child_id} not settled ({error.strerror})")
+        note(f"warning: run {run_id} not settled ({error.strerror})")
         return None
     try:
-        manifest = load_manifest(child_dir / MANIFEST_NAME, ctx.workspace.display(child_dir))
+        manifest = load_manifest(run_dir / MANIFEST_NAME, ctx.workspace.display(run_dir))
+        if manifest["status"] in TERMINAL_RUN_STATUSES:
+            return str(manifest["status"])
+        store = ManifestStore(run_dir, manifest)
+        _reap_stages(ctx, store)
+        _settle_child_runs(ctx, store, status, detail)
+        record_finished_run(
+            ctx.workspace, ctx.settings, store, str(manifest["pipeline_id"]), status, detail
+        )
     except OrchestratorError as error:
-        driver.release()
-        note(f"warning: child run {child_id} not settled: {error}")
+        note(f"warning: run {run_id} not settled: {error}")
         return None
-    child = ManifestStore(child_dir, manifest)
-    child.driver = driver
-    if manifest["status"] in TERMINAL_RUN_STATUSES:
+    finally:
         driver.release()
-        return str(manifest["status"])
-    _reap_stages(ctx, child)
-    _settle_child_runs(ctx, child)
-    record_finished_run(
-        ctx.workspace,
-        ctx.settings,
-        child,
-        str(manifest["pipeline_id"]),
-        RunStatus.FAILED,
-        DRIVER_LOST_DETAIL,
-    )
-    driver.release()
-    note(f"child run {child_id} of a dead driver ended as failed ({DRIVER_LOST_DETAIL})")
-    return RunStatus.FAILED
+    note(f"run {run_id} of a dead driver ended as {status} ({detail})")
+    return status

@@ -70,18 +70,25 @@ SETTING_LIMITS: dict[str, float] = {
 }
 
 
+#: Lower bounds beyond "positive": a heartbeat faster than this only burns the disk.
+SETTING_MINIMUMS: dict[str, float] = {"heartbeat_interval_seconds": 0.05}
+
+
 def check_setting(name: str, raw: object, source: str) -> float | int:
-    """Validate tunable ``name``: a positive number within its limit (whole for counts)."""
+    """Validate tunable ``name``: a positive number within its limits (whole for counts)."""
     limit = SETTING_LIMITS[name]
+    minimum = SETTING_MINIMUMS.get(name)
     kind = "whole number" if name in INTEGER_SETTINGS else "number"
     fix = f"give a positive {kind} of at most {limit:g}"
+    if minimum is not None:
+        fix = f"give a {kind} from {minimum:g} to {limit:g}"
     try:
         if isinstance(raw, bool):
             raise ValueError
         value = float(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{source}: {raw!r} is not a number; {fix}") from None
-    if not 0 < value <= limit:
+    if not 0 < value <= limit or (minimum is not None and value < minimum):
         raise ConfigError(f"{source}: {raw!r} is out of range; {fix}")
     if name in INTEGER_SETTINGS:
         if not value.is_integer():

@@ -70,10 +70,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
             f"run {run_id}: cancel requested by {actor}; signalled its orchestrator "
             f"(pid {target[0]})"
         )
-    elif state in ("gone", "alive"):  # alive until a moment ago: gone now, or a resume took it
-        from codex_orchestrator.finishing import finish_dead_run
-
-        finish_dead_run(workspace, settings, run_dir)
+    elif state in ("gone", "alive") and _finish(workspace, settings, run_dir, task_id):
+        # "alive" until a moment ago: its driver is gone now (a new driver keeps its lock)
         document["action"] = "finished"
         message = f"run {run_id}: its orchestrator was gone; cancel finished it as cancelled"
     else:
@@ -202,11 +200,16 @@ def _wait(workspace: Workspace, settings: Settings, run_dir: Path, seconds: floa
         if manifest is not None and orchestrator_state(run_dir, manifest)[0] == "gone":
             time.sleep(0.5)  # its final records may be landing right now
             if (read_manifest(run_dir) or manifest)["status"] not in TERMINAL_RUN_STATUSES:
-                from codex_orchestrator.finishing import finish_dead_run
-
-                finish_dead_run(workspace, settings, run_dir)
+                _finish(workspace, settings, run_dir, str(manifest["task_id"]))
             return
         time.sleep(0.05)
+
+
+def _finish(workspace: Workspace, settings: Settings, run_dir: Path, task_id: str) -> bool:
+    """Finish a run whose driver is dead as cancelled; False when someone drives it now."""
+    from codex_orchestrator.finishing import finish_dead_run
+
+    return finish_dead_run(workspace, settings, run_dir, task_id) is not None
 
 
 def _report(

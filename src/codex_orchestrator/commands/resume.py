@@ -12,6 +12,7 @@ from codex_orchestrator.config import Pipeline
 from codex_orchestrator.driver import DRIVER_LOCK_NAME, DriverLock
 from codex_orchestrator.errors import (
     EXIT_OK,
+    OrchestratorError,
     ResumeRefusedError,
     RunActiveError,
     UnknownPipelineError,
@@ -21,7 +22,13 @@ from codex_orchestrator.invocation import default_actor
 from codex_orchestrator.liveness import assess
 from codex_orchestrator.manifest import RESUME_TOKEN_NAME, ManifestStore
 from codex_orchestrator.output import Reporter, note
-from codex_orchestrator.runner import RunResult, execute, hash_token, prepare_resume
+from codex_orchestrator.runner import (
+    RunResult,
+    execute,
+    hash_token,
+    prepare_resume,
+    write_fault_exit_code,
+)
 from codex_orchestrator.signals import SignalGuard
 from codex_orchestrator.statuses import RunStatus
 from codex_orchestrator.workspace import Workspace
@@ -37,7 +44,14 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     if manifest["status"] == RunStatus.SUCCEEDED:
         return _already_succeeded(workspace, reporter, run_id, run_dir)
     recorded_driver = (run_dir / DRIVER_LOCK_NAME).exists()
-    driver = DriverLock.take(run_dir, run_id)
+    try:
+        driver = DriverLock.take(run_dir, run_id)
+    except OSError as error:
+        raise OrchestratorError(
+            f"cannot resume run {run_id}: cannot lock {workspace.display(run_dir)} "
+            f"({error.strerror or error}); make the run directory writable, then resume again",
+            exit_code=write_fault_exit_code(error),
+        ) from None
     try:
         # Read again now that no one else can drive the run: the old driver may have
         # written its last records between the first read and taking the lock.
@@ -73,7 +87,15 @@ def _resume(
     with SignalGuard(ctx.cancellation):
         store = ManifestStore(run_dir, manifest)
         store.driver = driver
-        prepare_resume(ctx, store, pipeline, args.actor or default_actor(), args.reason)
+        try:
+            prepare_resume(ctx, store, pipeline, args.actor or default_actor(), args.reason)
+        except OSError as error:
+            raise OrchestratorError(
+                f"cannot resume run {run_id}: {workspace.display(run_dir)} cannot be written "
+                f"({error.strerror or error}); nothing was run and the manifest is unchanged — "
+                "free space or make the run directory writable, then resume again",
+                exit_code=write_fault_exit_code(error),
+            ) from None
         note(f"run {run_id} resumed: pipeline {pipeline.id}, task {task_id}")
         if getattr(args, "detach", False):
             from codex_orchestrator.detach import detach

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codex_orchestrator.errors import RunNotFoundError, UsageError
+from codex_orchestrator.errors import EXIT_FAILED, RunNotFoundError, UsageError
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.liveness import assess
 from codex_orchestrator.manifest import (
@@ -52,6 +52,7 @@ def describe(workspace: Workspace, run_dir: Path, manifest: dict[str, Any]) -> d
         heartbeat_age_seconds=liveness.heartbeat_age_seconds,
         stale=liveness.stale,
         stale_after_seconds=liveness.stale_after_seconds,
+        orchestrator_gone=liveness.orchestrator_gone,
         commands=manifest.get("commands", []),
         child_runs=manifest.get("child_runs", []),
     )
@@ -82,6 +83,11 @@ def render(document: dict[str, Any]) -> str:
             f"STALE: no heartbeat for more than {document['stale_after_seconds']:g}s; "
             f"resume with: codex-orchestrator resume {document['run_id']}"
         )
+    elif document.get("orchestrator_gone"):
+        lines.append(
+            f"DEAD: the orchestrator driving this run is gone; resume with: "
+            f"codex-orchestrator resume {document['run_id']}"
+        )
     elif document.get("hint"):
         lines.append(document["hint"])
     lines.append(f"manifest: {document['manifest']}")
@@ -103,9 +109,10 @@ def _watch(workspace: Workspace, run_dir: Path, interval: float, reporter: Repor
         if document["status"] in TERMINAL_RUN_STATUSES:
             reporter.result(document, render(document))
             return run_exit_code(document["status"], document["status_detail"])
-        if document["stale"]:
+        if document["stale"] or document["orchestrator_gone"]:
+            # a dead driver is reported at once: waiting for staleness would add nothing
             reporter.result(document, render(document))
-            return 1
+            return EXIT_FAILED
         time.sleep(interval)
 
 
