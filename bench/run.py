@@ -55,6 +55,7 @@ FIGURES: dict[str, tuple[str, Callable[[Profile], list[Figure]]]] = {
     "resilience": ("resilience", fig_resilience.measure),
     "long": ("long pipelines", fig_long_pipeline.measure),
     "graph": ("graph pipelines", fig_graph.measure),
+    "runctl": ("run control", lambda profile: __import__("fig_runctl").measure(profile)),
 }
 
 

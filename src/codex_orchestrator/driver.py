@@ -168,6 +168,18 @@ class DriverLock:
         except OSError:
             pass  # diagnosis only: the lock itself is what counts
 
+    def claim(self) -> None:
+        """Record this process as the holder (a forked child that inherited the lock)."""
+        if self._fd is not None:
+            self._write_holder(self._fd)
+
+    def hand_over(self) -> None:
+        """Close this process's descriptor without unlocking: a forked child that shares the
+        lock keeps it (``flock`` belongs to the open file, which the child still has open)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
     def release(self) -> None:
         """Give the run up (a no-op when not held)."""
         fd, self._fd = self._fd, None

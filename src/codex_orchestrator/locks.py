@@ -143,12 +143,3 @@ def _write_holder(fd: int) -> None:
 def _unit_random() -> float:
     """A random number in [0, 1) for jitter (without importing ``random`` at start-up)."""
     return int.from_bytes(os.urandom(4), "big") / 2**32
-
-
-def unlock_and_close(fd: int | None) -> None:
-    """Drop the ``flock`` held through ``fd`` and close it (a no-op for None)."""
-    if fd is not None:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)

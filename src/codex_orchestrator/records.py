@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from codex_orchestrator.cancelrequest import apply_request
 from codex_orchestrator.clock import iso_utc, parse_iso_utc
 from codex_orchestrator.locks import FileLock
 from codex_orchestrator.manifest import (
@@ -47,6 +48,8 @@ def record_finished_run(
     completed = iso_utc()
     exit_code = run_exit_code(status, detail)
     with store.lock:
+        if status == RunStatus.CANCELLED:  # a `cancel` request says who stopped the run, and why
+            detail = apply_request(store.run_dir, data, detail)
         _close_manifest(data, status, detail, exit_code, completed)
         try:
             summary_path = write_run_summary(store.run_dir, _run_summary(workspace, store))
@@ -73,6 +76,9 @@ def record_finished_run(
         status=status,
         timestamp=completed,
         manifest=workspace.display(store.path),
+        started_at=data["started_at"],
+        status_detail=detail,
+        duration_seconds=data["duration_seconds"],
     )
     coordinator = PersistenceCoordinator(
         state, workspace.task_runs_dir(task_id) / "metrics.json", note
@@ -131,4 +137,15 @@ def _metrics(data: dict[str, Any]) -> dict[str, Any]:
         "recorded_at": iso_utc(),
         "artifact_path": data["artifact_root"],
         "child_runs": [child["run_id"] for child in data["child_runs"]],
+        "stages": [_stage_metrics(command) for command in commands],
+    }
+
+
+def _stage_metrics(command: dict[str, Any]) -> dict[str, Any]:
+    """A stage as ``stats`` needs it: id, status, attempts and duration (compact)."""
+    return {
+        "id": command["id"],
+        "status": command["status"],
+        "attempts": command.get("attempts") or 0,
+        "duration_seconds": command.get("duration_seconds"),
     }

@@ -804,6 +804,7 @@ def _finish(ctx: RunContext, run: ActiveRun, status: RunStatus, detail: str | No
     exit_code = record_finished_run(
         ctx.workspace, ctx.settings, run.store, run.pipeline.id, status, detail
     )
+    detail = run.store.data.get("status_detail")  # the records may name a `cancel` request
     run.events.emit("run_finished", status=status, status_detail=detail, exit_code=exit_code)
     run.events.close()
     if run.store.driver is not None:
@@ -850,24 +851,35 @@ def prepare_resume(
 
 
 def _reap_stages(ctx: RunContext, store: ManifestStore) -> None:
-    """Have the executor end whatever the run's stages left behind (it verifies each handle).
+    """Have the executor end whatever the run's stages left behind (it verifies each handle)."""
+    for handle in recorded_handles(store.run_dir, store.data["commands"]):
+        ctx.executor.reap(handle, ctx.settings.kill_grace_seconds)
+
+
+def recorded_handles(run_dir: Path, commands: list[dict[str, Any]]) -> list[Handle]:
+    """The latest handle of each stage of a run (also used by ``cancel`` of a dead run).
 
     Handles come from the manifest and from ``runner.ndjson``, which has every handle at once
     while manifest writes of stage transitions may be deferred.
     """
-    handles: dict[object, Handle] = {}  # the latest handle of each stage
-    for entry in store.data["commands"]:
+    handles: dict[object, Handle] = {}
+    for entry in commands:
         if isinstance(entry.get("handle"), dict):
             handles[entry["index"]] = entry["handle"]
-    for event in read_events(store.run_dir / EVENTS_NAME, "stage_handle"):
+    for event in read_events(run_dir / EVENTS_NAME, "stage_handle"):
         if isinstance(event.get("handle"), dict):
             handles[event.get("index")] = event["handle"]
-    for handle in handles.values():
-        ctx.executor.reap(handle, ctx.settings.kill_grace_seconds)
+    return list(handles.values())
 
 
-def _settle_child_runs(ctx: RunContext, store: ManifestStore) -> None:
-    """End the child runs a dead driver left unfinished: processes ended, records finished.
+def _settle_child_runs(
+    ctx: RunContext,
+    store: ManifestStore,
+    status: RunStatus = RunStatus.FAILED,
+    detail: str | None = DRIVER_LOST_DETAIL,
+) -> None:
+    """End the child runs a dead driver left unfinished: processes ended, records finished
+    (with ``status`` and ``detail``, as their parent).
 
     A child run is driven by its parent's process, so a dead parent means a dead child; the
     child's own driver lock is taken first all the same, and a child someone drives is left be.
@@ -880,7 +892,7 @@ def _settle_child_runs(ctx: RunContext, store: ManifestStore) -> None:
             child_dir = ctx.workspace.run_dir(ctx.task_id, str(child_id))
         except OrchestratorError:
             continue
-        link["status"] = settle_dead_run(ctx, child_dir) or link.get("status")
+        link["status"] = settle_dead_run(ctx, child_dir, status, detail) or link.get("status")
 
 
 def settle_dead_run(
@@ -911,7 +923,7 @@ def settle_dead_run(
             return str(manifest["status"])
         store = ManifestStore(run_dir, manifest)
         _reap_stages(ctx, store)
-        _settle_child_runs(ctx, store)
+        _settle_child_runs(ctx, store, status, detail)
         record_finished_run(
             ctx.workspace, ctx.settings, store, str(manifest["pipeline_id"]), status, detail
         )

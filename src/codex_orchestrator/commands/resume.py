@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import hmac
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from codex_orchestrator.errors import (
     UnknownPipelineError,
 )
 from codex_orchestrator.ids import validate_id
+from codex_orchestrator.invocation import default_actor
 from codex_orchestrator.liveness import refuse_if_alive
 from codex_orchestrator.manifest import RESUME_TOKEN_NAME, ManifestStore
 from codex_orchestrator.output import Reporter, note
@@ -81,8 +80,18 @@ def _resume(
         store = ManifestStore(run_dir, manifest)
         store.driver = driver
         # a full disk or an unwritable run directory raises before anything ran: exit 1
-        prepare_resume(ctx, store, pipeline, args.actor or _default_actor(), args.reason)
+        prepare_resume(ctx, store, pipeline, args.actor or default_actor(), args.reason)
         note(f"run {run_id} resumed: pipeline {pipeline.id}, task {task_id}")
+        if getattr(args, "detach", False):
+            from codex_orchestrator.detach import detach
+
+            background = ctx._replace(on_output=None)
+            return detach(
+                workspace,
+                reporter,
+                store,
+                lambda: report_run(workspace, reporter, execute(background, store, pipeline)),
+            )
         result = execute(ctx, store, pipeline)
     return report_run(workspace, reporter, result)
 
@@ -125,10 +134,3 @@ def _same_pipeline(pipelines: Any, manifest: dict[str, Any]) -> Pipeline:
             f"{', '.join(then_ids)}; now: {', '.join(now_ids)}); start a new run instead"
         )
     return pipeline
-
-
-def _default_actor() -> str:
-    try:
-        return os.environ.get("USER") or getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"

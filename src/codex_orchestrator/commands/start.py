@@ -26,6 +26,16 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     with SignalGuard(ctx.cancellation):
         store = create_run(ctx, pipeline, parent, args.approval_policy)
         note(f"run {store.data['run_id']} started: pipeline {pipeline.id}, task {task_id}")
+        if getattr(args, "detach", False):
+            from codex_orchestrator.detach import detach
+
+            background = ctx._replace(on_output=None)
+            return detach(
+                workspace,
+                reporter,
+                store,
+                lambda: report_run(workspace, reporter, execute(background, store, pipeline)),
+            )
         result = execute(ctx, store, pipeline)
     return report_run(workspace, reporter, result)
 

@@ -1,0 +1,55 @@
+"""Finishing a run whose driver is dead, as ``cancelled`` (used by ``cancel``).
+
+The work is the runner's `settle_dead_run`, the same code that settles a dead parent's child
+runs on ``resume``: it takes the run's driver lock (so nobody starts driving it meanwhile),
+has the executor reap what every stage left behind (verifying each handle first), finishes
+unfinished child runs the same way, and writes the records through `record_finished_run`,
+the final-records code of every run. This module only builds the context it needs without
+requiring a valid config (a broken config must not keep anyone from stopping a run).
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from codex_orchestrator.config import Config
+from codex_orchestrator.errors import OrchestratorError
+from codex_orchestrator.executor import Cancellation
+from codex_orchestrator.local_executor import LocalExecutor
+from codex_orchestrator.runner import RunContext, settle_dead_run
+from codex_orchestrator.statuses import RunStatus, signal_detail
+from codex_orchestrator.workspace import Settings, Workspace
+
+
+def finish_dead_run(
+    workspace: Workspace, settings: Settings, run_dir: Path, task_id: str
+) -> str | None:
+    """Settle the dead run in ``run_dir`` as cancelled; its final status, or None when it could
+    not be settled (someone drives it now; a warning line says so)."""
+    executor = LocalExecutor(settings.kill_grace_seconds)
+    cancellation = Cancellation(settings.kill_grace_seconds)
+    ctx = RunContext(
+        workspace=workspace,
+        config=_config(workspace),
+        settings=settings,
+        task_id=task_id,
+        task_slug=task_id,
+        cancellation=cancellation,
+        executor=executor,
+    )
+    try:
+        return settle_dead_run(ctx, run_dir, RunStatus.CANCELLED, signal_detail(signal.SIGTERM))
+    finally:
+        executor.close()
+        cancellation.close()
+
+
+def _config(workspace: Workspace) -> Config:
+    """The config when it loads; an empty one otherwise (settling a run runs no stage)."""
+    from codex_orchestrator.config import load_config
+
+    try:
+        return load_config(workspace.root)
+    except OrchestratorError:
+        return Config(None, None, {}, {}, {}, ())
