@@ -40,8 +40,11 @@ def note(message: str) -> None:
 
 
 def log_echo(*paths: Path) -> Callable[[], None]:
-    """Return a callable that copies bytes newly appended to ``paths`` onto stderr (live output)."""
+    """Return a callable that copies bytes newly appended to ``paths`` onto stderr, neutralised."""
+    from codex_orchestrator.view.text import StreamNeutraliser
+
     offsets = dict.fromkeys(paths, 0)
+    safe = {path: StreamNeutraliser() for path in paths}
 
     def echo() -> None:
         for path, offset in offsets.items():
@@ -53,7 +56,7 @@ def log_echo(*paths: Path) -> Callable[[], None]:
                 continue
             if chunk:
                 offsets[path] = offset + len(chunk)
-                sys.stderr.buffer.write(chunk)
+                sys.stderr.buffer.write(safe[path].feed(chunk))
         sys.stderr.buffer.flush()
 
     return echo

@@ -12,6 +12,7 @@ from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
 from codex_orchestrator.output import Reporter, log_echo, note
 from codex_orchestrator.process import Cancellation, LocalExecutor
 from codex_orchestrator.runner import RunContext, RunResult
+from codex_orchestrator.view.terminal import live_view_wanted
 from codex_orchestrator.workspace import Settings, Workspace
 
 
@@ -29,7 +30,7 @@ def run_context(
     """Build the context shared by a run and its child runs."""
     from codex_orchestrator.evidence.taskindex import task_slug
 
-    follow = not reporter.json and sys.stderr.isatty()
+    follow = not reporter.json and sys.stderr.isatty() and not live_view_wanted(reporter.json)
     return RunContext(
         workspace=workspace,
         config=config,

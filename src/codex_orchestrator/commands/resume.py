@@ -18,6 +18,7 @@ from codex_orchestrator.manifest import RESUME_TOKEN_NAME, ManifestStore
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.process import SignalGuard
 from codex_orchestrator.runner import RunResult, execute, hash_token, prepare_resume
+from codex_orchestrator.view.terminal import show_run
 from codex_orchestrator.workspace import Workspace
 
 
@@ -40,7 +41,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         store = ManifestStore(run_dir, manifest)
         prepare_resume(ctx, store, pipeline, args.actor or _default_actor(), args.reason)
         note(f"run {run_id} resumed: pipeline {pipeline.id}, task {task_id}")
-        result = execute(ctx, store, pipeline)
+        with show_run(reporter.json, store):
+            result = execute(ctx, store, pipeline)
     return report_run(workspace, reporter, result)
 
 

@@ -9,6 +9,7 @@ from codex_orchestrator.ids import validate_id
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.process import SignalGuard
 from codex_orchestrator.runner import create_run, execute
+from codex_orchestrator.view.terminal import show_run
 from codex_orchestrator.workspace import Workspace, resolve_task_id
 
 
@@ -25,7 +26,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     with SignalGuard(ctx.cancellation):
         store = create_run(ctx, pipeline, parent, args.approval_policy)
         note(f"run {store.data['run_id']} started: pipeline {pipeline.id}, task {task_id}")
-        result = execute(ctx, store, pipeline)
+        with show_run(reporter.json, store):
+            result = execute(ctx, store, pipeline)
     return report_run(workspace, reporter, result)
 
 

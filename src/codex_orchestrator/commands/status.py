@@ -18,6 +18,7 @@ from codex_orchestrator.manifest import (
     load_manifest,
 )
 from codex_orchestrator.output import Reporter, note
+from codex_orchestrator.view.terminal import show_manifest
 from codex_orchestrator.workspace import Workspace
 
 MAX_WATCH_INTERVAL = 3600
@@ -36,7 +37,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         )
     run_dir = found[1]
     if args.watch:
-        return _watch(workspace, run_dir, args.interval, reporter)
+        _check_interval(args.interval)
+        with show_manifest(reporter.json, run_dir) as view:
+            return _watch(workspace, run_dir, args.interval, reporter, progress=view is None)
     path = run_dir / MANIFEST_NAME
     document = describe(workspace, run_dir, load_manifest(path, workspace.display(path)))
     reporter.result(document, render(document))
@@ -89,18 +92,24 @@ def render(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _watch(workspace: Workspace, run_dir: Path, interval: float, reporter: Reporter) -> int:
+def _check_interval(interval: float) -> None:
     if not 0 < interval <= MAX_WATCH_INTERVAL:
         raise UsageError(
             f"--interval {interval!r}: give a positive number of seconds, at most {MAX_WATCH_INTERVAL}"
         )
+
+
+def _watch(
+    workspace: Workspace, run_dir: Path, interval: float, reporter: Reporter, progress: bool
+) -> int:
     seen: dict[int, str] = {}
     while True:
         manifest = load_manifest(
             run_dir / MANIFEST_NAME, workspace.display(run_dir / MANIFEST_NAME)
         )
         document = describe(workspace, run_dir, manifest)
-        _note_progress(document, seen)
+        if progress:
+            _note_progress(document, seen)
         if document["status"] in TERMINAL_STATUSES:
             reporter.result(document, render(document))
             return exit_code_for(document["status"], document["status_detail"])

@@ -1,0 +1,77 @@
+"""Running the real CLI under a pseudo-terminal and reading what the terminal received."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+# SGR parameters that set a colour: 30-37/90-97 foreground, 40-47/100-107 background, 38/48
+# extended (39/49 are "default colour" resets, which carry no colour).
+_SGR = re.compile(rb"\x1b\[([0-9;]*)m")
+_COLOUR_PARAMS = {
+    str(n) for n in [*range(30, 39), *range(40, 49), *range(90, 98), *range(100, 108)]
+}
+
+
+def colour_codes(data: bytes) -> list[bytes]:
+    """The SGR sequences in ``data`` that set a colour."""
+    return [
+        match.group()
+        for match in _SGR.finditer(data)
+        if _COLOUR_PARAMS & set(match.group(1).decode().split(";"))
+    ]
+
+
+def view_env(env: dict[str, str], **extra: str) -> dict[str, str]:
+    """``env`` as a person's terminal would have it: a real TERM, no CI, no NO_COLOR."""
+    clean = {key: value for key, value in env.items() if key not in ("CI", "NO_COLOR", "TERM")}
+    return {**clean, "TERM": "xterm-256color", **extra}
+
+
+def run_in_pty(
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    *,
+    columns: int = 100,
+    rows: int = 30,
+    timeout: float = 60,
+) -> tuple[int, bytes, str]:
+    """Run the CLI with stderr on a new pseudo-terminal; return (exit code, terminal bytes, stdout)."""
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codex_orchestrator", *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    seen = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: every writer of the terminal is gone
+                break
+            if not chunk:
+                break
+            seen += chunk
+        stdout = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(controller)
+    return proc.returncode, bytes(seen), stdout.decode()

@@ -1,0 +1,150 @@
+"""The live view, seen through a real pseudo-terminal (and a real tmux screen)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from terminal_helpers import colour_codes, run_in_pty, view_env
+
+from conftest import Repo
+
+NOISY = (
+    "printf '\\033[2J\\033[H\\033]0;evil-title\\007\\033]8;;http://x\\033\\\\link\\n';"
+    "printf 'bell\\a\\033[31mred\\033[0m\\n'; sleep 0.4; echo noisy-done"
+)
+
+
+def _pipeline(repo: Repo) -> None:
+    repo.pipeline(
+        {"id": "build", "command": "echo compiling; sleep 0.5; echo built-ok"},
+        {"id": "noisy", "command": NOISY},
+        {"id": "lint", "command": "echo lint-bad; exit 3", "allowFailure": True},
+        {"id": "test", "command": "echo tests-passed"},
+    )
+
+
+def test_view_shows_stage_ids_and_marks_in_colour(repo: Repo) -> None:
+    _pipeline(repo)
+    code, screen, stdout = run_in_pty(["start"], repo.root, view_env(repo.env))
+    assert code == 0, screen
+    text = screen.decode()
+    for stage in ("build", "noisy", "lint", "test"):
+        assert stage in text
+    assert "✓" in text and "↷" in text  # succeeded and skipped marks
+    assert "pipeline main" in text and "succeeded" in text
+    assert colour_codes(screen), "the view should colour its marks on a colour terminal"
+    assert "run " in stdout and "succeeded" in stdout  # the result still goes to stdout
+
+
+def test_no_color_means_no_colour_codes(repo: Repo) -> None:
+    _pipeline(repo)
+    code, screen, _ = run_in_pty(["start"], repo.root, view_env(repo.env, NO_COLOR="1"))
+    assert code == 0
+    assert "✓" in screen.decode()
+    assert colour_codes(screen) == []
+
+
+@pytest.mark.parametrize("extra", [{"TERM": "dumb"}, {"CI": "true"}], ids=["TERM=dumb", "CI"])
+def test_view_is_off_on_dumb_terminals_and_in_ci(repo: Repo, extra: dict[str, str]) -> None:
+    _pipeline(repo)
+    code, screen, _ = run_in_pty(["start"], repo.root, view_env(repo.env, **extra))
+    assert code == 0
+    assert b"\x1b" not in screen and b"\x07" not in screen
+    assert b"noisy-done" in screen  # plain echo of stage output, neutralised
+    assert "␇".encode() in screen  # the bell is shown, not rung
+
+
+def test_piped_output_has_no_escape_codes_at_all(repo: Repo) -> None:
+    _pipeline(repo)
+    result = repo.cli("start", env=view_env(repo.env))
+    assert result.returncode == 0
+    assert "\x1b" not in result.stderr and "\x1b" not in result.stdout
+    assert "build" in result.stdout and "lint" in result.stdout
+
+
+def test_json_output_on_a_terminal_has_no_view(repo: Repo) -> None:
+    _pipeline(repo)
+    code, screen, stdout = run_in_pty(["start", "--format", "json"], repo.root, view_env(repo.env))
+    assert code == 0
+    assert b"\x1b" not in screen
+    assert json.loads(stdout)["status"] == "succeeded"
+
+
+def test_stage_escape_sequences_never_reach_the_terminal(repo: Repo) -> None:
+    _pipeline(repo)
+    code, screen, _ = run_in_pty(["start"], repo.root, view_env(repo.env))
+    assert code == 0
+    for forbidden in (b"\x1b[2J", b"\x1b[H", b"\x1b]0;", b"\x1b]8;", b"\x07", b"evil-title\x07"):
+        assert forbidden not in screen, forbidden
+    log = next((repo.root / ".runs/default/cli").glob("*/commands/02-noisy.stdout.log"))
+    assert b"\x1b[2J" in log.read_bytes()  # the log keeps the stage's bytes unchanged
+
+
+def test_parallel_stage_view_from_status_watch(repo: Repo) -> None:
+    repo.pipeline(
+        {"id": "first", "command": "echo one"},
+        {"id": "slow", "command": "echo still-going; sleep 1.5; echo slow-finished"},
+    )
+    proc = repo.spawn("start", "--format", "json")
+    try:
+        cli_dir = repo.root / ".runs/default/cli"
+        deadline = time.monotonic() + 20
+        while not list(cli_dir.glob("*/manifest.json")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [run_dir] = list(cli_dir.iterdir())
+        code, screen, stdout = run_in_pty(
+            ["status", run_dir.name, "--watch", "--interval", "0.2"], repo.root, view_env(repo.env)
+        )
+    finally:
+        proc.communicate(timeout=30)
+    assert code == 0, screen
+    text = screen.decode()
+    assert "first" in text and "slow" in text and "✓" in text
+    assert "succeeded" in stdout
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_clear_screen_from_a_stage_does_not_garble_the_screen(repo: Repo, tmp_path: Path) -> None:
+    _pipeline(repo)
+    socket = f"codex-view-{uuid.uuid4().hex[:8]}"
+    tmux = ["tmux", "-L", socket, "-f", "/dev/null"]
+    env = view_env(repo.env)
+    exports = " ".join(
+        f"{key}={shlex.quote(env[key])}"
+        for key in ("PYTHONPATH", "CODEX_ORCHESTRATOR_ROOT", "TERM")
+    )
+    done = tmp_path / "done"
+    command = (
+        f"cd {shlex.quote(str(repo.root))} && env {exports} {shlex.quote(sys.executable)} "
+        f"-m codex_orchestrator start >/dev/null; touch {shlex.quote(str(done))}; sleep 60"
+    )
+    subprocess.run([*tmux, "new-session", "-d", "-x", "90", "-y", "24", command], check=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert done.exists(), "the run did not finish"
+        screen = subprocess.run(
+            [*tmux, "capture-pane", "-p"], capture_output=True, text=True, check=True
+        ).stdout
+        title = subprocess.run(
+            [*tmux, "display-message", "-p", "#{pane_title}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True, check=False)
+    lines = [line for line in screen.splitlines() if line.strip()]
+    assert lines[0].startswith("run ") and "started" in lines[0], screen  # nothing was cleared
+    table = [line for line in lines if line[:1] in "✓✗↷"]
+    assert [line.split()[1] for line in table] == ["build", "noisy", "lint", "test"], screen
+    assert "evil-title" not in title and "evil-title" not in screen
