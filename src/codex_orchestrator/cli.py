@@ -114,6 +114,13 @@ def _add_review(sub: argparse._SubParsersAction[_Parser]) -> None:
     _add_format(review)
 
 
+def _add_report(sub: argparse._SubParsersAction[_Parser]) -> None:
+    report = sub.add_parser("report", help="write a run's (or a task's) HTML report")
+    _add_run(report, required=False)
+    report.add_argument("--task", metavar="ID", help="without RUN: the task's page of runs")
+    _add_format(report)
+
+
 COMMANDS = {
     "start": ("start", _add_start),
     "plan": ("plan", _add_plan),
@@ -122,6 +129,7 @@ COMMANDS = {
     "tasks": ("tasks", _add_tasks),
     "spec-guard": ("spec_guard", _add_spec_guard),
     "review": ("review", _add_review),
+    "report": ("report", _add_report),
 }
 
 

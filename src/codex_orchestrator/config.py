@@ -24,7 +24,7 @@ from typing import NamedTuple, NoReturn, TypeVar
 
 from codex_orchestrator.errors import ConfigError, UnknownPipelineError
 from codex_orchestrator.ids import is_valid_id, validate_id
-from codex_orchestrator.workspace import SETTING_NAMES, check_setting
+from codex_orchestrator.workspace import BOOLEAN_SETTINGS, SETTING_NAMES, check_setting
 
 CONFIG_FILE = "codex.orchestrator.json"
 MAX_TIMEOUT_SECONDS = 7 * 86400
@@ -595,7 +595,11 @@ def _read_settings(value: object, path: str) -> dict[str, object]:
     return checked
 
 
-def _read_setting(name: str, value: object, path: str) -> float | int:
+def _read_setting(name: str, value: object, path: str) -> float | int | bool:
+    if name in BOOLEAN_SETTINGS:
+        if not isinstance(value, bool):
+            _fail(path, f"expected true or false, got {_json_type(value)}", "give true or false")
+        return bool(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         _fail(path, f"expected a number, got {_json_type(value)}", "give a positive number")
     return check_setting(name, value, f"{CONFIG_FILE}: {path}")

@@ -467,6 +467,10 @@ def _finish(ctx: RunContext, run: ActiveRun, status: str, detail: str | None) ->
     exit_code = record_finished_run(
         ctx.workspace, ctx.settings, run.store, run.pipeline.id, status, detail
     )
+    if ctx.settings.report:
+        from codex_orchestrator.view.report import report_after_run
+
+        report_after_run(run.run_dir)
     run.events.emit("run_finished", status=status, status_detail=detail, exit_code=exit_code)
     run.events.close()
     return RunResult(run.run_id, status, detail, exit_code, run.run_dir)
