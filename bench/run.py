@@ -39,6 +39,7 @@ import fig_concurrency
 import fig_resilience
 import fig_stages
 import fig_state_history
+import fig_view
 from _harness import Figure, Profile, failed, make_profile, progress, render_table
 
 FIGURES: dict[str, tuple[str, Callable[[Profile], list[Figure]]]] = {
@@ -48,6 +49,7 @@ FIGURES: dict[str, tuple[str, Callable[[Profile], list[Figure]]]] = {
     "concurrency": ("concurrent starts", fig_concurrency.measure),
     "state": ("state history", fig_state_history.measure),
     "resilience": ("resilience", fig_resilience.measure),
+    "view": ("live view capture", fig_view.measure),
 }
 
 
