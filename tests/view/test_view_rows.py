@@ -82,8 +82,8 @@ def test_parallel_running_stages_show_their_own_last_lines(tmp_path: Path) -> No
     }
     rows = stage_rows(manifest, tmp_path, now=1767225610.0)  # 10 s after the run started
     assert [(row.stage_id, row.mark) for row in rows] == [("a", "▶"), ("b", "▶"), ("c", "·")]
-    assert rows[0].detail == "a-2" and rows[0].clock == "10.0s"
-    assert rows[1].detail == "attempt 2: b-warning" and rows[1].clock == "9.0s"
+    assert rows[0].detail == "a-2" and rows[0].clock == "10s"
+    assert rows[1].detail == "attempt 2: b-warning" and rows[1].clock == "9s"
     assert "in_progress" in headline(manifest, now=1767225610.0)
 
 

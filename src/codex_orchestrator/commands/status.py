@@ -18,7 +18,6 @@ from codex_orchestrator.manifest import (
     load_manifest,
 )
 from codex_orchestrator.output import Reporter, note
-from codex_orchestrator.view.terminal import show_manifest
 from codex_orchestrator.workspace import Workspace
 
 MAX_WATCH_INTERVAL = 3600
@@ -37,6 +36,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         )
     run_dir = found[1]
     if args.watch:
+        from codex_orchestrator.view.terminal import show_manifest
+
         _check_interval(args.interval)
         with show_manifest(reporter.json, run_dir) as view:
             return _watch(workspace, run_dir, args.interval, reporter, progress=view is None)

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from codex_orchestrator.view.rows import StageRow, fit_rows, headline, stage_rows
 
-REFRESH_PER_SECOND = 8
+MAX_FRAMES_PER_SECOND = 10
 STYLES = {
     "pending": "dim",
     "running": "bold cyan",
@@ -32,21 +32,26 @@ Snapshot = Callable[[], Mapping[str, Any] | None]
 
 
 class LiveView:
-    """Draws a run on stderr until closed, then leaves the full final table on screen."""
+    """Draws a run on stderr until closed, then leaves the full final table on screen.
+
+    Its own thread builds a frame at most `MAX_FRAMES_PER_SECOND` times a second and writes it
+    only when it differs from the one on screen (running clocks tick in whole seconds), so a
+    quiet run costs almost nothing and a chatty one at most a few milliseconds a frame.
+    """
 
     def __init__(self, snapshot: Snapshot, run_dir: Path, *, colour: bool) -> None:
         self._snapshot = snapshot
         self._run_dir = run_dir
         self._final = False
-        self._lock = threading.Lock()
-        self._last: RenderableType = Text("waiting for the run's manifest…")
+        self._shown: object = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="live-view", daemon=True)
         self._console = Console(
             stderr=True, no_color=not colour, highlight=False, emoji=False, markup=False
         )
         self._live = Live(
             console=self._console,
-            get_renderable=self._render,
-            refresh_per_second=REFRESH_PER_SECOND,
+            auto_refresh=False,
             transient=False,
             redirect_stdout=False,
             redirect_stderr=True,
@@ -54,6 +59,8 @@ class LiveView:
 
     def __enter__(self) -> LiveView:
         self._live.start()
+        self._draw()
+        self._thread.start()
         return self
 
     def __exit__(
@@ -62,31 +69,43 @@ class LiveView:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
+        self._stop.set()
+        self._thread.join()
         self._final = True
+        self._draw()
         self._live.stop()
 
-    def _render(self) -> RenderableType:
-        """The current frame; a bad snapshot keeps the previous frame (the thread never dies)."""
-        with self._lock:
-            try:
-                manifest = self._snapshot()
-                if manifest is not None:
-                    self._last = self._frame(manifest)
-            except Exception:  # a torn or tampered manifest must not kill the drawing thread
-                pass
-            return self._last
+    def _loop(self) -> None:
+        while not self._stop.wait(1 / MAX_FRAMES_PER_SECOND):
+            self._draw()
 
-    def _frame(self, manifest: Mapping[str, Any]) -> RenderableType:
+    def _draw(self) -> None:
+        """Show the current frame if it changed; a bad snapshot keeps the frame on screen."""
+        try:
+            manifest = self._snapshot()
+            if manifest is None:
+                return
+            key, frame = self._frame(manifest)
+        except Exception:  # a torn or tampered manifest must not kill the drawing thread
+            return
+        if key != self._shown:
+            self._shown = key
+            self._live.update(frame, refresh=True)
+
+    def _frame(self, manifest: Mapping[str, Any]) -> tuple[object, RenderableType]:
+        """The frame and what identifies it (same key, same pixels)."""
         rows = stage_rows(manifest, self._run_dir)
         overflow = ""
+        size = self._console.size
         if not self._final:
-            rows, overflow = fit_rows(rows, max(1, self._console.height - 2))
-        width = max((len(row.stage_id) for row in rows), default=0)
-        lines = [_line(Text(headline(manifest), style="bold"))]
-        lines += [self._row(row, min(width, 32)) for row in rows]
+            rows, overflow = fit_rows(rows, max(1, size.height - 2))
+        title = headline(manifest)
+        width = min(max((len(row.stage_id) for row in rows), default=0), 32)
+        lines = [_line(Text(title, style="bold"))]
+        lines += [self._row(row, width) for row in rows]
         if overflow:
             lines.append(_line(Text(overflow, style="dim")))
-        return Group(*lines)
+        return (title, tuple(rows), overflow, size, self._final), Group(*lines)
 
     def _row(self, row: StageRow, width: int) -> Text:
         style = STYLES.get(row.status, "")

@@ -63,10 +63,10 @@ def write_run_report(run_dir: Path, manifest: Mapping[str, Any], *, _depth: int 
     sections = [
         _timeline_section(run_dir, manifest, problems),
         _stages_section(manifest),
-        _errors_section(run_dir, manifest, problems),
-        _logs_section(run_dir, manifest, problems),
         children,
         _events_section(manifest),
+        _errors_section(run_dir, manifest, problems),
+        _logs_section(run_dir, manifest, problems),
     ]
     run_id = esc(manifest.get("run_id"))
     head = f"<h1>Run {run_id}</h1>" + _header(manifest)

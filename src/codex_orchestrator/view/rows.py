@@ -40,12 +40,12 @@ class StageRow(NamedTuple):
     detail: str
 
 
-def format_seconds(seconds: float | None) -> str:
-    """``4.2s``, ``3m07s``, ``2h05m``; empty when unknown."""
+def format_seconds(seconds: float | None, *, tenths: bool = True) -> str:
+    """``4.2s`` (``4s`` without ``tenths``), ``3m07s``, ``2h05m``; empty when unknown."""
     if seconds is None or seconds < 0:
         return ""
     if seconds < 60:
-        return f"{seconds:.1f}s"
+        return f"{seconds:.1f}s" if tenths else f"{int(seconds)}s"
     minutes, secs = divmod(int(seconds), 60)
     if minutes < 60:
         return f"{minutes}m{secs:02d}s"
@@ -123,7 +123,10 @@ def stage_rows(
                 status=status,
                 mark=MARKS.get(status, UNKNOWN_MARK),
                 stage_id=_text(entry.get("id")),
-                clock=format_seconds(_elapsed(entry, moment, run_live)),
+                clock=format_seconds(
+                    _elapsed(entry, moment, run_live),
+                    tenths=not (run_live and status == StageStatus.RUNNING),
+                ),
                 detail=detail,
             )
         )
@@ -139,7 +142,11 @@ def headline(manifest: Mapping[str, Any], now: float | None = None) -> str:
     begun = parse_iso_utc(started) if isinstance(started, str) else None
     completed = manifest.get("completed_at")
     ended = parse_iso_utc(completed) if isinstance(completed, str) else None
-    elapsed = format_seconds((ended or moment) - begun) if begun is not None else ""
+    elapsed = (
+        format_seconds((ended or moment) - begun, tenths=ended is not None)
+        if begun is not None
+        else ""
+    )
     parts = [
         f"run {_text(manifest.get('run_id'))}",
         f"pipeline {_text(manifest.get('pipeline_id'))}",
