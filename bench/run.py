@@ -14,7 +14,8 @@ Figures (one module each): ``fig_capture`` (capture wall, peak RSS, bytes on dis
 ``fig_stages`` (100 trivial stages), ``fig_coldstart`` (plan/status start-up),
 ``fig_concurrency`` (N concurrent starts of one task), ``fig_state_history`` (runs
 ``bench_state_history.py``), ``fig_resilience`` (SPEC section 7: teardown on SIGTERM and on
-timeouts, SIGKILL at random moments then resume, error-file bound, heartbeat cadence). Every
+timeouts, SIGKILL at random moments then resume, error-file bound, heartbeat cadence),
+``fig_view`` (capture speed with the live view on, under a pty, and off). Every
 CLI child runs with a warm bytecode cache of the bench's own (``PYTHONPYCACHEPREFIX`` in a temp
 dir) and the default heartbeat interval (5 s), unless a figure says otherwise.
 """
