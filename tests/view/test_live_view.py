@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -12,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from terminal_helpers import colour_codes, run_in_pty, view_env
+from terminal_helpers import colour_codes, plain, run_in_pty, start_in_pty, view_env
 
 from conftest import Repo
 
@@ -148,3 +150,32 @@ def test_clear_screen_from_a_stage_does_not_garble_the_screen(repo: Repo, tmp_pa
     table = [line for line in lines if line[:1] in "✓✗↷"]
     assert [line.split()[1] for line in table] == ["build", "noisy", "lint", "test"], screen
     assert "evil-title" not in title and "evil-title" not in screen
+
+
+def test_interrupted_run_ends_with_the_final_table(repo: Repo) -> None:
+    repo.pipeline(
+        {"id": "quick", "command": "echo quick-done"},
+        {"id": "long", "command": "echo waiting-forever; sleep 30"},
+        {"id": "never", "command": "echo never-runs"},
+    )
+    session = start_in_pty(["start"], repo.root, view_env(repo.env))
+    try:
+        session.wait_for(b"waiting-forever")
+        os.kill(session.proc.pid, signal.SIGINT)
+        code, screen = session.finish()
+    finally:
+        session.close()
+    assert code == 130
+    tail = plain(screen).rsplit("pipeline main", 1)[1]  # the last frame drawn
+    assert "cancelled (signal:SIGINT)" in tail
+    assert "✗ long" in tail and "· never" in tail and "✓ quick" in tail
+
+
+def test_resume_shows_the_view_too(repo: Repo) -> None:
+    marker = repo.root / "ok"
+    repo.pipeline({"id": "flaky", "command": f"test -e {marker} && echo now-fine"})
+    run_id = json.loads(repo.cli("start", "--format", "json").stdout)["run_id"]
+    marker.write_text("")
+    code, screen, _ = run_in_pty(["resume", run_id], repo.root, view_env(repo.env))
+    assert code == 0, screen
+    assert "✓ flaky" in plain(screen) and "attempt 2: now-fine" in plain(screen)
