@@ -38,44 +38,16 @@ def view_env(env: dict[str, str], **extra: str) -> dict[str, str]:
 
 
 def run_in_pty(
-    args: list[str],
-    cwd: Path,
-    env: dict[str, str],
-    *,
-    columns: int = 100,
-    rows: int = 30,
-    timeout: float = 60,
+    args: list[str], cwd: Path, env: dict[str, str], *, timeout: float = 60
 ) -> tuple[int, bytes, str]:
     """Run the CLI with stderr on a new pseudo-terminal; return (exit code, terminal bytes, stdout)."""
-    controller, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "codex_orchestrator", *args],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=terminal,
-    )
-    os.close(terminal)
-    seen = bytearray()
-    deadline = time.monotonic() + timeout
+    session = start_in_pty(args, cwd, env)
     try:
-        while time.monotonic() < deadline:
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:  # EIO: every writer of the terminal is gone
-                break
-            if not chunk:
-                break
-            seen += chunk
-        stdout = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))[0]
+        code, screen = session.finish(timeout)
+        assert session.proc.stdout is not None
+        return code, screen, session.proc.stdout.read().decode()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(controller)
-    return proc.returncode, bytes(seen), stdout.decode()
+        session.close()
 
 
 class PtySession:
