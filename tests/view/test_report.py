@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
+import time
 from pathlib import Path
+from typing import Any
 
 from report_helpers import HOSTILE, edit_manifest, failed_then_resumed_run, report
 
@@ -187,3 +191,35 @@ def test_timeline_draws_one_bar_per_attempt_with_parallel_overlap() -> None:
     assert "not started" in svg  # e has no attempt
     patterns = re.findall(r'fill="url\(#(p-[a-z]+)\)"', svg)
     assert len(set(patterns)) >= 4  # statuses differ by pattern, not only by colour
+
+
+def test_a_killed_run_is_reported_as_not_progressing(repo: Repo) -> None:
+    repo.pipeline({"id": "first", "command": "echo ok"}, {"id": "hang", "command": "sleep 30"})
+    proc = repo.spawn("start")
+    try:
+        cli_dir = repo.root / ".runs/default/cli"
+        deadline = time.monotonic() + 20
+        manifest: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            found = list(cli_dir.glob("*/manifest.json"))
+            if found:
+                try:
+                    manifest = json.loads(found[0].read_text())
+                except ValueError:
+                    continue
+                if manifest["commands"][1].get("pgid"):
+                    break
+            time.sleep(0.05)
+        proc.kill()  # the orchestrator dies without a word
+        proc.communicate(timeout=10)
+    finally:
+        pgid = manifest.get("commands", [{}, {}])[1].get("pgid")
+        if isinstance(pgid, int) and pgid > 1:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)  # the stage group the test's run started
+    code, _, stderr = report(repo, manifest["run_id"])
+    assert code == 0, stderr
+    html = (cli_dir / manifest["run_id"] / "report.html").read_text()
+    assert "This run is not progressing" in html and "resume " + manifest["run_id"] in html
+    assert 'data-stage="hang" data-attempt="1" data-status="interrupted"' in html
+    assert ">running</span>" not in html

@@ -124,7 +124,7 @@ def stage_attempts(
     now: float,
     earlier: Mapping[int, list[dict[str, Any]]] | None = None,
 ) -> list[Attempt]:
-    """The attempts of every stage in manifest order; a running one ends at ``now``.
+    """The attempts of every stage in manifest order; a running (or interrupted) one ends at ``now``.
 
     ``earlier`` (from `history_from_events`) supplies attempts before the one the entry
     describes when the entry keeps no ``attempt_history``.
@@ -153,7 +153,7 @@ def stage_attempts(
         ]
         out += _from_history(index, stage_id, prior, None)
         end = _time(entry.get("completed_at"))
-        if end is None and entry.get("status") == "running":
+        if end is None and entry.get("status") in ("running", "interrupted"):
             end = now
         out.append(
             Attempt(

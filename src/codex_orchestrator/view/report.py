@@ -1,4 +1,4 @@
-"""``report``: the self-contained HTML report of a run, and the page listing a task's runs.
+"""``report RUN``: the self-contained HTML report of a run (the task page is `taskreport`).
 
 A run report is built from the run directory alone (manifest, logs, error files) and written
 next to the manifest as ``report.html``; links to logs and to child runs' reports are relative,
@@ -18,7 +18,8 @@ from codex_orchestrator.clock import parse_iso_utc
 from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.ids import is_valid_id
 from codex_orchestrator.jsonio import atomic_write_bytes
-from codex_orchestrator.manifest import EVENTS_NAME, MANIFEST_NAME, load_manifest
+from codex_orchestrator.liveness import assess
+from codex_orchestrator.manifest import EVENTS_NAME, MANIFEST_NAME, TERMINAL_STATUSES, load_manifest
 from codex_orchestrator.output import note
 from codex_orchestrator.safefs import TEXT_SIZE_LIMIT, UnreadableFileError, read_regular
 from codex_orchestrator.view.attempts import history_from_events, shown_status, stage_attempts
@@ -59,17 +60,21 @@ class _Problems:
 def write_run_report(run_dir: Path, manifest: Mapping[str, Any], *, _depth: int = 0) -> Path:
     """Write ``<run>/report.html`` (and its child runs' reports) and return its path."""
     problems = _Problems()
-    children = _children_section(run_dir, manifest, problems, _depth)
+    stalled = _stalled(run_dir, manifest)
+    if stalled:
+        manifest = _interrupted(manifest)
     sections = [
         _timeline_section(run_dir, manifest, problems),
         _stages_section(manifest),
-        children,
+        _children_section(run_dir, manifest, problems, _depth),
         _events_section(manifest),
         _errors_section(run_dir, manifest, problems),
         _logs_section(run_dir, manifest, problems),
     ]
     run_id = esc(manifest.get("run_id"))
     head = f"<h1>Run {run_id}</h1>" + _header(manifest)
+    if stalled:
+        head += problems.add(stalled)
     if problems.items:
         head += (
             "<h2>Missing or unreadable</h2><ul>"
@@ -86,8 +91,36 @@ def report_after_run(run_dir: Path) -> None:
     """Write a finished run's report (``settings.report``); a failure is a warning only."""
     try:
         write_run_report(run_dir, load_manifest(run_dir / MANIFEST_NAME))
-    except (OSError, OrchestratorError, ValueError) as error:
-        note(f"warning: report for {run_dir.name} not written ({error})")
+    except Exception as error:  # the run's records are written: a report never fails the run
+        note(f"warning: report for run {run_dir.name} not written ({error})")
+
+
+def _stalled(run_dir: Path, manifest: Mapping[str, Any]) -> str:
+    """Why an unfinished run is not progressing (stale heartbeat, dead orchestrator), or ""."""
+    if manifest.get("status") in TERMINAL_STATUSES:
+        return ""
+    liveness = assess(run_dir, dict(manifest))
+    if liveness.alive:
+        return ""
+    age = liveness.heartbeat_age_seconds
+    beat = f"no heartbeat for {age:.0f}s" if age is not None else "no heartbeat recorded"
+    return (
+        f"This run is not progressing ({beat}"
+        f"{', its orchestrator is gone' if liveness.orchestrator_gone else ''}): stages shown "
+        f"as running were interrupted. Resume it: codex-orchestrator resume {manifest.get('run_id')}"
+    )
+
+
+def _interrupted(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest as it truly stands: its running stages marked ``interrupted``."""
+    shown = dict(manifest)
+    shown["commands"] = [
+        dict(entry, status="interrupted")
+        if isinstance(entry, dict) and entry.get("status") == "running"
+        else entry
+        for entry in _commands(manifest)
+    ]
+    return shown
 
 
 def _duration(manifest: Mapping[str, Any]) -> str:
