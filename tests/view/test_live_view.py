@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -113,43 +114,93 @@ def test_parallel_stage_view_from_status_watch(repo: Repo) -> None:
     assert "succeeded" in stdout
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
-def test_clear_screen_from_a_stage_does_not_garble_the_screen(repo: Repo, tmp_path: Path) -> None:
-    _pipeline(repo)
-    socket = f"codex-view-{uuid.uuid4().hex[:8]}"
-    tmux = ["tmux", "-L", socket, "-f", "/dev/null"]
-    env = view_env(repo.env)
-    exports = " ".join(
-        f"{key}={shlex.quote(env[key])}"
-        for key in ("PYTHONPATH", "CODEX_ORCHESTRATOR_ROOT", "TERM")
-    )
-    done = tmp_path / "done"
-    command = (
-        f"cd {shlex.quote(str(repo.root))} && env {exports} {shlex.quote(sys.executable)} "
-        f"-m codex_orchestrator start >/dev/null; touch {shlex.quote(str(done))}; sleep 60"
-    )
-    subprocess.run([*tmux, "new-session", "-d", "-x", "90", "-y", "24", command], check=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not done.exists() and time.monotonic() < deadline:
+class Tmux:
+    """A private tmux server (own socket) running one CLI command; killed by `close`."""
+
+    def __init__(self, repo: Repo, args: str, done: Path, columns: int, rows: int) -> None:
+        self.tmux = ["tmux", "-L", f"codex-view-{uuid.uuid4().hex[:8]}", "-f", "/dev/null"]
+        env = view_env(repo.env)
+        exports = " ".join(
+            f"{key}={shlex.quote(env[key])}"
+            for key in ("PYTHONPATH", "CODEX_ORCHESTRATOR_ROOT", "TERM")
+        )
+        command = (
+            f"cd {shlex.quote(str(repo.root))} && env {exports} {shlex.quote(sys.executable)} "
+            f"-m codex_orchestrator {args} >/dev/null; touch {shlex.quote(str(done))}; sleep 60"
+        )
+        self.done = done
+        new = [*self.tmux, "new-session", "-d", "-x", str(columns), "-y", str(rows), command]
+        subprocess.run(new, check=True)
+
+    def query(self, *args: str) -> str:
+        """The output of a tmux command against this server."""
+        return subprocess.run(
+            [*self.tmux, *args], capture_output=True, text=True, check=True
+        ).stdout
+
+    def screen(self) -> str:
+        """The text on the pane now."""
+        return self.query("capture-pane", "-p")
+
+    def wait(self, ready: Callable[[str], bool], timeout: float = 60) -> str:
+        """The first screen for which ``ready`` holds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if ready(screen):
+                return screen
             time.sleep(0.1)
-        assert done.exists(), "the run did not finish"
-        screen = subprocess.run(
-            [*tmux, "capture-pane", "-p"], capture_output=True, text=True, check=True
-        ).stdout
-        title = subprocess.run(
-            [*tmux, "display-message", "-p", "#{pane_title}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        raise AssertionError(f"the screen never got ready:\n{self.screen()}")
+
+    def close(self) -> None:
+        """End this tmux server (and the command it runs)."""
+        subprocess.run([*self.tmux, "kill-server"], capture_output=True, check=False)
+
+
+@pytest.fixture
+def tmux(repo: Repo, tmp_path: Path) -> Iterator[Callable[..., Tmux]]:
+    """Open CLI commands in private tmux servers, all closed at the end of the test."""
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    opened: list[Tmux] = []
+
+    def open_tmux(args: str, columns: int = 90, rows: int = 24) -> Tmux:
+        opened.append(Tmux(repo, args, tmp_path / f"done-{len(opened)}", columns, rows))
+        return opened[-1]
+
+    try:
+        yield open_tmux
     finally:
-        subprocess.run([*tmux, "kill-server"], capture_output=True, check=False)
+        for session in opened:
+            session.close()
+
+
+def test_clear_screen_from_a_stage_does_not_garble_the_screen(
+    repo: Repo, tmux: Callable[..., Tmux]
+) -> None:
+    _pipeline(repo)
+    session = tmux("start")
+    screen = session.wait(lambda _: session.done.exists())
+    title = session.query("display-message", "-p", "#{pane_title}")
     lines = [line for line in screen.splitlines() if line.strip()]
     assert lines[0].startswith("run ") and "started" in lines[0], screen  # nothing was cleared
     table = [line for line in lines if line[:1] in "✓✗↷"]
     assert [line.split()[1] for line in table] == ["build", "noisy", "lint", "test"], screen
     assert "evil-title" not in title and "evil-title" not in screen
+
+
+def test_small_terminal_keeps_running_stage_and_counts_the_rest(
+    repo: Repo, tmux: Callable[..., Tmux]
+) -> None:
+    stages = [{"id": f"step-{n:02d}", "command": "true"} for n in range(1, 11)]
+    stages[6] = {"id": "step-07", "command": "echo " + "w" * 80 + "; sleep 2"}
+    repo.pipeline(*stages)
+    session = tmux("start", columns=40, rows=7)
+    during = session.wait(lambda screen: "more stages" in screen and "step-07" in screen)
+    assert all(len(line) <= 40 for line in during.splitlines())
+    assert "▶ step-07" in during and "…" in during  # the long last line is cut, not wrapped
+    final = session.wait(lambda _: session.done.exists())
+    assert "✓ step-10" in final and "more stages" not in final
 
 
 def test_interrupted_run_ends_with_the_final_table(repo: Repo) -> None:

@@ -7,13 +7,14 @@ output streams, which go to their log files whatever the view does.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleDimensions, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
@@ -96,7 +97,7 @@ class LiveView:
         """The frame and what identifies it (same key, same pixels)."""
         rows = stage_rows(manifest, self._run_dir)
         overflow = ""
-        size = self._console.size
+        size = self._measure()
         if not self._final:
             rows, overflow = fit_rows(rows, max(1, size.height - 2))
         title = headline(manifest)
@@ -106,6 +107,20 @@ class LiveView:
         if overflow:
             lines.append(_line(Text(overflow, style="dim")))
         return (title, tuple(rows), overflow, size, self._final), Group(*lines)
+
+    def _measure(self) -> ConsoleDimensions:
+        """The terminal's size now, asked of the terminal itself.
+
+        ``COLUMNS``/``LINES`` (which rich would trust first) are often exported once and go
+        stale when the window is resized; a frame wider than the window wraps and breaks the
+        redraw.
+        """
+        try:
+            columns, lines = os.get_terminal_size(self._console.file.fileno())
+        except (OSError, ValueError, AttributeError):
+            return self._console.size
+        self._console.size = (columns, lines)
+        return self._console.size
 
     def _row(self, row: StageRow, width: int) -> Text:
         style = STYLES.get(row.status, "")
