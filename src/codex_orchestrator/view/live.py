@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.text import Text
 
 from codex_orchestrator.view.rows import StageRow, fit_rows, headline, stage_rows
+from codex_orchestrator.view.terminal import Snapshot
 
 MAX_FRAMES_PER_SECOND = 10
 STYLES = {
@@ -28,8 +29,6 @@ STYLES = {
     "failed": "bold red",
     "skipped": "yellow",
 }
-
-Snapshot = Callable[[], Mapping[str, Any] | None]
 
 
 class LiveView:

@@ -10,30 +10,30 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.manifest import MANIFEST_NAME, ManifestStore, load_manifest
 
+#: Returns the manifest to draw now (None: nothing to draw yet); called from the view's thread.
+Snapshot = Callable[[], Mapping[str, Any] | None]
 
-def live_view_wanted(
-    json_output: bool, stream: TextIO | None = None, env: Mapping[str, str] | None = None
-) -> bool:
-    """True when the live view should draw on ``stream`` (default stderr)."""
-    environ = os.environ if env is None else env
-    if json_output or environ.get("CI") or environ.get("TERM", "") == "dumb":
+
+def live_view_wanted(json_output: bool) -> bool:
+    """True when the live view should draw on stderr."""
+    if json_output or os.environ.get("CI") or os.environ.get("TERM", "") == "dumb":
         return False
     try:
-        return (sys.stderr if stream is None else stream).isatty()
-    except (AttributeError, ValueError, OSError):
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError, OSError):  # stderr closed or replaced
         return False
 
 
-def _colour(env: Mapping[str, str] | None = None) -> bool:
+def _colour() -> bool:
     """Colours unless ``NO_COLOR`` is set to anything non-empty (https://no-color.org)."""
-    return not (os.environ if env is None else env).get("NO_COLOR")
+    return not os.environ.get("NO_COLOR")
 
 
 @contextlib.contextmanager
@@ -72,7 +72,7 @@ def show_manifest(json_output: bool, run_dir: Path) -> Iterator[object | None]:
 
 
 @contextlib.contextmanager
-def _open(json_output: bool, snapshot: Any, run_dir: Path) -> Iterator[object | None]:
+def _open(json_output: bool, snapshot: Snapshot, run_dir: Path) -> Iterator[object | None]:
     if not live_view_wanted(json_output):
         yield None
         return
