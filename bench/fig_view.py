@@ -151,6 +151,7 @@ def measure(profile: Profile) -> list[Figure]:
         runs = _Runs(repo)
         runs.off()  # warm-up: bytecode and page caches
         runs.stage["off"].clear()
+        runs.cpu["off"].clear()
         progress(f"view: {profile.size_mb} MB stage, {profile.capture_rounds} alternating rounds "
                  "(stderr piped: view off; stderr on a pty: view on)")
         samples = alternate(profile.capture_rounds, [("off", runs.off), ("on", runs.on)])
