@@ -7,8 +7,8 @@ import argparse
 from codex_orchestrator.commands.common import load, report_run, run_context
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.output import Reporter, note
-from codex_orchestrator.process import SignalGuard
 from codex_orchestrator.runner import create_run, execute
+from codex_orchestrator.signals import SignalGuard
 from codex_orchestrator.view.terminal import show_run
 from codex_orchestrator.workspace import Workspace, resolve_task_id
 

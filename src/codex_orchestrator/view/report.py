@@ -19,9 +19,10 @@ from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.ids import is_valid_id
 from codex_orchestrator.jsonio import atomic_write_bytes
 from codex_orchestrator.liveness import assess
-from codex_orchestrator.manifest import EVENTS_NAME, MANIFEST_NAME, TERMINAL_STATUSES, load_manifest
+from codex_orchestrator.manifest import EVENTS_NAME, MANIFEST_NAME, load_manifest
 from codex_orchestrator.output import note
 from codex_orchestrator.safefs import TEXT_SIZE_LIMIT, UnreadableFileError, read_regular
+from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES
 from codex_orchestrator.view.attempts import history_from_events, shown_status, stage_attempts
 from codex_orchestrator.view.logtail import read_tail, run_file
 from codex_orchestrator.view.page import (
@@ -97,7 +98,7 @@ def report_after_run(run_dir: Path) -> None:
 
 def _stalled(run_dir: Path, manifest: Mapping[str, Any]) -> str:
     """Why an unfinished run is not progressing (stale heartbeat, dead orchestrator), or ""."""
-    if manifest.get("status") in TERMINAL_STATUSES:
+    if manifest.get("status") in TERMINAL_RUN_STATUSES:
         return ""
     liveness = assess(run_dir, dict(manifest))
     if liveness.alive:
