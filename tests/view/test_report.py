@@ -223,3 +223,40 @@ def test_a_killed_run_is_reported_as_not_progressing(repo: Repo) -> None:
     assert "This run is not progressing" in html and "resume " + manifest["run_id"] in html
     assert 'data-stage="hang" data-attempt="1" data-status="interrupted"' in html
     assert ">running</span>" not in html
+
+
+def test_attempts_from_a_retry_history_include_the_running_attempt() -> None:
+    from codex_orchestrator.view.attempts import stage_attempts
+
+    entry = {
+        "index": 1,
+        "id": "t",
+        "status": "running",
+        "attempts": 3,
+        "started_at": "2026-01-01T00:00:05.000Z",
+        "attempt_history": [
+            {
+                "attempt": 1,
+                "exit_code": 1,
+                "timed_out": False,
+                "cancelled": False,
+                "started_at": "2026-01-01T00:00:00.000Z",
+                "completed_at": "2026-01-01T00:00:01.000Z",
+            },
+            {
+                "attempt": 2,
+                "exit_code": None,
+                "timed_out": True,
+                "cancelled": False,
+                "started_at": "2026-01-01T00:00:02.000Z",
+                "duration_seconds": 2.0,
+            },
+        ],
+    }
+    attempts = stage_attempts({"commands": [entry]}, now=1767225609.0)
+    assert [(a.number, a.status) for a in attempts] == [
+        (1, "failed"),
+        (2, "timed out"),
+        (3, "running"),
+    ]
+    assert attempts[1].end == attempts[1].start + 2.0 and attempts[2].end == 1767225609.0

@@ -47,10 +47,20 @@ def shown_status(entry: Mapping[str, Any]) -> str:
     return status
 
 
-def _from_history(
-    index: int, stage_id: str, history: list[Any], last_status: str | None
-) -> list[Attempt]:
-    """Attempts from history items; the last one takes ``last_status`` when given."""
+def _item_status(item: Mapping[str, Any]) -> str:
+    """How one recorded attempt ended, from its own fields."""
+    status = item.get("status")
+    if isinstance(status, str):
+        return status
+    if item.get("cancelled") is True:
+        return "cancelled"
+    if item.get("timed_out") is True:
+        return "timed out"
+    return "succeeded" if item.get("exit_code") == 0 else "failed"
+
+
+def _from_history(index: int, stage_id: str, history: list[Any]) -> list[Attempt]:
+    """Attempts from ``attempt_history``-shaped items."""
     attempts = []
     for position, item in enumerate(history, start=1):
         if not isinstance(item, dict):
@@ -62,18 +72,13 @@ def _from_history(
             end = start + duration
         if start is None and end is not None and duration is not None:
             start = end - duration
-        status = item.get("status")
-        if position == len(history) and last_status is not None:
-            status = last_status
-        elif not isinstance(status, str):
-            status = "succeeded" if item.get("exit_code") == 0 else "failed"
         number = item.get("attempt")
         attempts.append(
             Attempt(
                 index,
                 stage_id,
                 number if isinstance(number, int) else position,
-                status,
+                _item_status(item),
                 start,
                 end,
                 item.get("exit_code"),
@@ -126,8 +131,9 @@ def stage_attempts(
 ) -> list[Attempt]:
     """The attempts of every stage in manifest order; a running (or interrupted) one ends at ``now``.
 
-    ``earlier`` (from `history_from_events`) supplies attempts before the one the entry
-    describes when the entry keeps no ``attempt_history``.
+    Past attempts come from the entry's ``attempt_history`` (kept for stages that may retry),
+    else from ``earlier`` (`history_from_events`: stages re-run by ``resume``); the entry's own
+    fields describe its latest attempt, which the history may not hold yet (it is running).
     """
     out: list[Attempt] = []
     commands = manifest.get("commands")
@@ -137,27 +143,29 @@ def stage_attempts(
         raw_index = entry.get("index")
         index = raw_index if isinstance(raw_index, int) else 0
         stage_id = str(entry.get("id"))
-        history = entry.get("attempt_history")
-        if isinstance(history, list) and history:
-            out += _from_history(index, stage_id, history, shown_status(entry))
-            continue
-        start = _time(entry.get("started_at"))
-        if start is None:
-            continue
         attempts = entry.get("attempts")
         number = attempts if isinstance(attempts, int) and attempts > 0 else 1
-        prior = [
-            item
-            for item in (earlier or {}).get(index, [])
-            if isinstance(item.get("attempt"), int) and item["attempt"] < number
-        ]
-        out += _from_history(index, stage_id, prior, None)
-        end = _time(entry.get("completed_at"))
-        if end is None and entry.get("status") in ("running", "interrupted"):
-            end = now
-        out.append(
-            Attempt(
-                index, stage_id, number, shown_status(entry), start, end, entry.get("exit_code")
+        history = entry.get("attempt_history")
+        if isinstance(history, list) and history:
+            past = _from_history(index, stage_id, history)
+        else:
+            items = (earlier or {}).get(index, [])
+            past = _from_history(index, stage_id, [i for i in items if _before(i, number)])
+        start = _time(entry.get("started_at"))
+        if past and past[-1].number >= number:  # the history already holds the latest attempt
+            past[-1] = past[-1]._replace(status=shown_status(entry))
+        elif start is not None:
+            end = _time(entry.get("completed_at"))
+            if end is None and entry.get("status") in ("running", "interrupted"):
+                end = now
+            status = shown_status(entry)
+            past.append(
+                Attempt(index, stage_id, number, status, start, end, entry.get("exit_code"))
             )
-        )
+        out += past
     return out
+
+
+def _before(item: Mapping[str, Any], number: int) -> bool:
+    attempt = item.get("attempt")
+    return isinstance(attempt, int) and attempt < number
