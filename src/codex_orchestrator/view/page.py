@@ -28,7 +28,7 @@ pre{background:var(--code);padding:.6rem;overflow:auto;max-height:32rem;white-sp
 .muted{color:var(--muted)}
 svg.timeline{max-width:100%;height:auto}svg text{fill:var(--fg);font:12px system-ui,sans-serif}
 svg text.stage{text-anchor:end}svg text.axis{text-anchor:middle;fill:var(--muted)}svg text.note{fill:var(--muted);font-style:italic}
-svg line.tick{stroke:var(--line)}
+svg line.tick{stroke:var(--line)}svg rect.chip{fill:var(--bg);opacity:.85}
 .legend span{margin-right:1rem;white-space:nowrap}.legend svg{vertical-align:middle}
 """
 

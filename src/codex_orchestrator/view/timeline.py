@@ -17,6 +17,8 @@ LABEL_WIDTH = 170
 CHART_WIDTH = 760
 ROW_HEIGHT = 26
 AXIS_HEIGHT = 28
+#: Width of one label character (12 px sans-serif), to size the chip behind a label.
+CHAR_WIDTH = 6.8
 TICK_STEPS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
 #: Fill pattern and label per shown status; the legend lists them.
 PATTERNS = {
@@ -88,13 +90,15 @@ def render_timeline(
             parts.append(
                 f'<text class="note" x="{LABEL_WIDTH + 4}" y="{y + 17}">not started</text>'
             )
-    for attempt in placed:
-        parts.append(_bar(attempt, rows.get(attempt.stage_index, 0), x_of))
+    bars = [_bar(attempt, rows.get(attempt.stage_index, 0), x_of) for attempt in placed]
+    parts += [svg for svg, _ in bars]
+    parts += [label for _, label in bars]  # drawn last, so no bar hides a label
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _bar(attempt: Attempt, row: int, x_of: Callable[[float], float]) -> str:
+def _bar(attempt: Attempt, row: int, x_of: Callable[[float], float]) -> tuple[str, str]:
+    """The attempt's bar (with its tooltip) and its text label on a backing chip."""
     start = attempt.start or 0.0
     end = attempt.end if attempt.end is not None else start
     x = x_of(start)
@@ -107,10 +111,16 @@ def _bar(attempt: Attempt, row: int, x_of: Callable[[float], float]) -> str:
         f"{attempt.stage_id} attempt {attempt.number}: {attempt.status}, {duration}, "
         f"exit code {attempt.exit_code}"
     )
-    return (
+    bar = (
         f'<g class="attempt" data-stage="{escape(attempt.stage_id)}" data-attempt="{attempt.number}" '
         f'data-status="{escape(attempt.status)}"><title>{escape(title)}</title>'
         f'<rect class="bar" x="{x:.1f}" y="{y}" width="{bar_width:.1f}" height="{ROW_HEIGHT - 8}" '
-        f'fill="url(#{pattern})" stroke="#212121" stroke-width="0.6"/>'
-        f'<text class="label" x="{x + bar_width + 4:.1f}" y="{y + 13}">{escape(text)}</text></g>'
+        f'fill="url(#{pattern})" stroke="#212121" stroke-width="0.6"/></g>'
     )
+    left = x + bar_width + 3
+    chip = (
+        f'<rect class="chip" x="{left:.1f}" y="{y + 2}" width="{len(text) * CHAR_WIDTH + 4:.1f}" '
+        f'height="{ROW_HEIGHT - 12}" rx="2"/>'
+        f'<text class="label" x="{left + 2:.1f}" y="{y + 13}">{escape(text)}</text>'
+    )
+    return bar, chip
