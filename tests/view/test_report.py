@@ -260,3 +260,21 @@ def test_attempts_from_a_retry_history_include_the_running_attempt() -> None:
         (3, "running"),
     ]
     assert attempts[1].end == attempts[1].start + 2.0 and attempts[2].end == 1767225609.0
+
+
+def test_linked_log_folders_are_not_followed(repo: Repo, tmp_path: Path) -> None:
+    repo.pipeline({"id": "talk", "command": "echo inside; exit 1"})
+    run_id = json.loads(repo.cli("start", "--format", "json").stdout)["run_id"]
+    run_dir = repo.root / ".runs/default/cli" / run_id
+    for folder in ("commands", "errors"):
+        outside = tmp_path / f"outside-{folder}"
+        (run_dir / folder).rename(outside)
+        for path in outside.iterdir():
+            path.write_text('{"secret": "outside-the-run"}\n')
+        (run_dir / folder).symlink_to(outside)
+    code, _, stderr = report(repo, run_id)
+    assert code == 0, stderr
+    html = (run_dir / "report.html").read_text()
+    assert "outside-the-run" not in html
+    assert "commands/ is missing or not a directory (links are not followed)" in html
+    assert "errors/ is missing or not a directory (links are not followed)" in html

@@ -15,18 +15,29 @@ from pathlib import Path
 from codex_orchestrator.safefs import UnreadableFileError
 
 
+def run_folder(run_dir: Path, folder: str) -> Path | None:
+    """``<run>/<folder>`` when it is a real directory; None when missing or a link (never followed)."""
+    path = run_dir / folder
+    try:
+        return path if stat.S_ISDIR(path.lstat().st_mode) else None
+    except OSError:
+        return None
+
+
 def run_file(run_dir: Path, folder: str, recorded: object) -> Path | None:
     """The file a manifest names (``log_path``, ``error_file``) inside ``<run>/<folder>/``.
 
-    Only the recorded name's last component is used, so a tampered manifest cannot point a
-    reader outside the run directory. None when nothing usable is recorded.
+    Only the recorded name's last component is used, and the folder must be a real directory,
+    so a tampered manifest or a planted link cannot point a reader outside the run directory.
+    None when nothing usable is recorded.
     """
     if not isinstance(recorded, str) or not recorded.strip():
         return None
     name = recorded.replace("\\", "/").rsplit("/", 1)[-1]
-    if name in ("", ".", ".."):
+    base = run_folder(run_dir, folder)
+    if name in ("", ".", "..") or base is None:
         return None
-    return run_dir / folder / name
+    return base / name
 
 
 def read_tail(path: Path, limit: int) -> tuple[bytes, int]:

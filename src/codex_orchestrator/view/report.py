@@ -24,7 +24,7 @@ from codex_orchestrator.output import note
 from codex_orchestrator.safefs import TEXT_SIZE_LIMIT, UnreadableFileError, read_regular
 from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES
 from codex_orchestrator.view.attempts import history_from_events, shown_status, stage_attempts
-from codex_orchestrator.view.logtail import read_tail, run_file
+from codex_orchestrator.view.logtail import read_tail, run_file, run_folder
 from codex_orchestrator.view.page import (
     definition_list,
     document,
@@ -248,6 +248,11 @@ def _error_block(path: Path, entry: Mapping[str, Any], problems: _Problems) -> s
 
 
 def _errors_section(run_dir: Path, manifest: Mapping[str, Any], problems: _Problems) -> str:
+    recorded = any(entry.get("error_file") for entry in _commands(manifest))
+    if recorded and run_folder(run_dir, "errors") is None:
+        problems.add(
+            "errors/ is missing or not a directory (links are not followed): no error file is shown"
+        )
     parts = [
         _error_block(path, entry, problems)
         for entry in _commands(manifest)
@@ -273,9 +278,10 @@ def _stage_files(
             named += [run_file(run_dir, folder, item.get(key)) for key in keys]
     paths = [path for path in named if path is not None]
     index, stage_id = entry.get("index"), entry.get("id")
-    if isinstance(index, int) and isinstance(stage_id, str) and is_valid_id(stage_id):
+    base = run_folder(run_dir, folder)
+    if base and isinstance(index, int) and isinstance(stage_id, str) and is_valid_id(stage_id):
         try:
-            on_disk = sorted((run_dir / folder).glob(f"*{index}-{stage_id}.*"))
+            on_disk = sorted(base.glob(f"*{index}-{stage_id}.*"))
         except OSError:
             on_disk = []
         paths += [p for p in on_disk if p.name.split("-", 1)[0].lstrip("0") == str(index)]
@@ -312,6 +318,12 @@ def _log_block(path: Path, stage_id: object, problems: _Problems) -> str:
 
 def _logs_section(run_dir: Path, manifest: Mapping[str, Any], problems: _Problems) -> str:
     parts = []
+    if run_folder(run_dir, "commands") is None:
+        parts.append(
+            problems.add(
+                "commands/ is missing or not a directory (links are not followed): no log is shown"
+            )
+        )
     for entry in _commands(manifest):
         if entry.get("kind") == "subpipeline":
             continue
