@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import shlex
 import shutil
 import signal
@@ -230,3 +231,35 @@ def test_resume_shows_the_view_too(repo: Repo) -> None:
     code, screen, _ = run_in_pty(["resume", run_id], repo.root, view_env(repo.env))
     assert code == 0, screen
     assert "✓ flaky" in plain(screen) and "attempt 2: now-fine" in plain(screen)
+
+
+def test_a_terminal_without_a_size_still_gets_the_view(repo: Repo) -> None:
+    repo.pipeline({"id": "sized", "command": "echo hello"})
+    controller, terminal = pty.openpty()  # no TIOCSWINSZ: the terminal reports 0x0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codex_orchestrator", "start"],
+        cwd=repo.root,
+        env=view_env(repo.env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    seen = b""
+    try:
+        while chunk := _read_or_eof(controller):
+            seen += chunk
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(controller)
+    assert "✓ sized" in plain(seen)
+
+
+def _read_or_eof(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # EIO once every writer of the terminal is gone
+        return b""

@@ -118,7 +118,8 @@ class LiveView:
             columns, lines = os.get_terminal_size(self._console.file.fileno())
         except (OSError, ValueError, AttributeError):
             return self._console.size
-        self._console.size = (columns, lines)
+        if columns > 0 and lines > 0:  # a terminal that never got a size reports 0x0
+            self._console.size = (columns, lines)
         return self._console.size
 
     def _row(self, row: StageRow, width: int) -> Text:
