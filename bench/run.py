@@ -17,7 +17,8 @@ Figures (one module each): ``fig_capture`` (capture wall, peak RSS, bytes on dis
 timeouts, SIGKILL at random moments then resume, error-file bound, heartbeat cadence; one
 module per figure), ``fig_long_pipeline`` (per-stage overhead at 2,000 stages against 100),
 ``fig_graph`` (graph pipelines: parallel stages, graph overhead, output of concurrent stages,
-simultaneous transitions). Every
+simultaneous transitions), ``fig_view`` (capture speed with the live view on, under a pty,
+and off). Every
 CLI child runs with a warm bytecode cache of the bench's own (``PYTHONPYCACHEPREFIX`` in a temp
 dir) and the default heartbeat interval (5 s), unless a figure says otherwise.
 """
@@ -44,6 +45,7 @@ import fig_long_pipeline
 import fig_resilience
 import fig_stages
 import fig_state_history
+import fig_view
 from _harness import Figure, Profile, failed, make_profile, progress, render_table
 
 FIGURES: dict[str, tuple[str, Callable[[Profile], list[Figure]]]] = {
@@ -56,6 +58,7 @@ FIGURES: dict[str, tuple[str, Callable[[Profile], list[Figure]]]] = {
     "long": ("long pipelines", fig_long_pipeline.measure),
     "graph": ("graph pipelines", fig_graph.measure),
     "runctl": ("run control", lambda profile: __import__("fig_runctl").measure(profile)),
+    "view": ("live view capture", fig_view.measure),
 }
 
 

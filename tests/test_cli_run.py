@@ -377,7 +377,7 @@ def test_runs_dir_and_out_dir_overrides(repo: Repo, tmp_path: Path) -> None:
     assert (repo.root / "state-out/default/state.json").is_file()
 
 
-def test_live_output_is_echoed_when_a_terminal_is_attached(repo: Repo) -> None:
+def test_live_output_is_echoed_on_a_terminal_without_the_live_view(repo: Repo) -> None:
     import pty
     import subprocess
     import sys
@@ -387,7 +387,7 @@ def test_live_output_is_echoed_when_a_terminal_is_attached(repo: Repo) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "codex_orchestrator", "start"],
         cwd=repo.root,
-        env=repo.env,
+        env={**repo.env, "TERM": "dumb"},
         stdout=subprocess.PIPE,
         stderr=terminal,
     )

@@ -193,6 +193,11 @@ def _add_stats(sub: argparse._SubParsersAction[_Parser]) -> None:
         "--write", action="store_true", help="write <runs>/<task>/metrics-summary.json"
     )
     _add_format(stats)
+def _add_report(sub: argparse._SubParsersAction[_Parser]) -> None:
+    report = sub.add_parser("report", help="write a run's (or a task's) HTML report")
+    _add_run(report, required=False)
+    report.add_argument("--task", metavar="ID", help="without RUN: the task's page of runs")
+    _add_format(report)
 
 
 COMMANDS = {
@@ -208,6 +213,7 @@ COMMANDS = {
     "logs": ("logs", _add_logs),
     "prune": ("prune", _add_prune),
     "stats": ("stats", _add_stats),
+    "report": ("report", _add_report),
 }
 
 

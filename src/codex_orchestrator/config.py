@@ -37,7 +37,7 @@ from codex_orchestrator.pipeline import (
     SubpipelineStage,
 )
 from codex_orchestrator.safefs import CONFIG_SIZE_LIMIT, read_regular
-from codex_orchestrator.workspace import SETTING_NAMES, check_setting
+from codex_orchestrator.workspace import BOOLEAN_SETTINGS, SETTING_NAMES, check_setting
 
 __all__ = [
     "BUILTIN_PIPELINE",
@@ -554,7 +554,11 @@ def _read_mirrors(value: object, path: str) -> tuple[str, ...]:
     return tuple(checked)
 
 
-def _read_setting(name: str, value: object, path: str) -> float | int:
+def _read_setting(name: str, value: object, path: str) -> float | int | bool:
+    if name in BOOLEAN_SETTINGS:
+        if not isinstance(value, bool):
+            _fail(path, f"expected true or false, got {_json_type(value)}", "give true or false")
+        return bool(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         _fail(path, f"expected a number, got {_json_type(value)}", "give a positive number")
     return check_setting(name, value, f"{CONFIG_FILE}: {path}")

@@ -90,8 +90,11 @@ def _silence(stream: Any, fd: int) -> None:
 
 
 def log_echo(*paths: Path) -> Callable[[], None]:
-    """Return a callable that copies bytes newly appended to ``paths`` onto stderr (live output)."""
+    """Return a callable that copies bytes newly appended to ``paths`` onto stderr, neutralised."""
+    from codex_orchestrator.view.text import StreamNeutraliser
+
     offsets = dict.fromkeys(paths, 0)
+    safe = {path: StreamNeutraliser() for path in paths}
 
     def echo() -> None:
         for path, offset in offsets.items():
@@ -104,7 +107,7 @@ def log_echo(*paths: Path) -> Callable[[], None]:
             if chunk:
                 offsets[path] = offset + len(chunk)
                 try:
-                    sys.stderr.buffer.write(chunk)
+                    sys.stderr.buffer.write(safe[path].feed(chunk))
                 except (OSError, ValueError):
                     _silence(sys.stderr, 2)
         try:

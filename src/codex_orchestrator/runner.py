@@ -805,6 +805,10 @@ def _finish(ctx: RunContext, run: ActiveRun, status: RunStatus, detail: str | No
         ctx.workspace, ctx.settings, run.store, run.pipeline.id, status, detail
     )
     detail = run.store.data.get("status_detail")  # the records may name a `cancel` request
+    if ctx.settings.report:
+        from codex_orchestrator.view.report import report_after_run
+
+        report_after_run(run.run_dir)
     run.events.emit("run_finished", status=status, status_detail=detail, exit_code=exit_code)
     run.events.close()
     if run.store.driver is not None:

@@ -34,6 +34,7 @@ class Settings(NamedTuple):
     lock_max_delay_ms: float = 1000.0
     kill_grace_seconds: float = 5.0
     max_parallel: int | None = None  # stages of a graph pipeline at once; None: CPU count
+    report: bool = False
 
     @classmethod
     def resolve(
@@ -52,6 +53,9 @@ class Settings(NamedTuple):
                 raw, source = environ[env_name].strip(), f"environment variable {env_name}"
             if raw is None:
                 continue
+            if name in BOOLEAN_SETTINGS:
+                values[name] = raw is True
+                continue
             values[name] = check_setting(name, raw, source)
         return cls(**values)  # type: ignore[arg-type]
 
@@ -65,6 +69,8 @@ _ENV_NAMES = {
 
 SETTING_NAMES = Settings._fields
 INTEGER_SETTINGS = frozenset({"lock_attempts", "max_parallel"})
+#: Switches (true/false, config only): ``report`` writes each finished run's HTML report.
+BOOLEAN_SETTINGS = frozenset({"report"})
 SETTING_LIMITS: dict[str, float] = {
     "heartbeat_interval_seconds": 3600,
     "heartbeat_stale_after_seconds": 7 * 86400,

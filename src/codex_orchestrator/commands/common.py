@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from codex_orchestrator.config import Config, load_config
 from codex_orchestrator.errors import OrchestratorError
-from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
+from codex_orchestrator.manifest import MANIFEST_NAME, ManifestStore, load_manifest
 from codex_orchestrator.output import Reporter, log_echo, note
+from codex_orchestrator.pipeline import Pipeline
 from codex_orchestrator.workspace import Settings, Workspace
 
 if TYPE_CHECKING:  # the run machinery is imported only by the commands that run (cold start)
@@ -38,8 +40,9 @@ def run_context(
     from codex_orchestrator.executor import Cancellation
     from codex_orchestrator.local_executor import LocalExecutor
     from codex_orchestrator.runner import RunContext
+    from codex_orchestrator.view.terminal import live_view_wanted
 
-    follow = not reporter.json and sys.stderr.isatty()
+    follow = not reporter.json and sys.stderr.isatty() and not live_view_wanted(reporter.json)
     return RunContext(
         workspace=workspace,
         config=config,
@@ -92,3 +95,31 @@ def _stage_lines(manifest_path: Path) -> list[str]:
         f"  {command['index']:>2}. {command['id']:<20} {command['status']:<10} {command.get('summary') or ''}".rstrip()
         for command in commands
     ]
+
+
+def drive(
+    args: argparse.Namespace,
+    workspace: Workspace,
+    reporter: Reporter,
+    ctx: RunContext,
+    store: ManifestStore,
+    pipeline: Pipeline,
+) -> int:
+    """Run a created or resumed run here (with the live view on a terminal), or detached."""
+    from codex_orchestrator.runner import execute
+
+    if getattr(args, "detach", False):
+        from codex_orchestrator.detach import detach
+
+        background = ctx._replace(on_output=None)
+        return detach(
+            workspace,
+            reporter,
+            store,
+            lambda: report_run(workspace, reporter, execute(background, store, pipeline)),
+        )
+    from codex_orchestrator.view.terminal import show_run
+
+    with show_run(reporter.json, store):
+        result = execute(ctx, store, pipeline)
+    return report_run(workspace, reporter, result)

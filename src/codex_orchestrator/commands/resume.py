@@ -7,7 +7,7 @@ import hmac
 from pathlib import Path
 from typing import Any
 
-from codex_orchestrator.commands.common import find_manifest, load, report_run, run_context
+from codex_orchestrator.commands.common import drive, find_manifest, load, report_run, run_context
 from codex_orchestrator.config import Pipeline
 from codex_orchestrator.driver import DRIVER_LOCK_NAME, DriverLock
 from codex_orchestrator.errors import (
@@ -22,7 +22,6 @@ from codex_orchestrator.manifest import RESUME_TOKEN_NAME, ManifestStore
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.runner import (
     RunResult,
-    execute,
     hash_token,
     prepare_resume,
 )
@@ -82,18 +81,7 @@ def _resume(
         # a full disk or an unwritable run directory raises before anything ran: exit 1
         prepare_resume(ctx, store, pipeline, args.actor or default_actor(), args.reason)
         note(f"run {run_id} resumed: pipeline {pipeline.id}, task {task_id}")
-        if getattr(args, "detach", False):
-            from codex_orchestrator.detach import detach
-
-            background = ctx._replace(on_output=None)
-            return detach(
-                workspace,
-                reporter,
-                store,
-                lambda: report_run(workspace, reporter, execute(background, store, pipeline)),
-            )
-        result = execute(ctx, store, pipeline)
-    return report_run(workspace, reporter, result)
+        return drive(args, workspace, reporter, ctx, store, pipeline)
 
 
 def _check_token(run_dir: Path, manifest: dict[str, Any], token: str | None) -> None:

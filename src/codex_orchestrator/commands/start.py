@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from codex_orchestrator.commands.common import find_manifest, load, report_run, run_context
+from codex_orchestrator.commands.common import drive, find_manifest, load, run_context
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.output import Reporter, note
-from codex_orchestrator.runner import create_run, execute
+from codex_orchestrator.runner import create_run
 from codex_orchestrator.signals import SignalGuard
 from codex_orchestrator.workspace import Workspace, resolve_task_id, with_flag
 
@@ -26,18 +26,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     with SignalGuard(ctx.cancellation):
         store = create_run(ctx, pipeline, parent, args.approval_policy)
         note(f"run {store.data['run_id']} started: pipeline {pipeline.id}, task {task_id}")
-        if getattr(args, "detach", False):
-            from codex_orchestrator.detach import detach
-
-            background = ctx._replace(on_output=None)
-            return detach(
-                workspace,
-                reporter,
-                store,
-                lambda: report_run(workspace, reporter, execute(background, store, pipeline)),
-            )
-        result = execute(ctx, store, pipeline)
-    return report_run(workspace, reporter, result)
+        return drive(args, workspace, reporter, ctx, store, pipeline)
 
 
 def _parent_run(workspace: Workspace, parent_run: str | None) -> str | None:

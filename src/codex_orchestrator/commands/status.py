@@ -32,7 +32,11 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     task, run_dir = workspace.require_run(run_id, task_id)
     settle_waiting_snapshots(workspace, task, note)
     if args.watch:
-        return _watch(workspace, run_dir, args.interval, reporter)
+        from codex_orchestrator.view.terminal import show_manifest
+
+        _check_interval(args.interval)
+        with show_manifest(reporter.json, run_dir) as view:
+            return _watch(workspace, run_dir, args.interval, reporter, progress=view is None)
     path = run_dir / MANIFEST_NAME
     document = describe(workspace, run_dir, load_manifest(path, workspace.display(path)))
     reporter.result(document, render(document))
@@ -91,18 +95,24 @@ def render(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _watch(workspace: Workspace, run_dir: Path, interval: float, reporter: Reporter) -> int:
+def _check_interval(interval: float) -> None:
     if not 0 < interval <= MAX_WATCH_INTERVAL:
         raise UsageError(
             f"--interval {interval!r}: give a positive number of seconds, at most {MAX_WATCH_INTERVAL}"
         )
+
+
+def _watch(
+    workspace: Workspace, run_dir: Path, interval: float, reporter: Reporter, progress: bool
+) -> int:
     seen: dict[int, str] = {}
     while True:
         manifest = load_manifest(
             run_dir / MANIFEST_NAME, workspace.display(run_dir / MANIFEST_NAME)
         )
         document = describe(workspace, run_dir, manifest)
-        _note_progress(document, seen)
+        if progress:
+            _note_progress(document, seen)
         if document["status"] in TERMINAL_RUN_STATUSES:
             reporter.result(document, render(document))
             return run_exit_code(document["status"], document["status_detail"])

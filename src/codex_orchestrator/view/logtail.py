@@ -1,0 +1,65 @@
+"""Reading the end of a run's log files without trusting them.
+
+Logs live in ``<run>/commands/``; the view and the report only ever read their tails, so a
+300 MB log costs one ``pread``. Files are opened without following links and without blocking
+(a FIFO planted in place of a log cannot hang a reader), and anything but a regular file is
+refused with a reason.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from codex_orchestrator.safefs import UnreadableFileError
+
+
+def run_folder(run_dir: Path, folder: str) -> Path | None:
+    """``<run>/<folder>`` when it is a real directory; None when missing or a link (never followed)."""
+    path = run_dir / folder
+    try:
+        return path if stat.S_ISDIR(path.lstat().st_mode) else None
+    except OSError:
+        return None
+
+
+def run_file(run_dir: Path, folder: str, recorded: object) -> Path | None:
+    """The file a manifest names (``log_path``, ``error_file``) inside ``<run>/<folder>/``.
+
+    Only the recorded name's last component is used, and the folder must be a real directory,
+    so a tampered manifest or a planted link cannot point a reader outside the run directory.
+    None when nothing usable is recorded.
+    """
+    if not isinstance(recorded, str) or not recorded.strip():
+        return None
+    name = recorded.replace("\\", "/").rsplit("/", 1)[-1]
+    base = run_folder(run_dir, folder)
+    if name in ("", ".", "..") or base is None:
+        return None
+    return base / name
+
+
+def read_tail(path: Path, limit: int) -> tuple[bytes, int]:
+    """The last ``limit`` bytes of regular file ``path`` and its size.
+
+    ``FileNotFoundError`` propagates; links, FIFOs, devices and read errors raise
+    `UnreadableFileError`.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        reason = "a symbolic link" if os.path.islink(path) else error.strerror or str(error)
+        raise UnreadableFileError(path, reason) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableFileError(path, "not a regular file")
+        length = min(info.st_size, limit)
+        return os.pread(fd, length, info.st_size - length), info.st_size
+    except OSError as error:
+        raise UnreadableFileError(path, error.strerror or str(error)) from None
+    finally:
+        os.close(fd)
