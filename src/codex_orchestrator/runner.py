@@ -458,8 +458,9 @@ def _stage_outcome(
         summary = f"cancelled by {detail.split(':', 1)[1]}; {summary}"
         reason = "command-cancelled"
     elif outcome.lost:
-        summary = f"the executor lost the stage; {summary}"
-        reason, detail = "worker-lost", stage_detail(stage.id, StageFailure.WORKER_LOST)
+        summary = f"{outcome.lost_reason or 'the executor lost the stage'}; {summary}"
+        failure = outcome.lost_failure
+        reason, detail = failure.value, stage_detail(stage.id, failure)
     elif stage.allow_failure:
         reason, detail = "command-allow-failure", None
     else:

@@ -1,0 +1,1 @@
+"""Executors other than the local one, each imported only when chosen (see docs/executors.md)."""

@@ -1,0 +1,296 @@
+"""Worker-side supervisor of one remote stage: runs as its own small Python process.
+
+Started by the Dask task (``dask_remote.run_stage_on_worker``) with a connected socket to the
+orchestrator as file descriptor ``argv[1]``. It runs ``/bin/sh -c COMMAND`` in its own process
+group and streams the group's stdout and stderr back as frames, in bounded chunks, with
+blocking writes (the orchestrator's reading speed is the back-pressure). It honours control
+frames from the orchestrator (terminate with a grace period, kill), and ends the group when:
+the shell exits (helpers do not outlive their stage on a worker), the orchestrator's socket
+closes, or the Dask worker that started it dies (``PR_SET_PDEATHSIG`` delivers SIGTERM).
+
+The file is shipped to workers as source text and run with ``python -I -S -c``, so workers need
+no copy of codex-orchestrator, and it imports only cheap standard-library modules (start-up
+time is per-stage overhead). The orchestrator imports it for the frame constants.
+See docs/executors.md for the protocol.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import struct
+import sys
+import time
+
+HEADER = struct.Struct(">BI")
+CONTROL = struct.Struct(">Bd")
+CHUNK_BYTES = 256 * 1024
+KEEPALIVE_SECONDS = 0.5
+FINAL_DRAIN_SECONDS = 1.0
+
+FRAME_STDOUT = 1
+FRAME_STDERR = 2
+FRAME_STARTED = 3
+FRAME_ALIVE = 4
+FRAME_EXIT = 5
+FRAME_SPAWN_FAILED = 6
+
+CONTROL_TERMINATE = 1
+CONTROL_KILL = 2
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+SIGTERM = 15
+SIGKILL = 9
+
+
+def start_ticks(pid: int) -> int:
+    """The start time of ``pid`` in clock ticks since boot (0 when unknown)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+        return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class Channel:
+    """The socket to the orchestrator: framed, blocking sends; control frames received."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.open = True
+        self.last_send = time.monotonic()
+        self.pending = b""
+
+    def send(self, kind: int, payload: bytes | memoryview = b"") -> None:
+        """Send one frame; a closed or broken connection marks the channel closed."""
+        if not self.open:
+            return
+        parts = [HEADER.pack(kind, len(payload)), payload]
+        try:
+            while parts:
+                written = os.writev(self.fd, parts)
+                while parts and written >= len(parts[0]):
+                    written -= len(parts[0])
+                    parts.pop(0)
+                if parts:
+                    parts[0] = memoryview(parts[0])[written:]
+        except OSError:
+            self.open = False
+        self.last_send = time.monotonic()
+
+    def controls(self) -> list[tuple[int, float]] | None:
+        """Control frames received so far; None once the orchestrator closed the socket."""
+        try:
+            data = os.read(self.fd, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            self.open = False
+            return None
+        self.pending += data
+        frames = []
+        while len(self.pending) >= CONTROL.size:
+            frames.append(CONTROL.unpack(self.pending[: CONTROL.size]))
+            self.pending = self.pending[CONTROL.size :]
+        return frames
+
+
+class Stage:
+    """The stage's process group and the bookkeeping of its teardown."""
+
+    def __init__(self, pid: int, grace: float) -> None:
+        self.pid = pid
+        self.grace = grace
+        self.kill_at: float | None = None
+        self.killed = False
+        self.status: int | None = None
+
+    def signal(self, sig: int) -> bool:
+        """Signal the whole group; False once it is gone."""
+        try:
+            os.killpg(self.pid, sig)
+        except OSError:
+            return False
+        return True
+
+    def terminate(self, grace: float) -> None:
+        """SIGTERM the group now and SIGKILL it once ``grace`` seconds have passed."""
+        deadline = time.monotonic() + grace
+        if self.kill_at is None or deadline < self.kill_at:
+            self.kill_at = deadline
+        self.signal(SIGTERM)
+
+    def escalate(self) -> None:
+        """SIGKILL the group once its grace period is spent."""
+        if self.kill_at is not None and time.monotonic() >= self.kill_at and not self.killed:
+            self.killed = self.signal(SIGKILL) or self.killed
+
+    def reap(self) -> bool:
+        """Reap every exited descendant (we are their subreaper); True once the shell exited."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if not pid:
+                break
+            if pid == self.pid:
+                self.status = status
+        return self.status is not None
+
+    def wait_gone(self) -> None:
+        """Wait until the group is gone, escalating to SIGKILL when its grace is spent."""
+        while self.signal(0) and (self.kill_at is None or time.monotonic() < self.kill_at + 2.0):
+            self.reap()
+            self.escalate()
+            time.sleep(0.01)
+
+    def exit_code(self) -> int:
+        """Shell convention: killed by signal N is 128+N."""
+        code = os.waitstatus_to_exitcode(self.status or 0)
+        return 128 - code if code < 0 else code
+
+
+def spawn(command: str, stdout_w: int, stderr_w: int) -> int:
+    """Start ``/bin/sh -c command`` in a new session with the pipes as stdout and stderr."""
+    return os.posix_spawn(
+        "/bin/sh",
+        ["/bin/sh", "-c", command],
+        os.environ,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, stdout_w, 1),
+            (os.POSIX_SPAWN_DUP2, stderr_w, 2),
+        ],
+        setsid=True,
+        setsigdef=(13, 25),  # SIGPIPE and SIGXFSZ, ignored by Python, default for the stage
+    )
+
+
+def reap(pgid: int, leader_start_ticks: int, grace: float) -> int:
+    """End group ``pgid`` left by a dead run if its leader is the recorded one; 0 if ended."""
+    stage = Stage(pgid, grace)
+    if pgid <= 1 or not stage.signal(0):
+        return 3
+    ticks = start_ticks(pgid)
+    if ticks and ticks != leader_start_ticks:
+        return 3  # the id now belongs to another process: not ours to signal
+    stage.terminate(grace)
+    stage.wait_gone()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Run the stage described by ``argv`` and report it on the socket in ``argv[1]``.
+
+    ``reap PGID TICKS GRACE`` ends a leftover group instead (see `reap`).
+    """
+    if argv[1] == "reap":
+        return reap(int(argv[2]), int(argv[3]), float(argv[4]))
+    fd, parent, grace = int(argv[1]), int(argv[2]), float(argv[3])
+    cwd, command, worker = argv[4], argv[5], argv[6]
+    import _signal  # type: ignore[import-not-found]  # not signal: its enums cost start-up time
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0)
+    # Orphans of the stage become our children, so they can be reaped and never linger as
+    # zombies that keep the group looking alive.
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    _signal.set_wakeup_fd(wake_w)
+    _signal.signal(SIGTERM, lambda *_: None)
+    channel = Channel(fd)
+    if os.getppid() != parent:
+        channel.send(FRAME_SPAWN_FAILED, b"the Dask worker died before the stage started")
+        return 1
+    try:
+        os.chdir(cwd)
+        stdout_r, stdout_w = os.pipe()
+        stderr_r, stderr_w = os.pipe()
+        started = time.monotonic()
+        pid = spawn(command, stdout_w, stderr_w)
+    except OSError as error:
+        message = f"{error.strerror or error} ({cwd})"
+        channel.send(FRAME_SPAWN_FAILED, message.encode("utf-8", "replace"))
+        return 1
+    os.close(stdout_w)
+    os.close(stderr_w)
+    stage = Stage(pid, grace)
+    host = os.uname().nodename
+    channel.send(FRAME_STARTED, f"{pid} {pid} {start_ticks(pid)} {host} {worker}".encode())
+    lost = supervise(
+        stage, channel, {stdout_r: FRAME_STDOUT, stderr_r: FRAME_STDERR}, wake_r, parent
+    )
+    ended = time.monotonic()
+    summary = f"{stage.exit_code()} {int(stage.killed)} {int(lost)} {ended - started:.6f}"
+    channel.send(FRAME_EXIT, summary.encode())
+    return 0
+
+
+def supervise(
+    stage: Stage, channel: Channel, streams: dict[int, int], wake_r: int, parent: int
+) -> bool:
+    """Stream output until the shell exits and its group is gone; True if the worker died."""
+    poller = select.poll()
+    for fd in (*streams, channel.fd, wake_r):
+        poller.register(fd, select.POLLIN)
+    exit_fd = _exit_fd(stage.pid)
+    if exit_fd >= 0:
+        poller.register(exit_fd, select.POLLIN)
+    lost = False
+    shell_done = group_gone_at = None
+    while True:
+        now = time.monotonic()
+        if shell_done is None and stage.reap():
+            shell_done = now
+            if exit_fd >= 0:
+                poller.unregister(exit_fd)
+            stage.terminate(stage.grace)  # helpers the shell left behind end with their stage
+        stage.escalate()
+        if shell_done is not None and group_gone_at is None and not stage.signal(0):
+            group_gone_at = now
+        if shell_done is not None and not streams:
+            break
+        if group_gone_at is not None and now - group_gone_at > FINAL_DRAIN_SECONDS:
+            break  # a process that left the group still holds a pipe: stop waiting for it
+        if now - channel.last_send >= KEEPALIVE_SECONDS:
+            channel.send(FRAME_ALIVE)
+        wait_ms = 100 if exit_fd >= 0 and shell_done is None else 20
+        for fd, _event in poller.poll(wait_ms):
+            if fd in streams:
+                data = os.read(fd, CHUNK_BYTES)
+                if data:
+                    channel.send(streams[fd], data)
+                else:
+                    poller.unregister(fd)
+                    del streams[fd]
+            elif fd == wake_r:
+                os.read(wake_r, 512)
+                lost = lost or os.getppid() != parent
+                stage.terminate(stage.grace)
+            elif fd == channel.fd:
+                controls = channel.controls()
+                if controls is None:
+                    poller.unregister(fd)
+                    stage.terminate(stage.grace)  # the orchestrator is gone: so is the stage
+                for kind, grace in controls or ():
+                    stage.terminate(0.0 if kind == CONTROL_KILL else grace)
+    stage.wait_gone()
+    stage.reap()
+    return lost
+
+
+def _exit_fd(pid: int) -> int:
+    """A pidfd that becomes readable when ``pid`` exits, or -1 (then the loop polls)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return -1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
