@@ -75,12 +75,16 @@ STAGE_KEYS: Mapping[str, frozenset[str]] = {
             "summaryHint",
             "timeoutSeconds",
             "timeoutMs",
+            "resources",
         }
     ),
     "subpipeline": frozenset({"kind", "id", "title", "pipeline", "optional"}),
     "stage-set": frozenset({"kind", "ref"}),
 }
 _ALL_STAGE_KEYS = frozenset().union(*STAGE_KEYS.values())
+#: Settings that choose the executor (docs/executors.md): strings, unlike the numeric tunables.
+EXECUTOR_SETTINGS = frozenset({"executor", "dask_scheduler", "worker_root"})
+MAX_RESOURCE_AMOUNT = 1e6
 _ID_RULE = "use 1-128 characters from A-Z a-z 0-9 _ -, starting with a letter or digit"
 
 T = TypeVar("T")
@@ -104,6 +108,7 @@ class CommandStage(NamedTuple):
     allow_failure: bool = False
     summary_hint: str | None = None
     timeout_seconds: float | None = None
+    resources: Mapping[str, float] = MappingProxyType({})
     requires: tuple[str, ...] = ()
     skip_reason: str | None = None
     kind: str = "command"
@@ -547,6 +552,7 @@ class _ConfigParser:
             allow_failure=_optional(obj, "allowFailure", path, _read_bool, False),
             summary_hint=_optional(obj, "summaryHint", path, _read_string, None),
             timeout_seconds=_read_timeout(obj, path),
+            resources=_optional(obj, "resources", path, _read_resources, {}),
         )
 
     def _read_cwd(self, value: object, path: str) -> str:
@@ -589,10 +595,26 @@ def _read_settings(value: object, path: str) -> dict[str, object]:
     checked: dict[str, object] = {}
     for name, setting in settings.items():
         where = _child(path, name)
+        if name in EXECUTOR_SETTINGS:
+            checked[name] = _read_text(setting, where, "give a non-empty string")
+            continue
         if name not in SETTING_NAMES:
-            _fail(where, "unknown setting", _suggest(name, frozenset(SETTING_NAMES)))
+            known = frozenset(SETTING_NAMES) | EXECUTOR_SETTINGS
+            _fail(where, "unknown setting", _suggest(name, known))
         checked[name] = _read_setting(name, setting, where)
     return checked
+
+
+def _read_resources(value: object, path: str) -> dict[str, float]:
+    """Abstract resources a stage needs on its worker (e.g. ``{"GPU": 1}``), for Dask."""
+    fix = 'give an object of resource names and amounts, e.g. {"GPU": 1}'
+    resources = _read_object(value, path, fix)
+    return {
+        _read_text(name, path, fix): _read_positive(
+            amount, _child(path, name), fix, MAX_RESOURCE_AMOUNT
+        )
+        for name, amount in resources.items()
+    }
 
 
 def _read_setting(name: str, value: object, path: str) -> float | int:

@@ -344,6 +344,7 @@ def _run_command_stage(
         stdout_path=stdout_path,
         stderr_path=stderr_path,
         timeout_seconds=stage.timeout_seconds,
+        resources=stage.resources or None,
     )
     try:
         with _echoing(ctx, stdout_path, stderr_path):

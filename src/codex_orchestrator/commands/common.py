@@ -8,7 +8,7 @@ from typing import Any
 
 from codex_orchestrator.config import Config, load_config
 from codex_orchestrator.errors import OrchestratorError, RunNotFoundError
-from codex_orchestrator.executor import Cancellation
+from codex_orchestrator.executor import Cancellation, Executor
 from codex_orchestrator.local_executor import LocalExecutor
 from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
 from codex_orchestrator.output import Reporter, log_echo, note
@@ -25,9 +25,14 @@ def load(workspace: Workspace) -> tuple[Config, Settings]:
 
 
 def run_context(
-    workspace: Workspace, config: Config, settings: Settings, task_id: str, reporter: Reporter
+    workspace: Workspace,
+    config: Config,
+    settings: Settings,
+    task_id: str,
+    reporter: Reporter,
+    executor: Executor | None = None,
 ) -> RunContext:
-    """Build the context shared by a run and its child runs."""
+    """Build the context shared by a run and its child runs (default: the local executor)."""
     from codex_orchestrator.evidence.taskindex import task_slug
 
     follow = not reporter.json and sys.stderr.isatty()
@@ -38,7 +43,7 @@ def run_context(
         task_id=task_id,
         task_slug=task_slug(workspace.root, task_id) or task_id,
         cancellation=Cancellation(grace_seconds=settings.kill_grace_seconds),
-        executor=LocalExecutor(settings.kill_grace_seconds),
+        executor=executor or LocalExecutor(settings.kill_grace_seconds),
         on_output=log_echo if follow else None,
     )
 

@@ -12,6 +12,7 @@ from typing import Any
 from codex_orchestrator.commands.common import find_manifest, load, report_run, run_context
 from codex_orchestrator.config import Pipeline
 from codex_orchestrator.errors import ResumeRefusedError, RunActiveError, UnknownPipelineError
+from codex_orchestrator.executors import executor_for
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.liveness import assess
 from codex_orchestrator.manifest import RESUME_TOKEN_NAME, ManifestStore
@@ -35,7 +36,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     _check_not_alive(run_dir, manifest, args.force)
     config, settings = load(workspace)
     pipeline = _same_pipeline(config.pipelines, manifest)
-    ctx = run_context(workspace, config, settings, task_id, reporter)
+    executor = executor_for(args.executor, args.scheduler, workspace, config.settings, settings)
+    ctx = run_context(workspace, config, settings, task_id, reporter, executor)
     with SignalGuard(ctx.cancellation):
         store = ManifestStore(run_dir, manifest)
         prepare_resume(ctx, store, pipeline, args.actor or _default_actor(), args.reason)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from codex_orchestrator.commands.common import load, report_run, run_context
+from codex_orchestrator.executors import executor_for
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.runner import create_run, execute
@@ -21,7 +22,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     config, settings = load(workspace)
     pipeline = config.resolve_pipeline(args.pipeline)
     parent = _parent_run(workspace, args.parent_run)
-    ctx = run_context(workspace, config, settings, task_id, reporter)
+    executor = executor_for(args.executor, args.scheduler, workspace, config.settings, settings)
+    ctx = run_context(workspace, config, settings, task_id, reporter, executor)
     with SignalGuard(ctx.cancellation):
         store = create_run(ctx, pipeline, parent, args.approval_policy)
         note(f"run {store.data['run_id']} started: pipeline {pipeline.id}, task {task_id}")

@@ -474,7 +474,7 @@ class _Stream:
             raise OSError(f"unexpected frame {kind} from the stage's supervisor")
 
     def _started(self, payload: bytes) -> None:
-        pid, pgid, ticks, host, *worker = payload.decode("utf-8", "replace").split(" ")
+        pid, ticks, worker_pid, host, *worker = payload.decode("utf-8", "replace").split(" ")
         self.host = host
         self.started_at = time.time()
         self.started = time.monotonic()
@@ -484,8 +484,9 @@ class _Stream:
                 "host": host,
                 "worker": worker[0] if worker else "",
                 "scheduler": self.executor.address,
+                "worker_pid": int(worker_pid),
                 "pid": int(pid),
-                "pgid": int(pgid),
+                "pgid": int(pid),
                 "start_ticks": int(ticks),
             }
         )

@@ -221,7 +221,7 @@ def main(argv: list[str]) -> int:
     os.close(stderr_w)
     stage = Stage(pid, grace)
     host = os.uname().nodename
-    channel.send(FRAME_STARTED, f"{pid} {pid} {start_ticks(pid)} {host} {worker}".encode())
+    channel.send(FRAME_STARTED, f"{pid} {start_ticks(pid)} {parent} {host} {worker}".encode())
     lost = supervise(
         stage, channel, {stdout_r: FRAME_STDOUT, stderr_r: FRAME_STDERR}, wake_r, parent
     )
