@@ -36,6 +36,7 @@ import _harness
 import fig_capture
 import fig_coldstart
 import fig_concurrency
+import fig_dask
 import fig_resilience
 import fig_stages
 import fig_state_history
@@ -48,6 +49,7 @@ FIGURES: dict[str, tuple[str, Callable[[Profile], list[Figure]]]] = {
     "concurrency": ("concurrent starts", fig_concurrency.measure),
     "state": ("state history", fig_state_history.measure),
     "resilience": ("resilience", fig_resilience.measure),
+    "dask": ("Dask executor", fig_dask.measure),
 }
 
 
