@@ -386,3 +386,76 @@ def test_scheduler_death_fails_the_run_and_says_so(repo: Repo, own_cluster: Dask
     assert "scheduler" in manifest["commands"][0]["summary"]
     assert [entry["status"] for entry in manifest["commands"]] == ["failed", "pending"]
     wait_for(lambda: group_gone(handle["pgid"]), timeout=10, what="the stage group to end")
+
+
+def parent_pid(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    return int(stat[stat.rindex(b")") + 2 :].split()[1])
+
+
+def test_vanished_supervisor_is_lost_and_its_group_reaped_on_the_worker(
+    repo: Repo, cluster: DaskCluster
+) -> None:
+    repo.pipeline({"id": "work", "command": "sleep 60 & wait"}, settings={"kill_grace_seconds": 1})
+    process = repo.spawn("start", "--format", "json", env=dask_env(cluster))
+    try:
+        handle = wait_for(lambda: running_handle(repo, 0), what="the remote stage to start")
+        supervisor = parent_pid(handle["pid"])
+        assert parent_pid(supervisor) == handle["worker_pid"]  # verified before signalling
+        os.kill(supervisor, signal.SIGKILL)
+        stdout, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 1
+    assert repo.manifest(json.loads(stdout))["status_detail"] == "stage:work:worker-lost"
+    assert group_gone(handle["pgid"])  # ended on the worker before the run was recorded
+
+
+def test_sigkilled_orchestrator_leaves_no_remote_process_and_resumes(
+    repo: Repo, cluster: DaskCluster
+) -> None:
+    repo.pipeline({"id": "work", "command": "sleep 60 & wait"}, settings={"kill_grace_seconds": 1})
+    env = dask_env(cluster)
+    process = repo.spawn("start", "--format", "json", env=env)
+    try:
+        handle = wait_for(lambda: running_handle(repo, 0), what="the remote stage to start")
+        process.kill()
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    wait_for(lambda: group_gone(handle["pgid"]), timeout=10, what="the orphaned group to end")
+    run_id = next((repo.root / ".runs").glob("*/cli/*")).name
+    repo.pipeline({"id": "work", "command": "true"})
+    result = repo.cli("resume", run_id, "--force", "--format", "json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert repo.manifest(json.loads(result.stdout))["status"] == "succeeded"
+
+
+def test_worker_root_maps_the_repository_path_on_workers(
+    repo: Repo, cluster: DaskCluster, tmp_path: Path
+) -> None:
+    mirror = tmp_path / "worker-view"
+    (mirror / "sub").mkdir(parents=True)
+    (mirror / "sub" / "where.txt").write_text("worker copy\n")
+    (repo.root / "sub").mkdir()
+    (repo.root / "sub" / "where.txt").write_text("orchestrator copy\n")
+    repo.pipeline(
+        {"id": "look", "command": "cat where.txt; pwd -P", "cwd": "sub"},
+        settings={"worker_root": str(mirror)},
+    )
+    code, document = repo.start_json(env=dask_env(cluster))
+    assert code == 0, document
+    entry = repo.manifest(document)["commands"][0]
+    output = (repo.root / entry["log_path"]).read_text()
+    assert output == f"worker copy\n{(mirror / 'sub').resolve()}\n"
+
+
+def test_relative_worker_root_is_refused(repo: Repo, cluster: DaskCluster) -> None:
+    repo.pipeline({"id": "one", "command": "true"}, settings={"worker_root": "relative/path"})
+    result = repo.cli("start", env=dask_env(cluster))
+    assert result.returncode == 2
+    assert "settings.worker_root: 'relative/path' is not an absolute path" in result.stderr

@@ -159,6 +159,8 @@ class DaskExecutor:
         self.mapping = mapping
         self.grace_seconds = grace_seconds
         self.lost_after_seconds = lost_after_seconds
+        #: Handles of stages whose supervisor vanished without a report (their group may live).
+        self.orphans: list[Handle] = []
         self.supervisor_source = Path(dask_supervisor.__file__).read_text(encoding="utf-8")
 
     def run(
@@ -278,7 +280,15 @@ class DaskExecutor:
             return False
 
     def close(self) -> None:
-        """Disconnect from the scheduler (stages have ended with their supervisors)."""
+        """End groups whose supervisor vanished, then disconnect from the scheduler.
+
+        Every other stage's group ended with its supervisor (shell exit, orchestrator gone,
+        worker gone).
+        """
+        if self.scheduler_alive():
+            for handle in self.orphans:
+                self.reap(handle, self.grace_seconds)
+        self.orphans.clear()
         with contextlib.suppress(OSError, TimeoutError, RuntimeError):
             self.client.close(timeout=CONNECT_TIMEOUT_SECONDS)
 
@@ -373,6 +383,7 @@ class _Stream:
         self.header = bytearray()
         self.meta = bytearray()
         self.host = ""
+        self.handle: Handle | None = None
         self.started_at = time.time()
         self.started = time.monotonic()
         self.last_frame = self.started
@@ -478,18 +489,17 @@ class _Stream:
         self.host = host
         self.started_at = time.time()
         self.started = time.monotonic()
-        self.on_handle(
-            {
-                "kind": KIND,
-                "host": host,
-                "worker": worker[0] if worker else "",
-                "scheduler": self.executor.address,
-                "worker_pid": int(worker_pid),
-                "pid": int(pid),
-                "pgid": int(pid),
-                "start_ticks": int(ticks),
-            }
-        )
+        self.handle = {
+            "kind": KIND,
+            "host": host,
+            "worker": worker[0] if worker else "",
+            "scheduler": self.executor.address,
+            "worker_pid": int(worker_pid),
+            "pid": int(pid),
+            "pgid": int(pid),
+            "start_ticks": int(ticks),
+        }
+        self.on_handle(self.handle)
 
     def _outcome(self) -> StageOutcome:
         cancelled = self.cancellation.requested and not self.timed_out
@@ -497,6 +507,8 @@ class _Stream:
         if self.scheduler_lost or (self.report is None and not self.executor.scheduler_alive()):
             fields.update(self.executor.scheduler_lost())
         if self.report is None:  # the supervisor vanished or fell silent: its worker is lost
+            if self.handle is not None and not self.scheduler_lost:
+                self.executor.orphans.append(self.handle)
             fields.setdefault("lost", True)
             duration = time.monotonic() - self.started
             return self.logs.outcome(None, self.started_at, duration, cancelled=cancelled, **fields)
