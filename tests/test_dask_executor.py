@@ -353,7 +353,7 @@ def test_killed_worker_fails_the_stage_once_then_resume_succeeds(
             process.wait()
     assert process.returncode == 1
     manifest = repo.manifest(json.loads(stdout))
-    assert manifest["status_detail"] == "stage:work:worker-lost"
+    assert manifest["status_detail"] == "stage:work:worker-lost", json.dumps(manifest["commands"])
     assert elapsed < 30  # within the stale threshold (default 30 s)
     wait_for(lambda: group_gone(handle["pgid"]), timeout=10, what="the orphaned group to end")
     time.sleep(1)  # Dask re-runs tasks of a lost worker: the stage must not start again

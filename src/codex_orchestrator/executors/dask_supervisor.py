@@ -1,17 +1,17 @@
 """Worker-side supervisor of one remote stage: runs as its own small Python process.
 
-Started by the Dask task (``dask_remote.run_stage_on_worker``) with a connected socket to the
-orchestrator as file descriptor ``argv[1]``. It runs ``/bin/sh -c COMMAND`` in its own process
-group and streams the group's stdout and stderr back as frames, in bounded chunks, with
-blocking writes (the orchestrator's reading speed is the back-pressure). It honours control
-frames from the orchestrator (terminate with a grace period, kill), and ends the group when:
-the shell exits (helpers do not outlive their stage on a worker), the orchestrator's socket
-closes, or the Dask worker that started it dies (``PR_SET_PDEATHSIG`` delivers SIGTERM).
+A Dask worker boots it ahead of need (``dask_remote.Supervisors``) with a Unix socket as file
+descriptor ``argv[1]``; when a stage comes, the worker hands over the stage (command, cwd,
+environment) and the socket connected to the orchestrator. It runs ``/bin/sh -c COMMAND`` in
+its own process group and streams the group's stdout and stderr back as frames, in bounded
+chunks, with blocking writes (the orchestrator's reading speed is the back-pressure). It
+honours control frames from the orchestrator (terminate with a grace period, kill), and ends
+the group when: the shell exits (helpers do not outlive their stage on a worker), the
+orchestrator's socket closes, or the Dask worker dies (``PR_SET_PDEATHSIG`` delivers SIGTERM).
 
 The file is shipped to workers as source text and run with ``python -I -S -c``, so workers need
-no copy of codex-orchestrator, and it imports only cheap standard-library modules (start-up
-time is per-stage overhead). The orchestrator imports it for the frame constants.
-See docs/executors.md for the protocol.
+no copy of codex-orchestrator; it imports only standard-library modules. The orchestrator
+imports it for the frame constants. See docs/executors.md for the protocol.
 """
 
 from __future__ import annotations
@@ -21,12 +21,15 @@ import select
 import struct
 import sys
 import time
+from typing import Any
 
 HEADER = struct.Struct(">BI")
+JOB_HEADER = struct.Struct(">I")
 CONTROL = struct.Struct(">Bd")
 CHUNK_BYTES = 256 * 1024
 KEEPALIVE_SECONDS = 0.5
 FINAL_DRAIN_SECONDS = 1.0
+WORKER_EXIT_WAIT_SECONDS = 1.0
 
 FRAME_STDOUT = 1
 FRAME_STDERR = 2
@@ -153,12 +156,12 @@ class Stage:
         return 128 - code if code < 0 else code
 
 
-def spawn(command: str, stdout_w: int, stderr_w: int) -> int:
+def spawn(command: str, env: dict[str, str], stdout_w: int, stderr_w: int) -> int:
     """Start ``/bin/sh -c command`` in a new session with the pipes as stdout and stderr."""
     return os.posix_spawn(
         "/bin/sh",
         ["/bin/sh", "-c", command],
-        os.environ,
+        env,
         file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
             (os.POSIX_SPAWN_DUP2, stdout_w, 1),
@@ -182,49 +185,81 @@ def reap(pgid: int, leader_start_ticks: int, grace: float) -> int:
     return 0
 
 
+def receive_job(jobs: int) -> tuple[dict[str, Any], int] | None:
+    """Wait for the worker to hand over a stage: its description and the orchestrator socket."""
+    import json
+    import socket
+
+    with socket.socket(fileno=jobs) as link:
+        head, fds, _flags, _address = socket.recv_fds(link, JOB_HEADER.size, 1)
+        while fds and 0 < len(head) < JOB_HEADER.size:
+            head += link.recv(JOB_HEADER.size - len(head))
+        if len(head) < JOB_HEADER.size or not fds:
+            return None  # the worker let this spare go
+        (length,) = JOB_HEADER.unpack(head)
+        body = b""
+        while len(body) < length:
+            chunk = link.recv(length - len(body))
+            if not chunk:
+                return None
+            body += chunk
+    job: dict[str, Any] = json.loads(body)
+    return job, fds[0]
+
+
 def main(argv: list[str]) -> int:
-    """Run the stage described by ``argv`` and report it on the socket in ``argv[1]``.
+    """Boot, wait for a stage on the job socket ``argv[1]``, run it, report it.
 
     ``reap PGID TICKS GRACE`` ends a leftover group instead (see `reap`).
     """
     if argv[1] == "reap":
         return reap(int(argv[2]), int(argv[3]), float(argv[4]))
-    fd, parent, grace = int(argv[1]), int(argv[2]), float(argv[3])
-    cwd, command, worker = argv[4], argv[5], argv[6]
-    import _signal  # type: ignore[import-not-found]  # not signal: its enums cost start-up time
+    jobs, parent = int(argv[1]), int(argv[2])
     import ctypes
+    import signal
 
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0)
+    libc.prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0)  # idle or busy, we end with the worker
+    if os.getppid() != parent:
+        return 1
+    received = receive_job(jobs)
+    if received is None:
+        return 0
+    job, fd = received
     # Orphans of the stage become our children, so they can be reaped and never linger as
     # zombies that keep the group looking alive.
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
-    _signal.set_wakeup_fd(wake_w)
-    _signal.signal(SIGTERM, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(SIGTERM, lambda *_: None)
     channel = Channel(fd)
     if os.getppid() != parent:
         channel.send(FRAME_SPAWN_FAILED, b"the Dask worker died before the stage started")
         return 1
+    return run_stage(job, channel, wake_r, parent)
+
+
+def run_stage(job: dict[str, Any], channel: Channel, wake_r: int, parent: int) -> int:
+    """Start the job's command, stream it until it is over, send the exit report."""
+    cwd, command, worker, env = job["cwd"], job["command"], job["worker"], job["env"]
     try:
         os.chdir(cwd)
         stdout_r, stdout_w = os.pipe()
         stderr_r, stderr_w = os.pipe()
         started = time.monotonic()
-        pid = spawn(command, stdout_w, stderr_w)
+        pid = spawn(command, env, stdout_w, stderr_w)
     except OSError as error:
         message = f"{error.strerror or error} ({cwd})"
         channel.send(FRAME_SPAWN_FAILED, message.encode("utf-8", "replace"))
         return 1
     os.close(stdout_w)
     os.close(stderr_w)
-    stage = Stage(pid, grace)
+    stage = Stage(pid, float(job["grace"]))
     host = os.uname().nodename
     channel.send(FRAME_STARTED, f"{pid} {start_ticks(pid)} {parent} {host} {worker}".encode())
-    lost = supervise(
-        stage, channel, {stdout_r: FRAME_STDOUT, stderr_r: FRAME_STDERR}, wake_r, parent
-    )
+    streams = {stdout_r: FRAME_STDOUT, stderr_r: FRAME_STDERR}
+    lost = supervise(stage, channel, streams, wake_r, parent)
     ended = time.monotonic()
     summary = f"{stage.exit_code()} {int(stage.killed)} {int(lost)} {ended - started:.6f}"
     channel.send(FRAME_EXIT, summary.encode())
@@ -241,7 +276,10 @@ def supervise(
     exit_fd = _exit_fd(stage.pid)
     if exit_fd >= 0:
         poller.register(exit_fd, select.POLLIN)
-    lost = False
+    worker_fd = _exit_fd(parent)  # readable once the whole worker process has exited
+    if worker_fd >= 0:
+        poller.register(worker_fd, select.POLLIN)
+    woken = False
     shell_done = group_gone_at = None
     while True:
         now = time.monotonic()
@@ -270,7 +308,11 @@ def supervise(
                     del streams[fd]
             elif fd == wake_r:
                 os.read(wake_r, 512)
-                lost = lost or os.getppid() != parent
+                woken = True
+                stage.terminate(stage.grace)
+            elif fd == worker_fd:
+                poller.unregister(worker_fd)
+                woken = True
                 stage.terminate(stage.grace)
             elif fd == channel.fd:
                 controls = channel.controls()
@@ -281,7 +323,24 @@ def supervise(
                     stage.terminate(0.0 if kind == CONTROL_KILL else grace)
     stage.wait_gone()
     stage.reap()
-    return lost
+    return woken and worker_died(worker_fd, parent)
+
+
+def worker_died(worker_fd: int, parent: int) -> bool:
+    """True once the worker process is gone (given a moment to finish dying).
+
+    The parent-death signal fires when the worker *thread* that started us ends, which may
+    come a little before the rest of the worker process exits; a SIGTERM while the worker
+    lives on is a plain request to stop, not a lost worker.
+    """
+    if worker_fd < 0:
+        deadline = time.monotonic() + WORKER_EXIT_WAIT_SECONDS
+        while os.getppid() == parent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return os.getppid() != parent
+    poller = select.poll()
+    poller.register(worker_fd, select.POLLIN)
+    return bool(poller.poll(int(WORKER_EXIT_WAIT_SECONDS * 1000)))
 
 
 def _exit_fd(pid: int) -> int:
