@@ -74,7 +74,7 @@ class Cancellation:
     where taking a lock (as ``threading.Event.set`` does) could deadlock.
     """
 
-    def __init__(self, grace_seconds: float = 5.0) -> None:
+    def __init__(self, grace_seconds: float) -> None:
         self.grace_seconds = grace_seconds
         self.signum: int | None = None
         self.count = 0

@@ -37,8 +37,6 @@ from codex_orchestrator.process import (
 from codex_orchestrator.procfs import host_name, process_start_ticks
 
 KIND = "local"
-#: Grace for `close` when it has no cancellation to take the setting from.
-DEFAULT_CLOSE_GRACE_SECONDS = 5.0
 
 
 class LocalExecutor:
@@ -46,7 +44,8 @@ class LocalExecutor:
 
     name = KIND
 
-    def __init__(self, grace_seconds: float = DEFAULT_CLOSE_GRACE_SECONDS) -> None:
+    def __init__(self, grace_seconds: float) -> None:
+        """``grace_seconds``: how long `close` lets leftover helpers end after SIGTERM."""
         self.grace_seconds = grace_seconds
         self.host = host_name()
         self._groups: set[int] = set()

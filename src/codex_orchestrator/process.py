@@ -15,7 +15,8 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from codex_orchestrator.procfs import live_group_members, process_start_ticks
+from codex_orchestrator.procfs import checked_pid, live_group_members, process_start_ticks
+from codex_orchestrator.statuses import signal_exit_code
 
 #: How long `end_groups` waits for SIGKILLed processes to vanish before giving up on them.
 KILL_WAIT_SECONDS = 2.0
@@ -34,18 +35,6 @@ def spawn_in_new_session(
         stderr=stderr,
         start_new_session=True,
     )
-
-
-def checked_pid(value: object) -> int | None:
-    """``value`` as a pid that is safe to signal, else None.
-
-    Only an integer greater than 1 qualifies: 0 and negative numbers address process groups
-    (``kill(0)`` is the caller's own group, ``kill(-1)`` every process), 1 is init, and ``true``
-    is an int in Python but never a pid.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 1:
-        return None
-    return value
 
 
 class ExitWatcher:
@@ -104,7 +93,7 @@ class ExitWatcher:
 
 def exit_code(returncode: int) -> int:
     """Shell convention: a process killed by signal N reports 128+N."""
-    return 128 - returncode if returncode < 0 else returncode
+    return signal_exit_code(-returncode) if returncode < 0 else returncode
 
 
 def signal_group(pgid: int, sig: int) -> bool:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+#: Linux never hands out a pid above this (``PID_MAX_LIMIT``).
+PID_MAX = 1 << 22
+
 
 def process_start_ticks(pid: int) -> int | None:
     """The start time of ``pid`` in clock ticks since boot, to tell pid reuse apart."""
@@ -45,3 +48,15 @@ def live_group_members(pgid: int) -> list[int] | None:
         if int(group) == pgid and state != b"Z":
             members.append(int(name))
     return members
+
+
+def checked_pid(value: object) -> int | None:
+    """``value`` as a pid that is safe to signal, else None.
+
+    Only an integer from 2 to `PID_MAX` qualifies: 0 and negative numbers address process
+    groups (``kill(0)`` is the caller's own group, ``kill(-1)`` every process), 1 is init, and
+    ``true`` is an int in Python but never a pid.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 < value <= PID_MAX:
+        return None
+    return value

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.config import CommandStage, Config, Pipeline, SubpipelineStage
+from codex_orchestrator.driver import DriverLock
 from codex_orchestrator.errorfile import build_error_file
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
 from codex_orchestrator.events import EventLog
@@ -42,6 +43,7 @@ from codex_orchestrator.statuses import (
     StageFailure,
     StageStatus,
     signal_detail,
+    signal_name,
     stage_detail,
 )
 from codex_orchestrator.summaries import stage_summary
@@ -123,6 +125,7 @@ def create_run(
 ) -> ManifestStore:
     """Create the run directory, its resume token and its first (queued) manifest."""
     run_id, run_dir = _make_run_dir(ctx.workspace, ctx.task_id)
+    driver = DriverLock.take(run_dir, run_id)
     (run_dir / "commands").mkdir()
     (run_dir / "errors").mkdir()
     token = os.urandom(32).hex()
@@ -171,6 +174,7 @@ def create_run(
         "run_summary_path": None,
     }
     store = ManifestStore(run_dir, data)
+    store.driver = driver
     store.persist()
     return store
 
@@ -259,9 +263,16 @@ def _run_stages(ctx: RunContext, run: ActiveRun) -> tuple[RunStatus, str | None]
     return RunStatus.SUCCEEDED, None
 
 
-def _stage_begin(run: ActiveRun, index: int, *, persist: bool = True, **fields: Any) -> None:
+def _stage_begin(
+    run: ActiveRun,
+    index: int,
+    *,
+    persist: bool = True,
+    attempt: int | None = None,
+    **fields: Any,
+) -> None:
     entry = run.store.command(index)
-    attempts = int(entry.get("attempts") or 0) + 1
+    attempts = attempt if attempt is not None else int(entry.get("attempts") or 0) + 1
     run.store.update_command(
         index,
         status=StageStatus.RUNNING,
@@ -323,15 +334,13 @@ def _run_command_stage(
         _stage_begin(run, index)
         _stage_end(run, index, StageStatus.SKIPPED, summary=skip)
         return StageStatus.SKIPPED, None
-    attempt = int(run.store.command(index).get("attempts") or 0) + 1
-    stem = _log_stem(run, index, stage.id) + (f".attempt-{attempt}" if attempt > 1 else "")
-    stdout_path = run.run_dir / "commands" / f"{stem}.stdout.log"
-    stderr_path = run.run_dir / "commands" / f"{stem}.stderr.log"
+    attempt, stdout_path, stderr_path = _attempt_logs(run, index, stage.id)
     display = ctx.workspace.display
     _stage_begin(
         run,
         index,
         persist=False,
+        attempt=attempt,
         log_path=display(stdout_path),
         stderr_log_path=display(stderr_path),
         **_cleared_handle(run.store.command(index)),
@@ -354,6 +363,23 @@ def _run_command_stage(
     except (OSError, ValueError) as error:
         return _stage_spawn_failed(ctx, run, index, stage, error)
     return _stage_outcome(ctx, run, index, stage, outcome)
+
+
+def _attempt_logs(run: ActiveRun, index: int, stage_id: str) -> tuple[int, Path, Path]:
+    """The next attempt number and its log paths, never those of an earlier attempt.
+
+    The recorded count may lag behind the files (a driver killed between creating the logs
+    and recording the attempt), so numbers whose logs exist are skipped: an attempt's logs are
+    never truncated by another attempt.
+    """
+    attempt = int(run.store.command(index).get("attempts") or 0) + 1
+    while True:
+        stem = _log_stem(run, index, stage_id) + (f".attempt-{attempt}" if attempt > 1 else "")
+        stdout_path = run.run_dir / "commands" / f"{stem}.stdout.log"
+        stderr_path = run.run_dir / "commands" / f"{stem}.stderr.log"
+        if not (os.path.lexists(stdout_path) or os.path.lexists(stderr_path)):
+            return attempt, stdout_path, stderr_path
+        attempt += 1
 
 
 #: Stage-entry fields a handle's fields never overwrite when they are copied onto the entry.
@@ -455,9 +481,8 @@ def _stage_outcome(
         reason, detail = "command-timeout", stage_detail(stage.id, StageFailure.TIMEOUT)
     elif outcome.cancelled:
         signum = ctx.cancellation.signum or signal.SIGTERM
-        detail = signal_detail(signum)
-        summary = f"cancelled by {detail.split(':', 1)[1]}; {summary}"
-        reason = "command-cancelled"
+        summary = f"cancelled by {signal_name(signum)}; {summary}"
+        reason, detail = "command-cancelled", signal_detail(signum)
     elif outcome.lost:
         summary = f"{outcome.lost_reason or 'the executor lost the stage'}; {summary}"
         failure = outcome.lost_failure
@@ -549,6 +574,8 @@ def _finish(ctx: RunContext, run: ActiveRun, status: RunStatus, detail: str | No
     )
     run.events.emit("run_finished", status=status, status_detail=detail, exit_code=exit_code)
     run.events.close()
+    if run.store.driver is not None:
+        run.store.driver.release()
     return RunResult(run.run_id, status, detail, exit_code, run.run_dir)
 
 
