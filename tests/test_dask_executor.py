@@ -192,6 +192,7 @@ RECORD_PIPELINE = (
     {"id": "binary", "command": "printf '\\000\\377\\033[31m\\r\\n'; head -c 300000 big.bin"},
     {"id": "where", "command": 'pwd; echo "$GREETING"', "cwd": "sub", "env": {"GREETING": "hi"}},
     {"id": "flaky", "command": "echo oops >&2; exit 3", "allowFailure": True},
+    {"id": "fds", "command": "ls /proc/$$/fd"},  # the stage holds no descriptor of ours
     {"id": "last", "command": "seq 1 20000"},
 )
 
@@ -459,3 +460,34 @@ def test_relative_worker_root_is_refused(repo: Repo, cluster: DaskCluster) -> No
     result = repo.cli("start", env=dask_env(cluster))
     assert result.returncode == 2
     assert "settings.worker_root: 'relative/path' is not an absolute path" in result.stderr
+
+
+def test_reap_ends_a_verified_group_on_its_worker_and_refuses_a_tampered_one(
+    repo: Repo, cluster: DaskCluster
+) -> None:
+    from codex_orchestrator.executors.dask import WorkerMapping, connect
+    from codex_orchestrator.procfs import process_start_ticks
+
+    leftover = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    executor = connect(cluster.address, "test", WorkerMapping(repo.root, repo.root), 1.0, 10.0)
+    try:
+        ticks = process_start_ticks(leftover.pid)
+        assert ticks is not None
+        handle = {
+            "kind": "dask",
+            "host": os.uname().nodename,
+            "worker": cluster.worker_address(0),
+            "pgid": leftover.pid,
+            "start_ticks": ticks,
+        }
+        for tampered in ({"start_ticks": ticks - 1}, {"pgid": 1}, {"pgid": True}, {"host": "x"}):
+            assert not executor.reap({**handle, **tampered}, 1.0), tampered
+            assert leftover.poll() is None
+        assert not executor.reap({**handle, "worker": "tcp://127.0.0.1:1"}, 1.0)
+        assert executor.reap(handle, 1.0)
+        assert leftover.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        executor.close()
+        if leftover.poll() is None:
+            leftover.kill()
+            leftover.wait()

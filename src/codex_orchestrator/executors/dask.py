@@ -39,6 +39,8 @@ from codex_orchestrator.executors.dask_supervisor import (
 )
 from codex_orchestrator.local_executor import _open_log as open_log
 from codex_orchestrator.local_executor import _tail as read_tail
+from codex_orchestrator.output import note
+from codex_orchestrator.procfs import checked_pid
 from codex_orchestrator.statuses import StageFailure
 
 KIND = "dask"
@@ -259,14 +261,23 @@ class DaskExecutor:
         """
         if handle.get("kind") != KIND:
             return False
-        worker, pgid, ticks = handle.get("worker"), handle.get("pgid"), handle.get("start_ticks")
-        if not isinstance(pgid, int) or not isinstance(ticks, int) or not isinstance(worker, str):
+        pgid, ticks = checked_pid(handle.get("pgid")), handle.get("start_ticks")
+        worker, host = handle.get("worker"), handle.get("host")
+        if (
+            pgid is None
+            or isinstance(ticks, bool)
+            or not isinstance(ticks, int)
+            or not isinstance(worker, str)
+            or not isinstance(host, str)
+        ):
+            note(f"warning: not ending recorded remote stage {dict(handle)!r}: malformed handle")
             return False
         if worker not in self.client.scheduler_info().get("workers", {}):
             return False
         future = self.client.submit(
             dask_remote.reap_on_worker,
             self.supervisor_source,
+            host,
             pgid,
             ticks,
             grace_seconds,

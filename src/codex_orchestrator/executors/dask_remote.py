@@ -144,9 +144,11 @@ def run_stage_on_worker(
 
 
 def reap_on_worker(
-    supervisor_source: str, pgid: int, leader_start_ticks: int, grace_seconds: float
+    supervisor_source: str, host: str, pgid: int, leader_start_ticks: int, grace_seconds: float
 ) -> bool:
-    """End process group ``pgid`` if it still runs with the recorded leader; True if it did."""
+    """End process group ``pgid`` if it is still the recorded stage's; True if it did."""
+    if os.uname().nodename != host:
+        return False  # the worker's address now belongs to another machine
     argv = [sys.executable, "-I", "-S", "-c", supervisor_source, "reap"]
     argv += [str(pgid), str(leader_start_ticks), repr(grace_seconds)]
     return subprocess.run(argv, stdin=subprocess.DEVNULL, check=False).returncode == 0

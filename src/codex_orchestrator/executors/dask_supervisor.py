@@ -57,6 +57,21 @@ def start_ticks(pid: int) -> int:
         return 0
 
 
+def member_starts(pgid: int) -> list[int]:
+    """Start ticks of the live processes of group ``pgid`` (0 for one that cannot be read)."""
+    starts = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as handle:
+                    fields = handle.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if len(fields) > 19 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+                starts.append(int(fields[19]))
+    return starts
+
+
 class Channel:
     """The socket to the orchestrator: framed, blocking sends; control frames received."""
 
@@ -173,13 +188,20 @@ def spawn(command: str, env: dict[str, str], stdout_w: int, stderr_w: int) -> in
 
 
 def reap(pgid: int, leader_start_ticks: int, grace: float) -> int:
-    """End group ``pgid`` left by a dead run if its leader is the recorded one; 0 if ended."""
+    """End group ``pgid`` left by a dead run if it is verified to be the stage's; 0 if ended.
+
+    The leader, when alive, must have the recorded start time; without a leader, no member
+    may be older than the recorded leader (Linux does not reuse a pid while its group lives).
+    The same rule as the local executor's, restated here: this file runs on workers alone.
+    """
     stage = Stage(pgid, grace)
     if pgid <= 1 or not stage.signal(0):
         return 3
     ticks = start_ticks(pgid)
     if ticks and ticks != leader_start_ticks:
         return 3  # the id now belongs to another process: not ours to signal
+    if not ticks and any(start < leader_start_ticks for start in member_starts(pgid)):
+        return 3
     stage.terminate(grace)
     stage.wait_gone()
     return 0
@@ -204,6 +226,7 @@ def receive_job(jobs: int) -> tuple[dict[str, Any], int] | None:
                 return None
             body += chunk
     job: dict[str, Any] = json.loads(body)
+    os.set_inheritable(fds[0], False)  # the stage must not hold the orchestrator's socket open
     return job, fds[0]
 
 
