@@ -491,3 +491,27 @@ def test_reap_ends_a_verified_group_on_its_worker_and_refuses_a_tampered_one(
         if leftover.poll() is None:
             leftover.kill()
             leftover.wait()
+
+
+def test_cancel_while_queued_for_missing_resources_ends_at_once(
+    repo: Repo, cluster: DaskCluster
+) -> None:
+    repo.pipeline({"id": "tpu", "command": "echo never", "resources": {"TPU": 1}})
+    process = repo.spawn("start", "--format", "json", env=dask_env(cluster))
+    try:
+        wait_for(
+            lambda: list((repo.root / ".runs").glob("*/cli/*/commands/*.stdout.log")),
+            what="the stage to be queued",
+        )
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, stderr
+    assert "no Dask worker has TPU=1 yet" in stderr
+    entry = repo.manifest(json.loads(stdout))["commands"][0]
+    assert (entry["status"], entry["exit_code"]) == ("failed", None)
+    assert (repo.root / entry["log_path"]).read_bytes() == b""

@@ -18,7 +18,7 @@ import re
 import select
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -182,6 +182,8 @@ class DaskExecutor:
         cancellation: Cancellation,
         on_handle: Callable[[Handle], None],
     ) -> StageOutcome:
+        if request.resources:
+            self._warn_unmet(request.stage_id, request.resources)
         family = socket.AF_INET6 if ":" in self.callback_host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as listener:
             listener.bind((self.callback_host, 0))
@@ -214,6 +216,22 @@ class DaskExecutor:
         with channel:
             stream = _Stream(self, channel, logs, request, cancellation, on_handle)
             return stream.follow()
+
+    def _warn_unmet(self, stage_id: str, resources: Mapping[str, float]) -> None:
+        """Say so when no worker has the resources a stage needs: Dask then waits for one."""
+        workers = self.client.scheduler_info().get("workers", {}).values()
+        if not any(
+            all(
+                worker.get("resources", {}).get(name, 0) >= amount
+                for name, amount in resources.items()
+            )
+            for worker in workers
+        ):
+            wanted = ", ".join(f"{name}={amount:g}" for name, amount in resources.items())
+            note(
+                f"warning: stage {stage_id}: no Dask worker has {wanted} yet; it waits for one "
+                f'(start one with: dask worker {self.address} --resources "{wanted}")'
+            )
 
     def _await_start(
         self, listener: socket.socket, token: bytes, future: Any, cancellation: Cancellation
