@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,25 @@ def running_handle(repo: Repo, stage_index: int) -> dict[str, Any] | None:
     return None
 
 
+@contextmanager
+def remote_run(repo: Repo, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """``start --format json`` in the background; killed (by its pid) if the test left it."""
+    process = repo.spawn("start", "--format", "json", env=env)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def first_stage_handle(repo: Repo) -> dict[str, Any]:
+    handle: dict[str, Any] = wait_for(
+        lambda: running_handle(repo, 0), what="the remote stage to start"
+    )
+    return handle
+
+
 def group_gone(pgid: int) -> bool:
     members = live_group_members(pgid)
     return members == []
@@ -124,6 +144,25 @@ def test_bad_executor_input_exits_2_without_a_run(
     assert message in json.loads(result.stdout)["error"]
     assert "Traceback" not in result.stderr
     assert not (repo.root / ".runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("stage_extra", "settings", "message"),
+    [
+        ({"resources": {"GPU": 0}}, {}, "stages[0].resources.GPU: must be greater than 0"),
+        ({"resources": ["GPU"]}, {}, "stages[0].resources: expected an object"),
+        ({}, {"executor": 5}, "settings.executor: expected a string"),
+        ({}, {"dask_scheduler": ""}, "settings.dask_scheduler"),
+    ],
+)
+def test_bad_executor_config_exits_2(
+    repo: Repo, stage_extra: dict[str, Any], settings: dict[str, Any], message: str
+) -> None:
+    repo.pipeline({"id": "one", "command": "true", **stage_extra}, settings=settings)
+    result = repo.cli("start")
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_dask_without_the_extra_exits_2_with_the_install_command(
@@ -244,8 +283,9 @@ def test_resources_route_stages_to_the_worker_that_has_them(
     repo: Repo, cluster: DaskCluster
 ) -> None:
     gpu_stages = [{"id": f"gpu{n}", "command": "true", "resources": {"GPU": 1}} for n in range(3)]
-    repo.pipeline(*gpu_stages)
-    code, document = repo.start_json(env=dask_env(cluster))
+    # Chosen in the config this time, not the environment.
+    repo.pipeline(*gpu_stages, settings={"executor": "dask", "dask_scheduler": cluster.address})
+    code, document = repo.start_json()
     assert code == 0, document
     workers = {entry["worker"] for entry in repo.manifest(document)["commands"]}
     assert workers == {cluster.worker_address(1)}
@@ -303,16 +343,11 @@ def test_cancel_during_a_remote_stage_leaves_no_process_on_the_worker(
         {"id": "never", "command": "true"},
         settings={"kill_grace_seconds": 1},
     )
-    process = repo.spawn("start", "--format", "json", env=dask_env(cluster))
-    try:
-        handle = wait_for(lambda: running_handle(repo, 0), what="the remote stage to start")
+    with remote_run(repo, dask_env(cluster)) as process:
+        handle = first_stage_handle(repo)
         assert not group_gone(handle["pgid"])
         process.send_signal(signal.SIGTERM)
         stdout, _ = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 143
     document = json.loads(stdout)
     manifest = repo.manifest(document)
@@ -339,19 +374,14 @@ def test_killed_worker_fails_the_stage_once_then_resume_succeeds(
     marker = repo.root / "attempts.txt"
     repo.pipeline({"id": "work", "command": f"echo ran >> {marker}; sleep 60 & wait"})
     env = dask_env(own_cluster)
-    process = repo.spawn("start", "--format", "json", env=env)
-    try:
-        handle = wait_for(lambda: running_handle(repo, 0), what="the remote stage to start")
+    with remote_run(repo, env) as process:
+        handle = first_stage_handle(repo)
         worker = next(w for w in own_cluster.workers if w.pid == handle["worker_pid"])
         started = time.monotonic()
         worker.kill()  # SIGKILL, by the pid this test started
         worker.wait()
         stdout, _ = process.communicate(timeout=60)
         elapsed = time.monotonic() - started
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 1
     manifest = repo.manifest(json.loads(stdout))
     assert manifest["status_detail"] == "stage:work:worker-lost", json.dumps(manifest["commands"])
@@ -369,17 +399,12 @@ def test_killed_worker_fails_the_stage_once_then_resume_succeeds(
 
 def test_scheduler_death_fails_the_run_and_says_so(repo: Repo, own_cluster: DaskCluster) -> None:
     repo.pipeline({"id": "work", "command": "sleep 60 & wait"}, {"id": "next", "command": "true"})
-    process = repo.spawn("start", "--format", "json", env=dask_env(own_cluster))
-    try:
-        handle = wait_for(lambda: running_handle(repo, 0), what="the remote stage to start")
+    with remote_run(repo, dask_env(own_cluster)) as process:
+        handle = first_stage_handle(repo)
         assert own_cluster.scheduler is not None
         own_cluster.scheduler.kill()
         own_cluster.scheduler.wait()
         stdout, _ = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 1
     manifest = repo.manifest(json.loads(stdout))
     assert manifest["status"] == "failed"
@@ -398,17 +423,12 @@ def test_vanished_supervisor_is_lost_and_its_group_reaped_on_the_worker(
     repo: Repo, cluster: DaskCluster
 ) -> None:
     repo.pipeline({"id": "work", "command": "sleep 60 & wait"}, settings={"kill_grace_seconds": 1})
-    process = repo.spawn("start", "--format", "json", env=dask_env(cluster))
-    try:
-        handle = wait_for(lambda: running_handle(repo, 0), what="the remote stage to start")
+    with remote_run(repo, dask_env(cluster)) as process:
+        handle = first_stage_handle(repo)
         supervisor = parent_pid(handle["pid"])
         assert parent_pid(supervisor) == handle["worker_pid"]  # verified before signalling
         os.kill(supervisor, signal.SIGKILL)
         stdout, _ = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 1
     assert repo.manifest(json.loads(stdout))["status_detail"] == "stage:work:worker-lost"
     assert group_gone(handle["pgid"])  # ended on the worker before the run was recorded
@@ -419,15 +439,10 @@ def test_sigkilled_orchestrator_leaves_no_remote_process_and_resumes(
 ) -> None:
     repo.pipeline({"id": "work", "command": "sleep 60 & wait"}, settings={"kill_grace_seconds": 1})
     env = dask_env(cluster)
-    process = repo.spawn("start", "--format", "json", env=env)
-    try:
-        handle = wait_for(lambda: running_handle(repo, 0), what="the remote stage to start")
+    with remote_run(repo, env) as process:
+        handle = first_stage_handle(repo)
         process.kill()
         process.wait()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     wait_for(lambda: group_gone(handle["pgid"]), timeout=10, what="the orphaned group to end")
     run_id = next((repo.root / ".runs").glob("*/cli/*")).name
     repo.pipeline({"id": "work", "command": "true"})
@@ -497,8 +512,7 @@ def test_cancel_while_queued_for_missing_resources_ends_at_once(
     repo: Repo, cluster: DaskCluster
 ) -> None:
     repo.pipeline({"id": "tpu", "command": "echo never", "resources": {"TPU": 1}})
-    process = repo.spawn("start", "--format", "json", env=dask_env(cluster))
-    try:
+    with remote_run(repo, dask_env(cluster)) as process:
         wait_for(
             lambda: list((repo.root / ".runs").glob("*/cli/*/commands/*.stdout.log")),
             what="the stage to be queued",
@@ -506,10 +520,6 @@ def test_cancel_while_queued_for_missing_resources_ends_at_once(
         time.sleep(0.5)
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 130, stderr
     assert "no Dask worker has TPU=1 yet" in stderr
     entry = repo.manifest(json.loads(stdout))["commands"][0]

@@ -305,7 +305,8 @@ class DaskExecutor:
         )
         try:
             return bool(future.result(timeout=grace_seconds + CONNECT_TIMEOUT_SECONDS))
-        except (OSError, TimeoutError):
+        except Exception as error:  # Dask raises its own kinds; none may stop a resume
+            note(f"warning: could not end process group {pgid} on {worker}: {error}")
             return False
 
     def close(self) -> None:
@@ -416,7 +417,7 @@ class _Stream:
         self.started_at = time.time()
         self.started = time.monotonic()
         self.last_frame = self.started
-        self.stop_sent_at: float | None = None
+        self.report_due: float | None = None
         self.kill_sent = False
         self.timed_out = False
         self.scheduler_lost = False
@@ -434,8 +435,10 @@ class _Stream:
                 if not self._receive():
                     break  # the supervisor vanished without a report
                 self.last_frame = now
-            elif now - self.last_frame > self._silence_limit():
-                break
+            elif now - self.last_frame > self.executor.lost_after_seconds:
+                break  # no output and no keep-alive: the supervisor or its link is gone
+            if self.report_due is not None and now > self.report_due:
+                break  # told to stop, yet no report long after the grace period
             if wake in ready:
                 watched.remove(wake)
             if hurry in ready:
@@ -443,14 +446,10 @@ class _Stream:
             self._enforce(now)
         return self._outcome()
 
-    def _silence_limit(self) -> float:
-        """How long without any frame (keep-alives come twice a second) means lost."""
-        return self.executor.lost_after_seconds
-
     def _enforce(self, now: float) -> None:
         """Ask the supervisor to end the group on timeout, cancellation or scheduler loss."""
         timeout = self.request.timeout_seconds
-        if self.stop_sent_at is None:
+        if self.report_due is None:
             if timeout is not None and now - self.started >= timeout:
                 self.timed_out = True
             elif not self.executor.scheduler_alive():
@@ -461,7 +460,7 @@ class _Stream:
             if self.cancellation.requested:
                 grace = max(0.0, self.cancellation.requested_at + grace - now)
             self._control(CONTROL_TERMINATE, grace)
-            self.stop_sent_at = now
+            self.report_due = now + grace + REPORT_MARGIN_SECONDS
         if self.cancellation.escalated and not self.kill_sent:
             self._control(CONTROL_KILL, 0.0)
             self.kill_sent = True
