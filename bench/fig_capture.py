@@ -113,7 +113,8 @@ class _Capture:
         return elapsed
 
 
-def _peak_rss_kib(repo: BenchRepo, pipeline: str) -> int:
+def peak_rss_kib(repo: BenchRepo, pipeline: str) -> int:
+    """Peak RSS (KiB) of `start PIPELINE` run in-process under bench/_rss.py."""
     argv = [PYTHON, str(BENCH_DIR / "_rss.py"), "start", pipeline, "--format", "json"]
     _, completed = timed_run(argv, env=repo.env, cwd=repo.root)
     match = re.search(rf"{MARKER}(\d+)", completed.stderr.decode("utf-8", "replace"))
@@ -123,7 +124,8 @@ def _peak_rss_kib(repo: BenchRepo, pipeline: str) -> int:
     return int(match.group(1))
 
 
-def _bare_rss_kib(repo: BenchRepo) -> int:
+def bare_rss_kib(repo: BenchRepo) -> int:
+    """Peak RSS (KiB) of a bare interpreter, the baseline of the RSS figures."""
     program = "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     _, completed = timed_run([PYTHON, "-c", program], env=repo.env, cwd=repo.root)
     return int(completed.stdout)
@@ -180,9 +182,9 @@ def measure(profile: Profile) -> list[Figure]:
             figures += _wall_figures(capture, samples, profile.size_mb)
 
         progress("capture: peak RSS of the orchestrator (bench/_rss.py)")
-        bare = _bare_rss_kib(repo)
-        full = max(_peak_rss_kib(repo, "cap-python-full") for _ in range(2))
-        small = max(_peak_rss_kib(repo, "cap-python-small") for _ in range(2))
+        bare = bare_rss_kib(repo)
+        full = max(peak_rss_kib(repo, "cap-python-full") for _ in range(2))
+        small = max(peak_rss_kib(repo, "cap-python-small") for _ in range(2))
         delta_mib = (full - small) / 1024
         figures.append(Figure(
             "capture.rss_full", f"peak RSS, capture {profile.size_mb} MB",

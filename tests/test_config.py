@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ from codex_orchestrator.errors import (
     UnknownPipelineError,
 )
 from codex_orchestrator.workspace import Settings
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 ID_RULE = "use 1-128 characters from A-Z a-z 0-9 _ -, starting with a letter or digit"
 
@@ -270,7 +274,64 @@ def test_config_diagnostics_replaces_the_builtin(tmp_path: Path) -> None:
 def test_tasks_section_is_kept_raw(tmp_path: Path) -> None:
     tasks = {"mirrors": ["tasks/tasks-{task}.md", ".agent/task/{task}.md"], "extra": {"a": 1}}
 
-    assert load(tmp_path, {"tasks": tasks}).tasks == tasks
+    config = load(tmp_path, {"tasks": tasks})
+    assert config.tasks == tasks
+    assert config.mirrors == ("tasks/tasks-{task}.md", ".agent/task/{task}.md")
+
+
+@pytest.mark.parametrize(
+    ("mirrors", "message"),
+    [
+        ("docs/TASKS.md", "tasks.mirrors: expected an array, got string"),
+        ([], "tasks.mirrors: must not be empty"),
+        ([3], "tasks.mirrors[0]: expected a string, got number"),
+        (["ok.md", ""], "tasks.mirrors[1]: must not be empty"),
+        (["/etc/{task}.md"], "tasks.mirrors[0]: '/etc/{task}.md' leads outside the repository"),
+        (["../x/{task}.md"], "tasks.mirrors[0]: '../x/{task}.md' leads outside the repository"),
+        (["{task}/{task}.md"], "tasks.mirrors[0]: '{task}/{task}.md' has {task} more than once"),
+    ],
+)
+def test_tasks_mirrors_are_validated_with_the_config(
+    tmp_path: Path, mirrors: object, message: str
+) -> None:
+    assert error(tmp_path, json.dumps({"tasks": {"mirrors": mirrors}})).startswith(
+        f"{CONFIG_FILE}: {message}"
+    )
+
+
+def test_loading_the_config_does_not_scan_the_repository(tmp_path: Path) -> None:
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(one_pipeline(command())), encoding="utf-8")
+    (tmp_path / "package.json").write_text('{"scripts": {"build": "tsc"}}', encoding="utf-8")
+    # An audit hook lists every file opened and directory listed under the root while loading;
+    # only a lookup of the builtin "diagnostics" pipeline may look at the repository.
+    script = """if True:
+        import sys
+        from pathlib import Path
+        root = sys.argv[1]
+        seen = []
+        def hook(event, args):
+            if event in ("open", "os.listdir", "os.scandir") and args and root in str(args[0]):
+                seen.append(str(args[0])[len(root):])
+        sys.addaudithook(hook)
+        from codex_orchestrator.config import load_config
+        config = load_config(Path(root))
+        names = list(config.pipelines)
+        print("load", sorted(set(seen)), names)
+        seen.clear()
+        config.resolve_pipeline("diagnostics")
+        print("lookup", "/package.json" in seen)
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": SRC},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.splitlines() == [
+        f"load ['/{CONFIG_FILE}'] ['p', 'diagnostics']",
+        "lookup True",
+    ]
 
 
 def test_utf8_bom_is_accepted(tmp_path: Path) -> None:

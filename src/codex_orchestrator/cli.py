@@ -41,6 +41,14 @@ def _add_format(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("text", "json"), default="text")
 
 
+def _add_max_parallel(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-parallel",
+        metavar="N",
+        help="stages of a graph pipeline run at once, unless the pipeline sets maxParallel",
+    )
+
+
 def _add_run(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("run_id", nargs="?", metavar="RUN")
     parser.add_argument("--run", dest="run_option", metavar="RUN")
@@ -58,6 +66,7 @@ def _add_start(sub: argparse._SubParsersAction[_Parser]) -> None:
     start.add_argument("--task", metavar="ID")
     start.add_argument("--parent-run", metavar="RUN")
     start.add_argument("--approval-policy", metavar="POLICY")
+    _add_max_parallel(start)
     _add_executor(start)
     _add_format(start)
 
@@ -86,6 +95,7 @@ def _add_resume(sub: argparse._SubParsersAction[_Parser]) -> None:
     resume.add_argument("--actor", metavar="NAME")
     resume.add_argument("--reason", metavar="TEXT")
     resume.add_argument("--force", action="store_true", help="resume even if the run looks alive")
+    _add_max_parallel(resume)
     _add_executor(resume)
     _add_format(resume)
 

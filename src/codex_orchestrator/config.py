@@ -1,4 +1,4 @@
-"""Load and validate ``codex.orchestrator.json`` at the repository root (spec section 5).
+"""Load and validate ``codex.orchestrator.json`` at the repository root (docs/configuration.md).
 
 Everything is checked before anything runs; a problem raises `ConfigError` with one line
 ``codex.orchestrator.json: <json path>: <problem>; <how to fix>`` (invalid JSON:
@@ -18,17 +18,40 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from types import MappingProxyType
+from pathlib import Path, PurePosixPath
 from typing import NamedTuple, NoReturn, TypeVar
 
-from codex_orchestrator.errors import ConfigError, UnknownPipelineError
-from codex_orchestrator.ids import is_valid_id, validate_id
+from codex_orchestrator.errors import ConfigError
+from codex_orchestrator.graph import GraphError, StageNode, located_path, validate
+from codex_orchestrator.ids import is_valid_id
+from codex_orchestrator.pipeline import (
+    BUILTIN_PIPELINE,
+    CONFIG_FILE,
+    CommandStage,
+    Config,
+    Pipeline,
+    Pipelines,
+    Stage,
+    SubpipelineStage,
+)
 from codex_orchestrator.workspace import SETTING_NAMES, check_setting
 
-CONFIG_FILE = "codex.orchestrator.json"
+__all__ = [
+    "BUILTIN_PIPELINE",
+    "CONFIG_FILE",
+    "CommandStage",
+    "Config",
+    "Pipeline",
+    "Stage",
+    "SubpipelineStage",
+    "load_config",
+]
+
 MAX_TIMEOUT_SECONDS = 7 * 86400
-BUILTIN_PIPELINE = "diagnostics"
+MAX_RETRIES = 10
+MAX_RETRY_DELAY_SECONDS = 60.0
+MAX_PARALLEL_LIMIT = 1024
+MIRROR_PLACEHOLDER = "{task}"
 
 #: Keys of TypeScript codex-orchestrator features this tool does not have: ignored, with a
 #: warning, wherever they are not valid keys (e.g. ``description`` on a stage).
@@ -60,7 +83,17 @@ TOP_LEVEL_KEYS = frozenset(
     {"$schema", "defaultPipeline", "settings", "pipelines", "tasks", "stageSets"}
 )
 PIPELINE_KEYS = frozenset(
-    {"id", "title", "description", "stages", "tags", "metadata", "guardrailsRequired"}
+    {
+        "id",
+        "title",
+        "description",
+        "stages",
+        "tags",
+        "metadata",
+        "guardrailsRequired",
+        "maxParallel",
+        "failFast",
+    }
 )
 STAGE_KEYS: Mapping[str, frozenset[str]] = {
     "command": frozenset(
@@ -76,9 +109,12 @@ STAGE_KEYS: Mapping[str, frozenset[str]] = {
             "timeoutSeconds",
             "timeoutMs",
             "resources",
+            "needs",
+            "retries",
+            "retryDelaySeconds",
         }
     ),
-    "subpipeline": frozenset({"kind", "id", "title", "pipeline", "optional"}),
+    "subpipeline": frozenset({"kind", "id", "title", "pipeline", "optional", "needs"}),
     "stage-set": frozenset({"kind", "ref"}),
 }
 _ALL_STAGE_KEYS = frozenset().union(*STAGE_KEYS.values())
@@ -89,91 +125,6 @@ _ID_RULE = "use 1-128 characters from A-Z a-z 0-9 _ -, starting with a letter or
 
 T = TypeVar("T")
 D = TypeVar("D")
-
-
-class CommandStage(NamedTuple):
-    """A shell command run with ``/bin/sh -c`` in ``cwd`` (relative to the root) with ``env`` added.
-
-    ``requires`` names executables that must be on PATH (the runner skips the stage with
-    ``skipped: <tool> not found on PATH`` when one is absent); ``skip_reason``, when set, makes
-    the runner skip the stage with that text as its summary. Both are set only by the built-in
-    diagnostics pipeline, never from the config file.
-    """
-
-    id: str
-    title: str
-    command: str
-    cwd: str | None = None
-    env: Mapping[str, str] = MappingProxyType({})
-    allow_failure: bool = False
-    summary_hint: str | None = None
-    timeout_seconds: float | None = None
-    resources: Mapping[str, float] = MappingProxyType({})
-    requires: tuple[str, ...] = ()
-    skip_reason: str | None = None
-    kind: str = "command"
-
-    def unavailable_reason(self) -> str | None:
-        """Why the stage cannot run here (its ``skip_reason``, or a required tool off PATH)."""
-        if self.skip_reason:
-            return self.skip_reason
-        if self.requires:
-            from shutil import which  # only stages that need tools pay for the import
-
-            for tool in self.requires:
-                if which(tool) is None:
-                    return f"skipped: {tool} not found on PATH"
-        return None
-
-
-class SubpipelineStage(NamedTuple):
-    """A stage that runs another pipeline as a child run; ``optional`` failures are skipped."""
-
-    id: str
-    title: str
-    pipeline: str
-    optional: bool = False
-    kind: str = "subpipeline"
-
-
-Stage = CommandStage | SubpipelineStage
-
-
-class Pipeline(NamedTuple):
-    """A named, ordered list of stages; ``source`` is ``config`` or ``builtin``."""
-
-    id: str
-    title: str
-    description: str | None
-    source: str
-    stages: tuple[Stage, ...]
-    tags: tuple[str, ...] = ()
-    guardrails_required: bool | None = None
-    metadata: Mapping[str, object] = MappingProxyType({})
-
-
-class Config(NamedTuple):
-    """The validated config: pipelines (builtin ``diagnostics`` included), settings, tasks."""
-
-    path: Path | None
-    default_pipeline: str | None
-    settings: Mapping[str, object]
-    pipelines: Mapping[str, Pipeline]
-    tasks: Mapping[str, object]
-    warnings: tuple[str, ...]
-
-    def resolve_pipeline(self, name: str | None) -> Pipeline:
-        """Return pipeline ``name`` (None: ``defaultPipeline``, else ``diagnostics``)."""
-        if name is None:
-            name = self.default_pipeline or BUILTIN_PIPELINE
-        pipeline_id = validate_id(name, "pipeline")
-        try:
-            return self.pipelines[pipeline_id]
-        except KeyError:
-            available = ", ".join(self.pipelines)
-            raise UnknownPipelineError(
-                f"unknown pipeline {pipeline_id!r}; available: {available}"
-            ) from None
 
 
 def load_config(root: Path) -> Config:
@@ -195,16 +146,21 @@ def _builtin_only(root: Path) -> Config:
         path=None,
         default_pipeline=None,
         settings={},
-        pipelines={BUILTIN_PIPELINE: _builtin(root)},
+        pipelines=_with_builtins({}, root),
         tasks={},
         warnings=(),
     )
 
 
-def _builtin(root: Path) -> Pipeline:
-    from codex_orchestrator.diagnostics import builtin_diagnostics
+def _with_builtins(configured: Mapping[str, Pipeline], root: Path) -> Pipelines:
+    """The configured pipelines plus the built-in ``diagnostics``, made only when looked up."""
 
-    return builtin_diagnostics(root)
+    def diagnostics() -> Pipeline:
+        from codex_orchestrator.diagnostics import builtin_diagnostics
+
+        return builtin_diagnostics(root)
+
+    return Pipelines(configured, {BUILTIN_PIPELINE: diagnostics})
 
 
 def _decode(raw: bytes) -> object:
@@ -396,10 +352,11 @@ class _ConfigParser:
         parsed = _optional(
             top, "pipelines", "", lambda value, path: self._pipelines(value, path, stage_sets), {}
         )
-        pipelines = {pipeline_id: pipeline for pipeline_id, (pipeline, _) in parsed.items()}
-        if BUILTIN_PIPELINE not in pipelines:
-            pipelines[BUILTIN_PIPELINE] = _builtin(self.root)
+        pipelines = _with_builtins(
+            {pipeline_id: pipeline for pipeline_id, (pipeline, _) in parsed.items()}, self.root
+        )
         _check_subpipelines(parsed, list(pipelines))
+        _check_graphs(parsed)
         _check_stage_set_subpipelines(stage_sets, list(pipelines))
         default = _optional(top, "defaultPipeline", "", _read_default_id, None)
         if default is not None and default not in pipelines:
@@ -411,6 +368,7 @@ class _ConfigParser:
             pipelines=pipelines,
             tasks=tasks,
             warnings=tuple(self._warnings()),
+            mirrors=_optional(tasks, "mirrors", "tasks", _read_mirrors, None),
         )
 
     def _check_keys(
@@ -494,6 +452,8 @@ class _ConfigParser:
             tags=_optional(obj, "tags", path, _read_tags, ()),
             guardrails_required=_optional(obj, "guardrailsRequired", path, _read_bool, None),
             metadata=_optional(obj, "metadata", path, _read_object, {}),
+            max_parallel=_optional(obj, "maxParallel", path, _read_max_parallel, None),
+            fail_fast=_optional(obj, "failFast", path, _read_bool, False),
         )
         return pipeline, stages
 
@@ -553,6 +513,9 @@ class _ConfigParser:
             summary_hint=_optional(obj, "summaryHint", path, _read_string, None),
             timeout_seconds=_read_timeout(obj, path),
             resources=_optional(obj, "resources", path, _read_resources, {}),
+            needs=_optional(obj, "needs", path, _read_needs, None),
+            retries=_optional(obj, "retries", path, _read_retries, 0),
+            retry_delay_seconds=_optional(obj, "retryDelaySeconds", path, _read_retry_delay, 1.0),
         )
 
     def _read_cwd(self, value: object, path: str) -> str:
@@ -617,6 +580,25 @@ def _read_resources(value: object, path: str) -> dict[str, float]:
     }
 
 
+def _read_mirrors(value: object, path: str) -> tuple[str, ...]:
+    """Checklist mirror templates: relative paths inside the root, ``{task}`` at most once."""
+    fix = 'give a list of relative paths such as ["tasks/tasks-{task}.md", "docs/TASKS.md"]'
+    templates = _read_list(value, path, fix)
+    if not templates:
+        _fail(path, "must not be empty", fix)
+    checked = []
+    for index, raw in enumerate(templates):
+        where = f"{path}[{index}]"
+        template = _read_text(raw, where, fix)
+        pure = PurePosixPath(template)
+        if pure.is_absolute() or ".." in pure.parts:
+            _fail(where, f"{template!r} leads outside the repository root", fix)
+        if template.count(MIRROR_PLACEHOLDER) > 1:
+            _fail(where, f"{template!r} has {MIRROR_PLACEHOLDER} more than once", fix)
+        checked.append(template)
+    return tuple(checked)
+
+
 def _read_setting(name: str, value: object, path: str) -> float | int:
     if isinstance(value, bool) or not isinstance(value, int | float):
         _fail(path, f"expected a number, got {_json_type(value)}", "give a positive number")
@@ -647,6 +629,7 @@ def _subpipeline_stage(obj: Mapping[str, object], path: str) -> SubpipelineStage
         title=_optional(obj, "title", path, _read_title, stage_id),
         pipeline=_read_id(pipeline, f"{path}.pipeline", "pipeline"),
         optional=_optional(obj, "optional", path, _read_bool, False),
+        needs=_optional(obj, "needs", path, _read_needs, None),
     )
 
 
@@ -672,9 +655,7 @@ def _check_unique_stage_ids(stages: list[_Located]) -> None:
 
 
 def _stage_origin(located: _Located) -> str:
-    if located.via is None:
-        return f"{located.path}.id"
-    return f"{located.via} (stage set entry {located.path}.id)"
+    return located_path(located.path, located.via, ".id")
 
 
 def _check_subpipelines(
@@ -720,3 +701,62 @@ def _visit(
             _fail(where, f"sub-pipeline cycle {cycle}", "remove one of these sub-pipeline stages")
         _visit(child, edges, [*chain, child], finished)
     finished.add(node)
+
+
+# --- graph pipelines (docs/graphs.md) ------------------------------------------------------
+
+
+def _read_whole(value: object, path: str, low: int, high: int, fix: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _fail(path, f"expected a whole number, got {_json_type(value)}", fix)
+    if isinstance(value, float) and not value.is_integer():
+        _fail(path, f"must be a whole number, got {value}", fix)
+    if not low <= value <= high:
+        _fail(path, f"out of range, got {value}", fix)
+    return int(value)
+
+
+def _read_max_parallel(value: object, path: str) -> int:
+    fix = f"give how many stages may run at once, a whole number from 1 to {MAX_PARALLEL_LIMIT}"
+    return _read_whole(value, path, 1, MAX_PARALLEL_LIMIT, fix)
+
+
+def _read_retries(value: object, path: str) -> int:
+    fix = f"give how many times to re-run a failed attempt, a whole number from 0 to {MAX_RETRIES}"
+    return _read_whole(value, path, 0, MAX_RETRIES, fix)
+
+
+def _read_retry_delay(value: object, path: str) -> float:
+    fix = f"give the first retry delay in seconds, from 0 to {MAX_RETRY_DELAY_SECONDS:g}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _fail(path, f"expected a number, got {_json_type(value)}", fix)
+    if not 0 <= value <= MAX_RETRY_DELAY_SECONDS:  # also refuses NaN
+        _fail(path, f"out of range, got {value}", fix)
+    return float(value)
+
+
+def _read_needs(value: object, path: str) -> tuple[str, ...]:
+    fix = 'list the ids of stages of this pipeline, e.g. ["build"]'
+    items = _read_list(value, path, fix)
+    return tuple(_read_string(item, f"{path}[{index}]", fix) for index, item in enumerate(items))
+
+
+def _check_graphs(pipelines: Mapping[str, tuple[Pipeline, list[_Located]]]) -> None:
+    """Every ``needs`` names a stage of its own pipeline, and no chain of them loops."""
+    owners: dict[str, str] = {}
+    for pipeline_id, (_, stages) in pipelines.items():
+        for located in stages:
+            owners.setdefault(located.stage.id, pipeline_id)
+    for _, stages in pipelines.values():
+        if not any(located.stage.needs is not None for located in stages):
+            continue
+        own = {located.stage.id for located in stages}
+        elsewhere = {stage_id: owner for stage_id, owner in owners.items() if stage_id not in own}
+        nodes = [
+            StageNode(located.stage.id, located.stage.needs, located.path, located.via)
+            for located in stages
+        ]
+        try:
+            validate(nodes, elsewhere)
+        except GraphError as error:
+            _fail(error.path, error.problem, error.fix)

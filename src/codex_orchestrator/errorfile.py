@@ -45,13 +45,22 @@ def _encode(document: dict[str, Any]) -> bytes:
 def build_error_file(
     header: dict[str, Any], command: str, details: dict[str, Any], stdout: bytes, stderr: bytes
 ) -> bytes:
-    """Return the bytes of an error file: ``header`` fields, ``command``, and bounded details."""
+    """Return the bytes of an error file: ``header`` fields, ``command``, and bounded details.
+
+    The file format is described in docs/run-records.md ("Error files").
+    """
+    # Control bytes become U+FFFD *before* JSON encoding: json.dumps would write each as a
+    # six-byte \uXXXX escape, so a tail of NULs within its 8 KiB budget could encode to 48 KiB.
     texts = {
         "stdout": clean_text(stdout),
         "stderr": clean_text(stderr),
         "command": clean_text(command.encode("utf-8", errors="replace")),
     }
     budgets = {"stdout": MAX_DETAIL_BYTES, "stderr": MAX_DETAIL_BYTES, "command": MAX_COMMAND_BYTES}
+    # Budgets count UTF-8 bytes of the raw text, but the bound is on the encoded file (quotes,
+    # escaped newlines and backslashes, the header). Rather than predict the encoding, encode,
+    # measure, and shrink: each pass takes the overflow out of the first output in
+    # _SHRINK_ORDER that still has a budget (stdout first: stderr usually says why it failed).
     while True:
         document = _assemble(header, details, texts, budgets)
         payload = _encode(document)
@@ -60,7 +69,13 @@ def build_error_file(
             return payload
         key = next((name for name in _SHRINK_ORDER if budgets[name] > 0), None)
         if key is None:
+            # Only a header and fixed details that alone exceed the bound get here; callers
+            # build those from bounded values, so this is a programming error, not bad input.
             raise ValueError("error file header alone exceeds the size bound")
+        # Start from the bytes the text really uses (a short tail under a large budget would
+        # otherwise need many passes). Removing N raw bytes removes at least N encoded bytes
+        # (escapes only add), so one pass usually fits; the 64-byte minimum keeps every pass
+        # making progress when a cut lands inside a multi-byte character.
         current = len(utf8_tail(texts[key], budgets[key])[0].encode("utf-8"))
         budgets[key] = max(0, min(budgets[key], current) - max(overflow, 64))
 

@@ -25,6 +25,10 @@ from codex_orchestrator.statuses import StageFailure
 #: The most of each output stream an outcome carries in memory (the tail).
 TAIL_BYTES = 64 * 1024
 
+#: Every stage's environment carries its run id under this name; executors may use it to find
+#: what a stage left behind.
+RUN_ID_ENV = "CODEX_ORCHESTRATOR_RUN_ID"
+
 #: A JSON-serialisable description of a running stage, meaningful only to its executor. It
 #: always has ``kind`` (the executor's name) and ``host`` (where the stage runs).
 Handle = Mapping[str, Any]

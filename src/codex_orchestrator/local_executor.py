@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from codex_orchestrator.executor import (
+    RUN_ID_ENV,
     TAIL_BYTES,
     Cancellation,
     Handle,
@@ -27,7 +28,10 @@ from codex_orchestrator.executor import (
 from codex_orchestrator.output import note
 from codex_orchestrator.process import (
     ExitWatcher,
+    become_child_subreaper,
+    end_adopted_orphans,
     end_groups,
+    end_marked_processes,
     exit_code,
     group_alive,
     leftover_group_problem,
@@ -44,11 +48,18 @@ class LocalExecutor:
 
     name = KIND
 
-    def __init__(self, grace_seconds: float) -> None:
-        """``grace_seconds``: how long `close` lets leftover helpers end after SIGTERM."""
+    def __init__(self, grace_seconds: float, *, subreaper: bool = False) -> None:
+        """``grace_seconds``: how long `close` lets leftover helpers end after SIGTERM.
+
+        ``subreaper``: make this process the reaper of the stages' orphaned descendants, so
+        `close` can end those that left their process group and session too (Linux).
+        """
         self.grace_seconds = grace_seconds
         self.host = host_name()
+        self.adopts_orphans = subreaper and become_child_subreaper()
         self._groups: set[int] = set()
+        self._children: set[int] = set()
+        self._swept: set[str] = set()
         self._lock = threading.Lock()
         self._hurry_fd: int | None = None
 
@@ -82,23 +93,27 @@ class LocalExecutor:
         proc = spawn_in_new_session(request.command, request.cwd, request.env, stdout, stderr)
         with self._lock:
             self._groups.add(proc.pid)
+            self._children.add(proc.pid)
             self._hurry_fd = cancellation.wakeup_fd(escalation=True)
+        handle: dict[str, object] = {
+            "kind": KIND,
+            "host": self.host,
+            "pid": proc.pid,
+            "pgid": proc.pid,
+            "pid_start_ticks": process_start_ticks(proc.pid),
+        }
+        if RUN_ID_ENV in request.env:
+            handle["env_marker"] = f"{RUN_ID_ENV}={request.env[RUN_ID_ENV]}"
         try:
-            on_handle(
-                {
-                    "kind": KIND,
-                    "host": self.host,
-                    "pid": proc.pid,
-                    "pgid": proc.pid,
-                    "pid_start_ticks": process_start_ticks(proc.pid),
-                }
-            )
+            on_handle(handle)
             with ExitWatcher(proc) as watcher:
                 ending = _supervise(proc, watcher, request.timeout_seconds, cancellation, started)
         finally:
             if proc.returncode is None:  # an error above: never leave the stage running
                 signal_group(proc.pid, signal.SIGKILL)
                 proc.wait()
+            with self._lock:
+                self._children.discard(proc.pid)
         stdout_tail, stdout_bytes = _tail(stdout)
         stderr_tail, stderr_bytes = _tail(stderr)
         return StageOutcome(
@@ -126,22 +141,36 @@ class LocalExecutor:
                 f"{handle.get('host')!r}, not this one ({self.host}); end it there by hand"
             )
             return False
-        pgid = handle.get("pgid")
-        problem = leftover_group_problem(pgid, handle.get("pid_start_ticks"))
+        pgid, ticks = handle.get("pgid"), handle.get("pid_start_ticks")
+        problem = leftover_group_problem(pgid, ticks)
         if problem is not None:
             note(f"warning: not signalling recorded process group {pgid!r}: {problem}")
             return False
-        assert isinstance(pgid, int)
-        if not group_alive(pgid):
+        assert isinstance(pgid, int) and isinstance(ticks, int)
+        ended = group_alive(pgid)
+        if ended:
+            end_groups([pgid], grace_seconds)
+        return self._sweep_escaped(handle.get("env_marker"), ticks, grace_seconds) or ended
+
+    def _sweep_escaped(self, marker: object, since: int, grace_seconds: float) -> bool:
+        """End a dead run's processes that escaped their group: found by the run-id marker in
+        their environment and a start no earlier than the stage's (once per run)."""
+        if not isinstance(marker, str) or not marker.startswith(f"{RUN_ID_ENV}="):
             return False
-        end_groups([pgid], grace_seconds)
-        return True
+        with self._lock:
+            if marker in self._swept:
+                return False
+            self._swept.add(marker)
+        return end_marked_processes(marker.encode(), since, grace_seconds) > 0
 
     def close(self) -> None:
         """End every process group this executor started that still has live members."""
         with self._lock:
             groups, self._groups = sorted(self._groups), set()
+            running = set(self._children)
         end_groups(groups, self.grace_seconds, self._hurry_fd)
+        if self.adopts_orphans:
+            end_adopted_orphans(running, self.grace_seconds, self._hurry_fd)
 
 
 class _Ending(NamedTuple):

@@ -7,6 +7,7 @@ signalled (see docs/resilience.md).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -15,7 +16,14 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from codex_orchestrator.procfs import checked_pid, live_group_members, process_start_ticks
+from codex_orchestrator.procfs import (
+    checked_pid,
+    children_of,
+    live_group_members,
+    process_start_ticks,
+    process_state,
+    processes_with_env,
+)
 from codex_orchestrator.statuses import signal_exit_code
 
 #: How long `end_groups` waits for SIGKILLed processes to vanish before giving up on them.
@@ -172,6 +180,8 @@ def leftover_group_problem(pgid: object, leader_start_ticks: object) -> str | No
         return f"{pgid!r} is not a valid process group id"
     if isinstance(leader_start_ticks, bool) or not isinstance(leader_start_ticks, int):
         return f"its start time {leader_start_ticks!r} is not a recorded tick count"
+    if not signal_group(pid, 0):
+        return None  # no such group: nothing to signal, nothing to verify
     current = process_start_ticks(pid)
     if current is not None and current != leader_start_ticks:
         return f"process {pid} now is another process (start time differs)"
@@ -181,3 +191,114 @@ def leftover_group_problem(pgid: object, leader_start_ticks: object) -> str | No
         if any(start is None or start < leader_start_ticks for start in starts):
             return f"group {pid} holds processes older than the recorded stage"
     return None
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_child_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux); False elsewhere.
+
+    A stage's process that leaves its group and session (``setsid``, a double-forking daemon)
+    is then re-parented to the orchestrator instead of init, so `end_adopted_orphans` finds it.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def end_adopted_orphans(
+    keep: Iterable[int], grace_seconds: float, hurry_fd: int | None = None
+) -> int:
+    """End every process re-parented to this one (children in ``keep`` aside); reap them.
+
+    An orphan is signalled through its process group when it leads one (its own helpers die
+    with it), else by pid; it is our child, so its pid cannot have been reused. Killing an
+    orphan may orphan its own children in turn, so this repeats until none is left or the
+    grace (then one SIGKILL round) is spent. Returns how many orphans were found.
+    """
+    kept = set(keep)
+    ours = os.getpgrp()
+    found: set[int] = set()
+    deadline = time.monotonic() + grace_seconds
+    sig = signal.SIGTERM
+    while True:
+        orphans = _reap_zombie_children(kept)
+        if not orphans:
+            return len(found)
+        for pid in orphans:
+            found.add(pid)
+            _signal_orphan(pid, ours, sig)
+        if sig == signal.SIGKILL and time.monotonic() >= deadline + KILL_WAIT_SECONDS:
+            return len(found)
+        pause = 0.01
+        if hurry_fd is not None and select.select([hurry_fd], [], [], pause)[0]:
+            sig = signal.SIGKILL
+        else:
+            time.sleep(pause)
+        if time.monotonic() >= deadline:
+            sig = signal.SIGKILL
+
+
+def _reap_zombie_children(kept: set[int]) -> list[int]:
+    """Reap this process's zombie children (outside ``kept``); return its live ones."""
+    live = []
+    for pid, zombie in children_of(os.getpid()):
+        if pid in kept:
+            continue
+        if zombie:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        else:
+            live.append(pid)
+    return live
+
+
+def _signal_orphan(pid: int, own_group: int, sig: int) -> None:
+    try:
+        group = os.getpgid(pid)
+        if group == pid and group != own_group:
+            os.killpg(group, sig)
+        else:
+            os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def end_marked_processes(entry: bytes, started_since: int, grace_seconds: float) -> int:
+    """End live processes whose environment holds ``entry`` and that started no earlier than
+    ``started_since`` (a dead run's escaped stage processes); return how many were found.
+
+    Each is signalled by pid and only while its start time is still the one seen in the scan.
+    """
+    me = os.getpid()
+    targets = {
+        pid: ticks
+        for pid in processes_with_env(entry, started_since)
+        if pid != me and (ticks := process_start_ticks(pid)) is not None
+    }
+    for sig, wait in ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, KILL_WAIT_SECONDS)):
+        for pid, ticks in list(targets.items()):
+            if process_start_ticks(pid) != ticks or checked_pid(pid) is None:
+                del targets[pid]
+                continue
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                del targets[pid]
+        deadline = time.monotonic() + wait
+        while targets and time.monotonic() < deadline:
+            targets = {pid: t for pid, t in targets.items() if _alive(pid, t)}
+            time.sleep(0.01)
+        if not targets:
+            break
+    return len(targets)
+
+
+def _alive(pid: int, ticks: int) -> bool:
+    state = process_state(pid)
+    return state is not None and state != "Z" and process_start_ticks(pid) == ticks

@@ -1,7 +1,9 @@
-"""Running a pipeline: create the run, run each stage in order, leave honest records.
+"""Running a pipeline: create the run, run its stages, leave honest records.
 
 The flow is `create_run` (run directory, resume token, first manifest) then `execute` (stages,
 heartbeat, teardown, final records). `resume` re-enters `execute` with an existing manifest.
+Which stage runs when (in order, or as a graph) is the `StageLoop`'s business; `_Stages` says
+what starting, finishing and skipping a stage means for the records.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -22,23 +25,37 @@ from codex_orchestrator.driver import DriverLock
 from codex_orchestrator.errorfile import build_error_file
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
 from codex_orchestrator.events import EventLog
-from codex_orchestrator.executor import Cancellation, Executor, Handle, StageOutcome, StageRequest
+from codex_orchestrator.executor import (
+    RUN_ID_ENV,
+    Cancellation,
+    Executor,
+    Handle,
+    StageOutcome,
+    StageRequest,
+)
+from codex_orchestrator.graph import NEEDS_FAILED, is_graph, needs_of, resolve_max_parallel
 from codex_orchestrator.heartbeat import Heartbeat
 from codex_orchestrator.ids import new_run_id
 from codex_orchestrator.jsonio import atomic_write_bytes
 from codex_orchestrator.manifest import (
     EVENTS_NAME,
+    MANIFEST_NAME,
     MANIFEST_VERSION,
     RUNNER_NAME,
     ManifestStore,
     command_entry,
+    load_manifest,
     write_resume_token,
 )
 from codex_orchestrator.output import note
+from codex_orchestrator.parallel import PrefixedEcho, retry_delay
 from codex_orchestrator.procfs import host_name, process_start_ticks
 from codex_orchestrator.records import record_finished_run
+from codex_orchestrator.stage_loop import Ended, Finish, LoopState, Post, RetryIn, StageLoop, Work
 from codex_orchestrator.statuses import (
     DONE_STAGE_STATUSES,
+    DRIVER_LOST_DETAIL,
+    TERMINAL_RUN_STATUSES,
     RunStatus,
     StageFailure,
     StageStatus,
@@ -160,16 +177,7 @@ def create_run(
         "resume_token": hash_token(token),
         "resume_events": [],
         "approvals": [],
-        "commands": [
-            command_entry(
-                index,
-                stage.id,
-                stage.title,
-                stage.kind,
-                stage.command if isinstance(stage, CommandStage) else None,
-            )
-            for index, stage in enumerate(pipeline.stages, start=1)
-        ],
+        "commands": _command_entries(pipeline),
         "child_runs": [],
         "run_summary_path": None,
     }
@@ -177,6 +185,18 @@ def create_run(
     store.driver = driver
     store.persist()
     return store
+
+
+def _command_entries(pipeline: Pipeline) -> list[dict[str, Any]]:
+    """The fresh ``commands[]`` of a run, in config order; each names what it ``needs``."""
+    needs = needs_of(pipeline.stages)
+    entries = []
+    for index, stage in enumerate(pipeline.stages, start=1):
+        command = stage.command if isinstance(stage, CommandStage) else None
+        entry = command_entry(index, stage.id, stage.title, stage.kind, command)
+        entry["needs"] = list(needs[stage.id])
+        entries.append(entry)
+    return entries
 
 
 def execute(ctx: RunContext, store: ManifestStore, pipeline: Pipeline) -> RunResult:
@@ -226,15 +246,18 @@ def _execute(
 
 
 def _internal_failure(run: ActiveRun, error: Exception) -> tuple[RunStatus, str | None]:
-    """Fail the run (and its running stage) after an unexpected error in the orchestrator."""
+    """Fail the run (and its running stages) after an unexpected error in the orchestrator."""
     message = f"orchestrator error: {type(error).__name__}: {error}"
     note(f"error: run {run.run_id}: {message}")
     run.events.emit("internal_error", error=message)
-    for entry in run.store.data["commands"]:
-        if entry["status"] == StageStatus.RUNNING:
-            entry.update(status=StageStatus.FAILED, summary=message[:240])
-            return RunStatus.FAILED, stage_detail(entry["id"])
-    return RunStatus.FAILED, f"error:{type(error).__name__}"
+    detail = f"error:{type(error).__name__}"
+    with run.store.lock:
+        for entry in run.store.data["commands"]:
+            if entry["status"] == StageStatus.RUNNING:
+                entry.update(status=StageStatus.FAILED, summary=message[:240])
+                if detail.startswith("error:"):
+                    detail = stage_detail(entry["id"])
+    return RunStatus.FAILED, detail
 
 
 def _heartbeat_failed(run: ActiveRun, error: BaseException) -> None:
@@ -244,23 +267,246 @@ def _heartbeat_failed(run: ActiveRun, error: BaseException) -> None:
 
 
 def _run_stages(ctx: RunContext, run: ActiveRun) -> tuple[RunStatus, str | None]:
-    """Run the stages in order; return (status, status_detail)."""
-    for index, stage in enumerate(run.pipeline.stages, start=1):
-        if run.store.command(index)["status"] in DONE_STAGE_STATUSES:
-            continue
-        if ctx.cancellation.requested:
-            break
-        if isinstance(stage, SubpipelineStage):
-            status, detail = _run_subpipeline_stage(ctx, run, index, stage)
-        else:
-            status, detail = _run_command_stage(ctx, run, index, stage)
-        if ctx.cancellation.requested:
-            break
-        if status == StageStatus.FAILED:
-            return RunStatus.FAILED, detail
+    """Run every stage not yet done, in order or as a graph; return (status, status_detail)."""
+    pipeline = run.pipeline
+    done = [
+        entry["id"]
+        for entry in run.store.data["commands"]
+        if entry["status"] in DONE_STAGE_STATUSES
+    ]
+    loop = StageLoop(
+        pipeline.stages,
+        _Stages(ctx, run),
+        ctx.cancellation,
+        max_parallel=resolve_max_parallel(pipeline.max_parallel, ctx.settings.max_parallel),
+        fail_fast=pipeline.fail_fast,
+        done=done,
+    )
+    failure = loop.run()
     if ctx.cancellation.requested:
         return RunStatus.CANCELLED, signal_detail(ctx.cancellation.signum or signal.SIGTERM)
+    first_failed = loop.scheduler.first_failure
+    if first_failed is not None:
+        return RunStatus.FAILED, failure or stage_detail(first_failed)
     return RunStatus.SUCCEEDED, None
+
+
+class _Stages:
+    """The runner's side of the `StageLoop`: what starting, finishing and skipping a stage
+    means for the run's records. Every method runs in the main flow; the `Work` it returns is
+    what runs in a worker thread (only the executor, no records)."""
+
+    def __init__(self, ctx: RunContext, run: ActiveRun) -> None:
+        self.ctx = ctx
+        self.run = run
+        self.prefix_output = is_graph(run.pipeline.stages)
+        self.first_attempt: dict[int, int] = {}
+        self.last_outcome: dict[int, StageOutcome] = {}
+
+    def start(self, index: int, cancellation: Cancellation, post: Post) -> Ended | Work:
+        """Begin stage ``index`` (or its next attempt)."""
+        stage = self.run.pipeline.stages[index - 1]
+        if isinstance(stage, SubpipelineStage):
+            return self._start_child(index, stage, cancellation)
+        return self._start_command(index, stage, cancellation, post)
+
+    def _start_command(
+        self, index: int, stage: CommandStage, cancellation: Cancellation, post: Post
+    ) -> Ended | Work:
+        ctx, run = self.ctx, self.run
+        unavailable = stage.unavailable_reason()
+        if unavailable is not None:
+            _stage_begin(run, index)
+            why = "not-applicable" if stage.skip_reason else "tool-missing"
+            _stage_end(run, index, StageStatus.SKIPPED, summary=unavailable, skip_reason=why)
+            return Ended(StageStatus.SKIPPED)
+        attempt, stdout_path, stderr_path = _attempt_logs(run, index, stage.id)
+        self.first_attempt.setdefault(index, attempt)
+        display = ctx.workspace.display
+        _stage_begin(
+            run,
+            index,
+            persist=False,
+            attempt=attempt,
+            log_path=display(stdout_path),
+            stderr_log_path=display(stderr_path),
+            **_cleared_handle(run.store.command(index)),
+        )
+        request = StageRequest(
+            stage_id=stage.id,
+            command=stage.command,
+            cwd=ctx.workspace.root / (stage.cwd or "."),
+            env=_stage_env(ctx, run, stage),
+            stdout_path=stdout_path,
+            stderr_path=stderr_path,
+            timeout_seconds=stage.timeout_seconds,
+            resources=stage.resources or None,
+        )
+        prefix = stage.id if self.prefix_output else None
+
+        def on_handle(handle: Handle) -> None:
+            post(partial(_stage_handle, run, index, handle))
+
+        def work() -> Finish:
+            try:
+                with _echoing(ctx, stdout_path, stderr_path, prefix):
+                    outcome = ctx.executor.run(request, cancellation, on_handle)
+            except (OSError, ValueError) as error:
+                failure = error
+            else:
+                return partial(self._command_finished, index, stage, attempt, outcome)
+            return partial(self._spawn_failed, index, stage, failure)
+
+        return work
+
+    def _spawn_failed(
+        self, index: int, stage: CommandStage, error: OSError | ValueError, _: LoopState
+    ) -> Ended:
+        return Ended(*_stage_spawn_failed(self.ctx, self.run, index, stage, error))
+
+    def _command_finished(
+        self, index: int, stage: CommandStage, attempt: int, outcome: StageOutcome, state: LoopState
+    ) -> Ended | RetryIn:
+        """Record an attempt: retry it after the backoff, or end the stage."""
+        run = self.run
+        if stage.retries:  # only stages that may retry carry a history (manifests stay small)
+            entry = run.store.command(index)
+            history = [*entry.get("attempt_history", []), _attempt_record(attempt, entry, outcome)]
+            run.store.update_command(index, attempt_history=history)
+        self.last_outcome[index] = outcome
+        failed = outcome.exit_code != 0 or outcome.timed_out or outcome.lost
+        last = self.first_attempt[index] + stage.retries
+        if failed and not outcome.cancelled and not state.stopping and attempt < last:
+            delay = retry_delay(stage.retry_delay_seconds, attempt - self.first_attempt[index] + 1)
+            why = "timed out" if outcome.timed_out else f"exit {outcome.exit_code}"
+            summary = f"attempt {attempt} of {last} failed ({why}); retrying in {delay:g}s"
+            run.store.update_command(index, summary=summary, exit_code=outcome.exit_code)
+            run.store.persist()
+            run.events.emit(
+                "stage_retry",
+                index=index,
+                stage_id=stage.id,
+                attempt=attempt,
+                exit_code=outcome.exit_code,
+                delay_seconds=delay,
+            )
+            return RetryIn(delay)
+        attempt_note = None
+        if stage.retries and not outcome.cancelled:
+            attempt_note = f"{'failed' if failed else 'succeeded'} on attempt {attempt} of {last}"
+        return Ended(
+            *_stage_outcome(
+                self.ctx,
+                run,
+                index,
+                stage,
+                outcome,
+                stop_reason=state.stop_reason,
+                attempt_note=attempt_note,
+            )
+        )
+
+    def interrupted(self, index: int, reason: str) -> Ended:
+        """A stage waiting to retry when the run stops: its last attempt is its end."""
+        stage = self.run.pipeline.stages[index - 1]
+        assert isinstance(stage, CommandStage)  # only command stages retry
+        attempts = int(self.run.store.command(index).get("attempts") or 0)
+        attempt_note = f"{reason} before attempt {attempts + 1}"
+        outcome = self.last_outcome[index]
+        return Ended(
+            *_stage_outcome(self.ctx, self.run, index, stage, outcome, attempt_note=attempt_note)
+        )
+
+    def skip_needs_failed(self, skips: Sequence[tuple[int, str]]) -> None:
+        """Stages that will not run because a stage they need (maybe transitively) failed."""
+        run = self.run
+        now = iso_utc()
+        for index, failed in skips:
+            run.store.update_command(
+                index,
+                status=StageStatus.SKIPPED,
+                skip_reason=NEEDS_FAILED,
+                summary=f"skipped: {failed} failed",
+                completed_at=now,
+            )
+        run.store.persist()
+        for index, failed in skips:
+            run.events.emit(
+                "stage_finished",
+                index=index,
+                stage_id=run.store.command(index)["id"],
+                status=StageStatus.SKIPPED,
+                skip_reason=NEEDS_FAILED,
+                failed_stage=failed,
+            )
+
+    def _start_child(self, index: int, stage: SubpipelineStage, cancellation: Cancellation) -> Work:
+        ctx, run = self.ctx, self.run
+        child_pipeline = ctx.config.pipelines[stage.pipeline]
+        child = create_run(ctx, child_pipeline, run.run_id, run.store.data.get("approval_policy"))
+        child_id = str(child.data["run_id"])
+        link = {
+            "run_id": child_id,
+            "pipeline_id": child_pipeline.id,
+            "stage_id": stage.id,
+            "status": RunStatus.IN_PROGRESS,
+            "manifest": ctx.workspace.display(child.path),
+        }
+        run.store.append("child_runs", link)
+        _stage_begin(run, index, sub_run_id=child_id, log_path=ctx.workspace.display(child.path))
+        # the child follows this run's cancellation, so that a failFast teardown reaches it
+        child_ctx = ctx._replace(cancellation=cancellation)
+
+        def work() -> Finish:
+            result = _execute(child_ctx, child, child_pipeline, close_executor=False)
+            return partial(self._child_finished, index, stage, link, result)
+
+        return work
+
+    def _child_finished(
+        self,
+        index: int,
+        stage: SubpipelineStage,
+        link: dict[str, Any],
+        result: RunResult,
+        _: LoopState,
+    ) -> Ended:
+        run = self.run
+        with run.store.lock:
+            link["status"] = result.status
+        summary = f"child run {result.run_id} {result.status}"
+        if result.status == RunStatus.SUCCEEDED:
+            _stage_end(run, index, StageStatus.SUCCEEDED, summary=summary, exit_code=0)
+            return Ended(StageStatus.SUCCEEDED)
+        if result.status == RunStatus.FAILED and stage.optional:
+            _stage_end(
+                run,
+                index,
+                StageStatus.SKIPPED,
+                summary=f"optional {summary}",
+                exit_code=result.exit_code,
+                skip_reason="optional-failed",
+            )
+            return Ended(StageStatus.SKIPPED)
+        _stage_end(run, index, StageStatus.FAILED, summary=summary, exit_code=result.exit_code)
+        if result.status == RunStatus.CANCELLED:
+            return Ended(StageStatus.FAILED, result.status_detail)
+        return Ended(StageStatus.FAILED, stage_detail(stage.id))
+
+
+def _attempt_record(attempt: int, entry: dict[str, Any], outcome: StageOutcome) -> dict[str, Any]:
+    """One ``attempt_history`` item: how attempt number ``attempt`` went, and its logs."""
+    return {
+        "attempt": attempt,
+        "exit_code": outcome.exit_code,
+        "timed_out": outcome.timed_out,
+        "cancelled": outcome.cancelled,
+        "started_at": entry.get("started_at"),
+        "completed_at": iso_utc(),
+        "duration_seconds": round(outcome.duration_seconds, 3),
+        "log_path": entry.get("log_path"),
+        "stderr_log_path": entry.get("stderr_log_path"),
+    }
 
 
 def _stage_begin(
@@ -309,7 +555,7 @@ def _stage_env(ctx: RunContext, run: ActiveRun, stage: CommandStage) -> dict[str
         {
             "MCP_RUNNER_TASK_ID": ctx.task_id,
             "CODEX_ORCHESTRATOR_TASK_ID": ctx.task_id,
-            "CODEX_ORCHESTRATOR_RUN_ID": run.run_id,
+            RUN_ID_ENV: run.run_id,
             "CODEX_ORCHESTRATOR_PIPELINE_ID": run.pipeline.id,
             "CODEX_ORCHESTRATOR_MANIFEST_PATH": str(run.store.path),
             "CODEX_ORCHESTRATOR_RUN_DIR": str(run.run_dir),
@@ -324,45 +570,6 @@ def _stage_env(ctx: RunContext, run: ActiveRun, stage: CommandStage) -> dict[str
 def _log_stem(run: ActiveRun, index: int, stage_id: str) -> str:
     width = max(2, len(str(len(run.pipeline.stages))))
     return f"{index:0{width}d}-{stage_id}"
-
-
-def _run_command_stage(
-    ctx: RunContext, run: ActiveRun, index: int, stage: CommandStage
-) -> tuple[StageStatus, str | None]:
-    skip = stage.unavailable_reason()
-    if skip is not None:
-        _stage_begin(run, index)
-        _stage_end(run, index, StageStatus.SKIPPED, summary=skip)
-        return StageStatus.SKIPPED, None
-    attempt, stdout_path, stderr_path = _attempt_logs(run, index, stage.id)
-    display = ctx.workspace.display
-    _stage_begin(
-        run,
-        index,
-        persist=False,
-        attempt=attempt,
-        log_path=display(stdout_path),
-        stderr_log_path=display(stderr_path),
-        **_cleared_handle(run.store.command(index)),
-    )
-    request = StageRequest(
-        stage_id=stage.id,
-        command=stage.command,
-        cwd=ctx.workspace.root / (stage.cwd or "."),
-        env=_stage_env(ctx, run, stage),
-        stdout_path=stdout_path,
-        stderr_path=stderr_path,
-        timeout_seconds=stage.timeout_seconds,
-        resources=stage.resources or None,
-    )
-    try:
-        with _echoing(ctx, stdout_path, stderr_path):
-            outcome = ctx.executor.run(
-                request, ctx.cancellation, lambda handle: _stage_handle(run, index, handle)
-            )
-    except (OSError, ValueError) as error:
-        return _stage_spawn_failed(ctx, run, index, stage, error)
-    return _stage_outcome(ctx, run, index, stage, outcome)
 
 
 def _attempt_logs(run: ActiveRun, index: int, stage_id: str) -> tuple[int, Path, Path]:
@@ -422,12 +629,20 @@ def _scalar(value: object) -> bool:
 
 
 @contextmanager
-def _echoing(ctx: RunContext, stdout_path: Path, stderr_path: Path) -> Iterator[None]:
-    """Copy the stage's new output onto the terminal while it runs (when asked to)."""
+def _echoing(
+    ctx: RunContext, stdout_path: Path, stderr_path: Path, prefix: str | None = None
+) -> Iterator[None]:
+    """Copy the stage's new output onto the terminal while it runs (when asked to); with a
+    ``prefix`` (stages running at once), whole lines, each marked ``[prefix]``."""
     if ctx.on_output is None:
         yield
         return
-    echo = ctx.on_output(stdout_path, stderr_path)
+    last: Callable[[], None]
+    if prefix is None:
+        echo = last = ctx.on_output(stdout_path, stderr_path)
+    else:
+        prefixed = PrefixedEcho(prefix, stdout_path, stderr_path)
+        echo, last = prefixed, prefixed.finish
     stop = threading.Event()
 
     def loop() -> None:
@@ -441,7 +656,7 @@ def _echoing(ctx: RunContext, stdout_path: Path, stderr_path: Path) -> Iterator[
     finally:
         stop.set()
         thread.join()
-        echo()
+        last()
 
 
 def _stage_spawn_failed(
@@ -458,8 +673,18 @@ def _stage_spawn_failed(
 
 
 def _stage_outcome(
-    ctx: RunContext, run: ActiveRun, index: int, stage: CommandStage, outcome: StageOutcome
+    ctx: RunContext,
+    run: ActiveRun,
+    index: int,
+    stage: CommandStage,
+    outcome: StageOutcome,
+    *,
+    stop_reason: str | None = None,
+    attempt_note: str | None = None,
 ) -> tuple[StageStatus, str | None]:
+    """Record how the stage's last attempt ended. ``stop_reason`` explains a cancellation that
+    came from the run itself (failFast), not from a signal; ``attempt_note`` (retries) heads the
+    summary."""
     stdout_tail, stdout_size = outcome.stdout_tail, outcome.stdout_bytes
     stderr_tail, stderr_size = outcome.stderr_tail, outcome.stderr_bytes
     exit_code = outcome.exit_code
@@ -472,6 +697,8 @@ def _stage_outcome(
         "timed_out": outcome.timed_out,
         "host": outcome.host,
     }
+    if attempt_note:
+        summary = f"{attempt_note}; {summary}"
     failed = outcome.timed_out or outcome.cancelled or outcome.lost
     if exit_code == 0 and not failed:
         _stage_end(run, index, StageStatus.SUCCEEDED, summary=summary, **fields)
@@ -479,6 +706,9 @@ def _stage_outcome(
     if outcome.timed_out:
         summary = f"timed out after {stage.timeout_seconds:g}s; {summary}"
         reason, detail = "command-timeout", stage_detail(stage.id, StageFailure.TIMEOUT)
+    elif outcome.cancelled and not ctx.cancellation.requested:
+        summary = f"{stop_reason or 'stopped by the run'}; {summary}"
+        reason, detail = "command-cancelled", stage_detail(stage.id)
     elif outcome.cancelled:
         signum = ctx.cancellation.signum or signal.SIGTERM
         summary = f"cancelled by {signal_name(signum)}; {summary}"
@@ -502,7 +732,11 @@ def _stage_outcome(
     error_file = _write_error_file(
         ctx, run, index, stage, reason, details, stdout_tail, stderr_tail
     )
-    status = StageStatus.SKIPPED if reason == "command-allow-failure" else StageStatus.FAILED
+    if reason == "command-allow-failure":
+        fields["skip_reason"] = "allowed-failure"
+        status = StageStatus.SKIPPED
+    else:
+        status = StageStatus.FAILED
     _stage_end(run, index, status, summary=summary, error_file=error_file, **fields)
     return status, detail
 
@@ -531,43 +765,6 @@ def _write_error_file(
     return ctx.workspace.display(path)
 
 
-def _run_subpipeline_stage(
-    ctx: RunContext, run: ActiveRun, index: int, stage: SubpipelineStage
-) -> tuple[StageStatus, str | None]:
-    child_pipeline = ctx.config.pipelines[stage.pipeline]
-    child = create_run(ctx, child_pipeline, run.run_id, run.store.data.get("approval_policy"))
-    child_id = str(child.data["run_id"])
-    link = {
-        "run_id": child_id,
-        "pipeline_id": child_pipeline.id,
-        "stage_id": stage.id,
-        "status": RunStatus.IN_PROGRESS,
-        "manifest": ctx.workspace.display(child.path),
-    }
-    run.store.append("child_runs", link)
-    _stage_begin(run, index, sub_run_id=child_id, log_path=ctx.workspace.display(child.path))
-    result = _execute(ctx, child, child_pipeline, close_executor=False)
-    with run.store.lock:
-        link["status"] = result.status
-    summary = f"child run {child_id} {result.status}"
-    if result.status == RunStatus.SUCCEEDED:
-        _stage_end(run, index, StageStatus.SUCCEEDED, summary=summary, exit_code=0)
-        return StageStatus.SUCCEEDED, None
-    if result.status == RunStatus.FAILED and stage.optional:
-        _stage_end(
-            run,
-            index,
-            StageStatus.SKIPPED,
-            summary=f"optional {summary}",
-            exit_code=result.exit_code,
-        )
-        return StageStatus.SKIPPED, None
-    _stage_end(run, index, StageStatus.FAILED, summary=summary, exit_code=result.exit_code)
-    if result.status == RunStatus.CANCELLED:
-        return StageStatus.FAILED, result.status_detail
-    return StageStatus.FAILED, stage_detail(stage.id)
-
-
 def _finish(ctx: RunContext, run: ActiveRun, status: RunStatus, detail: str | None) -> RunResult:
     exit_code = record_finished_run(
         ctx.workspace, ctx.settings, run.store, run.pipeline.id, status, detail
@@ -585,16 +782,17 @@ def prepare_resume(
     """Reset a failed or dead run for another pass and record the resume event.
 
     What a dead orchestrator's stages left behind is ended first, by the executor that knows
-    the stage's handle; stages that did not succeed or get skipped go back to ``pending`` with
-    the current config's title and command.
+    the stage's handle; stages that did not succeed or get skipped (or were skipped because a
+    stage they need failed) go back to ``pending`` with the current config's title and command.
     """
+    _reap_stages(ctx, store)
+    _settle_child_runs(ctx, store)
     for entry, stage in zip(store.data["commands"], pipeline.stages, strict=True):
-        handle = entry.get("handle")
-        if isinstance(handle, dict):
-            ctx.executor.reap(handle, ctx.settings.kill_grace_seconds)
-        if entry["status"] not in DONE_STAGE_STATUSES:
+        if entry["status"] not in DONE_STAGE_STATUSES or entry.get("skip_reason") == NEEDS_FAILED:
             command = stage.command if isinstance(stage, CommandStage) else None
-            entry.update(status=StageStatus.PENDING, title=stage.title, command=command)
+            entry.update(
+                status=StageStatus.PENDING, title=stage.title, command=command, skip_reason=None
+            )
     store.update(
         status=RunStatus.QUEUED,
         status_detail=None,
@@ -614,3 +812,64 @@ def prepare_resume(
         },
     )
     store.persist(durable=True)
+
+
+def _reap_stages(ctx: RunContext, store: ManifestStore) -> None:
+    """Have the executor end whatever the run's stages left behind (it verifies each handle)."""
+    for entry in store.data["commands"]:
+        handle = entry.get("handle")
+        if isinstance(handle, dict):
+            ctx.executor.reap(handle, ctx.settings.kill_grace_seconds)
+
+
+def _settle_child_runs(ctx: RunContext, store: ManifestStore) -> None:
+    """End the child runs a dead driver left unfinished: processes ended, records finished.
+
+    A child run is driven by its parent's process, so a dead parent means a dead child; the
+    child's own driver lock is taken first all the same, and a child someone drives is left be.
+    """
+    for link in store.data.get("child_runs", []):
+        if not isinstance(link, dict) or link.get("status") in TERMINAL_RUN_STATUSES:
+            continue
+        child_id = link.get("run_id")
+        try:
+            child_dir = ctx.workspace.run_dir(ctx.task_id, str(child_id))
+        except OrchestratorError:
+            continue
+        link["status"] = _settle_child(ctx, child_dir, str(child_id)) or link.get("status")
+
+
+def _settle_child(ctx: RunContext, child_dir: Path, child_id: str) -> str | None:
+    """Finish one unfinished child run; its final status, or None when it cannot be settled."""
+    driver = DriverLock(child_dir)
+    try:
+        if not driver.acquire():
+            note(f"warning: child run {child_id} is still driven by another process; left alone")
+            return None
+    except OSError as error:
+        note(f"warning: child run {child_id} not settled ({error.strerror})")
+        return None
+    try:
+        manifest = load_manifest(child_dir / MANIFEST_NAME, ctx.workspace.display(child_dir))
+    except OrchestratorError as error:
+        driver.release()
+        note(f"warning: child run {child_id} not settled: {error}")
+        return None
+    child = ManifestStore(child_dir, manifest)
+    child.driver = driver
+    if manifest["status"] in TERMINAL_RUN_STATUSES:
+        driver.release()
+        return str(manifest["status"])
+    _reap_stages(ctx, child)
+    _settle_child_runs(ctx, child)
+    record_finished_run(
+        ctx.workspace,
+        ctx.settings,
+        child,
+        str(manifest["pipeline_id"]),
+        RunStatus.FAILED,
+        DRIVER_LOST_DETAIL,
+    )
+    driver.release()
+    note(f"child run {child_id} of a dead driver ended as failed ({DRIVER_LOST_DETAIL})")
+    return RunStatus.FAILED

@@ -15,9 +15,19 @@ GUARDRAIL_STAGE_ID = "spec-guard"
 def stage_summary(
     hint: str | None, stdout_tail: bytes, stderr_tail: bytes, exit_code: int | None
 ) -> str:
-    """``hint``, else the last non-empty output line (stdout, then stderr), else ``exit N``."""
+    """``hint``; for a failure the tool's result line; else the last output line; else ``exit N``.
+
+    The result lines (pytest, ruff, eslint, cargo, go test...) are a table in
+    `codex_orchestrator.diagnostics.summaries`; see docs/diagnostics.md.
+    """
     if hint:
         return hint
+    if exit_code != 0:
+        from codex_orchestrator.diagnostics.summaries import result_line  # failures only
+
+        result = result_line(stdout_tail, stderr_tail)
+        if result:
+            return result
     for tail in (stdout_tail, stderr_tail):
         line = last_nonempty_line(tail)
         if line:

@@ -28,6 +28,7 @@ class Settings(NamedTuple):
     lock_backoff_factor: float = 2.0
     lock_max_delay_ms: float = 1000.0
     kill_grace_seconds: float = 5.0
+    max_parallel: int | None = None  # stages of a graph pipeline at once; None: CPU count
 
     @classmethod
     def resolve(
@@ -54,10 +55,11 @@ _ENV_NAMES = {
     "heartbeat_interval_seconds": "CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS",
     "heartbeat_stale_after_seconds": "CODEX_ORCHESTRATOR_HEARTBEAT_STALE_AFTER_SECONDS",
     "manifest_throttle_seconds": "CODEX_ORCHESTRATOR_MANIFEST_THROTTLE_SECONDS",
+    "max_parallel": "CODEX_ORCHESTRATOR_MAX_PARALLEL",
 }
 
 SETTING_NAMES = Settings._fields
-INTEGER_SETTINGS = frozenset({"lock_attempts"})
+INTEGER_SETTINGS = frozenset({"lock_attempts", "max_parallel"})
 SETTING_LIMITS: dict[str, float] = {
     "heartbeat_interval_seconds": 3600,
     "heartbeat_stale_after_seconds": 7 * 86400,
@@ -67,6 +69,7 @@ SETTING_LIMITS: dict[str, float] = {
     "lock_backoff_factor": 10,
     "lock_max_delay_ms": 60_000,
     "kill_grace_seconds": 3600,
+    "max_parallel": 1024,
 }
 
 
@@ -88,6 +91,13 @@ def check_setting(name: str, raw: object, source: str) -> float | int:
             raise ConfigError(f"{source}: {raw!r} is not a whole number; {fix}")
         return int(value)
     return value
+
+
+def with_flag(settings: Settings, name: str, raw: str | None, flag: str) -> Settings:
+    """``settings`` with tunable ``name`` taken from command-line ``flag`` when it was given."""
+    if raw is None:
+        return settings
+    return settings._replace(**{name: check_setting(name, raw, flag)})  # type: ignore[arg-type]
 
 
 class Workspace(NamedTuple):

@@ -43,7 +43,7 @@ def run_context(
         task_id=task_id,
         task_slug=task_slug(workspace.root, task_id) or task_id,
         cancellation=Cancellation(grace_seconds=settings.kill_grace_seconds),
-        executor=executor or LocalExecutor(settings.kill_grace_seconds),
+        executor=executor or LocalExecutor(settings.kill_grace_seconds, subreaper=True),
         on_output=log_echo if follow else None,
     )
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from codex_orchestrator.config import CommandStage, Pipeline, load_config
+from codex_orchestrator.config import load_config
+from codex_orchestrator.graph import GraphView, is_graph, needs_of, resolve_max_parallel
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.output import Reporter, note
-from codex_orchestrator.workspace import Workspace, resolve_task_id
+from codex_orchestrator.pipeline import CommandStage, Pipeline
+from codex_orchestrator.workspace import Settings, Workspace, resolve_task_id
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
@@ -22,8 +24,16 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         note(f"warning: {warning}")
     pipeline = config.resolve_pipeline(args.pipeline)
     stages = _stages(pipeline)
-    document = {"task_id": task_id, "pipeline": _pipeline_info(pipeline), "stages": stages}
-    reporter.result(document, _text(pipeline, stages))
+    configured = Settings.resolve(config.settings).max_parallel
+    max_parallel = resolve_max_parallel(pipeline.max_parallel, configured)
+    graph = GraphView.of(pipeline.stages, max_parallel, pipeline.fail_fast)
+    document = {
+        "task_id": task_id,
+        "pipeline": _pipeline_info(pipeline),
+        "stages": stages,
+        "graph": graph._asdict(),
+    }
+    reporter.result(document, "\n".join([_text(pipeline, stages), *graph.text_lines()]))
     return 0
 
 
@@ -38,21 +48,26 @@ def _pipeline_info(pipeline: Pipeline) -> dict[str, Any]:
 
 def _stages(pipeline: Pipeline) -> list[dict[str, Any]]:
     stages: list[dict[str, Any]] = []
+    needs = needs_of(pipeline.stages)
     for index, stage in enumerate(pipeline.stages, start=1):
         item: dict[str, Any] = {
             "index": index,
             "id": stage.id,
             "title": stage.title,
             "kind": stage.kind,
+            "needs": list(needs[stage.id]),
         }
         if isinstance(stage, CommandStage):
             item.update(
-                command=stage.command,
+                command=stage.command or None,
+                why=stage.why,
                 cwd=stage.cwd,
                 allow_failure=stage.allow_failure,
                 timeout_seconds=stage.timeout_seconds,
                 skip_reason=stage.unavailable_reason(),
                 requires=list(stage.requires),
+                retries=stage.retries,
+                retry_delay_seconds=stage.retry_delay_seconds,
             )
         else:
             item.update(pipeline=stage.pipeline, optional=stage.optional)
@@ -61,14 +76,24 @@ def _stages(pipeline: Pipeline) -> list[dict[str, Any]]:
 
 
 def _text(pipeline: Pipeline, stages: list[dict[str, Any]]) -> str:
+    pipeline_is_graph = is_graph(pipeline.stages)
     lines = [f"pipeline {pipeline.id} ({pipeline.source}): {pipeline.title}"]
     if pipeline.description:
         lines.append(f"  {pipeline.description}")
     for stage in stages:
-        target = stage.get("command") or f"sub-pipeline {stage.get('pipeline')}"
+        if stage["kind"] == "subpipeline":
+            target = f"sub-pipeline {stage['pipeline']}"
+        else:
+            target = stage["command"] or stage["skip_reason"]
         flags = [name for name in ("allow_failure", "optional") if stage.get(name)]
-        if stage.get("skip_reason"):
+        if stage.get("skip_reason") and stage.get("command"):
             flags.append(stage["skip_reason"])
+        if stage.get("retries"):
+            flags.append(f"retries {stage['retries']}")
         suffix = f"  [{', '.join(flags)}]" if flags else ""
+        if stage["needs"] and pipeline_is_graph:
+            suffix += f"  (needs {', '.join(stage['needs'])})"
         lines.append(f"  {stage['index']:>2}. {stage['id']}: {target}{suffix}")
+        if stage.get("why"):
+            lines.append(f"      why: {stage['why']}")
     return "\n".join(lines)

@@ -26,7 +26,7 @@ from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.runner import RunResult, execute, hash_token, prepare_resume
 from codex_orchestrator.signals import SignalGuard
 from codex_orchestrator.statuses import RunStatus
-from codex_orchestrator.workspace import Workspace
+from codex_orchestrator.workspace import Workspace, with_flag
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
@@ -70,6 +70,7 @@ def _resume(
 ) -> int:
     run_id = manifest["run_id"]
     config, settings = load(workspace)
+    settings = with_flag(settings, "max_parallel", args.max_parallel, "--max-parallel")
     pipeline = _same_pipeline(config.pipelines, manifest)
     executor = executor_for(args.executor, args.scheduler, workspace, config.settings, settings)
     ctx = run_context(workspace, config, settings, task_id, reporter, executor)

@@ -10,7 +10,7 @@ from codex_orchestrator.ids import validate_id
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.runner import create_run, execute
 from codex_orchestrator.signals import SignalGuard
-from codex_orchestrator.workspace import Workspace, resolve_task_id
+from codex_orchestrator.workspace import Workspace, resolve_task_id, with_flag
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
@@ -20,6 +20,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     if args.pipeline is not None:
         validate_id(args.pipeline, "pipeline")
     config, settings = load(workspace)
+    settings = with_flag(settings, "max_parallel", args.max_parallel, "--max-parallel")
     pipeline = config.resolve_pipeline(args.pipeline)
     parent = _parent_run(workspace, args.parent_run)
     executor = executor_for(args.executor, args.scheduler, workspace, config.settings, settings)

@@ -13,18 +13,17 @@ templates in ``codex.orchestrator.json``::
 
 from __future__ import annotations
 
-import json
 import re
 import string
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from codex_orchestrator.errors import ConfigError, UsageError
+from codex_orchestrator.config import load_config
+from codex_orchestrator.errors import UsageError
 from codex_orchestrator.evidence.checklist import Checklist, Heading, Item, parse
 from codex_orchestrator.evidence.taskindex import INDEX_PATH, IndexEntry, TaskIndex
 from codex_orchestrator.ids import is_valid_id, validate_id
 
-CONFIG_FILE = "codex.orchestrator.json"
 PLACEHOLDER = "{task}"
 DEFAULT_MIRRORS = ("tasks/tasks-{task}.md", ".agent/task/{task}.md", "docs/TASKS.md")
 MIRROR_PATH_KEYS = ("task", "agent_task")
@@ -72,29 +71,7 @@ class MirrorView:
 
 def mirror_templates(root: Path) -> tuple[str, ...]:
     """The mirror templates: the config's ``tasks.mirrors``, else `DEFAULT_MIRRORS`."""
-    try:
-        config = json.loads((root / CONFIG_FILE).read_bytes())
-    except FileNotFoundError:
-        return DEFAULT_MIRRORS
-    except (OSError, ValueError, RecursionError):
-        raise ConfigError(f"{CONFIG_FILE}: cannot be read as JSON; fix the file") from None
-    tasks = config.get("tasks") if isinstance(config, dict) else None
-    templates = tasks.get("mirrors") if isinstance(tasks, dict) else None
-    if templates is None:
-        return DEFAULT_MIRRORS
-    fix = 'give a list of relative paths such as ["tasks/tasks-{task}.md", "docs/TASKS.md"]'
-    if not isinstance(templates, list) or not templates:
-        raise ConfigError(f"{CONFIG_FILE}: tasks.mirrors: {fix}")
-    for position, template in enumerate(templates):
-        if (
-            not isinstance(template, str)
-            or not _inside_root(template)
-            or template.count(PLACEHOLDER) > 1
-        ):
-            raise ConfigError(
-                f"{CONFIG_FILE}: tasks.mirrors[{position}]: {template!r} is not usable; {fix}"
-            )
-    return tuple(templates)
+    return load_config(root).mirrors or DEFAULT_MIRRORS
 
 
 def task_files(templates: tuple[str, ...], task_id: str, entry: IndexEntry | None) -> TaskFiles:
