@@ -211,6 +211,7 @@ HOST_PID_TIMING = frozenset(
         "created_at",
         "duration_seconds",
         "resume_token",
+        "env_marker",  # the local executor's way to find escaped processes on this machine
     }
 )
 
@@ -525,3 +526,30 @@ def test_cancel_while_queued_for_missing_resources_ends_at_once(
     entry = repo.manifest(json.loads(stdout))["commands"][0]
     assert (entry["status"], entry["exit_code"]) == ("failed", None)
     assert (repo.root / entry["log_path"]).read_bytes() == b""
+
+
+def processes_of_run(run_id: str) -> list[int]:
+    """Pids on this machine whose environment names the run (stages inherit it)."""
+    marker = f"CODEX_ORCHESTRATOR_RUN_ID={run_id}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                environ = Path(f"/proc/{name}/environ").read_bytes()
+            except OSError:
+                continue
+            if marker in environ.split(b"\0"):
+                found.append(int(name))
+    return found
+
+
+def test_a_process_that_left_the_stage_group_ends_with_the_remote_stage(
+    repo: Repo, cluster: DaskCluster
+) -> None:
+    repo.pipeline(
+        {"id": "daemon", "command": "setsid sh -c 'sleep 60' & echo started"},
+        settings={"kill_grace_seconds": 1},
+    )
+    code, document = repo.start_json(env=dask_env(cluster))
+    assert code == 0, document
+    assert processes_of_run(document["run_id"]) == []

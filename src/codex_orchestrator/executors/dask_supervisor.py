@@ -16,6 +16,7 @@ imports it for the frame constants. See docs/executors.md for the protocol.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import struct
@@ -57,19 +58,49 @@ def start_ticks(pid: int) -> int:
         return 0
 
 
-def member_starts(pgid: int) -> list[int]:
-    """Start ticks of the live processes of group ``pgid`` (0 for one that cannot be read)."""
-    starts = []
+def live_processes() -> list[tuple[int, int, int, int]]:
+    """(pid, parent, group, start ticks) of every process that is not a zombie."""
+    found = []
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
                 with open(f"/proc/{name}/stat", "rb") as handle:
                     fields = handle.read().rsplit(b")", 1)[1].split()
-            except (OSError, IndexError):
+                if fields[0] != b"Z":
+                    found.append((int(name), int(fields[1]), int(fields[2]), int(fields[19])))
+            except (OSError, IndexError, ValueError):
                 continue
-            if len(fields) > 19 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
-                starts.append(int(fields[19]))
-    return starts
+    return found
+
+
+def member_starts(pgid: int) -> list[int]:
+    """Start ticks of the live processes of group ``pgid``."""
+    return [start for _pid, _parent, group, start in live_processes() if group == pgid]
+
+
+def end_strays(grace: float) -> None:
+    """End what is left of our descendants once the stage's group is gone.
+
+    A process that left the group (``setsid``, a daemon) is re-parented to us, the subreaper;
+    it must not outlive its stage on the worker either. SIGTERM, then SIGKILL after ``grace``.
+    """
+    me, deadline, sig = os.getpid(), time.monotonic() + grace, SIGTERM
+    while strays := [pid for pid, parent, _g, _s in live_processes() if parent == me]:
+        for pid in strays:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        time.sleep(0.02)
+        while _reaped_one():
+            pass
+        if time.monotonic() >= deadline:
+            sig = SIGKILL
+
+
+def _reaped_one() -> bool:
+    try:
+        return os.waitpid(-1, os.WNOHANG)[0] != 0
+    except ChildProcessError:
+        return False
 
 
 class Channel:
@@ -346,6 +377,7 @@ def supervise(
                     stage.terminate(0.0 if kind == CONTROL_KILL else grace)
     stage.wait_gone()
     stage.reap()
+    end_strays(0.0 if stage.killed else stage.grace)
     return woken and worker_died(worker_fd, parent)
 
 
