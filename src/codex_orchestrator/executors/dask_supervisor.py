@@ -84,8 +84,8 @@ def end_strays(grace: float) -> None:
     A process that left the group (``setsid``, a daemon) is re-parented to us, the subreaper;
     it must not outlive its stage on the worker either. SIGTERM, then SIGKILL after ``grace``.
     """
-    me, deadline, sig = os.getpid(), time.monotonic() + grace, SIGTERM
-    while strays := [pid for pid, parent, _g, _s in live_processes() if parent == me]:
+    deadline, sig = time.monotonic() + grace, SIGTERM
+    while strays := children():
         for pid in strays:
             with contextlib.suppress(OSError):
                 os.kill(pid, sig)
@@ -94,6 +94,25 @@ def end_strays(grace: float) -> None:
             pass
         if time.monotonic() >= deadline:
             sig = SIGKILL
+
+
+def children() -> list[int]:
+    """Our live children: from ``/proc/self/task/<tid>/children`` (no full /proc scan)."""
+    me = os.getpid()
+    try:
+        with open(f"/proc/{me}/task/{me}/children") as listing:
+            pids = [int(pid) for pid in listing.read().split()]
+    except OSError:
+        return [pid for pid, parent, _g, _s in live_processes() if parent == me]
+    return [pid for pid in pids if not _zombie(pid)]
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _reaped_one() -> bool:
@@ -407,4 +426,5 @@ def _exit_fd(pid: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    # No interpreter teardown: the worker's task waits for this exit before taking the next.
+    os._exit(main(sys.argv))
