@@ -297,7 +297,10 @@ def test_a_graph_of_eight_stages_spreads_over_both_workers(
 ) -> None:
     stages = [{"id": f"s{n}", "command": "sleep 0.5", "needs": []} for n in range(8)]
     repo.write_config(
-        {"defaultPipeline": "wide", "pipelines": [{"id": "wide", "maxParallel": 8, "stages": stages}]}
+        {
+            "defaultPipeline": "wide",
+            "pipelines": [{"id": "wide", "maxParallel": 8, "stages": stages}],
+        }
     )
     code, document = repo.start_json(env=dask_env(cluster))
     assert code == 0, document
@@ -533,3 +536,22 @@ def test_a_process_that_left_the_stage_group_ends_with_the_remote_stage(
     code, document = repo.start_json(env=dask_env(cluster))
     assert code == 0, document
     assert processes_of_run(document["run_id"]) == []
+
+
+def test_resuming_a_dead_local_run_on_dask_ends_its_local_leftovers(
+    repo: Repo, cluster: DaskCluster
+) -> None:
+    repo.pipeline({"id": "work", "command": "sleep 60 & wait"}, settings={"kill_grace_seconds": 1})
+    with remote_run(repo, {}) as process:  # a local run this time
+        handle = first_stage_handle(repo)
+        assert handle["kind"] == "local"
+        process.kill()
+        process.wait()
+    assert not group_gone(handle["pgid"])  # a local stage outlives a SIGKILLed orchestrator
+    run_id = next((repo.root / ".runs").glob("*/cli/*")).name
+    repo.pipeline({"id": "work", "command": "true"})
+    result = repo.cli("resume", run_id, "--force", "--format", "json", env=dask_env(cluster))
+    assert result.returncode == 0, result.stderr
+    assert group_gone(handle["pgid"])
+    resumed = repo.manifest(json.loads(result.stdout))
+    assert (resumed["executor"], resumed["commands"][0]["handle"]["kind"]) == ("dask", "dask")

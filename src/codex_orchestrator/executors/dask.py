@@ -37,6 +37,7 @@ from codex_orchestrator.executors.dask_supervisor import (
     FRAME_STDOUT,
     HEADER,
 )
+from codex_orchestrator.local_executor import LocalExecutor
 from codex_orchestrator.local_executor import _open_log as open_log
 from codex_orchestrator.local_executor import _tail as read_tail
 from codex_orchestrator.output import note
@@ -276,7 +277,10 @@ class DaskExecutor:
 
         A stage whose worker is gone died with it (parent-death signal); a stage whose
         orchestrator died ended when its socket closed. This is the last line of defence.
+        A local stage's handle (a local run resumed on Dask) goes to the local executor.
         """
+        if handle.get("kind") == LocalExecutor.name:
+            return LocalExecutor(grace_seconds).reap(handle, grace_seconds)
         if handle.get("kind") != KIND:
             return False
         pgid, ticks = checked_pid(handle.get("pgid")), handle.get("start_ticks")
