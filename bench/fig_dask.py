@@ -2,9 +2,10 @@
 
 - overhead a stage: per-stage wall of a 20-stage run minus a 1-stage run, on Dask, against
   the same on the local executor (both whole ``start`` processes, alternating rounds);
-- streamed output: a stage printing SIZE bytes (at least 100 MB) on Dask, MB/s over the wall beyond a trivial
-  Dask stage; peak RSS of the orchestrator (``_rss.py``), of the worker process, and of the
-  worker-side supervisor (the worker's largest reaped child); baseline: the same stage local;
+- streamed output: a stage printing SIZE bytes (at least 100 MB) on Dask, MB/s over the stage's
+  recorded time (start to end as the manifest has them, so start-up noise is left out), against
+  the same stage run locally; peak RSS of the orchestrator (``_rss.py``), of the worker process,
+  and of the worker-side supervisor (sampled from ``/proc`` while it streams);
 - the transports considered for streaming, side by side: the executor's direct socket against
   Dask pub/sub and a Dask Queue carrying the same chunks (docs/executors.md says why);
 - 100 independent trivial stages (a graph, 2 at a time) on 2 workers against the same 100
@@ -13,9 +14,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
+from datetime import datetime
 from typing import Any
 
 from _harness import (
@@ -74,15 +77,29 @@ class _Runs:
             raise BenchError(f"{pipeline} run on {'dask' if on_dask else 'local'}: {answer}")
         return elapsed
 
+    def stage_seconds(self, answer: dict[str, Any]) -> float:
+        """How long the run's only stage took as recorded here (start to end, on this machine)."""
+        entry = self.repo.manifest(answer)["commands"][0]
+        started, ended = (
+            datetime.fromisoformat(entry[key].replace("Z", "+00:00"))
+            for key in ("started_at", "completed_at")
+        )
+        return (ended - started).total_seconds()
+
+    def local_stream(self) -> float:
+        """Stage seconds of the streaming stage run locally."""
+        _, answer = self.repo.start("stream")
+        return self.stage_seconds(answer)
+
     def rss_run(self, pipeline: str) -> tuple[float, int]:
-        """Wall and the orchestrator's peak RSS (KiB) of a Dask run, via ``_rss.py``."""
+        """Stage seconds and the orchestrator's peak RSS (KiB) of a Dask run, via ``_rss.py``."""
         rss = str(BENCH_DIR / "_rss.py")
         argv = [PYTHON, rss, "start", pipeline, *self.dask_args, "--format", "json"]
-        elapsed, completed = timed_run(argv, env=self.repo.env, cwd=self.repo.root)
+        _, completed = timed_run(argv, env=self.repo.env, cwd=self.repo.root)
         found = RSS_MARKER.search(completed.stderr)
         if found is None:
             raise BenchError("no peak RSS reported by _rss.py")
-        return elapsed, int(found.group(1))
+        return self.stage_seconds(json.loads(completed.stdout)), int(found.group(1))
 
 
 class _SupervisorPeaks:
@@ -229,7 +246,7 @@ def measure(profile: Profile) -> list[Figure]:
             ],
         )
         progress(f"dask: streaming {size // 2**20} MiB, then {MANY_STAGES} stages each way")
-        local_stream = median([runs.wall("stream", False) for _ in range(rounds)])
+        local_stream = median([runs.local_stream() for _ in range(rounds)])
         worker_pids = list(client.run(os.getpid).values())
         with _SupervisorPeaks(worker_pids) as supervisors:
             streamed = [runs.rss_run("stream") for _ in range(rounds)]
@@ -261,11 +278,10 @@ def _figures(
 
     local_stage, dask_stage = per_stage("local"), per_stage("dask")
     overhead = dask_stage - local_stage
-    dask_one = median(samples["dask_one"])
-    stream_wall = median([wall for wall, _ in streamed])
+    stream_seconds = median([seconds for seconds, _ in streamed])
     orchestrator_kib = max(kib for _, kib in streamed)
-    rate = size / 1e6 / max(1e-9, stream_wall - dask_one)
-    local_rate = size / 1e6 / max(1e-9, local_stream - median(samples["local_one"]))
+    rate = size / 1e6 / stream_seconds
+    local_rate = size / 1e6 / local_stream
     ratio = median(many["dask"]) / median(many["local"])
     rss_ok = max(orchestrator_kib, supervisor_kib) / 1024 < RSS_TARGET_MB
     return [
@@ -287,7 +303,7 @@ def _figures(
             f"{rate / local_rate:.2f}x local",
             f">= {THROUGHPUT_TARGET_MBS:g} MB/s",
             rate >= THROUGHPUT_TARGET_MBS,
-            {"bytes": size, "walls_s": [wall for wall, _ in streamed], "local_wall_s": local_stream},
+            {"bytes": size, "stage_s": [wall for wall, _ in streamed], "local_stage_s": local_stream},
         ),
         Figure(
             "dask_rss",
