@@ -29,7 +29,6 @@ HEADER = struct.Struct(">BI")
 JOB_HEADER = struct.Struct(">I")
 CONTROL = struct.Struct(">Bd")
 CHUNK_BYTES = 1024 * 1024
-F_SETPIPE_SZ = 1031
 KEEPALIVE_SECONDS = 0.5
 FINAL_DRAIN_SECONDS = 1.0
 WORKER_EXIT_WAIT_SECONDS = 1.0
@@ -325,7 +324,7 @@ def run_stage(job: dict[str, Any], channel: Channel, wake_r: int, parent: int) -
         for pipe in (stdout_r, stderr_r):
             # A pipe as large as a chunk: fewer wake-ups per megabyte (best effort).
             with contextlib.suppress(OSError):
-                fcntl.fcntl(pipe, F_SETPIPE_SZ, CHUNK_BYTES)
+                fcntl.fcntl(pipe, fcntl.F_SETPIPE_SZ, CHUNK_BYTES)
         started = time.monotonic()
         pid = spawn(command, env, stdout_w, stderr_w)
     except OSError as error:
