@@ -58,14 +58,12 @@ def executor_for(
     config_settings: Mapping[str, object],
     settings: Settings,
     env: Mapping[str, str] | None = None,
-) -> Executor:
-    """Build the chosen executor, or exit 2 with the fix (unknown name, missing scheduler...)."""
+) -> Executor | None:
+    """Build the chosen executor (None: the default local one), or exit 2 with the fix."""
     environ = os.environ if env is None else env
     name = pick(executor_flag, "--executor", EXECUTOR_ENV, "executor", config_settings, environ)
     if name.value is None or name.value == "local":
-        from codex_orchestrator.local_executor import LocalExecutor
-
-        return LocalExecutor(settings.kill_grace_seconds)
+        return None
     if name.value != "dask":
         raise OrchestratorError(
             f"{name.source}: unknown executor {name.value!r}; choose one of "
