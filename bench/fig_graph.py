@@ -298,7 +298,7 @@ def _transitions_figure(repo: BenchRepo) -> Figure:
 
 def measure(profile: Profile) -> list[Figure]:
     """The graph pipeline figures of SPEC section 8."""
-    rounds = 3 if profile.quick else 5
+    rounds = 3 if profile.quick else 7
     output_mb = 10 if profile.quick else 50
     with bench_repo("graph") as repo:
         repo.write_config(_pipelines(output_mb), "one")

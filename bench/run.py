@@ -15,8 +15,9 @@ Figures (one module each): ``fig_capture`` (capture wall, peak RSS, bytes on dis
 ``fig_concurrency`` (N concurrent starts of one task), ``fig_state_history`` (runs
 ``bench_state_history.py``), ``fig_resilience`` (SPEC section 7: teardown on SIGTERM and on
 timeouts, SIGKILL at random moments then resume, error-file bound, heartbeat cadence; one
-module per figure), ``fig_graph`` (graph pipelines: parallel stages, graph overhead, output of
-concurrent stages, simultaneous transitions). Every
+module per figure), ``fig_long_pipeline`` (per-stage overhead at 2,000 stages against 100),
+``fig_graph`` (graph pipelines: parallel stages, graph overhead, output of concurrent stages,
+simultaneous transitions). Every
 CLI child runs with a warm bytecode cache of the bench's own (``PYTHONPYCACHEPREFIX`` in a temp
 dir) and the default heartbeat interval (5 s), unless a figure says otherwise.
 """
@@ -40,6 +41,7 @@ import fig_coldstart
 import fig_concurrency
 import fig_dask
 import fig_graph
+import fig_long_pipeline
 import fig_resilience
 import fig_stages
 import fig_state_history
@@ -53,6 +55,7 @@ FIGURES: dict[str, tuple[str, Callable[[Profile], list[Figure]]]] = {
     "state": ("state history", fig_state_history.measure),
     "resilience": ("resilience", fig_resilience.measure),
     "dask": ("Dask executor", fig_dask.measure),
+    "long": ("long pipelines", fig_long_pipeline.measure),
     "graph": ("graph pipelines", fig_graph.measure),
 }
 

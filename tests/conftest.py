@@ -39,15 +39,7 @@ class Repo:
         self, *args: str, env: dict[str, str] | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         """Run ``codex-orchestrator ARGS`` in the repository and wait for it."""
-        return subprocess.run(
-            [sys.executable, "-m", "codex_orchestrator", *args],
-            cwd=self.root,
-            env={**self.env, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        return run_cli(self.root, *args, env={**self.env, **(env or {})}, timeout=timeout)
 
     def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         """Start ``codex-orchestrator ARGS`` without waiting."""
@@ -73,17 +65,56 @@ class Repo:
         return loaded
 
 
-def cli_env(root: Path) -> dict[str, str]:
-    """A clean environment for the CLI rooted at ``root``."""
+def cli_env(root: Path, **extra: str) -> dict[str, str]:
+    """A clean environment for the CLI rooted at ``root``: no inherited tool or git variables,
+    no ``codex`` on the PATH, a fast heartbeat; ``extra`` adds variables."""
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("CODEX_ORCHESTRATOR_", "MCP_RUNNER"))
+        if not key.startswith(("CODEX_ORCHESTRATOR_", "MCP_RUNNER", "GIT_"))
     }
+    env["PATH"] = os.pathsep.join(
+        entry
+        for entry in env.get("PATH", "").split(os.pathsep)
+        if entry and not os.access(os.path.join(entry, "codex"), os.X_OK)
+    )
     env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
     env["CODEX_ORCHESTRATOR_ROOT"] = str(root)
     env["CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS"] = "0.2"
-    return env
+    return {**env, **extra}
+
+
+def run_cli(
+    root: Path, *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``codex-orchestrator ARGS`` in ``root`` with exactly ``env`` and wait for it."""
+    return subprocess.run(
+        [sys.executable, "-m", "codex_orchestrator", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def assert_one_line_error(
+    result: subprocess.CompletedProcess[str], exit_code: int, *needles: str
+) -> str:
+    """Exit ``exit_code`` with one ``error:`` line holding ``needles``, no traceback; the line."""
+    assert result.returncode == exit_code, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+def assert_usage_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """Exit 2 (bad input) with one ``error:`` line holding ``needles``, no traceback; the line."""
+    return assert_one_line_error(result, 2, *needles)
 
 
 @pytest.fixture

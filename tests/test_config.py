@@ -767,7 +767,7 @@ def test_top_level_section_type_errors(tmp_path: Path, document: Any, expected: 
     [
         (
             {"heartbeat_interval_seconds": 0},
-            "heartbeat_interval_seconds: 0 is out of range; give a positive number of at most 3600",
+            "heartbeat_interval_seconds: 0 is out of range; give a number from 0.05 to 3600",
         ),
         ({"kill_grace_seconds": -1.5}, "kill_grace_seconds: -1.5 is out of range; "),
         (

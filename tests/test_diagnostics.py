@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -20,6 +21,7 @@ from codex_orchestrator.diagnostics import builtin_diagnostics
 
 PYTHON = shlex.quote(sys.executable)
 STAGE_IDS = ["build", "lint", "test", "spec-guard"]
+SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 def stages(root: Path) -> dict[str, CommandStage]:
@@ -96,6 +98,36 @@ def test_config_pipeline_named_diagnostics_wins(tmp_path: Path) -> None:
     (tmp_path / CONFIG_FILE).write_text(json.dumps(config), encoding="utf-8")
 
     assert [stage.id for stage in load_config(tmp_path).resolve_pipeline(None).stages] == ["x"]
+
+
+def test_detection_runs_nothing(tmp_path: Path) -> None:
+    # Every ecosystem at once; an audit hook in a child interpreter records any process start.
+    write(tmp_path, "Makefile", "test:\n\ttrue\n")
+    write(tmp_path, "justfile", "lint:\n  true\n")
+    write(tmp_path, "Cargo.toml", "[package]\nname = 'x'\n")
+    write(tmp_path, "go.mod", "module x\n")
+    write(tmp_path, "pyproject.toml", "[tool.tox]\nenv_list = ['py3']\n")
+    write(tmp_path, "noxfile.py", "@nox.session\ndef lint(s): ...\n")
+    write(tmp_path, "package.json", '{"scripts": {"build": "tsc"}}')
+    write(tmp_path, "uv.lock", "")
+    script = (
+        "import sys\n"
+        "events = []\n"
+        "sys.addaudithook(lambda e, a: events.append(e) if e.startswith(('subprocess', 'os.exec',"
+        " 'os.posix_spawn', 'os.spawn', 'os.system', 'os.fork')) else None)\n"
+        "from pathlib import Path\n"
+        "from codex_orchestrator.config import load_config\n"
+        "pipeline = load_config(Path(sys.argv[1])).resolve_pipeline(None)\n"
+        "print(len(pipeline.stages), events)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": SRC},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "4 []"
 
 
 # --- nothing to detect ---------------------------------------------------------------------
@@ -271,6 +303,13 @@ def test_tox_environments_are_the_projects_declared_checks(
     assert found["lint"].why == f"{source} declares a tox environment 'lint'"
     # No tox environment named for a build: the project's environment (uv) builds.
     assert found["build"].command == "uv run python -m compileall -q src"
+
+
+def test_a_hostile_tox_envlist_is_bounded(tmp_path: Path) -> None:
+    python_repo(tmp_path)
+    write(tmp_path, "tox.ini", "[tox]\nenvlist = " + "x{1,2,3,4,5,6,7,8,9}" * 60 + ", lint\n")
+
+    assert commands(tmp_path)["lint"] == "tox -e lint"
 
 
 def test_tox_in_pyproject_legacy_ini(tmp_path: Path) -> None:
@@ -460,6 +499,14 @@ def test_a_link_out_of_the_root_is_not_read(tmp_path: Path) -> None:
     assert commands(root)["build"] == "<skipped: package.json leads outside the repository>"
 
 
+def test_a_link_loop_is_refused_not_raised(tmp_path: Path) -> None:
+    (tmp_path / "package.json").symlink_to(tmp_path / "package.json")
+    (tmp_path / "Cargo.toml").symlink_to(tmp_path / "a")
+    (tmp_path / "a").symlink_to(tmp_path / "Cargo.toml")
+
+    assert commands(tmp_path)["build"].startswith("<skipped: Cargo.toml is unreadable: ")
+
+
 def test_python_is_the_root_project_over_a_package_json(tmp_path: Path) -> None:
     python_repo(tmp_path)
     package_json(tmp_path, {"lint": "eslint ."})
@@ -537,7 +584,7 @@ def test_makefile_targets_without_another_project(tmp_path: Path) -> None:
     found = stages(tmp_path)
     assert commands(tmp_path) == {"build": "make all", "lint": "make lint", "test": "make check"}
     assert found["build"].requires == ("make",)
-    assert found["lint"].why == "Makefile declares a 'lint' target"
+    assert found["lint"].why == "Makefile declares the 'lint' target"
 
 
 def test_makefile_all_is_not_a_build_beside_a_project(tmp_path: Path) -> None:

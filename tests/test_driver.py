@@ -6,22 +6,13 @@ import json
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 from codex_orchestrator.driver import run_driver
 from conftest import Repo
+from processes import wait_for
 
 FAST = {"CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS": "0.1"}
 STALE = {"CODEX_ORCHESTRATOR_HEARTBEAT_STALE_AFTER_SECONDS": "0.5"}
-
-
-def _wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _run_dir(repo: Repo) -> Path | None:
@@ -44,7 +35,7 @@ def test_paused_driver_keeps_its_run_and_finishes_honestly(repo: Repo) -> None:
     repo.pipeline({"id": "work", "command": "sleep 2; echo done"})
     proc = repo.spawn("start", "--format", "json", env=FAST)
     try:
-        _wait_for(lambda: _stage_running(repo), what="the stage to start")
+        wait_for(lambda: _stage_running(repo), what="the stage to start")
         run_dir = _run_dir(repo)
         assert run_dir is not None
         driver = run_driver(run_dir)

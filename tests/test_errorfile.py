@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import string
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -16,7 +17,7 @@ from codex_orchestrator.errorfile import (
     clean_text,
     utf8_tail,
 )
-from codex_orchestrator.ids import ID_PATTERN, is_valid_id, new_run_id
+from codex_orchestrator.ids import is_valid_id, new_run_id
 from codex_orchestrator.workspace import Workspace
 
 HEADER = {
@@ -67,14 +68,32 @@ def test_utf8_tail_cuts_on_character_boundary(text: str, limit: int) -> None:
     assert cut == (tail != text)
 
 
-@given(st.text(max_size=200))
-def test_id_rule_matches_pattern_and_keeps_paths_inside(value: str) -> None:
+_ID_ALPHABET = string.ascii_letters + string.digits + "_-"
+
+
+def _follows_the_id_rule(value: str) -> bool:
+    """The documented rule, spelled out without the regex it checks."""
+    return (
+        1 <= len(value) <= 128
+        and value[0] in string.ascii_letters + string.digits
+        and all(char in _ID_ALPHABET for char in value)
+    )
+
+
+@given(st.text(max_size=200) | st.text(alphabet=_ID_ALPHABET + "./\n é", max_size=140))
+def test_id_rule_and_paths_stay_inside(value: str) -> None:
     valid = is_valid_id(value)
-    assert valid == (ID_PATTERN.fullmatch(value) is not None)
+    assert valid == _follows_the_id_rule(value)
     if valid:
         workspace = Workspace(root=Path("/r"), runs_dir=Path("/r/.runs"), out_dir=Path("/r/out"))
         path = workspace.run_dir(value, value)
         assert path.parent.parent.parent == Path("/r/.runs") and ".." not in path.parts
+
+
+def test_id_rule_examples() -> None:
+    assert is_valid_id("0202-orchestrator_hardening") and is_valid_id("a" * 128)
+    for bad in ("", "a" * 129, "-lead", "_lead", "..", "a/b", "a\nb", "é", "a.b"):
+        assert not is_valid_id(bad), bad
 
 
 def test_run_ids_are_valid_sortable_and_unique() -> None:

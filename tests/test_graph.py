@@ -261,3 +261,27 @@ def test_max_parallel_below_one_still_runs_one() -> None:
     scheduler = Scheduler([S("a", ()), S("b", ())], max_parallel=0)
 
     assert scheduler.start_ready() == ["a"]
+
+
+def test_a_long_sequence_is_scheduled_in_order() -> None:
+    stages = [S(f"s{i}") for i in range(3000)]
+    scheduler = Scheduler(stages, max_parallel=4)
+    started = []
+    while ready := scheduler.start_ready():
+        started += ready
+        for stage_id in ready:
+            scheduler.finish(stage_id, succeeded=True)
+
+    assert started == [stage.id for stage in stages]
+
+
+def test_ready_stages_start_in_config_order_whatever_order_they_became_ready() -> None:
+    stages = [S("a", ()), S("b", ()), S("late", ("b",)), S("early", ("a",)), S("free", ())]
+    scheduler = Scheduler(stages, max_parallel=2)
+
+    assert scheduler.start_ready() == ["a", "b"]
+    scheduler.finish("b", succeeded=True)
+    scheduler.finish("a", succeeded=True)
+    assert scheduler.start_ready() == ["late", "early"]
+    scheduler.finish("early", succeeded=True)
+    assert scheduler.start_ready() == ["free"]

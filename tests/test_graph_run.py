@@ -19,6 +19,7 @@ import pytest
 
 from codex_orchestrator.procfs import live_group_members
 from conftest import Repo
+from processes import wait_for
 
 FAST = {"CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS": "0.1"}
 
@@ -70,15 +71,6 @@ def most_at_once(entries: list[dict[str, Any]]) -> int:
         running += step
         peak = max(peak, running)
     return peak
-
-
-def wait_for(predicate: Any, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def run_manifest(repo: Repo) -> dict[str, Any] | None:
@@ -301,7 +293,7 @@ def test_retries_exhausted_fail_the_stage(repo: Repo) -> None:
 def test_a_cancelled_stage_is_never_retried(repo: Repo) -> None:
     graph(repo, stage("slow", "sleep 300", retries=3, retryDelaySeconds=0, needs=[]))
     with spawned(repo) as proc:
-        wait_for(lambda: len(running_groups(repo)) == 1, "the stage to run")
+        wait_for(lambda: len(running_groups(repo)) == 1, timeout=30, what="the stage to run")
         proc.send_signal(signal.SIGTERM)
         stdout, _ = proc.communicate(timeout=30)
 
@@ -323,9 +315,11 @@ def test_sigterm_with_four_stages_running_ends_every_group(repo: Repo) -> None:
         maxParallel=4,
     )
     with spawned(repo) as proc:
-        wait_for(lambda: len(running_groups(repo)) == 4, "four stages to run")
+        wait_for(lambda: len(running_groups(repo)) == 4, timeout=30, what="four stages to run")
         groups = running_groups(repo)
-        wait_for(lambda: all(len(group_left(g)) >= 3 for g in groups), "the helpers")
+        wait_for(
+            lambda: all(len(group_left(g)) >= 3 for g in groups), timeout=30, what="the helpers"
+        )
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=30)
 
@@ -368,7 +362,7 @@ def test_sigkill_then_resume_reruns_only_what_did_not_succeed(repo: Repo) -> Non
         stage("d", "echo run >> d.runs", needs=["b", "c"]),
     )
     with spawned(repo) as proc:
-        wait_for(lambda: len(running_groups(repo)) == 2, "b and c to run")
+        wait_for(lambda: len(running_groups(repo)) == 2, timeout=30, what="b and c to run")
         groups = running_groups(repo)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from codex_orchestrator.errors import LockTimeoutError
+from codex_orchestrator.errors import EXIT_LOCK_TIMEOUT, LockTimeoutError
 from codex_orchestrator.locks import FileLock
 from codex_orchestrator.workspace import Settings
 from lock_holder import lock_held_elsewhere
@@ -67,7 +67,7 @@ def test_gives_up_after_the_bounded_schedule(tmp_path: Path) -> None:
     message = str(raised.value)
     assert f"could not lock {path} after 5 attempts" in message
     assert "another process holds it — retry later" in message
-    assert raised.value.exit_code == 2
+    assert raised.value.exit_code == EXIT_LOCK_TIMEOUT == 75
 
 
 def test_max_delay_caps_each_wait(tmp_path: Path) -> None:

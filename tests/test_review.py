@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from evidence.helpers import assert_usage_error, cli, cli_env, cli_json, write, write_manifest
+from conftest import cli_env
+from evidence.helpers import assert_usage_error, cli, cli_json, write, write_manifest
 
 TASK = "0400-review"
 OLD_RUN = "2025-11-01T00-00-00-000Z-aaaaaaaa"

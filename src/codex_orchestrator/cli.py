@@ -2,6 +2,11 @@
 
 Each command lives in ``codex_orchestrator.commands.<name>`` and is imported only when used,
 which keeps the cold start of ``status`` and ``plan`` small.
+
+No traceback reaches the user: bad input is one line and exit 2; an environment fault (a file
+that cannot be written, a full disk) or an internal error is one line naming the command and
+the path, exit 1 (``CODEX_ORCHESTRATOR_DEBUG=1`` adds the traceback). Closed standard streams
+and readers that go away are not errors (see `output`).
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from codex_orchestrator import __version__
-from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
-from codex_orchestrator.output import Reporter
+from codex_orchestrator.errors import EXIT_FAULT, EXIT_USAGE, OrchestratorError, UsageError
+from codex_orchestrator.output import Reporter, ensure_standard_streams
+
+DEBUG_ENV = "CODEX_ORCHESTRATOR_DEBUG"
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -164,9 +171,11 @@ def _requested_format(argv: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` and return the process exit code."""
+    ensure_standard_streams()
     arguments = list(sys.argv[1:] if argv is None else argv)
     reporter = Reporter(_requested_format(arguments))
     try:
+        _check_arguments(arguments)
         first = arguments[0] if arguments else None
         args = build_parser(first if first in COMMANDS else None).parse_args(arguments)
         if args.command is None or (args.command == "tasks" and args.tasks_command is None):
@@ -184,6 +193,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         reporter.error("interrupted", 130)
         return 130
+    except Exception as error:  # the last resort: one line, never a traceback
+        reporter.error(_fault_message(arguments, error), EXIT_FAULT)
+        if os.environ.get(DEBUG_ENV) == "1":
+            import traceback
+
+            traceback.print_exc()
+        return EXIT_FAULT
+
+
+def _check_arguments(arguments: list[str]) -> None:
+    """Refuse argument bytes that are not UTF-8 (Python keeps them as lone surrogates, which
+    no record can hold): one line naming the argument, exit 2."""
+    for position, argument in enumerate(arguments, start=1):
+        try:
+            argument.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = argument.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+            raise UsageError(
+                f"argument {position} ({shown}) is not valid UTF-8; pass text in UTF-8"
+            ) from None
+
+
+def _fault_message(arguments: list[str], error: Exception) -> str:
+    """``<command>: <what failed>: <path>`` for an environment fault or an internal error."""
+    operation = " ".join(arguments[:2] if arguments[:1] == ["tasks"] else arguments[:1]) or "cli"
+    debug = f"set {DEBUG_ENV}=1 for the traceback"
+    if isinstance(error, OSError):
+        where = f": {error.filename}" if error.filename else ""
+        reason = error.strerror or str(error) or type(error).__name__
+        return f"{operation}: {reason}{where} (an environment fault: fix it and retry; {debug})"
+    return (
+        f"{operation}: internal error: {type(error).__name__}: {error} (please report it; {debug})"
+    )
 
 
 def _run_argument(args: argparse.Namespace) -> str | None:

@@ -23,7 +23,9 @@ from typing import NamedTuple, NoReturn, TypeVar
 
 from codex_orchestrator.errors import ConfigError
 from codex_orchestrator.graph import GraphError, StageNode, located_path, validate
-from codex_orchestrator.ids import is_valid_id
+from codex_orchestrator.ids import ID_RULE, is_valid_id
+from codex_orchestrator.jsonio import child_path as _child
+from codex_orchestrator.jsonio import loads_checked
 from codex_orchestrator.pipeline import (
     BUILTIN_PIPELINE,
     CONFIG_FILE,
@@ -34,6 +36,7 @@ from codex_orchestrator.pipeline import (
     Stage,
     SubpipelineStage,
 )
+from codex_orchestrator.safefs import CONFIG_SIZE_LIMIT, read_regular
 from codex_orchestrator.workspace import SETTING_NAMES, check_setting
 
 __all__ = [
@@ -121,7 +124,6 @@ _ALL_STAGE_KEYS = frozenset().union(*STAGE_KEYS.values())
 #: Settings that choose the executor (docs/executors.md): strings, unlike the numeric tunables.
 EXECUTOR_SETTINGS = frozenset({"executor", "dask_scheduler", "worker_root"})
 MAX_RESOURCE_AMOUNT = 1e6
-_ID_RULE = "use 1-128 characters from A-Z a-z 0-9 _ -, starting with a letter or digit"
 
 T = TypeVar("T")
 D = TypeVar("D")
@@ -131,14 +133,15 @@ def load_config(root: Path) -> Config:
     """Read and validate ``root/codex.orchestrator.json``; only the builtin pipeline if absent."""
     path = root / CONFIG_FILE
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, CONFIG_SIZE_LIMIT)
     except FileNotFoundError:
         return _builtin_only(root)
     except OSError as exc:
         raise ConfigError(
             f"{CONFIG_FILE}: cannot read: {exc.strerror}; make it a readable file"
         ) from None
-    return _ConfigParser(root).parse(_decode(raw), path)
+    document = loads_checked(raw, CONFIG_FILE, strict=True, error=ConfigError)
+    return _ConfigParser(root).parse(document, path)
 
 
 def _builtin_only(root: Path) -> Config:
@@ -163,38 +166,11 @@ def _with_builtins(configured: Mapping[str, Pipeline], root: Path) -> Pipelines:
     return Pipelines(configured, {BUILTIN_PIPELINE: diagnostics})
 
 
-def _decode(raw: bytes) -> object:
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{CONFIG_FILE}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8"
-        ) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        where = f"{CONFIG_FILE}:{exc.lineno}:{exc.colno}"
-        raise ConfigError(
-            f"{where}: invalid JSON: {exc.msg}; fix the JSON syntax at that position"
-        ) from None
-    except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
-        raise ConfigError(
-            f"{CONFIG_FILE}: invalid JSON value ({exc}); use numbers of ordinary size"
-        ) from None
-
-
 # --- error helpers -------------------------------------------------------------------------
 
 
 def _fail(path: str, problem: str, fix: str) -> NoReturn:
     raise ConfigError(f"{CONFIG_FILE}: {path}: {problem}; {fix}")
-
-
-def _child(path: str, key: str) -> str:
-    """JSON path of ``key`` under ``path``: ``a.b`` or ``a["odd key"]``."""
-    if key and all(ch.isalnum() or ch in "_-$" for ch in key):
-        return f"{path}.{key}" if path else key
-    return f"{path}[{json.dumps(key)}]"
 
 
 def _json_type(value: object) -> str:
@@ -281,9 +257,9 @@ def _read_positive(value: object, path: str, fix: str, limit: float = math.inf) 
 
 
 def _read_id(value: object, path: str, kind: str) -> str:
-    text = _read_string(value, path, f"give the {kind} id as a string; {_ID_RULE}")
+    text = _read_string(value, path, f"give the {kind} id as a string; {ID_RULE}")
     if not is_valid_id(text):
-        _fail(path, f"invalid {kind} id {text!r}", _ID_RULE)
+        _fail(path, f"invalid {kind} id {text!r}", ID_RULE)
     return text
 
 

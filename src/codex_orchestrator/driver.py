@@ -9,6 +9,7 @@ reports it only while the lock is really held. See docs/resilience.md.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -90,6 +91,17 @@ def _holder(fd: int) -> RunDriver:
     return RunDriver(alive=True, pid=pid, host=host, start_ticks=ticks, verified=verified)
 
 
+def driver_identity() -> dict[str, object]:
+    """The manifest fields that name this process as a run's driver (for older readers and
+    for runs on hosts where the lock cannot be probed)."""
+    pid = os.getpid()
+    return {
+        "host": host_name(),
+        "orchestrator_pid": pid,
+        "orchestrator_start_ticks": process_start_ticks(pid),
+    }
+
+
 class DriverLock:
     """This process's hold on a run: taken by `acquire`, released by `release` or by death."""
 
@@ -115,7 +127,13 @@ class DriverLock:
 
         Raises OSError when the lock file cannot be created (read-only or full run directory).
         """
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as error:
+            if error.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            # a run directory that cannot be written: a read-only descriptor still locks
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         deadline = time.monotonic() + ACQUIRE_PATIENCE_SECONDS
         while True:
             try:

@@ -1,6 +1,8 @@
 """Named exception classes; each user-facing error carries its exit code.
 
-Exit codes: 0 run succeeded, 1 run failed, 2 bad input, 128+N cancelled by signal N.
+Exit codes: 0 run succeeded; 1 run failed, or an internal or environment fault (a file the
+tool cannot write, a full disk); 2 bad input; 75 a lock still held by another process after
+every retry (try again later); 128+N cancelled by signal N.
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_FAULT = 1
+EXIT_LOCK_TIMEOUT = 75  # EX_TEMPFAIL: nothing is wrong with the input, try again later
 
 
 class OrchestratorError(Exception):
@@ -58,4 +62,14 @@ class RunActiveError(OrchestratorError):
 
 
 class LockTimeoutError(OrchestratorError):
-    """A lock could not be acquired within its bounded retries."""
+    """A lock could not be acquired within its bounded retries (not bad input: exit 75)."""
+
+    exit_code = EXIT_LOCK_TIMEOUT
+
+
+class OutsideRootError(OrchestratorError):
+    """A path that resolves, through a link, outside the directory it must stay in."""
+
+
+class UnsafeInputError(OrchestratorError):
+    """A file the tool must read is not a regular file, is too big, or does not parse."""

@@ -8,6 +8,7 @@ exactly its ``needs`` (absent or empty: none), and a failure skips only what dep
 
 from __future__ import annotations
 
+import heapq
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple, Protocol
@@ -178,6 +179,9 @@ class Scheduler:
     ``fail_fast``. In a sequential pipeline the first failure halts it (later stages stay
     pending, as they always have). ``done`` names stages that already succeeded or were skipped
     (a resumed run). One caller owns a scheduler: the runner's main flow.
+
+    Each event costs time in proportion to the stages it touches, not to the pipeline's length:
+    a count of unmet needs per stage, and a heap (by config position) of stages ready to start.
     """
 
     def __init__(
@@ -199,6 +203,17 @@ class Scheduler:
                 self._dependents[need].append(stage_id)
         self._ended: dict[str, bool] = dict.fromkeys(done, True)
         self._running: set[str] = set()
+        self._position = {stage_id: position for position, stage_id in enumerate(self._order)}
+        self._unmet = {
+            stage_id: sum(self._ended.get(need) is not True for need in needs)
+            for stage_id, needs in self._needs.items()
+        }
+        self._ready = [
+            self._position[stage_id]
+            for stage_id, unmet in self._unmet.items()
+            if unmet == 0 and stage_id not in self._ended
+        ]
+        heapq.heapify(self._ready)
         self.first_failure: str | None = None
         self.halted = False
 
@@ -218,14 +233,10 @@ class Scheduler:
         """Mark as running, and return in config order, the stages that may start now."""
         if self.halted:
             return []
-        capacity = self._max_parallel - len(self._running)
         ready: list[str] = []
-        for stage_id in self._order:
-            if capacity <= len(ready):
-                break
-            if self._is_pending(stage_id) and all(
-                self._ended.get(need) is True for need in self._needs[stage_id]
-            ):
+        while self._ready and len(self._running) + len(ready) < self._max_parallel:
+            stage_id = self._order[heapq.heappop(self._ready)]
+            if self._is_pending(stage_id):
                 ready.append(stage_id)
         self._running.update(ready)
         return ready
@@ -241,6 +252,10 @@ class Scheduler:
         self._running.discard(stage_id)
         self._ended[stage_id] = succeeded
         if succeeded:
+            for dependent in self._dependents[stage_id]:
+                self._unmet[dependent] -= 1
+                if self._unmet[dependent] == 0 and self._is_pending(dependent):
+                    heapq.heappush(self._ready, self._position[dependent])
             return []
         if self.first_failure is None:
             self.first_failure = stage_id
@@ -261,7 +276,7 @@ class Scheduler:
                     self._ended[dependent] = False
                     skipped.add(dependent)
                     frontier.append(dependent)
-        return [Skip(stage_id, failed) for stage_id in self._order if stage_id in skipped]
+        return [Skip(stage_id, failed) for stage_id in sorted(skipped, key=self._position.__getitem__)]
 
 
 def resolve_max_parallel(pipeline_value: int | None, configured: int | None) -> int:

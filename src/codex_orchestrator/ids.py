@@ -13,6 +13,7 @@ import time
 from codex_orchestrator.errors import InvalidIdError
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+ID_RULE = "use 1-128 characters from A-Z a-z 0-9 _ -, starting with a letter or digit"
 RUN_ID_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z-[0-9a-f]{8}")
 
 
@@ -24,10 +25,7 @@ def is_valid_id(value: str) -> bool:
 def validate_id(value: str, kind: str) -> str:
     """Return ``value`` when valid, else raise `InvalidIdError` naming ``kind`` and the rule."""
     if not is_valid_id(value):
-        raise InvalidIdError(
-            f"invalid {kind} id {value!r}: use 1-128 characters from A-Z a-z 0-9 _ -, "
-            "starting with a letter or digit"
-        )
+        raise InvalidIdError(f"invalid {kind} id {value!r}: {ID_RULE}")
     return value
 
 

@@ -9,9 +9,11 @@ from typing import Any, NamedTuple
 
 from codex_orchestrator.clock import parse_iso_utc
 from codex_orchestrator.driver import DRIVER_LOCK_NAME, run_driver
+from codex_orchestrator.errors import RunActiveError
 from codex_orchestrator.manifest import HEARTBEAT_NAME
 from codex_orchestrator.procfs import checked_pid, host_name, process_start_ticks
-from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES
+from codex_orchestrator.safefs import SMALL_FILE_LIMIT, read_regular
+from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, RunStatus
 from codex_orchestrator.workspace import Settings
 
 STALE_ENV = "CODEX_ORCHESTRATOR_HEARTBEAT_STALE_AFTER_SECONDS"
@@ -56,6 +58,21 @@ def assess(run_dir: Path, manifest: dict[str, Any]) -> Liveness:
     )
 
 
+def refuse_if_alive(run_dir: Path, manifest: dict[str, Any], fix: str) -> Liveness:
+    """Raise `RunActiveError` (exit 2) when the unfinished run still looks alive; ``fix`` says
+    what to do instead. Returns the assessment otherwise."""
+    liveness = assess(run_dir, manifest)
+    status = manifest.get("status")
+    if status in (RunStatus.IN_PROGRESS, RunStatus.QUEUED) and liveness.alive:
+        age = liveness.heartbeat_age_seconds
+        beat = f"heartbeat {age:.1f}s ago" if age is not None else "no heartbeat yet"
+        raise RunActiveError(
+            f"run {manifest.get('run_id')} is still {status} and still alive ({beat}, pid "
+            f"{manifest.get('orchestrator_pid')}); {fix}"
+        )
+    return liveness
+
+
 def _orchestrator_gone(run_dir: Path, manifest: dict[str, Any]) -> bool:
     """True only when the run's driver is provably dead.
 
@@ -77,7 +94,8 @@ def heartbeat_age(run_dir: Path, manifest: dict[str, Any]) -> tuple[str | None, 
     """The last heartbeat (``.heartbeat``, else the manifest's ``heartbeat_at``) and its age."""
     stamp: str | None = None
     try:
-        stamp = (run_dir / HEARTBEAT_NAME).read_text(encoding="utf-8").strip() or None
+        raw = read_regular(run_dir / HEARTBEAT_NAME, SMALL_FILE_LIMIT, follow_links=False)
+        stamp = raw.decode("utf-8").strip() or None
     except (OSError, UnicodeDecodeError):
         stamp = None
     if stamp is None or parse_iso_utc(stamp) is None:

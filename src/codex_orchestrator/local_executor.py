@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 from codex_orchestrator.executor import (
@@ -39,6 +40,7 @@ from codex_orchestrator.process import (
     spawn_in_new_session,
 )
 from codex_orchestrator.procfs import host_name, process_start_ticks
+from codex_orchestrator.safefs import open_no_follow
 
 KIND = "local"
 
@@ -236,7 +238,8 @@ def _next_wait(deadline: float | None, kill_at: float | None) -> float | None:
 
 
 def _open_log(path: os.PathLike[str]) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    """Open a stage log for writing; a link planted in its place is refused, never truncated."""
+    return open_no_follow(Path(path), os.O_RDWR | os.O_CREAT | os.O_TRUNC)
 
 
 def _tail(fd: int, limit: int = TAIL_BYTES) -> tuple[bytes, int]:

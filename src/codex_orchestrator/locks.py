@@ -4,6 +4,8 @@
 file descriptor closes, including when the holder dies, so a lock file left behind by a dead
 process (whatever it contains, however old) never blocks anyone. The file is never deleted:
 deleting a lock file that others may have open would let two processes "hold" the lock at once.
+A link in place of the lock file is refused (``ELOOP``), never followed: the holder note is
+written into the file, which would otherwise overwrite the link's target.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from types import TracebackType
 from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.errors import LockTimeoutError
 from codex_orchestrator.procfs import host_name
+from codex_orchestrator.safefs import open_no_follow
 from codex_orchestrator.workspace import Settings
 
 _DEFAULTS = Settings()
@@ -82,7 +85,7 @@ class FileLock:
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is already locked by this FileLock")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = open_no_follow(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ RESUME_TOKEN_NAME = ".resume-token"
 EVENTS_NAME = "runner.ndjson"
 RUN_SUMMARY_NAME = "run-summary.json"
 RUNNER_NAME = "codex-orchestrator"
+#: The most of a run's time that deferred (stage-transition) manifest writes may take.
+WRITE_SHARE = 0.1
 #: The manifest fields that say what a run is and how it ended (status and run-summary reports).
 OUTCOME_FIELDS = (
     "run_id",
@@ -129,7 +132,12 @@ class ManifestStore:
         self.data = data
         self.lock = threading.RLock()
         self.last_write = 0.0
+        self.last_cost = 0.0
+        self.dirty = False
+        self.writes = 0
         self.driver: DriverLock | None = None
+        #: Called when a transition write is deferred (the heartbeat wakes up to flush it).
+        self.on_deferred: Callable[[], None] | None = None
 
     def persist(self, *, durable: bool = False) -> None:
         """Write the manifest now (a forced flush).
@@ -138,9 +146,56 @@ class ManifestStore:
         terminal and resume records people read — are indented and fsynced.
         """
         with self.lock:
+            began = time.monotonic()
             self.data["updated_at"] = iso_utc()
             atomic_write_json(self.path, self.data, durable=durable, pretty=durable)
             self.last_write = time.monotonic()
+            self.last_cost = self.last_write - began
+            self.dirty = False
+            self.writes += 1
+
+    def persist_transition(self) -> None:
+        """Record a stage transition: write now, unless writes would take more than
+        `WRITE_SHARE` of the time; then the write is deferred to the next transition or
+        heartbeat that falls outside that budget.
+
+        A write costs time in proportion to the manifest's size, so writing at every
+        transition of an N-stage pipeline costs O(N) per stage; this budget keeps the cost per
+        stage O(1) amortised. Every transition is in ``runner.ndjson`` at once meanwhile, and
+        run status changes and the terminal record are always written at once.
+        """
+        with self.lock:
+            already_deferred, self.dirty = self.dirty, True
+            if self._write_allowed():
+                self.persist()
+                return
+        if not already_deferred and self.on_deferred is not None:
+            self.on_deferred()  # one wake-up per deferred write, not one per transition
+
+    def flush_due_in(self) -> float | None:
+        """Seconds until a deferred transition may be written; None when none is pending."""
+        with self.lock:
+            if not self.dirty:
+                return None
+            due = self.last_write + self.last_cost / WRITE_SHARE
+            return max(0.0, due - time.monotonic())
+
+    def flush_if_due(self) -> bool:
+        """Write a deferred transition once the write budget allows; True when written."""
+        with self.lock:
+            if self.dirty and self._write_allowed():
+                self.persist()
+                return True
+            return False
+
+    def flush(self) -> None:
+        """Write a deferred transition now (a no-op when nothing is pending)."""
+        with self.lock:
+            if self.dirty:
+                self.persist()
+
+    def _write_allowed(self) -> bool:
+        return time.monotonic() - self.last_write >= self.last_cost / WRITE_SHARE
 
     def beat(self, throttle_seconds: float) -> bool:
         """One heartbeat: rewrite ``.heartbeat``; persist the manifest if the throttle allows.
@@ -151,7 +206,9 @@ class ManifestStore:
             now = iso_utc()
             self.data["heartbeat_at"] = now
             atomic_write_bytes(self.heartbeat_path, (now + "\n").encode("ascii"))
-            if time.monotonic() - self.last_write >= throttle_seconds:
+            if time.monotonic() - self.last_write >= throttle_seconds or (
+                self.dirty and self._write_allowed()
+            ):
                 self.persist()
                 return True
             return False

@@ -1,8 +1,15 @@
-"""How commands talk to the user: one JSON document on stdout, or text; notes on stderr."""
+"""How commands talk to the user: one JSON document on stdout, or text; notes on stderr.
+
+A closed standard stream (``start >&-``) or a reader that goes away (``status RUN | head -0``)
+is not an error: what cannot be shown is dropped, and the command finishes its work and exits
+with its usual code. Records never depend on the terminal.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,10 +25,14 @@ class Reporter:
     def result(self, document: dict[str, Any], text: str) -> None:
         """Print the command's result: ``document`` in JSON mode, else ``text``."""
         if self.json:
-            sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+            shown = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
         else:
-            sys.stdout.write(text if text.endswith("\n") else text + "\n")
-        sys.stdout.flush()
+            shown = text if text.endswith("\n") else text + "\n"
+        try:
+            sys.stdout.write(shown)
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            _silence(sys.stdout, 1)
 
     def error(self, message: str, exit_code: int) -> None:
         """Report a failure as one line on stderr (and one JSON document in JSON mode)."""
@@ -31,12 +42,51 @@ class Reporter:
 
 
 def note(message: str) -> None:
-    """Write a progress or warning line to stderr."""
+    """Write a progress or warning line to stderr (dropped when nobody can read it)."""
     try:
         sys.stderr.write(message.rstrip("\n") + "\n")
         sys.stderr.flush()
     except (OSError, ValueError):
-        pass
+        _silence(sys.stderr, 2)
+
+
+def ensure_standard_streams() -> None:
+    """Give closed descriptors 0-2 ``/dev/null`` before the tool opens any file; make output
+    encodable whatever it holds.
+
+    Otherwise the first file the tool opens (a lock, a manifest) would get descriptor 1 or 2,
+    and output meant for the terminal would be written into it.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    # Records may hold lone surrogates (see `jsonio.encode_record`); show them as escapes.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
+def _silence(stream: Any, fd: int) -> None:
+    """After a failed write (closed pipe), point ``fd`` at /dev/null so that later writes, and
+    the interpreter's flush at exit, succeed quietly."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+    except OSError:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        stream.flush()
 
 
 def log_echo(*paths: Path) -> Callable[[], None]:
@@ -53,7 +103,13 @@ def log_echo(*paths: Path) -> Callable[[], None]:
                 continue
             if chunk:
                 offsets[path] = offset + len(chunk)
-                sys.stderr.buffer.write(chunk)
-        sys.stderr.buffer.flush()
+                try:
+                    sys.stderr.buffer.write(chunk)
+                except (OSError, ValueError):
+                    _silence(sys.stderr, 2)
+        try:
+            sys.stderr.buffer.flush()
+        except (OSError, ValueError):
+            _silence(sys.stderr, 2)
 
     return echo

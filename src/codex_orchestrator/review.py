@@ -11,7 +11,6 @@ hand-off appends ``{requested_at, review_path, mode, exit_code}`` to the manifes
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -22,12 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.clock import iso_utc
-from codex_orchestrator.errors import RunActiveError, RunNotFoundError
+from codex_orchestrator.errors import OutsideRootError, RunNotFoundError
 from codex_orchestrator.ids import RUN_ID_PATTERN, validate_id
-from codex_orchestrator.jsonio import atomic_write_bytes, atomic_write_json
-from codex_orchestrator.liveness import assess
+from codex_orchestrator.jsonio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    encode_record,
+    read_json,
+)
+from codex_orchestrator.liveness import refuse_if_alive
 from codex_orchestrator.manifest import EVENTS_NAME, MANIFEST_NAME, RUN_SUMMARY_NAME, load_manifest
 from codex_orchestrator.output import note
+from codex_orchestrator.safefs import ERROR_FILE_READ_LIMIT, resolve_within
 from codex_orchestrator.statuses import RunStatus, StageStatus
 from codex_orchestrator.workspace import Workspace, resolve_task_id
 
@@ -55,13 +60,7 @@ def find_run_dir(workspace: Workspace, run_id: str | None, task: str | None) -> 
     """The run ``run_id`` (under ``task`` when given), else the newest run of the task."""
     if run_id is not None:
         narrowed = validate_id(task, "task") if task is not None else None
-        found = workspace.find_run(validate_id(run_id, "run"), narrowed)
-        if found is None:
-            where = f"task {task}" if task else workspace.display(workspace.runs_dir)
-            raise RunNotFoundError(
-                f"unknown run {run_id!r}: no such run in {where}; check the run id"
-            )
-        return found[1]
+        return workspace.require_run(validate_id(run_id, "run"), narrowed)[1]
     task_id = resolve_task_id(task)
     newest = newest_run_dir(workspace, task_id)
     if newest is None:
@@ -74,7 +73,7 @@ def find_run_dir(workspace: Workspace, run_id: str | None, task: str | None) -> 
 
 def newest_run_dir(workspace: Workspace, task_id: str) -> Path | None:
     """The run directory of ``task_id`` with the greatest (newest) run id."""
-    cli = workspace.task_runs_dir(task_id) / "cli"
+    cli = workspace.cli_dir(task_id)
     try:
         with os.scandir(cli) as entries:
             runs = [e.name for e in entries if RUN_ID_PATTERN.fullmatch(e.name) and e.is_dir()]
@@ -91,15 +90,12 @@ def review(workspace: Workspace, run_dir: Path, *, quiet_stdout: bool) -> Review
     manifest_path = run_dir / MANIFEST_NAME
     manifest = load_manifest(manifest_path)
     if manifest.get("status") in (RunStatus.QUEUED, RunStatus.IN_PROGRESS):
-        if assess(run_dir, manifest).alive:
-            raise RunActiveError(
-                f"run {run_dir.name} is still {manifest['status']} and owns its manifest; review it "
-                f"once it has finished (codex-orchestrator status --watch {run_dir.name})"
-            )
+        fix = f"review it once it has finished (codex-orchestrator status --watch {run_dir.name})"
+        refuse_if_alive(run_dir, manifest, fix)
         note(f"warning: run {run_dir.name} never finished (stale); this reviews its state now")
     text = render_review(workspace, run_dir, manifest)
     review_path = run_dir / REVIEW_NAME
-    atomic_write_bytes(review_path, text.encode("utf-8"))
+    atomic_write_bytes(review_path, encode_record(text))
     mode, exit_code = _launch_codex(workspace, manifest_path, quiet_stdout)
     record_review(
         manifest_path,
@@ -165,7 +161,9 @@ def render_review(workspace: Workspace, run_dir: Path, manifest: dict[str, Any])
     failures = [c for c in commands if c.get("status") == StageStatus.FAILED or c.get("error_file")]
     if failures:
         blocks.append("## Failures")
-        blocks.extend(block for command in failures for block in _failure(workspace.root, command))
+        blocks.extend(
+            block for command in failures for block in _failure(workspace, run_dir, command)
+        )
     blocks += ["## Guardrails", _guardrail_line(manifest.get("summary")), "## Evidence"]
     blocks.append("\n".join(_evidence(workspace, run_dir, commands)))
     return "\n\n".join(blocks) + "\n"
@@ -180,18 +178,15 @@ def _stage_line(command: dict[str, Any]) -> str:
     return f"{command.get('index', '?')}. `{command.get('id')}`{title} — {status}{code}{summary}"
 
 
-def _failure(root: Path, command: dict[str, Any]) -> list[str]:
+def _failure(workspace: Workspace, run_dir: Path, command: dict[str, Any]) -> list[str]:
     """Markdown blocks for a failed stage: heading, error file, tails of stderr and stdout."""
     heading = f"### {command.get('index', '?')}. `{command.get('id')}` — {command.get('status')}"
     error_file = command.get("error_file")
     if not error_file:
         return [heading, "No error file was recorded."]
-    try:
-        error = json.loads((root / error_file).read_bytes())
-    except (OSError, ValueError, RecursionError):
-        error = None
-    if not isinstance(error, dict):
-        return [heading, f"Error file `{error_file}` cannot be read."]
+    error = _read_error_file(workspace, run_dir, str(error_file))
+    if isinstance(error, str):
+        return [heading, f"Error file `{error_file}` is not read: {error}."]
     details = error.get("details")
     if not isinstance(details, dict):
         details = {}
@@ -203,6 +198,24 @@ def _failure(root: Path, command: dict[str, Any]) -> list[str]:
             blocks.append(f"{stream} (last {TAIL_LINES} lines at most):")
             blocks.append(f"{fence}text\n{tail}\n{fence}")
     return blocks
+
+
+def _read_error_file(workspace: Workspace, run_dir: Path, error_file: str) -> dict[str, Any] | str:
+    """The error file a manifest names, or why it is not read.
+
+    The manifest is data anyone could have edited: the file must lie inside the run directory
+    (after resolving links), be a regular file and stay within `ERROR_FILE_READ_LIMIT` bytes.
+    """
+    try:
+        path = resolve_within(
+            workspace.root / error_file, run_dir, error_file, "it is not part of this run"
+        )
+        error = read_json(path, ERROR_FILE_READ_LIMIT)
+    except OutsideRootError:
+        return "it lies outside the run directory"
+    except (OSError, ValueError) as problem:
+        return getattr(problem, "strerror", None) or "not valid JSON"
+    return error if isinstance(error, dict) else "not a JSON object"
 
 
 def _guardrail_line(summary: object) -> str:

@@ -21,10 +21,10 @@ from typing import Any, NamedTuple
 
 from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.config import CommandStage, Config, Pipeline, SubpipelineStage
-from codex_orchestrator.driver import DriverLock
+from codex_orchestrator.driver import DriverLock, driver_identity
 from codex_orchestrator.errorfile import build_error_file
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
-from codex_orchestrator.events import EventLog
+from codex_orchestrator.events import EventLog, read_events
 from codex_orchestrator.executor import (
     RUN_ID_ENV,
     Cancellation,
@@ -49,7 +49,6 @@ from codex_orchestrator.manifest import (
 )
 from codex_orchestrator.output import note
 from codex_orchestrator.parallel import PrefixedEcho, retry_delay
-from codex_orchestrator.procfs import host_name, process_start_ticks
 from codex_orchestrator.records import record_finished_run
 from codex_orchestrator.stage_loop import Ended, Finish, LoopState, Post, RetryIn, StageLoop, Work
 from codex_orchestrator.statuses import (
@@ -118,7 +117,10 @@ def hash_token(token: str) -> str:
 
 
 def _make_run_dir(workspace: Workspace, task_id: str) -> tuple[str, Path]:
-    cli_dir = workspace.task_runs_dir(task_id) / "cli"
+    """Create a fresh run directory. A runs root that cannot hold the task's ``cli`` directory
+    is bad input (exit 2); failing to create the run directory itself (read-only or full runs
+    root) is an environment fault that propagates to the command line's handler (exit 1)."""
+    cli_dir = workspace.cli_dir(task_id)
     try:
         cli_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -140,16 +142,51 @@ def _make_run_dir(workspace: Workspace, task_id: str) -> tuple[str, Path]:
 def create_run(
     ctx: RunContext, pipeline: Pipeline, parent_run_id: str | None, approval_policy: str | None
 ) -> ManifestStore:
-    """Create the run directory, its resume token and its first (queued) manifest."""
+    """Create the run directory, its resume token and its first (queued) manifest.
+
+    A failure before the manifest exists leaves no run directory behind: a directory without
+    a manifest would be a run nobody can see, resume or clean.
+    """
     run_id, run_dir = _make_run_dir(ctx.workspace, ctx.task_id)
-    driver = DriverLock.take(run_dir, run_id)
-    (run_dir / "commands").mkdir()
-    (run_dir / "errors").mkdir()
-    token = os.urandom(32).hex()
-    write_resume_token(run_dir, token)
+    driver = DriverLock(run_dir)
+    try:
+        driver.acquire()
+        (run_dir / "commands").mkdir()
+        (run_dir / "errors").mkdir()
+        token = os.urandom(32).hex()
+        write_resume_token(run_dir, token)
+        store = ManifestStore(
+            run_dir,
+            _first_manifest(ctx, pipeline, run_id, run_dir, token, parent_run_id, approval_policy),
+        )
+        store.persist()
+    except OSError:
+        driver.release()
+        _remove_unborn_run(run_dir)
+        raise
+    store.driver = driver
+    return store
+
+
+def _remove_unborn_run(run_dir: Path) -> None:
+    """Remove a run directory this process just created and that has no manifest yet."""
+    import shutil  # only on this failure path: keeps start-up light
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _first_manifest(
+    ctx: RunContext,
+    pipeline: Pipeline,
+    run_id: str,
+    run_dir: Path,
+    token: str,
+    parent_run_id: str | None,
+    approval_policy: str | None,
+) -> dict[str, Any]:
     display = ctx.workspace.display
     now = iso_utc()
-    data: dict[str, Any] = {
+    return {
         "version": MANIFEST_VERSION,
         "task_id": ctx.task_id,
         "task_slug": ctx.task_slug,
@@ -181,10 +218,6 @@ def create_run(
         "child_runs": [],
         "run_summary_path": None,
     }
-    store = ManifestStore(run_dir, data)
-    store.driver = driver
-    store.persist()
-    return store
 
 
 def _command_entries(pipeline: Pipeline) -> list[dict[str, Any]]:
@@ -212,13 +245,7 @@ def _execute(
     ctx: RunContext, store: ManifestStore, pipeline: Pipeline, *, close_executor: bool
 ) -> RunResult:
     run = ActiveRun(store=store, pipeline=pipeline, events=EventLog(store.run_dir / EVENTS_NAME))
-    store.update(
-        status=RunStatus.IN_PROGRESS,
-        executor=ctx.executor.name,
-        host=host_name(),
-        orchestrator_pid=os.getpid(),
-        orchestrator_start_ticks=process_start_ticks(os.getpid()),
-    )
+    store.update(status=RunStatus.IN_PROGRESS, executor=ctx.executor.name, **driver_identity())
     heartbeat = Heartbeat(
         store,
         ctx.settings.heartbeat_interval_seconds,
@@ -226,10 +253,11 @@ def _execute(
         on_failure=lambda error: _heartbeat_failed(run, error),
     )
     run.events.emit("run_started", run_id=run.run_id, pipeline_id=pipeline.id, pid=os.getpid())
-    store.persist()
-    heartbeat.start()
-    try:
+    try:  # from here on, whatever fails, the run ends with a terminal manifest
+        store.persist()
+        heartbeat.start()
         outcome = _run_stages(ctx, run)
+        store.flush()  # a run directory that can no longer be written fails the run here
     except Exception as error:  # an unexpected fault still ends with an honest record
         outcome = _internal_failure(run, error)
     finally:
@@ -240,6 +268,7 @@ def _execute(
         "heartbeat_stats",
         ticks=heartbeat.ticks,
         manifest_writes=heartbeat.manifest_writes,
+        manifest_writes_total=store.writes,
         failures=heartbeat.failures,
     )
     return _finish(ctx, run, *outcome)
@@ -381,7 +410,7 @@ class _Stages:
             why = "timed out" if outcome.timed_out else f"exit {outcome.exit_code}"
             summary = f"attempt {attempt} of {last} failed ({why}); retrying in {delay:g}s"
             run.store.update_command(index, summary=summary, exit_code=outcome.exit_code)
-            run.store.persist()
+            run.store.persist_transition()
             run.events.emit(
                 "stage_retry",
                 index=index,
@@ -429,7 +458,7 @@ class _Stages:
                 summary=f"skipped: {failed} failed",
                 completed_at=now,
             )
-        run.store.persist()
+        run.store.persist_transition()
         for index, failed in skips:
             run.events.emit(
                 "stage_finished",
@@ -453,7 +482,14 @@ class _Stages:
             "manifest": ctx.workspace.display(child.path),
         }
         run.store.append("child_runs", link)
-        _stage_begin(run, index, sub_run_id=child_id, log_path=ctx.workspace.display(child.path))
+        _stage_begin(
+            run,
+            index,
+            persist=False,
+            sub_run_id=child_id,
+            log_path=ctx.workspace.display(child.path),
+        )
+        run.store.persist()  # at once: resume settles the child runs the manifest links
         # the child follows this run's cancellation, so that a failFast teardown reaches it
         child_ctx = ctx._replace(cancellation=cancellation)
 
@@ -531,13 +567,13 @@ def _stage_begin(
         **fields,
     )
     if persist:
-        run.store.persist()
+        run.store.persist_transition()
     run.events.emit("stage_started", index=index, stage_id=entry["id"], attempt=attempts)
 
 
 def _stage_end(run: ActiveRun, index: int, status: StageStatus, **fields: Any) -> None:
     run.store.update_command(index, status=status, completed_at=iso_utc(), **fields)
-    run.store.persist()
+    run.store.persist_transition()
     entry = run.store.command(index)
     run.events.emit(
         "stage_finished",
@@ -611,7 +647,8 @@ def _stage_handle(run: ActiveRun, index: int, handle: Handle) -> None:
         if key != "kind" and key not in _RESERVED_ENTRY_FIELDS and _scalar(value)
     }
     run.store.update_command(index, handle=dict(handle), **copied)
-    run.store.persist()
+    run.events.emit("stage_handle", index=index, handle=dict(handle))
+    run.store.persist_transition()
 
 
 def _cleared_handle(entry: dict[str, Any]) -> dict[str, Any]:
@@ -815,11 +852,20 @@ def prepare_resume(
 
 
 def _reap_stages(ctx: RunContext, store: ManifestStore) -> None:
-    """Have the executor end whatever the run's stages left behind (it verifies each handle)."""
+    """Have the executor end whatever the run's stages left behind (it verifies each handle).
+
+    Handles come from the manifest and from ``runner.ndjson``, which has every handle at once
+    while manifest writes of stage transitions may be deferred.
+    """
+    handles: dict[object, Handle] = {}  # the latest handle of each stage
     for entry in store.data["commands"]:
-        handle = entry.get("handle")
-        if isinstance(handle, dict):
-            ctx.executor.reap(handle, ctx.settings.kill_grace_seconds)
+        if isinstance(entry.get("handle"), dict):
+            handles[entry["index"]] = entry["handle"]
+    for event in read_events(store.run_dir / EVENTS_NAME, "stage_handle"):
+        if isinstance(event.get("handle"), dict):
+            handles[event.get("index")] = event["handle"]
+    for handle in handles.values():
+        ctx.executor.reap(handle, ctx.settings.kill_grace_seconds)
 
 
 def _settle_child_runs(ctx: RunContext, store: ManifestStore) -> None:
@@ -836,40 +882,45 @@ def _settle_child_runs(ctx: RunContext, store: ManifestStore) -> None:
             child_dir = ctx.workspace.run_dir(ctx.task_id, str(child_id))
         except OrchestratorError:
             continue
-        link["status"] = _settle_child(ctx, child_dir, str(child_id)) or link.get("status")
+        link["status"] = settle_dead_run(ctx, child_dir) or link.get("status")
 
 
-def _settle_child(ctx: RunContext, child_dir: Path, child_id: str) -> str | None:
-    """Finish one unfinished child run; its final status, or None when it cannot be settled."""
-    driver = DriverLock(child_dir)
+def settle_dead_run(
+    ctx: RunContext,
+    run_dir: Path,
+    status: RunStatus = RunStatus.FAILED,
+    detail: str | None = DRIVER_LOST_DETAIL,
+) -> str | None:
+    """Finish an unfinished run whose driver is dead: end what its stages (and its child runs)
+    left behind, then write its final records with ``status`` and ``detail``.
+
+    Returns the run's final status, or None when it could not be settled (someone drives it,
+    or its directory or manifest is unusable; one warning line says which). A run that had
+    already ended is left as it is.
+    """
+    run_id = run_dir.name
+    driver = DriverLock(run_dir)
     try:
         if not driver.acquire():
-            note(f"warning: child run {child_id} is still driven by another process; left alone")
+            note(f"warning: run {run_id} is still driven by another process; left alone")
             return None
     except OSError as error:
-        note(f"warning: child run {child_id} not settled ({error.strerror})")
+        note(f"warning: run {run_id} not settled ({error.strerror})")
         return None
     try:
-        manifest = load_manifest(child_dir / MANIFEST_NAME, ctx.workspace.display(child_dir))
+        manifest = load_manifest(run_dir / MANIFEST_NAME, ctx.workspace.display(run_dir))
+        if manifest["status"] in TERMINAL_RUN_STATUSES:
+            return str(manifest["status"])
+        store = ManifestStore(run_dir, manifest)
+        _reap_stages(ctx, store)
+        _settle_child_runs(ctx, store)
+        record_finished_run(
+            ctx.workspace, ctx.settings, store, str(manifest["pipeline_id"]), status, detail
+        )
     except OrchestratorError as error:
-        driver.release()
-        note(f"warning: child run {child_id} not settled: {error}")
+        note(f"warning: run {run_id} not settled: {error}")
         return None
-    child = ManifestStore(child_dir, manifest)
-    child.driver = driver
-    if manifest["status"] in TERMINAL_RUN_STATUSES:
+    finally:
         driver.release()
-        return str(manifest["status"])
-    _reap_stages(ctx, child)
-    _settle_child_runs(ctx, child)
-    record_finished_run(
-        ctx.workspace,
-        ctx.settings,
-        child,
-        str(manifest["pipeline_id"]),
-        RunStatus.FAILED,
-        DRIVER_LOST_DETAIL,
-    )
-    driver.release()
-    note(f"child run {child_id} of a dead driver ended as failed ({DRIVER_LOST_DETAIL})")
-    return RunStatus.FAILED
+    note(f"run {run_id} of a dead driver ended as {status} ({detail})")
+    return status

@@ -18,13 +18,16 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from codex_orchestrator.errors import OrchestratorError
+from codex_orchestrator.evidence.taskindex import INDEX_PATH
+from codex_orchestrator.safefs import TEXT_SIZE_LIMIT, read_inside
 
 MAX_REVIEW_AGE_DAYS = 30
 MAIN_BRANCHES = ("main", "master", "origin/main", "origin/HEAD")
 CODE_ROOTS = frozenset({"src", "app", "server"})
 SPECS_DIR = "tasks/specs"
-INDEX_PATH = "tasks/index.json"
-_LAST_REVIEW = re.compile(r"^\W*last_review\W*:\s*(?P<value>.*?)\s*$", re.MULTILINE)
+REVIEW_KEY = "last_review"
+_WORD = re.compile(r"\w")
+_NON_WORDS = re.compile(r"\W*")
 _DATE = re.compile(r"['\"]?(\d{4}-\d{2}-\d{2})['\"]?")
 
 
@@ -106,7 +109,7 @@ def stale_specs(root: Path, today: date) -> list[Finding]:
     for spec in sorted((root / SPECS_DIR).glob("*.md")):
         path = f"{SPECS_DIR}/{spec.name}"
         try:
-            text = spec.read_text("utf-8", "replace")
+            text = read_inside(root, path, TEXT_SIZE_LIMIT).decode("utf-8", "replace")
         except OSError as error:
             findings.append(
                 Finding("spec-unreadable", path, f"{path}: cannot read ({error.strerror})")
@@ -118,12 +121,30 @@ def stale_specs(root: Path, today: date) -> list[Finding]:
     return findings
 
 
+def review_value(text: str) -> str | None:
+    """The value of the first line ``last_review: VALUE`` (any punctuation or markup may come
+    before the key and between it and the colon, as in ``- **last_review**: ...``).
+
+    Line by line with anchored matches only, so a huge line costs linear time.
+    """
+    for line in text.split("\n"):
+        start = line.find(REVIEW_KEY)
+        if start < 0 or _WORD.search(line, 0, start):
+            continue
+        after = start + len(REVIEW_KEY)
+        run = _NON_WORDS.match(line, after)
+        colon = line.rfind(":", after, run.end() if run else after)
+        if colon >= 0:
+            return line[colon + 1 :].strip()
+    return None
+
+
 def _review_finding(path: str, text: str, today: date) -> Finding | None:
-    line = _LAST_REVIEW.search(text)
+    value = review_value(text)
     fix = f"add a line 'last_review: {today.isoformat()}' after reviewing it"
-    if line is None:
+    if value is None:
         return Finding("review-missing", path, f"{path}: no last_review date; {fix}")
-    match = _DATE.fullmatch(line["value"])
+    match = _DATE.fullmatch(value)
     try:
         reviewed = date.fromisoformat(match.group(1)) if match else None
     except ValueError:
@@ -132,7 +153,7 @@ def _review_finding(path: str, text: str, today: date) -> Finding | None:
         return Finding(
             "review-malformed",
             path,
-            f"{path}: last_review {line['value']!r} is not a YYYY-MM-DD date; {fix}",
+            f"{path}: last_review {value!r} is not a YYYY-MM-DD date; {fix}",
         )
     age = (today - reviewed).days
     if age > MAX_REVIEW_AGE_DAYS:

@@ -10,11 +10,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from codex_orchestrator.errors import ConfigError
+from codex_orchestrator.errors import ConfigError, OutsideRootError, RunNotFoundError
 from codex_orchestrator.ids import validate_id
+from codex_orchestrator.safefs import resolve_within
 
 TASK_ENV = "MCP_RUNNER_TASK_ID"
 DEFAULT_TASK = "default"
+RUNS_ENV = "CODEX_ORCHESTRATOR_RUNS_DIR"
+OUT_ENV = "CODEX_ORCHESTRATOR_OUT_DIR"
+RUN_SUBDIRS = ("commands", "errors")
+_RECORD_FIX = "remove the link (a record may only land inside its root)"
 
 
 class Settings(NamedTuple):
@@ -73,18 +78,25 @@ SETTING_LIMITS: dict[str, float] = {
 }
 
 
+#: Lower bounds beyond "positive": a heartbeat faster than this only burns the disk.
+SETTING_MINIMUMS: dict[str, float] = {"heartbeat_interval_seconds": 0.05}
+
+
 def check_setting(name: str, raw: object, source: str) -> float | int:
-    """Validate tunable ``name``: a positive number within its limit (whole for counts)."""
+    """Validate tunable ``name``: a positive number within its limits (whole for counts)."""
     limit = SETTING_LIMITS[name]
+    minimum = SETTING_MINIMUMS.get(name)
     kind = "whole number" if name in INTEGER_SETTINGS else "number"
     fix = f"give a positive {kind} of at most {limit:g}"
+    if minimum is not None:
+        fix = f"give a {kind} from {minimum:g} to {limit:g}"
     try:
         if isinstance(raw, bool):
             raise ValueError
         value = float(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{source}: {raw!r} is not a number; {fix}") from None
-    if not 0 < value <= limit:
+    if not 0 < value <= limit or (minimum is not None and value < minimum):
         raise ConfigError(f"{source}: {raw!r} is out of range; {fix}")
     if name in INTEGER_SETTINGS:
         if not value.is_integer():
@@ -101,7 +113,13 @@ def with_flag(settings: Settings, name: str, raw: str | None, flag: str) -> Sett
 
 
 class Workspace(NamedTuple):
-    """The repository root and the roots of run records (``.runs``) and task state (``out``)."""
+    """The repository root and the roots of run records (``.runs``) and task state (``out``).
+
+    All three are real paths (links resolved), so that every path printed is the real one.
+    A default runs or out root that a link sends outside the repository is refused; one set
+    explicitly (``CODEX_ORCHESTRATOR_RUNS_DIR``/``_OUT_DIR``) may be anywhere. Directories
+    below them (``<task>``, ``<task>/cli``, a run directory) must stay inside them.
+    """
 
     root: Path
     runs_dir: Path
@@ -117,12 +135,10 @@ class Workspace(NamedTuple):
                 f"CODEX_ORCHESTRATOR_ROOT={environ.get('CODEX_ORCHESTRATOR_ROOT')}: no such "
                 "directory; point it at the repository root (or unset it to use the current one)"
             )
-        runs = environ.get("CODEX_ORCHESTRATOR_RUNS_DIR")
-        out = environ.get("CODEX_ORCHESTRATOR_OUT_DIR")
         return cls(
             root=root,
-            runs_dir=(root / runs).resolve() if runs else root / ".runs",
-            out_dir=(root / out).resolve() if out else root / "out",
+            runs_dir=_record_root(root, environ.get(RUNS_ENV), ".runs", RUNS_ENV),
+            out_dir=_record_root(root, environ.get(OUT_ENV), "out", OUT_ENV),
         )
 
     def display(self, path: Path) -> str:
@@ -135,18 +151,33 @@ class Workspace(NamedTuple):
 
     def task_runs_dir(self, task_id: str) -> Path:
         """``<runs>/<task>``: holds ``cli/<run-id>/`` and ``metrics.json``."""
-        return self.runs_dir / validate_id(task_id, "task")
+        return self._below(self.runs_dir, validate_id(task_id, "task"))
 
     def run_dir(self, task_id: str, run_id: str) -> Path:
-        """``<runs>/<task>/cli/<run-id>``."""
-        return self.task_runs_dir(task_id) / "cli" / validate_id(run_id, "run")
+        """``<runs>/<task>/cli/<run-id>``; its ``commands``/``errors`` may not be links."""
+        relative = f"{validate_id(task_id, 'task')}/cli/{validate_id(run_id, 'run')}"
+        run_dir = self._below(self.runs_dir, relative)
+        for name in RUN_SUBDIRS:  # resume writes logs and error files into them
+            if os.path.islink(run_dir / name):
+                raise OutsideRootError(
+                    f"{self.display(run_dir / name)} is a link; a run's records are written only "
+                    "into its own directories — replace the link with a directory"
+                )
+        return run_dir
+
+    def cli_dir(self, task_id: str) -> Path:
+        """``<runs>/<task>/cli``: the parent of the task's run directories."""
+        return self._below(self.runs_dir, f"{validate_id(task_id, 'task')}/cli")
 
     def state_dir(self, task_id: str) -> Path:
         """``<out>/<task>``: holds ``state.json``."""
-        return self.out_dir / validate_id(task_id, "task")
+        return self._below(self.out_dir, validate_id(task_id, "task"))
 
     def state_lock_path(self, task_id: str) -> Path:
-        """``<runs>/<task>.lock``: the lock that serialises writers of the task's state."""
+        """``<runs>/<task>.lock``: the lock that serialises writers of the task's state.
+
+        The lock file itself is opened without following a link (see `locks.FileLock`).
+        """
         return self.runs_dir / f"{validate_id(task_id, 'task')}.lock"
 
     def find_run(self, run_id: str, task_id: str | None = None) -> tuple[str, Path] | None:
@@ -154,10 +185,33 @@ class Workspace(NamedTuple):
         validate_id(run_id, "run")
         candidates = [task_id] if task_id else _list_dirs(self.runs_dir)
         for task in candidates:
-            run_dir = self.runs_dir / task / "cli" / run_id
-            if run_dir.is_dir():
-                return task, run_dir
+            if (self.runs_dir / task / "cli" / run_id).is_dir():
+                return task, self.run_dir(task, run_id)
         return None
+
+    def require_run(self, run_id: str, task_id: str | None = None) -> tuple[str, Path]:
+        """Like `find_run`, but an unknown run is a `RunNotFoundError` (exit 2)."""
+        found = self.find_run(run_id, task_id)
+        if found is None:
+            where = (
+                f"task {task_id}" if task_id else f"any task under {self.display(self.runs_dir)}"
+            )
+            raise RunNotFoundError(
+                f"unknown run {run_id!r}: no such run in {where}; check the run id"
+            )
+        return found
+
+    def _below(self, base: Path, relative: str) -> Path:
+        """The real path of ``base/relative``, refused (exit 2) when a link leads out of ``base``."""
+        return resolve_within(base / relative, base, self.display(base / relative), _RECORD_FIX)
+
+
+def _record_root(root: Path, explicit: str | None, default: str, variable: str) -> Path:
+    """A runs or out root as a real path; the default must stay inside the repository."""
+    if explicit:
+        return Path(os.path.realpath(root / explicit))
+    fix = f"remove the link, or set {variable} to use that directory on purpose"
+    return resolve_within(root / default, root, default, fix)
 
 
 def resolve_task_id(explicit: str | None, env: Mapping[str, str] | None = None) -> str:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+from conftest import GIT_IDENTITY, cli_env, run_cli
+from conftest import assert_usage_error as assert_usage_error
+
 TASK = "0202-orchestrator-hardening"
 SEED_RUN = "2025-10-31T22-56-34-431Z-9574035c"
-GIT_IDENTITY = ("-c", "user.name=test", "-c", "user.email=test@example.com")
 
 #: The real checklist of the seed (``tasks/tasks-0202-orchestrator-hardening.md``).
 SEED_CHECKLIST = """\
@@ -71,51 +70,15 @@ criteria are satisfied._
 """
 
 
-def cli_env(root: Path, **extra: str) -> dict[str, str]:
-    """A clean environment for the CLI rooted at ``root``, without any ``codex`` on the PATH."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("CODEX_ORCHESTRATOR_", "MCP_RUNNER", "GIT_"))
-    }
-    env["PATH"] = os.pathsep.join(
-        entry
-        for entry in env.get("PATH", "").split(os.pathsep)
-        if entry and not os.access(os.path.join(entry, "codex"), os.X_OK)
-    )
-    env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
-    env["CODEX_ORCHESTRATOR_ROOT"] = str(root)
-    return {**env, **extra}
-
-
 def cli(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run ``codex-orchestrator ARGS`` in ``root`` (``env`` adds environment variables)."""
-    return subprocess.run(
-        [sys.executable, "-m", "codex_orchestrator", *args],
-        cwd=root,
-        env=cli_env(root, **env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(root, *args, env=cli_env(root, **env))
 
 
 def cli_json(root: Path, *args: str, **env: str) -> tuple[int, Any]:
     """Run the CLI with ``--format json``: exit code and the one JSON document on stdout."""
     result = cli(root, *args, "--format", "json", **env)
     return result.returncode, json.loads(result.stdout)
-
-
-def assert_usage_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
-    """Exit 2 with one ``error:`` line (containing ``needles``) and no traceback; the line."""
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 def write(root: Path, path: str, text: str | bytes) -> Path:

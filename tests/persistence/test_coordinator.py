@@ -125,12 +125,36 @@ def test_lock_exhausted_defers_the_snapshot_to_the_next_writer(tmp_path: Path) -
     assert not pending.exists()
 
 
-def test_state_that_cannot_be_saved_is_reported_not_raised(tmp_path: Path) -> None:
+def test_a_snapshot_the_out_root_cannot_take_waits_beside_the_runs(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
-    (tmp_path / "out" / TASK).write_text("a file where the state directory should be")
+    blocker = tmp_path / "out" / TASK
+    blocker.write_text("a file where the state directory should be")
+    store = make_store(tmp_path)
     run = Run(tmp_path, 1)
-    assert run.finish(make_store(tmp_path)) is False
+    assert run.finish(store) is False
     assert metrics_lines(tmp_path) == [run.metrics]
     assert read_json(run.manifest_path)["metrics_recorded"] is True
+    (warning,) = run.warnings
+    pending = store.fallback_pending_dir / store.pending_path(run.record).name
+    assert f"task {TASK} run {run.record.run_id}: state snapshot deferred" in warning
+    assert f"it stays in {pending}" in warning
+    assert read_json(pending) == run.record.to_json()
+
+    blocker.unlink()
+    following = Run(tmp_path, 2)
+    assert following.finish(make_store(tmp_path)) is True
+    assert state_run_ids(tmp_path) == [run.record.run_id, following.record.run_id]
+    assert not pending.exists()
+
+
+def test_state_that_cannot_be_saved_anywhere_is_reported_not_raised(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / TASK).write_text("a file where the state directory should be")
+    store = make_store(tmp_path)
+    store.fallback_pending_dir.parent.mkdir(parents=True)
+    store.fallback_pending_dir.write_text("a file where the fallback should be")
+    run = Run(tmp_path, 1)
+    assert run.finish(store) is False
+    assert metrics_lines(tmp_path) == [run.metrics]
     (warning,) = run.warnings
     assert f"task {TASK} run {run.record.run_id}: state snapshot not saved" in warning

@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from codex_orchestrator.config import Config, load_config
-from codex_orchestrator.errors import OrchestratorError, RunNotFoundError
-from codex_orchestrator.executor import Cancellation, Executor
-from codex_orchestrator.local_executor import LocalExecutor
+from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
 from codex_orchestrator.output import Reporter, log_echo, note
-from codex_orchestrator.runner import RunContext, RunResult
 from codex_orchestrator.workspace import Settings, Workspace
+
+if TYPE_CHECKING:  # the run machinery is imported only by the commands that run (cold start)
+    from codex_orchestrator.executor import Executor
+    from codex_orchestrator.runner import RunContext, RunResult
+
+
+def loaded_config(workspace: Workspace) -> Config:
+    """Load and validate the config and print its warnings."""
+    config = load_config(workspace.root)
+    for warning in config.warnings:
+        note(f"warning: {warning}")
+    return config
 
 
 def load(workspace: Workspace) -> tuple[Config, Settings]:
     """Load and validate the config, print its warnings, resolve the settings."""
-    config = load_config(workspace.root)
-    for warning in config.warnings:
-        note(f"warning: {warning}")
+    config = loaded_config(workspace)
     return config, Settings.resolve(config.settings)
 
 
@@ -34,6 +41,9 @@ def run_context(
 ) -> RunContext:
     """Build the context shared by a run and its child runs (default: the local executor)."""
     from codex_orchestrator.evidence.taskindex import task_slug
+    from codex_orchestrator.executor import Cancellation
+    from codex_orchestrator.local_executor import LocalExecutor
+    from codex_orchestrator.runner import RunContext
 
     follow = not reporter.json and sys.stderr.isatty()
     return RunContext(
@@ -52,15 +62,7 @@ def find_manifest(
     workspace: Workspace, run_id: str, task_id: str | None
 ) -> tuple[str, Path, dict[str, Any]]:
     """Locate a run by id (under any task unless ``task_id``) and load its manifest."""
-    found = workspace.find_run(run_id, task_id)
-    if found is None:
-        where = (
-            f"task {task_id!r}"
-            if task_id
-            else f"any task under {workspace.display(workspace.runs_dir)}"
-        )
-        raise RunNotFoundError(f"unknown run {run_id!r}: no such run in {where}; check the run id")
-    task, run_dir = found
+    task, run_dir = workspace.require_run(run_id, task_id)
     path = run_dir / MANIFEST_NAME
     return task, run_dir, load_manifest(path, workspace.display(path))
 

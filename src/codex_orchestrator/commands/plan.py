@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from codex_orchestrator.config import load_config
+from codex_orchestrator.commands.common import loaded_config
 from codex_orchestrator.graph import GraphView, is_graph, needs_of, resolve_max_parallel
 from codex_orchestrator.ids import validate_id
-from codex_orchestrator.output import Reporter, note
+from codex_orchestrator.output import Reporter
 from codex_orchestrator.pipeline import CommandStage, Pipeline
 from codex_orchestrator.workspace import Settings, Workspace, resolve_task_id
 
@@ -19,9 +19,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     task_id = resolve_task_id(args.task)
     if args.pipeline is not None:
         validate_id(args.pipeline, "pipeline")
-    config = load_config(workspace.root)
-    for warning in config.warnings:
-        note(f"warning: {warning}")
+    config = loaded_config(workspace)
     pipeline = config.resolve_pipeline(args.pipeline)
     stages = _stages(pipeline)
     configured = Settings.resolve(config.settings).max_parallel

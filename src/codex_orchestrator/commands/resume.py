@@ -15,15 +15,20 @@ from codex_orchestrator.driver import DRIVER_LOCK_NAME, DriverLock
 from codex_orchestrator.errors import (
     EXIT_OK,
     ResumeRefusedError,
-    RunActiveError,
     UnknownPipelineError,
 )
 from codex_orchestrator.executors import executor_for
 from codex_orchestrator.ids import validate_id
-from codex_orchestrator.liveness import assess
+from codex_orchestrator.liveness import refuse_if_alive
 from codex_orchestrator.manifest import RESUME_TOKEN_NAME, ManifestStore
 from codex_orchestrator.output import Reporter, note
-from codex_orchestrator.runner import RunResult, execute, hash_token, prepare_resume
+from codex_orchestrator.runner import (
+    RunResult,
+    execute,
+    hash_token,
+    prepare_resume,
+)
+from codex_orchestrator.safefs import SMALL_FILE_LIMIT, read_regular
 from codex_orchestrator.signals import SignalGuard
 from codex_orchestrator.statuses import RunStatus
 from codex_orchestrator.workspace import Workspace, with_flag
@@ -39,7 +44,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     if manifest["status"] == RunStatus.SUCCEEDED:
         return _already_succeeded(workspace, reporter, run_id, run_dir)
     recorded_driver = (run_dir / DRIVER_LOCK_NAME).exists()
-    driver = DriverLock.take(run_dir, run_id)
+    driver = DriverLock.take(run_dir, run_id)  # an unwritable run directory: OSError, exit 1
     try:
         # Read again now that no one else can drive the run: the old driver may have
         # written its last records between the first read and taking the lock.
@@ -77,6 +82,7 @@ def _resume(
     with SignalGuard(ctx.cancellation):
         store = ManifestStore(run_dir, manifest)
         store.driver = driver
+        # a full disk or an unwritable run directory raises before anything ran: exit 1
         prepare_resume(ctx, store, pipeline, args.actor or _default_actor(), args.reason)
         note(f"run {run_id} resumed: pipeline {pipeline.id}, task {task_id}")
         result = execute(ctx, store, pipeline)
@@ -87,7 +93,8 @@ def _check_token(run_dir: Path, manifest: dict[str, Any], token: str | None) -> 
     """Compare the token (given, else read from ``.resume-token``) with the manifest's hash."""
     if token is None:
         try:
-            token = (run_dir / RESUME_TOKEN_NAME).read_text(encoding="utf-8").strip()
+            raw = read_regular(run_dir / RESUME_TOKEN_NAME, SMALL_FILE_LIMIT, follow_links=False)
+            token = raw.decode("utf-8", "replace").strip()
         except OSError as error:
             raise ResumeRefusedError(
                 f"cannot read {run_dir / RESUME_TOKEN_NAME} ({error.strerror}); pass the token with --token"
@@ -100,17 +107,8 @@ def _check_token(run_dir: Path, manifest: dict[str, Any], token: str | None) -> 
 
 
 def _check_not_alive(run_dir: Path, manifest: dict[str, Any], force: bool) -> None:
-    liveness = assess(run_dir, manifest)
-    if (
-        manifest["status"] in (RunStatus.IN_PROGRESS, RunStatus.QUEUED)
-        and liveness.alive
-        and not force
-    ):
-        age = liveness.heartbeat_age_seconds
-        raise RunActiveError(
-            f"run {manifest['run_id']} is still alive (heartbeat {age:.1f}s ago, pid "
-            f"{manifest.get('orchestrator_pid')}); wait for it, or pass --force if it is really gone"
-        )
+    if not force:
+        refuse_if_alive(run_dir, manifest, "wait for it, or pass --force if it is really gone")
 
 
 def _same_pipeline(pipelines: Any, manifest: dict[str, Any]) -> Pipeline:

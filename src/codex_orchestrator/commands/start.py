@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from codex_orchestrator.commands.common import load, report_run, run_context
+from codex_orchestrator.commands.common import find_manifest, load, report_run, run_context
 from codex_orchestrator.executors import executor_for
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.output import Reporter, note
@@ -35,7 +35,5 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
 def _parent_run(workspace: Workspace, parent_run: str | None) -> str | None:
     if parent_run is None:
         return None
-    from codex_orchestrator.commands.common import find_manifest
-
     find_manifest(workspace, validate_id(parent_run, "run"), None)
     return parent_run

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codex_orchestrator.errors import RunNotFoundError, UsageError
+from codex_orchestrator.errors import EXIT_FAILED, UsageError
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.liveness import assess
 from codex_orchestrator.manifest import (
@@ -16,6 +16,7 @@ from codex_orchestrator.manifest import (
     load_manifest,
 )
 from codex_orchestrator.output import Reporter, note
+from codex_orchestrator.persistence import settle_waiting_snapshots
 from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, StageStatus, run_exit_code
 from codex_orchestrator.workspace import Workspace
 
@@ -28,12 +29,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     workspace = Workspace.from_env()
     run_id = validate_id(args.run_id, "run")
     task_id = validate_id(args.task, "task") if args.task else None
-    found = workspace.find_run(run_id, task_id)
-    if found is None:
-        raise RunNotFoundError(
-            f"unknown run {run_id!r}: no manifest for it under {workspace.display(workspace.runs_dir)}"
-        )
-    run_dir = found[1]
+    task, run_dir = workspace.require_run(run_id, task_id)
+    settle_waiting_snapshots(workspace, task, note)
     if args.watch:
         return _watch(workspace, run_dir, args.interval, reporter)
     path = run_dir / MANIFEST_NAME
@@ -52,6 +49,7 @@ def describe(workspace: Workspace, run_dir: Path, manifest: dict[str, Any]) -> d
         heartbeat_age_seconds=liveness.heartbeat_age_seconds,
         stale=liveness.stale,
         stale_after_seconds=liveness.stale_after_seconds,
+        orchestrator_gone=liveness.orchestrator_gone,
         commands=manifest.get("commands", []),
         child_runs=manifest.get("child_runs", []),
     )
@@ -82,6 +80,11 @@ def render(document: dict[str, Any]) -> str:
             f"STALE: no heartbeat for more than {document['stale_after_seconds']:g}s; "
             f"resume with: codex-orchestrator resume {document['run_id']}"
         )
+    elif document.get("orchestrator_gone"):
+        lines.append(
+            f"DEAD: the orchestrator driving this run is gone; resume with: "
+            f"codex-orchestrator resume {document['run_id']}"
+        )
     elif document.get("hint"):
         lines.append(document["hint"])
     lines.append(f"manifest: {document['manifest']}")
@@ -103,9 +106,10 @@ def _watch(workspace: Workspace, run_dir: Path, interval: float, reporter: Repor
         if document["status"] in TERMINAL_RUN_STATUSES:
             reporter.result(document, render(document))
             return run_exit_code(document["status"], document["status_detail"])
-        if document["stale"]:
+        if document["stale"] or document["orchestrator_gone"]:
+            # a dead driver is reported at once: waiting for staleness would add nothing
             reporter.result(document, render(document))
-            return 1
+            return EXIT_FAILED
         time.sleep(interval)
 
 

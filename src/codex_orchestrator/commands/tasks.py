@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 
 from codex_orchestrator.errors import EXIT_FAILED, EXIT_OK
 from codex_orchestrator.ids import validate_id
@@ -63,17 +64,7 @@ def _mark(workspace: Workspace, args: argparse.Namespace, reporter: Reporter) ->
         f"  skipped   {path} (the item is not in this mirror)" for path in result.without_item
     ]
     lines += [f"  skipped   {path} (holds no checklist of this task)" for path in result.absent]
-    document = {
-        "task": result.task,
-        "item": result.item,
-        "run_id": result.run_id,
-        "evidence": result.evidence,
-        "changed": result.changed,
-        "unchanged": result.unchanged,
-        "without_item": result.without_item,
-        "absent": result.absent,
-    }
-    reporter.result(document, "\n".join(lines))
+    reporter.result(asdict(result), "\n".join(lines))
     return EXIT_OK
 
 
@@ -85,13 +76,7 @@ def _new(workspace: Workspace, args: argparse.Namespace, reporter: Reporter) -> 
     lines += [f"  created {path}" for path in result.created]
     lines += [f"  updated {path}" for path in result.updated]
     lines += [f"  kept    {path} (already exists)" for path in result.kept]
-    document = {
-        "task": result.task,
-        "created": result.created,
-        "updated": result.updated,
-        "kept": result.kept,
-    }
-    reporter.result(document, "\n".join(lines))
+    reporter.result(asdict(result), "\n".join(lines))
     return EXIT_OK
 
 

@@ -16,6 +16,7 @@ overrides the whole pipeline. The full table is in docs/diagnostics.md.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -90,7 +91,7 @@ def _stage(stage_id: str, title: str, needs: tuple[str, ...], check: Check) -> C
 
 
 def _spec_guard(root: Path) -> CommandStage:
-    in_git = any((directory / ".git").exists() for directory in (root, *root.parents))
+    in_git = any(os.path.exists(directory / ".git") for directory in (root, *root.parents))
     return CommandStage(
         id="spec-guard",
         title="Spec guard",

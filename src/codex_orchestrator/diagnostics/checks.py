@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
+
+from codex_orchestrator.diagnostics.repo import RepoFiles
 
 #: The stages a detector fills, in pipeline order (spec-guard, the last, is not detected).
 CHECKED_STAGES = ("build", "lint", "test")
@@ -45,3 +47,25 @@ class Project(NamedTuple):
 def broken_project(kind: str, evidence: str, problem: str) -> Project:
     """A project whose manifest cannot be used: every checked stage skipped with ``problem``."""
     return Project(kind, evidence, dict.fromkeys(CHECKED_STAGES, Skip(f"skipped: {problem}")))
+
+
+def manifest_project(
+    repo: RepoFiles,
+    kind: str,
+    manifest: str,
+    problem_in: Callable[[str], str | None],
+    checks: Mapping[str, Check],
+) -> Project | None:
+    """The project identified by the file ``manifest`` at the root (None when it is absent).
+
+    ``problem_in`` reads the file's text and says what makes it unusable, if anything; an
+    unreadable or unusable manifest gives a project whose stages are skipped with the problem.
+    """
+    text, problem = repo.read(manifest)
+    if text is None and problem is None:
+        return None
+    if text is not None:
+        problem = problem_in(text)
+    if problem is not None:
+        return broken_project(kind, manifest, problem)
+    return Project(kind, manifest, checks)

@@ -4,27 +4,21 @@ from __future__ import annotations
 
 import re
 
-from codex_orchestrator.diagnostics.checks import Project, Run, broken_project
+from codex_orchestrator.diagnostics.checks import Project, Run, manifest_project
 from codex_orchestrator.diagnostics.repo import RepoFiles
 
 _MODULE_LINE = re.compile(r"^\s*module\s+\S", re.MULTILINE)
+CHECKS = {
+    "build": Run("go build ./...", "go.mod: builds every package", ("go",)),
+    "lint": Run("go vet ./...", "go.mod: go vet checks every package", ("go",)),
+    "test": Run("go test ./...", "go.mod: tests every package", ("go",)),
+}
 
 
 def detect(repo: RepoFiles) -> Project | None:
     """The Go module at the root, or None."""
-    text, problem = repo.read("go.mod")
-    if text is None and problem is None:
-        return None
-    if text is not None and not _MODULE_LINE.search(text):
-        problem = "go.mod has no 'module' line; fix the file"
-    if problem is not None:
-        return broken_project("Go", "go.mod", problem)
-    return Project(
-        "Go",
-        "go.mod",
-        {
-            "build": Run("go build ./...", "go.mod: builds every package", ("go",)),
-            "lint": Run("go vet ./...", "go.mod: go vet checks every package", ("go",)),
-            "test": Run("go test ./...", "go.mod: tests every package", ("go",)),
-        },
-    )
+    return manifest_project(repo, "Go", "go.mod", _problem, CHECKS)
+
+
+def _problem(text: str) -> str | None:
+    return None if _MODULE_LINE.search(text) else "go.mod has no 'module' line; fix the file"

@@ -37,10 +37,10 @@ class Declared:
         names = TARGETS.get(stage_id, ()) + (FALLBACK_TARGETS.get(stage_id, ()) if fallback else ())
         for name in names:
             if name in self.make_targets:
-                why = f"{self.makefile} declares a '{name}' target"
+                why = f"{self.makefile} declares the '{name}' target"
                 return Run(f"make {name}", why, ("make",))
             if name in self.just_recipes:
-                why = f"{self.justfile} declares a '{name}' recipe"
+                why = f"{self.justfile} declares the '{name}' recipe"
                 return Run(f"just {name}", why, ("just",))
         return None
 

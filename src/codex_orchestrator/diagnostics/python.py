@@ -161,9 +161,13 @@ def _has_tests(repo: RepoFiles, pyproject: Mapping[str, object]) -> bool:
 def _sources(repo: RepoFiles) -> tuple[str, ...]:
     if repo.has_dir("src"):
         return ("src",)
+    try:
+        names = os.listdir(repo.root)
+    except OSError:
+        names = []
     found = sorted(
         name
-        for name in os.listdir(repo.root)
+        for name in names
         if not name.startswith(".")
         and (repo.has_file(f"{name}/__init__.py") or (name.endswith(".py") and repo.has_file(name)))
     )

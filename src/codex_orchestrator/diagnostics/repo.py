@@ -19,7 +19,7 @@ class RepoFiles:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._real_root = root.resolve()
+        self._real_root = os.path.realpath(root)
         self._texts: dict[str, tuple[str | None, str | None]] = {}
 
     def read(self, name: str) -> tuple[str | None, str | None]:
@@ -51,7 +51,9 @@ class RepoFiles:
         path = self.root / name
         if not os.path.lexists(path):
             return None, None
-        if not path.resolve().is_relative_to(self._real_root):
+        # realpath, not Path.resolve: a link loop must be refused below, not raise here.
+        real = os.path.realpath(path)
+        if os.path.commonpath([real, self._real_root]) != self._real_root:
             return None, f"{name} leads outside the repository"
         try:
             data = read_regular(path, DETECTION_SIZE_LIMIT)

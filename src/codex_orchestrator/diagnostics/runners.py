@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import configparser
 import re
 from collections.abc import Mapping
 
@@ -103,6 +102,8 @@ def _toml_envs(config: Mapping[str, object]) -> set[str]:
 
 
 def _ini_envs(text: str, section: str) -> set[str]:
+    import configparser  # only for projects with an INI tox configuration
+
     parser = configparser.ConfigParser(interpolation=None, strict=False)
     try:
         parser.read_string(text)

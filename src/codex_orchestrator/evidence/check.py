@@ -9,12 +9,12 @@ read once however many tasks refer to it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from codex_orchestrator.errors import OutsideRootError, UnsafeInputError
 from codex_orchestrator.evidence.checklist import Item
 from codex_orchestrator.evidence.mirrors import (
     FileCache,
@@ -28,6 +28,8 @@ from codex_orchestrator.evidence.mirrors import (
     task_files,
 )
 from codex_orchestrator.evidence.taskindex import INDEX_PATH, TaskIndex, load_index
+from codex_orchestrator.jsonio import loads_checked
+from codex_orchestrator.safefs import RECORD_SIZE_LIMIT, TEXT_SIZE_LIMIT, read_inside, read_regular
 from codex_orchestrator.statuses import RunStatus
 
 #: A manifest's (task_id, status, status_detail), or the (kind, reason) of why it is unusable.
@@ -132,7 +134,7 @@ class _Checker:
     def _manifest_issue(self, path: str, task: str) -> tuple[str, str] | None:
         facts = self.manifests.get(path)
         if facts is None:
-            facts = self.manifests[path] = _manifest_facts(self.root / path)
+            facts = self.manifests[path] = _manifest_facts(self.root, path)
         if len(facts) == 2:
             return facts
         owner, status, detail = facts
@@ -166,10 +168,11 @@ class _Checker:
         """Whether a collateral path exists, and its text (None for a directory or unreadable)."""
         if path not in self.texts:
             try:
-                self.texts[path] = True, (self.root / path).read_bytes().decode("utf-8", "replace")
+                raw = read_inside(self.root, path, TEXT_SIZE_LIMIT)
+                self.texts[path] = True, raw.decode("utf-8", "replace")
             except FileNotFoundError:
                 self.texts[path] = False, None
-            except OSError:
+            except (OSError, OutsideRootError):
                 self.texts[path] = True, None
         return self.texts[path]
 
@@ -222,16 +225,17 @@ def _disagreements(views: list[MirrorView]) -> Iterator[Problem]:
                 )
 
 
-def _manifest_facts(path: Path) -> _ManifestFacts:
+def _manifest_facts(root: Path, path: str) -> _ManifestFacts:
+    """What a cited manifest says. It may lie outside the repository (a runs root set by
+    ``CODEX_ORCHESTRATOR_RUNS_DIR`` is cited by its absolute path): reading it is capped and
+    refuses anything but a regular file."""
     try:
-        data = json.loads(path.read_bytes())
+        data = loads_checked(read_regular(root / path, RECORD_SIZE_LIMIT), path)
     except FileNotFoundError:
         return "evidence-not-found", "which does not exist"
-    except IsADirectoryError:
-        return "evidence-unreadable", "which is a directory"
     except OSError as error:
         return "evidence-unreadable", f"which cannot be read ({error.strerror})"
-    except (ValueError, RecursionError):
+    except UnsafeInputError:
         return "evidence-unreadable", "which is not valid JSON"
     if not isinstance(data, dict) or not isinstance(data.get("task_id"), str):
         return "evidence-unreadable", "which is not a run manifest (no task_id)"

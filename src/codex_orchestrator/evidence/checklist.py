@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 _ITEM = re.compile(r"\s*(?:[-*+]|\d{1,9}[.)])\s+\[(?P<box>[ xX])\]\s+(?P<text>\S.*)")
-_HEADING = re.compile(r" {0,3}(?P<marks>#{1,6})(?:\s+(?P<text>.*?))?(?:\s+#+)?\s*")
+_HEADING_MARKS = re.compile(r" {0,3}(#{1,6})(?=\s|$)")
 _FENCE = re.compile(r" {0,3}(?P<fence>`{3,}|~{3,})")
 _BACKTICKED = re.compile(r"`([^`]*)`")
 _IDENTITY_END = re.compile(r" — |;")
@@ -98,11 +98,27 @@ def parse(data: bytes) -> Checklist:
             continue
         if opening:
             fence = opening["fence"]
-        elif heading := _HEADING.fullmatch(content):
-            headings.append(Heading(number, len(heading["marks"]), (heading["text"] or "").strip()))
+        elif heading := _heading(number, content):
+            headings.append(heading)
         elif item := _ITEM.fullmatch(content):
             items.append(_item(number, item, offset=len(_content(line)) - len(content)))
     return Checklist(tuple(lines), tuple(headings), tuple(items))
+
+
+def _heading(number: int, content: str) -> Heading | None:
+    """An ATX heading line: 1-6 ``#``, then the text, less an optional closing run of ``#``.
+
+    Plain string work after one anchored match, so a huge line costs linear time (a single
+    regex with a lazy text group and optional closing run backtracks quadratically).
+    """
+    marks = _HEADING_MARKS.match(content)
+    if marks is None:
+        return None
+    text = content[marks.end() :].strip()
+    unclosed = text.rstrip("#")
+    if unclosed != text and (not unclosed or unclosed[-1].isspace()):
+        text = unclosed.rstrip()
+    return Heading(number, len(marks.group(1)), text)
 
 
 def mark_items(checklist: Checklist, items: Iterable[Item], evidence: str) -> bytes:

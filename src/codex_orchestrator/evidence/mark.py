@@ -10,9 +10,10 @@ from __future__ import annotations
 import stat
 from dataclasses import dataclass, field
 
-from codex_orchestrator.errors import OrchestratorError, RunNotFoundError, UsageError
+from codex_orchestrator.errors import OrchestratorError, UsageError
 from codex_orchestrator.evidence.checklist import fold, mark_items
 from codex_orchestrator.evidence.mirrors import (
+    LINKED_MIRROR_FIX,
     MirrorView,
     load_mirror,
     mirror_templates,
@@ -22,6 +23,7 @@ from codex_orchestrator.evidence.taskindex import load_index
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.jsonio import atomic_write_bytes
 from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
+from codex_orchestrator.safefs import resolve_within
 from codex_orchestrator.statuses import RunStatus
 from codex_orchestrator.workspace import Workspace
 
@@ -46,6 +48,12 @@ def mark(workspace: Workspace, task_name: str, query: str, run_id: str) -> MarkR
     """Mark the item ``query`` of task ``task_name`` done with run ``run_id``'s manifest."""
     root = workspace.root
     files = resolve_task(root, load_index(root), mirror_templates(root), task_name)
+    # Refuse before anything is written; a link inside the repository is edited through (the
+    # real file is replaced, the link stays a link), never replaced by a copy.
+    targets = {
+        mirror.path: resolve_within(root / mirror.path, root, mirror.path, LINKED_MIRROR_FIX)
+        for mirror in files.mirrors
+    }
     views = [load_mirror(root, mirror, files.names) for mirror in files.mirrors]
     present = [view for view in views if view.absent is None]
     identity = choose_item(present, query, files.task_id)
@@ -64,7 +72,7 @@ def mark(workspace: Workspace, task_name: str, query: str, run_id: str) -> MarkR
         else:
             edits.append((view.mirror.path, edited))
     for path, data in edits:
-        target = root / path
+        target = targets[path]
         atomic_write_bytes(target, data, mode=stat.S_IMODE(target.stat().st_mode))
         result.changed.append(path)
     return result
@@ -90,14 +98,7 @@ def choose_item(views: list[MirrorView], query: str, task: str) -> str:
 
 def proving_manifest(workspace: Workspace, run_id: str, task: str) -> str:
     """The manifest path of run ``run_id`` if it belongs to ``task`` and succeeded."""
-    validate_id(run_id, "run")
-    found = workspace.find_run(run_id)
-    if found is None:
-        runs = workspace.display(workspace.runs_dir)
-        raise RunNotFoundError(
-            f"unknown run {run_id!r}: no such run under {runs}; check the run id"
-        )
-    path = found[1] / MANIFEST_NAME
+    path = workspace.require_run(validate_id(run_id, "run"))[1] / MANIFEST_NAME
     manifest = load_manifest(path)
     owner, status = manifest.get("task_id"), manifest.get("status")
     if owner != task:

@@ -19,14 +19,23 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from codex_orchestrator.config import load_config
-from codex_orchestrator.errors import UsageError
+from codex_orchestrator.errors import OutsideRootError, UsageError
 from codex_orchestrator.evidence.checklist import Checklist, Heading, Item, parse
 from codex_orchestrator.evidence.taskindex import INDEX_PATH, IndexEntry, TaskIndex
 from codex_orchestrator.ids import is_valid_id, validate_id
+from codex_orchestrator.safefs import (
+    TEXT_SIZE_LIMIT,
+    read_inside,
+    resolve_within,
+)
 
 PLACEHOLDER = "{task}"
 DEFAULT_MIRRORS = ("tasks/tasks-{task}.md", ".agent/task/{task}.md", "docs/TASKS.md")
 MIRROR_PATH_KEYS = ("task", "agent_task")
+LINKED_MIRROR_FIX = (
+    "the tool neither reads nor edits a checklist through a link that leaves the repository; "
+    "replace the link with the file itself"
+)
 _LEADING_NUMBER = re.compile(r"(\d+)-")
 _ALNUM = frozenset(string.ascii_letters + string.digits)
 _ID_CHARS = _ALNUM | {"_", "-"}
@@ -122,6 +131,8 @@ def resolve_task(
         return task_files(templates, numbered[0], None)
     if numbered:
         raise UsageError(f"task {name!r} is ambiguous ({', '.join(numbered)}); give the task id")
+    for mirror in files.mirrors:  # a mirror linked out of the repository explains the miss
+        resolve_within(root / mirror.path, root, mirror.path, LINKED_MIRROR_FIX)
     listed = ", ".join(mirror.path for mirror in files.mirrors)
     raise UsageError(
         f"unknown task {name!r}: not in {INDEX_PATH} and no checklist ({listed}) has it; "
@@ -142,7 +153,7 @@ def load_mirror(
     path = root / mirror.path
     parsed = cache.get(path) if cache is not None else None
     if parsed is None:
-        parsed = _read(path)
+        parsed = _read(root, mirror.path)
         if cache is not None:
             cache[path] = parsed
     if isinstance(parsed, str):
@@ -182,13 +193,13 @@ def mentions(text: str, name: str) -> bool:
     return False
 
 
-def _read(path: Path) -> Checklist | str:
+def _read(root: Path, relative: str) -> Checklist | str:
     try:
-        return parse(path.read_bytes())
+        return parse(read_inside(root, relative, TEXT_SIZE_LIMIT))
     except FileNotFoundError:
         return "does not exist"
-    except IsADirectoryError:
-        return "is a directory, not a file"
+    except OutsideRootError as error:
+        return f"is not read: {error.message}"
     except OSError as error:
         return f"cannot be read ({error.strerror})"
 

@@ -32,6 +32,7 @@ from codex_orchestrator.evidence.mirrors import (
 from codex_orchestrator.evidence.taskindex import INDEX_PATH, TaskIndex, load_index
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.jsonio import atomic_write_bytes, atomic_write_json
+from codex_orchestrator.safefs import TEXT_SIZE_LIMIT, read_regular, resolve_within
 
 STARTER_ITEMS = (
     "Synchronize collateral — `tasks/index.json`, PRD, tech spec, action plan and spec "
@@ -93,6 +94,9 @@ def scaffold(root: Path, task: str, title: str, today: date | None = None) -> Sc
     number, slug = numbered.groups() if numbered else (task, task)
     _refuse_existing(load_index(root), task, number)
     files = task_files(mirror_templates(root), task, None)
+    stubs = [path.format(task=task) for path, _ in STUBS.values()]
+    for path in [*(mirror.path for mirror in files.mirrors), *stubs, INDEX_PATH]:
+        _target(root, path)  # refuse a link out of the repository before creating anything
     values = {
         "task": task,
         "title": title,
@@ -149,7 +153,7 @@ def _mirror_paths(files: TaskFiles) -> dict[str, str]:
 
 def _create(root: Path, path: str, text: str, result: ScaffoldResult) -> str:
     """Create ``path`` with ``text`` unless something exists there; record which; return it."""
-    target = root / path
+    target = _target(root, path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
@@ -172,10 +176,10 @@ def _add_section(
     root: Path, mirror: Mirror, files: TaskFiles, values: dict[str, str], result: ScaffoldResult
 ) -> None:
     """Append the task's section to a shared mirror (creating the file when absent)."""
-    target = root / mirror.path
+    target = _target(root, mirror.path)
     section = SECTION.format(**values)
     try:
-        data = target.read_bytes()
+        data = read_regular(target, TEXT_SIZE_LIMIT)
     except FileNotFoundError:
         _create(root, mirror.path, f"# Tasks\n\n{section}", result)
         return
@@ -199,7 +203,13 @@ def _add_entry(root: Path, entry: dict[str, Any], result: ScaffoldResult) -> Non
     _refuse_existing(index, entry["task_key"], entry["id"])
     document: dict[str, Any] = index.document if index else {"items": []}
     document["items"].append(entry)
-    path = root / INDEX_PATH
+    path = _target(root, INDEX_PATH)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, document)
     (result.updated if index else result.created).append(INDEX_PATH)
+
+
+def _target(root: Path, path: str) -> Path:
+    """Where ``path`` really is; a link leading out of the repository is refused (exit 2)."""
+    fix = "the tool never writes through a link that leaves the repository; remove the link"
+    return resolve_within(root / path, root, path, fix)

@@ -8,13 +8,14 @@ Items without a usable task id are ignored. An item may name its files in ``path
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.ids import is_valid_id
+from codex_orchestrator.jsonio import loads_checked
+from codex_orchestrator.safefs import TEXT_SIZE_LIMIT, read_inside
 
 INDEX_PATH = "tasks/index.json"
 
@@ -60,18 +61,15 @@ class TaskIndex(NamedTuple):
 
 def load_index(root: Path) -> TaskIndex | None:
     """Read ``tasks/index.json`` (None when absent); raise `OrchestratorError` when unusable."""
-    path = root / INDEX_PATH
     try:
-        document = json.loads(path.read_bytes())
+        raw = read_inside(root, INDEX_PATH, TEXT_SIZE_LIMIT)
     except FileNotFoundError:
         return None
     except OSError as error:
         raise OrchestratorError(
             f"{INDEX_PATH}: cannot read ({error.strerror}); make it a readable file"
         ) from None
-    except (ValueError, RecursionError) as error:
-        where = f":{error.lineno}:{error.colno}" if isinstance(error, json.JSONDecodeError) else ""
-        raise OrchestratorError(f"{INDEX_PATH}{where}: invalid JSON; fix the file") from None
+    document = loads_checked(raw, INDEX_PATH)
     items = document.get("items") if isinstance(document, dict) else None
     if not isinstance(items, list):
         raise OrchestratorError(f'{INDEX_PATH}: no "items" list; the index is {{"items": [...]}}')

@@ -61,25 +61,22 @@ class PersistenceCoordinator:
         return True
 
     def _record_state(self, record: RunRecord) -> bool:
-        pending = self.store.pending_path(record)
         try:
             self.store.record(record)
-        except LockTimeoutError as error:  # raised only once the pending file is written
-            self._warn(_deferred(record, error, pending))
-        except OSError as error:
-            if pending.exists():
+        except (LockTimeoutError, OSError) as error:
+            pending = self.store.saved_snapshot(record)
+            if pending is not None:
                 self._warn(_deferred(record, error, pending))
             else:
                 self._warn(f"{_prefix(record)}: state snapshot not saved ({_reason(error)})")
-        else:
-            return True
-        return False
+            return False
+        return True
 
 
 def _deferred(record: RunRecord, error: BaseException, pending: Path) -> str:
     return (
         f"{_prefix(record)}: state snapshot deferred ({_reason(error)}); "
-        f"it stays in {pending} and is merged by the next writer"
+        f"it stays in {pending} and is merged by the next writer or reader of the task"
     )
 
 

@@ -10,7 +10,9 @@ Files (all beside ``state.json``, in ``<out>/<task>/``):
   and then dropped from ``state.json``. A crash between the two steps can only repeat entries
   in the archive, never lose one.
 - ``state.pending/<run-id>.<time>.json``: one durable snapshot per recorded run, written
-  before the lock is taken, deleted once merged into ``state.json``.
+  before the lock is taken, deleted once merged into ``state.json``. When the out root cannot
+  take it (read-only, full), the snapshot goes to the fallback pending directory beside the
+  run records instead, ``<runs>/<task>/state.pending/``; both directories are merged alike.
 - ``.state.json.stamp``: size, CRC-32 of the entries, count and ``lastRunAt`` of the
   ``state.json`` this module last wrote. When it matches, a run newer than all others is
   appended to the existing bytes without re-parsing them, so recording stays cheap however long
@@ -43,8 +45,21 @@ from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 from codex_orchestrator.ids import validate_id
-from codex_orchestrator.jsonio import append_line, atomic_write_bytes, quarantine, read_json
+from codex_orchestrator.jsonio import (
+    append_line,
+    atomic_write_bytes,
+    encode_record,
+    quarantine,
+    read_json,
+)
 from codex_orchestrator.locks import FileLock
+from codex_orchestrator.persistence import PENDING_DIR_NAME
+from codex_orchestrator.safefs import (
+    RECORD_SIZE_LIMIT,
+    UnreadableFileError,
+    read_regular,
+    real_directory,
+)
 
 KEEP_RECENT = 1000
 ARCHIVE_BATCH = 250
@@ -113,7 +128,9 @@ class TaskStateStore:
         self.task_id = task_id
         self.state_path = state_dir / "state.json"
         self.archive_path = state_dir / "state.archive.ndjson"
-        self.pending_dir = state_dir / "state.pending"
+        self.pending_dir = state_dir / PENDING_DIR_NAME
+        # ``<runs>/<task>.lock`` sits beside ``<runs>/<task>/``, which holds the run records.
+        self.fallback_pending_dir = lock_path.parent / task_id / PENDING_DIR_NAME
         self.lock_path = lock_path
         self._stamp_path = state_dir / ".state.json.stamp"
         self._lock = lock or FileLock(lock_path)
@@ -129,19 +146,28 @@ class TaskStateStore:
     def record(self, record: RunRecord) -> None:
         """Save ``record`` durably as pending, then merge every pending snapshot under the lock.
 
-        Raises `LockTimeoutError` when the lock bound is spent; the snapshot stays pending and
-        is merged by the current lock holder or the next writer.
+        Raises `LockTimeoutError` when the lock bound is spent, OSError when ``state.json``
+        cannot be written; the snapshot stays pending (see `saved_snapshot`) and is merged by
+        the current lock holder or the next writer or reader of the task.
         """
-        path = self.pending_path(record)
-        self.pending_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, _encode(record.to_json()), durable=True)
+        payload = _encode(record.to_json())
+        try:
+            real_directory(self.pending_dir)
+            atomic_write_bytes(self.pending_path(record), payload, durable=True)
+        except OSError:
+            # The out root is read-only or full: a snapshot must never be lost, so it waits
+            # beside the run records (which the run could write) until a merge can take it.
+            # When this write fails too, the error propagates: nothing could be saved.
+            fallback = real_directory(self.fallback_pending_dir) / self.pending_path(record).name
+            atomic_write_bytes(fallback, payload, durable=True)
         self._lock.acquire()
         self._merge_and_release()
 
-    def flush_pending(self) -> int:
-        """Take the lock (bounded retries) and merge pending snapshots; return how many."""
-        self._lock.acquire()
-        return self._merge_and_release()
+    def saved_snapshot(self, record: RunRecord) -> Path | None:
+        """Where ``record``'s pending snapshot waits, or None when there is none."""
+        name = self.pending_path(record).name
+        candidates = (self.pending_dir / name, self.fallback_pending_dir / name)
+        return next((path for path in candidates if path.exists()), None)
 
     def read(self) -> dict[str, Any]:
         """The state document; pending snapshots are merged first when the lock is free."""
@@ -167,6 +193,11 @@ class TaskStateStore:
     def _drain(self) -> int:
         """After a release, merge what is still pending unless another process took the lock."""
         merged = 0
+        # Why this loop closes the gap: a writer that failed to get the lock wrote its pending
+        # file *before* that failed try, i.e. while we held the lock. Listing again after our
+        # release therefore sees it. If our non-blocking try fails, someone took the lock after
+        # our release, hence after the file was written, and that holder merges it (and drains
+        # in turn). A blocking acquire here could wait on a long merge for nothing.
         while self._pending_files() and self._lock.try_acquire():
             try:
                 merged += self._merge_pending_locked()
@@ -180,6 +211,9 @@ class TaskStateStore:
             verified = self._load_verified()
             if verified is None or not self._append(verified, incoming):
                 self._merge_full(verified, incoming)
+        # Only now, with state.json durably written, may the pending files go: a crash before
+        # this line leaves them to be merged again, which is harmless (a snapshot of a run
+        # replaces the older one of the same run; identical entries change nothing).
         _unlink_all(paths)
         return len(paths)
 
@@ -191,12 +225,21 @@ class TaskStateStore:
         return history.runs
 
     def _append(self, verified: _Verified, incoming: list[Entry]) -> bool:
-        """Append runs newer than all others to the verified bytes; False when not possible."""
+        """Append runs newer than all others to the verified bytes; False when not possible.
+
+        The fast path of the common case (a new run, the newest so far): the stamp proved the
+        bytes are the ones this module wrote (size and CRC-32), so they are reused unparsed and
+        the CRC is extended over the new tail only. Each guard below sends a case that would
+        need reordering, replacing or archiving to the full merge instead.
+        """
         if verified.entries + len(incoming) > self._keep_recent + self._archive_batch:
             return False
         if verified.last_run_at is not None and _timestamp(incoming[0]) < verified.last_run_at:
             return False
         run_ids = {_run_id(entry) for entry in incoming}
+        # A run already listed must be replaced in place, not listed twice. The byte search is
+        # exact: entries are written compactly by this module and quotes inside values are
+        # escaped, so ``"runId":"<id>"`` is present precisely when the run is.
         if len(run_ids) < len(incoming) or any(_run_id_key(r) in verified.body for r in run_ids):
             return False
         tail = (_SEPARATOR if verified.body else b"") + _join_entries(incoming)
@@ -223,7 +266,7 @@ class TaskStateStore:
         """The entries of ``state.json`` as bytes, when the stamp vouches for them."""
         try:
             stamp = read_json(self._stamp_path)
-            raw = self.state_path.read_bytes()
+            raw = read_regular(self.state_path, RECORD_SIZE_LIMIT, follow_links=False)
         except (OSError, ValueError):
             return None
         if not isinstance(stamp, dict) or not isinstance(stamp.get("count"), int):
@@ -249,6 +292,7 @@ class TaskStateStore:
     ) -> None:
         """Write ``state.json`` durably, then the stamp that vouches for it."""
         content = _header(self.task_id, last_run_at) + body + _TRAILER
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.state_path, content, durable=True)
         stamp = {
             "size": len(content),
@@ -263,7 +307,7 @@ class TaskStateStore:
         if verified is not None:
             return _History.from_body(verified.body), False
         try:
-            return _History(_parse_runs(self.state_path.read_bytes())), False
+            return _History(_parse_runs(_read_record(self.state_path))), False
         except FileNotFoundError:
             return _History([]), False
         except _CorruptError as problem:
@@ -278,11 +322,11 @@ class TaskStateStore:
 
     def _load_pending(self) -> tuple[list[Path], list[Entry]]:
         """Every pending file and the valid snapshots among them, oldest first."""
-        paths = [self.pending_dir / name for name in self._pending_files()]
+        paths = self._pending_files()
         entries: list[Entry] = []
         for path in paths:
             try:
-                entries.append(_parse_entry(path.read_bytes()))
+                entries.append(_parse_entry(_read_record(path)))
             except FileNotFoundError:
                 continue
             except _CorruptError as problem:
@@ -296,17 +340,27 @@ class TaskStateStore:
 
     # --- without the lock -------------------------------------------------------------------
 
-    def _pending_files(self) -> list[str]:
-        try:
-            names = os.listdir(self.pending_dir)
-        except FileNotFoundError:
-            return []
-        return [name for name in names if name.endswith(".json") and not name.startswith(".")]
+    def _pending_files(self) -> list[Path]:
+        """Pending snapshots in the pending directory and in its fallback beside the runs."""
+        paths: list[Path] = []
+        for directory in (self.pending_dir, self.fallback_pending_dir):
+            if os.path.islink(directory):  # merged files are deleted: never outside the roots
+                continue
+            try:
+                names = os.listdir(directory)
+            except FileNotFoundError:
+                continue
+            paths += [
+                directory / name
+                for name in names
+                if name.endswith(".json") and not name.startswith(".")
+            ]
+        return paths
 
     def _peek_runs(self) -> list[Entry]:
         """The runs in ``state.json``, repairing nothing (another process holds the lock)."""
         try:
-            return _parse_runs(self.state_path.read_bytes())
+            return _parse_runs(_read_record(self.state_path))
         except FileNotFoundError:
             return []
         except _CorruptError as problem:
@@ -380,11 +434,19 @@ class _History:
         return self._lines.get(_run_id(entry)) or _encode(entry)
 
 
+def _read_record(path: Path) -> bytes:
+    """The bytes of a record file; a link, FIFO or oversized file is corrupt (set aside)."""
+    try:
+        return read_regular(path, RECORD_SIZE_LIMIT, follow_links=False)
+    except UnreadableFileError as problem:
+        raise _CorruptError(problem.reason) from None
+
+
 def _parse_runs(raw: bytes) -> list[Entry]:
     """The sorted runs of a ``state.json``; raises `_CorruptError` (with what survived)."""
     try:
         document = json.loads(raw)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         raise _CorruptError(f"not JSON: {error}") from None
     runs = document.get("runs") if isinstance(document, dict) else None
     if not isinstance(runs, list):
@@ -400,7 +462,7 @@ def _parse_runs(raw: bytes) -> list[Entry]:
 def _parse_entry(raw: bytes) -> Entry:
     try:
         entry = json.loads(raw)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         raise _CorruptError(f"not JSON: {error}") from None
     if not _is_entry(entry):
         raise _CorruptError("not a run entry")
@@ -420,7 +482,7 @@ def _timestamp(entry: Entry) -> str:
 
 
 def _encode(value: Any) -> bytes:
-    return _ENCODER.encode(value).encode("utf-8")
+    return encode_record(_ENCODER.encode(value))
 
 
 def _join_entries(entries: list[Entry]) -> bytes:
