@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.errors import RunActiveError
+from codex_orchestrator.locks import unlock_and_close
 from codex_orchestrator.procfs import checked_pid, host_name, process_start_ticks
 
 DRIVER_LOCK_NAME = ".driver.lock"
@@ -170,8 +171,4 @@ class DriverLock:
     def release(self) -> None:
         """Give the run up (a no-op when not held)."""
         fd, self._fd = self._fd, None
-        if fd is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
+        unlock_and_close(fd)

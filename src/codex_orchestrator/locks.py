@@ -101,11 +101,7 @@ class FileLock:
     def release(self) -> None:
         """Release the lock (a no-op when it is not held)."""
         fd, self._fd = self._fd, None
-        if fd is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
+        unlock_and_close(fd)
 
     def __enter__(self) -> FileLock:
         self.acquire()
@@ -138,3 +134,12 @@ def _write_holder(fd: int) -> None:
 def _unit_random() -> float:
     """A random number in [0, 1) for jitter (without importing ``random`` at start-up)."""
     return int.from_bytes(os.urandom(4), "big") / 2**32
+
+
+def unlock_and_close(fd: int | None) -> None:
+    """Drop the ``flock`` held through ``fd`` and close it (a no-op for None)."""
+    if fd is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
