@@ -40,6 +40,7 @@ import _harness
 import fig_capture
 import fig_coldstart
 import fig_concurrency
+import fig_dask
 import fig_graph
 import fig_long_pipeline
 import fig_resilience
@@ -55,6 +56,7 @@ FIGURES: dict[str, tuple[str, Callable[[Profile], list[Figure]]]] = {
     "concurrency": ("concurrent starts", fig_concurrency.measure),
     "state": ("state history", fig_state_history.measure),
     "resilience": ("resilience", fig_resilience.measure),
+    "dask": ("Dask executor", fig_dask.measure),
     "long": ("long pipelines", fig_long_pipeline.measure),
     "graph": ("graph pipelines", fig_graph.measure),
     "runctl": ("run control", lambda profile: __import__("fig_runctl").measure(profile)),

@@ -62,6 +62,11 @@ def _add_run(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.set_defaults(run_required=required)
 
 
+def _add_executor(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", metavar="NAME", help="where stages run: local or dask")
+    parser.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="the Dask scheduler")
+
+
 def _add_start(sub: argparse._SubParsersAction[_Parser]) -> None:
     start = sub.add_parser("start", help="run a pipeline for a task")
     start.add_argument("pipeline", nargs="?", metavar="PIPELINE")
@@ -70,6 +75,7 @@ def _add_start(sub: argparse._SubParsersAction[_Parser]) -> None:
     start.add_argument("--approval-policy", metavar="POLICY")
     _add_max_parallel(start)
     _add_detach(start)
+    _add_executor(start)
     _add_format(start)
 
 
@@ -99,6 +105,7 @@ def _add_resume(sub: argparse._SubParsersAction[_Parser]) -> None:
     resume.add_argument("--force", action="store_true", help="resume even if the run looks alive")
     _add_max_parallel(resume)
     _add_detach(resume)
+    _add_executor(resume)
     _add_format(resume)
 
 

@@ -111,6 +111,7 @@ STAGE_KEYS: Mapping[str, frozenset[str]] = {
             "summaryHint",
             "timeoutSeconds",
             "timeoutMs",
+            "resources",
             "needs",
             "retries",
             "retryDelaySeconds",
@@ -120,6 +121,9 @@ STAGE_KEYS: Mapping[str, frozenset[str]] = {
     "stage-set": frozenset({"kind", "ref"}),
 }
 _ALL_STAGE_KEYS = frozenset().union(*STAGE_KEYS.values())
+#: Settings that choose the executor (docs/executors.md): strings, unlike the numeric tunables.
+EXECUTOR_SETTINGS = frozenset({"executor", "dask_scheduler", "worker_root"})
+MAX_RESOURCE_AMOUNT = 1e6
 
 T = TypeVar("T")
 D = TypeVar("D")
@@ -484,6 +488,7 @@ class _ConfigParser:
             allow_failure=_optional(obj, "allowFailure", path, _read_bool, False),
             summary_hint=_optional(obj, "summaryHint", path, _read_string, None),
             timeout_seconds=_read_timeout(obj, path),
+            resources=_optional(obj, "resources", path, _read_resources, {}),
             needs=_optional(obj, "needs", path, _read_needs, None),
             retries=_optional(obj, "retries", path, _read_retries, 0),
             retry_delay_seconds=_optional(obj, "retryDelaySeconds", path, _read_retry_delay, 1.0),
@@ -529,10 +534,26 @@ def _read_settings(value: object, path: str) -> dict[str, object]:
     checked: dict[str, object] = {}
     for name, setting in settings.items():
         where = _child(path, name)
+        if name in EXECUTOR_SETTINGS:
+            checked[name] = _read_text(setting, where, "give a non-empty string")
+            continue
         if name not in SETTING_NAMES:
-            _fail(where, "unknown setting", _suggest(name, frozenset(SETTING_NAMES)))
+            known = frozenset(SETTING_NAMES) | EXECUTOR_SETTINGS
+            _fail(where, "unknown setting", _suggest(name, known))
         checked[name] = _read_setting(name, setting, where)
     return checked
+
+
+def _read_resources(value: object, path: str) -> dict[str, float]:
+    """Abstract resources a stage needs on its worker (e.g. ``{"GPU": 1}``), for Dask."""
+    fix = 'give an object of resource names and amounts, e.g. {"GPU": 1}'
+    resources = _read_object(value, path, fix)
+    return {
+        _read_text(name, path, fix): _read_positive(
+            amount, _child(path, name), fix, MAX_RESOURCE_AMOUNT
+        )
+        for name, amount in resources.items()
+    }
 
 
 def _read_mirrors(value: object, path: str) -> tuple[str, ...]:

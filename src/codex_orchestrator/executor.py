@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+from codex_orchestrator.statuses import StageFailure
+
 #: The most of each output stream an outcome carries in memory (the tail).
 TAIL_BYTES = 64 * 1024
 
@@ -60,6 +62,10 @@ class StageOutcome(NamedTuple):
     stdout_bytes: int
     stderr_bytes: int
     host: str
+    #: Why a ``lost`` stage was lost, when the executor knows more than "its worker died":
+    #: a `StageFailure` value (e.g. ``scheduler-lost``) and one line for its summary.
+    lost_failure: StageFailure = StageFailure.WORKER_LOST
+    lost_reason: str | None = None
 
 
 class Cancellation:

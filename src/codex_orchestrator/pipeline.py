@@ -37,6 +37,7 @@ class CommandStage(NamedTuple):
     allow_failure: bool = False
     summary_hint: str | None = None
     timeout_seconds: float | None = None
+    resources: Mapping[str, float] = MappingProxyType({})
     requires: tuple[str, ...] = ()
     skip_reason: str | None = None
     why: str | None = None

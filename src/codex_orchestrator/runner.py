@@ -369,6 +369,7 @@ class _Stages:
             stdout_path=stdout_path,
             stderr_path=stderr_path,
             timeout_seconds=stage.timeout_seconds,
+            resources=stage.resources or None,
         )
         prefix = stage.id if self.prefix_output else None
 
@@ -750,8 +751,9 @@ def _stage_outcome(
         summary = f"cancelled by {signal_name(signum)}; {summary}"
         reason, detail = "command-cancelled", signal_detail(signum)
     elif outcome.lost:
-        summary = f"the executor lost the stage; {summary}"
-        reason, detail = "worker-lost", stage_detail(stage.id, StageFailure.WORKER_LOST)
+        summary = f"{outcome.lost_reason or 'the executor lost the stage'}; {summary}"
+        failure = outcome.lost_failure
+        reason, detail = failure.value, stage_detail(stage.id, failure)
     elif stage.allow_failure:
         reason, detail = "command-allow-failure", None
     else:

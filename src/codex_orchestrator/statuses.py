@@ -49,6 +49,7 @@ class StageFailure(StrEnum):
     FAILED = "failed"
     TIMEOUT = "timeout"
     WORKER_LOST = "worker-lost"
+    SCHEDULER_LOST = "scheduler-lost"
 
 
 SIGNAL_DETAIL_PREFIX = "signal:"

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from codex_orchestrator.config import Config, load_config
-from codex_orchestrator.errors import OrchestratorError
+from codex_orchestrator.errors import OrchestratorError, UsageError
 from codex_orchestrator.manifest import MANIFEST_NAME, ManifestStore, load_manifest
 from codex_orchestrator.output import Reporter, log_echo, note
 from codex_orchestrator.pipeline import Pipeline
 from codex_orchestrator.workspace import Settings, Workspace
 
 if TYPE_CHECKING:  # the run machinery is imported only by the commands that run (cold start)
+    from codex_orchestrator.executor import Executor
     from codex_orchestrator.runner import RunContext, RunResult
 
 
@@ -33,9 +34,14 @@ def load(workspace: Workspace) -> tuple[Config, Settings]:
 
 
 def run_context(
-    workspace: Workspace, config: Config, settings: Settings, task_id: str, reporter: Reporter
+    workspace: Workspace,
+    config: Config,
+    settings: Settings,
+    task_id: str,
+    reporter: Reporter,
+    executor: Executor | None = None,
 ) -> RunContext:
-    """Build the context shared by a run and its child runs."""
+    """Build the context shared by a run and its child runs (default: the local executor)."""
     from codex_orchestrator.evidence.taskindex import task_slug
     from codex_orchestrator.executor import Cancellation
     from codex_orchestrator.local_executor import LocalExecutor
@@ -50,7 +56,7 @@ def run_context(
         task_id=task_id,
         task_slug=task_slug(workspace.root, task_id) or task_id,
         cancellation=Cancellation(grace_seconds=settings.kill_grace_seconds),
-        executor=LocalExecutor(settings.kill_grace_seconds, subreaper=True),
+        executor=executor or LocalExecutor(settings.kill_grace_seconds, subreaper=True),
         on_output=log_echo if follow else None,
     )
 
@@ -123,3 +129,16 @@ def drive(
     with show_run(reporter.json, store):
         result = execute(ctx, store, pipeline)
     return report_run(workspace, reporter, result)
+
+
+def refuse_remote_detach(args: argparse.Namespace, executor: Executor | None) -> None:
+    """Refuse ``--detach`` with a remote executor before any run exists.
+
+    A detached run continues in a forked process, and a Dask client's threads and sockets do
+    not survive a fork; such a run is driven in the foreground (or under ``nohup``).
+    """
+    if getattr(args, "detach", False) and executor is not None:
+        raise UsageError(
+            f"--detach works with the local executor only, not {executor.name!r}; run it in the "
+            "foreground (e.g. under nohup) or drop --executor"
+        )

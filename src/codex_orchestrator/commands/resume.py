@@ -7,7 +7,14 @@ import hmac
 from pathlib import Path
 from typing import Any
 
-from codex_orchestrator.commands.common import drive, find_manifest, load, report_run, run_context
+from codex_orchestrator.commands.common import (
+    drive,
+    find_manifest,
+    load,
+    refuse_remote_detach,
+    report_run,
+    run_context,
+)
 from codex_orchestrator.config import Pipeline
 from codex_orchestrator.driver import DRIVER_LOCK_NAME, DriverLock
 from codex_orchestrator.errors import (
@@ -15,6 +22,7 @@ from codex_orchestrator.errors import (
     ResumeRefusedError,
     UnknownPipelineError,
 )
+from codex_orchestrator.executors import executor_for
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.invocation import default_actor
 from codex_orchestrator.liveness import refuse_if_alive
@@ -74,7 +82,9 @@ def _resume(
     config, settings = load(workspace)
     settings = with_flag(settings, "max_parallel", args.max_parallel, "--max-parallel")
     pipeline = _same_pipeline(config.pipelines, manifest)
-    ctx = run_context(workspace, config, settings, task_id, reporter)
+    executor = executor_for(args.executor, args.scheduler, workspace, config.settings, settings)
+    refuse_remote_detach(args, executor)
+    ctx = run_context(workspace, config, settings, task_id, reporter, executor)
     with SignalGuard(ctx.cancellation):
         store = ManifestStore(run_dir, manifest)
         store.driver = driver

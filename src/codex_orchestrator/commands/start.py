@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from codex_orchestrator.commands.common import drive, find_manifest, load, run_context
+from codex_orchestrator.commands.common import (
+    drive,
+    find_manifest,
+    load,
+    refuse_remote_detach,
+    run_context,
+)
+from codex_orchestrator.executors import executor_for
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.runner import create_run
@@ -22,7 +29,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     settings = with_flag(settings, "max_parallel", args.max_parallel, "--max-parallel")
     pipeline = config.resolve_pipeline(args.pipeline)
     parent = _parent_run(workspace, args.parent_run)
-    ctx = run_context(workspace, config, settings, task_id, reporter)
+    executor = executor_for(args.executor, args.scheduler, workspace, config.settings, settings)
+    refuse_remote_detach(args, executor)
+    ctx = run_context(workspace, config, settings, task_id, reporter, executor)
     with SignalGuard(ctx.cancellation):
         store = create_run(ctx, pipeline, parent, args.approval_policy)
         note(f"run {store.data['run_id']} started: pipeline {pipeline.id}, task {task_id}")

@@ -1,0 +1,105 @@
+"""Choosing the executor of a run: ``local`` (default) or ``dask`` (see docs/executors.md).
+
+Each source is tried in turn: the command-line flag, then the environment, then the config's
+``settings``. The Dask executor's module is imported only when it is chosen, and Dask itself
+only when it connects, so local runs never pay for it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
+from codex_orchestrator.executor import Executor
+from codex_orchestrator.workspace import Settings, Workspace
+
+EXECUTOR_ENV = "CODEX_ORCHESTRATOR_EXECUTOR"
+SCHEDULER_ENV = "CODEX_ORCHESTRATOR_DASK_SCHEDULER"
+EXECUTOR_NAMES = ("local", "dask")
+#: Config ``settings`` keys that choose the executor: strings, unlike the numeric tunables.
+EXECUTOR_SETTINGS = ("executor", "dask_scheduler", "worker_root")
+#: A remote stage silent (no output, no keep-alive) for this share of the stale threshold is
+#: lost; its supervisor sends a keep-alive twice a second.
+LOST_SHARE_OF_STALE = 1 / 3
+MIN_LOST_AFTER_SECONDS = 2.0
+
+
+class Choice(NamedTuple):
+    """A setting's value and where it came from (for error messages)."""
+
+    value: str | None
+    source: str
+
+
+def pick(
+    flag: str | None,
+    flag_name: str,
+    env_name: str | None,
+    setting: str,
+    settings: Mapping[str, object],
+    env: Mapping[str, str],
+) -> Choice:
+    """The value of one executor setting: flag, else environment, else config setting."""
+    if flag is not None:
+        return Choice(flag, flag_name)
+    if env_name and env.get(env_name, "").strip():
+        return Choice(env[env_name].strip(), f"environment variable {env_name}")
+    value = settings.get(setting)
+    return Choice(str(value) if value is not None else None, f"settings.{setting}")
+
+
+def executor_for(
+    executor_flag: str | None,
+    scheduler_flag: str | None,
+    workspace: Workspace,
+    config_settings: Mapping[str, object],
+    settings: Settings,
+    env: Mapping[str, str] | None = None,
+) -> Executor | None:
+    """Build the chosen executor (None: the default local one), or exit 2 with the fix."""
+    environ = os.environ if env is None else env
+    name = pick(executor_flag, "--executor", EXECUTOR_ENV, "executor", config_settings, environ)
+    if name.value is None or name.value == "local":
+        return None
+    if name.value != "dask":
+        raise OrchestratorError(
+            f"{name.source}: unknown executor {name.value!r}; choose one of "
+            f"{', '.join(EXECUTOR_NAMES)}",
+            exit_code=EXIT_USAGE,
+        )
+    scheduler = pick(
+        scheduler_flag, "--scheduler", SCHEDULER_ENV, "dask_scheduler", config_settings, environ
+    )
+    if scheduler.value is None:
+        raise OrchestratorError(
+            f"the dask executor needs a scheduler address: pass --scheduler tcp://HOST:PORT, or "
+            f"set {SCHEDULER_ENV} or settings.dask_scheduler",
+            exit_code=EXIT_USAGE,
+        )
+    from codex_orchestrator.executors.dask import WorkerMapping, connect
+
+    return connect(
+        scheduler.value,
+        scheduler.source,
+        WorkerMapping(workspace.root, _worker_root(config_settings, workspace)),
+        settings.kill_grace_seconds,
+        max(MIN_LOST_AFTER_SECONDS, settings.heartbeat_stale_after_seconds * LOST_SHARE_OF_STALE),
+    )
+
+
+def _worker_root(config_settings: Mapping[str, object], workspace: Workspace) -> Path:
+    """Where the repository lives on the workers: ``settings.worker_root``, else the same path."""
+    value = config_settings.get("worker_root")
+    if value is None:
+        return workspace.root
+    root = Path(str(value))
+    if not root.is_absolute():
+        raise OrchestratorError(
+            f"settings.worker_root: {value!r} is not an absolute path; give the repository's "
+            "absolute path on the workers",
+            exit_code=EXIT_USAGE,
+        )
+    return root
