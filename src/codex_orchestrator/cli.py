@@ -114,6 +114,13 @@ def _add_review(sub: argparse._SubParsersAction[_Parser]) -> None:
     _add_format(review)
 
 
+def _add_mcp(sub: argparse._SubParsersAction[_Parser]) -> None:
+    mcp = sub.add_parser("mcp", help="serve the Model Context Protocol over stdio (for agents)")
+    mcp.add_argument(
+        "--read-only", action="store_true", help="offer only plan, status, wait, runs, logs, tasks_check"
+    )
+
+
 COMMANDS = {
     "start": ("start", _add_start),
     "plan": ("plan", _add_plan),
@@ -122,6 +129,7 @@ COMMANDS = {
     "tasks": ("tasks", _add_tasks),
     "spec-guard": ("spec_guard", _add_spec_guard),
     "review": ("review", _add_review),
+    "mcp": ("mcp", _add_mcp),
 }
 
 
