@@ -53,6 +53,7 @@ def _add_start(sub: argparse._SubParsersAction[_Parser]) -> None:
     start.add_argument("--task", metavar="ID")
     start.add_argument("--parent-run", metavar="RUN")
     start.add_argument("--approval-policy", metavar="POLICY")
+    _add_detach(start)
     _add_format(start)
 
 
@@ -80,6 +81,7 @@ def _add_resume(sub: argparse._SubParsersAction[_Parser]) -> None:
     resume.add_argument("--actor", metavar="NAME")
     resume.add_argument("--reason", metavar="TEXT")
     resume.add_argument("--force", action="store_true", help="resume even if the run looks alive")
+    _add_detach(resume)
     _add_format(resume)
 
 
@@ -114,6 +116,62 @@ def _add_review(sub: argparse._SubParsersAction[_Parser]) -> None:
     _add_format(review)
 
 
+def _add_detach(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--detach", action="store_true", help="continue the run in the background and return at once"
+    )
+
+
+def _add_cancel(sub: argparse._SubParsersAction[_Parser]) -> None:
+    cancel = sub.add_parser("cancel", help="stop a run from any terminal")
+    _add_run(cancel)
+    cancel.add_argument("--task", metavar="ID")
+    cancel.add_argument("--reason", metavar="TEXT")
+    cancel.add_argument("--actor", metavar="NAME")
+    cancel.add_argument("--wait", action="store_true", help="return once the run is recorded as ended")
+    _add_format(cancel)
+
+
+def _add_runs(sub: argparse._SubParsersAction[_Parser]) -> None:
+    runs = sub.add_parser("runs", help="list runs of every task, newest first")
+    runs.add_argument("--task", metavar="ID")
+    runs.add_argument("--status", metavar="STATUS")
+    runs.add_argument("--pipeline", metavar="ID")
+    runs.add_argument("--since", metavar="WHEN", help="2h, 7d or an ISO date")
+    runs.add_argument("--limit", metavar="N", help="at most N runs (default 20; 0: all)")
+    runs.add_argument("--format", choices=("text", "json", "ndjson"), default="text")
+
+
+def _add_logs(sub: argparse._SubParsersAction[_Parser]) -> None:
+    logs = sub.add_parser("logs", help="print a run's stored stage output")
+    _add_run(logs)
+    logs.add_argument("stage", nargs="?", metavar="STAGE")
+    logs.add_argument("--task", metavar="ID")
+    logs.add_argument("--stream", choices=("stdout", "stderr", "both"), default="both")
+    logs.add_argument("--tail", metavar="N", help="only the last N lines of each log")
+    logs.add_argument("--follow", action="store_true", help="keep printing until the run ends")
+    _add_format(logs)
+
+
+def _add_prune(sub: argparse._SubParsersAction[_Parser]) -> None:
+    prune = sub.add_parser("prune", help="delete old run directories, keeping history")
+    prune.add_argument("--task", metavar="ID")
+    prune.add_argument("--keep", metavar="N", help="keep the N newest runs per task and pipeline")
+    prune.add_argument("--older-than", metavar="AGE", help="only runs that ended before AGE ago")
+    prune.add_argument("--status", metavar="STATUS")
+    prune.add_argument("--include-evidence", action="store_true")
+    prune.add_argument("--dry-run", action="store_true")
+    _add_format(prune)
+
+
+def _add_stats(sub: argparse._SubParsersAction[_Parser]) -> None:
+    stats = sub.add_parser("stats", help="success rates and durations from metrics.json")
+    stats.add_argument("--task", metavar="ID")
+    stats.add_argument("--since", metavar="WHEN", help="2h, 7d or an ISO date")
+    stats.add_argument("--write", action="store_true", help="write <runs>/<task>/metrics-summary.json")
+    _add_format(stats)
+
+
 def _add_mcp(sub: argparse._SubParsersAction[_Parser]) -> None:
     mcp = sub.add_parser("mcp", help="serve the Model Context Protocol over stdio (for agents)")
     mcp.add_argument(
@@ -129,6 +187,11 @@ COMMANDS = {
     "tasks": ("tasks", _add_tasks),
     "spec-guard": ("spec_guard", _add_spec_guard),
     "review": ("review", _add_review),
+    "cancel": ("cancel", _add_cancel),
+    "runs": ("runs", _add_runs),
+    "logs": ("logs", _add_logs),
+    "prune": ("prune", _add_prune),
+    "stats": ("stats", _add_stats),
     "mcp": ("mcp", _add_mcp),
 }
 

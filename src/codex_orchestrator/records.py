@@ -73,6 +73,8 @@ def record_finished_run(
         status=status,
         timestamp=completed,
         manifest=workspace.display(store.path),
+        started_at=data["started_at"],
+        status_detail=detail,
     )
     coordinator = PersistenceCoordinator(
         state, workspace.task_runs_dir(task_id) / "metrics.json", note
@@ -127,4 +129,15 @@ def _metrics(data: dict[str, Any]) -> dict[str, Any]:
         "recorded_at": iso_utc(),
         "artifact_path": data["artifact_root"],
         "child_runs": [child["run_id"] for child in data["child_runs"]],
+        "stages": [_stage_metrics(command) for command in commands],
+    }
+
+
+def _stage_metrics(command: dict[str, Any]) -> dict[str, Any]:
+    """A stage as ``stats`` needs it: id, status, attempts and duration (compact)."""
+    return {
+        "id": command["id"],
+        "status": command["status"],
+        "attempts": command.get("attempts") or 0,
+        "duration_seconds": command.get("duration_seconds"),
     }

@@ -66,10 +66,12 @@ class RunRecord(NamedTuple):
     status: str
     timestamp: str  # completion time, ISO-8601 UTC with milliseconds
     manifest: str  # manifest path as displayed (relative to the repo root when inside it)
+    started_at: str | None = None  # lets `runs` list durations without reading manifests
+    status_detail: str | None = None  # lets `runs` name the failed stage likewise
 
     def to_json(self) -> dict[str, str]:
         """The ``state.json`` entry of this run."""
-        return {
+        entry = {
             "taskId": self.task_id,
             "runId": self.run_id,
             "pipelineId": self.pipeline_id,
@@ -77,6 +79,11 @@ class RunRecord(NamedTuple):
             "timestamp": self.timestamp,
             "manifest": self.manifest,
         }
+        if self.started_at is not None:
+            entry["startedAt"] = self.started_at
+        if self.status_detail is not None:
+            entry["statusDetail"] = self.status_detail
+        return entry
 
 
 class _CorruptError(ValueError):

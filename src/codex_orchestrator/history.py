@@ -1,0 +1,318 @@
+"""Every run of a task, newest first, from its history files and its live manifests.
+
+A task's finished runs are listed in ``<out>/<task>/state.json`` (newest 1,000 or so), in
+``state.archive.ndjson`` (older ones) and, until merged, in ``state.pending/``. Runs that are
+not recorded yet (in progress, or killed before recording) are the directories of
+``<runs>/<task>/cli/`` missing from the history; only their manifests are read. So listing
+100 tasks of 1,000 runs reads 100 small histories, not 100,000 manifests (see
+``docs/run-control.md``).
+
+Order is by run id (start time), newest first. The archive is read only when the listing
+reaches a run that started before the oldest completion in ``state.json``: every archived
+run completed (so started) before that moment, so nothing newer can hide in the archive.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from codex_orchestrator.clock import parse_iso_utc
+from codex_orchestrator.ids import RUN_ID_PATTERN, is_valid_id
+from codex_orchestrator.manifest import HEARTBEAT_NAME, MANIFEST_NAME, manifest_problem
+from codex_orchestrator.safefs import UnreadableFileError, read_regular
+from codex_orchestrator.statuses import RunStatus
+
+HISTORY_SIZE_LIMIT = 256 * 1024 * 1024
+MANIFEST_SIZE_LIMIT = 64 * 1024 * 1024
+_RECHECKED = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
+
+Warn = Callable[[str], None]
+
+
+class RunRow(NamedTuple):
+    """One run as ``runs`` lists it."""
+
+    run_id: str
+    task_id: str
+    pipeline_id: str
+    status: str
+    started_at: str | None
+    completed_at: str | None
+    duration_seconds: float | None
+    failed_stage: str | None
+    stale: bool
+    pruned: bool
+    manifest: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of this run (``runs --format json|ndjson``)."""
+        return self._asdict()
+
+
+def started_at_of(run_id: str) -> str:
+    """The start time a run id encodes, as ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
+    return f"{run_id[:10]}T{run_id[11:13]}:{run_id[14:16]}:{run_id[17:19]}.{run_id[20:23]}Z"
+
+
+def task_ids(runs_dir: Path, out_dir: Path) -> list[str]:
+    """Tasks that have run directories or a history."""
+    found: set[str] = set()
+    for directory in (runs_dir, out_dir):
+        try:
+            with os.scandir(directory) as entries:
+                found.update(
+                    entry.name
+                    for entry in entries
+                    if is_valid_id(entry.name) and entry.is_dir(follow_symlinks=False)
+                )
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def failed_stage_of(detail: Any) -> str | None:
+    """The stage named by a ``stage:<id>:<kind>`` status detail."""
+    if isinstance(detail, str) and detail.startswith("stage:"):
+        return detail.split(":")[1] or None
+    return None
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any] | None:
+    """A run's manifest, or None when missing, unreadable or not a valid manifest."""
+    try:
+        data = json.loads(read_regular(run_dir / MANIFEST_NAME, MANIFEST_SIZE_LIMIT))
+    except (OSError, UnreadableFileError, ValueError, RecursionError):
+        return None
+    return data if manifest_problem(data) is None else None
+
+
+class TaskHistory:
+    """The runs of one task (see the module docstring)."""
+
+    def __init__(
+        self, runs_dir: Path, out_dir: Path, task_id: str, display: Callable[[Path], str],
+        warn: Warn,
+    ) -> None:
+        self.task_id = task_id
+        self.cli_dir = runs_dir / task_id / "cli"
+        self.state_dir = out_dir / task_id
+        self._display = display
+        self._warn = warn
+
+    def run_dir(self, run_id: str) -> Path:
+        """``<runs>/<task>/cli/<run-id>``."""
+        return self.cli_dir / run_id
+
+    def on_disk(self) -> set[str]:
+        """Run ids that have a directory."""
+        try:
+            names = os.listdir(self.cli_dir)
+        except OSError:
+            return set()
+        return {name for name in names if RUN_ID_PATTERN.fullmatch(name)}
+
+    def recorded(self) -> tuple[dict[str, dict[str, Any]], str | None]:
+        """Entries of ``state.json`` and pending snapshots by run id, and the oldest completion
+        in ``state.json`` (None when it holds no run)."""
+        entries: dict[str, dict[str, Any]] = {}
+        for entry in self._state_runs():
+            _keep_newer(entries, entry)
+        oldest = min((entry["timestamp"] for entry in entries.values()), default=None)
+        for entry in self._pending():
+            _keep_newer(entries, entry)
+        return entries, oldest
+
+    def archived(self) -> dict[str, dict[str, Any]]:
+        """Entries of ``state.archive.ndjson`` by run id (a later line wins)."""
+        entries: dict[str, dict[str, Any]] = {}
+        raw = self._read(self.state_dir / "state.archive.ndjson")
+        for line in raw.splitlines() if raw else ():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if _is_entry(entry):
+                _keep_newer(entries, entry)
+        return entries
+
+    def newest_first(self, since: str | None = None) -> Iterator[RunRow]:
+        """Every run of the task, newest first; stops before runs started before ``since``."""
+        entries, oldest = self.recorded()
+        disk = self.on_disk()
+        ids = sorted(disk | entries.keys())
+        archive_loaded = False
+        while ids:
+            run_id = ids.pop()
+            started = started_at_of(run_id)
+            if since is not None and started < since:
+                return
+            if not archive_loaded and (oldest is None or started <= oldest):
+                archive_loaded = True
+                added = [key for key in self.archived().items() if key[0] not in entries]
+                if added:
+                    entries.update(added)
+                    ids = sorted({*ids, run_id, *(run for run, _ in added)})
+                    continue
+            row = self._row(run_id, entries.get(run_id), run_id in disk)
+            if row is not None:
+                yield row
+
+    def _row(self, run_id: str, entry: dict[str, Any] | None, on_disk: bool) -> RunRow | None:
+        if entry is None or (on_disk and self._resumed_since(run_id, entry)):
+            return self._manifest_row(run_id)
+        started = entry.get("startedAt") if isinstance(entry.get("startedAt"), str) else None
+        started = started or started_at_of(run_id)
+        completed: str = entry["timestamp"]
+        failed = failed_stage_of(entry.get("statusDetail"))
+        pruned = entry.get("pruned") is True
+        if (
+            failed is None
+            and "statusDetail" not in entry
+            and entry["status"] == RunStatus.FAILED
+            and on_disk
+        ):
+            manifest = read_manifest(self.run_dir(run_id))
+            failed = _first_failed(manifest) if manifest else None
+        return RunRow(
+            run_id=run_id,
+            task_id=self.task_id,
+            pipeline_id=entry["pipelineId"],
+            status=entry["status"],
+            started_at=started,
+            completed_at=completed,
+            duration_seconds=_duration(started, completed),
+            failed_stage=failed,
+            stale=False,
+            pruned=pruned,
+            manifest=None if pruned else entry["manifest"],
+        )
+
+    def _resumed_since(self, run_id: str, entry: dict[str, Any]) -> bool:
+        """True when a failed or cancelled run's heartbeat ticked after it was recorded."""
+        if entry["status"] not in _RECHECKED:
+            return False
+        try:
+            beat = os.stat(self.run_dir(run_id) / HEARTBEAT_NAME).st_mtime
+        except OSError:
+            return False
+        recorded = parse_iso_utc(entry["timestamp"])
+        return recorded is not None and beat > recorded + 1.0
+
+    def _manifest_row(self, run_id: str) -> RunRow | None:
+        from codex_orchestrator.liveness import assess
+
+        run_dir = self.run_dir(run_id)
+        manifest = read_manifest(run_dir)
+        if manifest is None:
+            self._warn(
+                f"warning: run {run_id} of task {self.task_id}: no readable manifest in "
+                f"{self._display(run_dir)}; not listed"
+            )
+            return None
+        liveness = assess(run_dir, manifest)
+        started = manifest.get("started_at")
+        completed = manifest.get("completed_at")
+        started = started if isinstance(started, str) else started_at_of(run_id)
+        completed = completed if isinstance(completed, str) else None
+        unfinished = manifest["status"] not in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+        return RunRow(
+            run_id=run_id,
+            task_id=self.task_id,
+            pipeline_id=manifest["pipeline_id"],
+            status=manifest["status"],
+            started_at=started,
+            completed_at=completed,
+            duration_seconds=_duration(started, completed) if completed else None,
+            failed_stage=_first_failed(manifest),
+            stale=unfinished and (liveness.stale or liveness.orchestrator_gone),
+            pruned=False,
+            manifest=self._display(run_dir / MANIFEST_NAME),
+        )
+
+    def _state_runs(self) -> list[dict[str, Any]]:
+        raw = self._read(self.state_dir / "state.json")
+        if not raw:
+            return []
+        try:
+            document = json.loads(raw)
+        except (ValueError, RecursionError):
+            self._warn(
+                f"warning: {self._display(self.state_dir / 'state.json')} does not parse; "
+                "listing the task's runs from their manifests"
+            )
+            return []
+        runs = document.get("runs") if isinstance(document, dict) else None
+        return [entry for entry in runs if _is_entry(entry)] if isinstance(runs, list) else []
+
+    def _pending(self) -> Iterator[dict[str, Any]]:
+        pending_dir = self.state_dir / "state.pending"
+        try:
+            names = os.listdir(pending_dir)
+        except OSError:
+            return
+        for name in names:
+            if name.endswith(".json") and not name.startswith("."):
+                try:
+                    entry = json.loads(read_regular(pending_dir / name, 1 << 20))
+                except (OSError, UnreadableFileError, ValueError):
+                    continue
+                if _is_entry(entry):
+                    yield entry
+
+    def _read(self, path: Path) -> bytes:
+        try:
+            return read_regular(path, HISTORY_SIZE_LIMIT)
+        except FileNotFoundError:
+            return b""
+        except (OSError, UnreadableFileError) as error:
+            self._warn(f"warning: {self._display(path)}: {error}; skipped")
+            return b""
+
+
+def all_runs(histories: Iterable[TaskHistory], since: str | None = None) -> Iterator[RunRow]:
+    """The runs of every task in ``histories``, newest first (a k-way merge)."""
+    return heapq.merge(
+        *(history.newest_first(since) for history in histories),
+        key=lambda row: row.run_id,
+        reverse=True,
+    )
+
+
+def _is_entry(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("runId"), str)
+        and RUN_ID_PATTERN.fullmatch(value["runId"]) is not None
+        and all(
+            isinstance(value.get(key), str)
+            for key in ("pipelineId", "status", "timestamp", "manifest")
+        )
+    )
+
+
+def _keep_newer(entries: dict[str, dict[str, Any]], entry: dict[str, Any]) -> None:
+    current = entries.get(entry["runId"])
+    if current is None or entry["timestamp"] >= current["timestamp"]:
+        entries[entry["runId"]] = entry
+
+
+def _duration(started: str | None, completed: str | None) -> float | None:
+    if started is None or completed is None:
+        return None
+    start, end = parse_iso_utc(started), parse_iso_utc(completed)
+    return round(end - start, 3) if start is not None and end is not None else None
+
+
+def _first_failed(manifest: dict[str, Any]) -> str | None:
+    """The stage named by the run's status detail, else the first stage marked failed."""
+    named = failed_stage_of(manifest.get("status_detail"))
+    if named is not None:
+        return named
+    failed = [c for c in manifest["commands"] if c.get("status") == "failed"]
+    failed.sort(key=lambda c: (str(c.get("completed_at") or "~"), c["index"]))
+    return str(failed[0]["id"]) if failed else None
