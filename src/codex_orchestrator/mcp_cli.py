@@ -51,7 +51,6 @@ class Captured(NamedTuple):
     stdout_bytes: int
     stdout_cut: bool
     stderr_tail: bytes
-    stderr_bytes: int
 
 
 class CliRunner:
@@ -66,32 +65,30 @@ class CliRunner:
         """Pids of the children still running (tests, shutdown)."""
         return [pid for pid, child in self._children.items() if child.returncode is None]
 
-    async def document(self, *arguments: str, accept: frozenset[int] = frozenset({0})) -> dict[str, Any]:
-        """Run ``<arguments> --format json`` and return its JSON document.
+    async def document(
+        self,
+        *arguments: str,
+        accept: frozenset[int] = frozenset({0}),
+        limit: int = DOCUMENT_LIMIT,
+    ) -> dict[str, Any]:
+        """Run ``<arguments> --format json`` and return its JSON document (at most ``limit`` bytes).
 
         An exit code outside ``accept``, or a document carrying ``error``, raises `CliError`
         with the command's own message and exit code.
         """
-        captured = await self.capture([*arguments, "--format", "json"], keep="head")
-        document = _parse_document(captured)
+        # Options go before a "--" that ends them (tasks mark ... -- TASK ITEM).
+        end = arguments.index("--") if "--" in arguments else len(arguments)
+        command = [*arguments[:end], "--format", "json", *arguments[end:]]
+        captured = await self.capture(command, limit)
+        document = _parse_document(captured, limit)
         if "error" in document or captured.exit_code not in accept:
             message = document.get("error") or last_line(captured.stderr_tail)
             code = document.get("exit_code", captured.exit_code)
             raise CliError(str(message), code if isinstance(code, int) else captured.exit_code)
         return document
 
-    async def capture(
-        self,
-        arguments: list[str],
-        keep: str,
-        limit: int = DOCUMENT_LIMIT,
-        stderr_limit: int = STDERR_TAIL,
-    ) -> Captured:
-        """Run the CLI with ``arguments``.
-
-        Of stdout, the first (``keep="head"``) or last (``"tail"``) ``limit`` bytes are kept; of
-        stderr, the last ``stderr_limit`` bytes.
-        """
+    async def capture(self, arguments: list[str], limit: int) -> Captured:
+        """Run the CLI with ``arguments``; keep the first ``limit`` bytes of stdout."""
         command = [sys.executable, "-m", "codex_orchestrator", *arguments]
         # A session of its own: the child's group is ended as one at shutdown, and a Ctrl-C
         # aimed at the agent's terminal reaches the server, which decides what to end.
@@ -102,8 +99,8 @@ class CliRunner:
             start_new_session=True,
         )
         self._children[child.pid] = child
-        stdout = _Bounded(limit, keep)
-        stderr = _Bounded(stderr_limit, "tail")
+        stdout = _Bounded(limit, keep_head=True)
+        stderr = _Bounded(STDERR_TAIL, keep_head=False)
         try:
             with anyio.move_on_after(COMMAND_TIMEOUT_SECONDS) as deadline:
                 async with anyio.create_task_group() as group:
@@ -127,7 +124,6 @@ class CliRunner:
             stdout_bytes=stdout.total,
             stdout_cut=stdout.cut,
             stderr_tail=stderr.data(),
-            stderr_bytes=stderr.total,
         )
 
     async def end_all(self) -> None:
@@ -141,9 +137,9 @@ class CliRunner:
 class _Bounded:
     """Collects a stream, keeping at most ``limit`` bytes from its start or its end."""
 
-    def __init__(self, limit: int, keep: str) -> None:
+    def __init__(self, limit: int, keep_head: bool) -> None:
         self.limit = limit
-        self.keep = keep
+        self.keep_head = keep_head
         self.buffer = bytearray()
         self.total = 0
 
@@ -154,7 +150,7 @@ class _Bounded:
     async def drain(self, stream: anyio.abc.ByteReceiveStream) -> None:
         async for chunk in stream:
             self.total += len(chunk)
-            if self.keep == "head":
+            if self.keep_head:
                 room = self.limit - len(self.buffer)
                 if room > 0:
                     self.buffer += chunk[:room]
@@ -188,10 +184,10 @@ def _signal_group(pid: int, signum: int) -> None:
         os.killpg(pid, signum)
 
 
-def _parse_document(captured: Captured) -> dict[str, Any]:
+def _parse_document(captured: Captured, limit: int) -> dict[str, Any]:
     if captured.stdout_cut:
         raise CliError(
-            f"the command's answer is over the {DOCUMENT_LIMIT}-byte limit; narrow the request",
+            f"the command's answer is over the {limit}-byte limit; narrow the request",
             EXIT_USAGE,
         )
     try:

@@ -14,23 +14,26 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field, ValidationError
+from typing_extensions import TypedDict
 
 from codex_orchestrator import __version__
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError, UsageError
 from codex_orchestrator.ids import validate_id
-from codex_orchestrator.mcp_cli import CliError, CliRunner, last_line
+from codex_orchestrator.mcp_cli import CliError, CliRunner
 from codex_orchestrator.safefs import TEXT_SIZE_LIMIT, UnreadableFileError, read_regular
 from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, RunStatus, run_exit_code
 
-#: Most bytes of log text one `logs` call returns (split evenly when both streams are asked).
+#: Most bytes of log text one `logs` call returns, shared fairly among the logs it returns.
 LOG_LIMIT = 64 * 1024
+#: The CLI's `logs --format json` holds up to 1 MiB of each log; this bounds the whole document.
+LOGS_DOCUMENT_LIMIT = 64 * 1024 * 1024
 MAX_WAIT_SECONDS = 3600.0
 MAX_TAIL_LINES = 100_000
 MAX_RUNS = 1000
@@ -55,6 +58,7 @@ PipelineArg = Annotated[
     str | None, Field(description="pipeline id; default: the config's defaultPipeline")
 ]
 RunArg = Annotated[str, Field(description="run id, e.g. 2026-01-01T00-00-00-000Z-0a1b2c3d")]
+RunFilter = Literal["queued", "in_progress", "succeeded", "failed", "cancelled", "stale"]
 WaitArg = Annotated[
     float,
     Field(ge=0, le=MAX_WAIT_SECONDS, description="seconds to wait for the run to end (0: return at once)"),
@@ -110,14 +114,25 @@ class RunsResult(TypedDict):
     runs: list[dict[str, Any]]
 
 
+class LogText(TypedDict):
+    run_id: str
+    index: int
+    stage_id: str
+    attempt: int | None
+    stream: str
+    path: str
+    size_bytes: int
+    text: str
+    truncated: bool
+
+
 class LogsResult(TypedDict):
     run_id: str
+    status: str | None
     stage: str | None
     stream: str
-    stdout: str | None
-    stderr: str | None
-    stdout_bytes: int
-    stderr_bytes: int
+    logs: list[LogText]
+    returned_bytes: int
     truncated: bool
 
 
@@ -287,10 +302,7 @@ class _Tools:
     async def runs(
         self,
         task: Annotated[str | None, Field(description="only this task's runs")] = None,
-        status: Annotated[
-            str | None,
-            Field(description="only runs in this status: queued, in_progress, succeeded, failed, cancelled, stale"),
-        ] = None,
+        status: Annotated[RunFilter | None, Field(description="only runs in this status")] = None,
         limit: Annotated[int, Field(ge=1, le=MAX_RUNS, description="newest N runs")] = 20,
     ) -> Annotated[CallToolResult, RunsResult]:
         async def body() -> dict[str, Any]:
@@ -298,7 +310,7 @@ class _Tools:
             if task is not None:
                 arguments += ["--task", _checked_id(task, "task")]
             if status is not None:
-                arguments += ["--status", _checked_id(status, "status")]
+                arguments += ["--status", status]
             return await self.cli.document(*arguments)
 
         return await _respond(body)
@@ -377,20 +389,16 @@ class _Tools:
         arguments += ["--stream", stream]
         if tail_lines is not None:
             arguments += ["--tail", str(tail_lines)]
-        limit = LOG_LIMIT // 2 if stream == "both" else LOG_LIMIT
-        captured = await self.cli.capture(arguments, keep="tail", limit=limit, stderr_limit=limit)
-        if captured.exit_code not in (0, 1):
-            raise CliError(last_line(captured.stderr_tail), captured.exit_code)
-        stderr_cut = captured.stderr_bytes > len(captured.stderr_tail)
+        document = await self.cli.document(*arguments, limit=LOGS_DOCUMENT_LIMIT)
+        logs = fit_logs(document.get("logs") or [], LOG_LIMIT)
         return {
             "run_id": run_id,
+            "status": document.get("status"),
             "stage": stage,
             "stream": stream,
-            "stdout": None if stream == "stderr" else _text_of(captured.stdout),
-            "stderr": None if stream == "stdout" else _text_of(captured.stderr_tail),
-            "stdout_bytes": captured.stdout_bytes,
-            "stderr_bytes": captured.stderr_bytes,
-            "truncated": captured.stdout_cut or stderr_cut,
+            "logs": logs,
+            "returned_bytes": sum(len(log["text"].encode()) for log in logs),
+            "truncated": any(log["truncated"] for log in logs),
         }
 
 
@@ -498,6 +506,33 @@ def run_state(status: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def fit_logs(logs: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """Cut the logs' texts to ``limit`` UTF-8 bytes in all, keeping each one's tail.
+
+    Small logs are returned whole; what they leave is shared evenly among the larger ones.
+    """
+    sizes = [len(str(log.get("text", "")).encode()) for log in logs]
+    budgets = [0] * len(logs)
+    remaining = limit
+    order = sorted(range(len(logs)), key=lambda index: sizes[index])
+    for position, index in enumerate(order):
+        share = remaining // (len(order) - position)
+        budgets[index] = min(sizes[index], share)
+        remaining -= budgets[index]
+    fitted = []
+    for log, size, budget in zip(logs, sizes, budgets, strict=True):
+        data = str(log.get("text", "")).encode()[size - budget :]
+        fitted.append(
+            {
+                **{key: log.get(key) for key in LogText.__annotations__},
+                # A cut may split a character; the replacement marks where.
+                "text": data.decode("utf-8", "replace"),
+                "truncated": bool(log.get("truncated")) or budget < size,
+            }
+        )
+    return fitted
+
+
 def _stage_state(command: dict[str, Any]) -> dict[str, Any]:
     return {key: command.get(key) for key in StageState.__annotations__}
 
@@ -551,10 +586,6 @@ def _text(value: str, name: str) -> str:
     if not value.strip() or any(char in value for char in "\0\n\r"):
         raise UsageError(f"{name} must be one non-empty line of text without NUL characters")
     return value
-
-
-def _text_of(data: bytes) -> str:
-    return data.decode("utf-8", "replace")
 
 
 def _one_line(error: ValidationError) -> str:
