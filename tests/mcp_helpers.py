@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -91,6 +93,15 @@ class RawServer:
             start_new_session=True,
         )
         self.lines: list[bytes] = []
+        self._queue: queue.Queue[bytes] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._queue.put(line)
+        self._queue.put(b"")
 
     def send(self, *lines: bytes) -> None:
         assert self.process.stdin is not None
@@ -120,10 +131,12 @@ class RawServer:
 
     def response(self, request_id: int, timeout: float = 60) -> dict[str, Any]:
         """Read stdout lines until the response to ``request_id``; every line must be JSON-RPC."""
-        assert self.process.stdout is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
             assert line, "the server closed stdout"
             self.lines.append(line)
             message = json.loads(line)
@@ -134,18 +147,22 @@ class RawServer:
 
     def close(self, timeout: float = 15) -> tuple[int, bytes, bytes]:
         """Close stdin and wait for the server; its exit code, remaining stdout, and stderr."""
+        assert self.process.stdin is not None and self.process.stderr is not None
+        self.process.stdin.close()
         try:
-            out, err = self.process.communicate(timeout=timeout)
+            code = self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.communicate()
+            self.process.wait()
             raise
-        return self.process.returncode, out, err
+        self._reader.join(timeout=5)
+        rest = b"".join(iter(self._queue.get_nowait, b"")) if not self._queue.empty() else b""
+        return code, rest, self.process.stderr.read()
 
     def kill(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.communicate()
+            self.process.wait()
 
 
 @contextlib.contextmanager
@@ -179,6 +196,28 @@ def marked_processes(marker: str) -> list[int]:
         if needle in environ.split(b"\0") and state != "Z":
             found.append(int(entry.name))
     return found
+
+
+def children_of(parent: int) -> set[int]:
+    """Live (not zombie) children of ``parent``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def session_of(pid: int) -> int | None:
