@@ -48,6 +48,7 @@ FIGURES: dict[str, tuple[str, Callable[[Profile], list[Figure]]]] = {
     "concurrency": ("concurrent starts", fig_concurrency.measure),
     "state": ("state history", fig_state_history.measure),
     "resilience": ("resilience", fig_resilience.measure),
+    "runctl": ("run control", lambda profile: __import__("fig_runctl").measure(profile)),
 }
 
 

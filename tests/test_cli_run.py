@@ -118,6 +118,7 @@ def test_successful_run_leaves_every_record(repo: Repo) -> None:
             "status": "succeeded",
             "timestamp": manifest["completed_at"],
             "manifest": doc["manifest"],
+            "startedAt": manifest["started_at"],
         }
     ]
 

@@ -118,7 +118,9 @@ def _add_review(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 def _add_detach(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--detach", action="store_true", help="continue the run in the background and return at once"
+        "--detach",
+        action="store_true",
+        help="continue the run in the background and return at once",
     )
 
 
@@ -128,7 +130,9 @@ def _add_cancel(sub: argparse._SubParsersAction[_Parser]) -> None:
     cancel.add_argument("--task", metavar="ID")
     cancel.add_argument("--reason", metavar="TEXT")
     cancel.add_argument("--actor", metavar="NAME")
-    cancel.add_argument("--wait", action="store_true", help="return once the run is recorded as ended")
+    cancel.add_argument(
+        "--wait", action="store_true", help="return once the run is recorded as ended"
+    )
     _add_format(cancel)
 
 
@@ -168,7 +172,9 @@ def _add_stats(sub: argparse._SubParsersAction[_Parser]) -> None:
     stats = sub.add_parser("stats", help="success rates and durations from metrics.json")
     stats.add_argument("--task", metavar="ID")
     stats.add_argument("--since", metavar="WHEN", help="2h, 7d or an ISO date")
-    stats.add_argument("--write", action="store_true", help="write <runs>/<task>/metrics-summary.json")
+    stats.add_argument(
+        "--write", action="store_true", help="write <runs>/<task>/metrics-summary.json"
+    )
     _add_format(stats)
 
 

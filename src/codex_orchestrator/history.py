@@ -17,6 +17,8 @@ from __future__ import annotations
 import heapq
 import json
 import os
+import re
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -32,6 +34,17 @@ MANIFEST_SIZE_LIMIT = 64 * 1024 * 1024
 _RECHECKED = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 
 Warn = Callable[[str], None]
+_PLAIN = re.compile(r"[A-Za-z0-9_.:/ +-]*")
+_BOOL = {True: "true", False: "false"}
+
+
+def _text(value: str | None) -> str:
+    """A plain string (see `RunRow.json_line`) as JSON, or null."""
+    return "null" if value is None else f'"{value}"'
+
+
+def _number(value: float | None) -> str:
+    return "null" if value is None else repr(value)
 
 
 class RunRow(NamedTuple):
@@ -50,8 +63,33 @@ class RunRow(NamedTuple):
     manifest: str | None
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON object of this run (``runs --format json|ndjson``)."""
+        """The JSON object of this run (``runs --format json``)."""
         return self._asdict()
+
+    def json_line(self) -> str:
+        """`to_json` encoded compactly on one line (``runs --format ndjson``).
+
+        Rows whose strings need no escaping (nearly all: ids, times, relative paths) are
+        formatted directly, which is several times faster than the JSON encoder.
+        """
+        texts = (
+            self.pipeline_id,
+            self.status,
+            self.started_at or "",
+            self.completed_at or "",
+            self.failed_stage or "",
+            self.manifest or "",
+        )
+        if not _PLAIN.fullmatch("".join(texts)):
+            return json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":"))
+        return (
+            f'{{"run_id":"{self.run_id}","task_id":"{self.task_id}",'
+            f'"pipeline_id":"{self.pipeline_id}","status":"{self.status}",'
+            f'"started_at":{_text(self.started_at)},"completed_at":{_text(self.completed_at)},'
+            f'"duration_seconds":{_number(self.duration_seconds)},'
+            f'"failed_stage":{_text(self.failed_stage)},"stale":{_BOOL[self.stale]},'
+            f'"pruned":{_BOOL[self.pruned]},"manifest":{_text(self.manifest)}}}'
+        )
 
 
 def started_at_of(run_id: str) -> str:
@@ -95,7 +133,11 @@ class TaskHistory:
     """The runs of one task (see the module docstring)."""
 
     def __init__(
-        self, runs_dir: Path, out_dir: Path, task_id: str, display: Callable[[Path], str],
+        self,
+        runs_dir: Path,
+        out_dir: Path,
+        task_id: str,
+        display: Callable[[Path], str],
         warn: Warn,
     ) -> None:
         self.task_id = task_id
@@ -109,12 +151,22 @@ class TaskHistory:
         return self.cli_dir / run_id
 
     def on_disk(self) -> set[str]:
-        """Run ids that have a directory."""
+        """Run ids that have a directory (links are not followed: they could lead out of the
+        runs root, and ``prune`` deletes what it finds here)."""
         try:
-            names = os.listdir(self.cli_dir)
+            if stat.S_ISLNK(os.lstat(self.cli_dir).st_mode):
+                self._warn(
+                    f"warning: {self._display(self.cli_dir)} is a link; its runs are skipped"
+                )
+                return set()
+            with os.scandir(self.cli_dir) as entries:
+                return {
+                    entry.name
+                    for entry in entries
+                    if RUN_ID_PATTERN.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
+                }
         except OSError:
             return set()
-        return {name for name in names if RUN_ID_PATTERN.fullmatch(name)}
 
     def recorded(self) -> tuple[dict[str, dict[str, Any]], str | None]:
         """Entries of ``state.json`` and pending snapshots by run id, and the oldest completion
@@ -131,11 +183,12 @@ class TaskHistory:
         """Entries of ``state.archive.ndjson`` by run id (a later line wins)."""
         entries: dict[str, dict[str, Any]] = {}
         raw = self._read(self.state_dir / "state.archive.ndjson")
-        for line in raw.splitlines() if raw else ():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
+        lines = [line for line in raw.splitlines() if line.strip()]
+        try:  # one parse for the whole file; line by line only when a line is torn
+            parsed: list[Any] = json.loads(b"[" + b",".join(lines) + b"]")
+        except (ValueError, RecursionError):
+            parsed = [_parse_line(line) for line in lines]
+        for entry in parsed:
             if _is_entry(entry):
                 _keep_newer(entries, entry)
         return entries
@@ -146,56 +199,56 @@ class TaskHistory:
         disk = self.on_disk()
         ids = sorted(disk | entries.keys())
         archive_loaded = False
+        row_of, in_entries = self._row, entries.get
         while ids:
             run_id = ids.pop()
-            started = started_at_of(run_id)
-            if since is not None and started < since:
-                return
-            if not archive_loaded and (oldest is None or started <= oldest):
-                archive_loaded = True
-                added = [key for key in self.archived().items() if key[0] not in entries]
-                if added:
-                    entries.update(added)
-                    ids = sorted({*ids, run_id, *(run for run, _ in added)})
-                    continue
-            row = self._row(run_id, entries.get(run_id), run_id in disk)
+            if since is not None or not archive_loaded:
+                started = started_at_of(run_id)
+                if since is not None and started < since:
+                    return
+                if not archive_loaded and (oldest is None or started <= oldest):
+                    archive_loaded = True
+                    added = [item for item in self.archived().items() if item[0] not in entries]
+                    if added:
+                        entries.update(added)
+                        ids = sorted({*ids, run_id, *(run for run, _ in added)})
+                        continue
+            row = row_of(run_id, in_entries(run_id), run_id in disk)
             if row is not None:
                 yield row
 
     def _row(self, run_id: str, entry: dict[str, Any] | None, on_disk: bool) -> RunRow | None:
-        if entry is None or (on_disk and self._resumed_since(run_id, entry)):
+        if entry is None:
             return self._manifest_row(run_id)
-        started = entry.get("startedAt") if isinstance(entry.get("startedAt"), str) else None
-        started = started or started_at_of(run_id)
+        status = entry["status"]
+        if on_disk and status in _RECHECKED and self._resumed_since(run_id, entry):
+            return self._manifest_row(run_id)
+        started = entry.get("startedAt")
+        if type(started) is not str:
+            started = started_at_of(run_id)
         completed: str = entry["timestamp"]
-        failed = failed_stage_of(entry.get("statusDetail"))
-        pruned = entry.get("pruned") is True
-        if (
-            failed is None
-            and "statusDetail" not in entry
-            and entry["status"] == RunStatus.FAILED
-            and on_disk
-        ):
-            manifest = read_manifest(self.run_dir(run_id))
+        detail = entry.get("statusDetail")
+        failed = failed_stage_of(detail) if detail else None
+        if detail is None and status == RunStatus.FAILED and on_disk:
+            manifest = read_manifest(self.run_dir(run_id))  # recorded before statusDetail existed
             failed = _first_failed(manifest) if manifest else None
+        pruned = entry.get("pruned") is True
         return RunRow(
-            run_id=run_id,
-            task_id=self.task_id,
-            pipeline_id=entry["pipelineId"],
-            status=entry["status"],
-            started_at=started,
-            completed_at=completed,
-            duration_seconds=_duration(started, completed),
-            failed_stage=failed,
-            stale=False,
-            pruned=pruned,
-            manifest=None if pruned else entry["manifest"],
+            run_id,
+            self.task_id,
+            entry["pipelineId"],
+            status,
+            started,
+            completed,
+            duration_between(started, completed),
+            failed,
+            False,
+            pruned,
+            None if pruned else entry["manifest"],
         )
 
     def _resumed_since(self, run_id: str, entry: dict[str, Any]) -> bool:
         """True when a failed or cancelled run's heartbeat ticked after it was recorded."""
-        if entry["status"] not in _RECHECKED:
-            return False
         try:
             beat = os.stat(self.run_dir(run_id) / HEARTBEAT_NAME).st_mtime
         except OSError:
@@ -219,7 +272,11 @@ class TaskHistory:
         completed = manifest.get("completed_at")
         started = started if isinstance(started, str) else started_at_of(run_id)
         completed = completed if isinstance(completed, str) else None
-        unfinished = manifest["status"] not in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+        unfinished = manifest["status"] not in (
+            RunStatus.SUCCEEDED,
+            RunStatus.FAILED,
+            RunStatus.CANCELLED,
+        )
         return RunRow(
             run_id=run_id,
             task_id=self.task_id,
@@ -227,7 +284,7 @@ class TaskHistory:
             status=manifest["status"],
             started_at=started,
             completed_at=completed,
-            duration_seconds=_duration(started, completed) if completed else None,
+            duration_seconds=duration_between(started, completed) if completed else None,
             failed_stage=_first_failed(manifest),
             stale=unfinished and (liveness.stale or liveness.orchestrator_gone),
             pruned=False,
@@ -250,19 +307,24 @@ class TaskHistory:
         return [entry for entry in runs if _is_entry(entry)] if isinstance(runs, list) else []
 
     def _pending(self) -> Iterator[dict[str, Any]]:
-        pending_dir = self.state_dir / "state.pending"
-        try:
-            names = os.listdir(pending_dir)
-        except OSError:
-            return
-        for name in names:
-            if name.endswith(".json") and not name.startswith("."):
-                try:
-                    entry = json.loads(read_regular(pending_dir / name, 1 << 20))
-                except (OSError, UnreadableFileError, ValueError):
-                    continue
-                if _is_entry(entry):
-                    yield entry
+        """Snapshots not merged yet: beside ``state.json``, or beside the run records when the
+        out root could not take them."""
+        for pending_dir in (
+            self.state_dir / "state.pending",
+            self.cli_dir.parent / "state.pending",
+        ):
+            try:
+                names = os.listdir(pending_dir)
+            except OSError:
+                continue
+            for name in names:
+                if name.endswith(".json") and not name.startswith("."):
+                    try:
+                        entry = json.loads(read_regular(pending_dir / name, 1 << 20))
+                    except (OSError, UnreadableFileError, ValueError, RecursionError):
+                        continue
+                    if _is_entry(entry):
+                        yield entry
 
     def _read(self, path: Path) -> bytes:
         try:
@@ -284,15 +346,24 @@ def all_runs(histories: Iterable[TaskHistory], since: str | None = None) -> Iter
 
 
 def _is_entry(value: Any) -> bool:
+    if type(value) is not dict:
+        return False
+    run_id = value.get("runId")
     return (
-        isinstance(value, dict)
-        and isinstance(value.get("runId"), str)
-        and RUN_ID_PATTERN.fullmatch(value["runId"]) is not None
-        and all(
-            isinstance(value.get(key), str)
-            for key in ("pipelineId", "status", "timestamp", "manifest")
-        )
+        type(run_id) is str
+        and type(value.get("pipelineId")) is str
+        and type(value.get("status")) is str
+        and type(value.get("timestamp")) is str
+        and type(value.get("manifest")) is str
+        and RUN_ID_PATTERN.fullmatch(run_id) is not None
     )
+
+
+def _parse_line(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _keep_newer(entries: dict[str, dict[str, Any]], entry: dict[str, Any]) -> None:
@@ -301,11 +372,26 @@ def _keep_newer(entries: dict[str, dict[str, Any]], entry: dict[str, Any]) -> No
         entries[entry["runId"]] = entry
 
 
-def _duration(started: str | None, completed: str | None) -> float | None:
+def duration_between(started: str | None, completed: str | None) -> float | None:
+    """Seconds between two ISO-8601 UTC times (None when either is missing or unparseable).
+
+    Times of the same day in the tool's own format are subtracted without a date parser
+    (``runs`` computes this for every listed run).
+    """
     if started is None or completed is None:
         return None
+    if len(started) == len(completed) == 24 and started[:11] == completed[:11]:
+        try:
+            return round(_second_of_day(completed) - _second_of_day(started), 3)
+        except ValueError:
+            pass
     start, end = parse_iso_utc(started), parse_iso_utc(completed)
     return round(end - start, 3) if start is not None and end is not None else None
+
+
+def _second_of_day(stamp: str) -> float:
+    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` -> seconds since midnight."""
+    return int(stamp[11:13]) * 3600 + int(stamp[14:16]) * 60 + float(stamp[17:23])
 
 
 def _first_failed(manifest: dict[str, Any]) -> str | None:

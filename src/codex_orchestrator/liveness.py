@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from codex_orchestrator.clock import parse_iso_utc
-from codex_orchestrator.manifest import HEARTBEAT_NAME, TERMINAL_STATUSES
-from codex_orchestrator.procfs import host_name, process_start_ticks
+from codex_orchestrator.driver import DRIVER_LOCK_NAME, run_driver
+from codex_orchestrator.manifest import HEARTBEAT_NAME
+from codex_orchestrator.procfs import checked_pid, host_name, process_start_ticks
+from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES
+from codex_orchestrator.workspace import Settings
 
 STALE_ENV = "CODEX_ORCHESTRATOR_HEARTBEAT_STALE_AFTER_SECONDS"
 
@@ -30,7 +33,7 @@ class Liveness(NamedTuple):
 
 
 def stale_threshold(manifest: dict[str, Any]) -> float:
-    """The env variable's threshold, else the one recorded in the manifest, else 30 s."""
+    """The env variable's threshold, else the one recorded in the manifest, else the default."""
     raw = os.environ.get(STALE_ENV, "").strip()
     for candidate in (raw, manifest.get("heartbeat_stale_after_seconds")):
         try:
@@ -39,22 +42,32 @@ def stale_threshold(manifest: dict[str, Any]) -> float:
             continue
         if value > 0:
             return value
-    return 30.0
+    return Settings().heartbeat_stale_after_seconds
 
 
 def assess(run_dir: Path, manifest: dict[str, Any]) -> Liveness:
     """Assess an in-progress run's heartbeat and orchestrator process."""
     stamp, age = heartbeat_age(run_dir, manifest)
     threshold = stale_threshold(manifest)
-    unfinished = manifest.get("status") not in TERMINAL_STATUSES
+    unfinished = manifest.get("status") not in TERMINAL_RUN_STATUSES
     stale = unfinished and (age is None or age > threshold)
-    return Liveness(stamp, age, threshold, stale, unfinished and _orchestrator_gone(manifest))
+    return Liveness(
+        stamp, age, threshold, stale, unfinished and _orchestrator_gone(run_dir, manifest)
+    )
 
 
-def _orchestrator_gone(manifest: dict[str, Any]) -> bool:
-    """True only when the recorded orchestrator ran on this host and is provably dead."""
-    pid = manifest.get("orchestrator_pid")
-    if not isinstance(pid, int) or manifest.get("host") != host_name():
+def _orchestrator_gone(run_dir: Path, manifest: dict[str, Any]) -> bool:
+    """True only when the run's driver is provably dead.
+
+    The driver lock is the proof: the kernel released it when its holder died. A run recorded
+    before driver locks existed falls back to its recorded pid and start time (same host only).
+    """
+    if run_driver(run_dir).alive:
+        return False
+    if (run_dir / DRIVER_LOCK_NAME).exists():
+        return True
+    pid = checked_pid(manifest.get("orchestrator_pid"))
+    if pid is None or manifest.get("host") != host_name():
         return False
     ticks = process_start_ticks(pid)
     return ticks is None or ticks != manifest.get("orchestrator_start_ticks")

@@ -19,6 +19,7 @@ from codex_orchestrator.errors import LockTimeoutError
 from codex_orchestrator.procfs import host_name
 from codex_orchestrator.workspace import Settings
 
+_DEFAULTS = Settings()
 JITTER = 0.1  # each wait varies by up to ±5% of its nominal length, to avoid lockstep
 
 
@@ -34,10 +35,10 @@ class FileLock:
         self,
         path: Path,
         *,
-        attempts: int = 5,
-        initial_delay: float = 0.1,
-        factor: float = 2.0,
-        max_delay: float = 1.0,
+        attempts: int = _DEFAULTS.lock_attempts,
+        initial_delay: float = _DEFAULTS.lock_initial_delay_ms / 1000,
+        factor: float = _DEFAULTS.lock_backoff_factor,
+        max_delay: float = _DEFAULTS.lock_max_delay_ms / 1000,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")

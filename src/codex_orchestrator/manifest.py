@@ -8,15 +8,16 @@ atomic, and the time of the last write of any kind is kept so the heartbeat can 
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.clock import iso_utc
+from codex_orchestrator.driver import DriverLock
 from codex_orchestrator.errors import CorruptManifestError
 from codex_orchestrator.jsonio import atomic_write_bytes, atomic_write_json, read_json
+from codex_orchestrator.statuses import RunStatus, StageStatus
 
 MANIFEST_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -25,7 +26,6 @@ RESUME_TOKEN_NAME = ".resume-token"
 EVENTS_NAME = "runner.ndjson"
 RUN_SUMMARY_NAME = "run-summary.json"
 RUNNER_NAME = "codex-orchestrator"
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 #: The manifest fields that say what a run is and how it ended (status and run-summary reports).
 OUTCOME_FIELDS = (
     "run_id",
@@ -50,7 +50,7 @@ def command_entry(
         "title": title,
         "command": command,
         "kind": kind,
-        "status": "pending",
+        "status": StageStatus.PENDING,
         "started_at": None,
         "completed_at": None,
         "exit_code": None,
@@ -59,18 +59,6 @@ def command_entry(
         "error_file": None,
         "sub_run_id": None,
     }
-
-
-def exit_code_for(status: str, status_detail: str | None) -> int:
-    """0 succeeded, 1 failed, 128+N cancelled by signal N."""
-    if status == "succeeded":
-        return 0
-    if status == "cancelled" and status_detail and status_detail.startswith("signal:"):
-        try:
-            return 128 + int(signal.Signals[status_detail.split(":", 1)[1]])
-        except KeyError:
-            return 1
-    return 1
 
 
 def load_manifest(path: Path, shown: str | None = None) -> dict[str, Any]:
@@ -110,7 +98,7 @@ def manifest_problem(data: Any) -> str | None:
     for key in _REQUIRED_TEXT:
         if not isinstance(data.get(key), str):
             return f"field {key!r} is missing or not a string"
-    if data["status"] not in (*TERMINAL_STATUSES, "queued", "in_progress"):
+    if data["status"] not in set(RunStatus):
         return f"unknown status {data['status']!r}"
     commands = data.get("commands")
     if not isinstance(commands, list):
@@ -141,6 +129,7 @@ class ManifestStore:
         self.data = data
         self.lock = threading.RLock()
         self.last_write = 0.0
+        self.driver: DriverLock | None = None
 
     def persist(self, *, durable: bool = False) -> None:
         """Write the manifest now (a forced flush).

@@ -1,284 +1,120 @@
-"""Running one stage command: its own process group, output straight to disk, graceful teardown.
+"""Process mechanics: spawn in a new session, watch for exit, signal and end process groups.
 
-This module is the stage-execution interface of spec section 10: `LocalExecutor.run` takes a
-`StageRequest` (what to run, where its output goes, its timeout) and a `Cancellation`, and
-returns a `StageOutcome`. A distributed executor can implement the same ``run`` method.
-
-The stage's stdout and stderr are file descriptors of its log files, so output reaches disk at
-raw speed and the orchestrator holds none of it in memory; the outcome carries the last 64 KiB
-of each stream, read back from disk. Teardown escalates gracefully: SIGTERM to the whole
-process group, then SIGKILL once the grace period is spent.
+Nothing here knows what a stage means; `local_executor.py` builds on these pieces. Every pid
+that came from a file goes through `checked_pid` and a start-time comparison before it is
+signalled (see docs/resilience.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import NamedTuple, Protocol
 
-from codex_orchestrator.procfs import live_group_members, process_start_ticks
+from codex_orchestrator.procfs import (
+    checked_pid,
+    children_of,
+    live_group_members,
+    process_start_ticks,
+    process_state,
+    processes_with_env,
+)
+from codex_orchestrator.statuses import signal_exit_code
 
-TAIL_BYTES = 64 * 1024
-POLL_SLICE_SECONDS = 0.1
-
-
-class StageRequest(NamedTuple):
-    """What to run, where, with which environment, where output goes, and for how long."""
-
-    command: str
-    cwd: Path
-    env: Mapping[str, str]
-    stdout_path: Path
-    stderr_path: Path
-    timeout_seconds: float | None = None
+#: How long `end_groups` waits for SIGKILLed processes to vanish before giving up on them.
+KILL_WAIT_SECONDS = 2.0
 
 
-class StageOutcome:
-    """How a stage process ended; the executor fills it in as the stage runs."""
-
-    def __init__(self, pid: int, started_at: float) -> None:
-        self.pid = pid
-        self.pgid = pid
-        self.started_at = started_at
-        self.ended_at = started_at
-        self.exit_code = 0
-        self.timed_out = False
-        self.cancelled_by: int | None = None
-        self.killed = False
-        self.stdout_tail = b""
-        self.stderr_tail = b""
-        self.stdout_bytes = 0
-        self.stderr_bytes = 0
-
-    @property
-    def duration_seconds(self) -> float:
-        """Wall time of the stage process."""
-        return self.ended_at - self.started_at
+def spawn_in_new_session(
+    command: str, cwd: Path, env: Mapping[str, str], stdout: int, stderr: int
+) -> subprocess.Popen[bytes]:
+    """Start ``/bin/sh -c command`` as the leader of a new session and process group."""
+    return subprocess.Popen(
+        ["/bin/sh", "-c", command],
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+    )
 
 
-class Cancellation:
-    """Shared cancellation state, set from signal handlers, read by the executor.
+class ExitWatcher:
+    """Waits for a child's exit or a wake-up descriptor, via a pidfd where the kernel has one."""
 
-    The handler only records the signal and signals the live process groups; all bookkeeping
-    happens in the main flow, so a signal never interrupts a file write.
-    """
-
-    def __init__(self, grace_seconds: float = 5.0) -> None:
-        self.grace_seconds = grace_seconds
-        self.signum: int | None = None
-        self.signalled_at = 0.0
-        self.signal_count = 0
-        self.groups: set[int] = set()
-
-    @property
-    def requested(self) -> bool:
-        """True once a cancelling signal arrived."""
-        return self.signum is not None
-
-    def trigger(self, signum: int) -> None:
-        """Record ``signum``; first time SIGTERM the live groups, after that SIGKILL them."""
-        self.signal_count += 1
-        if self.signum is None:
-            self.signum = signum
-            self.signalled_at = time.time()
-        sig = signal.SIGTERM if self.signal_count == 1 else signal.SIGKILL
-        for pgid in list(self.groups):
-            signal_group(pgid, sig)
-
-
-class Executor(Protocol):
-    """Runs one stage: the interface a distributed executor would implement."""
-
-    def run(
-        self,
-        request: StageRequest,
-        cancellation: Cancellation,
-        on_spawn: Callable[[int], None],
-        on_tick: Callable[[], None] | None = None,
-    ) -> StageOutcome: ...
-
-
-class LocalExecutor:
-    """Runs a stage as a local ``/bin/sh -c`` process in a new session (its own group)."""
-
-    def run(
-        self,
-        request: StageRequest,
-        cancellation: Cancellation,
-        on_spawn: Callable[[int], None],
-        on_tick: Callable[[], None] | None = None,
-    ) -> StageOutcome:
-        """Run ``request``; ``on_spawn(pid)`` is called once the process exists.
-
-        The log files stay open here until the stage ends, so their tails are read back without
-        reopening them.
-        """
-        stdout = _open_log(request.stdout_path)
-        try:
-            stderr = _open_log(request.stderr_path)
-            try:
-                return self._run(request, stdout, stderr, cancellation, on_spawn, on_tick)
-            finally:
-                os.close(stderr)
-        finally:
-            os.close(stdout)
-
-    def _run(
-        self,
-        request: StageRequest,
-        stdout: int,
-        stderr: int,
-        cancellation: Cancellation,
-        on_spawn: Callable[[int], None],
-        on_tick: Callable[[], None] | None,
-    ) -> StageOutcome:
-        started = time.time()
-        proc = subprocess.Popen(
-            ["/bin/sh", "-c", request.command],
-            cwd=request.cwd,
-            env=dict(request.env),
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
-            start_new_session=True,
-        )
-        cancellation.groups.add(proc.pid)
-        outcome = StageOutcome(proc.pid, started)
-        try:
-            on_spawn(proc.pid)
-            if cancellation.requested:
-                signal_group(proc.pid, signal.SIGTERM)
-            _supervise(proc, request.timeout_seconds, cancellation, outcome, on_tick)
-        finally:
-            if proc.returncode is None:
-                signal_group(proc.pid, signal.SIGKILL)
-                proc.wait()
-        outcome.ended_at = time.time()
-        outcome.exit_code = _exit_code(proc.returncode)
-        outcome.stdout_tail, outcome.stdout_bytes = _tail(stdout)
-        outcome.stderr_tail, outcome.stderr_bytes = _tail(stderr)
-        return outcome
-
-
-def _open_log(path: Path) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-
-
-def _tail(fd: int, limit: int = TAIL_BYTES) -> tuple[bytes, int]:
-    """The last ``limit`` bytes written to ``fd`` and the total size."""
-    size = os.fstat(fd).st_size
-    length = min(size, limit)
-    return os.pread(fd, length, size - length), size
-
-
-def _supervise(
-    proc: subprocess.Popen[bytes],
-    timeout: float | None,
-    cancellation: Cancellation,
-    outcome: StageOutcome,
-    on_tick: Callable[[], None] | None,
-) -> None:
-    """Wait for ``proc``, enforcing the timeout and cancellation with graceful escalation.
-
-    On timeout or cancellation the whole group gets SIGTERM; SIGKILL follows once the grace
-    period is spent. After the shell exits, the rest of a torn-down group is ended too.
-    """
-    deadline = outcome.started_at + timeout if timeout else None
-    kill_at: float | None = None
-    with _ExitWatcher(proc) as watcher:
-        while not watcher.wait(_next_wait(deadline, kill_at, outcome.killed, on_tick)):
-            if on_tick is not None:
-                on_tick()
-            now = time.time()
-            if kill_at is None:
-                if deadline is not None and now >= deadline:
-                    outcome.timed_out = True
-                elif cancellation.requested:
-                    outcome.cancelled_by = cancellation.signum
-                    now = max(cancellation.signalled_at, outcome.started_at)
-                else:
-                    continue
-                signal_group(proc.pid, signal.SIGTERM)
-                kill_at = now + cancellation.grace_seconds
-            elif now >= kill_at and not outcome.killed:
-                outcome.killed = True
-                signal_group(proc.pid, signal.SIGKILL)
-    if kill_at is None and cancellation.requested:
-        outcome.cancelled_by = cancellation.signum
-        kill_at = max(cancellation.signalled_at, outcome.started_at) + cancellation.grace_seconds
-    if kill_at is not None:
-        grace = 0.0 if outcome.killed else max(0.0, kill_at - time.time())
-        outcome.killed = end_group(proc.pid, grace) or outcome.killed
-    if on_tick is not None:
-        on_tick()
-
-
-def _next_wait(
-    deadline: float | None, kill_at: float | None, killed: bool, on_tick: object
-) -> float:
-    """Seconds until the next moment the supervisor must act (bounded by the poll slice)."""
-    now = time.time()
-    waits = [POLL_SLICE_SECONDS * (3 if on_tick is None else 1)]
-    if kill_at is None and deadline is not None:
-        waits.append(max(0.0, deadline - now))
-    if kill_at is not None and not killed:
-        waits.append(max(0.0, kill_at - now))
-    return min(waits)
-
-
-class _ExitWatcher:
-    """Waits for a child's exit with a timeout, via a pidfd where the kernel offers one."""
+    FALLBACK_SLICE_SECONDS = 0.05
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
-        self.poller: select.poll | None = None
         self.pidfd = -1
 
-    def __enter__(self) -> _ExitWatcher:
+    def __enter__(self) -> ExitWatcher:
         try:
             self.pidfd = os.pidfd_open(self.proc.pid)
-            self.poller = select.poll()
-            self.poller.register(self.pidfd, select.POLLIN)
         except (AttributeError, OSError):
-            self.poller = None
+            self.pidfd = -1
         return self
 
     def __exit__(self, *_: object) -> None:
         if self.pidfd >= 0:
             os.close(self.pidfd)
+            self.pidfd = -1
 
-    def wait(self, seconds: float) -> bool:
-        """Return True once the child has exited (and is reaped), False after ``seconds``."""
-        if self.poller is not None:
-            if self.poller.poll(max(0, int(seconds * 1000))):
-                self.proc.wait()
+    def wait(self, seconds: float | None, wake_fd: int | None = None) -> bool:
+        """True once the child has exited (and is reaped); False after ``seconds`` or when
+        ``wake_fd`` is readable."""
+        if self.pidfd < 0:
+            return self._wait_without_pidfd(seconds, wake_fd)
+        poller = select.poll()
+        poller.register(self.pidfd, select.POLLIN)
+        if wake_fd is not None:
+            poller.register(wake_fd, select.POLLIN)
+        timeout_ms = None if seconds is None else max(0, int(seconds * 1000 + 0.999))
+        events = poller.poll(timeout_ms)
+        if any(fd == self.pidfd for fd, _ in events):
+            self.proc.wait()
+            return True
+        return False
+
+    def _wait_without_pidfd(self, seconds: float | None, wake_fd: int | None) -> bool:
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while True:
+            step = self.FALLBACK_SLICE_SECONDS
+            if deadline is not None:
+                step = min(step, max(0.0, deadline - time.monotonic()))
+            try:
+                self.proc.wait(timeout=step)
                 return True
-            return False
-        try:
-            self.proc.wait(timeout=seconds)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
+            except subprocess.TimeoutExpired:
+                pass
+            if wake_fd is not None and select.select([wake_fd], [], [], 0)[0]:
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
 
 
-def _exit_code(returncode: int) -> int:
+def exit_code(returncode: int) -> int:
     """Shell convention: a process killed by signal N reports 128+N."""
-    return 128 - returncode if returncode < 0 else returncode
+    return signal_exit_code(-returncode) if returncode < 0 else returncode
 
 
 def signal_group(pgid: int, sig: int) -> bool:
-    """Send ``sig`` to process group ``pgid``; False when the group no longer exists."""
+    """Send ``sig`` to process group ``pgid``; False when the group no longer exists.
+
+    Refuses (False) any id `checked_pid` rejects, so a bad value can never address the
+    caller's group or every process.
+    """
+    if checked_pid(pgid) is None:
+        return False
     try:
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+    except (ProcessLookupError, PermissionError):
         return False
     return True
 
@@ -296,56 +132,173 @@ def end_group(pgid: int, grace_seconds: float) -> bool:
 
     Returns True when the group had to be killed with SIGKILL.
     """
-    if not signal_group(pgid, signal.SIGTERM):
-        return False
-    deadline = time.monotonic() + grace_seconds
-    delay = 0.005
-    while time.monotonic() < deadline:
-        if not group_alive(pgid):
-            return False
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
-    if not signal_group(pgid, signal.SIGKILL):
-        return False
-    deadline = time.monotonic() + 2.0
-    while group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return True
+    return end_groups([pgid], grace_seconds)
 
 
-def end_leftover_group(pgid: int, leader_start_ticks: int | None, grace_seconds: float) -> bool:
-    """End a process group a dead run left behind, unless its id now belongs to someone else.
+def end_groups(pgids: Iterable[int], grace_seconds: float, hurry_fd: int | None = None) -> bool:
+    """End several process groups at once: SIGTERM to all, one shared grace, then SIGKILL.
 
-    Linux never reuses a pid while a process group of that id exists, so a live group whose
-    leader is gone is still ours; a live leader must have the recorded start time.
+    The grace is cut short once ``hurry_fd`` is readable (a second signal to the orchestrator).
+    Returns True when any group had to be killed with SIGKILL.
     """
-    if not group_alive(pgid):
+    remaining = [pgid for pgid in pgids if signal_group(pgid, signal.SIGTERM)]
+    remaining = _wait_until_gone(remaining, grace_seconds, hurry_fd)
+    if not remaining:
         return False
-    current = process_start_ticks(pgid)
-    if current is not None and leader_start_ticks is not None and current != leader_start_ticks:
+    remaining = [pgid for pgid in remaining if signal_group(pgid, signal.SIGKILL)]
+    _wait_until_gone(remaining, KILL_WAIT_SECONDS, None)
+    return bool(remaining)
+
+
+def _wait_until_gone(pgids: list[int], seconds: float, hurry_fd: int | None) -> list[int]:
+    """Poll (with backoff) until every group is gone, ``seconds`` pass or ``hurry_fd`` is
+    readable; return the groups still alive."""
+    deadline = time.monotonic() + seconds
+    delay = 0.005
+    while True:
+        pgids = [pgid for pgid in pgids if group_alive(pgid)]
+        if not pgids or time.monotonic() >= deadline:
+            return pgids
+        pause = min(delay, max(0.0, deadline - time.monotonic()))
+        if hurry_fd is None:
+            time.sleep(pause)
+        elif select.select([hurry_fd], [], [], pause)[0]:
+            return [pgid for pgid in pgids if group_alive(pgid)]
+        delay = min(delay * 2, 0.1)
+
+
+def leftover_group_problem(pgid: object, leader_start_ticks: object) -> str | None:
+    """Why a recorded process group must not be signalled, or None when it is verified ours.
+
+    The leader, when alive, must have the recorded start time. A live group whose leader is
+    gone is still ours when every member started no earlier than our leader did: Linux does
+    not reuse a pid while a process group of that id exists, and a stranger's group under a
+    reused id would have a live leader with another start time.
+    """
+    pid = checked_pid(pgid)
+    if pid is None:
+        return f"{pgid!r} is not a valid process group id"
+    if isinstance(leader_start_ticks, bool) or not isinstance(leader_start_ticks, int):
+        return f"its start time {leader_start_ticks!r} is not a recorded tick count"
+    if not signal_group(pid, 0):
+        return None  # no such group: nothing to signal, nothing to verify
+    current = process_start_ticks(pid)
+    if current is not None and current != leader_start_ticks:
+        return f"process {pid} now is another process (start time differs)"
+    if current is None:
+        members = live_group_members(pid) or []
+        starts = [process_start_ticks(member) for member in members]
+        if any(start is None or start < leader_start_ticks for start in starts):
+            return f"group {pid} holds processes older than the recorded stage"
+    return None
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_child_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux); False elsewhere.
+
+    A stage's process that leaves its group and session (``setsid``, a double-forking daemon)
+    is then re-parented to the orchestrator instead of init, so `end_adopted_orphans` finds it.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
         return False
-    end_group(pgid, grace_seconds)
-    return True
 
 
-class SignalGuard:
-    """Context manager routing SIGINT, SIGTERM and SIGHUP to a `Cancellation` (main thread)."""
+def end_adopted_orphans(
+    keep: Iterable[int], grace_seconds: float, hurry_fd: int | None = None
+) -> int:
+    """End every process re-parented to this one (children in ``keep`` aside); reap them.
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    An orphan is signalled through its process group when it leads one (its own helpers die
+    with it), else by pid; it is our child, so its pid cannot have been reused. Killing an
+    orphan may orphan its own children in turn, so this repeats until none is left or the
+    grace (then one SIGKILL round) is spent. Returns how many orphans were found.
+    """
+    kept = set(keep)
+    ours = os.getpgrp()
+    found: set[int] = set()
+    deadline = time.monotonic() + grace_seconds
+    sig = signal.SIGTERM
+    while True:
+        orphans = _reap_zombie_children(kept)
+        if not orphans:
+            return len(found)
+        for pid in orphans:
+            found.add(pid)
+            _signal_orphan(pid, ours, sig)
+        if sig == signal.SIGKILL and time.monotonic() >= deadline + KILL_WAIT_SECONDS:
+            return len(found)
+        pause = 0.01
+        if hurry_fd is not None and select.select([hurry_fd], [], [], pause)[0]:
+            sig = signal.SIGKILL
+        else:
+            time.sleep(pause)
+        if time.monotonic() >= deadline:
+            sig = signal.SIGKILL
 
-    def __init__(self, cancellation: Cancellation) -> None:
-        self.cancellation = cancellation
-        self._previous: dict[int, object] = {}
 
-    def __enter__(self) -> SignalGuard:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
+def _reap_zombie_children(kept: set[int]) -> list[int]:
+    """Reap this process's zombie children (outside ``kept``); return its live ones."""
+    live = []
+    for pid, zombie in children_of(os.getpid()):
+        if pid in kept:
+            continue
+        if zombie:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        else:
+            live.append(pid)
+    return live
 
-    def __exit__(self, *_: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
 
-    def _handle(self, signum: int, _frame: object) -> None:
-        self.cancellation.trigger(signum)
+def _signal_orphan(pid: int, own_group: int, sig: int) -> None:
+    try:
+        group = os.getpgid(pid)
+        if group == pid and group != own_group:
+            os.killpg(group, sig)
+        else:
+            os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def end_marked_processes(entry: bytes, started_since: int, grace_seconds: float) -> int:
+    """End live processes whose environment holds ``entry`` and that started no earlier than
+    ``started_since`` (a dead run's escaped stage processes); return how many were found.
+
+    Each is signalled by pid and only while its start time is still the one seen in the scan.
+    """
+    me = os.getpid()
+    targets = {
+        pid: ticks
+        for pid in processes_with_env(entry, started_since)
+        if pid != me and (ticks := process_start_ticks(pid)) is not None
+    }
+    for sig, wait in ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, KILL_WAIT_SECONDS)):
+        for pid, ticks in list(targets.items()):
+            if process_start_ticks(pid) != ticks or checked_pid(pid) is None:
+                del targets[pid]
+                continue
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                del targets[pid]
+        deadline = time.monotonic() + wait
+        while targets and time.monotonic() < deadline:
+            targets = {pid: t for pid, t in targets.items() if _alive(pid, t)}
+            time.sleep(0.01)
+        if not targets:
+            break
+    return len(targets)
+
+
+def _alive(pid: int, ticks: int) -> bool:
+    state = process_state(pid)
+    return state is not None and state != "Z" and process_start_ticks(pid) == ticks

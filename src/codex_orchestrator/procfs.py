@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import os
 
+#: Linux never hands out a pid above this (``PID_MAX_LIMIT``).
+PID_MAX = 1 << 22
+
 
 def process_start_ticks(pid: int) -> int | None:
     """The start time of ``pid`` in clock ticks since boot, to tell pid reuse apart."""
+    fields = _stat_fields(pid)
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except OSError:
-        return None
-    try:
-        return int(stat[stat.rindex(b")") + 2 :].split()[19])
+        return int(fields[19]) if fields is not None else None
     except (ValueError, IndexError):
         return None
+
+
+def process_state(pid: int) -> str | None:
+    """The one-letter state of ``pid`` (``R``, ``S``, ``Z``...), or None when it is gone."""
+    fields = _stat_fields(pid)
+    return fields[0].decode("ascii", "replace") if fields else None
 
 
 def host_name() -> str:
@@ -36,12 +41,72 @@ def live_group_members(pgid: int) -> list[int] | None:
     for name in names:
         if not name.isdigit():
             continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as handle:
-                stat = handle.read()
-            state, _parent, group = stat[stat.rindex(b")") + 2 :].split()[:3]
-        except (OSError, ValueError):
+        fields = _stat_fields(name)
+        if fields is None or len(fields) < 3:
             continue
-        if int(group) == pgid and state != b"Z":
+        if int(fields[2]) == pgid and fields[0] != b"Z":
             members.append(int(name))
     return members
+
+
+def checked_pid(value: object) -> int | None:
+    """``value`` as a pid that is safe to signal, else None.
+
+    Only an integer from 2 to `PID_MAX` qualifies: 0 and negative numbers address process
+    groups (``kill(0)`` is the caller's own group, ``kill(-1)`` every process), 1 is init, and
+    ``true`` is an int in Python but never a pid.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 < value <= PID_MAX:
+        return None
+    return value
+
+
+def _stat_fields(pid: int | str) -> list[bytes] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+        return stat[stat.rindex(b")") + 2 :].split()
+    except (OSError, ValueError):
+        return None
+
+
+def children_of(parent: int) -> list[tuple[int, bool]]:
+    """``(pid, is_zombie)`` for every child of ``parent`` (those re-parented to it included)."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    found = []
+    wanted = str(parent).encode()
+    for name in names:
+        if not name.isdigit():
+            continue
+        fields = _stat_fields(name)
+        if fields is not None and len(fields) > 1 and fields[1] == wanted:
+            found.append((int(name), fields[0] == b"Z"))
+    return found
+
+
+def processes_with_env(entry: bytes, started_since: int) -> list[int]:
+    """Live processes whose environment holds ``entry`` (``NAME=value``) exactly and that
+    started at or after clock tick ``started_since``."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        if not name.isdigit():
+            continue
+        start = process_start_ticks(int(name))
+        if start is None or start < started_since:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                environ = handle.read(1 << 20)
+        except OSError:
+            continue
+        if entry in environ.split(b"\0"):
+            found.append(int(name))
+    return found

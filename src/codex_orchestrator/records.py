@@ -8,17 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from codex_orchestrator.cancelrequest import apply_request
 from codex_orchestrator.clock import iso_utc, parse_iso_utc
 from codex_orchestrator.locks import FileLock
 from codex_orchestrator.manifest import (
     OUTCOME_FIELDS,
     ManifestStore,
-    exit_code_for,
     write_run_summary,
 )
 from codex_orchestrator.output import note
 from codex_orchestrator.persistence.coordinator import PersistenceCoordinator
 from codex_orchestrator.persistence.state_store import RunRecord, TaskStateStore
+from codex_orchestrator.statuses import RunStatus, StageStatus, run_exit_code
 from codex_orchestrator.summaries import is_guardrail, run_summary_text
 from codex_orchestrator.workspace import Settings, Workspace
 
@@ -45,8 +46,10 @@ def record_finished_run(
     """Close the manifest with ``status`` and write every final record; return the exit code."""
     data = store.data
     completed = iso_utc()
-    exit_code = exit_code_for(status, detail)
+    exit_code = run_exit_code(status, detail)
     with store.lock:
+        if status == RunStatus.CANCELLED:  # a `cancel` request says who stopped the run, and why
+            detail = apply_request(store.run_dir, data, detail)
         _close_manifest(data, status, detail, exit_code, completed)
         try:
             summary_path = write_run_summary(store.run_dir, _run_summary(workspace, store))
@@ -89,9 +92,9 @@ def _close_manifest(
     """Set the terminal fields; a stage still marked running was interrupted: failed."""
     data.update(status=status, status_detail=detail, exit_code=exit_code, completed_at=completed)
     for entry in data["commands"]:
-        if entry["status"] == "running":
-            entry.update(status="failed", completed_at=completed)
-    if data["resume_events"] and data["resume_events"][-1].get("outcome") == "in_progress":
+        if entry["status"] == StageStatus.RUNNING:
+            entry.update(status=StageStatus.FAILED, completed_at=completed)
+    if data["resume_events"] and data["resume_events"][-1].get("outcome") == RunStatus.IN_PROGRESS:
         data["resume_events"][-1]["outcome"] = status
     data["summary"] = run_summary_text(data)
     data["duration_seconds"] = _duration(data["started_at"], completed)
@@ -123,8 +126,12 @@ def _metrics(data: dict[str, Any]) -> dict[str, Any]:
         "started_at": data["started_at"],
         "completed_at": data["completed_at"],
         "duration_seconds": data["duration_seconds"],
-        "commands_passed": sum(1 for command in commands if command["status"] == "succeeded"),
-        "commands_failed": sum(1 for command in commands if command["status"] == "failed"),
+        "commands_passed": sum(
+            1 for command in commands if command["status"] == StageStatus.SUCCEEDED
+        ),
+        "commands_failed": sum(
+            1 for command in commands if command["status"] == StageStatus.FAILED
+        ),
         "guardrails_present": any(is_guardrail(command) for command in commands),
         "recorded_at": iso_utc(),
         "artifact_path": data["artifact_root"],

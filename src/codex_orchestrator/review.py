@@ -28,6 +28,7 @@ from codex_orchestrator.jsonio import atomic_write_bytes, atomic_write_json
 from codex_orchestrator.liveness import assess
 from codex_orchestrator.manifest import EVENTS_NAME, MANIFEST_NAME, RUN_SUMMARY_NAME, load_manifest
 from codex_orchestrator.output import note
+from codex_orchestrator.statuses import RunStatus, StageStatus
 from codex_orchestrator.workspace import Workspace, resolve_task_id
 
 REVIEW_NAME = "review.md"
@@ -89,7 +90,7 @@ def review(workspace: Workspace, run_dir: Path, *, quiet_stdout: bool) -> Review
     """
     manifest_path = run_dir / MANIFEST_NAME
     manifest = load_manifest(manifest_path)
-    if manifest.get("status") in ("queued", "in_progress"):
+    if manifest.get("status") in (RunStatus.QUEUED, RunStatus.IN_PROGRESS):
         if assess(run_dir, manifest).alive:
             raise RunActiveError(
                 f"run {run_dir.name} is still {manifest['status']} and owns its manifest; review it "
@@ -161,7 +162,7 @@ def render_review(workspace: Workspace, run_dir: Path, manifest: dict[str, Any])
         "## Stages",
         "\n".join(_stage_line(command) for command in commands) or "(no stages)",
     ]
-    failures = [c for c in commands if c.get("status") == "failed" or c.get("error_file")]
+    failures = [c for c in commands if c.get("status") == StageStatus.FAILED or c.get("error_file")]
     if failures:
         blocks.append("## Failures")
         blocks.extend(block for command in failures for block in _failure(workspace.root, command))

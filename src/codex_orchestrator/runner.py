@@ -10,41 +10,58 @@ import hashlib
 import os
 import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.config import CommandStage, Config, Pipeline, SubpipelineStage
+from codex_orchestrator.driver import DriverLock
 from codex_orchestrator.errorfile import build_error_file
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
 from codex_orchestrator.events import EventLog
+from codex_orchestrator.executor import (
+    RUN_ID_ENV,
+    Cancellation,
+    Executor,
+    Handle,
+    StageOutcome,
+    StageRequest,
+)
 from codex_orchestrator.heartbeat import Heartbeat
 from codex_orchestrator.ids import new_run_id
 from codex_orchestrator.jsonio import atomic_write_bytes
 from codex_orchestrator.manifest import (
     EVENTS_NAME,
+    MANIFEST_NAME,
     MANIFEST_VERSION,
     RUNNER_NAME,
     ManifestStore,
     command_entry,
+    load_manifest,
     write_resume_token,
 )
 from codex_orchestrator.output import note
-from codex_orchestrator.process import (
-    Cancellation,
-    Executor,
-    StageOutcome,
-    StageRequest,
-    end_group,
-    end_leftover_group,
-)
 from codex_orchestrator.procfs import host_name, process_start_ticks
 from codex_orchestrator.records import record_finished_run
+from codex_orchestrator.statuses import (
+    DONE_STAGE_STATUSES,
+    DRIVER_LOST_DETAIL,
+    TERMINAL_RUN_STATUSES,
+    RunStatus,
+    StageFailure,
+    StageStatus,
+    signal_detail,
+    signal_name,
+    stage_detail,
+)
 from codex_orchestrator.summaries import stage_summary
 from codex_orchestrator.workspace import Settings, Workspace
 
-DONE_STAGE_STATUSES = frozenset({"succeeded", "skipped"})
+#: How often the live output echo (a terminal on stderr) copies new log bytes.
+ECHO_INTERVAL_SECONDS = 0.1
 
 
 class RunContext(NamedTuple):
@@ -61,13 +78,12 @@ class RunContext(NamedTuple):
 
 
 class ActiveRun:
-    """A run being executed by this process, with the process groups its stages started."""
+    """A run being executed by this process."""
 
     def __init__(self, store: ManifestStore, pipeline: Pipeline, events: EventLog) -> None:
         self.store = store
         self.pipeline = pipeline
         self.events = events
-        self.groups: list[int] = []
 
     @property
     def run_id(self) -> str:
@@ -120,6 +136,7 @@ def create_run(
 ) -> ManifestStore:
     """Create the run directory, its resume token and its first (queued) manifest."""
     run_id, run_dir = _make_run_dir(ctx.workspace, ctx.task_id)
+    driver = DriverLock.take(run_dir, run_id)
     (run_dir / "commands").mkdir()
     (run_dir / "errors").mkdir()
     token = os.urandom(32).hex()
@@ -136,8 +153,9 @@ def create_run(
         "pipeline_title": pipeline.title,
         "pipeline_source": pipeline.source,
         "runner": RUNNER_NAME,
+        "executor": ctx.executor.name,
         "approval_policy": approval_policy,
-        "status": "queued",
+        "status": RunStatus.QUEUED,
         "status_detail": None,
         "exit_code": None,
         "started_at": now,
@@ -167,15 +185,27 @@ def create_run(
         "run_summary_path": None,
     }
     store = ManifestStore(run_dir, data)
+    store.driver = driver
     store.persist()
     return store
 
 
 def execute(ctx: RunContext, store: ManifestStore, pipeline: Pipeline) -> RunResult:
-    """Run every stage that has not succeeded or been skipped, then write the final records."""
+    """Run every stage that has not succeeded or been skipped, then write the final records.
+
+    The executor is closed before the final records are written, so whatever the stages left
+    running (helpers for later stages) has ended by the time the run is recorded as over.
+    """
+    return _execute(ctx, store, pipeline, close_executor=True)
+
+
+def _execute(
+    ctx: RunContext, store: ManifestStore, pipeline: Pipeline, *, close_executor: bool
+) -> RunResult:
     run = ActiveRun(store=store, pipeline=pipeline, events=EventLog(store.run_dir / EVENTS_NAME))
     store.update(
-        status="in_progress",
+        status=RunStatus.IN_PROGRESS,
+        executor=ctx.executor.name,
         host=host_name(),
         orchestrator_pid=os.getpid(),
         orchestrator_start_ticks=process_start_ticks(os.getpid()),
@@ -195,7 +225,8 @@ def execute(ctx: RunContext, store: ManifestStore, pipeline: Pipeline) -> RunRes
         outcome = _internal_failure(run, error)
     finally:
         heartbeat.stop()
-        _end_groups(ctx, run)
+        if close_executor:
+            ctx.executor.close()
     run.events.emit(
         "heartbeat_stats",
         ticks=heartbeat.ticks,
@@ -205,16 +236,16 @@ def execute(ctx: RunContext, store: ManifestStore, pipeline: Pipeline) -> RunRes
     return _finish(ctx, run, *outcome)
 
 
-def _internal_failure(run: ActiveRun, error: Exception) -> tuple[str, str | None]:
+def _internal_failure(run: ActiveRun, error: Exception) -> tuple[RunStatus, str | None]:
     """Fail the run (and its running stage) after an unexpected error in the orchestrator."""
     message = f"orchestrator error: {type(error).__name__}: {error}"
     note(f"error: run {run.run_id}: {message}")
     run.events.emit("internal_error", error=message)
     for entry in run.store.data["commands"]:
-        if entry["status"] == "running":
-            entry.update(status="failed", summary=message[:240])
-            return "failed", f"stage:{entry['id']}:failed"
-    return "failed", f"error:{type(error).__name__}"
+        if entry["status"] == StageStatus.RUNNING:
+            entry.update(status=StageStatus.FAILED, summary=message[:240])
+            return RunStatus.FAILED, stage_detail(entry["id"])
+    return RunStatus.FAILED, f"error:{type(error).__name__}"
 
 
 def _heartbeat_failed(run: ActiveRun, error: BaseException) -> None:
@@ -223,7 +254,7 @@ def _heartbeat_failed(run: ActiveRun, error: BaseException) -> None:
     run.events.emit("heartbeat_failed", run_id=run.run_id, error=str(error))
 
 
-def _run_stages(ctx: RunContext, run: ActiveRun) -> tuple[str, str | None]:
+def _run_stages(ctx: RunContext, run: ActiveRun) -> tuple[RunStatus, str | None]:
     """Run the stages in order; return (status, status_detail)."""
     for index, stage in enumerate(run.pipeline.stages, start=1):
         if run.store.command(index)["status"] in DONE_STAGE_STATUSES:
@@ -236,22 +267,26 @@ def _run_stages(ctx: RunContext, run: ActiveRun) -> tuple[str, str | None]:
             status, detail = _run_command_stage(ctx, run, index, stage)
         if ctx.cancellation.requested:
             break
-        if status == "failed":
-            return "failed", detail
+        if status == StageStatus.FAILED:
+            return RunStatus.FAILED, detail
     if ctx.cancellation.requested:
-        return (
-            "cancelled",
-            f"signal:{signal.Signals(ctx.cancellation.signum or signal.SIGTERM).name}",
-        )
-    return "succeeded", None
+        return RunStatus.CANCELLED, signal_detail(ctx.cancellation.signum or signal.SIGTERM)
+    return RunStatus.SUCCEEDED, None
 
 
-def _stage_begin(run: ActiveRun, index: int, *, persist: bool = True, **fields: Any) -> None:
+def _stage_begin(
+    run: ActiveRun,
+    index: int,
+    *,
+    persist: bool = True,
+    attempt: int | None = None,
+    **fields: Any,
+) -> None:
     entry = run.store.command(index)
-    attempts = int(entry.get("attempts") or 0) + 1
+    attempts = attempt if attempt is not None else int(entry.get("attempts") or 0) + 1
     run.store.update_command(
         index,
-        status="running",
+        status=StageStatus.RUNNING,
         started_at=iso_utc(),
         completed_at=None,
         exit_code=None,
@@ -265,7 +300,7 @@ def _stage_begin(run: ActiveRun, index: int, *, persist: bool = True, **fields: 
     run.events.emit("stage_started", index=index, stage_id=entry["id"], attempt=attempts)
 
 
-def _stage_end(run: ActiveRun, index: int, status: str, **fields: Any) -> None:
+def _stage_end(run: ActiveRun, index: int, status: StageStatus, **fields: Any) -> None:
     run.store.update_command(index, status=status, completed_at=iso_utc(), **fields)
     run.store.persist()
     entry = run.store.command(index)
@@ -285,7 +320,7 @@ def _stage_env(ctx: RunContext, run: ActiveRun, stage: CommandStage) -> dict[str
         {
             "MCP_RUNNER_TASK_ID": ctx.task_id,
             "CODEX_ORCHESTRATOR_TASK_ID": ctx.task_id,
-            "CODEX_ORCHESTRATOR_RUN_ID": run.run_id,
+            RUN_ID_ENV: run.run_id,
             "CODEX_ORCHESTRATOR_PIPELINE_ID": run.pipeline.id,
             "CODEX_ORCHESTRATOR_MANIFEST_PATH": str(run.store.path),
             "CODEX_ORCHESTRATOR_RUN_DIR": str(run.run_dir),
@@ -304,27 +339,25 @@ def _log_stem(run: ActiveRun, index: int, stage_id: str) -> str:
 
 def _run_command_stage(
     ctx: RunContext, run: ActiveRun, index: int, stage: CommandStage
-) -> tuple[str, str | None]:
+) -> tuple[StageStatus, str | None]:
     skip = stage.unavailable_reason()
     if skip is not None:
         _stage_begin(run, index)
-        _stage_end(run, index, "skipped", summary=skip)
-        return "skipped", None
-    attempt = int(run.store.command(index).get("attempts") or 0) + 1
-    stem = _log_stem(run, index, stage.id) + (f".attempt-{attempt}" if attempt > 1 else "")
-    stdout_path = run.run_dir / "commands" / f"{stem}.stdout.log"
-    stderr_path = run.run_dir / "commands" / f"{stem}.stderr.log"
+        _stage_end(run, index, StageStatus.SKIPPED, summary=skip)
+        return StageStatus.SKIPPED, None
+    attempt, stdout_path, stderr_path = _attempt_logs(run, index, stage.id)
     display = ctx.workspace.display
     _stage_begin(
         run,
         index,
         persist=False,
+        attempt=attempt,
         log_path=display(stdout_path),
         stderr_log_path=display(stderr_path),
-        pid=None,
-        pgid=None,
+        **_cleared_handle(run.store.command(index)),
     )
     request = StageRequest(
+        stage_id=stage.id,
         command=stage.command,
         cwd=ctx.workspace.root / (stage.cwd or "."),
         env=_stage_env(ctx, run, stage),
@@ -332,61 +365,143 @@ def _run_command_stage(
         stderr_path=stderr_path,
         timeout_seconds=stage.timeout_seconds,
     )
-    follow = ctx.on_output(stdout_path, stderr_path) if ctx.on_output else None
     try:
-        outcome = ctx.executor.run(
-            request, ctx.cancellation, lambda pid: _spawned(run, index, pid), follow
-        )
+        with _echoing(ctx, stdout_path, stderr_path):
+            outcome = ctx.executor.run(
+                request, ctx.cancellation, lambda handle: _stage_handle(run, index, handle)
+            )
     except (OSError, ValueError) as error:
         return _stage_spawn_failed(ctx, run, index, stage, error)
     return _stage_outcome(ctx, run, index, stage, outcome)
 
 
-def _spawned(run: ActiveRun, index: int, pid: int) -> None:
-    run.groups.append(pid)
-    run.store.update_command(index, pid=pid, pgid=pid, pid_start_ticks=process_start_ticks(pid))
+def _attempt_logs(run: ActiveRun, index: int, stage_id: str) -> tuple[int, Path, Path]:
+    """The next attempt number and its log paths, never those of an earlier attempt.
+
+    The recorded count may lag behind the files (a driver killed between creating the logs
+    and recording the attempt), so numbers whose logs exist are skipped: an attempt's logs are
+    never truncated by another attempt.
+    """
+    attempt = int(run.store.command(index).get("attempts") or 0) + 1
+    while True:
+        stem = _log_stem(run, index, stage_id) + (f".attempt-{attempt}" if attempt > 1 else "")
+        stdout_path = run.run_dir / "commands" / f"{stem}.stdout.log"
+        stderr_path = run.run_dir / "commands" / f"{stem}.stderr.log"
+        if not (os.path.lexists(stdout_path) or os.path.lexists(stderr_path)):
+            return attempt, stdout_path, stderr_path
+        attempt += 1
+
+
+#: Stage-entry fields a handle's fields never overwrite when they are copied onto the entry.
+_RESERVED_ENTRY_FIELDS = frozenset(command_entry(0, "", "", "", None)) | {
+    "handle",
+    "attempts",
+    "duration_seconds",
+    "stdout_bytes",
+    "stderr_bytes",
+    "timed_out",
+    "stderr_log_path",
+}
+
+
+def _stage_handle(run: ActiveRun, index: int, handle: Handle) -> None:
+    """Store the executor's handle; its scalar fields are also copied onto the stage entry
+    (for a local stage: ``host``, ``pid``, ``pgid``, ``pid_start_ticks``), where readers of
+    earlier records look for them."""
+    copied = {
+        key: value
+        for key, value in handle.items()
+        if key != "kind" and key not in _RESERVED_ENTRY_FIELDS and _scalar(value)
+    }
+    run.store.update_command(index, handle=dict(handle), **copied)
     run.store.persist()
+
+
+def _cleared_handle(entry: dict[str, Any]) -> dict[str, Any]:
+    """Blank the previous attempt's handle and the fields copied from it."""
+    previous = entry.get("handle")
+    fields = dict.fromkeys(previous, None) if isinstance(previous, dict) else {}
+    fields.pop("kind", None)
+    for key in _RESERVED_ENTRY_FIELDS:
+        fields.pop(key, None)
+    return {**fields, "handle": None}
+
+
+def _scalar(value: object) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+@contextmanager
+def _echoing(ctx: RunContext, stdout_path: Path, stderr_path: Path) -> Iterator[None]:
+    """Copy the stage's new output onto the terminal while it runs (when asked to)."""
+    if ctx.on_output is None:
+        yield
+        return
+    echo = ctx.on_output(stdout_path, stderr_path)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(ECHO_INTERVAL_SECONDS):
+            echo()
+
+    thread = threading.Thread(target=loop, name="output-echo", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        echo()
 
 
 def _stage_spawn_failed(
     ctx: RunContext, run: ActiveRun, index: int, stage: CommandStage, error: OSError | ValueError
-) -> tuple[str, str | None]:
+) -> tuple[StageStatus, str | None]:
     reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
     summary = f"could not start the command: {reason} (cwd {stage.cwd or '.'})"
     details = {"exit_code": None, "error": summary}
     error_file = _write_error_file(ctx, run, index, stage, "spawn-failed", details, b"", b"")
-    _stage_end(run, index, "failed", summary=summary, exit_code=None, error_file=error_file)
-    return "failed", f"stage:{stage.id}:failed"
+    _stage_end(
+        run, index, StageStatus.FAILED, summary=summary, exit_code=None, error_file=error_file
+    )
+    return StageStatus.FAILED, stage_detail(stage.id)
 
 
 def _stage_outcome(
     ctx: RunContext, run: ActiveRun, index: int, stage: CommandStage, outcome: StageOutcome
-) -> tuple[str, str | None]:
+) -> tuple[StageStatus, str | None]:
     stdout_tail, stdout_size = outcome.stdout_tail, outcome.stdout_bytes
     stderr_tail, stderr_size = outcome.stderr_tail, outcome.stderr_bytes
-    summary = stage_summary(stage.summary_hint, stdout_tail, stderr_tail, outcome.exit_code)
+    exit_code = outcome.exit_code
+    summary = stage_summary(stage.summary_hint, stdout_tail, stderr_tail, exit_code)
     fields: dict[str, Any] = {
-        "exit_code": outcome.exit_code,
+        "exit_code": exit_code,
         "duration_seconds": round(outcome.duration_seconds, 3),
         "stdout_bytes": stdout_size,
         "stderr_bytes": stderr_size,
         "timed_out": outcome.timed_out,
+        "host": outcome.host,
     }
-    if outcome.exit_code == 0 and not outcome.timed_out and outcome.cancelled_by is None:
-        _stage_end(run, index, "succeeded", summary=summary, **fields)
-        return "succeeded", None
+    failed = outcome.timed_out or outcome.cancelled or outcome.lost
+    if exit_code == 0 and not failed:
+        _stage_end(run, index, StageStatus.SUCCEEDED, summary=summary, **fields)
+        return StageStatus.SUCCEEDED, None
     if outcome.timed_out:
         summary = f"timed out after {stage.timeout_seconds:g}s; {summary}"
-        reason, detail = "command-timeout", f"stage:{stage.id}:timeout"
-    elif outcome.cancelled_by is not None:
-        summary = f"cancelled by {signal.Signals(outcome.cancelled_by).name}; {summary}"
-        reason, detail = "command-cancelled", f"signal:{signal.Signals(outcome.cancelled_by).name}"
+        reason, detail = "command-timeout", stage_detail(stage.id, StageFailure.TIMEOUT)
+    elif outcome.cancelled:
+        signum = ctx.cancellation.signum or signal.SIGTERM
+        summary = f"cancelled by {signal_name(signum)}; {summary}"
+        reason, detail = "command-cancelled", signal_detail(signum)
+    elif outcome.lost:
+        summary = f"the executor lost the stage; {summary}"
+        reason, detail = "worker-lost", stage_detail(stage.id, StageFailure.WORKER_LOST)
     elif stage.allow_failure:
         reason, detail = "command-allow-failure", None
     else:
-        reason, detail = "command-failed", f"stage:{stage.id}:failed"
+        reason, detail = "command-failed", stage_detail(stage.id)
     details = {
-        "exit_code": outcome.exit_code,
+        "exit_code": exit_code,
         "timed_out": outcome.timed_out,
         "stdout_truncated": stdout_size > len(stdout_tail),
         "stderr_truncated": stderr_size > len(stderr_tail),
@@ -396,7 +511,7 @@ def _stage_outcome(
     error_file = _write_error_file(
         ctx, run, index, stage, reason, details, stdout_tail, stderr_tail
     )
-    status = "skipped" if reason == "command-allow-failure" else "failed"
+    status = StageStatus.SKIPPED if reason == "command-allow-failure" else StageStatus.FAILED
     _stage_end(run, index, status, summary=summary, error_file=error_file, **fields)
     return status, detail
 
@@ -427,7 +542,7 @@ def _write_error_file(
 
 def _run_subpipeline_stage(
     ctx: RunContext, run: ActiveRun, index: int, stage: SubpipelineStage
-) -> tuple[str, str | None]:
+) -> tuple[StageStatus, str | None]:
     child_pipeline = ctx.config.pipelines[stage.pipeline]
     child = create_run(ctx, child_pipeline, run.run_id, run.store.data.get("approval_policy"))
     child_id = str(child.data["run_id"])
@@ -435,40 +550,42 @@ def _run_subpipeline_stage(
         "run_id": child_id,
         "pipeline_id": child_pipeline.id,
         "stage_id": stage.id,
-        "status": "in_progress",
+        "status": RunStatus.IN_PROGRESS,
         "manifest": ctx.workspace.display(child.path),
     }
     run.store.append("child_runs", link)
     _stage_begin(run, index, sub_run_id=child_id, log_path=ctx.workspace.display(child.path))
-    result = execute(ctx, child, child_pipeline)
+    result = _execute(ctx, child, child_pipeline, close_executor=False)
     with run.store.lock:
         link["status"] = result.status
     summary = f"child run {child_id} {result.status}"
-    if result.status == "succeeded":
-        _stage_end(run, index, "succeeded", summary=summary, exit_code=0)
-        return "succeeded", None
-    if result.status == "failed" and stage.optional:
-        _stage_end(run, index, "skipped", summary=f"optional {summary}", exit_code=result.exit_code)
-        return "skipped", None
-    _stage_end(run, index, "failed", summary=summary, exit_code=result.exit_code)
-    if result.status == "cancelled":
-        return "failed", result.status_detail
-    return "failed", f"stage:{stage.id}:failed"
+    if result.status == RunStatus.SUCCEEDED:
+        _stage_end(run, index, StageStatus.SUCCEEDED, summary=summary, exit_code=0)
+        return StageStatus.SUCCEEDED, None
+    if result.status == RunStatus.FAILED and stage.optional:
+        _stage_end(
+            run,
+            index,
+            StageStatus.SKIPPED,
+            summary=f"optional {summary}",
+            exit_code=result.exit_code,
+        )
+        return StageStatus.SKIPPED, None
+    _stage_end(run, index, StageStatus.FAILED, summary=summary, exit_code=result.exit_code)
+    if result.status == RunStatus.CANCELLED:
+        return StageStatus.FAILED, result.status_detail
+    return StageStatus.FAILED, stage_detail(stage.id)
 
 
-def _end_groups(ctx: RunContext, run: ActiveRun) -> None:
-    """End every process group this run's stages left behind (helpers end with the run)."""
-    for pgid in run.groups:
-        end_group(pgid, ctx.settings.kill_grace_seconds)
-        ctx.cancellation.groups.discard(pgid)
-
-
-def _finish(ctx: RunContext, run: ActiveRun, status: str, detail: str | None) -> RunResult:
+def _finish(ctx: RunContext, run: ActiveRun, status: RunStatus, detail: str | None) -> RunResult:
     exit_code = record_finished_run(
         ctx.workspace, ctx.settings, run.store, run.pipeline.id, status, detail
     )
+    detail = run.store.data.get("status_detail")  # the records may name a `cancel` request
     run.events.emit("run_finished", status=status, status_detail=detail, exit_code=exit_code)
     run.events.close()
+    if run.store.driver is not None:
+        run.store.driver.release()
     return RunResult(run.run_id, status, detail, exit_code, run.run_dir)
 
 
@@ -477,19 +594,18 @@ def prepare_resume(
 ) -> None:
     """Reset a failed or dead run for another pass and record the resume event.
 
-    Process groups a dead orchestrator left behind are ended first; stages that did not succeed
-    or get skipped go back to ``pending`` with the current config's title and command.
+    What a dead orchestrator's stages left behind is ended first, by the executor that knows
+    the stage's handle; stages that did not succeed or get skipped go back to ``pending`` with
+    the current config's title and command.
     """
+    _reap_stages(ctx, store)
+    _settle_child_runs(ctx, store)
     for entry, stage in zip(store.data["commands"], pipeline.stages, strict=True):
-        if isinstance(entry.get("pgid"), int):
-            end_leftover_group(
-                entry["pgid"], entry.get("pid_start_ticks"), ctx.settings.kill_grace_seconds
-            )
         if entry["status"] not in DONE_STAGE_STATUSES:
             command = stage.command if isinstance(stage, CommandStage) else None
-            entry.update(status="pending", title=stage.title, command=command)
+            entry.update(status=StageStatus.PENDING, title=stage.title, command=command)
     store.update(
-        status="queued",
+        status=RunStatus.QUEUED,
         status_detail=None,
         exit_code=None,
         completed_at=None,
@@ -499,6 +615,72 @@ def prepare_resume(
     )
     store.append(
         "resume_events",
-        {"timestamp": iso_utc(), "actor": actor, "reason": reason, "outcome": "in_progress"},
+        {
+            "timestamp": iso_utc(),
+            "actor": actor,
+            "reason": reason,
+            "outcome": RunStatus.IN_PROGRESS,
+        },
     )
     store.persist(durable=True)
+
+
+def _reap_stages(ctx: RunContext, store: ManifestStore) -> None:
+    """Have the executor end whatever the run's stages left behind (it verifies each handle)."""
+    for entry in store.data["commands"]:
+        handle = entry.get("handle")
+        if isinstance(handle, dict):
+            ctx.executor.reap(handle, ctx.settings.kill_grace_seconds)
+
+
+def _settle_child_runs(ctx: RunContext, store: ManifestStore) -> None:
+    """End the child runs a dead driver left unfinished: processes ended, records finished.
+
+    A child run is driven by its parent's process, so a dead parent means a dead child; the
+    child's own driver lock is taken first all the same, and a child someone drives is left be.
+    """
+    for link in store.data.get("child_runs", []):
+        if not isinstance(link, dict) or link.get("status") in TERMINAL_RUN_STATUSES:
+            continue
+        child_id = link.get("run_id")
+        try:
+            child_dir = ctx.workspace.run_dir(ctx.task_id, str(child_id))
+        except OrchestratorError:
+            continue
+        link["status"] = _settle_child(ctx, child_dir, str(child_id)) or link.get("status")
+
+
+def _settle_child(ctx: RunContext, child_dir: Path, child_id: str) -> str | None:
+    """Finish one unfinished child run; its final status, or None when it cannot be settled."""
+    driver = DriverLock(child_dir)
+    try:
+        if not driver.acquire():
+            note(f"warning: child run {child_id} is still driven by another process; left alone")
+            return None
+    except OSError as error:
+        note(f"warning: child run {child_id} not settled ({error.strerror})")
+        return None
+    try:
+        manifest = load_manifest(child_dir / MANIFEST_NAME, ctx.workspace.display(child_dir))
+    except OrchestratorError as error:
+        driver.release()
+        note(f"warning: child run {child_id} not settled: {error}")
+        return None
+    child = ManifestStore(child_dir, manifest)
+    child.driver = driver
+    if manifest["status"] in TERMINAL_RUN_STATUSES:
+        driver.release()
+        return str(manifest["status"])
+    _reap_stages(ctx, child)
+    _settle_child_runs(ctx, child)
+    record_finished_run(
+        ctx.workspace,
+        ctx.settings,
+        child,
+        str(manifest["pipeline_id"]),
+        RunStatus.FAILED,
+        DRIVER_LOST_DETAIL,
+    )
+    driver.release()
+    note(f"child run {child_id} of a dead driver ended as failed ({DRIVER_LOST_DETAIL})")
+    return RunStatus.FAILED

@@ -10,6 +10,7 @@ record cannot point a reader outside the run.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,25 +48,45 @@ def log_stem(index: int, stage_id: str, stage_count: int) -> str:
     return f"{index:0{max(2, len(str(stage_count)))}d}-{stage_id}"
 
 
+def log_names(commands_dir: Path) -> list[str]:
+    """The file names in a run's ``commands`` directory (empty when it cannot be listed)."""
+    try:
+        return os.listdir(commands_dir)
+    except OSError:
+        return []
+
+
 def stage_sources(
-    run_dir: Path, manifest: dict[str, Any], entry: dict[str, Any], streams: tuple[str, ...]
+    run_dir: Path,
+    manifest: dict[str, Any],
+    entry: dict[str, Any],
+    streams: tuple[str, ...],
+    names: list[str],
 ) -> list[LogSource]:
-    """The log files of every attempt of stage ``entry`` (attempts in order, then streams)."""
+    """The log files of every attempt of stage ``entry`` found among ``names`` (attempts in
+    order, then streams). Attempt numbers are read from the file names: a run killed between
+    creating an attempt's logs and recording it leaves a gap in the recorded count."""
     stem = log_stem(entry["index"], entry["id"], len(manifest["commands"]))
-    attempts = entry.get("attempts")
-    count = attempts if isinstance(attempts, int) and 0 < attempts <= 1000 else 1
+    pattern = re.compile(
+        re.escape(stem) + r"(?:\.attempt-([1-9][0-9]{0,3}))?\.(" + "|".join(streams) + r")\.log"
+    )
+    found = []
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match:
+            attempt = int(match.group(1) or 1)
+            found.append((attempt, streams.index(match.group(2)), name))
     return [
         LogSource(
             str(manifest["run_id"]),
             entry["index"],
             entry["id"],
             attempt,
-            stream,
+            streams[stream],
             run_dir / "commands",
-            f"{stem}{f'.attempt-{attempt}' if attempt > 1 else ''}.{stream}.log",
+            name,
         )
-        for attempt in range(1, count + 1)
-        for stream in streams
+        for attempt, stream, name in sorted(found)
     ]
 
 

@@ -53,6 +53,8 @@ class StageFailure(StrEnum):
 
 SIGNAL_DETAIL_PREFIX = "signal:"
 CANCELLED_DETAIL = "cancelled"
+#: The detail of a child run ended on its parent's resume because its driver had died.
+DRIVER_LOST_DETAIL = "driver-lost"
 
 
 def stage_detail(stage_id: str, failure: StageFailure = StageFailure.FAILED) -> str:

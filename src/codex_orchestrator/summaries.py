@@ -6,13 +6,15 @@ from collections import Counter
 from typing import Any
 
 from codex_orchestrator.errorfile import clean_text
+from codex_orchestrator.statuses import StageStatus
 
 MAX_SUMMARY_CHARS = 240
 GUARDRAIL_STAGE_ID = "spec-guard"
-_GUARDRAIL_WORDS = {"succeeded": "passed", "failed": "failed", "skipped": "skipped"}
 
 
-def stage_summary(hint: str | None, stdout_tail: bytes, stderr_tail: bytes, exit_code: int) -> str:
+def stage_summary(
+    hint: str | None, stdout_tail: bytes, stderr_tail: bytes, exit_code: int | None
+) -> str:
     """``hint``, else the last non-empty output line (stdout, then stderr), else ``exit N``."""
     if hint:
         return hint
@@ -45,9 +47,9 @@ def guardrail_line(commands: list[dict[str, Any]]) -> str:
     if not guards:
         return "Guardrails: not found (no spec-guard stage in this pipeline)"
     statuses = [command["status"] for command in guards]
-    if "failed" in statuses:
+    if StageStatus.FAILED in statuses:
         word = "failed"
-    elif all(status == "succeeded" for status in statuses):
+    elif all(status == StageStatus.SUCCEEDED for status in statuses):
         word = "passed"
     else:
         word = "skipped"
@@ -56,7 +58,7 @@ def guardrail_line(commands: list[dict[str, Any]]) -> str:
 
 
 def _guard_outcome(command: dict[str, Any]) -> str:
-    if command["status"] == "pending":
+    if command["status"] == StageStatus.PENDING:
         return "not reached (an earlier stage stopped the run)"
     return str(command.get("summary") or command["status"])
 
@@ -67,12 +69,19 @@ def run_summary_text(manifest: dict[str, Any]) -> str:
     counts = Counter(command["status"] for command in commands)
     tally = ", ".join(
         f"{counts[name]} {name}"
-        for name in ("succeeded", "failed", "skipped", "pending")
+        for name in (
+            StageStatus.SUCCEEDED,
+            StageStatus.FAILED,
+            StageStatus.SKIPPED,
+            StageStatus.PENDING,
+        )
         if counts[name]
     )
     status = manifest["status"]
     headline = f"Pipeline {manifest['pipeline_id']} {status}"
-    failed = next((command for command in commands if command["status"] == "failed"), None)
+    failed = next(
+        (command for command in commands if command["status"] == StageStatus.FAILED), None
+    )
     if failed is not None:
         headline += f" at stage {failed['id']}: {failed.get('summary') or 'failed'}"
     elif manifest.get("status_detail"):

@@ -8,9 +8,10 @@ from typing import Any
 
 from codex_orchestrator.config import Config, load_config
 from codex_orchestrator.errors import OrchestratorError, RunNotFoundError
+from codex_orchestrator.executor import Cancellation
+from codex_orchestrator.local_executor import LocalExecutor
 from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
 from codex_orchestrator.output import Reporter, log_echo, note
-from codex_orchestrator.process import Cancellation, LocalExecutor
 from codex_orchestrator.runner import RunContext, RunResult
 from codex_orchestrator.workspace import Settings, Workspace
 
@@ -37,7 +38,7 @@ def run_context(
         task_id=task_id,
         task_slug=task_slug(workspace.root, task_id) or task_id,
         cancellation=Cancellation(grace_seconds=settings.kill_grace_seconds),
-        executor=LocalExecutor(),
+        executor=LocalExecutor(settings.kill_grace_seconds, subreaper=True),
         on_output=log_echo if follow else None,
     )
 

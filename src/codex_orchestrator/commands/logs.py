@@ -17,17 +17,19 @@ from typing import Any, BinaryIO
 
 from codex_orchestrator.errors import RunNotFoundError, UsageError
 from codex_orchestrator.ids import validate_id
-from codex_orchestrator.manifest import MANIFEST_NAME, TERMINAL_STATUSES, load_manifest
+from codex_orchestrator.invocation import require_run
+from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.stagelogs import (
     STREAMS,
     LogSource,
+    log_names,
     open_log,
     read_from,
     stage_sources,
     tail_offset,
 )
-from codex_orchestrator.statuses import run_exit_code
+from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, run_exit_code
 from codex_orchestrator.workspace import Workspace
 
 FOLLOW_POLL_SECONDS = 0.05
@@ -39,19 +41,11 @@ MAX_CHILD_DEPTH = 16
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     """Print the logs; with ``--follow``, until the run ends (then exit with its code)."""
     workspace = Workspace.from_env()
-    run_id = validate_id(args.run_id, "run")
-    task = validate_id(args.task, "task") if args.task else None
     stage = validate_id(args.stage, "stage") if args.stage else None
     tail = _parse_tail(args.tail)
     if args.follow and reporter.json:
         raise UsageError("--follow prints bytes as they come; use it without --format json")
-    found = workspace.find_run(run_id, task)
-    if found is None:
-        raise RunNotFoundError(
-            f"unknown run {run_id!r}: no such run under {workspace.display(workspace.runs_dir)}; "
-            "list runs with: codex-orchestrator runs"
-        )
-    run_dir = found[1]
+    _, run_dir = require_run(workspace, args.run_id, args.task)
     streams = STREAMS if args.stream == "both" else (args.stream,)
     view = LogView(workspace, run_dir, stage, streams)
     manifest = view.manifest()
@@ -117,13 +111,14 @@ class LogView:
         self, run_dir: Path, manifest: dict[str, Any], stage: str | None, depth: int
     ) -> Iterator[LogSource]:
         entries = manifest["commands"] if stage is None else _matching(manifest["commands"], stage)
+        names = log_names(run_dir / "commands")
         for entry in entries:
             child = entry.get("sub_run_id")
             if entry.get("kind") == "subpipeline" and isinstance(child, str):
                 if depth < MAX_CHILD_DEPTH:
                     yield from self._child_sources(run_dir, manifest, child, depth)
                 continue
-            yield from stage_sources(run_dir, manifest, entry, self.streams)
+            yield from stage_sources(run_dir, manifest, entry, self.streams, names)
 
     def _child_sources(
         self, run_dir: Path, manifest: dict[str, Any], child: str, depth: int
@@ -159,7 +154,7 @@ class LogView:
         first = True
         next_manifest = time.monotonic() + MANIFEST_POLL_SECONDS
         while True:
-            ended = manifest["status"] in TERMINAL_STATUSES
+            ended = manifest["status"] in TERMINAL_RUN_STATUSES
             for source in self.sources(manifest):
                 self._follow_one(source, tail if first else None)
             first = False

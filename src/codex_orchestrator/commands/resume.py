@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import hmac
-import os
 from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.commands.common import find_manifest, load, report_run, run_context
 from codex_orchestrator.config import Pipeline
-from codex_orchestrator.errors import ResumeRefusedError, RunActiveError, UnknownPipelineError
+from codex_orchestrator.driver import DRIVER_LOCK_NAME, DriverLock
+from codex_orchestrator.errors import (
+    EXIT_OK,
+    ResumeRefusedError,
+    RunActiveError,
+    UnknownPipelineError,
+)
 from codex_orchestrator.ids import validate_id
+from codex_orchestrator.invocation import default_actor
 from codex_orchestrator.liveness import assess
 from codex_orchestrator.manifest import RESUME_TOKEN_NAME, ManifestStore
 from codex_orchestrator.output import Reporter, note
-from codex_orchestrator.process import SignalGuard
 from codex_orchestrator.runner import RunResult, execute, hash_token, prepare_resume
+from codex_orchestrator.signals import SignalGuard
+from codex_orchestrator.statuses import RunStatus
 from codex_orchestrator.workspace import Workspace
 
 
@@ -28,18 +34,57 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     task_filter = validate_id(args.task, "task") if args.task else None
     task_id, run_dir, manifest = find_manifest(workspace, run_id, task_filter)
     _check_token(run_dir, manifest, args.token)
-    if manifest["status"] == "succeeded":
-        note(f"run {run_id} already succeeded; nothing to resume")
-        result = RunResult(run_id, "succeeded", None, 0, run_dir)
-        return report_run(workspace, reporter, result)
-    _check_not_alive(run_dir, manifest, args.force)
+    if manifest["status"] == RunStatus.SUCCEEDED:
+        return _already_succeeded(workspace, reporter, run_id, run_dir)
+    recorded_driver = (run_dir / DRIVER_LOCK_NAME).exists()
+    driver = DriverLock.take(run_dir, run_id)
+    try:
+        # Read again now that no one else can drive the run: the old driver may have
+        # written its last records between the first read and taking the lock.
+        manifest = find_manifest(workspace, run_id, task_id)[2]
+        if manifest["status"] == RunStatus.SUCCEEDED:
+            return _already_succeeded(workspace, reporter, run_id, run_dir)
+        if not recorded_driver:  # a run recorded before driver locks: judge by its heartbeat
+            _check_not_alive(run_dir, manifest, args.force)
+        return _resume(args, reporter, workspace, task_id, run_dir, manifest, driver)
+    finally:
+        driver.release()
+
+
+def _already_succeeded(workspace: Workspace, reporter: Reporter, run_id: str, run_dir: Path) -> int:
+    note(f"run {run_id} already succeeded; nothing to resume")
+    result = RunResult(run_id, RunStatus.SUCCEEDED, None, EXIT_OK, run_dir)
+    return report_run(workspace, reporter, result)
+
+
+def _resume(
+    args: argparse.Namespace,
+    reporter: Reporter,
+    workspace: Workspace,
+    task_id: str,
+    run_dir: Path,
+    manifest: dict[str, Any],
+    driver: DriverLock,
+) -> int:
+    run_id = manifest["run_id"]
     config, settings = load(workspace)
     pipeline = _same_pipeline(config.pipelines, manifest)
     ctx = run_context(workspace, config, settings, task_id, reporter)
     with SignalGuard(ctx.cancellation):
         store = ManifestStore(run_dir, manifest)
-        prepare_resume(ctx, store, pipeline, args.actor or _default_actor(), args.reason)
+        store.driver = driver
+        prepare_resume(ctx, store, pipeline, args.actor or default_actor(), args.reason)
         note(f"run {run_id} resumed: pipeline {pipeline.id}, task {task_id}")
+        if getattr(args, "detach", False):
+            from codex_orchestrator.detach import detach
+
+            background = ctx._replace(on_output=None)
+            return detach(
+                workspace,
+                reporter,
+                store,
+                lambda: report_run(workspace, reporter, execute(background, store, pipeline)),
+            )
         result = execute(ctx, store, pipeline)
     return report_run(workspace, reporter, result)
 
@@ -62,7 +107,11 @@ def _check_token(run_dir: Path, manifest: dict[str, Any], token: str | None) -> 
 
 def _check_not_alive(run_dir: Path, manifest: dict[str, Any], force: bool) -> None:
     liveness = assess(run_dir, manifest)
-    if manifest["status"] in ("in_progress", "queued") and liveness.alive and not force:
+    if (
+        manifest["status"] in (RunStatus.IN_PROGRESS, RunStatus.QUEUED)
+        and liveness.alive
+        and not force
+    ):
         age = liveness.heartbeat_age_seconds
         raise RunActiveError(
             f"run {manifest['run_id']} is still alive (heartbeat {age:.1f}s ago, pid "
@@ -86,10 +135,3 @@ def _same_pipeline(pipelines: Any, manifest: dict[str, Any]) -> Pipeline:
             f"{', '.join(then_ids)}; now: {', '.join(now_ids)}); start a new run instead"
         )
     return pipeline
-
-
-def _default_actor() -> str:
-    try:
-        return os.environ.get("USER") or getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from collections.abc import Iterator
 
@@ -29,8 +28,10 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     statuses = parse_statuses(args.status)
     pipeline = validate_id(args.pipeline, "pipeline") if args.pipeline else None
     since = iso_utc(parse_since(args.since)) if args.since else None
-    tasks = [validate_id(args.task, "task")] if args.task else task_ids(
-        workspace.runs_dir, workspace.out_dir
+    tasks = (
+        [validate_id(args.task, "task")]
+        if args.task
+        else task_ids(workspace.runs_dir, workspace.out_dir)
     )
     histories = [
         TaskHistory(workspace.runs_dir, workspace.out_dir, task, workspace.display, note)
@@ -80,10 +81,9 @@ def _status_matches(row: RunRow, statuses: frozenset[str] | None) -> bool:
 
 def _write_ndjson(rows: Iterator[RunRow]) -> None:
     out = sys.stdout
-    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     batch: list[str] = []
     for row in rows:
-        batch.append(encode(row.to_json()))
+        batch.append(row.json_line())
         if len(batch) >= 512:
             out.write("\n".join(batch) + "\n")
             batch.clear()

@@ -7,8 +7,8 @@ import argparse
 from codex_orchestrator.commands.common import load, report_run, run_context
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.output import Reporter, note
-from codex_orchestrator.process import SignalGuard
 from codex_orchestrator.runner import create_run, execute
+from codex_orchestrator.signals import SignalGuard
 from codex_orchestrator.workspace import Workspace, resolve_task_id
 
 
@@ -25,6 +25,16 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     with SignalGuard(ctx.cancellation):
         store = create_run(ctx, pipeline, parent, args.approval_policy)
         note(f"run {store.data['run_id']} started: pipeline {pipeline.id}, task {task_id}")
+        if getattr(args, "detach", False):
+            from codex_orchestrator.detach import detach
+
+            background = ctx._replace(on_output=None)
+            return detach(
+                workspace,
+                reporter,
+                store,
+                lambda: report_run(workspace, reporter, execute(background, store, pipeline)),
+            )
         result = execute(ctx, store, pipeline)
     return report_run(workspace, reporter, result)
 

@@ -20,8 +20,10 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     """Aggregate every task's ``metrics.json`` (or ``--task``'s); exit 0 (2 on bad input)."""
     workspace = Workspace.from_env()
     since = parse_since(args.since) if args.since else None
-    tasks = [validate_id(args.task, "task")] if args.task else task_ids(
-        workspace.runs_dir, workspace.out_dir
+    tasks = (
+        [validate_id(args.task, "task")]
+        if args.task
+        else task_ids(workspace.runs_dir, workspace.out_dir)
     )
     reports = []
     written = []

@@ -13,11 +13,10 @@ from codex_orchestrator.liveness import assess
 from codex_orchestrator.manifest import (
     MANIFEST_NAME,
     OUTCOME_FIELDS,
-    TERMINAL_STATUSES,
-    exit_code_for,
     load_manifest,
 )
 from codex_orchestrator.output import Reporter, note
+from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, StageStatus, run_exit_code
 from codex_orchestrator.workspace import Workspace
 
 MAX_WATCH_INTERVAL = 3600
@@ -67,7 +66,7 @@ def render(document: dict[str, Any]) -> str:
     """Text form of a status document."""
     detail = f" ({document['status_detail']})" if document.get("status_detail") else ""
     age = document.get("heartbeat_age_seconds")
-    finished = document["status"] in TERMINAL_STATUSES
+    finished = document["status"] in TERMINAL_RUN_STATUSES
     beat = f", heartbeat {age:.1f}s ago" if isinstance(age, (int, float)) and not finished else ""
     lines = [
         f"run {document['run_id']} [task {document['task_id']}, pipeline {document['pipeline_id']}]: "
@@ -101,9 +100,9 @@ def _watch(workspace: Workspace, run_dir: Path, interval: float, reporter: Repor
         )
         document = describe(workspace, run_dir, manifest)
         _note_progress(document, seen)
-        if document["status"] in TERMINAL_STATUSES:
+        if document["status"] in TERMINAL_RUN_STATUSES:
             reporter.result(document, render(document))
-            return exit_code_for(document["status"], document["status_detail"])
+            return run_exit_code(document["status"], document["status_detail"])
         if document["stale"]:
             reporter.result(document, render(document))
             return 1
@@ -114,5 +113,5 @@ def _note_progress(document: dict[str, Any], seen: dict[int, str]) -> None:
     for command in document["commands"]:
         if seen.get(command["index"]) != command["status"]:
             seen[command["index"]] = command["status"]
-            if command["status"] != "pending":
+            if command["status"] != StageStatus.PENDING:
                 note(f"[{command['index']}] {command['id']}: {command['status']}")

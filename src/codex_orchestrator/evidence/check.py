@@ -28,6 +28,7 @@ from codex_orchestrator.evidence.mirrors import (
     task_files,
 )
 from codex_orchestrator.evidence.taskindex import INDEX_PATH, TaskIndex, load_index
+from codex_orchestrator.statuses import RunStatus
 
 #: A manifest's (task_id, status, status_detail), or the (kind, reason) of why it is unusable.
 _ManifestFacts = tuple[str, str, str | None] | tuple[str, str]
@@ -137,7 +138,7 @@ class _Checker:
         owner, status, detail = facts
         if owner != task:
             return "evidence-wrong-task", f"a run of task {owner}, not {task}"
-        if status != "succeeded":
+        if status != RunStatus.SUCCEEDED:
             outcome = f"{status} ({detail})" if detail else status
             return "evidence-not-succeeded", f"a run that is {outcome}, not succeeded"
         return None

@@ -22,6 +22,7 @@ from codex_orchestrator.evidence.taskindex import load_index
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.jsonio import atomic_write_bytes
 from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
+from codex_orchestrator.statuses import RunStatus
 from codex_orchestrator.workspace import Workspace
 
 _LISTED_CANDIDATES = 12
@@ -103,7 +104,7 @@ def proving_manifest(workspace: Workspace, run_id: str, task: str) -> str:
         raise OrchestratorError(
             f"run {run_id} belongs to task {owner}, not {task}; cite a run of task {task}"
         )
-    if status != "succeeded":
+    if status != RunStatus.SUCCEEDED:
         detail = f" ({manifest['status_detail']})" if manifest.get("status_detail") else ""
         raise OrchestratorError(
             f"run {run_id} is {status}{detail}, not succeeded; only a succeeded run proves an item"

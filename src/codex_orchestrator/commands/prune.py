@@ -1,0 +1,150 @@
+"""``codex-orchestrator prune``: delete directories of old finished runs, keeping history.
+
+See ``docs/run-control.md``: what is never deleted (live runs, evidence, children of kept
+runs) and how ``state.json`` entries are marked ``"pruned": true``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from typing import Any
+
+from codex_orchestrator.durations import parse_age
+from codex_orchestrator.errors import UsageError
+from codex_orchestrator.history import TaskHistory, task_ids
+from codex_orchestrator.ids import validate_id
+from codex_orchestrator.invocation import settings_or_defaults
+from codex_orchestrator.output import Reporter, note
+from codex_orchestrator.pruning import (
+    Candidate,
+    Criteria,
+    candidates,
+    decide,
+    directory_bytes,
+    left_aside,
+    mark_pruned,
+    set_aside,
+)
+from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES
+from codex_orchestrator.workspace import Workspace
+
+
+def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    """Choose, report and (unless ``--dry-run``) delete; exit 0 (2 on bad input)."""
+    workspace = Workspace.from_env()
+    criteria = _criteria(args)
+    tasks = (
+        [validate_id(args.task, "task")]
+        if args.task
+        else task_ids(workspace.runs_dir, workspace.out_dir)
+    )
+    cited: dict[str, str] = {}
+    if not criteria.include_evidence:
+        from codex_orchestrator.citations import cited_runs
+
+        cited = cited_runs(workspace.root)
+    histories = {
+        task: TaskHistory(workspace.runs_dir, workspace.out_dir, task, workspace.display, note)
+        for task in tasks
+    }
+    runs = [run for history in histories.values() for run in candidates(history, note)]
+    decision = decide(runs, criteria, cited)
+    removed = [(run, directory_bytes(run.run_dir)) for run in decision.remove]
+    if not args.dry_run:
+        removed = _remove(workspace, histories, removed)
+    freed = sum(size for _, size in removed)
+    document: dict[str, Any] = {
+        "dry_run": bool(args.dry_run),
+        "removed": [
+            {
+                "run_id": run.run_id,
+                "task_id": run.task_id,
+                "pipeline_id": run.pipeline_id,
+                "status": run.status,
+                "bytes": size,
+            }
+            for run, size in removed
+        ],
+        "bytes_freed": freed,
+        "kept": [
+            {"run_id": run_id, "reason": reason}
+            for run_id, reason in decision.kept.items()
+            if reason not in ("newest", "status", "recent")
+        ],
+    }
+    reporter.result(document, render(document))
+    return 0
+
+
+def _criteria(args: argparse.Namespace) -> Criteria:
+    keep = None
+    if args.keep is not None:
+        if not args.keep.strip().isdigit():
+            raise UsageError(f"--keep {args.keep!r}: give a whole number of runs to keep")
+        keep = int(args.keep)
+    older = parse_age(args.older_than, "--older-than") if args.older_than else None
+    statuses = None
+    if args.status is not None:
+        statuses = frozenset(part.strip() for part in args.status.split(","))
+        unknown = sorted(statuses - {str(status) for status in TERMINAL_RUN_STATUSES})
+        if unknown:
+            raise UsageError(
+                f"--status {args.status!r}: {unknown[0]!r} is not a finished status; choose "
+                "from succeeded, failed, cancelled"
+            )
+    if keep is None and older is None and statuses is None:
+        raise UsageError(
+            "prune needs at least one of --keep N, --older-than AGE or --status S "
+            "(add --dry-run to see what would go)"
+        )
+    return Criteria(keep, older, statuses, bool(args.include_evidence))
+
+
+def _remove(
+    workspace: Workspace,
+    histories: dict[str, TaskHistory],
+    chosen: list[tuple[Candidate, int]],
+) -> list[tuple[Candidate, int]]:
+    """Set each run aside, mark the history entries, then delete the directories."""
+    settings = settings_or_defaults(workspace)
+    moved = [(run, size, set_aside(run)) for run, size in chosen]
+    done = [(run, size, hidden) for run, size, hidden in moved if hidden is not None]
+    done += [
+        (run, directory_bytes(hidden), hidden)
+        for history in histories.values()
+        for run, hidden in left_aside(history)
+    ]
+    for task, history in histories.items():
+        runs = [run for run, _, _ in done if run.task_id == task]
+        if runs:
+            mark_pruned(workspace, settings, task, runs, history, note)
+    for _, _, hidden in done:
+        shutil.rmtree(hidden, ignore_errors=True)
+    return [(run, size) for run, size, _ in done]
+
+
+def render(document: dict[str, Any]) -> str:
+    """Text form: each removed run, what was kept and why, and the bytes freed."""
+    verb = "would remove" if document["dry_run"] else "removed"
+    lines = [
+        f"{verb} {run['run_id']} [task {run['task_id']}, {run['pipeline_id']}, {run['status']}] "
+        f"{_size(run['bytes'])}"
+        for run in document["removed"]
+    ]
+    lines += [f"kept {item['run_id']}: {item['reason']}" for item in document["kept"]]
+    count, size = len(document["removed"]), _size(document["bytes_freed"])
+    if document["dry_run"]:
+        lines.append(f"dry run: {count} runs would be removed, freeing {size}; nothing changed")
+    else:
+        lines.append(f"{count} runs removed, {size} freed")
+    return "\n".join(lines)
+
+
+def _size(count: int) -> str:
+    value, unit = float(count), "B"
+    for larger in ("KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, larger
+    return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"

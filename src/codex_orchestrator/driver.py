@@ -1,0 +1,171 @@
+"""One driver per run, enforced by the kernel: an exclusive ``flock`` on ``<run>/.driver.lock``.
+
+The process that drives a run (``start``, ``resume``; a child run's too) holds the lock for the
+run's whole life; the kernel releases it when that process dies, however it dies. A paused
+driver (SIGSTOP) still holds it, so no heartbeat age can let a second driver in. The holder
+writes ``{"pid", "start_ticks", "host", "since"}`` into the file for diagnosis; `run_driver`
+reports it only while the lock is really held. See docs/resilience.md.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+from codex_orchestrator.clock import iso_utc
+from codex_orchestrator.errors import RunActiveError
+from codex_orchestrator.procfs import checked_pid, host_name, process_start_ticks
+
+DRIVER_LOCK_NAME = ".driver.lock"
+#: How long a would-be driver retries: `run_driver` probes hold the lock for microseconds.
+ACQUIRE_PATIENCE_SECONDS = 0.25
+_HOLDER_LIMIT = 4096
+
+
+class RunDriver(NamedTuple):
+    """Who drives a run: ``alive`` is True while some process holds the run's driver lock.
+
+    ``pid``/``host``/``start_ticks`` are what the holder wrote; ``verified`` is True only when
+    that pid is alive on this host with the written start time, so that it is safe to signal.
+    """
+
+    alive: bool
+    pid: int | None = None
+    host: str | None = None
+    start_ticks: int | None = None
+    verified: bool = False
+
+    def describe(self) -> str:
+        """``pid 123 on host h`` (or why the holder is unknown)."""
+        if self.pid is None:
+            return "an unidentified process"
+        where = f" on host {self.host}" if self.host else ""
+        return f"pid {self.pid}{where}"
+
+
+def run_driver(run_dir: Path) -> RunDriver:
+    """Is the run in ``run_dir`` driven by a live process, and which one?
+
+    Never blocks and never takes the lock for longer than one non-blocking probe. A run with no
+    lock file has no driver (runs recorded before driver locks existed included).
+    """
+    try:
+        fd = os.open(run_dir / DRIVER_LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return RunDriver(alive=False)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder(fd)
+        except OSError:
+            return RunDriver(alive=False)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return RunDriver(alive=False)
+    finally:
+        os.close(fd)
+
+
+def _holder(fd: int) -> RunDriver:
+    try:
+        record = json.loads(os.pread(fd, _HOLDER_LIMIT, 0).decode("utf-8"))
+    except (OSError, ValueError):
+        return RunDriver(alive=True)
+    if not isinstance(record, dict):
+        return RunDriver(alive=True)
+    pid = checked_pid(record.get("pid"))
+    ticks = record.get("start_ticks")
+    ticks = ticks if isinstance(ticks, int) and not isinstance(ticks, bool) else None
+    host = record.get("host") if isinstance(record.get("host"), str) else None
+    verified = (
+        pid is not None
+        and ticks is not None
+        and host == host_name()
+        and process_start_ticks(pid) == ticks
+    )
+    return RunDriver(alive=True, pid=pid, host=host, start_ticks=ticks, verified=verified)
+
+
+class DriverLock:
+    """This process's hold on a run: taken by `acquire`, released by `release` or by death."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / DRIVER_LOCK_NAME
+        self._fd: int | None = None
+
+    @classmethod
+    def take(cls, run_dir: Path, run_id: str) -> DriverLock:
+        """Become the run's driver, or raise `RunActiveError` naming the live holder."""
+        lock = cls(run_dir)
+        if not lock.acquire():
+            holder = run_driver(run_dir)
+            raise RunActiveError(
+                f"run {run_id} is still alive: driven by {holder.describe()}, which holds "
+                f"{lock.path.name} (--force does not override a live driver); wait for it to "
+                "end, or cancel it first"
+            )
+        return lock
+
+    def acquire(self) -> bool:
+        """Take the lock, retrying briefly past concurrent probes; False while another holds it.
+
+        Raises OSError when the lock file cannot be created (read-only or full run directory).
+        """
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        deadline = time.monotonic() + ACQUIRE_PATIENCE_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(0.01)
+            except BaseException:
+                os.close(fd)
+                raise
+        self._fd = fd
+        self._write_holder(fd)
+        return True
+
+    @staticmethod
+    def _write_holder(fd: int) -> None:
+        pid = os.getpid()
+        record = {
+            "pid": pid,
+            "start_ticks": process_start_ticks(pid),
+            "host": host_name(),
+            "since": iso_utc(),
+        }
+        data = (json.dumps(record) + "\n").encode("utf-8")
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+        except OSError:
+            pass  # diagnosis only: the lock itself is what counts
+
+    def claim(self) -> None:
+        """Record this process as the holder (a forked child that inherited the lock)."""
+        if self._fd is not None:
+            self._write_holder(self._fd)
+
+    def hand_over(self) -> None:
+        """Close this process's descriptor without unlocking: a forked child that shares the
+        lock keeps it (``flock`` belongs to the open file, which the child still has open)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def release(self) -> None:
+        """Give the run up (a no-op when not held)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)

@@ -1,0 +1,160 @@
+"""The stage-execution boundary: what the runner asks of an executor, and what it gets back.
+
+The runner knows nothing of pids, process groups or hosts. It hands an executor a
+`StageRequest` and a `Cancellation`, stores the opaque JSON handle the executor reports through
+``on_handle`` in the stage's manifest entry, and records the immutable `StageOutcome` it gets
+back. A run that died leaves handles behind; `Executor.reap` ends what they name. See
+docs/resilience.md for the local executor's teardown and the reasons behind it.
+
+This module holds the interface only: no process code. `LocalExecutor` lives in
+``local_executor.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+#: The most of each output stream an outcome carries in memory (the tail).
+TAIL_BYTES = 64 * 1024
+
+#: Every stage's environment carries its run id under this name; executors may use it to find
+#: what a stage left behind.
+RUN_ID_ENV = "CODEX_ORCHESTRATOR_RUN_ID"
+
+#: A JSON-serialisable description of a running stage, meaningful only to its executor. It
+#: always has ``kind`` (the executor's name) and ``host`` (where the stage runs).
+Handle = Mapping[str, Any]
+
+
+class StageRequest(NamedTuple):
+    """One stage to run: the command, where, with which environment, where output goes."""
+
+    stage_id: str
+    command: str
+    cwd: Path
+    env: Mapping[str, str]
+    stdout_path: Path
+    stderr_path: Path
+    timeout_seconds: float | None = None
+    resources: Mapping[str, float] | None = None
+
+
+class StageOutcome(NamedTuple):
+    """How a stage ended, built once by the executor when the stage is over."""
+
+    exit_code: int | None
+    started_at: float  # wall clock, for records only
+    duration_seconds: float  # monotonic
+    timed_out: bool
+    cancelled: bool
+    killed: bool  # SIGKILL was needed after the grace period
+    lost: bool  # the executor lost the stage (e.g. its worker died)
+    stdout_tail: bytes
+    stderr_tail: bytes
+    stdout_bytes: int
+    stderr_bytes: int
+    host: str
+
+
+class Cancellation:
+    """A thread-safe "stop now" flag, set from signal handlers; only executors act on it.
+
+    `request` does nothing but record the signal and make two wake-up pipes readable: the
+    first after one request, the second after two (a second signal means "kill at once").
+    Executors wait on `wakeup_fd` beside their own events, so they react within milliseconds
+    whatever thread they run in; writing a byte to a pipe is safe inside a signal handler,
+    where taking a lock (as ``threading.Event.set`` does) could deadlock.
+    """
+
+    def __init__(self, grace_seconds: float) -> None:
+        self.grace_seconds = grace_seconds
+        self.signum: int | None = None
+        self.count = 0
+        self.requested_at = 0.0  # time.monotonic() of the first request
+        self._pipes = (_nonblocking_pipe(), _nonblocking_pipe())
+
+    @property
+    def requested(self) -> bool:
+        """True once cancellation was requested."""
+        return self.signum is not None
+
+    @property
+    def escalated(self) -> bool:
+        """True after a second request: end stages at once, without a grace period."""
+        return self.count >= 2
+
+    def request(self, signum: int) -> None:
+        """Ask every executor to end its stages (safe to call from a signal handler)."""
+        self.count += 1
+        if self.signum is None:
+            self.requested_at = time.monotonic()
+            self.signum = signum
+        if self.count <= len(self._pipes):
+            with contextlib.suppress(OSError):
+                os.write(self._pipes[self.count - 1][1], b"!")
+
+    def wakeup_fd(self, *, escalation: bool = False) -> int:
+        """A descriptor that becomes readable on the first request (the second with
+        ``escalation``) and stays readable; never read from it."""
+        return self._pipes[1 if escalation else 0][0]
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for a request; True once one has come."""
+        if self.requested:
+            return True
+        try:
+            ready, _, _ = select.select([self.wakeup_fd()], [], [], timeout)
+        except (OSError, ValueError):
+            return self.requested
+        return bool(ready) or self.requested
+
+    def close(self) -> None:
+        """Release the wake-up pipes."""
+        for read_end, write_end in self._pipes:
+            for fd in (read_end, write_end):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+def _nonblocking_pipe() -> tuple[int, int]:
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    return read_end, write_end
+
+
+class Executor(Protocol):
+    """Runs stages. `run` may be called from several threads at once."""
+
+    name: str
+
+    def run(
+        self,
+        request: StageRequest,
+        cancellation: Cancellation,
+        on_handle: Callable[[Handle], None],
+    ) -> StageOutcome:
+        """Run one stage to its end, honouring its timeout and ``cancellation``.
+
+        ``on_handle`` is called once the stage exists, with the handle the runner stores so that
+        a later ``resume`` can `reap` what a dead run left behind. Raises OSError or ValueError
+        when the stage cannot be started at all.
+        """
+        ...
+
+    def reap(self, handle: Handle, grace_seconds: float) -> bool:
+        """End what a dead run's stage left behind; True when something was ended.
+
+        Verifies that ``handle`` still names the same thing before signalling anything, and
+        ignores handles of another kind or host (fail closed).
+        """
+        ...
+
+    def close(self) -> None:
+        """End whatever the stages left running (helpers end with the run); release resources."""
+        ...

@@ -1,0 +1,241 @@
+"""Choosing and deleting old run directories while keeping every run's history.
+
+A run is deleted only when it has ended (terminal manifest), matches every criterion given,
+is not cited as evidence (unless told), and is not the child of a run that stays. Before its
+directory goes, its ``state.json`` entry is re-recorded with ``"pruned": true`` through the
+task's state store (a pending snapshot merged under the state lock, so runs finishing at the
+same moment lose nothing); ``metrics.json`` is never touched. A directory is first renamed to a
+hidden name in the same ``cli`` directory (one atomic step), then removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from codex_orchestrator.clock import parse_iso_utc
+from codex_orchestrator.history import TaskHistory, read_manifest
+from codex_orchestrator.ids import RUN_ID_PATTERN
+from codex_orchestrator.jsonio import atomic_write_bytes
+from codex_orchestrator.locks import FileLock
+from codex_orchestrator.persistence.state_store import RunRecord, TaskStateStore
+from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES
+from codex_orchestrator.workspace import Settings, Workspace
+
+#: A finished run missing from the history this long after it ended will never be recorded
+#: by its own process (killed while recording); prune records it itself.
+RECORDING_GRACE_SECONDS = 60.0
+
+
+class Criteria(NamedTuple):
+    """What to prune: keep the N newest per pipeline, older than an age, of some statuses."""
+
+    keep: int | None
+    older_than_seconds: float | None
+    statuses: frozenset[str] | None
+    include_evidence: bool
+
+
+class Candidate(NamedTuple):
+    """A run on disk and the facts that decide its fate."""
+
+    task_id: str
+    run_id: str
+    run_dir: Path
+    pipeline_id: str
+    status: str
+    completed_at: str | None
+    parent_run_id: str | None
+    recorded: bool
+
+
+class Decision(NamedTuple):
+    """Runs to delete and runs kept for a reason (``reason`` by run id)."""
+
+    remove: list[Candidate]
+    kept: dict[str, str]
+
+
+_ASIDE = re.compile(r"\.pruning-(" + RUN_ID_PATTERN.pattern + r")-[0-9a-f]{6}")
+
+
+def _candidate(
+    task_id: str, run_id: str, run_dir: Path, manifest: dict[str, Any], recorded: bool
+) -> Candidate:
+    parent = manifest.get("parent_run_id")
+    completed = manifest.get("completed_at")
+    return Candidate(
+        task_id,
+        run_id,
+        run_dir,
+        str(manifest["pipeline_id"]),
+        str(manifest["status"]),
+        completed if isinstance(completed, str) else None,
+        parent if isinstance(parent, str) else None,
+        recorded,
+    )
+
+
+def left_aside(history: TaskHistory) -> list[tuple[Candidate, Path]]:
+    """Runs an interrupted prune set aside but did not finish removing (their hidden
+    directories), so that this prune marks and removes them."""
+    try:
+        names = os.listdir(history.cli_dir)
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        match = _ASIDE.fullmatch(name)
+        manifest = read_manifest(history.cli_dir / name) if match else None
+        if match and manifest is not None:
+            run_id = match.group(1)
+            found.append(
+                (
+                    _candidate(history.task_id, run_id, history.run_dir(run_id), manifest, True),
+                    history.cli_dir / name,
+                )
+            )
+    return found
+
+
+def candidates(history: TaskHistory, warn: Callable[[str], None]) -> list[Candidate]:
+    """Every run directory of the task whose manifest can be read, newest first."""
+    found = []
+    recorded = set(history.recorded()[0])
+    on_disk = history.on_disk()
+    if on_disk - recorded:
+        recorded.update(history.archived())
+    for run_id in sorted(on_disk, reverse=True):
+        run_dir = history.run_dir(run_id)
+        manifest = read_manifest(run_dir)
+        if manifest is None:
+            warn(f"warning: run {run_id}: no readable manifest; left alone")
+            continue
+        found.append(_candidate(history.task_id, run_id, run_dir, manifest, run_id in recorded))
+    return found
+
+
+def decide(runs: list[Candidate], criteria: Criteria, cited: dict[str, str]) -> Decision:
+    """Apply the criteria and the protections to ``runs`` (newest first)."""
+    kept: dict[str, str] = {}
+    remove: dict[str, Candidate] = {}
+    seen_per_pipeline: dict[tuple[str, str], int] = {}
+    cutoff = time.time() - criteria.older_than_seconds if criteria.older_than_seconds else None
+    for run in runs:
+        if run.status not in TERMINAL_RUN_STATUSES:
+            kept[run.run_id] = "live"
+            continue
+        if not run.recorded and not _ended_before(run, time.time() - RECORDING_GRACE_SECONDS):
+            kept[run.run_id] = "live"  # its history entry is being written right now
+            continue
+        group = (run.task_id, run.pipeline_id)
+        seen_per_pipeline[group] = seen_per_pipeline.get(group, 0) + 1
+        if criteria.keep is not None and seen_per_pipeline[group] <= criteria.keep:
+            kept[run.run_id] = "newest"
+        elif criteria.statuses is not None and run.status not in criteria.statuses:
+            kept[run.run_id] = "status"
+        elif cutoff is not None and not _ended_before(run, cutoff):
+            kept[run.run_id] = "recent"
+        elif run.run_id in cited and not criteria.include_evidence:
+            kept[run.run_id] = f"evidence in {cited[run.run_id]}"
+        else:
+            remove[run.run_id] = run
+    on_disk = {run.run_id for run in runs}
+    changed = True
+    while changed:  # a kept run keeps its children, whose own children stay with them
+        changed = False
+        for run_id, run in list(remove.items()):
+            parent = run.parent_run_id
+            if parent is not None and parent in on_disk and parent not in remove:
+                kept[run_id] = f"child of kept run {run.parent_run_id}"
+                del remove[run_id]
+                changed = True
+    return Decision(list(remove.values()), kept)
+
+
+def _ended_before(run: Candidate, cutoff: float) -> bool:
+    moment = parse_iso_utc(run.completed_at) if run.completed_at else None
+    return moment is not None and moment < cutoff
+
+
+def directory_bytes(path: Path) -> int:
+    """Bytes of the regular files under ``path`` (links are not followed)."""
+    total = 0
+    for directory, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(directory, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
+def mark_pruned(
+    workspace: Workspace,
+    settings: Settings,
+    task_id: str,
+    runs: Iterable[Candidate],
+    history: TaskHistory,
+    warn: Callable[[str], None],
+) -> None:
+    """Record ``"pruned": true`` in each run's state entry, through the state store's lock.
+
+    Each mark is a pending snapshot (the entry as recorded, plus the flag, same completion
+    time), which the store merges under its lock like any finishing run's snapshot: now when
+    the lock is free, else by the process holding it (see the state store's docstring).
+    """
+    store = TaskStateStore(
+        workspace.state_dir(task_id),
+        workspace.state_lock_path(task_id),
+        task_id,
+        lock=FileLock.from_settings(workspace.state_lock_path(task_id), settings),
+        warn=warn,
+    )
+    recorded, _ = history.recorded()
+    archived: dict[str, dict[str, Any]] | None = None
+    store.pending_dir.mkdir(parents=True, exist_ok=True)
+    for run in runs:
+        entry = recorded.get(run.run_id)
+        if entry is None:
+            archived = history.archived() if archived is None else archived
+            entry = archived.get(run.run_id) or _entry_from_manifest(workspace, run)
+        entry = {**entry, "pruned": True}
+        record = RunRecord(
+            task_id, run.run_id, entry["pipelineId"], entry["status"], entry["timestamp"], ""
+        )
+        payload = json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode()
+        atomic_write_bytes(store.pending_path(record), payload, durable=True)
+    store.read()  # merges the marks now when the lock is free; else its holder merges them
+
+
+def _entry_from_manifest(workspace: Workspace, run: Candidate) -> dict[str, Any]:
+    """A state entry for a finished run whose snapshot never reached the history."""
+    return RunRecord(
+        run.task_id,
+        run.run_id,
+        run.pipeline_id,
+        run.status,
+        run.completed_at or "",
+        workspace.display(run.run_dir / "manifest.json"),
+    ).to_json()
+
+
+def set_aside(run: Candidate) -> Path | None:
+    """Rename the run's directory to a hidden name if its manifest still says it ended.
+
+    Returns the hidden path, or None when the run is live again or already gone.
+    """
+    manifest = read_manifest(run.run_dir)
+    if manifest is None or manifest["status"] not in TERMINAL_RUN_STATUSES:
+        return None
+    hidden = run.run_dir.with_name(f".pruning-{run.run_id}-{os.urandom(3).hex()}")
+    try:
+        os.rename(run.run_dir, hidden)
+    except OSError:
+        return None
+    return hidden
