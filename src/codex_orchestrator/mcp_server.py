@@ -110,6 +110,10 @@ class RunState(TypedDict):
     waited_seconds: float
 
 
+class CancelResult(RunState):
+    action: str | None
+
+
 class RunsResult(TypedDict):
     runs: list[dict[str, Any]]
 
@@ -278,14 +282,15 @@ class _Tools:
         reason: Annotated[
             str | None, Field(description="why, recorded in the run's cancel_events")
         ] = None,
-    ) -> Annotated[CallToolResult, RunState]:
+    ) -> Annotated[CallToolResult, CancelResult]:
         async def body() -> dict[str, Any]:
             run_id = _run_id(run)
             arguments = ["cancel", run_id, f"--actor={ACTOR}", "--wait"]
             if reason is not None:
                 arguments.append(f"--reason={_text(reason, 'reason')}")
-            await self.cli.document(*arguments, accept=frozenset({0, 1}))
-            return await self._state(run_id)
+            # exit 1: the run could not be stopped in time; the state below says where it is
+            cancelled = await self.cli.document(*arguments, accept=frozenset({0, 1}))
+            return {**await self._state(run_id), "action": cancelled.get("action")}
 
         return await _respond(body)
 
@@ -454,7 +459,12 @@ _TOOL_TABLE = (
     ),
     ("status", "A run's state: status, stages, heartbeat, manifest path.", True),
     ("wait", "Wait up to timeout_seconds for a run to end (progress notifications).", True),
-    ("cancel", "Cancel a live run and its child runs; waits for its records.", False),
+    (
+        "cancel",
+        "Cancel a live run and its child runs; waits for its records. 'action' says what was "
+        "done (e.g. already-ended).",
+        False,
+    ),
     (
         "resume",
         "Resume a failed, cancelled or dead run, detached; re-runs the stages that did not "
