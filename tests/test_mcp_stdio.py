@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
+from codex_orchestrator.cancelrequest import REQUEST_NAME as CANCEL_REQUEST
 from conftest import Repo
 from mcp_helpers import (
     MARKER,
@@ -162,3 +163,46 @@ def test_stopping_the_server_leaves_none_of_its_processes(repo: Repo, stop: str)
     finally:
         run_process.send_signal(signal.SIGTERM)
         run_process.communicate(timeout=30)
+
+
+def test_stopping_the_server_ends_a_call_that_would_run_on(repo: Repo) -> None:
+    # a stage that ignores SIGTERM: `cancel --wait` then waits out the whole grace period
+    repo.pipeline(
+        {"id": "stubborn", "command": "trap '' TERM; sleep 30"},
+        settings={"kill_grace_seconds": 8},
+    )
+    with raw_server(repo) as server:
+        server.initialize()
+        started = _call(server, 1, "start", {})["result"]["structuredContent"]
+        run_id = started["run_id"]
+        assert wait_until(lambda: _stage_running(repo, run_id), timeout=30)
+        server.request(2, "tools/call", {"name": "cancel", "arguments": {"run": run_id}})
+
+        def cancel_calls() -> list[int]:
+            return [
+                pid
+                for pid in children_of(server.process.pid)
+                if "codex_orchestrator cancel" in command_line(pid)
+            ]
+
+        assert wait_until(lambda: bool(cancel_calls()), timeout=30)
+        call = cancel_calls()[0]
+        # the request is recorded and the run signalled: from here `cancel --wait` only waits
+        run_dir = repo.root / started["artifact_root"]
+        assert wait_until(lambda: (run_dir / CANCEL_REQUEST).exists(), timeout=30)
+        time.sleep(0.5)
+        began = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        code, _, stderr = server.close(timeout=20)
+        assert code == 0, stderr.decode()[-2000:]
+        # ended by the server, well before the grace period would have let it return
+        assert wait_until(lambda: not command_line(call), timeout=5)
+        assert time.monotonic() - began < 6
+    # the detached run is not the server's: its own teardown still ends it, cancelled
+    final = repo.cli("status", run_id, "--watch", "--interval", "0.2", "--format", "json", timeout=60)
+    assert json.loads(final.stdout)["status"] == "cancelled"
+
+
+def _stage_running(repo: Repo, run_id: str) -> bool:
+    status = json.loads(repo.cli("status", run_id, "--format", "json").stdout)
+    return bool(status["commands"]) and status["commands"][0]["status"] == "running"
