@@ -49,6 +49,7 @@ FIGURES: dict[str, tuple[str, Callable[[Profile], list[Figure]]]] = {
     "state": ("state history", fig_state_history.measure),
     "resilience": ("resilience", fig_resilience.measure),
     "runctl": ("run control", lambda profile: __import__("fig_runctl").measure(profile)),
+    "mcp": ("MCP server", lambda profile: __import__("fig_mcp").measure(profile)),
 }
 
 
