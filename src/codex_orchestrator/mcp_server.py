@@ -427,7 +427,7 @@ class _Resources:
             document = await self.cli.document("report", run_id)
         except CliError as error:
             raise ResourceError(f"{error.message} (exit {error.exit_code})") from None
-        path = document.get("report") or document.get("path")
+        path = document.get("report")
         if not isinstance(path, str):
             raise ResourceError("the report command did not name the report it wrote")
         return self._read(path).decode("utf-8", "replace")
