@@ -168,9 +168,9 @@ class _Server(MCPServer[Any]):
         except ToolError as error:
             if isinstance(error.__cause__, ValidationError):
                 return _error(f"tool {name}: {_one_line(error.__cause__)}", EXIT_USAGE)
-            if self._tool_manager.get_tool(name) is None:
-                known = ", ".join(tool.name for tool in self._tool_manager.list_tools())
-                return _error(f"unknown tool {name[:80]!r}; tools: {known}", EXIT_USAGE)
+            known = [tool.name for tool in await self.list_tools()]
+            if name not in known:
+                return _error(f"unknown tool {name[:80]!r}; tools: {', '.join(known)}", EXIT_USAGE)
             raise
 
 
