@@ -14,7 +14,8 @@ Figures (one module each): ``fig_capture`` (capture wall, peak RSS, bytes on dis
 ``fig_stages`` (100 trivial stages), ``fig_coldstart`` (plan/status start-up),
 ``fig_concurrency`` (N concurrent starts of one task), ``fig_state_history`` (runs
 ``bench_state_history.py``), ``fig_resilience`` (SPEC section 7: teardown on SIGTERM and on
-timeouts, SIGKILL at random moments then resume, error-file bound, heartbeat cadence). Every
+timeouts, SIGKILL at random moments then resume, error-file bound, heartbeat cadence),
+``fig_long_pipeline`` (per-stage overhead at 2,000 stages against 100). Every
 CLI child runs with a warm bytecode cache of the bench's own (``PYTHONPYCACHEPREFIX`` in a temp
 dir) and the default heartbeat interval (5 s), unless a figure says otherwise.
 """
@@ -36,6 +37,7 @@ import _harness
 import fig_capture
 import fig_coldstart
 import fig_concurrency
+import fig_long_pipeline
 import fig_resilience
 import fig_stages
 import fig_state_history
@@ -48,6 +50,7 @@ FIGURES: dict[str, tuple[str, Callable[[Profile], list[Figure]]]] = {
     "concurrency": ("concurrent starts", fig_concurrency.measure),
     "state": ("state history", fig_state_history.measure),
     "resilience": ("resilience", fig_resilience.measure),
+    "long": ("long pipelines", fig_long_pipeline.measure),
     "runctl": ("run control", lambda profile: __import__("fig_runctl").measure(profile)),
     "mcp": ("MCP server", lambda profile: __import__("fig_mcp").measure(profile)),
 }

@@ -33,11 +33,20 @@ def _failed_run(repo: Repo) -> tuple[str, Path]:
 
 
 def _tamper(manifest_path: Path, **handle_fields: Any) -> None:
+    """Rewrite the stage's handle wherever the run recorded it (manifest and event log)."""
     manifest = json.loads(manifest_path.read_text())
     entry = manifest["commands"][0]
     entry["handle"].update(handle_fields)
     entry.update({key: value for key, value in handle_fields.items() if key != "host"})
     manifest_path.write_text(json.dumps(manifest))
+    events_path = manifest_path.parent / "runner.ndjson"
+    lines = []
+    for line in events_path.read_text().splitlines():
+        event = json.loads(line)
+        if event["event"] == "stage_handle":
+            event["handle"].update(handle_fields)
+        lines.append(json.dumps(event))
+    events_path.write_text("\n".join(lines) + "\n")
 
 
 def _resume_with_sentinel(

@@ -378,3 +378,32 @@ def test_detached_run_ends_a_daemon_its_stage_left(repo: Repo) -> None:
         for pid in pids:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_cancel_wait_gives_up_after_grace_plus_5s(repo: Repo) -> None:
+    """A stopped orchestrator cannot act on SIGTERM: --wait exits 1 at its bound; once the
+    orchestrator continues, the run ends cancelled as requested."""
+    _config(repo)
+    code, document = json_cli(repo, "start", "--task", "stopped", "--detach")
+    run_dir = repo.root / document["artifact_root"]
+    orchestrator = None
+    try:
+        _stage_running(repo, "stopped")
+        orchestrator = manifest_of(run_dir)["orchestrator_pid"]
+        os.kill(orchestrator, signal.SIGSTOP)
+        began = time.monotonic()
+        code, result = json_cli(repo, "cancel", document["run_id"], "--wait")
+        elapsed = time.monotonic() - began
+        assert code == 1 and result["action"] == "signalled" and result["ended"] is False
+        assert 1 + 5 <= elapsed < 1 + 5 + 30  # generous: a loaded machine starts slowly
+        os.kill(orchestrator, signal.SIGCONT)
+        wait_for(
+            lambda: manifest_of(run_dir)["status"] in ("succeeded", "failed", "cancelled"),
+            timeout=60,
+            what="the run to end",
+        )
+        _assert_cancelled(manifest_of(run_dir))
+    finally:
+        if orchestrator is not None:
+            os.kill(orchestrator, signal.SIGCONT)
+        kill_run_groups(run_dir)

@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.clock import iso_utc
+from codex_orchestrator.safefs import UnreadableFileError, read_regular
+
+#: The most of a run's event log read back (by resume, for the stages' handles).
+EVENTS_READ_LIMIT = 256 * 1024 * 1024
 
 
 class EventLog:
@@ -36,3 +40,23 @@ class EventLog:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+
+
+def read_events(path: Path, event: str) -> list[dict[str, Any]]:
+    """The events named ``event`` in the log at ``path``; torn or foreign lines are skipped."""
+    try:
+        data = read_regular(path, EVENTS_READ_LIMIT, follow_links=False)
+    except (FileNotFoundError, UnreadableFileError):
+        return []
+    marker = f'"event": "{event}"'.encode()
+    found = []
+    for line in data.splitlines():
+        if marker not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("event") == event:
+            found.append(record)
+    return found

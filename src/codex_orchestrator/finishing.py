@@ -22,7 +22,7 @@ from codex_orchestrator.manifest import (
 )
 from codex_orchestrator.output import note
 from codex_orchestrator.records import record_finished_run
-from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, RunStatus, StageStatus, signal_detail
+from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, RunStatus, signal_detail
 from codex_orchestrator.workspace import Settings, Workspace
 
 MAX_CHILD_DEPTH = 16
@@ -59,7 +59,7 @@ def _finish(workspace: Workspace, settings: Settings, run_dir: Path, depth: int)
             note(f"warning: child run {child} is driven by another process; left alone")
             continue
         link["status"] = load_manifest(found[1] / MANIFEST_NAME)["status"]
-    _reap_stages(manifest, settings)
+    _reap_stages(run_dir, manifest, settings)
     store = ManifestStore(run_dir, manifest)
     return record_finished_run(
         workspace,
@@ -71,23 +71,21 @@ def _finish(workspace: Workspace, settings: Settings, run_dir: Path, depth: int)
     )
 
 
-def _reap_stages(manifest: dict[str, Any], settings: Settings) -> None:
+def _reap_stages(run_dir: Path, manifest: dict[str, Any], settings: Settings) -> None:
     """End what every stage left behind (a finished stage may leave a helper for later ones),
     through the executor of the handle's kind, which verifies before signalling."""
     from codex_orchestrator.local_executor import KIND, LocalExecutor
+    from codex_orchestrator.runner import recorded_handles
 
     executor = LocalExecutor(settings.kill_grace_seconds)
     try:
-        for entry in manifest["commands"]:
-            handle = entry.get("handle")
-            if not isinstance(handle, dict):
-                continue
+        for handle in recorded_handles(run_dir, manifest["commands"]):
             if handle.get("kind") == KIND:
                 executor.reap(handle, settings.kill_grace_seconds)
-            elif entry["status"] == StageStatus.RUNNING:
+            else:
                 note(
-                    f"warning: stage {entry['id']} ran on a {handle.get('kind')!r} executor and "
-                    "may still run; end it where it runs"
+                    f"warning: a stage ran on a {handle.get('kind')!r} executor and may still "
+                    "run; end it where it runs"
                 )
     finally:
         executor.close()

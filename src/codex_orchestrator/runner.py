@@ -21,7 +21,7 @@ from codex_orchestrator.config import CommandStage, Config, Pipeline, Subpipelin
 from codex_orchestrator.driver import DriverLock
 from codex_orchestrator.errorfile import build_error_file
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
-from codex_orchestrator.events import EventLog
+from codex_orchestrator.events import EventLog, read_events
 from codex_orchestrator.executor import (
     RUN_ID_ENV,
     Cancellation,
@@ -221,6 +221,7 @@ def _execute(
     heartbeat.start()
     try:
         outcome = _run_stages(ctx, run)
+        store.flush()  # a run directory that can no longer be written fails the run here
     except Exception as error:  # an unexpected fault still ends with an honest record
         outcome = _internal_failure(run, error)
     finally:
@@ -231,6 +232,7 @@ def _execute(
         "heartbeat_stats",
         ticks=heartbeat.ticks,
         manifest_writes=heartbeat.manifest_writes,
+        manifest_writes_total=store.writes,
         failures=heartbeat.failures,
     )
     return _finish(ctx, run, *outcome)
@@ -296,13 +298,13 @@ def _stage_begin(
         **fields,
     )
     if persist:
-        run.store.persist()
+        run.store.persist_transition()
     run.events.emit("stage_started", index=index, stage_id=entry["id"], attempt=attempts)
 
 
 def _stage_end(run: ActiveRun, index: int, status: StageStatus, **fields: Any) -> None:
     run.store.update_command(index, status=status, completed_at=iso_utc(), **fields)
-    run.store.persist()
+    run.store.persist_transition()
     entry = run.store.command(index)
     run.events.emit(
         "stage_finished",
@@ -414,7 +416,8 @@ def _stage_handle(run: ActiveRun, index: int, handle: Handle) -> None:
         if key != "kind" and key not in _RESERVED_ENTRY_FIELDS and _scalar(value)
     }
     run.store.update_command(index, handle=dict(handle), **copied)
-    run.store.persist()
+    run.events.emit("stage_handle", index=index, handle=dict(handle))
+    run.store.persist_transition()
 
 
 def _cleared_handle(entry: dict[str, Any]) -> dict[str, Any]:
@@ -554,7 +557,10 @@ def _run_subpipeline_stage(
         "manifest": ctx.workspace.display(child.path),
     }
     run.store.append("child_runs", link)
-    _stage_begin(run, index, sub_run_id=child_id, log_path=ctx.workspace.display(child.path))
+    _stage_begin(
+        run, index, persist=False, sub_run_id=child_id, log_path=ctx.workspace.display(child.path)
+    )
+    run.store.persist()  # at once: resume settles the child runs the manifest links
     result = _execute(ctx, child, child_pipeline, close_executor=False)
     with run.store.lock:
         link["status"] = result.status
@@ -627,10 +633,24 @@ def prepare_resume(
 
 def _reap_stages(ctx: RunContext, store: ManifestStore) -> None:
     """Have the executor end whatever the run's stages left behind (it verifies each handle)."""
-    for entry in store.data["commands"]:
-        handle = entry.get("handle")
-        if isinstance(handle, dict):
-            ctx.executor.reap(handle, ctx.settings.kill_grace_seconds)
+    for handle in recorded_handles(store.run_dir, store.data["commands"]):
+        ctx.executor.reap(handle, ctx.settings.kill_grace_seconds)
+
+
+def recorded_handles(run_dir: Path, commands: list[dict[str, Any]]) -> list[Handle]:
+    """The latest handle of each stage of a run (also used by ``cancel`` of a dead run).
+
+    Handles come from the manifest and from ``runner.ndjson``, which has every handle at once
+    while manifest writes of stage transitions may be deferred.
+    """
+    handles: dict[object, Handle] = {}
+    for entry in commands:
+        if isinstance(entry.get("handle"), dict):
+            handles[entry["index"]] = entry["handle"]
+    for event in read_events(run_dir / EVENTS_NAME, "stage_handle"):
+        if isinstance(event.get("handle"), dict):
+            handles[event.get("index")] = event["handle"]
+    return list(handles.values())
 
 
 def _settle_child_runs(ctx: RunContext, store: ManifestStore) -> None:

@@ -63,14 +63,14 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     write_request(run_dir, actor, args.reason)
     document["request"] = workspace.display(run_dir / REQUEST_NAME)
     document["children"] = _request_children(workspace, task_id, manifest, actor, args.reason, 0)
-    state, pid = orchestrator_state(run_dir, manifest)
-    if state == "alive" and pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        document.update(action="signalled", signalled_pid=pid)
+    state, target = orchestrator_state(run_dir, manifest)
+    if target is not None and signal_verified(target):
+        document.update(action="signalled", signalled_pid=target[0])
         message = (
-            f"run {run_id}: cancel requested by {actor}; signalled its orchestrator (pid {pid})"
+            f"run {run_id}: cancel requested by {actor}; signalled its orchestrator "
+            f"(pid {target[0]})"
         )
-    elif state == "gone":
+    elif state in ("gone", "alive"):  # alive until a moment ago: gone now, or a resume took it
         from codex_orchestrator.finishing import finish_dead_run
 
         finish_dead_run(workspace, settings, run_dir)
@@ -95,10 +95,12 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     return code
 
 
-def orchestrator_state(run_dir: Path, manifest: dict[str, Any]) -> tuple[str, int | None]:
+def orchestrator_state(
+    run_dir: Path, manifest: dict[str, Any]
+) -> tuple[str, tuple[int, int] | None]:
     """Who drives the run, judged by its driver lock (see docs/run-control.md):
 
-    ``alive`` with a pid safe to signal (the lock is held and its holder's pid, start time and
+    ``alive`` with the (pid, start ticks) to signal (the lock is held and its holder's pid, start time and
     host match a live process here), ``gone`` (nobody holds the lock: the kernel released it
     when the driver died), ``elsewhere`` (held from another host) or ``unverified`` (held, but
     the holder cannot be verified: never signalled). Runs recorded before driver locks are
@@ -106,8 +108,8 @@ def orchestrator_state(run_dir: Path, manifest: dict[str, Any]) -> tuple[str, in
     """
     driver = run_driver(run_dir)
     if driver.alive:
-        if driver.verified and driver.pid is not None:
-            return "alive", driver.pid
+        if driver.verified and driver.pid is not None and driver.start_ticks is not None:
+            return "alive", (driver.pid, driver.start_ticks)
         if driver.host not in (None, host_name()):
             return "elsewhere", None
         return "unverified", None
@@ -120,8 +122,28 @@ def orchestrator_state(run_dir: Path, manifest: dict[str, Any]) -> tuple[str, in
 
         return ("gone" if assess(run_dir, manifest).stale else "elsewhere"), None
     if pid is not None and isinstance(ticks, int) and running_with_ticks(pid, ticks):
-        return "alive", pid
+        return "alive", (pid, ticks)
     return "gone", None
+
+
+def signal_verified(target: tuple[int, int], signum: int = signal.SIGTERM) -> bool:
+    """Signal a process only if it is still the one verified: through a pidfd opened before the
+    final check, so the pid cannot be reused between the check and the signal (Linux >= 5.3).
+    False when it is gone or no longer matches."""
+    pid, ticks = target
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        if not running_with_ticks(pid, ticks):
+            return False
+        signal.pidfd_send_signal(fd, signum)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def running_with_ticks(pid: int, ticks: int) -> bool:
@@ -163,9 +185,9 @@ def _request_children(
         write_request(found[1], actor, reason)
         requested.append(child)
         requested += _request_children(workspace, task_id, child_manifest, actor, reason, depth + 1)
-        state, pid = orchestrator_state(found[1], child_manifest)
-        if state == "alive" and pid is not None and pid != manifest.get("orchestrator_pid"):
-            os.kill(pid, signal.SIGTERM)  # a child driven by a process of its own
+        _, target = orchestrator_state(found[1], child_manifest)
+        if target is not None and target[0] != manifest.get("orchestrator_pid"):
+            signal_verified(target)  # a child driven by a process of its own
     return requested
 
 
