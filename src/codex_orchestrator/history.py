@@ -20,6 +20,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Iterator
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -171,9 +172,7 @@ class TaskHistory:
     def recorded(self) -> tuple[dict[str, dict[str, Any]], str | None]:
         """Entries of ``state.json`` and pending snapshots by run id, and the oldest completion
         in ``state.json`` (None when it holds no run)."""
-        entries: dict[str, dict[str, Any]] = {}
-        for entry in self._state_runs():
-            _keep_newer(entries, entry)
+        entries = {entry["runId"]: entry for entry in self._state_runs()}  # one entry a run
         oldest = min((entry["timestamp"] for entry in entries.values()), default=None)
         for entry in self._pending():
             _keep_newer(entries, entry)
@@ -336,13 +335,23 @@ class TaskHistory:
             return b""
 
 
-def all_runs(histories: Iterable[TaskHistory], since: str | None = None) -> Iterator[RunRow]:
-    """The runs of every task in ``histories``, newest first (a k-way merge)."""
-    return heapq.merge(
-        *(history.newest_first(since) for history in histories),
-        key=lambda row: row.run_id,
-        reverse=True,
-    )
+def all_runs(
+    histories: Iterable[TaskHistory], since: str | None = None, *, lazy: bool = True
+) -> Iterator[RunRow]:
+    """The runs of every task in ``histories``, newest first.
+
+    ``lazy``: a k-way merge that reads no further than the caller consumes (for a limit);
+    otherwise every run is collected and sorted at once, which is faster for all of them.
+    """
+    if lazy:
+        return heapq.merge(
+            *(history.newest_first(since) for history in histories),
+            key=itemgetter(0),
+            reverse=True,
+        )
+    rows = [row for history in histories for row in history.newest_first(since)]
+    rows.sort(key=itemgetter(0), reverse=True)
+    return iter(rows)
 
 
 def _is_entry(value: Any) -> bool:

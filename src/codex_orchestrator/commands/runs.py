@@ -39,7 +39,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     ]
     rows = (
         row
-        for row in all_runs(histories, since)
+        for row in all_runs(histories, since, lazy=limit > 0)
         if (pipeline is None or row.pipeline_id == pipeline) and _status_matches(row, statuses)
     )
     selected: Iterator[RunRow] = itertools.islice(rows, limit) if limit else rows
