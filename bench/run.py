@@ -61,6 +61,7 @@ FIGURES: dict[str, tuple[str, Callable[[Profile], list[Figure]]]] = {
     "graph": ("graph pipelines", fig_graph.measure),
     "runctl": ("run control", lambda profile: __import__("fig_runctl").measure(profile)),
     "view": ("live view capture", fig_view.measure),
+    "mcp": ("MCP server", lambda profile: __import__("fig_mcp").measure(profile)),
 }
 
 

@@ -207,6 +207,13 @@ def _add_report(sub: argparse._SubParsersAction[_Parser]) -> None:
     _add_format(report)
 
 
+def _add_mcp(sub: argparse._SubParsersAction[_Parser]) -> None:
+    mcp = sub.add_parser("mcp", help="serve the Model Context Protocol over stdio (for agents)")
+    mcp.add_argument(
+        "--read-only", action="store_true", help="offer only plan, status, wait, runs, logs, tasks_check"
+    )
+
+
 COMMANDS = {
     "start": ("start", _add_start),
     "plan": ("plan", _add_plan),
@@ -221,6 +228,7 @@ COMMANDS = {
     "prune": ("prune", _add_prune),
     "stats": ("stats", _add_stats),
     "report": ("report", _add_report),
+    "mcp": ("mcp", _add_mcp),
 }
 
 

@@ -1,0 +1,27 @@
+"""``codex-orchestrator mcp [--read-only]``: serve the Model Context Protocol over stdio."""
+
+from __future__ import annotations
+
+import argparse
+
+from codex_orchestrator.errors import UsageError
+from codex_orchestrator.output import Reporter
+from codex_orchestrator.workspace import Workspace
+
+INSTALL_HINT = "pip install 'codex-orchestrator[mcp]'"
+
+
+def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    """Serve until stdin closes or the server is signalled; the SDK is imported only here."""
+    root = Workspace.from_env().root
+    try:
+        import anyio
+
+        from codex_orchestrator.mcp_server import serve
+    except ImportError as error:
+        raise UsageError(
+            f"the mcp command needs the MCP SDK, an optional extra ({error}); "
+            f"install it: {INSTALL_HINT}"
+        ) from None
+    anyio.run(serve, root, args.read_only)
+    return 0
