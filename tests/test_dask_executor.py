@@ -461,6 +461,19 @@ def test_relative_worker_root_is_refused(repo: Repo, cluster: DaskCluster) -> No
     assert "settings.worker_root: 'relative/path' is not an absolute path" in result.stderr
 
 
+def test_detach_with_the_dask_executor_is_refused_before_a_run_exists(
+    repo: Repo, cluster: DaskCluster
+) -> None:
+    repo.pipeline({"id": "one", "command": "true"})
+    result = repo.cli("start", "--detach", env=dask_env(cluster))
+    assert result.returncode == 2, result.stderr
+    assert "--detach works with the local executor only" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (repo.root / ".runs" / "default" / "cli").exists() or not any(
+        (repo.root / ".runs" / "default" / "cli").iterdir()
+    )
+
+
 def test_reap_ends_a_verified_group_on_its_worker_and_refuses_a_tampered_one(
     repo: Repo, cluster: DaskCluster
 ) -> None:
