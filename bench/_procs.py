@@ -38,7 +38,11 @@ def wait_group_gone(pgid: int, limit: float = 10.0) -> None:
 
 
 def kill_group_quietly(pgid: int) -> None:
-    """SIGKILL a group this bench started or a run recorded (clean-up after a figure)."""
+    """SIGKILL a group this bench started or a run recorded (clean-up after a figure).
+
+    Never a group id <= 1: ``killpg(0)`` is our own group, 1 is init's."""
+    if isinstance(pgid, bool) or not isinstance(pgid, int) or pgid <= 1:
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
 

@@ -6,12 +6,40 @@ import json
 import os
 import subprocess
 import sys
+import uuid
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from processes import end_marked_processes
+
 SRC = Path(__file__).resolve().parents[1] / "src"
+# Set per test (see ``_end_leftover_processes``); not a CODEX_ORCHESTRATOR_ variable, so
+# ``cli_env`` keeps it and every CLI, stage and helper a test starts inherits it.
+TEST_MARKER_ENV = "CODEX_TEST_PROCESS_MARKER"
+
+
+@pytest.fixture(autouse=True)
+def _end_leftover_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """End whatever a test started that is still alive when it ends: a ``sleep 300`` stage
+    orphaned by a killed driver, a helper left behind by a failed assertion.
+
+    Every process the test starts inherits a marker unique to the test; afterwards each live
+    process holding it is killed by pid (never by name, never a group id <= 1) and a warning
+    names how many there were.
+    """
+    entry_value = uuid.uuid4().hex
+    monkeypatch.setenv(TEST_MARKER_ENV, entry_value)
+    try:
+        yield
+    finally:
+        ended = end_marked_processes(f"{TEST_MARKER_ENV}={entry_value}")
+        if ended:
+            left = f"ended {len(ended)} process(es) the test left running: {ended}"
+            warnings.warn(left, stacklevel=1)
 
 
 class Repo:

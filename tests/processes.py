@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from collections.abc import Callable
 
@@ -25,3 +28,64 @@ def alive(pid: int) -> bool:
             return handle.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return int(handle.read().rsplit(b")", 1)[-1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def marked_processes(entry: str) -> dict[int, int]:
+    """``{pid: start ticks}`` of the live processes (this one aside) whose environment holds
+    ``entry`` (``NAME=value``) exactly."""
+    wanted = entry.encode()
+    found: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in (0, 1, os.getpid()):
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                environ = handle.read(1 << 20).split(b"\0")
+        except OSError:
+            continue
+        ticks = _start_ticks(int(name))
+        if wanted in environ and ticks is not None and alive(int(name)):
+            found[int(name)] = ticks
+    return found
+
+
+def end_marked_processes(entry: str, grace: float = 1.0) -> list[int]:
+    """SIGKILL, by pid, each live process whose environment holds ``entry``; the pids ended.
+
+    Processes already dying (a group the test just killed) get ``grace`` seconds to go by
+    themselves first. Each pid comes from a scan and is signalled only while its start time
+    is the one the scan saw (never 0, 1, a negative id or this process). Repeats while new
+    ones appear (a dying shell's child may still fork).
+    """
+    deadline = time.monotonic() + grace
+    while marked_processes(entry) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ended: list[int] = []
+    for _ in range(10):
+        targets = marked_processes(entry)
+        if not targets:
+            break
+        for pid, ticks in targets.items():
+            if pid > 1 and _start_ticks(pid) == ticks:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+                    ended.append(pid)
+        time.sleep(0.05)
+    return ended
+
+
+def signal_recorded_pid(pid: object, sig: int) -> None:
+    """``os.kill(pid, sig)`` for a pid a run recorded (a manifest, a lock): refuse, failing
+    the test, anything but one other process. ``kill(0)`` is our own group, ``kill(-1)``
+    every process on the machine, 1 is init, and a bad record must never become one."""
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 1 or pid == os.getpid():
+        raise AssertionError(f"refusing to signal recorded pid {pid!r}")
+    os.kill(pid, sig)

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import Repo
 from processes import alive, wait_for
+from runctl_helpers import kill_run_groups
 
 FAST = {"CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS": "0.1"}
 # Leaves its group and session: `setsid` makes the helper the leader of a new session.
@@ -66,10 +67,8 @@ def test_escaped_process_of_a_killed_driver_is_ended_by_resume(repo: Repo) -> No
         wait_for(lambda: not alive(escaped), timeout=5, what="the escaped helper to end")
     finally:
         _end(_pids(repo.root))
-        for entry in _manifests(repo):
-            for command in entry["commands"]:
-                if isinstance(command.get("pgid"), int) and command["pgid"] > 1:
-                    _end([command["pgid"]])
+        for run_dir in (repo.root / ".runs/default/cli").glob("*"):
+            kill_run_groups(run_dir)  # the whole stage group (its `sleep 300`), not its leader
 
 
 def _manifests(repo: Repo) -> list[dict[str, Any]]:

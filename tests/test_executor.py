@@ -175,11 +175,14 @@ def test_cancellation_from_another_thread_ends_every_running_stage_at_once(
     timer = threading.Timer(0.5, cancellation.request, args=(signal.SIGTERM,))
     timer.start()
     started = time.monotonic()
-    outcomes, handles = _run_in_threads(executor, cancellation, requests)
-    elapsed = time.monotonic() - started
-    assert elapsed < 4, elapsed  # `sleep` dies on SIGTERM: no grace period spent
-    assert all(outcome.cancelled and not outcome.timed_out for outcome in outcomes.values())
-    assert all(outcome.exit_code == 128 + signal.SIGTERM for outcome in outcomes.values())
-    assert not [handle for handle in handles.values() if group_alive(handle["pgid"])]
-    executor.close()
-    cancellation.close()
+    try:
+        outcomes, handles = _run_in_threads(executor, cancellation, requests)
+        elapsed = time.monotonic() - started
+        assert elapsed < 4, elapsed  # `sleep` dies on SIGTERM: no grace period spent
+        assert all(outcome.cancelled and not outcome.timed_out for outcome in outcomes.values())
+        assert all(outcome.exit_code == 128 + signal.SIGTERM for outcome in outcomes.values())
+        assert not [handle for handle in handles.values() if group_alive(handle["pgid"])]
+    finally:
+        timer.cancel()
+        executor.close()  # ends every group it started that is still alive
+        cancellation.close()

@@ -20,6 +20,7 @@ import pytest
 from codex_orchestrator.procfs import live_group_members
 from conftest import Repo
 from processes import wait_for
+from runctl_helpers import kill_group
 
 FAST = {"CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS": "0.1"}
 
@@ -366,15 +367,19 @@ def test_sigkill_then_resume_reruns_only_what_did_not_succeed(repo: Repo) -> Non
         groups = running_groups(repo)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
-    killed = run_manifest(repo)
-    assert killed is not None
-    assert all(group_left(pgid) for pgid in groups)  # the dead run left its stages behind
-    (repo.root / "resumed").touch()
+    try:
+        killed = run_manifest(repo)
+        assert killed is not None
+        assert all(group_left(pgid) for pgid in groups)  # the dead run left its stages behind
+        (repo.root / "resumed").touch()
 
-    result = repo.cli("resume", killed["run_id"], "--format", "json", env=FAST, timeout=120)
+        result = repo.cli("resume", killed["run_id"], "--format", "json", env=FAST, timeout=120)
 
-    assert result.returncode == 0, result.stderr
-    assert [group_left(pgid) for pgid in groups] == [[], []]
+        assert result.returncode == 0, result.stderr
+        assert [group_left(pgid) for pgid in groups] == [[], []]
+    finally:
+        for pgid in groups:  # the recorded stage groups, should resume not have ended them
+            kill_group(pgid)
     manifest = repo.manifest(json.loads(result.stdout))
     assert [entry["status"] for entry in manifest["commands"]] == ["succeeded"] * 4
     runs = {name: (repo.root / f"{name}.runs").read_text().count("run") for name in "abcd"}

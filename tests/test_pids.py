@@ -85,7 +85,8 @@ def test_pgid_zero_never_signals_the_callers_group(repo: Repo) -> None:
     run_id, path = _failed_run(repo)
     _tamper(path, pgid=0, pid=0)
     repo.pipeline({"id": "one", "command": "true"})
-    result = _resume_with_sentinel(repo, run_id, namespace=False)
+    # in its own session, and in a fresh pid namespace too where there is one
+    result = _resume_with_sentinel(repo, run_id, namespace=_namespace_available())
     assert result.returncode == 0, result.stderr
     assert "sentinel-alive" in result.stderr
     assert len(_warnings(result.stderr)) == 1 and "not a valid process group id" in result.stderr

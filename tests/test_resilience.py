@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -16,6 +15,7 @@ import pytest
 
 from conftest import Repo
 from processes import alive, wait_for
+from runctl_helpers import kill_run_groups
 
 FAST = {"CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS": "0.1"}
 # A stage that starts two helpers (one ignores SIGTERM), records every pid, then waits.
@@ -148,38 +148,40 @@ def test_heartbeat_ticks_and_throttles_manifest_writes(repo: Repo) -> None:
 def test_status_reports_stale_run_and_resume_refuses_fresh_one(repo: Repo) -> None:
     repo.pipeline({"id": "long", "command": "sleep 300"})
     proc = repo.spawn("start", env=FAST)
-    wait_for(
-        lambda: (
-            (repo.root / ".runs/default/cli").exists()
-            and any((repo.root / ".runs/default/cli").glob("*/.heartbeat"))
+    try:
+        wait_for(
+            lambda: (
+                (repo.root / ".runs/default/cli").exists()
+                and any((repo.root / ".runs/default/cli").glob("*/.heartbeat"))
+            )
         )
-    )
-    run_id = _only_run_manifest(repo)["run_id"]
-    refused = repo.cli("resume", run_id)
-    assert refused.returncode == 2 and "still alive" in refused.stderr
-    fresh = json.loads(repo.cli("status", run_id, "--format", "json").stdout)
-    assert fresh["stale"] is False and fresh["status"] == "in_progress"
-    proc.kill()
-    proc.wait()
-    time.sleep(0.6)
-    stale_env = {"CODEX_ORCHESTRATOR_HEARTBEAT_STALE_AFTER_SECONDS": "0.5"}
-    stale = repo.cli("status", run_id, "--format", "json", env=stale_env)
-    assert stale.returncode == 0
-    report = json.loads(stale.stdout)
-    assert report["stale"] is True and report["heartbeat_age_seconds"] > 0.5
-    assert f"codex-orchestrator resume {run_id}" in report["hint"]
-    text = repo.cli("status", run_id, env=stale_env)
-    assert "STALE" in text.stdout
-    _end_recorded_groups(repo)
+        run_id = _only_run_manifest(repo)["run_id"]
+        refused = repo.cli("resume", run_id)
+        assert refused.returncode == 2 and "still alive" in refused.stderr
+        fresh = json.loads(repo.cli("status", run_id, "--format", "json").stdout)
+        assert fresh["stale"] is False and fresh["status"] == "in_progress"
+        proc.kill()
+        proc.wait()
+        time.sleep(0.6)
+        stale_env = {"CODEX_ORCHESTRATOR_HEARTBEAT_STALE_AFTER_SECONDS": "0.5"}
+        stale = repo.cli("status", run_id, "--format", "json", env=stale_env)
+        assert stale.returncode == 0
+        report = json.loads(stale.stdout)
+        assert report["stale"] is True and report["heartbeat_age_seconds"] > 0.5
+        assert f"codex-orchestrator resume {run_id}" in report["hint"]
+        text = repo.cli("status", run_id, env=stale_env)
+        assert "STALE" in text.stdout
+    finally:
+        proc.kill()
+        proc.communicate()
+        _end_recorded_groups(repo)
 
 
 def _end_recorded_groups(repo: Repo) -> None:
-    """End the process groups the (killed) run recorded: never kill by name."""
-    for entry in _only_run_manifest(repo)["commands"]:
-        pgid = entry.get("pgid")
-        if isinstance(pgid, int) and not isinstance(pgid, bool) and pgid > 1:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
+    """End the process groups the (killed) run recorded (``handle.pgid``, > 1 only): never
+    kill by name."""
+    for run_dir in (repo.root / ".runs" / "default" / "cli").glob("*"):
+        kill_run_groups(run_dir)
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import Repo
+from processes import signal_recorded_pid
 from runctl_helpers import (
     alive,
     json_cli,
@@ -249,7 +251,7 @@ def test_dead_detached_run_is_stale_then_cancel_finishes_it(repo: Repo) -> None:
         _stage_running(repo, "dead")
         stage_pid = _stage_pid(repo)
         orchestrator = manifest_of(parent_dir)["orchestrator_pid"]
-        os.kill(orchestrator, signal.SIGKILL)  # recorded pid of the run this test started
+        signal_recorded_pid(orchestrator, signal.SIGKILL)  # recorded pid of the run started here
         wait_for(
             lambda: all(
                 row["stale"] for row in json_cli(repo, "runs", "--task", "dead")[1]["runs"]
@@ -278,7 +280,7 @@ def test_dead_detached_run_can_be_resumed(repo: Repo) -> None:
     run_dir = repo.root / document["artifact_root"]
     try:
         _stage_running(repo, "again")
-        os.kill(manifest_of(run_dir)["orchestrator_pid"], signal.SIGKILL)
+        signal_recorded_pid(manifest_of(run_dir)["orchestrator_pid"], signal.SIGKILL)
         wait_for(
             lambda: json_cli(repo, "runs", "--task", "again")[1]["runs"][0]["stale"], what="stale"
         )
@@ -375,6 +377,8 @@ def test_detached_run_ends_a_daemon_its_stage_left(repo: Repo) -> None:
         pids = [int(word) for word in (repo.root / "pids").read_text().split()]
         wait_for(lambda: not any(alive(pid) for pid in pids), timeout=10, what="the daemon to end")
     finally:
+        if not pids and (repo.root / "pids").exists():  # the run never got to succeed
+            pids = [int(word) for word in (repo.root / "pids").read_text().split()]
         for pid in pids:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
@@ -390,13 +394,13 @@ def test_cancel_wait_gives_up_after_grace_plus_5s(repo: Repo) -> None:
     try:
         _stage_running(repo, "stopped")
         orchestrator = manifest_of(run_dir)["orchestrator_pid"]
-        os.kill(orchestrator, signal.SIGSTOP)
+        signal_recorded_pid(orchestrator, signal.SIGSTOP)
         began = time.monotonic()
         code, result = json_cli(repo, "cancel", document["run_id"], "--wait")
         elapsed = time.monotonic() - began
         assert code == 1 and result["action"] == "signalled" and result["ended"] is False
         assert 1 + 5 <= elapsed < 1 + 5 + 30  # generous: a loaded machine starts slowly
-        os.kill(orchestrator, signal.SIGCONT)
+        signal_recorded_pid(orchestrator, signal.SIGCONT)
         wait_for(
             lambda: manifest_of(run_dir)["status"] in ("succeeded", "failed", "cancelled"),
             timeout=60,
@@ -405,5 +409,6 @@ def test_cancel_wait_gives_up_after_grace_plus_5s(repo: Repo) -> None:
         _assert_cancelled(manifest_of(run_dir))
     finally:
         if orchestrator is not None:
-            os.kill(orchestrator, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):  # gone already: nothing to resume
+                signal_recorded_pid(orchestrator, signal.SIGCONT)
         kill_run_groups(run_dir)
