@@ -297,7 +297,7 @@ def _transitions_figure(repo: BenchRepo) -> Figure:
 
 
 def measure(profile: Profile) -> list[Figure]:
-    """The graph pipeline figures of SPEC section 8."""
+    """The graph pipeline figures of the README "Performance" table."""
     rounds = 3 if profile.quick else 7
     output_mb = 10 if profile.quick else 50
     with bench_repo("graph") as repo:

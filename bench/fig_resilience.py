@@ -1,4 +1,4 @@
-"""Resilience (SPEC section 7): one group of figures, each in its own module.
+"""Resilience (docs/resilience.md): one group of figures, each in its own module.
 
 - `fig_sigterm`: SIGTERM teardown, one parametrised figure (a cooperative stage; a stage that
   ignores SIGTERM, ended after ``settings.kill_grace_seconds``);
@@ -94,7 +94,7 @@ def _guarded(
 
 
 def measure(profile: Profile) -> list[Figure]:
-    """Every resilience figure of SPEC section 7."""
+    """Every resilience figure (docs/resilience.md)."""
     rounds = _rounds(profile)
     cooperative = TeardownCase(
         key="resilience.sigterm",

@@ -1,4 +1,4 @@
-"""Measure the quality bars of SPEC section 8, each against a raw baseline taken in the same run.
+"""Measure the quality bars of the README "Performance" table, each against a raw baseline taken in the same run.
 
 Usage (from the repo root, after ``pip install -e .``)::
 
@@ -13,7 +13,7 @@ when a figure missed its target.
 Figures (one module each): ``fig_capture`` (capture wall, peak RSS, bytes on disk),
 ``fig_stages`` (100 trivial stages), ``fig_coldstart`` (plan/status start-up),
 ``fig_concurrency`` (N concurrent starts of one task), ``fig_state_history`` (runs
-``bench_state_history.py``), ``fig_resilience`` (SPEC section 7: teardown on SIGTERM and on
+``bench_state_history.py``), ``fig_resilience`` (teardown on SIGTERM and on
 timeouts, SIGKILL at random moments then resume, error-file bound, heartbeat cadence; one
 module per figure), ``fig_long_pipeline`` (per-stage overhead at 2,000 stages against 100),
 ``fig_graph`` (graph pipelines: parallel stages, graph overhead, output of concurrent stages,

@@ -1,4 +1,4 @@
-"""Tests for loading and validating ``codex.orchestrator.json`` (spec section 5)."""
+"""Tests for loading and validating ``codex.orchestrator.json``."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ _RECORD_FIX = "remove the link (a record may only land inside its root)"
 
 
 class Settings(NamedTuple):
-    """Run-time tunables (spec section 4)."""
+    """Run-time tunables (docs/configuration.md)."""
 
     heartbeat_interval_seconds: float = 5.0
     heartbeat_stale_after_seconds: float = 30.0

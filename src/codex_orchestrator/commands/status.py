@@ -44,7 +44,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
 
 
 def describe(workspace: Workspace, run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """The status document of spec section 3."""
+    """The status document (README "Commands", docs/run-records.md)."""
     liveness = assess(run_dir, manifest)
     document = {key: manifest.get(key) for key in STATUS_FIELDS}
     document.update(

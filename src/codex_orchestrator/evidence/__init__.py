@@ -1,1 +1,1 @@
-"""Task evidence: checklists mirrored across files, proved by run manifests (spec section 9)."""
+"""Task evidence: checklists mirrored across files, proved by run manifests (docs/run-records.md, README "Task evidence workflow")."""
