@@ -48,12 +48,20 @@ def _add_format(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("text", "json"), default="text")
 
 
-def _add_max_parallel(parser: argparse.ArgumentParser) -> None:
+def _add_launch(parser: argparse.ArgumentParser) -> None:
+    """The options of a command that runs stages (``start``, ``resume``)."""
     parser.add_argument(
         "--max-parallel",
         metavar="N",
         help="stages of a graph pipeline run at once, unless the pipeline sets maxParallel",
     )
+    parser.add_argument(
+        "--detach",
+        action="store_true",
+        help="continue the run in the background and return at once",
+    )
+    parser.add_argument("--executor", metavar="NAME", help="where stages run: local or dask")
+    parser.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="the Dask scheduler")
 
 
 def _add_run(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -62,20 +70,13 @@ def _add_run(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.set_defaults(run_required=required)
 
 
-def _add_executor(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--executor", metavar="NAME", help="where stages run: local or dask")
-    parser.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="the Dask scheduler")
-
-
 def _add_start(sub: argparse._SubParsersAction[_Parser]) -> None:
     start = sub.add_parser("start", help="run a pipeline for a task")
     start.add_argument("pipeline", nargs="?", metavar="PIPELINE")
     start.add_argument("--task", metavar="ID")
     start.add_argument("--parent-run", metavar="RUN")
     start.add_argument("--approval-policy", metavar="POLICY")
-    _add_max_parallel(start)
-    _add_detach(start)
-    _add_executor(start)
+    _add_launch(start)
     _add_format(start)
 
 
@@ -103,9 +104,7 @@ def _add_resume(sub: argparse._SubParsersAction[_Parser]) -> None:
     resume.add_argument("--actor", metavar="NAME")
     resume.add_argument("--reason", metavar="TEXT")
     resume.add_argument("--force", action="store_true", help="resume even if the run looks alive")
-    _add_max_parallel(resume)
-    _add_detach(resume)
-    _add_executor(resume)
+    _add_launch(resume)
     _add_format(resume)
 
 
@@ -138,14 +137,6 @@ def _add_review(sub: argparse._SubParsersAction[_Parser]) -> None:
     _add_run(review, required=False)
     review.add_argument("--task", metavar="ID")
     _add_format(review)
-
-
-def _add_detach(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--detach",
-        action="store_true",
-        help="continue the run in the background and return at once",
-    )
 
 
 def _add_cancel(sub: argparse._SubParsersAction[_Parser]) -> None:

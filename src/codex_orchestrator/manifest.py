@@ -12,13 +12,18 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.driver import DriverLock
-from codex_orchestrator.errors import CorruptManifestError
+from codex_orchestrator.errors import CorruptManifestError, RunNotFoundError
+from codex_orchestrator.ids import validate_id
 from codex_orchestrator.jsonio import atomic_write_bytes, atomic_write_json, read_json
+from codex_orchestrator.output import note
 from codex_orchestrator.statuses import RunStatus, StageStatus
+
+if TYPE_CHECKING:
+    from codex_orchestrator.workspace import Workspace
 
 MANIFEST_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -88,6 +93,27 @@ def load_manifest(path: Path, shown: str | None = None) -> dict[str, Any]:
         )
     manifest: dict[str, Any] = data
     return manifest
+
+
+def load_child_manifest(
+    workspace: Workspace, child: str, task_id: str, skipped: str
+) -> tuple[Path, dict[str, Any]] | None:
+    """The directory and manifest of child run ``child`` of task ``task_id``.
+
+    None when the child run is gone, or its manifest is unreadable: then a warning says so,
+    ending with ``skipped`` (what the caller leaves out for it). Raises InvalidIdError when
+    ``child`` is not a valid run id.
+    """
+    found = workspace.find_run(validate_id(child, "run"), task_id)
+    if found is None:
+        return None
+    try:
+        return found[1], load_manifest(found[1] / MANIFEST_NAME)
+    except RunNotFoundError:
+        return None
+    except Exception:  # an unreadable child must not stop what the caller does with the parent
+        note(f"warning: child run {child}: manifest unreadable; {skipped}")
+        return None
 
 
 _REQUIRED_TEXT = ("run_id", "task_id", "pipeline_id", "status", "started_at")

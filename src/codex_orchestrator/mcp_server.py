@@ -195,18 +195,10 @@ def build_server(root: Path, read_only: bool = False) -> tuple[MCPServer[Any], C
             annotations=ToolAnnotations(read_only_hint=read_only_tool, open_world_hint=False),
         )
     resources = _Resources(cli)
-    server.resource(
-        "run://{run_id}/manifest",
-        name="manifest",
-        description="a run's manifest.json (JSON)",
-        mime_type="application/json",
-    )(resources.manifest)
-    server.resource(
-        "run://{run_id}/report",
-        name="report",
-        description="a run's self-contained HTML report (written on first read)",
-        mime_type="text/html",
-    )(resources.report)
+    for uri, name, description, mime_type in _RESOURCE_TABLE:
+        server.resource(uri, name=name, description=description, mime_type=mime_type)(
+            getattr(resources, name)
+        )
     return server, cli
 
 
@@ -483,6 +475,17 @@ _TOOL_TABLE = (
         "tasks_mark",
         "Mark a checklist item done in every mirror, citing a succeeded run's manifest.",
         False,
+    ),
+)
+
+#: The run resources: URI template, name (also the `_Resources` method), description, MIME type.
+_RESOURCE_TABLE = (
+    ("run://{run_id}/manifest", "manifest", "a run's manifest.json (JSON)", "application/json"),
+    (
+        "run://{run_id}/report",
+        "report",
+        "a run's self-contained HTML report (written on first read)",
+        "text/html",
     ),
 )
 

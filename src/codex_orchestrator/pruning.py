@@ -22,7 +22,6 @@ from codex_orchestrator.clock import parse_iso_utc
 from codex_orchestrator.history import TaskHistory, read_manifest
 from codex_orchestrator.ids import RUN_ID_PATTERN
 from codex_orchestrator.jsonio import atomic_write_bytes
-from codex_orchestrator.locks import FileLock
 from codex_orchestrator.persistence.state_store import RunRecord, TaskStateStore
 from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES
 from codex_orchestrator.workspace import Settings, Workspace
@@ -189,13 +188,7 @@ def mark_pruned(
     time), which the store merges under its lock like any finishing run's snapshot: now when
     the lock is free, else by the process holding it (see the state store's docstring).
     """
-    store = TaskStateStore(
-        workspace.state_dir(task_id),
-        workspace.state_lock_path(task_id),
-        task_id,
-        lock=FileLock.from_settings(workspace.state_lock_path(task_id), settings),
-        warn=warn,
-    )
+    store = TaskStateStore.for_task(workspace, settings, task_id, warn)
     recorded, _ = history.recorded()
     archived: dict[str, dict[str, Any]] | None = None
     store.pending_dir.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@ from typing import Any
 
 from codex_orchestrator.cancelrequest import apply_request
 from codex_orchestrator.clock import iso_utc, parse_iso_utc
-from codex_orchestrator.locks import FileLock
 from codex_orchestrator.manifest import (
     OUTCOME_FIELDS,
     ManifestStore,
@@ -62,13 +61,7 @@ def record_finished_run(
         store.persist(durable=True)
 
     task_id = data["task_id"]
-    state = TaskStateStore(
-        workspace.state_dir(task_id),
-        workspace.state_lock_path(task_id),
-        task_id,
-        lock=FileLock.from_settings(workspace.state_lock_path(task_id), settings),
-        warn=note,
-    )
+    state = TaskStateStore.for_task(workspace, settings, task_id, note)
     record = RunRecord(
         task_id=task_id,
         run_id=data["run_id"],

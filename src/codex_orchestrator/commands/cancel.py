@@ -20,12 +20,11 @@ from typing import Any
 
 from codex_orchestrator.cancelrequest import REQUEST_NAME, write_request
 from codex_orchestrator.driver import DRIVER_LOCK_NAME, run_driver
-from codex_orchestrator.errors import EXIT_FAILED, EXIT_OK, RunNotFoundError
+from codex_orchestrator.errors import EXIT_FAILED, EXIT_OK
 from codex_orchestrator.history import read_manifest
-from codex_orchestrator.ids import validate_id
 from codex_orchestrator.invocation import default_actor, require_run, settings_or_defaults
-from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
-from codex_orchestrator.output import Reporter, note
+from codex_orchestrator.manifest import MANIFEST_NAME, load_child_manifest, load_manifest
+from codex_orchestrator.output import Reporter
 from codex_orchestrator.procfs import checked_pid, host_name
 from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES
 from codex_orchestrator.workspace import Settings, Workspace
@@ -168,22 +167,16 @@ def _request_children(
         child = link.get("run_id") if isinstance(link, dict) else None
         if not isinstance(child, str) or depth >= MAX_CHILD_DEPTH:
             continue
-        found = workspace.find_run(validate_id(child, "run"), task_id)
+        found = load_child_manifest(workspace, child, task_id, "not cancelled separately")
         if found is None:
             continue
-        try:
-            child_manifest = load_manifest(found[1] / MANIFEST_NAME)
-        except RunNotFoundError:
-            continue
-        except Exception:  # an unreadable child must not stop the parent's cancellation
-            note(f"warning: child run {child}: manifest unreadable; not cancelled separately")
-            continue
+        child_dir, child_manifest = found
         if child_manifest["status"] in TERMINAL_RUN_STATUSES:
             continue
-        write_request(found[1], actor, reason)
+        write_request(child_dir, actor, reason)
         requested.append(child)
         requested += _request_children(workspace, task_id, child_manifest, actor, reason, depth + 1)
-        _, target = orchestrator_state(found[1], child_manifest)
+        _, target = orchestrator_state(child_dir, child_manifest)
         if target is not None and target[0] != manifest.get("orchestrator_pid"):
             signal_verified(target)  # a child driven by a process of its own
     return requested

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from codex_orchestrator.errors import RunNotFoundError, UsageError
+from codex_orchestrator.errors import UsageError
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.invocation import require_run
-from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
+from codex_orchestrator.manifest import MANIFEST_NAME, load_child_manifest, load_manifest
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.stagelogs import (
     STREAMS,
@@ -123,17 +123,11 @@ class LogView:
     def _child_sources(
         self, run_dir: Path, manifest: dict[str, Any], child: str, depth: int
     ) -> Iterator[LogSource]:
-        found = self.workspace.find_run(validate_id(child, "run"), str(manifest["task_id"]))
-        if found is None:
-            return
-        try:
-            child_manifest = load_manifest(found[1] / MANIFEST_NAME)
-        except RunNotFoundError:
-            return
-        except Exception:  # an unreadable child manifest hides only the child's logs
-            note(f"warning: child run {child}: manifest unreadable; its logs are skipped")
-            return
-        yield from self._sources(found[1], child_manifest, None, depth + 1)
+        found = load_child_manifest(
+            self.workspace, child, str(manifest["task_id"]), "its logs are skipped"
+        )
+        if found is not None:  # an unreadable child manifest hides only the child's logs
+            yield from self._sources(found[0], found[1], None, depth + 1)
 
     def print_once(self, sources: list[LogSource], tail: int | None) -> None:
         """Print each log completely (or its last ``tail`` lines)."""

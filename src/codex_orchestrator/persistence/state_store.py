@@ -42,7 +42,7 @@ import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.jsonio import (
@@ -60,6 +60,9 @@ from codex_orchestrator.safefs import (
     read_regular,
     real_directory,
 )
+
+if TYPE_CHECKING:
+    from codex_orchestrator.workspace import Settings, Workspace
 
 KEEP_RECENT = 1000
 ARCHIVE_BATCH = 250
@@ -147,6 +150,19 @@ class TaskStateStore:
         self._warn = warn or _print_warning
         self._keep_recent = keep_recent
         self._archive_batch = archive_batch
+
+    @classmethod
+    def for_task(
+        cls, workspace: Workspace, settings: Settings, task_id: str, warn: Callable[[str], None]
+    ) -> TaskStateStore:
+        """The store of ``task_id``, its lock retrying as the ``lock_*`` settings say."""
+        return cls(
+            workspace.state_dir(task_id),
+            workspace.state_lock_path(task_id),
+            task_id,
+            lock=FileLock.from_settings(workspace.state_lock_path(task_id), settings),
+            warn=warn,
+        )
 
     def pending_path(self, record: RunRecord) -> Path:
         """Where ``record`` waits until it is merged into ``state.json``."""

@@ -13,7 +13,6 @@ from typing import Any
 from codex_orchestrator.errors import RunNotFoundError
 from codex_orchestrator.ids import is_valid_id
 from codex_orchestrator.jsonio import atomic_write_bytes
-from codex_orchestrator.locks import FileLock
 from codex_orchestrator.output import note
 from codex_orchestrator.persistence.state_store import TaskStateStore
 from codex_orchestrator.safefs import TEXT_SIZE_LIMIT, UnreadableFileError, read_regular
@@ -43,13 +42,7 @@ def _archived(path: Path) -> list[dict[str, Any]]:
 
 def task_runs(workspace: Workspace, settings: Settings, task_id: str) -> list[dict[str, Any]]:
     """The task's history entries (recent and archived), one per run id, newest first."""
-    store = TaskStateStore(
-        workspace.state_dir(task_id),
-        workspace.state_lock_path(task_id),
-        task_id,
-        lock=FileLock.from_settings(workspace.state_lock_path(task_id), settings),
-        warn=note,
-    )
+    store = TaskStateStore.for_task(workspace, settings, task_id, note)
     by_id: dict[str, dict[str, Any]] = {}
     for entry in [*_archived(store.archive_path), *store.read().get("runs", [])]:
         run_id = entry.get("runId")
