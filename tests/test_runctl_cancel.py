@@ -138,6 +138,8 @@ def test_detached_run_survives_hangup_of_the_caller_and_leaves_full_records(repo
         cwd=repo.root,
         env=repo.env,
         start_new_session=True,
+        # a caller started under nohup would ignore the hang-up; a terminal's shell does not
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
     )
     try:
         wait_for(

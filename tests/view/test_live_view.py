@@ -131,7 +131,8 @@ class Tmux:
         )
         self.done = done
         new = [*self.tmux, "new-session", "-d", "-x", str(columns), "-y", str(rows), command]
-        subprocess.run(new, check=True)
+        # the tmux server and its pane inherit this environment: a person's terminal, not CI's
+        subprocess.run(new, check=True, env=env)
 
     def query(self, *args: str) -> str:
         """The output of a tmux command against this server."""
