@@ -7,16 +7,18 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 def wait_for(
-    predicate: Callable[[], object], timeout: float = 20.0, what: str = "condition"
-) -> None:
-    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
+    predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition"
+) -> Any:
+    """Poll ``predicate`` until it is true and return its value; fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        value = predicate()
+        if value:
+            return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -25,7 +27,7 @@ def alive(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie."""
     try:
         with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
     except OSError:
         return False
 

@@ -8,21 +8,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+import processes
 from conftest import Repo
 
 
-def wait_for(predicate: Any, timeout: float = 30.0, what: str = "condition") -> None:
-    """Poll ``predicate`` until true; fail after ``timeout`` seconds (monotonic)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+def wait_for(predicate: Any, timeout: float = 30.0, what: str = "condition") -> Any:
+    """`processes.wait_for` with the longer bound run-control tests need (detached runs)."""
+    return processes.wait_for(predicate, timeout, what)
 
 
 def raw_cli(repo: Repo, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
@@ -82,15 +77,6 @@ def metrics_lines(repo: Repo, task: str) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return lines
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def kill_group(pgid: int | None) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+import processes
 from codex_orchestrator.procfs import live_group_members
 from conftest import SRC, Repo
 from dask_cluster import DaskCluster, start_cluster
@@ -57,13 +58,7 @@ def dask_env(cluster: DaskCluster, **extra: str) -> dict[str, str]:
 
 
 def wait_for(condition: Any, timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return processes.wait_for(condition, timeout, what)
 
 
 def running_handle(repo: Repo, stage_index: int) -> dict[str, Any] | None:

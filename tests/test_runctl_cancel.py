@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from conftest import Repo
-from processes import signal_recorded_pid
+from processes import alive, signal_recorded_pid
 from runctl_helpers import (
-    alive,
     json_cli,
     kill_group,
     kill_run_groups,
