@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from codex_orchestrator.config import Config, load_config
-from codex_orchestrator.errors import OrchestratorError, UsageError
+from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.manifest import MANIFEST_NAME, ManifestStore, load_manifest
 from codex_orchestrator.output import Reporter, log_echo, note
 from codex_orchestrator.pipeline import Pipeline
@@ -129,16 +129,3 @@ def drive(
     with show_run(reporter.json, store):
         result = execute(ctx, store, pipeline)
     return report_run(workspace, reporter, result)
-
-
-def refuse_remote_detach(args: argparse.Namespace, executor: Executor | None) -> None:
-    """Refuse ``--detach`` with a remote executor before any run exists.
-
-    A detached run continues in a forked process, and a Dask client's threads and sockets do
-    not survive a fork; such a run is driven in the foreground (or under ``nohup``).
-    """
-    if getattr(args, "detach", False) and executor is not None:
-        raise UsageError(
-            f"--detach works with the local executor only, not {executor.name!r}; run it in the "
-            "foreground (e.g. under nohup) or drop --executor"
-        )

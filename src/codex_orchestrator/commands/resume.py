@@ -11,7 +11,6 @@ from codex_orchestrator.commands.common import (
     drive,
     find_manifest,
     load,
-    refuse_remote_detach,
     report_run,
     run_context,
 )
@@ -82,8 +81,9 @@ def _resume(
     config, settings = load(workspace)
     settings = with_flag(settings, "max_parallel", args.max_parallel, "--max-parallel")
     pipeline = _same_pipeline(config.pipelines, manifest)
-    executor = executor_for(args.executor, args.scheduler, workspace, config.settings, settings)
-    refuse_remote_detach(args, executor)
+    executor = executor_for(
+        args.executor, args.scheduler, workspace, config.settings, settings, detached=args.detach
+    )
     ctx = run_context(workspace, config, settings, task_id, reporter, executor)
     with SignalGuard(ctx.cancellation):
         store = ManifestStore(run_dir, manifest)

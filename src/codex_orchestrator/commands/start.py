@@ -8,7 +8,6 @@ from codex_orchestrator.commands.common import (
     drive,
     find_manifest,
     load,
-    refuse_remote_detach,
     run_context,
 )
 from codex_orchestrator.executors import executor_for
@@ -29,8 +28,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     settings = with_flag(settings, "max_parallel", args.max_parallel, "--max-parallel")
     pipeline = config.resolve_pipeline(args.pipeline)
     parent = _parent_run(workspace, args.parent_run)
-    executor = executor_for(args.executor, args.scheduler, workspace, config.settings, settings)
-    refuse_remote_detach(args, executor)
+    executor = executor_for(
+        args.executor, args.scheduler, workspace, config.settings, settings, detached=args.detach
+    )
     ctx = run_context(workspace, config, settings, task_id, reporter, executor)
     with SignalGuard(ctx.cancellation):
         store = create_run(ctx, pipeline, parent, args.approval_policy)

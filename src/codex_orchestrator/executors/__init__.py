@@ -58,8 +58,15 @@ def executor_for(
     config_settings: Mapping[str, object],
     settings: Settings,
     env: Mapping[str, str] | None = None,
+    *,
+    detached: bool = False,
 ) -> Executor | None:
-    """Build the chosen executor (None: the default local one), or exit 2 with the fix."""
+    """Build the chosen executor (None: the default local one), or exit 2 with the fix.
+
+    ``detached`` (``--detach``) is refused with a remote executor before connecting: a detached
+    run continues in a forked process, and a Dask client's threads and sockets do not survive
+    a fork; such a run is driven in the foreground (or under ``nohup``).
+    """
     environ = os.environ if env is None else env
     name = pick(executor_flag, "--executor", EXECUTOR_ENV, "executor", config_settings, environ)
     if name.value is None or name.value == "local":
@@ -68,6 +75,12 @@ def executor_for(
         raise OrchestratorError(
             f"{name.source}: unknown executor {name.value!r}; choose one of "
             f"{', '.join(EXECUTOR_NAMES)}",
+            exit_code=EXIT_USAGE,
+        )
+    if detached:
+        raise OrchestratorError(
+            f"--detach works with the local executor only, not {name.value!r}; run it in the "
+            "foreground (e.g. under nohup) or drop --executor",
             exit_code=EXIT_USAGE,
         )
     scheduler = pick(
