@@ -6,7 +6,9 @@ terminal never reaches it), reads ``/dev/null``, writes its own output to
 ``<run>/orchestrator.log``, drives the run through the same code as a foreground run, and
 exits with the run's code. The parent prints what ``start`` prints and returns at once.
 Forking (rather than starting a new interpreter) keeps the return well under half a second and
-hands over the validated config as is. No thread is running at this point, so forking is safe.
+hands over the validated config as is. No thread is running at this point, so forking is safe:
+the Dask executor, whose client runs threads, checks its scheduler before the fork without
+importing Dask and connects in the child (``executors.dask.DetachedDaskExecutor``).
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from codex_orchestrator.executor import (
     StageOutcome,
     StageRequest,
 )
+from codex_orchestrator.executors import executor_options
 from codex_orchestrator.graph import NEEDS_FAILED, is_graph, needs_of, resolve_max_parallel
 from codex_orchestrator.heartbeat import Heartbeat
 from codex_orchestrator.ids import new_run_id
@@ -197,6 +198,7 @@ def _first_manifest(
         "pipeline_source": pipeline.source,
         "runner": RUNNER_NAME,
         "executor": ctx.executor.name,
+        "executor_options": executor_options(ctx.executor),
         "approval_policy": approval_policy,
         "status": RunStatus.QUEUED,
         "status_detail": None,
@@ -245,7 +247,12 @@ def _execute(
     ctx: RunContext, store: ManifestStore, pipeline: Pipeline, *, close_executor: bool
 ) -> RunResult:
     run = ActiveRun(store=store, pipeline=pipeline, events=EventLog(store.run_dir / EVENTS_NAME))
-    store.update(status=RunStatus.IN_PROGRESS, executor=ctx.executor.name, **driver_identity())
+    store.update(
+        status=RunStatus.IN_PROGRESS,
+        executor=ctx.executor.name,
+        executor_options=executor_options(ctx.executor),
+        **driver_identity(),
+    )
     heartbeat = Heartbeat(
         store,
         ctx.settings.heartbeat_interval_seconds,

@@ -155,6 +155,10 @@ class LogView:
             if ended:
                 return run_exit_code(manifest["status"], manifest.get("status_detail"))
             if self._dead(manifest):
+                # The run may have ended, and let its driver lock go, since the last read.
+                manifest = self.manifest()
+                if manifest["status"] in TERMINAL_RUN_STATUSES:
+                    continue
                 note(
                     f"run {manifest['run_id']} is no longer progressing (stale); resume it with: "
                     f"codex-orchestrator resume {manifest['run_id']}"

@@ -21,7 +21,7 @@ from codex_orchestrator.errors import (
     ResumeRefusedError,
     UnknownPipelineError,
 )
-from codex_orchestrator.executors import executor_for
+from codex_orchestrator.executors import Recorded, executor_for
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.invocation import default_actor
 from codex_orchestrator.liveness import refuse_if_alive
@@ -82,7 +82,13 @@ def _resume(
     settings = with_flag(settings, "max_parallel", args.max_parallel, "--max-parallel")
     pipeline = _same_pipeline(config.pipelines, manifest)
     executor = executor_for(
-        args.executor, args.scheduler, workspace, config.settings, settings, detached=args.detach
+        args.executor,
+        args.scheduler,
+        workspace,
+        config.settings,
+        settings,
+        detached=args.detach,
+        recorded=Recorded.of(manifest),
     )
     ctx = run_context(workspace, config, settings, task_id, reporter, executor)
     with SignalGuard(ctx.cancellation):

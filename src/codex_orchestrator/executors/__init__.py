@@ -1,8 +1,9 @@
 """Choosing the executor of a run: ``local`` (default) or ``dask`` (see docs/executors.md).
 
-Each source is tried in turn: the command-line flag, then the environment, then the config's
-``settings``. The Dask executor's module is imported only when it is chosen, and Dask itself
-only when it connects, so local runs never pay for it.
+Each source is tried in turn: the command-line flag, then the environment, then (``resume``)
+the choice the resumed run recorded, then the config's ``settings``. The Dask executor's
+module is imported only when it is chosen, and Dask itself only when it connects, so local
+runs never pay for it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
 from codex_orchestrator.executor import Executor
@@ -34,21 +35,53 @@ class Choice(NamedTuple):
     source: str
 
 
+class Recorded(NamedTuple):
+    """The executor a resumed run recorded (manifest ``executor``, ``executor_options``)."""
+
+    run_id: str
+    executor: str | None
+    scheduler: str | None
+
+    @classmethod
+    def of(cls, manifest: Mapping[str, Any]) -> Recorded:
+        """What ``manifest`` records; fields that are missing or not strings count as unset."""
+        options = manifest.get("executor_options")
+        scheduler = options.get("scheduler") if isinstance(options, dict) else None
+        executor = manifest.get("executor")
+        return cls(
+            str(manifest.get("run_id")),
+            executor if isinstance(executor, str) else None,
+            scheduler if isinstance(scheduler, str) else None,
+        )
+
+
 def pick(
     flag: str | None,
     flag_name: str,
-    env_name: str | None,
+    env_name: str,
+    recorded: str | None,
+    recorded_name: str,
     setting: str,
     settings: Mapping[str, object],
     env: Mapping[str, str],
 ) -> Choice:
-    """The value of one executor setting: flag, else environment, else config setting."""
+    """The value of one executor setting: flag, else environment, else the resumed run's
+    record, else config setting."""
     if flag is not None:
         return Choice(flag, flag_name)
-    if env_name and env.get(env_name, "").strip():
+    if env.get(env_name, "").strip():
         return Choice(env[env_name].strip(), f"environment variable {env_name}")
+    if recorded is not None:
+        return Choice(recorded, recorded_name)
     value = settings.get(setting)
     return Choice(str(value) if value is not None else None, f"settings.{setting}")
+
+
+def executor_options(executor: Executor) -> dict[str, str]:
+    """What a run records of its executor's choices (manifest ``executor_options``, e.g. the
+    Dask scheduler) so that ``resume`` makes the same one; executors with none have no
+    ``options`` attribute."""
+    return dict(getattr(executor, "options", None) or {})
 
 
 def executor_for(
@@ -60,15 +93,27 @@ def executor_for(
     env: Mapping[str, str] | None = None,
     *,
     detached: bool = False,
+    recorded: Recorded | None = None,
 ) -> Executor | None:
     """Build the chosen executor (None: the default local one), or exit 2 with the fix.
 
-    ``detached`` (``--detach``) is refused with a remote executor before connecting: a detached
-    run continues in a forked process, and a Dask client's threads and sockets do not survive
-    a fork; such a run is driven in the foreground (or under ``nohup``).
+    ``recorded``: the choice of the run being resumed. ``detached`` (``--detach``): everything
+    is checked here, without importing Dask, and the client connects in the detached process
+    (a Dask client's threads do not survive the fork).
     """
     environ = os.environ if env is None else env
-    name = pick(executor_flag, "--executor", EXECUTOR_ENV, "executor", config_settings, environ)
+    record = recorded or Recorded("", None, None)
+    of_run = f"the executor run {record.run_id} recorded (override it with --executor)"
+    name = pick(
+        executor_flag,
+        "--executor",
+        EXECUTOR_ENV,
+        record.executor,
+        of_run,
+        "executor",
+        config_settings,
+        environ,
+    )
     if name.value is None or name.value == "local":
         return None
     if name.value != "dask":
@@ -77,14 +122,15 @@ def executor_for(
             f"{', '.join(EXECUTOR_NAMES)}",
             exit_code=EXIT_USAGE,
         )
-    if detached:
-        raise OrchestratorError(
-            f"--detach works with the local executor only, not {name.value!r}; run it in the "
-            "foreground (e.g. under nohup) or drop --executor",
-            exit_code=EXIT_USAGE,
-        )
     scheduler = pick(
-        scheduler_flag, "--scheduler", SCHEDULER_ENV, "dask_scheduler", config_settings, environ
+        scheduler_flag,
+        "--scheduler",
+        SCHEDULER_ENV,
+        record.scheduler,
+        f"the scheduler run {record.run_id} recorded (override it with --scheduler)",
+        "dask_scheduler",
+        config_settings,
+        environ,
     )
     if scheduler.value is None:
         raise OrchestratorError(
@@ -92,9 +138,9 @@ def executor_for(
             f"set {SCHEDULER_ENV} or settings.dask_scheduler",
             exit_code=EXIT_USAGE,
         )
-    from codex_orchestrator.executors.dask import WorkerMapping, connect
+    from codex_orchestrator.executors.dask import WorkerMapping, connect, connect_after_fork
 
-    return connect(
+    return (connect_after_fork if detached else connect)(
         scheduler.value,
         scheduler.source,
         WorkerMapping(workspace.root, _worker_root(config_settings, workspace)),

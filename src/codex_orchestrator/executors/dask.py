@@ -17,8 +17,12 @@ import os
 import re
 import select
 import socket
+import struct
+import threading
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -50,6 +54,12 @@ ADDRESS_PATTERN = re.compile(
     r"tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})"
 )
 CONNECT_TIMEOUT_SECONDS = 10.0
+#: The start of a Dask scheduler's handshake frame: bytes after this count, number of frames,
+#: length of the first frame (distributed/comm/tcp.py, native byte order as there).
+GREETING = struct.Struct("=3Q")
+GREETING_TIMEOUT_SECONDS = 5.0
+GREETING_MAX_FRAMES = 1024
+GREETING_LIMIT = 1 << 20
 POLL_SECONDS = 0.1
 RECEIVE_BYTES = 1 << 20
 #: Largest metadata frame (started/exit/spawn-failed); data frames stream straight to disk.
@@ -97,16 +107,59 @@ def connect(
     lost_after_seconds: float,
 ) -> DaskExecutor:
     """Connect to the scheduler at ``address`` (named by ``source``), else exit 2 with the fix."""
+    callback_host = check_scheduler(address, source)
+    return _client_executor(
+        address, source, callback_host, mapping, grace_seconds, lost_after_seconds
+    )
+
+
+def connect_after_fork(
+    address: str,
+    source: str,
+    mapping: WorkerMapping,
+    grace_seconds: float,
+    lost_after_seconds: float,
+) -> DetachedDaskExecutor:
+    """Check the scheduler at ``address`` as `connect` does, without importing Dask (else exit
+    2 with the fix); the executor connects in the detached process (`DetachedDaskExecutor`)."""
+    callback_host = check_scheduler(address, source)
+    return DetachedDaskExecutor(
+        address, source, callback_host, mapping, grace_seconds, lost_after_seconds
+    )
+
+
+def check_scheduler(address: str, source: str) -> str:
+    """Check, without importing Dask, that the extra is installed and that ``address`` is a
+    Dask scheduler that answers; else exit 2 with the fix. Returns this machine's address on
+    the route to it (workers connect back to that address).
+
+    A detached run validates this before it forks and connects after the fork: a Dask client's
+    threads do not survive a fork, so Dask must not even be imported before it.
+    """
     host, port = parse_address(address, source)
-    try:
-        import cloudpickle  # type: ignore[import-untyped]
-        import distributed
-    except ImportError:
+    missing = [name for name in ("distributed", "cloudpickle") if find_spec(name) is None]
+    if missing:
         raise OrchestratorError(
-            f"the dask executor needs Dask's distributed scheduler; install it with {INSTALL_HINT}",
+            f"the dask executor needs Dask's distributed scheduler (not installed: "
+            f"{', '.join(missing)}); install it with {INSTALL_HINT}",
             exit_code=EXIT_USAGE,
-        ) from None
-    callback_host = _reachable_from(host, port, address, source)
+        )
+    return _probe(host, port, address, source)
+
+
+def _client_executor(
+    address: str,
+    source: str,
+    callback_host: str,
+    mapping: WorkerMapping,
+    grace_seconds: float,
+    lost_after_seconds: float,
+) -> DaskExecutor:
+    """Import Dask and connect a client to the checked scheduler at ``address``."""
+    import cloudpickle  # type: ignore[import-untyped]
+    import distributed
+
+    host, port = parse_address(address, source)
     try:
         client = distributed.Client(  # type: ignore[no-untyped-call]
             f"tcp://{host}:{port}" if ":" not in host else f"tcp://[{host}]:{port}",
@@ -124,14 +177,18 @@ def connect(
     return DaskExecutor(client, address, callback_host, mapping, grace_seconds, lost_after_seconds)
 
 
-def _reachable_from(host: str, port: int, address: str, source: str) -> str:
-    """Check the scheduler's port answers; return this machine's address on that route.
+def _probe(host: str, port: int, address: str, source: str) -> str:
+    """Check the scheduler's port answers like a Dask scheduler; return this machine's address
+    on that route, the one the scheduler sees us from.
 
-    Workers connect back to that address, which is the one the scheduler sees us from.
+    A Dask scheduler writes its side of the comm handshake as soon as it accepts a connection
+    (distributed's ``Listener.on_connection``): a frame whose header is three native 64-bit
+    counts (the bytes that follow the first count, the number of frames, the first frame's
+    length). A web server (the dashboard on 8787) waits for a request; other services greet
+    with text. Either is refused here rather than left to a client that waits 10 s.
     """
     try:
-        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_SECONDS) as probe:
-            local: str = probe.getsockname()[0]
+        probe = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_SECONDS)
     except OSError as error:
         reason = error.strerror or str(error) or type(error).__name__
         raise OrchestratorError(
@@ -139,7 +196,40 @@ def _reachable_from(host: str, port: int, address: str, source: str) -> str:
             "with 'dask scheduler' on that host, or fix the address",
             exit_code=EXIT_USAGE,
         ) from None
+    with probe:
+        local: str = probe.getsockname()[0]
+        problem = _greeting_problem(probe)
+    if problem is not None:
+        raise OrchestratorError(
+            f"{source}: {address} is not a Dask scheduler ({problem}); give the address "
+            "'dask scheduler' prints (tcp://HOST:8786 by default; 8787 is its dashboard)",
+            exit_code=EXIT_USAGE,
+        )
     return local
+
+
+def _greeting_problem(probe: socket.socket) -> str | None:
+    """None when the first bytes read from ``probe`` are a Dask frame header, else why not."""
+    probe.settimeout(GREETING_TIMEOUT_SECONDS)
+    received, silence = b"", "it closed the connection without a word"
+    try:
+        while len(received) < GREETING.size:
+            chunk = probe.recv(GREETING.size - len(received))
+            if not chunk:
+                break
+            received += chunk
+    except TimeoutError:
+        silence = f"it said nothing within {GREETING_TIMEOUT_SECONDS:g} s of the connection"
+    except OSError as error:
+        return f"reading its greeting failed: {error.strerror or error}"
+    if not received:
+        return silence
+    if len(received) == GREETING.size:
+        total, frames, first = GREETING.unpack(received)
+        prelude = 8 * (frames + 1)
+        if 0 < frames <= GREETING_MAX_FRAMES and prelude + first <= total <= GREETING_LIMIT:
+            return None
+    return f"its first bytes are not a Dask frame header: {received!r}"
 
 
 class DaskExecutor:
@@ -158,6 +248,7 @@ class DaskExecutor:
     ) -> None:
         self.client = client
         self.address = address
+        self.options = {"scheduler": address}
         self.callback_host = callback_host
         self.mapping = mapping
         self.grace_seconds = grace_seconds
@@ -325,6 +416,102 @@ class DaskExecutor:
         self.orphans.clear()
         with contextlib.suppress(OSError, TimeoutError, RuntimeError):
             self.client.close(timeout=CONNECT_TIMEOUT_SECONDS)
+
+
+class DetachedDaskExecutor:
+    """The Dask executor of a detached run: checked before the fork, connected after it.
+
+    `check_scheduler` ran in the caller, before the run was created. The client connects in
+    the detached process, before its first stage (a Dask client's threads would not survive
+    the fork). Handles given to `reap` before then (``resume --detach`` ends what the dead
+    run left, before it forks) are reaped once connected, still before any stage starts. When
+    the connection fails after all, every stage fails at once as ``scheduler-lost``, with the
+    reason in the orchestrator's log: the run ends ``failed``, it never hangs.
+    """
+
+    name = KIND
+
+    def __init__(
+        self,
+        address: str,
+        source: str,
+        callback_host: str,
+        mapping: WorkerMapping,
+        grace_seconds: float,
+        lost_after_seconds: float,
+    ) -> None:
+        self.address = address
+        self.options = {"scheduler": address}
+        self._connect = partial(
+            _client_executor,
+            address,
+            source,
+            callback_host,
+            mapping,
+            grace_seconds,
+            lost_after_seconds,
+        )
+        self._lock = threading.Lock()
+        self._connected: DaskExecutor | None = None
+        self._failure: str | None = None
+        self._reaps: list[tuple[Handle, float]] = []
+
+    def connected(self) -> DaskExecutor | None:
+        """The connected executor (connecting on the first call), or None if that failed."""
+        with self._lock:
+            if self._connected is None and self._failure is None:
+                try:
+                    self._connected = self._connect()
+                except Exception as error:  # whatever it is, the detached run must end honestly
+                    self._failure = (
+                        str(error)
+                        if isinstance(error, OrchestratorError)
+                        else f"cannot connect to the Dask scheduler at {self.address} "
+                        f"({type(error).__name__}: {error})"
+                    )
+                    note(f"error: {self._failure}")
+                else:
+                    for handle, grace in self._reaps:
+                        self._connected.reap(handle, grace)
+                self._reaps.clear()
+            return self._connected
+
+    def run(
+        self,
+        request: StageRequest,
+        cancellation: Cancellation,
+        on_handle: Callable[[Handle], None],
+    ) -> StageOutcome:
+        """Run ``request`` on a worker once connected; a failed connection loses the stage."""
+        executor = self.connected()
+        if executor is not None:
+            return executor.run(request, cancellation, on_handle)
+        with _LogFiles(request) as logs:
+            return logs.outcome(
+                None,
+                time.time(),
+                0.0,
+                host="",
+                lost=True,
+                lost_failure=StageFailure.SCHEDULER_LOST,
+                lost_reason=f"the detached run could not connect: {self._failure}",
+            )
+
+    def reap(self, handle: Handle, grace_seconds: float) -> bool:
+        """Reap a local stage's handle now; a remote one once connected (after the fork)."""
+        if self._connected is not None:
+            return self._connected.reap(handle, grace_seconds)
+        if handle.get("kind") == LocalExecutor.name:
+            return LocalExecutor(grace_seconds).reap(handle, grace_seconds)
+        if handle.get("kind") == KIND:
+            self._reaps.append((handle, grace_seconds))
+        return False
+
+    def close(self) -> None:
+        """Disconnect; remote handles still waiting to be reaped are reaped first."""
+        executor = self.connected() if self._reaps else self._connected
+        if executor is not None:
+            executor.close()
 
 
 def _admit(listener: socket.socket, token: bytes) -> socket.socket | None:

@@ -1,0 +1,377 @@
+"""Run control of Dask runs against a real cluster: ``--detach`` (and so the MCP server), and
+``resume`` making the executor choice the run recorded.
+
+A detached run is checked before the fork without importing Dask, and connects after it; a
+port that does not speak Dask is refused before any run exists; a connection that fails in
+the detached process ends the run ``failed``, never a hang.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+
+import processes
+from codex_orchestrator.procfs import live_group_members
+from conftest import Repo
+from dask_cluster import DaskCluster, start_cluster
+from mcp_helpers import MARKER, in_process, result
+
+DASK_MODULES = ("dask", "distributed")
+#: A stage that ignores SIGTERM and leaves a child behind: only SIGKILL of its group ends it.
+STUBBORN = "trap '' TERM; sleep 60 & sleep 60; wait"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
+    """A scheduler and two workers, shared by the tests of this file."""
+    running = start_cluster(tmp_path_factory.mktemp("dask-control"), (), ())
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def dask_flags(cluster: DaskCluster) -> list[str]:
+    return ["--executor", "dask", "--scheduler", cluster.address]
+
+
+def dask_env(cluster: DaskCluster) -> dict[str, str]:
+    return {
+        "CODEX_ORCHESTRATOR_EXECUTOR": "dask",
+        "CODEX_ORCHESTRATOR_DASK_SCHEDULER": cluster.address,
+    }
+
+
+def run_dirs(repo: Repo) -> list[Path]:
+    return sorted((repo.root / ".runs").glob("*/cli/*"))
+
+
+def load(repo: Repo, run_id: str) -> dict[str, Any]:
+    manifest: dict[str, Any] = json.loads(
+        next((repo.root / ".runs").glob(f"*/cli/{run_id}/manifest.json")).read_text()
+    )
+    return manifest
+
+
+def ended(repo: Repo, run_id: str, timeout: float = 60) -> dict[str, Any]:
+    """The run's manifest once it records an end."""
+
+    def terminal() -> dict[str, Any] | None:
+        try:
+            manifest = load(repo, run_id)
+        except (OSError, ValueError):
+            return None
+        return manifest if manifest["completed_at"] else None
+
+    manifest: dict[str, Any] = processes.wait_for(terminal, timeout, f"run {run_id} to end")
+    return manifest
+
+
+def start_detached_in_process(repo: Repo, *args: str) -> tuple[dict[str, Any], float, list[str]]:
+    """``start --detach ARGS`` through ``main`` in a fresh interpreter: the run's document, how
+    long ``main`` took, and the Dask modules the caller's process imported."""
+    code = (
+        "import json, sys, time\nfrom codex_orchestrator.cli import main\n"
+        "began = time.monotonic()\n"
+        f"code = main(['start', '--detach', '--format', 'json', *{list(args)!r}])\n"
+        "took = time.monotonic() - began\nsys.stdout.flush()\n"
+        f"modules = sorted(m for m in sys.modules if m.split('.')[0] in {DASK_MODULES!r})\n"
+        "print('\\nCALLER', json.dumps([code, took, modules]))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=repo.root,
+        env=repo.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    document, _, caller = completed.stdout.rpartition("\nCALLER ")
+    exit_code, took, modules = json.loads(caller)
+    assert exit_code == 0, completed.stdout
+    return json.loads(document), took, modules
+
+
+# --- start --detach ---------------------------------------------------------------------------
+
+
+def test_detached_dask_run_returns_at_once_and_runs_on_the_workers(
+    repo: Repo, cluster: DaskCluster
+) -> None:
+    repo.pipeline(
+        {"id": "build", "command": "sleep 1; echo built on $(hostname)"},
+        {"id": "check", "command": "echo checked >&2"},
+    )
+    document, took, modules = start_detached_in_process(repo, *dask_flags(cluster))
+    assert modules == []  # Dask is never imported before the fork
+    assert took < 5  # checked and forked; no Dask client was built here
+    assert document["detached"] is True and document["status"] in ("queued", "in_progress")
+    run_id = document["run_id"]
+    status = repo.cli("status", run_id, "--format", "json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["run_id"] == run_id
+    follow = repo.cli("logs", run_id, "--follow", timeout=90)
+    assert follow.returncode == 0, follow.stderr
+    assert "built on" in follow.stdout and "checked\n" in follow.stderr
+    manifest = ended(repo, run_id)
+    assert (manifest["status"], manifest["executor"]) == ("succeeded", "dask")
+    assert manifest["executor_options"] == {"scheduler": cluster.address}
+    workers = {cluster.worker_address(0), cluster.worker_address(1)}
+    for entry in manifest["commands"]:
+        assert entry["host"] and entry["handle"]["kind"] == "dask"
+        assert entry["worker"] in workers
+    log = (repo.root / document["orchestrator_log"]).read_text()
+    assert "Traceback" not in log
+
+
+def group_gone(pgid: int) -> bool:
+    return live_group_members(pgid) == []
+
+
+def test_cancel_of_a_detached_dask_run_leaves_no_process_on_the_workers(
+    repo: Repo, cluster: DaskCluster
+) -> None:
+    repo.pipeline(
+        {"id": "long", "command": STUBBORN},
+        {"id": "never", "command": "true"},
+        settings={"kill_grace_seconds": 1},
+    )
+    started = repo.cli("start", "--detach", "--format", "json", *dask_flags(cluster))
+    assert started.returncode == 0, started.stderr
+    run_id = json.loads(started.stdout)["run_id"]
+
+    def handle() -> dict[str, Any] | None:
+        entry = load(repo, run_id)["commands"][0]
+        return entry.get("handle") if entry["status"] == "running" else None
+
+    remote: dict[str, Any] = processes.wait_for(handle, 60, "the remote stage to start")
+    assert remote["kind"] == "dask" and not group_gone(remote["pgid"])
+    cancelled = repo.cli("cancel", run_id, "--wait", "--format", "json", timeout=60)
+    assert cancelled.returncode == 0, cancelled.stderr
+    manifest = ended(repo, run_id)
+    assert (manifest["status"], manifest["status_detail"]) == ("cancelled", "cancelled")
+    assert [entry["status"] for entry in manifest["commands"]] == ["failed", "pending"]
+    processes.wait_for(lambda: group_gone(remote["pgid"]), 10, "the stage group to end")
+
+
+def test_mcp_start_runs_on_dask_chosen_by_the_environment(
+    repo: Repo, cluster: DaskCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo.pipeline({"id": "remote", "command": "echo from a worker"})
+    for key, value in {**repo.env, **dask_env(cluster), MARKER: uuid.uuid4().hex}.items():
+        monkeypatch.setenv(key, value)
+
+    async def scenario(client: Client) -> Any:
+        return await client.call_tool("start", {"wait_seconds": 60})
+
+    state = result(in_process(repo, scenario))
+    assert state["finished"] is True and state["status"] == "succeeded", state
+    manifest = load(repo, state["run_id"])
+    assert manifest["executor"] == "dask"
+    assert manifest["commands"][0]["handle"]["kind"] == "dask"
+
+
+# --- a port that is not a Dask scheduler, a scheduler gone after the check --------------------
+
+
+@contextmanager
+def listening(serve: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A TCP server on 127.0.0.1 that runs ``serve`` on each connection; its address."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                serve(connection)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+
+
+@contextmanager
+def web_server() -> Iterator[str]:
+    """A real HTTP server (like Dask's dashboard): it waits for a request, says nothing first."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def greet_like_ssh(connection: socket.socket) -> None:
+    connection.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+
+@pytest.mark.parametrize(
+    ("server", "detach", "problem"),
+    [
+        (web_server, True, "it said nothing within 5 s"),
+        (
+            lambda: listening(greet_like_ssh),
+            True,
+            "its first bytes are not a Dask frame header: b'SSH-2.0-",
+        ),
+        (
+            lambda: listening(greet_like_ssh),
+            False,
+            "its first bytes are not a Dask frame header: b'SSH-2.0-",
+        ),
+    ],
+    ids=["http-detached", "ssh-detached", "ssh-foreground"],
+)
+def test_a_port_that_does_not_speak_dask_exits_2_without_a_run(
+    repo: Repo, server: Callable[[], Any], detach: bool, problem: str
+) -> None:
+    repo.pipeline({"id": "one", "command": "true"})
+    with server() as address:
+        args = ["--executor", "dask", "--scheduler", address, "--format", "json"]
+        completed = repo.cli("start", *(["--detach"] if detach else []), *args)
+    assert completed.returncode == 2, completed.stderr
+    message = json.loads(completed.stdout)["error"]
+    assert f"--scheduler: {address} is not a Dask scheduler ({problem}" in message
+    assert "8787 is its dashboard" in message
+    assert "Traceback" not in completed.stderr
+    assert run_dirs(repo) == []
+
+
+def test_a_detached_run_that_cannot_connect_after_the_fork_fails_honestly(repo: Repo) -> None:
+    repo.pipeline({"id": "first", "command": "echo never"}, {"id": "second", "command": "true"})
+    header = struct.pack("=3Q", 58, 1, 42)  # a Dask scheduler's greeting starts like this
+    served: list[int] = []
+
+    def greet_once(connection: socket.socket) -> None:
+        # The check before the fork is greeted; later connections (the detached run's client)
+        # find a scheduler that went away.
+        if not served:
+            connection.sendall(header)
+        served.append(1)
+
+    with listening(greet_once) as address:
+        started = repo.cli(
+            "start", "--detach", "--format", "json", "--executor", "dask", "--scheduler", address
+        )
+        assert started.returncode == 0, started.stderr
+        document = json.loads(started.stdout)
+        manifest = ended(repo, document["run_id"], timeout=60)
+    assert (manifest["status"], manifest["exit_code"]) == ("failed", 1)
+    assert manifest["status_detail"] == "stage:first:scheduler-lost"
+    first, second = manifest["commands"]
+    assert (first["status"], second["status"]) == ("failed", "pending")
+    assert first["summary"].startswith("the detached run could not connect: --scheduler: cannot")
+    log = (repo.root / document["orchestrator_log"]).read_text()
+    assert f"error: --scheduler: cannot connect to the Dask scheduler at {address}" in log
+    assert "Traceback" not in log
+
+
+# --- resume makes the recorded choice ----------------------------------------------------------
+
+
+def failing_once(repo: Repo, marker: Path, **extra: Any) -> None:
+    """A one-stage pipeline that fails the first time it runs and succeeds after."""
+    command = f"test -e {marker} || {{ touch {marker}; exit 1; }}"
+    repo.pipeline({"id": "work", "command": command}, **extra)
+
+
+def resumed(repo: Repo, run_id: str, *args: str, env: dict[str, str] | None = None) -> Any:
+    completed = repo.cli("resume", run_id, "--format", "json", *args, env=env)
+    assert completed.returncode == 0, completed.stderr
+    return repo.manifest(json.loads(completed.stdout))
+
+
+def test_resume_runs_on_the_recorded_executor_unless_told_otherwise(
+    repo: Repo, cluster: DaskCluster, tmp_path: Path
+) -> None:
+    failing_once(repo, tmp_path / "ran")
+    code, document = repo.start_json(*dask_flags(cluster))
+    assert code == 1, document
+    run_id = document["run_id"]
+    detached = repo.cli("resume", run_id, "--detach")  # no flag, no environment, no config
+    assert detached.returncode == 0, detached.stderr
+    manifest = ended(repo, run_id)
+    assert (manifest["status"], manifest["executor"]) == ("succeeded", "dask")
+    assert manifest["commands"][0]["handle"]["kind"] == "dask"
+    assert manifest["executor_options"] == {"scheduler": cluster.address}
+
+    (tmp_path / "ran").unlink()
+    code, document = repo.start_json(*dask_flags(cluster))
+    assert code == 1, document
+    manifest = resumed(repo, document["run_id"], env={"CODEX_ORCHESTRATOR_EXECUTOR": "local"})
+    assert (manifest["status"], manifest["executor"]) == ("succeeded", "local")
+    assert manifest["executor_options"] == {}
+    assert manifest["commands"][0]["handle"]["kind"] == "local"
+
+
+def test_a_local_run_resumes_locally_whatever_the_config_says(
+    repo: Repo, cluster: DaskCluster, tmp_path: Path
+) -> None:
+    failing_once(repo, tmp_path / "ran")
+    code, document = repo.start_json()
+    assert code == 1, document
+    assert repo.manifest(document)["executor"] == "local"
+    dask_settings = {"executor": "dask", "dask_scheduler": cluster.address}
+    failing_once(repo, tmp_path / "ran", settings=dask_settings)
+    manifest = resumed(repo, document["run_id"])
+    assert (manifest["status"], manifest["executor"]) == ("succeeded", "local")
+
+    (tmp_path / "ran").unlink()
+    failing_once(repo, tmp_path / "ran")
+    code, document = repo.start_json()
+    assert code == 1, document
+    manifest = resumed(repo, document["run_id"], *dask_flags(cluster))
+    assert (manifest["status"], manifest["executor"]) == ("succeeded", "dask")
+
+
+def test_resume_names_the_recorded_scheduler_when_it_is_gone(repo: Repo, tmp_path: Path) -> None:
+    failing_once(repo, tmp_path / "ran")
+    code, document = repo.start_json()
+    assert code == 1, document
+    path = repo.root / document["manifest"]
+    manifest = json.loads(path.read_text())
+    manifest.update(executor="dask", executor_options={"scheduler": "tcp://127.0.0.1:1"})
+    path.write_text(json.dumps(manifest))
+    completed = repo.cli("resume", document["run_id"], "--format", "json")
+    assert completed.returncode == 2, completed.stderr
+    error = json.loads(completed.stdout)["error"]
+    assert error.startswith(
+        f"the scheduler run {document['run_id']} recorded (override it with --scheduler): "
+        "cannot reach the Dask scheduler at tcp://127.0.0.1:1"
+    )
+    assert json.loads(path.read_text())["status"] == "failed"  # nothing was changed
