@@ -9,6 +9,8 @@ the detached process ends the run ``failed``, never a hang.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import struct
 import subprocess
@@ -375,3 +377,40 @@ def test_resume_names_the_recorded_scheduler_when_it_is_gone(repo: Repo, tmp_pat
         "cannot reach the Dask scheduler at tcp://127.0.0.1:1"
     )
     assert json.loads(path.read_text())["status"] == "failed"  # nothing was changed
+
+
+def parent_pid(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    return int(stat[stat.rindex(b")") + 2 :].split()[1])
+
+
+def test_detached_resume_ends_what_the_dead_run_left_on_a_worker_before_rerunning(
+    repo: Repo, cluster: DaskCluster
+) -> None:
+    repo.pipeline({"id": "work", "command": "sleep 60 & wait"}, settings={"kill_grace_seconds": 1})
+    process = repo.spawn("start", "--format", "json", *dask_flags(cluster))
+    try:
+
+        def handle() -> dict[str, Any] | None:
+            dirs = run_dirs(repo)
+            entry = load(repo, dirs[0].name)["commands"][0] if dirs else {"status": "pending"}
+            return entry.get("handle") if entry["status"] == "running" else None
+
+        remote: dict[str, Any] = processes.wait_for(handle, 60, "the remote stage to start")
+        supervisor = parent_pid(remote["pid"])
+        assert supervisor not in (remote["worker_pid"], process.pid)
+        # The stage's supervisor and the orchestrator die together: nobody is left to end the
+        # stage's group but the resume.
+        os.kill(supervisor, signal.SIGKILL)
+        process.kill()
+    finally:
+        process.kill()
+        process.wait()
+    assert not group_gone(remote["pgid"])
+    run_id = run_dirs(repo)[0].name
+    repo.pipeline({"id": "work", "command": "true"})
+    detached = repo.cli("resume", run_id, "--detach")
+    assert detached.returncode == 0, detached.stderr
+    manifest = ended(repo, run_id)
+    assert (manifest["status"], manifest["executor"]) == ("succeeded", "dask")
+    assert group_gone(remote["pgid"])  # ended through the worker before the stage ran again
