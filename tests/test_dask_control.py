@@ -276,30 +276,36 @@ def test_a_port_that_does_not_speak_dask_exits_2_without_a_run(
 
 def test_a_detached_run_that_cannot_connect_after_the_fork_fails_honestly(repo: Repo) -> None:
     repo.pipeline({"id": "first", "command": "echo never"}, {"id": "second", "command": "true"})
-    header = struct.pack("=3Q", 58, 1, 42)  # a Dask scheduler's greeting starts like this
-    served: list[int] = []
+    # A "scheduler" that greets the check before the fork as Dask does, then goes away.
+    server = socket.create_server(("127.0.0.1", 0))
+    address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
 
-    def greet_once(connection: socket.socket) -> None:
-        # The check before the fork is greeted; later connections (the detached run's client)
-        # find a scheduler that went away.
-        if not served:
-            connection.sendall(header)
-        served.append(1)
+    def greet_once_and_go() -> None:
+        with server:
+            connection, _ = server.accept()
+            with connection:
+                connection.sendall(struct.pack("=3Q", 58, 1, 42))
 
-    with listening(greet_once) as address:
+    greeter = threading.Thread(target=greet_once_and_go, daemon=True)
+    greeter.start()
+    try:
         started = repo.cli(
             "start", "--detach", "--format", "json", "--executor", "dask", "--scheduler", address
         )
-        assert started.returncode == 0, started.stderr
-        document = json.loads(started.stdout)
-        manifest = ended(repo, document["run_id"], timeout=60)
+    finally:
+        greeter.join(timeout=60)
+    assert not greeter.is_alive()
+    assert started.returncode == 0, started.stderr
+    document = json.loads(started.stdout)
+    manifest = ended(repo, document["run_id"], timeout=60)
     assert (manifest["status"], manifest["exit_code"]) == ("failed", 1)
     assert manifest["status_detail"] == "stage:first:scheduler-lost"
     first, second = manifest["commands"]
     assert (first["status"], second["status"]) == ("failed", "pending")
-    assert first["summary"].startswith("the detached run could not connect: --scheduler: cannot")
+    reason = f"--scheduler: cannot reach the Dask scheduler at {address} (Connection refused)"
+    assert first["summary"].startswith(f"the detached run could not connect: {reason}")
     log = (repo.root / document["orchestrator_log"]).read_text()
-    assert f"error: --scheduler: cannot connect to the Dask scheduler at {address}" in log
+    assert f"error: {reason}" in log
     assert "Traceback" not in log
 
 

@@ -122,9 +122,9 @@ def connect_after_fork(
 ) -> DetachedDaskExecutor:
     """Check the scheduler at ``address`` as `connect` does, without importing Dask (else exit
     2 with the fix); the executor connects in the detached process (`DetachedDaskExecutor`)."""
-    callback_host = check_scheduler(address, source)
+    check_scheduler(address, source)
     return DetachedDaskExecutor(
-        address, source, callback_host, mapping, grace_seconds, lost_after_seconds
+        partial(connect, address, source, mapping, grace_seconds, lost_after_seconds), address
     )
 
 
@@ -421,36 +421,23 @@ class DaskExecutor:
 class DetachedDaskExecutor:
     """The Dask executor of a detached run: checked before the fork, connected after it.
 
-    `check_scheduler` ran in the caller, before the run was created. The client connects in
-    the detached process, before its first stage (a Dask client's threads would not survive
-    the fork). Handles given to `reap` before then (``resume --detach`` ends what the dead
-    run left, before it forks) are reaped once connected, still before any stage starts. When
-    the connection fails after all, every stage fails at once as ``scheduler-lost``, with the
-    reason in the orchestrator's log: the run ends ``failed``, it never hangs.
+    `check_scheduler` ran in the caller, before the run was created. `connect` runs in the
+    detached process, before its first stage (a Dask client's threads would not survive the
+    fork); it checks again, so a scheduler gone in between is seen at once, not after the
+    client's 10 s of retries. Handles given to `reap` before then (``resume --detach`` ends
+    what the dead run left, before it forks) are reaped once connected, still before any stage
+    starts. When the connection fails after all, every stage fails at once as
+    ``scheduler-lost``, with the reason in the orchestrator's log: the run ends ``failed``, it
+    never hangs.
     """
 
     name = KIND
 
-    def __init__(
-        self,
-        address: str,
-        source: str,
-        callback_host: str,
-        mapping: WorkerMapping,
-        grace_seconds: float,
-        lost_after_seconds: float,
-    ) -> None:
+    def __init__(self, connect: Callable[[], DaskExecutor], address: str) -> None:
+        """``connect``: builds the connected executor (exit-2 errors say what is wrong)."""
         self.address = address
         self.options = {"scheduler": address}
-        self._connect = partial(
-            _client_executor,
-            address,
-            source,
-            callback_host,
-            mapping,
-            grace_seconds,
-            lost_after_seconds,
-        )
+        self._connect = connect
         self._lock = threading.Lock()
         self._connected: DaskExecutor | None = None
         self._failure: str | None = None
