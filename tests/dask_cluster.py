@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from codex_orchestrator.procfs import live_group_members
+
 DASK = Path(sys.executable).with_name("dask")
 START_TIMEOUT_SECONDS = 60.0
 
@@ -140,3 +142,22 @@ def start_cluster(workdir: Path, *worker_options: tuple[str, ...]) -> DaskCluste
         cluster.stop()
         raise
     return cluster
+
+
+def dask_env(cluster: DaskCluster) -> dict[str, str]:
+    """The environment that sends a run's stages to ``cluster``."""
+    return {
+        "CODEX_ORCHESTRATOR_EXECUTOR": "dask",
+        "CODEX_ORCHESTRATOR_DASK_SCHEDULER": cluster.address,
+    }
+
+
+def group_gone(pgid: int) -> bool:
+    """True once no live process is left in process group ``pgid``."""
+    return live_group_members(pgid) == []
+
+
+def parent_pid(pid: int) -> int:
+    """The parent of ``pid`` (a stage's parent is its supervisor)."""
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    return int(stat[stat.rindex(b")") + 2 :].split()[1])

@@ -27,9 +27,8 @@ import pytest
 from mcp import Client
 
 import processes
-from codex_orchestrator.procfs import live_group_members
 from conftest import Repo
-from dask_cluster import DaskCluster, start_cluster
+from dask_cluster import DaskCluster, dask_env, group_gone, parent_pid, start_cluster
 from mcp_helpers import MARKER, in_process, result
 
 DASK_MODULES = ("dask", "distributed")
@@ -49,13 +48,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
 
 def dask_flags(cluster: DaskCluster) -> list[str]:
     return ["--executor", "dask", "--scheduler", cluster.address]
-
-
-def dask_env(cluster: DaskCluster) -> dict[str, str]:
-    return {
-        "CODEX_ORCHESTRATOR_EXECUTOR": "dask",
-        "CODEX_ORCHESTRATOR_DASK_SCHEDULER": cluster.address,
-    }
 
 
 def run_dirs(repo: Repo) -> list[Path]:
@@ -140,10 +132,6 @@ def test_detached_dask_run_returns_at_once_and_runs_on_the_workers(
         assert entry["worker"] in workers
     log = (repo.root / document["orchestrator_log"]).read_text()
     assert "Traceback" not in log
-
-
-def group_gone(pgid: int) -> bool:
-    return live_group_members(pgid) == []
 
 
 def test_cancel_of_a_detached_dask_run_leaves_no_process_on_the_workers(
@@ -383,11 +371,6 @@ def test_resume_names_the_recorded_scheduler_when_it_is_gone(repo: Repo, tmp_pat
         "cannot reach the Dask scheduler at tcp://127.0.0.1:1"
     )
     assert json.loads(path.read_text())["status"] == "failed"  # nothing was changed
-
-
-def parent_pid(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_bytes()
-    return int(stat[stat.rindex(b")") + 2 :].split()[1])
 
 
 def test_detached_resume_ends_what_the_dead_run_left_on_a_worker_before_rerunning(

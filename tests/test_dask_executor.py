@@ -22,9 +22,8 @@ from typing import Any
 import pytest
 
 import processes
-from codex_orchestrator.procfs import live_group_members
 from conftest import SRC, Repo
-from dask_cluster import DaskCluster, start_cluster
+from dask_cluster import DaskCluster, dask_env, group_gone, parent_pid, start_cluster
 
 TWO_WORKERS = ((), ("--resources", "GPU=1"))
 
@@ -47,14 +46,6 @@ def own_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
         yield running
     finally:
         running.stop()
-
-
-def dask_env(cluster: DaskCluster, **extra: str) -> dict[str, str]:
-    return {
-        "CODEX_ORCHESTRATOR_EXECUTOR": "dask",
-        "CODEX_ORCHESTRATOR_DASK_SCHEDULER": cluster.address,
-        **extra,
-    }
 
 
 def wait_for(condition: Any, timeout: float = 30.0, what: str = "condition") -> Any:
@@ -91,11 +82,6 @@ def first_stage_handle(repo: Repo) -> dict[str, Any]:
         lambda: running_handle(repo, 0), what="the remote stage to start"
     )
     return handle
-
-
-def group_gone(pgid: int) -> bool:
-    members = live_group_members(pgid)
-    return members == []
 
 
 # --- selection and bad input -----------------------------------------------------------------
@@ -395,11 +381,6 @@ def test_scheduler_death_fails_the_run_and_says_so(repo: Repo, own_cluster: Dask
     assert "scheduler" in manifest["commands"][0]["summary"]
     assert [entry["status"] for entry in manifest["commands"]] == ["failed", "pending"]
     wait_for(lambda: group_gone(handle["pgid"]), timeout=10, what="the stage group to end")
-
-
-def parent_pid(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_bytes()
-    return int(stat[stat.rindex(b")") + 2 :].split()[1])
 
 
 def test_vanished_supervisor_is_lost_and_its_group_reaped_on_the_worker(
