@@ -1,7 +1,8 @@
 """The functions Dask runs on a worker: hand a stage to a supervisor, reap a leftover group.
 
-Standard library only: the orchestrator pickles this module by value, so a worker needs Python
-and Dask, not a copy of codex-orchestrator. See docs/executors.md.
+Standard library only: the orchestrator sends this module's source text with each task and a
+worker compiles it once (``dask_entry.call``), so a worker needs Python and Dask, not a copy of
+codex-orchestrator. See docs/executors.md.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ HELLO = b"codex-orchestrator-stage/1 "
 GO = b"G"
 CONNECT_TIMEOUT_SECONDS = 10.0
 #: The length prefix of a job, as ``dask_supervisor.JOB_HEADER`` (which this module cannot
-#: import); a format string, because module globals travel to workers by pickle.
+#: import: it runs as a separate program on workers).
 JOB_HEADER = ">I"
 NOT_RUN = "not-run"
 
