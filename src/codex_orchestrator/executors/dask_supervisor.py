@@ -304,9 +304,19 @@ def serve(jobs: int, worker_pid: int) -> int:
     with socket.socket(fileno=jobs) as link:
         while (received := receive_job(link)) is not None:
             job, (channel_fd, done_fd) = received
-            if os.fork() == 0:
-                link.close()
-                os._exit(supervise_job(libc, job, channel_fd, done_fd, worker_pid, server))
+            try:
+                child = os.fork()
+            except OSError as error:  # out of processes or memory: say so, not "worker lost"
+                message = f"cannot fork the stage's supervisor: {error.strerror or error}"
+                Channel(channel_fd).send(FRAME_SPAWN_FAILED, message.encode())
+                child = -1
+            if child == 0:
+                code = 1
+                try:
+                    link.close()
+                    code = supervise_job(libc, job, channel_fd, done_fd, worker_pid, server)
+                finally:  # never back into the server's loop, whatever happened
+                    os._exit(code)
             os.close(channel_fd)
             os.close(done_fd)
     return 0
