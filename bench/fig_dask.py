@@ -103,7 +103,8 @@ class _Runs:
 
 
 class _SupervisorPeaks:
-    """Samples the peak RSS (VmHWM) of the workers' supervisor processes while they live."""
+    """Samples the peak RSS (VmHWM) of the workers' fork servers and of the supervisors they
+    fork, while they live."""
 
     def __init__(self, worker_pids: list[int]) -> None:
         import threading
@@ -127,19 +128,24 @@ class _SupervisorPeaks:
                 self.peak_kib = max(self.peak_kib, _status_kib(pid, "VmHWM:"))
 
     def _supervisors(self) -> list[int]:
-        found = []
-        for worker in self.worker_pids:
-            try:
-                threads = os.listdir(f"/proc/{worker}/task")
-            except OSError:
-                continue
-            for thread in threads:  # children are listed by the thread that started them
-                try:
-                    with open(f"/proc/{worker}/task/{thread}/children") as children:
-                        found += [int(pid) for pid in children.read().split()]
-                except OSError:
-                    continue
-        return found
+        servers = [pid for worker in self.worker_pids for pid in _children(worker)]
+        return servers + [pid for server in servers for pid in _children(server)]
+
+
+def _children(pid: int) -> list[int]:
+    """Children of ``pid``, listed by whichever of its threads started them."""
+    found = []
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    for thread in threads:
+        try:
+            with open(f"/proc/{pid}/task/{thread}/children") as children:
+                found += [int(child) for child in children.read().split()]
+        except OSError:
+            continue
+    return found
 
 
 def _status_kib(pid: int, field: str) -> int:

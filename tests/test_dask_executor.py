@@ -390,12 +390,46 @@ def test_vanished_supervisor_is_lost_and_its_group_reaped_on_the_worker(
     with remote_run(repo, dask_env(cluster)) as process:
         handle = first_stage_handle(repo)
         supervisor = parent_pid(handle["pid"])
-        assert parent_pid(supervisor) == handle["worker_pid"]  # verified before signalling
+        fork_server = parent_pid(supervisor)
+        assert parent_pid(fork_server) == handle["worker_pid"]  # verified before signalling
         os.kill(supervisor, signal.SIGKILL)
         stdout, _ = process.communicate(timeout=60)
     assert process.returncode == 1
     assert repo.manifest(json.loads(stdout))["status_detail"] == "stage:work:worker-lost"
     assert group_gone(handle["pgid"])  # ended on the worker before the run was recorded
+
+
+# Each stage prints the pid of its supervisor's parent: the worker's fork server.
+FORK_SERVER_OF_STAGE = "awk '{print $4}' /proc/$PPID/stat"
+
+
+def fork_servers(repo: Repo, document: dict[str, Any]) -> set[tuple[int, int]]:
+    """(fork server pid, worker pid) of each stage of a finished run."""
+    found = set()
+    for entry in repo.manifest(document)["commands"]:
+        server = int((repo.root / entry["log_path"]).read_text())
+        found.add((server, entry["handle"]["worker_pid"]))
+    return found
+
+
+def test_one_fork_server_per_worker_runs_every_stage_and_is_replaced_when_killed(
+    repo: Repo, cluster: DaskCluster
+) -> None:
+    on_gpu_worker = {"command": FORK_SERVER_OF_STAGE, "resources": {"GPU": 1}}
+    repo.pipeline(*({"id": f"s{n}", **on_gpu_worker} for n in range(3)))
+    code, document = repo.start_json(env=dask_env(cluster))
+    assert code == 0, document
+    [(server, worker)] = fork_servers(repo, document)  # every stage: one server, long-lived
+    assert parent_pid(server) == worker
+    # Supervisors are reaped as they end: no zombie stays behind on the worker.
+    children = Path(f"/proc/{server}/task/{server}/children")
+    wait_for(lambda: children.read_text().split() == [], timeout=5, what="supervisors to go")
+    os.kill(server, signal.SIGKILL)  # verified above: the recorded worker's child
+    code, document = repo.start_json(env=dask_env(cluster))
+    assert code == 0, document
+    [(replacement, same_worker)] = fork_servers(repo, document)
+    assert (replacement != server, same_worker) == (True, worker)
+    assert parent_pid(replacement) == worker
 
 
 def test_sigkilled_orchestrator_leaves_no_remote_process_and_resumes(

@@ -1,13 +1,12 @@
 """The Dask executor: each command stage runs as one Dask task on a worker of a cluster.
 
-The task (``dask_remote.run_stage_on_worker``) connects back to a socket this executor opens
-for the stage, and starts a small supervisor process (``dask_supervisor``) that runs the
-command in its own process group and streams its output over that socket into the run's log
-files here, while the stage runs. No shared filesystem is needed, and memory stays bounded on
-both sides (one chunk in flight per stream). Cancellation, timeouts and worker loss are handled
-over the same socket. This module is the only one that imports Dask, and only when the user
-chose this executor. See docs/executors.md.
-"""
+The task (``dask_remote.run_stage_on_worker``, sent as source text) connects back to a socket
+this executor opens for the stage, and has the worker's fork server (``dask_supervisor``) start
+a supervisor that runs the command in its own process group and streams its output over that
+socket into the run's log files here, while the stage runs. No shared filesystem is needed, and
+memory stays bounded on both sides (one chunk in flight per stream). Cancellation, timeouts and
+worker loss are handled over the same socket. This module is the only one that imports Dask,
+and only when the user chose this executor. See docs/executors.md."""
 
 from __future__ import annotations
 
@@ -28,7 +27,7 @@ from typing import Any, NamedTuple
 
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
 from codex_orchestrator.executor import Cancellation, Handle, StageOutcome, StageRequest
-from codex_orchestrator.executors import dask_remote, dask_supervisor
+from codex_orchestrator.executors import dask_entry, dask_remote, dask_supervisor
 from codex_orchestrator.executors.dask_supervisor import (
     CONTROL,
     CONTROL_KILL,
@@ -172,8 +171,9 @@ def _client_executor(
             "with 'dask scheduler' or fix the address",
             exit_code=EXIT_USAGE,
         ) from None
-    # Workers need Python and Dask only: the worker-side functions travel by value.
-    cloudpickle.register_pickle_by_value(dask_remote)
+    # Workers need Python and Dask only: the entry function travels by value, the worker-side
+    # modules as source text.
+    cloudpickle.register_pickle_by_value(dask_entry)
     return DaskExecutor(client, address, callback_host, mapping, grace_seconds, lost_after_seconds)
 
 
@@ -255,6 +255,9 @@ class DaskExecutor:
         self.lost_after_seconds = lost_after_seconds
         #: Handles of stages whose supervisor vanished without a report (their group may live).
         self.orphans: list[Handle] = []
+        #: Futures of started stages, released only after the next submit (see `_release_after`).
+        self.started: list[Any] = []
+        self.remote_source = Path(dask_remote.__file__).read_text(encoding="utf-8")
         self.supervisor_source = Path(dask_supervisor.__file__).read_text(encoding="utf-8")
 
     def run(
@@ -282,7 +285,9 @@ class DaskExecutor:
             listener.listen(8)
             token = os.urandom(16).hex().encode()
             future = self.client.submit(
-                dask_remote.run_stage_on_worker,
+                dask_entry.call,
+                self.remote_source,
+                "run_stage_on_worker",
                 listener.getsockname()[:2],
                 token,
                 self.supervisor_source,
@@ -295,6 +300,7 @@ class DaskExecutor:
                 retries=0,
                 resources=dict(request.resources) if request.resources else None,
             )
+            self._release_after(future)
             try:
                 channel = self._await_start(listener, token, future, cancellation)
             except _SchedulerLost:
@@ -308,6 +314,17 @@ class DaskExecutor:
         with channel:
             stream = _Stream(self, channel, logs, request, cancellation, on_handle)
             return stream.follow()
+
+    def _release_after(self, future: Any) -> None:
+        """Keep ``future`` until the next stage is submitted; release those kept so far.
+
+        Dropping a future sends "release" to the scheduler at once, and the client then holds
+        whatever it sends next for its batching interval (10 ms): a release sent as one stage
+        ends would delay the very next submit by that much. Released after a submit, it
+        travels in the same batch instead.
+        """
+        released, self.started = self.started, [future]
+        released.clear()
 
     def _warn_unmet(self, stage_id: str, resources: Mapping[str, float]) -> None:
         """Say so when no worker has the resources a stage needs: Dask then waits for one."""
@@ -388,7 +405,9 @@ class DaskExecutor:
         if worker not in self.client.scheduler_info().get("workers", {}):
             return False
         future = self.client.submit(
-            dask_remote.reap_on_worker,
+            dask_entry.call,
+            self.remote_source,
+            "reap_on_worker",
             self.supervisor_source,
             host,
             pgid,
@@ -414,6 +433,7 @@ class DaskExecutor:
             for handle in self.orphans:
                 self.reap(handle, self.grace_seconds)
         self.orphans.clear()
+        self.started.clear()
         with contextlib.suppress(OSError, TimeoutError, RuntimeError):
             self.client.close(timeout=CONNECT_TIMEOUT_SECONDS)
 

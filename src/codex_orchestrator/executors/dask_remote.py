@@ -1,7 +1,8 @@
 """The functions Dask runs on a worker: hand a stage to a supervisor, reap a leftover group.
 
-Standard library only: the orchestrator pickles this module by value, so a worker needs Python
-and Dask, not a copy of codex-orchestrator. See docs/executors.md.
+Standard library only: the orchestrator sends this module's source text with each task and a
+worker compiles it once (``dask_entry.call``), so a worker needs Python and Dask, not a copy of
+codex-orchestrator. See docs/executors.md.
 """
 
 from __future__ import annotations
@@ -21,80 +22,96 @@ HELLO = b"codex-orchestrator-stage/1 "
 GO = b"G"
 CONNECT_TIMEOUT_SECONDS = 10.0
 #: The length prefix of a job, as ``dask_supervisor.JOB_HEADER`` (which this module cannot
-#: import); a format string, because module globals travel to workers by pickle.
+#: import: it runs as a separate program on workers).
 JOB_HEADER = ">I"
-#: Supervisors kept booted per worker, so a stage does not wait for an interpreter to start.
-SPARES = 2
 NOT_RUN = "not-run"
 
 
-class Spare:
-    """A booted supervisor process waiting for its stage on ``jobs``."""
+class ForkServer:
+    """A running ``dask_supervisor`` fork server and the socket that hands it stages."""
 
     def __init__(self, process: subprocess.Popen[bytes], jobs: socket.socket) -> None:
         self.process = process
         self.jobs = jobs
+        self.lock = threading.Lock()  # one job's message at a time on the shared socket
 
-    def hand_over(self, channel: int, job: Mapping[str, object]) -> None:
-        """Give the supervisor its stage and the socket connected to the orchestrator."""
+    def hand_over(self, fds: list[int], job: Mapping[str, object]) -> None:
+        """Give the server a stage and its descriptors; OSError if the server is gone."""
         body = json.dumps(job).encode()
-        with self.jobs:
-            socket.send_fds(self.jobs, [struct.pack(JOB_HEADER, len(body))], [channel])
+        with self.lock:
+            socket.send_fds(self.jobs, [struct.pack(JOB_HEADER, len(body))], fds)
             self.jobs.sendall(body)
 
 
-def boot(source: str) -> Spare:
-    """Start a supervisor process that waits for a stage."""
+def boot(source: str) -> ForkServer:
+    """Start a fork server for this worker process."""
     jobs, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with theirs:
         argv = [sys.executable, "-I", "-S", "-c", source, str(theirs.fileno()), str(os.getpid())]
         process = subprocess.Popen(argv, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
-    return Spare(process, jobs)
+    return ForkServer(process, jobs)
 
 
 class Supervisors:
-    """Boots supervisors ahead of need, from one thread that lives as long as the worker.
+    """This worker's fork server, started (and restarted) by a thread that lives as long as
+    the worker.
 
-    The parent-death signal of a process fires when the *thread* that started it ends, so
-    spares come from this thread and never from a task's thread, which Dask may retire.
+    The parent-death signal of a process fires when the *thread* that started it ends, so the
+    server comes from this thread and never from a task's thread, which Dask may retire.
     """
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.requests: queue.SimpleQueue[bool] = queue.SimpleQueue()
-        self.ready: queue.SimpleQueue[Spare | OSError] = queue.SimpleQueue()
+        self.booted: queue.SimpleQueue[ForkServer | OSError] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.server: ForkServer | None = None
         threading.Thread(target=self._boot_loop, name="codex-supervisors", daemon=True).start()
-        for _ in range(SPARES):
-            self.requests.put(True)
 
     def _boot_loop(self) -> None:
         while self.requests.get():
             try:
-                self.ready.put(boot(self.source))
+                self.booted.put(boot(self.source))
             except OSError as error:
-                self.ready.put(error)
+                self.booted.put(error)
 
-    def take(self) -> Spare:
-        """A booted supervisor (waiting for the one being booted if none is ready yet)."""
-        while True:
-            self.requests.put(True)
-            spare = self.ready.get()
-            if isinstance(spare, OSError):
-                raise spare
-            if spare.process.poll() is None:
-                return spare
-            spare.jobs.close()
+    def hand_over(self, fds: list[int], job: Mapping[str, object]) -> None:
+        """Hand a stage to the fork server, starting a new one if there is none or it died."""
+        for attempt in (1, 2):
+            server = self._running()
+            try:
+                server.hand_over(fds, job)
+                return
+            except OSError:
+                if attempt == 2:
+                    raise
+                self._forget(server)
+
+    def _running(self) -> ForkServer:
+        with self.lock:
+            if self.server is not None and self.server.process.poll() is not None:
+                self._forget(self.server)
+            if self.server is None:
+                self.requests.put(True)
+                booted = self.booted.get()
+                if isinstance(booted, OSError):
+                    raise booted
+                self.server = booted
+            return self.server
+
+    def _forget(self, server: ForkServer) -> None:
+        server.jobs.close()
+        if self.server is server:
+            self.server = None
 
 
-def supervisors(source: str) -> Supervisors | None:
-    """This worker's supervisor pool for ``source`` (None outside a Dask worker)."""
-    try:
-        from distributed import get_worker
+def supervisors(source: str) -> Supervisors:
+    """This worker's supervisor pool for ``source`` (one per orchestrator version)."""
+    from distributed import get_worker
 
-        worker = get_worker()
-    except (ImportError, ValueError):
-        return None
-    pools: dict[str, Supervisors] = worker.__dict__.setdefault("_codex_orchestrator_pools", {})
+    pools: dict[str, Supervisors] = get_worker().__dict__.setdefault(
+        "_codex_orchestrator_pools", {}
+    )
     key = hashlib.sha256(source.encode()).hexdigest()
     if key not in pools:
         pools[key] = Supervisors(source)
@@ -114,7 +131,8 @@ def run_stage_on_worker(
 
     The orchestrator answers the first connection carrying ``token`` and no other, so a task
     that Dask re-runs after losing a worker finds the door closed and returns ``not-run``:
-    a stage starts at most once.
+    a stage starts at most once. The task lasts as long as the stage, so Dask's accounting of
+    threads and resources holds while it runs.
     """
     try:
         channel = socket.create_connection(callback, timeout=CONNECT_TIMEOUT_SECONDS)
@@ -128,10 +146,6 @@ def run_stage_on_worker(
         except OSError as error:
             return f"{NOT_RUN}: the orchestrator closed the connection ({error})"
         channel.setblocking(True)
-        pool = supervisors(supervisor_source)
-        # Without a pool this thread starts the supervisor and stays in wait() for the whole
-        # stage, so the parent-death signal still fires only with the worker.
-        spare = pool.take() if pool is not None else boot(supervisor_source)
         job = {
             "command": command,
             "cwd": cwd,
@@ -139,8 +153,19 @@ def run_stage_on_worker(
             "grace": grace_seconds,
             "worker": _worker_address(),
         }
-        spare.hand_over(channel.fileno(), job)
-    return f"exited {spare.process.wait()}"
+        done, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with theirs:
+            supervisors(supervisor_source).hand_over([channel.fileno(), theirs.fileno()], job)
+    # Only the supervisor holds the two sockets now: "done" ends when it exits.
+    with done:
+        return f"exited {_read_to_end(done) or 'without a report'}"
+
+
+def _read_to_end(link: socket.socket) -> str:
+    received = b""
+    while chunk := link.recv(64):
+        received += chunk
+    return received.decode("ascii", "replace")
 
 
 def reap_on_worker(
@@ -155,9 +180,6 @@ def reap_on_worker(
 
 
 def _worker_address() -> str:
-    try:
-        from distributed import get_worker
+    from distributed import get_worker
 
-        return str(get_worker().address)
-    except (ImportError, ValueError):
-        return ""
+    return str(get_worker().address)

@@ -1,13 +1,15 @@
-"""Worker-side supervisor of one remote stage: runs as its own small Python process.
+"""Worker-side supervisor of remote stages: a small fork server, one per Dask worker.
 
-A Dask worker boots it ahead of need (``dask_remote.Supervisors``) with a Unix socket as file
-descriptor ``argv[1]``; when a stage comes, the worker hands over the stage (command, cwd,
-environment) and the socket connected to the orchestrator. It runs ``/bin/sh -c COMMAND`` in
-its own process group and streams the group's stdout and stderr back as frames, in bounded
-chunks, with blocking writes (the orchestrator's reading speed is the back-pressure). It
-honours control frames from the orchestrator (terminate with a grace period, kill), and ends
-the group when: the shell exits (helpers do not outlive their stage on a worker), the
-orchestrator's socket closes, or the Dask worker dies (``PR_SET_PDEATHSIG`` delivers SIGTERM).
+A Dask worker starts it once (``dask_remote.Supervisors``) with a Unix socket as file
+descriptor ``argv[1]``. For each stage, the worker hands over the stage (command, cwd,
+environment), the socket connected to the orchestrator and a "done" socket; the server forks a
+supervisor for it, so a stage never waits for an interpreter to start. The supervisor runs
+``/bin/sh -c COMMAND`` in its own process group and streams the group's stdout and stderr back
+as frames, in bounded chunks, with blocking writes (the orchestrator's reading speed is the
+back-pressure). It honours control frames from the orchestrator (terminate with a grace
+period, kill), and ends the group when: the shell exits (helpers do not outlive their stage on
+a worker), the orchestrator's socket closes, or the Dask worker dies (a pidfd of the worker,
+and ``PR_SET_PDEATHSIG`` along the worker, server, supervisor chain).
 
 The file is shipped to workers as source text and run with ``python -I -S -c``, so workers need
 no copy of codex-orchestrator; it imports only standard-library modules. The orchestrator
@@ -17,9 +19,13 @@ imports it for the frame constants. See docs/executors.md for the protocol.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
+import json
 import os
 import select
+import signal
+import socket
 import struct
 import sys
 import time
@@ -47,6 +53,8 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 SIGTERM = 15
 SIGKILL = 9
+#: File descriptors handed over with each job: the orchestrator's socket, then "done".
+JOB_FDS = 2
 
 
 def start_ticks(pid: int) -> int:
@@ -234,7 +242,8 @@ def spawn(command: str, env: dict[str, str], stdout_w: int, stderr_w: int) -> in
             (os.POSIX_SPAWN_DUP2, stderr_w, 2),
         ],
         setsid=True,
-        setsigdef=(13, 25),  # SIGPIPE and SIGXFSZ, ignored by Python, default for the stage
+        # SIGINT (ignored by the server), SIGPIPE and SIGXFSZ (ignored by Python): default again
+        setsigdef=(signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ),
     )
 
 
@@ -258,48 +267,71 @@ def reap(pgid: int, leader_start_ticks: int, grace: float) -> int:
     return 0
 
 
-def receive_job(jobs: int) -> tuple[dict[str, Any], int] | None:
-    """Wait for the worker to hand over a stage: its description and the orchestrator socket."""
-    import json
-    import socket
-
-    with socket.socket(fileno=jobs) as link:
-        head, fds, _flags, _address = socket.recv_fds(link, JOB_HEADER.size, 1)
-        while fds and 0 < len(head) < JOB_HEADER.size:
-            head += link.recv(JOB_HEADER.size - len(head))
-        if len(head) < JOB_HEADER.size or not fds:
-            return None  # the worker let this spare go
+def receive_job(link: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
+    """The next stage from the worker: its description and descriptors; None once closed."""
+    head, fds, _flags, _address = socket.recv_fds(link, JOB_HEADER.size, JOB_FDS)
+    while fds and 0 < len(head) < JOB_HEADER.size:
+        head += link.recv(JOB_HEADER.size - len(head))
+    body = b""
+    if len(head) == JOB_HEADER.size and len(fds) == JOB_FDS:
         (length,) = JOB_HEADER.unpack(head)
-        body = b""
-        while len(body) < length:
-            chunk = link.recv(length - len(body))
-            if not chunk:
-                return None
+        while len(body) < length and (chunk := link.recv(length - len(body))):
             body += chunk
-    job: dict[str, Any] = json.loads(body)
-    os.set_inheritable(fds[0], False)  # the stage must not hold the orchestrator's socket open
-    return job, fds[0]
+        if len(body) == length:
+            for fd in fds:  # the stage must not hold the orchestrator's socket open
+                os.set_inheritable(fd, False)
+            return json.loads(body), fds
+    for fd in fds:
+        os.close(fd)
+    return None  # the worker closed the link (it let us go, or it died)
 
 
-def main(argv: list[str]) -> int:
-    """Boot, wait for a stage on the job socket ``argv[1]``, run it, report it.
+def serve(jobs: int, worker_pid: int) -> int:
+    """The fork server: one supervisor process per stage handed over on ``jobs``.
 
-    ``reap PGID TICKS GRACE`` ends a leftover group instead (see `reap`).
+    Single-threaded, so forking is safe. It imports all the supervisors need before the first
+    fork, and leaves reaping them to the kernel (SIGCHLD ignored).
     """
-    if argv[1] == "reap":
-        return reap(int(argv[2]), int(argv[3]), float(argv[4]))
-    jobs, parent = int(argv[1]), int(argv[2])
-    import ctypes
-    import signal
-
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0)  # idle or busy, we end with the worker
-    if os.getppid() != parent:
+    if os.getppid() != worker_pid:
         return 1
-    received = receive_job(jobs)
-    if received is None:
-        return 0
-    job, fd = received
+    # A Ctrl-C to the worker's terminal reaches its whole process group: the worker then shuts
+    # down, and its death ends stages in order (reported lost), not a traceback mid-stage.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    server = os.getpid()
+    with socket.socket(fileno=jobs) as link:
+        while (received := receive_job(link)) is not None:
+            job, (channel_fd, done_fd) = received
+            try:
+                child = os.fork()
+            except OSError as error:  # out of processes or memory: say so, not "worker lost"
+                message = f"cannot fork the stage's supervisor: {error.strerror or error}"
+                Channel(channel_fd).send(FRAME_SPAWN_FAILED, message.encode())
+                child = -1
+            if child == 0:
+                code = 1
+                try:
+                    link.close()
+                    code = supervise_job(libc, job, channel_fd, done_fd, worker_pid, server)
+                finally:  # never back into the server's loop, whatever happened
+                    os._exit(code)
+            os.close(channel_fd)
+            os.close(done_fd)
+    return 0
+
+
+def supervise_job(
+    libc: Any, job: dict[str, Any], channel_fd: int, done_fd: int, worker_pid: int, server: int
+) -> int:
+    """In the forked supervisor: run the job's stage; "done" gets the code and then closes."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # we wait for the stage and its orphans
+    libc.prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0)  # the server ends with the worker; so do we
+    channel = Channel(channel_fd)
+    if os.getppid() != server:
+        channel.send(FRAME_SPAWN_FAILED, b"the Dask worker died before the stage started")
+        return 1
     # Orphans of the stage become our children, so they can be reaped and never linger as
     # zombies that keep the group looking alive.
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -307,14 +339,23 @@ def main(argv: list[str]) -> int:
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(SIGTERM, lambda *_: None)
-    channel = Channel(fd)
-    if os.getppid() != parent:
-        channel.send(FRAME_SPAWN_FAILED, b"the Dask worker died before the stage started")
-        return 1
-    return run_stage(job, channel, wake_r, parent)
+    code = run_stage(job, channel, wake_r, worker_pid)
+    with contextlib.suppress(OSError):
+        os.write(done_fd, str(code).encode())
+    return code
 
 
-def run_stage(job: dict[str, Any], channel: Channel, wake_r: int, parent: int) -> int:
+def main(argv: list[str]) -> int:
+    """Serve stages handed over on the socket ``argv[1]`` by worker ``argv[2]`` (see `serve`).
+
+    ``reap PGID TICKS GRACE`` ends a leftover group instead (see `reap`).
+    """
+    if argv[1] == "reap":
+        return reap(int(argv[2]), int(argv[3]), float(argv[4]))
+    return serve(int(argv[1]), int(argv[2]))
+
+
+def run_stage(job: dict[str, Any], channel: Channel, wake_r: int, worker_pid: int) -> int:
     """Start the job's command, stream it until it is over, send the exit report."""
     cwd, command, worker, env = job["cwd"], job["command"], job["worker"], job["env"]
     try:
@@ -335,9 +376,10 @@ def run_stage(job: dict[str, Any], channel: Channel, wake_r: int, parent: int) -
     os.close(stderr_w)
     stage = Stage(pid, float(job["grace"]))
     host = os.uname().nodename
-    channel.send(FRAME_STARTED, f"{pid} {start_ticks(pid)} {parent} {host} {worker}".encode())
+    started_frame = f"{pid} {start_ticks(pid)} {worker_pid} {host} {worker}"
+    channel.send(FRAME_STARTED, started_frame.encode())
     streams = {stdout_r: FRAME_STDOUT, stderr_r: FRAME_STDERR}
-    lost = supervise(stage, channel, streams, wake_r, parent)
+    lost = supervise(stage, channel, streams, wake_r, worker_pid)
     ended = time.monotonic()
     summary = f"{stage.exit_code()} {int(stage.killed)} {int(lost)} {ended - started:.6f}"
     channel.send(FRAME_EXIT, summary.encode())
@@ -345,7 +387,7 @@ def run_stage(job: dict[str, Any], channel: Channel, wake_r: int, parent: int) -
 
 
 def supervise(
-    stage: Stage, channel: Channel, streams: dict[int, int], wake_r: int, parent: int
+    stage: Stage, channel: Channel, streams: dict[int, int], wake_r: int, worker_pid: int
 ) -> bool:
     """Stream output until the shell exits and its group is gone; True if the worker died."""
     poller = select.poll()
@@ -354,7 +396,7 @@ def supervise(
     exit_fd = _exit_fd(stage.pid)
     if exit_fd >= 0:
         poller.register(exit_fd, select.POLLIN)
-    worker_fd = _exit_fd(parent)  # readable once the whole worker process has exited
+    worker_fd = _exit_fd(worker_pid)  # readable once the whole worker process has exited
     if worker_fd >= 0:
         poller.register(worker_fd, select.POLLIN)
     woken = False
@@ -402,24 +444,34 @@ def supervise(
     stage.wait_gone()
     stage.reap()
     end_strays(0.0 if stage.killed else stage.grace)
-    return woken and worker_died(worker_fd, parent)
+    return woken and worker_died(worker_fd, worker_pid)
 
 
-def worker_died(worker_fd: int, parent: int) -> bool:
+def worker_died(worker_fd: int, worker_pid: int) -> bool:
     """True once the worker process is gone (given a moment to finish dying).
 
-    The parent-death signal fires when the worker *thread* that started us ends, which may
-    come a little before the rest of the worker process exits; a SIGTERM while the worker
+    The parent-death signal fires when the worker *thread* that started the server ends, which
+    may come a little before the rest of the worker process exits; a SIGTERM while the worker
     lives on is a plain request to stop, not a lost worker.
     """
-    if worker_fd < 0:
+    if worker_fd < 0:  # no pidfd (old kernel): poll the pid for the same moment
         deadline = time.monotonic() + WORKER_EXIT_WAIT_SECONDS
-        while os.getppid() == parent and time.monotonic() < deadline:
+        while _alive(worker_pid) and time.monotonic() < deadline:
             time.sleep(0.01)
-        return os.getppid() != parent
+        return not _alive(worker_pid)
     poller = select.poll()
     poller.register(worker_fd, select.POLLIN)
     return bool(poller.poll(int(WORKER_EXIT_WAIT_SECONDS * 1000)))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def _exit_fd(pid: int) -> int:
@@ -431,5 +483,4 @@ def _exit_fd(pid: int) -> int:
 
 
 if __name__ == "__main__":
-    # No interpreter teardown: the worker's task waits for this exit before taking the next.
     os._exit(main(sys.argv))

@@ -1,0 +1,30 @@
+"""The one function a Dask task carries as code: run a function of worker-side source text.
+
+The worker-side modules (``dask_remote``, ``dask_supervisor``) travel as source text and need
+only the standard library, so workers need Python and Dask, not codex-orchestrator. This module
+is pickled by value; it is kept this small because the scheduler and the worker unpickle a
+task's function for every task, and unpickling a whole module's functions and classes by
+value cost several milliseconds a stage (`bench/run.py --only dask`). The source is compiled
+once per worker and orchestrator version.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def call(module_source: str, function: str, *args: Any) -> Any:
+    """Call ``function`` of the module whose source is ``module_source``, on this worker."""
+    from distributed import get_worker
+
+    modules: dict[str, dict[str, Any]] = get_worker().__dict__.setdefault(
+        "_codex_orchestrator_modules", {}
+    )
+    namespace = modules.get(module_source)
+    if namespace is None:
+        namespace = {"__name__": "codex_orchestrator_worker"}
+        exec(
+            compile(module_source, "codex_orchestrator/executors/dask_remote.py", "exec"), namespace
+        )
+        modules[module_source] = namespace
+    return namespace[function](*args)
