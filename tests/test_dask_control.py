@@ -373,9 +373,11 @@ def test_resume_names_the_recorded_scheduler_when_it_is_gone(repo: Repo, tmp_pat
     assert json.loads(path.read_text())["status"] == "failed"  # nothing was changed
 
 
-def test_detached_resume_ends_what_the_dead_run_left_on_a_worker_before_rerunning(
+def dead_run_with_a_group_left_on_a_worker(
     repo: Repo, cluster: DaskCluster
-) -> None:
+) -> tuple[str, dict[str, Any]]:
+    """A Dask run whose orchestrator and stage supervisor were SIGKILLed together, leaving the
+    stage's group running on the worker: its run id and the stage's handle."""
     repo.pipeline({"id": "work", "command": "sleep 60 & wait"}, settings={"kill_grace_seconds": 1})
     process = repo.spawn("start", "--format", "json", *dask_flags(cluster))
     try:
@@ -388,18 +390,32 @@ def test_detached_resume_ends_what_the_dead_run_left_on_a_worker_before_rerunnin
         remote: dict[str, Any] = processes.wait_for(handle, 60, "the remote stage to start")
         supervisor = parent_pid(remote["pid"])
         assert supervisor not in (remote["worker_pid"], process.pid)
-        # The stage's supervisor and the orchestrator die together: nobody is left to end the
-        # stage's group but the resume.
-        os.kill(supervisor, signal.SIGKILL)
+        os.kill(supervisor, signal.SIGKILL)  # verified above: neither the worker nor ours
         process.kill()
     finally:
         process.kill()
         process.wait()
     assert not group_gone(remote["pgid"])
-    run_id = run_dirs(repo)[0].name
+    return run_dirs(repo)[0].name, remote
+
+
+def test_detached_resume_ends_what_the_dead_run_left_on_a_worker_before_rerunning(
+    repo: Repo, cluster: DaskCluster
+) -> None:
+    run_id, remote = dead_run_with_a_group_left_on_a_worker(repo, cluster)
     repo.pipeline({"id": "work", "command": "true"})
     detached = repo.cli("resume", run_id, "--detach")
     assert detached.returncode == 0, detached.stderr
     manifest = ended(repo, run_id)
     assert (manifest["status"], manifest["executor"]) == ("succeeded", "dask")
     assert group_gone(remote["pgid"])  # ended through the worker before the stage ran again
+
+
+def test_cancel_of_a_dead_dask_run_ends_what_it_left_on_a_worker(
+    repo: Repo, cluster: DaskCluster
+) -> None:
+    run_id, remote = dead_run_with_a_group_left_on_a_worker(repo, cluster)
+    cancelled = repo.cli("cancel", run_id, "--format", "json")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert load(repo, run_id)["status"] == "cancelled"
+    assert group_gone(remote["pgid"])  # ended through its worker, found by the recorded scheduler
