@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -107,18 +106,17 @@ class Cancellation:
 
     def wakeup_fd(self, *, escalation: bool = False) -> int:
         """A descriptor that becomes readable on the first request (the second with
-        ``escalation``) and stays readable; never read from it."""
+        ``escalation``) and stays readable; never read from it.
+
+        The first may also turn readable as a cancelling signal arrives, a moment before its
+        handler records the request (see `signals.SignalGuard`): a waiter woken by it checks
+        `requested` and waits again until it is set.
+        """
         return self._pipes[1 if escalation else 0][0]
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` seconds for a request; True once one has come."""
-        if self.requested:
-            return True
-        try:
-            ready, _, _ = select.select([self.wakeup_fd()], [], [], timeout)
-        except (OSError, ValueError):
-            return self.requested
-        return bool(ready) or self.requested
+    def signal_wakeup_fd(self) -> int:
+        """The write end behind the first `wakeup_fd`, for ``signal.set_wakeup_fd``."""
+        return self._pipes[0][1]
 
     def close(self) -> None:
         """Release the wake-up pipes."""
