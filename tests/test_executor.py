@@ -30,6 +30,7 @@ class FakeExecutor:
     name = "fake"
 
     def __init__(self) -> None:
+        self.options: dict[str, str] = {}
         self.ran: list[str] = []
         self.reaped: list[dict[str, Any]] = []
         self.closed = 0

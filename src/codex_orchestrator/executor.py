@@ -137,6 +137,12 @@ class Executor(Protocol):
 
     name: str
 
+    @property
+    def options(self) -> Mapping[str, str]:
+        """The choices a run records of its executor (manifest ``executor_options``, e.g. the
+        Dask scheduler), so that ``resume`` makes the same ones; empty for the local one."""
+        ...
+
     def run(
         self,
         request: StageRequest,

@@ -14,8 +14,9 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import NamedTuple
 
 from codex_orchestrator.executor import (
@@ -49,6 +50,7 @@ class LocalExecutor:
     """Runs stages as local process groups; safe to call `run` from several threads."""
 
     name = KIND
+    options: Mapping[str, str] = MappingProxyType({})
 
     def __init__(self, grace_seconds: float, *, subreaper: bool = False) -> None:
         """``grace_seconds``: how long `close` lets leftover helpers end after SIGTERM.

@@ -33,7 +33,6 @@ from codex_orchestrator.executor import (
     StageOutcome,
     StageRequest,
 )
-from codex_orchestrator.executors import executor_options
 from codex_orchestrator.graph import NEEDS_FAILED, is_graph, needs_of, resolve_max_parallel
 from codex_orchestrator.heartbeat import Heartbeat
 from codex_orchestrator.ids import new_run_id
@@ -198,7 +197,7 @@ def _first_manifest(
         "pipeline_source": pipeline.source,
         "runner": RUNNER_NAME,
         "executor": ctx.executor.name,
-        "executor_options": executor_options(ctx.executor),
+        "executor_options": dict(ctx.executor.options),
         "approval_policy": approval_policy,
         "status": RunStatus.QUEUED,
         "status_detail": None,
@@ -250,7 +249,7 @@ def _execute(
     store.update(
         status=RunStatus.IN_PROGRESS,
         executor=ctx.executor.name,
-        executor_options=executor_options(ctx.executor),
+        executor_options=dict(ctx.executor.options),
         **driver_identity(),
     )
     heartbeat = Heartbeat(

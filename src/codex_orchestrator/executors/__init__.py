@@ -77,13 +77,6 @@ def pick(
     return Choice(str(value) if value is not None else None, f"settings.{setting}")
 
 
-def executor_options(executor: Executor) -> dict[str, str]:
-    """What a run records of its executor's choices (manifest ``executor_options``, e.g. the
-    Dask scheduler) so that ``resume`` makes the same one; executors with none have no
-    ``options`` attribute."""
-    return dict(getattr(executor, "options", None) or {})
-
-
 def executor_for(
     executor_flag: str | None,
     scheduler_flag: str | None,
