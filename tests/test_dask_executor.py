@@ -407,7 +407,7 @@ def fork_servers(repo: Repo, document: dict[str, Any]) -> set[tuple[int, int]]:
     """(fork server pid, worker pid) of each stage of a finished run."""
     found = set()
     for entry in repo.manifest(document)["commands"]:
-        server = int((repo.root / entry["log_path"]).read_text())
+        server = int((repo.root / entry["log_path"]).read_text().split()[-1])
         found.add((server, entry["handle"]["worker_pid"]))
     return found
 
@@ -430,6 +430,42 @@ def test_one_fork_server_per_worker_runs_every_stage_and_is_replaced_when_killed
     [(replacement, same_worker)] = fork_servers(repo, document)
     assert (replacement != server, same_worker) == (True, worker)
     assert parent_pid(replacement) == worker
+
+
+def test_stages_at_once_on_one_worker_share_its_fork_server_and_keep_apart(
+    repo: Repo, tmp_path: Path
+) -> None:
+    threaded = start_cluster(tmp_path / "dask-threads", ("--nthreads", "4"))
+    try:
+        stages = [
+            {
+                "id": f"s{n}",
+                "command": f"for i in $(seq 1 2000); do echo s{n}-$i; done; sleep 0.5; "
+                + FORK_SERVER_OF_STAGE,
+                "needs": [],
+            }
+            for n in range(4)
+        ]
+        repo.write_config(
+            {
+                "defaultPipeline": "wide",
+                "pipelines": [{"id": "wide", "maxParallel": 4, "stages": stages}],
+            }
+        )
+        code, document = repo.start_json(env=dask_env(threaded))
+    finally:
+        threaded.stop()
+    assert code == 0, document
+    found = fork_servers(repo, document)
+    assert len(found) == 1, found  # one worker, one server for all four
+    [(server, worker)] = found
+    assert server != worker
+    entries = repo.manifest(document)["commands"]
+    for entry in entries:  # each stage's output, whole and only its own
+        lines = (repo.root / entry["log_path"]).read_text().split()
+        assert lines[:-1] == [f"{entry['id']}-{i}" for i in range(1, 2001)]
+    spans = sorted((entry["started_at"], entry["completed_at"]) for entry in entries)
+    assert all(b[0] < a[1] for a, b in itertools.pairwise(spans))  # they ran at the same time
 
 
 def test_sigkilled_orchestrator_leaves_no_remote_process_and_resumes(

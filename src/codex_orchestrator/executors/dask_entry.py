@@ -22,9 +22,10 @@ def call(module_source: str, function: str, *args: Any) -> Any:
     )
     namespace = modules.get(module_source)
     if namespace is None:
-        namespace = {"__name__": "codex_orchestrator_worker"}
+        compiled: dict[str, Any] = {"__name__": "codex_orchestrator_worker"}
         exec(
-            compile(module_source, "codex_orchestrator/executors/dask_remote.py", "exec"), namespace
+            compile(module_source, "codex_orchestrator/executors/dask_remote.py", "exec"), compiled
         )
-        modules[module_source] = namespace
+        # Tasks starting at once on a multi-threaded worker all use the first one stored.
+        namespace = modules.setdefault(module_source, compiled)
     return namespace[function](*args)

@@ -65,8 +65,8 @@ class Supervisors:
         self.requests: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self.booted: queue.SimpleQueue[ForkServer | OSError] = queue.SimpleQueue()
         self.lock = threading.Lock()
+        self.booter: threading.Thread | None = None
         self.server: ForkServer | None = None
-        threading.Thread(target=self._boot_loop, name="codex-supervisors", daemon=True).start()
 
     def _boot_loop(self) -> None:
         while self.requests.get():
@@ -89,6 +89,11 @@ class Supervisors:
 
     def _running(self) -> ForkServer:
         with self.lock:
+            if self.booter is None:
+                self.booter = threading.Thread(
+                    target=self._boot_loop, name="codex-supervisors", daemon=True
+                )
+                self.booter.start()
             if self.server is not None and self.server.process.poll() is not None:
                 self._forget(self.server)
             if self.server is None:
@@ -113,9 +118,9 @@ def supervisors(source: str) -> Supervisors:
         "_codex_orchestrator_pools", {}
     )
     key = hashlib.sha256(source.encode()).hexdigest()
-    if key not in pools:
-        pools[key] = Supervisors(source)
-    return pools[key]
+    # setdefault is atomic: tasks starting at once on a multi-threaded worker share one pool
+    # (a pool starts nothing until it is used, so the ones that lose the race cost nothing).
+    return pools.setdefault(key, Supervisors(source))
 
 
 def run_stage_on_worker(
