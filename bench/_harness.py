@@ -239,7 +239,7 @@ def fmt_seconds(value: float) -> str:
 
 
 def fmt_mb(kib: float) -> str:
-    """KiB (as `ru_maxrss` reports on Linux) as MiB."""
+    """KiB (as VmHWM and `ru_maxrss` report on Linux) as MiB."""
     return f"{kib / 1024:.1f} MiB"
 
 

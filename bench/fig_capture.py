@@ -11,7 +11,7 @@ Baseline: the SAME command as ``/bin/sh -c 'CMD > file'``. Orchestrated: the who
 manifest, heartbeat, metrics, state, fsyncs: everything), and the stage alone (the manifest's
 ``duration_seconds`` of the command). Runs alternate baseline / orchestrated; medians are shown.
 
-Peak RSS: the CLI run in-process under ``bench/_rss.py`` (`ru_maxrss` of that process, threads
+Peak RSS: the CLI run in-process under ``bench/_rss.py`` (``VmHWM`` of that process, threads
 included, stage processes excluded), for the full size and for 10 MB, against a bare
 interpreter's own peak.
 """
@@ -125,10 +125,13 @@ def peak_rss_kib(repo: BenchRepo, pipeline: str) -> int:
 
 
 def bare_rss_kib(repo: BenchRepo) -> int:
-    """Peak RSS (KiB) of a bare interpreter, the baseline of the RSS figures."""
-    program = "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    _, completed = timed_run([PYTHON, "-c", program], env=repo.env, cwd=repo.root)
-    return int(completed.stdout)
+    """Peak RSS (KiB) of a bare interpreter (bench/_rss.py without a command), the baseline of
+    the RSS figures."""
+    _, completed = timed_run([PYTHON, str(BENCH_DIR / "_rss.py")], env=repo.env, cwd=repo.root)
+    match = re.search(rf"{MARKER}(\d+)", completed.stderr.decode("utf-8", "replace"))
+    if match is None:
+        raise BenchError("bench/_rss.py printed no peak RSS")
+    return int(match.group(1))
 
 
 def _wall_figures(capture: _Capture, samples: dict[str, list[float]], mb: int) -> list[Figure]:
@@ -191,7 +194,7 @@ def measure(profile: Profile) -> list[Figure]:
             fmt_mb(full), f"bare python {fmt_mb(bare)}", f"+{fmt_mb(full - bare)} over bare",
             f"< {RSS_TARGET_MIB:.0f} MiB", full / 1024 < RSS_TARGET_MIB,
             {"peak_kib": full, "bare_python_kib": bare},
-            note="ru_maxrss of the orchestrator process (threads included, stages excluded); "
+            note="VmHWM of the orchestrator process (threads included, stages excluded); "
                  "max of 2 runs",
         ))
         figures.append(Figure(

@@ -197,7 +197,7 @@ def _output_figures(repo: BenchRepo, output_mb: int) -> list[Figure]:
             target=f"< {RSS_TARGET_MB} MB",
             ok=peak < RSS_TARGET_MB * 1024,
             values={"peak_rss_kib": peak, "bare_rss_kib": bare},
-            note="ru_maxrss of the orchestrator (threads included, stages excluded), max of 2",
+            note="VmHWM of the orchestrator (threads included, stages excluded), max of 2",
         ),
         Figure(
             key="graph.output_logs",
