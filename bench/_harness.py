@@ -90,8 +90,9 @@ class Figure:
 
 def unavailable(key: str, label: str, target: str, why: str) -> Figure:
     """A row for a figure that could not be measured in this checkout."""
-    return Figure(key, label, "not available", "", "", target, None, note=why,
-                  verdict_override="N/A")
+    return Figure(
+        key, label, "not available", "", "", target, None, note=why, verdict_override="N/A"
+    )
 
 
 def failed(key: str, label: str, target: str, why: str) -> Figure:
@@ -121,7 +122,10 @@ def timed_run(
     """Run ``argv`` to completion; return its wall time in seconds and the completed process."""
     started = time.perf_counter()
     completed = subprocess.run(
-        list(argv), env=None if env is None else dict(env), cwd=cwd, capture_output=True,
+        list(argv),
+        env=None if env is None else dict(env),
+        cwd=cwd,
+        capture_output=True,
         check=False,
     )
     elapsed = time.perf_counter() - started
@@ -138,7 +142,9 @@ def describe_failure(argv: Sequence[str], completed: subprocess.CompletedProcess
     return f"`{shown}` exited {completed.returncode}: {tail or out or '(no output)'}"
 
 
-def alternate(rounds: int, steps: Sequence[tuple[str, Callable[[], float]]]) -> dict[str, list[float]]:
+def alternate(
+    rounds: int, steps: Sequence[tuple[str, Callable[[], float]]]
+) -> dict[str, list[float]]:
     """Run every step once per round, in order (baseline, measured, baseline, ...)."""
     samples: dict[str, list[float]] = {name: [] for name, _ in steps}
     for _ in range(rounds):
@@ -177,7 +183,9 @@ class BenchRepo:
         config = {"defaultPipeline": default, "pipelines": list(pipelines)}
         (self.root / "codex.orchestrator.json").write_text(json.dumps(config, indent=2))
 
-    def start(self, *args: str, argv_prefix: Sequence[str] | None = None) -> tuple[float, dict[str, Any]]:
+    def start(
+        self, *args: str, argv_prefix: Sequence[str] | None = None
+    ) -> tuple[float, dict[str, Any]]:
         """Run `start ... --format json`; return its wall time and its JSON answer."""
         prefix = cli_argv() if argv_prefix is None else list(argv_prefix)
         argv = [*prefix, "start", *args, "--format", "json"]

@@ -149,17 +149,27 @@ def _wall_figures(capture: _Capture, samples: dict[str, list[float]], mb: int) -
     }
     return [
         Figure(
-            f"capture.{capture.kind}.cli_wall", f"{name}: whole CLI wall",
-            fmt_seconds(whole), f"sh -c 'CMD > file' {fmt_seconds(base)}",
-            f"{whole / base:.2f}x", f"<= {WALL_TARGET}x", whole / base <= WALL_TARGET,
+            f"capture.{capture.kind}.cli_wall",
+            f"{name}: whole CLI wall",
+            fmt_seconds(whole),
+            f"sh -c 'CMD > file' {fmt_seconds(base)}",
+            f"{whole / base:.2f}x",
+            f"<= {WALL_TARGET}x",
+            whole / base <= WALL_TARGET,
             {**values, "baseline_s": base, "cli_s": whole, "ratio": whole / base},
-            note=(f"median of {len(samples['baseline'])} alternating runs each; CLI wall "
-                  "includes interpreter start, config, manifest/metrics/state writes and fsyncs"),
+            note=(
+                f"median of {len(samples['baseline'])} alternating runs each; CLI wall "
+                "includes interpreter start, config, manifest/metrics/state writes and fsyncs"
+            ),
         ),
         Figure(
-            f"capture.{capture.kind}.stage_wall", f"{name}: stage only",
-            fmt_seconds(stage), f"sh -c 'CMD > file' {fmt_seconds(base)}",
-            f"{stage / base:.2f}x", f"<= {WALL_TARGET}x", stage / base <= WALL_TARGET,
+            f"capture.{capture.kind}.stage_wall",
+            f"{name}: stage only",
+            fmt_seconds(stage),
+            f"sh -c 'CMD > file' {fmt_seconds(base)}",
+            f"{stage / base:.2f}x",
+            f"<= {WALL_TARGET}x",
+            stage / base <= WALL_TARGET,
             {"baseline_s": base, "stage_s": stage, "ratio": stage / base},
             note="stage = manifest commands[0].duration_seconds (spawn to exit, ms resolution)",
         ),
@@ -174,8 +184,10 @@ def measure(profile: Profile) -> list[Figure]:
         repo.write_config(_pipelines(size), "cap-python-full")
         captures = {}
         for kind in ("python", "yes"):
-            progress(f"capture: {profile.size_mb} MB via {kind} generator, "
-                     f"{profile.capture_rounds} alternating rounds")
+            progress(
+                f"capture: {profile.size_mb} MB via {kind} generator, "
+                f"{profile.capture_rounds} alternating rounds"
+            )
             capture = _Capture(repo, kind, size)
             samples = alternate(
                 profile.capture_rounds,
@@ -189,33 +201,48 @@ def measure(profile: Profile) -> list[Figure]:
         full = max(peak_rss_kib(repo, "cap-python-full") for _ in range(2))
         small = max(peak_rss_kib(repo, "cap-python-small") for _ in range(2))
         delta_mib = (full - small) / 1024
-        figures.append(Figure(
-            "capture.rss_full", f"peak RSS, capture {profile.size_mb} MB",
-            fmt_mb(full), f"bare python {fmt_mb(bare)}", f"+{fmt_mb(full - bare)} over bare",
-            f"< {RSS_TARGET_MIB:.0f} MiB", full / 1024 < RSS_TARGET_MIB,
-            {"peak_kib": full, "bare_python_kib": bare},
-            note="VmHWM of the orchestrator process (threads included, stages excluded); "
-                 "max of 2 runs",
-        ))
-        figures.append(Figure(
-            "capture.rss_small", f"peak RSS, capture {SMALL_MB} MB (flatness)",
-            fmt_mb(small), f"bare python {fmt_mb(bare)}",
-            f"{profile.size_mb} MB run is {delta_mib:+.1f} MiB",
-            f"< {RSS_TARGET_MIB:.0f} MiB, flat (+-{FLAT_TOLERANCE_MIB:.0f} MiB)",
-            small / 1024 < RSS_TARGET_MIB and abs(delta_mib) <= FLAT_TOLERANCE_MIB,
-            {"peak_kib": small, "full_minus_small_mib": delta_mib},
-        ))
+        figures.append(
+            Figure(
+                "capture.rss_full",
+                f"peak RSS, capture {profile.size_mb} MB",
+                fmt_mb(full),
+                f"bare python {fmt_mb(bare)}",
+                f"+{fmt_mb(full - bare)} over bare",
+                f"< {RSS_TARGET_MIB:.0f} MiB",
+                full / 1024 < RSS_TARGET_MIB,
+                {"peak_kib": full, "bare_python_kib": bare},
+                note="VmHWM of the orchestrator process (threads included, stages excluded); "
+                "max of 2 runs",
+            )
+        )
+        figures.append(
+            Figure(
+                "capture.rss_small",
+                f"peak RSS, capture {SMALL_MB} MB (flatness)",
+                fmt_mb(small),
+                f"bare python {fmt_mb(bare)}",
+                f"{profile.size_mb} MB run is {delta_mib:+.1f} MiB",
+                f"< {RSS_TARGET_MIB:.0f} MiB, flat (+-{FLAT_TOLERANCE_MIB:.0f} MiB)",
+                small / 1024 < RSS_TARGET_MIB and abs(delta_mib) <= FLAT_TOLERANCE_MIB,
+                {"peak_kib": small, "full_minus_small_mib": delta_mib},
+            )
+        )
 
         capture = captures["python"]
         worst = max(capture.disk_ratios)
         worst_bytes = max(capture.disk_bytes)
-        figures.append(Figure(
-            "capture.disk", f"bytes on disk / printed, {profile.size_mb} MB",
-            f"{worst_bytes:,} B", f"printed {size:,} B", f"{worst:.4f}x",
-            f"<= {DISK_TARGET}x", worst <= DISK_TARGET,
-            {"bytes_on_disk": worst_bytes, "bytes_printed": size, "ratio": worst},
-            note="sum of file sizes in the run directory (logs, manifest, events, summary); "
-                 "worst of the python-generator runs",
-        ))
+        figures.append(
+            Figure(
+                "capture.disk",
+                f"bytes on disk / printed, {profile.size_mb} MB",
+                f"{worst_bytes:,} B",
+                f"printed {size:,} B",
+                f"{worst:.4f}x",
+                f"<= {DISK_TARGET}x",
+                worst <= DISK_TARGET,
+                {"bytes_on_disk": worst_bytes, "bytes_printed": size, "ratio": worst},
+                note="sum of file sizes in the run directory (logs, manifest, events, summary); "
+                "worst of the python-generator runs",
+            )
+        )
     return figures
-

@@ -50,15 +50,21 @@ def measure(profile: Profile) -> list[Figure]:
         run_id = answer["run_id"]
         commands: list[tuple[str, str, list[str]]] = [
             ("cold.plan.module", "python -m codex_orchestrator plan", cli_argv("plan")),
-            ("cold.status.module", "python -m codex_orchestrator status RUN",
-             cli_argv("status", run_id)),
+            (
+                "cold.status.module",
+                "python -m codex_orchestrator status RUN",
+                cli_argv("status", run_id),
+            ),
         ]
         script = console_script()
         if script is not None:
             commands += [
                 ("cold.plan.script", "codex-orchestrator plan", [str(script), "plan"]),
-                ("cold.status.script", "codex-orchestrator status RUN",
-                 [str(script), "status", run_id]),
+                (
+                    "cold.status.script",
+                    "codex-orchestrator status RUN",
+                    [str(script), "status", run_id],
+                ),
             ]
         bare = _runner([PYTHON, "-c", "pass"], repo.env, repo.root)
         runners = {label: _runner(argv, repo.env, repo.root) for _, label, argv in commands}
@@ -75,26 +81,40 @@ def measure(profile: Profile) -> list[Figure]:
         base = median(baseline)
         for label, values in samples.items():
             wall = median(values)
-            figures.append(Figure(
-                keys[label],
-                f"cold start: {label}",
-                f"{wall * 1000:.1f} ms", f"python -c pass {base * 1000:.1f} ms",
-                f"{wall / base:.2f}x",
-                f"<= {RATIO_TARGET:.0f}x and < {ABSOLUTE_TARGET_S * 1000:.0f} ms",
-                wall / base <= RATIO_TARGET and wall < ABSOLUTE_TARGET_S,
-                {"median_s": wall, "bare_python_s": base, "ratio": wall / base,
-                 "samples_s": values, "bare_samples_s": baseline},
-            ))
+            figures.append(
+                Figure(
+                    keys[label],
+                    f"cold start: {label}",
+                    f"{wall * 1000:.1f} ms",
+                    f"python -c pass {base * 1000:.1f} ms",
+                    f"{wall / base:.2f}x",
+                    f"<= {RATIO_TARGET:.0f}x and < {ABSOLUTE_TARGET_S * 1000:.0f} ms",
+                    wall / base <= RATIO_TARGET and wall < ABSOLUTE_TARGET_S,
+                    {
+                        "median_s": wall,
+                        "bare_python_s": base,
+                        "ratio": wall / base,
+                        "samples_s": values,
+                        "bare_samples_s": baseline,
+                    },
+                )
+            )
         if script is None:
-            figures.append(unavailable(
-                "cold.script", "cold start: codex-orchestrator (console script)",
-                f"<= {RATIO_TARGET:.0f}x", "no codex-orchestrator script beside the interpreter "
-                "or on PATH (pip install -e . first)",
-            ))
+            figures.append(
+                unavailable(
+                    "cold.script",
+                    "cold start: codex-orchestrator (console script)",
+                    f"<= {RATIO_TARGET:.0f}x",
+                    "no codex-orchestrator script beside the interpreter "
+                    "or on PATH (pip install -e . first)",
+                )
+            )
         figures.append(_without_bytecode_cache(repo.env, repo.root, profile))
     if figures:
-        figures[0].note = (f"median of {profile.cold_rounds} runs each, alternating with "
-                           "python -c pass; warm bytecode cache (PYTHONPYCACHEPREFIX)")
+        figures[0].note = (
+            f"median of {profile.cold_rounds} runs each, alternating with "
+            "python -c pass; warm bytecode cache (PYTHONPYCACHEPREFIX)"
+        )
     return figures
 
 
@@ -104,13 +124,15 @@ def _without_bytecode_cache(env: dict[str, str], cwd: Path, profile: Profile) ->
 
     with tempfile.TemporaryDirectory(prefix="codex-bench-nopyc-") as tmp:
         package = Path(codex_orchestrator.__file__).parent
-        shutil.copytree(package, Path(tmp) / package.name,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            package, Path(tmp) / package.name, ignore=shutil.ignore_patterns("__pycache__")
+        )
         raw = {key: value for key, value in env.items() if key != "PYTHONPYCACHEPREFIX"}
         raw["PYTHONDONTWRITEBYTECODE"] = "1"
         raw["PYTHONPATH"] = os.pathsep.join(filter(None, [tmp, env.get("PYTHONPATH")]))
-        _, probe = timed_run([PYTHON, "-c", "import codex_orchestrator as c; print(c.__file__)"],
-                             env=raw, cwd=cwd)
+        _, probe = timed_run(
+            [PYTHON, "-c", "import codex_orchestrator as c; print(c.__file__)"], env=raw, cwd=cwd
+        )
         if not probe.stdout.decode().strip().startswith(tmp):
             raise BenchError(f"the uncached copy was not imported: {probe.stdout!r}")
         bare = _runner([PYTHON, "-c", "pass"], raw, cwd)
@@ -122,12 +144,21 @@ def _without_bytecode_cache(env: dict[str, str], cwd: Path, profile: Profile) ->
             plan_samples.append(plan())
     base, wall = median(base_samples), median(plan_samples)
     return Figure(
-        "cold.plan.no_bytecode", "cold start: plan, no .pyc for the package",
-        f"{wall * 1000:.1f} ms", f"python -c pass {base * 1000:.1f} ms", f"{wall / base:.2f}x",
-        "(information)", None,
+        "cold.plan.no_bytecode",
+        "cold start: plan, no .pyc for the package",
+        f"{wall * 1000:.1f} ms",
+        f"python -c pass {base * 1000:.1f} ms",
+        f"{wall / base:.2f}x",
+        "(information)",
+        None,
         {"median_s": wall, "bare_python_s": base, "ratio": wall / base},
-        note=(f"PYTHONDONTWRITEBYTECODE=1 and a copy of the package without __pycache__ "
-              f"(as an editable install in such an environment runs), median of {rounds}"
-              + ("" if os.environ.get("PYTHONDONTWRITEBYTECODE") is None
-                 else "; the caller's environment sets PYTHONDONTWRITEBYTECODE")),
+        note=(
+            f"PYTHONDONTWRITEBYTECODE=1 and a copy of the package without __pycache__ "
+            f"(as an editable install in such an environment runs), median of {rounds}"
+            + (
+                ""
+                if os.environ.get("PYTHONDONTWRITEBYTECODE") is None
+                else "; the caller's environment sets PYTHONDONTWRITEBYTECODE"
+            )
+        ),
     )

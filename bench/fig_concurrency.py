@@ -25,16 +25,24 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 BASELINE_PROGRAM = "import subprocess; subprocess.run(['/bin/sh', '-c', 'true'], check=True)"
 
 
-def _spawn_all(argv: Sequence[str], count: int, repo: BenchRepo, logs: Path) -> tuple[float, list[int]]:
+def _spawn_all(
+    argv: Sequence[str], count: int, repo: BenchRepo, logs: Path
+) -> tuple[float, list[int]]:
     """Start ``count`` copies of ``argv`` at once, wait for all; return wall time, exit codes."""
     processes: list[subprocess.Popen[bytes]] = []
     started = time.perf_counter()
     for index in range(count):
         with open(logs / f"{index}.out", "wb") as out, open(logs / f"{index}.err", "wb") as err:
-            processes.append(subprocess.Popen(
-                list(argv), env=repo.env, cwd=repo.root, stdout=out, stderr=err,
-                stdin=subprocess.DEVNULL,
-            ))
+            processes.append(
+                subprocess.Popen(
+                    list(argv),
+                    env=repo.env,
+                    cwd=repo.root,
+                    stdout=out,
+                    stderr=err,
+                    stdin=subprocess.DEVNULL,
+                )
+            )
     codes = [process.wait() for process in processes]
     return time.perf_counter() - started, codes
 
@@ -78,15 +86,19 @@ def _census(repo: BenchRepo) -> dict[str, Any]:
 def measure(profile: Profile) -> list[Figure]:
     """The concurrency figures: recorded runs (0 lost) and the wall time."""
     count = profile.concurrency
-    with bench_repo("concurrency") as repo, tempfile.TemporaryDirectory(prefix="codex-bench-logs-") as tmp:
+    with (
+        bench_repo("concurrency") as repo,
+        tempfile.TemporaryDirectory(prefix="codex-bench-logs-") as tmp,
+    ):
         logs = Path(tmp)
         repo.write_config([{"id": "one", "stages": [{"id": "s001", "command": "true"}]}], "one")
         repo.start("--task", "warmup")
         progress(f"concurrency: {count} concurrent bare interpreters (baseline)")
         base_wall, base_codes = _spawn_all([PYTHON, "-c", BASELINE_PROGRAM], count, repo, logs)
         progress(f"concurrency: {count} concurrent `start --task {TASK}`")
-        wall, codes = _spawn_all(cli_argv("start", "--task", TASK, "--format", "json"),
-                                 count, repo, logs)
+        wall, codes = _spawn_all(
+            cli_argv("start", "--task", TASK, "--format", "json"), count, repo, logs
+        )
         census = _census(repo)
         warned = [
             line
@@ -95,7 +107,8 @@ def measure(profile: Profile) -> list[Figure]:
             if "warn" in line.lower()
         ]
         warnings = sum(
-            1 for index in range(count)
+            1
+            for index in range(count)
             if "warn" in (logs / f"{index}.err").read_text("utf-8", "replace").lower()
         )
     failed_exits = sum(1 for code in codes if code != 0)
@@ -109,27 +122,45 @@ def measure(profile: Profile) -> list[Figure]:
         and census["unparseable_manifests"] == 0
         and failed_exits == 0
     )
-    values = {**census, "runs": count, "lost": lost, "nonzero_exits": failed_exits,
-              "runs_warning_on_stderr": warnings, "sample_warnings": warned[:5], "wall_s": wall, "baseline_wall_s": base_wall,
-              "baseline_nonzero_exits": sum(1 for code in base_codes if code != 0)}
+    values = {
+        **census,
+        "runs": count,
+        "lost": lost,
+        "nonzero_exits": failed_exits,
+        "runs_warning_on_stderr": warnings,
+        "sample_warnings": warned[:5],
+        "wall_s": wall,
+        "baseline_wall_s": base_wall,
+        "baseline_nonzero_exits": sum(1 for code in base_codes if code != 0),
+    }
     return [
         Figure(
-            "concurrency.recorded", f"{count} concurrent starts: records",
-            f"lost = {lost}", f"{count} runs started",
+            "concurrency.recorded",
+            f"{count} concurrent starts: records",
+            f"lost = {lost}",
+            f"{count} runs started",
             f"state {census['state_unique']}/{count}, metrics {census['metrics_lines']}/{count}, "
-            f"manifests {census['terminal_manifests']}/{count}", "all recorded (0 lost)",
-            all_recorded, values,
-            note=(f"{failed_exits} non-zero exits, {census['unparseable_manifests']} unparseable "
-                  f"and {census['non_terminal_manifests']} non-terminal manifests, "
-                  f"{len(census['missing_from_state'])} manifests missing from state.json, "
-                  f"{warnings} runs printed a warning"
-                  + (f" (e.g. {warned[0].strip()[:160]!r})" if warned else "")
-                  + "; single round"),
+            f"manifests {census['terminal_manifests']}/{count}",
+            "all recorded (0 lost)",
+            all_recorded,
+            values,
+            note=(
+                f"{failed_exits} non-zero exits, {census['unparseable_manifests']} unparseable "
+                f"and {census['non_terminal_manifests']} non-terminal manifests, "
+                f"{len(census['missing_from_state'])} manifests missing from state.json, "
+                f"{warnings} runs printed a warning"
+                + (f" (e.g. {warned[0].strip()[:160]!r})" if warned else "")
+                + "; single round"
+            ),
         ),
         Figure(
-            "concurrency.wall", f"{count} concurrent starts: wall",
-            f"{wall:.2f} s", f"{count} x (python + sh true) {base_wall:.2f} s",
-            f"{wall / base_wall:.2f}x", "(information)", None,
+            "concurrency.wall",
+            f"{count} concurrent starts: wall",
+            f"{wall:.2f} s",
+            f"{count} x (python + sh true) {base_wall:.2f} s",
+            f"{wall / base_wall:.2f}x",
+            "(information)",
+            None,
             {"wall_s": wall, "baseline_wall_s": base_wall, "ratio": wall / base_wall},
         ),
     ]

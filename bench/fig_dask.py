@@ -232,7 +232,10 @@ def measure(profile: Profile) -> list[Figure]:
     progress(f"dask: local cluster of 2 worker processes, {rounds} alternating rounds")
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
             dashboard_address=None,
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
@@ -262,10 +265,22 @@ def measure(profile: Profile) -> list[Figure]:
         transports = _transport_mbs(client, 64 * 1024 * 1024)
         many = alternate(
             max(1, rounds - 2),
-            [("local", lambda: runs.wall("many", False)), ("dask", lambda: runs.wall("many", True))],
+            [
+                ("local", lambda: runs.wall("many", False)),
+                ("dask", lambda: runs.wall("many", True)),
+            ],
         )
-    return _figures(samples, roundtrip, local_stream, streamed, worker_kib, supervisor_kib,
-                    transports, many, size)
+    return _figures(
+        samples,
+        roundtrip,
+        local_stream,
+        streamed,
+        worker_kib,
+        supervisor_kib,
+        transports,
+        many,
+        size,
+    )
 
 
 def _task_roundtrip(client: Any) -> float:
@@ -308,8 +323,12 @@ def _figures(
             f"+{overhead * 1000:.1f} ms",
             f"< {OVERHEAD_TARGET_MS:g} ms",
             overhead * 1000 < OVERHEAD_TARGET_MS,
-            {"dask_per_stage_s": dask_stage, "local_per_stage_s": local_stage,
-             "dask_task_roundtrip_s": roundtrip, **samples},
+            {
+                "dask_per_stage_s": dask_stage,
+                "local_per_stage_s": local_stage,
+                "dask_task_roundtrip_s": roundtrip,
+                **samples,
+            },
         ),
         Figure(
             "dask_stream",
@@ -319,7 +338,11 @@ def _figures(
             f"{rate / local_rate:.2f}x local",
             f">= {THROUGHPUT_TARGET_MBS:g} MB/s",
             rate >= THROUGHPUT_TARGET_MBS,
-            {"bytes": size, "stage_s": [wall for wall, _ in streamed], "local_stage_s": local_stream},
+            {
+                "bytes": size,
+                "stage_s": [wall for wall, _ in streamed],
+                "local_stage_s": local_stream,
+            },
         ),
         Figure(
             "dask_rss",
@@ -329,15 +352,20 @@ def _figures(
             "",
             f"< {RSS_TARGET_MB:g} MB",
             rss_ok,
-            {"orchestrator_kib": orchestrator_kib, "supervisor_kib": supervisor_kib,
-             "worker_kib": worker_kib},
+            {
+                "orchestrator_kib": orchestrator_kib,
+                "supervisor_kib": supervisor_kib,
+                "worker_kib": worker_kib,
+            },
             note="the worker process's own peak includes Dask itself (the baseline column)",
         ),
         Figure(
             "dask_transport",
             "Dask: transports, worker to here",
             f"socket {transports['socket']:.0f} MB/s",
-            ", ".join(f"{name} {mbs:.0f} MB/s" for name, mbs in transports.items() if name != "socket"),
+            ", ".join(
+                f"{name} {mbs:.0f} MB/s" for name, mbs in transports.items() if name != "socket"
+            ),
             f"{transports['socket'] / max(v for k, v in transports.items() if k != 'socket'):.1f}x "
             "the best Dask transport",
             "",

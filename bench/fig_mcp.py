@@ -57,7 +57,9 @@ def measure(profile: Profile) -> list[Figure]:
         )
         cli_status = median(
             [
-                timed_run(cli_argv("status", run_id, "--format", "json"), env=repo.env, cwd=repo.root)[0]
+                timed_run(
+                    cli_argv("status", run_id, "--format", "json"), env=repo.env, cwd=repo.root
+                )[0]
                 for _ in range(rounds)
             ]
         )

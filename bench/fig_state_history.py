@@ -38,21 +38,37 @@ def measure(profile: Profile) -> list[Figure]:
         return [unavailable("state.history", LABEL, TARGET, f"{SCRIPT.name} is not there yet")]
     progress(f"state history: {SCRIPT.name} {profile.state_writers} {profile.state_rounds}")
     argv = [PYTHON, str(SCRIPT), str(profile.state_writers), str(profile.state_rounds)]
-    _, completed = timed_run(argv, env=bench_env(BENCH_DIR.parent), cwd=BENCH_DIR.parent,
-                             check=False)
+    _, completed = timed_run(
+        argv, env=bench_env(BENCH_DIR.parent), cwd=BENCH_DIR.parent, check=False
+    )
     output = completed.stdout.decode("utf-8", "replace")
     if completed.returncode != 0:
         return [failed("state.history", LABEL, TARGET, describe_failure(argv, completed))]
     match = RECORD.search(output)
     if match is None:
-        return [failed("state.history", LABEL, TARGET,
-                       f"unrecognised output of {SCRIPT.name}: {output.strip()[:300]}")]
+        return [
+            failed(
+                "state.history",
+                LABEL,
+                TARGET,
+                f"unrecognised output of {SCRIPT.name}: {output.strip()[:300]}",
+            )
+        ]
     small, large, ratio = (float(match.group(name)) for name in ("small", "large", "ratio"))
     locks = LOCKS.search(output)
-    return [Figure(
-        "state.history", LABEL, f"{large:.2f} ms", f"run 10: {small:.2f} ms", f"{ratio:.2f}x",
-        TARGET, ratio <= RATIO_TARGET,
-        {"run_10_ms": small, "run_10000_ms": large, "ratio": ratio, "output": output.strip()},
-        note=(f"median of {profile.state_rounds} alternating records each (its own script)"
-              + (f"; {locks.group(0)}" if locks else "")),
-    )]
+    return [
+        Figure(
+            "state.history",
+            LABEL,
+            f"{large:.2f} ms",
+            f"run 10: {small:.2f} ms",
+            f"{ratio:.2f}x",
+            TARGET,
+            ratio <= RATIO_TARGET,
+            {"run_10_ms": small, "run_10000_ms": large, "ratio": ratio, "output": output.strip()},
+            note=(
+                f"median of {profile.state_rounds} alternating records each (its own script)"
+                + (f"; {locks.group(0)}" if locks else "")
+            ),
+        )
+    ]

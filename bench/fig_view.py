@@ -93,8 +93,12 @@ class _Runs:
         os.sync()  # untimed: no run pays for the write-back of the one before it
         started = time.perf_counter()
         done = subprocess.run(
-            [PYTHON, "-c", IN_PROCESS, "start"], cwd=self.repo.root, env=self.env,
-            stdin=subprocess.DEVNULL, capture_output=True, check=False,
+            [PYTHON, "-c", IN_PROCESS, "start"],
+            cwd=self.repo.root,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
         )
         elapsed = time.perf_counter() - started
         self._finish("off", done.returncode, done.stderr, done.stdout)
@@ -111,8 +115,13 @@ class _Runs:
         started = time.perf_counter()
         try:
             done = subprocess.run(
-                [PYTHON, "-c", IN_PROCESS, "start"], cwd=self.repo.root, env=self.env,
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=terminal, check=False,
+                [PYTHON, "-c", IN_PROCESS, "start"],
+                cwd=self.repo.root,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=terminal,
+                check=False,
             )
         finally:
             os.close(terminal)
@@ -128,16 +137,24 @@ class _Runs:
 
 def _import_cost(repo: BenchRepo, rounds: int) -> Figure:
     """Wall time of importing what the view needs, against a bare interpreter start."""
+
     def run(program: str) -> float:
         return timed_run([PYTHON, "-c", program], env=repo.env, cwd=repo.root)[0]
 
-    samples = alternate(rounds, [("bare", lambda: run("pass")),
-                                 ("rich", lambda: run("import rich.console, rich.live"))])
+    samples = alternate(
+        rounds,
+        [("bare", lambda: run("pass")), ("rich", lambda: run("import rich.console, rich.live"))],
+    )
     bare, rich = median(samples["bare"]), median(samples["rich"])
     return Figure(
-        "view.import", "view: importing rich (once per run on a terminal)",
-        f"{(rich - bare) * 1000:.0f} ms", f"python -c pass {bare * 1000:.0f} ms", "", "(information)",
-        None, {"bare_s": samples["bare"], "rich_s": samples["rich"]},
+        "view.import",
+        "view: importing rich (once per run on a terminal)",
+        f"{(rich - bare) * 1000:.0f} ms",
+        f"python -c pass {bare * 1000:.0f} ms",
+        "",
+        "(information)",
+        None,
+        {"bare_s": samples["bare"], "rich_s": samples["rich"]},
         note="paid only when the view is on; plan, status and piped runs never import rich",
     )
 
@@ -146,14 +163,17 @@ def measure(profile: Profile) -> list[Figure]:
     """The view's CPU and the stage duration, view off vs on; the rich import."""
     size = profile.size_mb * 1_000_000
     with bench_repo("view") as repo:
-        repo.write_config([{"id": "cap", "stages": [{"id": "gen", "command": generator("yes", size)}]}],
-                          "cap")
+        repo.write_config(
+            [{"id": "cap", "stages": [{"id": "gen", "command": generator("yes", size)}]}], "cap"
+        )
         runs = _Runs(repo)
         runs.off()  # warm-up: bytecode and page caches
         runs.stage["off"].clear()
         runs.cpu["off"].clear()
-        progress(f"view: {profile.size_mb} MB stage, {profile.capture_rounds} alternating rounds "
-                 "(stderr piped: view off; stderr on a pty: view on)")
+        progress(
+            f"view: {profile.size_mb} MB stage, {profile.capture_rounds} alternating rounds "
+            "(stderr piped: view off; stderr on a pty: view on)"
+        )
         samples = alternate(profile.capture_rounds, [("off", runs.off), ("on", runs.on)])
         import_cost = _import_cost(repo, profile.cold_rounds)
     off, on = median(samples["off"]), median(samples["on"])
@@ -161,32 +181,51 @@ def measure(profile: Profile) -> list[Figure]:
     cpu_off, cpu_on = median(runs.cpu["off"]), median(runs.cpu["on"])
     extra = (cpu_on - cpu_off) / stage_on
     label = f"view on vs off, {profile.size_mb} MB stage"
-    values = {"cli_off_s": samples["off"], "cli_on_s": samples["on"],
-              "stage_off_s": runs.stage["off"], "stage_on_s": runs.stage["on"],
-              "cpu_off_s": runs.cpu["off"], "cpu_on_s": runs.cpu["on"]}
+    values = {
+        "cli_off_s": samples["off"],
+        "cli_on_s": samples["on"],
+        "stage_off_s": runs.stage["off"],
+        "stage_on_s": runs.stage["on"],
+        "cpu_off_s": runs.cpu["off"],
+        "cpu_on_s": runs.cpu["on"],
+    }
     rounds = f"median of {profile.capture_rounds} alternating runs"
     return [
         Figure(
-            "view.cpu", f"{label}: view's CPU while the stage runs", f"{extra * 100:.1f}% of a core",
+            "view.cpu",
+            f"{label}: view's CPU while the stage runs",
+            f"{extra * 100:.1f}% of a core",
             f"orchestrator CPU off {cpu_off * 1000:.0f} ms, on {cpu_on * 1000:.0f} ms",
             f"+{(cpu_on - cpu_off) * 1000:.0f} ms over a {fmt_seconds(stage_on)} stage",
-            f"<= {CPU_TARGET * 100:.0f}% of a core", extra <= CPU_TARGET, values,
+            f"<= {CPU_TARGET * 100:.0f}% of a core",
+            extra <= CPU_TARGET,
+            values,
             note=f"{rounds}; the orchestrator's own CPU time (getrusage: its threads, not the "
-                 "stage's processes): the most the view can take from a stage is this share of "
-                 "one core",
+            "stage's processes): the most the view can take from a stage is this share of "
+            "one core",
         ),
         Figure(
-            "view.stage", f"{label}: stage duration", fmt_seconds(stage_on),
-            f"view off {fmt_seconds(stage_off)}", f"{stage_on / stage_off:.3f}x",
-            f"<= {SLOWDOWN_TARGET}x", stage_on / stage_off <= SLOWDOWN_TARGET, values,
+            "view.stage",
+            f"{label}: stage duration",
+            fmt_seconds(stage_on),
+            f"view off {fmt_seconds(stage_off)}",
+            f"{stage_on / stage_off:.3f}x",
+            f"<= {SLOWDOWN_TARGET}x",
+            stage_on / stage_off <= SLOWDOWN_TARGET,
+            values,
             note=f"{rounds}; wall time, as noisy as the machine (load average in the header); "
-                 f"the view wrote ~{median([float(f) for f in runs.frames]):.0f} erase-line "
-                 "codes a run",
+            f"the view wrote ~{median([float(f) for f in runs.frames]):.0f} erase-line "
+            "codes a run",
         ),
         Figure(
-            "view.cli", f"{label}: whole CLI wall", fmt_seconds(on),
-            f"view off {fmt_seconds(off)}", f"{(on - off) * 1000:+.0f} ms ({on / off:.3f}x)",
-            "(information)", None, {"cli_off_median_s": off, "cli_on_median_s": on},
+            "view.cli",
+            f"{label}: whole CLI wall",
+            fmt_seconds(on),
+            f"view off {fmt_seconds(off)}",
+            f"{(on - off) * 1000:+.0f} ms ({on / off:.3f}x)",
+            "(information)",
+            None,
+            {"cli_off_median_s": off, "cli_on_median_s": on},
             note="both runs import rich first (see the import row)",
         ),
         import_cost,

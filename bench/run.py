@@ -69,22 +69,32 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python bench/run.py", description=__doc__.splitlines()[0] if __doc__ else None
     )
-    parser.add_argument("--quick", action="store_true",
-                        help="short smoke version (20 MB, 50 concurrent runs, fewer rounds)")
-    parser.add_argument("--size-mb", type=int, metavar="MB",
-                        help="bytes printed by the capture stage, in MB (default 300; quick 20)")
-    parser.add_argument("--concurrency", type=int, metavar="N",
-                        help="concurrent start runs (default 500; quick 50)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="short smoke version (20 MB, 50 concurrent runs, fewer rounds)",
+    )
+    parser.add_argument(
+        "--size-mb",
+        type=int,
+        metavar="MB",
+        help="bytes printed by the capture stage, in MB (default 300; quick 20)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, metavar="N", help="concurrent start runs (default 500; quick 50)"
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also save the figures here")
-    parser.add_argument("--only", metavar="NAMES",
-                        help=f"comma-separated subset of: {', '.join(FIGURES)}")
+    parser.add_argument(
+        "--only", metavar="NAMES", help=f"comma-separated subset of: {', '.join(FIGURES)}"
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a figure is a MISS")
     args = parser.parse_args(argv)
     if args.only:
         unknown = set(args.only.split(",")) - set(FIGURES)
         if unknown:
-            parser.error(f"unknown figure(s) {', '.join(sorted(unknown))}; "
-                         f"choose from {', '.join(FIGURES)}")
+            parser.error(
+                f"unknown figure(s) {', '.join(sorted(unknown))}; choose from {', '.join(FIGURES)}"
+            )
     if args.size_mb is not None and args.size_mb < 1:
         parser.error("--size-mb must be at least 1")
     if args.concurrency is not None and args.concurrency < 1:
@@ -114,8 +124,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         import codex_orchestrator
     except ImportError:
-        print("codex_orchestrator is not importable: run `pip install -e .` first",
-              file=sys.stderr)
+        print("codex_orchestrator is not importable: run `pip install -e .` first", file=sys.stderr)
         return 2
     profile = make_profile(args.quick, args.size_mb, args.concurrency)
     names = args.only.split(",") if args.only else list(FIGURES)

@@ -42,7 +42,9 @@ class ToolRefused(Exception):
     """A tool call that came back as an error: the CLI's message and exit code."""
 
 
-async def call(client: Client, name: str, arguments: dict[str, Any], **options: Any) -> dict[str, Any]:
+async def call(
+    client: Client, name: str, arguments: dict[str, Any], **options: Any
+) -> dict[str, Any]:
     """Call a tool and return its structured result; a tool error raises `ToolRefused`."""
     outcome: CallToolResult = await client.call_tool(name, arguments, **options)
     document = outcome.structured_content or {}

@@ -27,7 +27,9 @@ T = TypeVar("T")
 MARKER = "CODEX_ORCHESTRATOR_TEST_MARKER"
 
 
-def in_process(repo: Repo, scenario: Callable[[Client], Awaitable[T]], read_only: bool = False) -> T:
+def in_process(
+    repo: Repo, scenario: Callable[[Client], Awaitable[T]], read_only: bool = False
+) -> T:
     """Run ``scenario`` against an in-process server for ``repo`` (its children end with it)."""
 
     async def main() -> T:
@@ -43,7 +45,9 @@ def in_process(repo: Repo, scenario: Callable[[Client], Awaitable[T]], read_only
 
 
 @contextlib.asynccontextmanager
-async def over_stdio(repo: Repo, *options: str, errlog: Path | None = None) -> AsyncIterator[Client]:
+async def over_stdio(
+    repo: Repo, *options: str, errlog: Path | None = None
+) -> AsyncIterator[Client]:
     """The SDK client talking to ``codex-orchestrator mcp OPTIONS`` as a real child process."""
     params = StdioServerParameters(
         command=sys.executable,

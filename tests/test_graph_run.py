@@ -483,7 +483,11 @@ def test_concurrent_output_is_echoed_with_a_stage_prefix_on_a_terminal(repo: Rep
     proc = subprocess.Popen(
         [*repo_cli_argv(), "start"],
         cwd=repo.root,
-        env={**repo.env, **FAST, "TERM": "dumb"},  # the live view replaces the echo on a capable terminal
+        env={
+            **repo.env,
+            **FAST,
+            "TERM": "dumb",
+        },  # the live view replaces the echo on a capable terminal
         stdout=subprocess.PIPE,
         stderr=follower,
     )

@@ -32,7 +32,10 @@ def test_agent_runs_diagnostics_reads_failures_and_marks_evidence(repo: Repo) ->
                     "id": "diagnostics",
                     "stages": [
                         {"id": "build", "command": "echo built"},
-                        {"id": "lint", "command": "test -f clean || { echo 'E501 line too long' >&2; exit 1; }"},
+                        {
+                            "id": "lint",
+                            "command": "test -f clean || { echo 'E501 line too long' >&2; exit 1; }",
+                        },
                     ],
                 }
             ]

@@ -98,7 +98,9 @@ def test_start_then_cancel_leaves_no_process(served: Repo) -> None:
                 await anyio.sleep(0.2)
         assert any("sleep 120" in line for line in _marked_lines())
         cancelled = result(
-            await client.call_tool("cancel", {"run": started["run_id"], "reason": "agent says stop"})
+            await client.call_tool(
+                "cancel", {"run": started["run_id"], "reason": "agent says stop"}
+            )
         )
         again = result(await client.call_tool("cancel", {"run": started["run_id"]}))
         return [started, cancelled, again]

@@ -108,7 +108,9 @@ def test_status_wait_and_logs_of_a_real_run(served: Repo) -> None:
             await client.call_tool("status", {"run": run["run_id"]}),
             await client.call_tool("wait", {"run": run["run_id"], "timeout_seconds": 5}),
             await client.call_tool("logs", {"run": run["run_id"]}),
-            await client.call_tool("logs", {"run": run["run_id"], "stage": "count", "tail_lines": 1}),
+            await client.call_tool(
+                "logs", {"run": run["run_id"], "stage": "count", "tail_lines": 1}
+            ),
             await client.call_tool("logs", {"run": run["run_id"], "stream": "stderr"}),
             await client.call_tool("status", {"run": "2020-01-01T00-00-00-000Z-00000000"}),
         ]
@@ -128,7 +130,9 @@ def test_status_wait_and_logs_of_a_real_run(served: Repo) -> None:
     assert texts[("hello", "stderr")] == "hello err\n"
     assert texts[("count", "stdout")] == "line 1\nline 2\nline 3\n"
     assert result(logs)["truncated"] is False
-    assert [log["text"] for log in result(tail)["logs"] if log["stream"] == "stdout"] == ["line 3\n"]
+    assert [log["text"] for log in result(tail)["logs"] if log["stream"] == "stdout"] == [
+        "line 3\n"
+    ]
     assert {log["stream"] for log in result(stderr)["logs"]} == {"stderr"}
     assert error(unknown) == cli_error(served, "status", "2020-01-01T00-00-00-000Z-00000000")
 
@@ -199,7 +203,9 @@ def test_wait_gives_up_after_its_timeout(served: Repo) -> None:
 
 def _live_run_id(repo: Repo) -> str:
     runs = repo.root / ".runs" / "default" / "cli"
-    assert wait_until(lambda: runs.is_dir() and any((d / "manifest.json").exists() for d in runs.iterdir()))
+    assert wait_until(
+        lambda: runs.is_dir() and any((d / "manifest.json").exists() for d in runs.iterdir())
+    )
     return next(d.name for d in runs.iterdir() if (d / "manifest.json").exists())
 
 

@@ -37,7 +37,9 @@ def noisy(repo: Repo) -> Repo:
             "pipelines": [
                 {
                     "id": "main",
-                    "stages": [{"id": "noise", "command": "echo STAGE-STDOUT; echo STAGE-STDERR >&2"}],
+                    "stages": [
+                        {"id": "noise", "command": "echo STAGE-STDOUT; echo STAGE-STDERR >&2"}
+                    ],
                 }
             ],
         }
@@ -67,7 +69,9 @@ def test_malformed_input_of_each_kind_leaves_the_server_answering(noisy: Repo) -
         huge = _call(server, 6, "plan", {"pipeline": "p" * 4_000_000})["result"]
         assert huge["isError"] and len(huge["structuredContent"]["error"]) < 400
         # nested past the SDK's parser: dropped without an answer, the server goes on
-        server.request(7, "tools/call", {"name": "plan", "arguments": json.loads("[" * 500 + "]" * 500)})
+        server.request(
+            7, "tools/call", {"name": "plan", "arguments": json.loads("[" * 500 + "]" * 500)}
+        )
         fine = _call(server, 8, "plan", {})["result"]
         assert not fine["isError"] and fine["structuredContent"]["pipeline"]["id"] == "main"
         code, rest, stderr = server.close()
@@ -154,7 +158,10 @@ def test_stopping_the_server_leaves_none_of_its_processes(repo: Repo, stop: str)
         assert code == 0, stderr.decode()[-2000:]
         assert elapsed < 10
         assert_protocol_only(rest)
-        assert all("codex_orchestrator status" in command_line(pid) or not command_line(pid) for pid in seen)
+        assert all(
+            "codex_orchestrator status" in command_line(pid) or not command_line(pid)
+            for pid in seen
+        )
         assert wait_until(lambda: not any(command_line(pid) for pid in seen), timeout=5)
         # of the processes that carry the marker, only the run's own are left
         left = {pid: command_line(pid) for pid in marked_processes(marker)}
@@ -199,7 +206,9 @@ def test_stopping_the_server_ends_a_call_that_would_run_on(repo: Repo) -> None:
         assert wait_until(lambda: not command_line(call), timeout=5)
         assert time.monotonic() - began < 6
     # the detached run is not the server's: its own teardown still ends it, cancelled
-    final = repo.cli("status", run_id, "--watch", "--interval", "0.2", "--format", "json", timeout=60)
+    final = repo.cli(
+        "status", run_id, "--watch", "--interval", "0.2", "--format", "json", timeout=60
+    )
     assert json.loads(final.stdout)["status"] == "cancelled"
 
 

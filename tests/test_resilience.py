@@ -26,11 +26,9 @@ STUBBORN_STAGE = (
 )
 
 
-
 def _pids(repo: Repo) -> list[int]:
     path = repo.root / "pids"
     return [int(line) for line in path.read_text().split()] if path.exists() else []
-
 
 
 def _only_run_manifest(repo: Repo, task: str = "default") -> dict[str, Any]:

@@ -191,6 +191,8 @@ def _add_stats(sub: argparse._SubParsersAction[_Parser]) -> None:
         "--write", action="store_true", help="write <runs>/<task>/metrics-summary.json"
     )
     _add_format(stats)
+
+
 def _add_report(sub: argparse._SubParsersAction[_Parser]) -> None:
     report = sub.add_parser("report", help="write a run's (or a task's) HTML report")
     _add_run(report, required=False)
@@ -201,7 +203,9 @@ def _add_report(sub: argparse._SubParsersAction[_Parser]) -> None:
 def _add_mcp(sub: argparse._SubParsersAction[_Parser]) -> None:
     mcp = sub.add_parser("mcp", help="serve the Model Context Protocol over stdio (for agents)")
     mcp.add_argument(
-        "--read-only", action="store_true", help="offer only plan, status, wait, runs, logs, tasks_check"
+        "--read-only",
+        action="store_true",
+        help="offer only plan, status, wait, runs, logs, tasks_check",
     )
 
 

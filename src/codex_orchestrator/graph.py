@@ -276,7 +276,9 @@ class Scheduler:
                     self._ended[dependent] = False
                     skipped.add(dependent)
                     frontier.append(dependent)
-        return [Skip(stage_id, failed) for stage_id in sorted(skipped, key=self._position.__getitem__)]
+        return [
+            Skip(stage_id, failed) for stage_id in sorted(skipped, key=self._position.__getitem__)
+        ]
 
 
 def resolve_max_parallel(pipeline_value: int | None, configured: int | None) -> int:

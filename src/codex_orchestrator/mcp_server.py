@@ -61,7 +61,11 @@ RunArg = Annotated[str, Field(description="run id, e.g. 2026-01-01T00-00-00-000Z
 RunFilter = Literal["queued", "in_progress", "succeeded", "failed", "cancelled", "stale"]
 WaitArg = Annotated[
     float,
-    Field(ge=0, le=MAX_WAIT_SECONDS, description="seconds to wait for the run to end (0: return at once)"),
+    Field(
+        ge=0,
+        le=MAX_WAIT_SECONDS,
+        description="seconds to wait for the run to end (0: return at once)",
+    ),
 ]
 
 
@@ -368,7 +372,9 @@ class _Tools:
         while True:
             state = await self._state(run_id)
             state["waited_seconds"] = round(time.monotonic() - began, 3)
-            done = sum(1 for stage in state["stages"] if stage["status"] in ("succeeded", "skipped"))
+            done = sum(
+                1 for stage in state["stages"] if stage["status"] in ("succeeded", "skipped")
+            )
             total = len(state["stages"]) or None
             if seconds > 0:
                 await ctx.report_progress(done, total, _progress_message(state))
