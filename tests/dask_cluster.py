@@ -13,8 +13,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import processes
 from codex_orchestrator.procfs import live_group_members
+from conftest import Repo
 
 DASK = Path(sys.executable).with_name("dask")
 START_TIMEOUT_SECONDS = 60.0
@@ -161,3 +164,24 @@ def parent_pid(pid: int) -> int:
     """The parent of ``pid`` (a stage's parent is its supervisor)."""
     stat = Path(f"/proc/{pid}/stat").read_bytes()
     return int(stat[stat.rindex(b")") + 2 :].split()[1])
+
+
+def running_handle(repo: Repo, stage_index: int) -> dict[str, Any] | None:
+    """The handle of a running stage of the only run in the repository, once recorded."""
+    for manifest_path in (repo.root / ".runs").glob("*/cli/*/manifest.json"):
+        try:
+            entry = json.loads(manifest_path.read_text())["commands"][stage_index]
+        except (OSError, ValueError):
+            return None
+        handle = entry.get("handle")
+        if entry["status"] == "running" and isinstance(handle, dict):
+            return handle
+    return None
+
+
+def first_stage_handle(repo: Repo, timeout: float = 30.0) -> dict[str, Any]:
+    """The handle of the first stage of the only run in the repository, once it runs."""
+    handle: dict[str, Any] = processes.wait_for(
+        lambda: running_handle(repo, 0), timeout, "the remote stage to start"
+    )
+    return handle

@@ -28,7 +28,14 @@ from mcp import Client
 
 import processes
 from conftest import Repo
-from dask_cluster import DaskCluster, dask_env, group_gone, parent_pid, start_cluster
+from dask_cluster import (
+    DaskCluster,
+    dask_env,
+    first_stage_handle,
+    group_gone,
+    parent_pid,
+    start_cluster,
+)
 from mcp_helpers import MARKER, in_process, result
 
 DASK_MODULES = ("dask", "distributed")
@@ -145,12 +152,7 @@ def test_cancel_of_a_detached_dask_run_leaves_no_process_on_the_workers(
     started = repo.cli("start", "--detach", "--format", "json", *dask_flags(cluster))
     assert started.returncode == 0, started.stderr
     run_id = json.loads(started.stdout)["run_id"]
-
-    def handle() -> dict[str, Any] | None:
-        entry = load(repo, run_id)["commands"][0]
-        return entry.get("handle") if entry["status"] == "running" else None
-
-    remote: dict[str, Any] = processes.wait_for(handle, 60, "the remote stage to start")
+    remote = first_stage_handle(repo, timeout=60)
     assert remote["kind"] == "dask" and not group_gone(remote["pgid"])
     cancelled = repo.cli("cancel", run_id, "--wait", "--format", "json", timeout=60)
     assert cancelled.returncode == 0, cancelled.stderr
@@ -381,13 +383,7 @@ def dead_run_with_a_group_left_on_a_worker(
     repo.pipeline({"id": "work", "command": "sleep 60 & wait"}, settings={"kill_grace_seconds": 1})
     process = repo.spawn("start", "--format", "json", *dask_flags(cluster))
     try:
-
-        def handle() -> dict[str, Any] | None:
-            dirs = run_dirs(repo)
-            entry = load(repo, dirs[0].name)["commands"][0] if dirs else {"status": "pending"}
-            return entry.get("handle") if entry["status"] == "running" else None
-
-        remote: dict[str, Any] = processes.wait_for(handle, 60, "the remote stage to start")
+        remote = first_stage_handle(repo, timeout=60)
         supervisor = parent_pid(remote["pid"])
         assert supervisor not in (remote["worker_pid"], process.pid)
         os.kill(supervisor, signal.SIGKILL)  # verified above: neither the worker nor ours

@@ -23,7 +23,14 @@ import pytest
 
 import processes
 from conftest import SRC, Repo
-from dask_cluster import DaskCluster, dask_env, group_gone, parent_pid, start_cluster
+from dask_cluster import (
+    DaskCluster,
+    dask_env,
+    first_stage_handle,
+    group_gone,
+    parent_pid,
+    start_cluster,
+)
 
 TWO_WORKERS = ((), ("--resources", "GPU=1"))
 
@@ -52,19 +59,6 @@ def wait_for(condition: Any, timeout: float = 30.0, what: str = "condition") -> 
     return processes.wait_for(condition, timeout, what)
 
 
-def running_handle(repo: Repo, stage_index: int) -> dict[str, Any] | None:
-    """The handle of a running stage of the only run in the repository, once recorded."""
-    for manifest_path in (repo.root / ".runs").glob("*/cli/*/manifest.json"):
-        try:
-            entry = json.loads(manifest_path.read_text())["commands"][stage_index]
-        except (OSError, ValueError):
-            return None
-        handle = entry.get("handle")
-        if entry["status"] == "running" and isinstance(handle, dict):
-            return handle
-    return None
-
-
 @contextmanager
 def remote_run(repo: Repo, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
     """``start --format json`` in the background; killed (by its pid) if the test left it."""
@@ -75,13 +69,6 @@ def remote_run(repo: Repo, env: dict[str, str]) -> Iterator[subprocess.Popen[str
         if process.poll() is None:
             process.kill()
             process.wait()
-
-
-def first_stage_handle(repo: Repo) -> dict[str, Any]:
-    handle: dict[str, Any] = wait_for(
-        lambda: running_handle(repo, 0), what="the remote stage to start"
-    )
-    return handle
 
 
 # --- selection and bad input -----------------------------------------------------------------
