@@ -255,8 +255,8 @@ class DaskExecutor:
         self.lost_after_seconds = lost_after_seconds
         #: Handles of stages whose supervisor vanished without a report (their group may live).
         self.orphans: list[Handle] = []
-        #: Futures of started stages, released only after the next submit (see `_release_after`).
-        self.started: list[Any] = []
+        #: The future of the stage submitted last, kept until the next submit (see `_run`).
+        self.last_submitted: Any = None
         self.remote_source = Path(dask_remote.__file__).read_text(encoding="utf-8")
         self.supervisor_source = Path(dask_supervisor.__file__).read_text(encoding="utf-8")
 
@@ -300,7 +300,11 @@ class DaskExecutor:
                 retries=0,
                 resources=dict(request.resources) if request.resources else None,
             )
-            self._release_after(future)
+            # Dropping a future sends "release" at once, and the client then holds its next
+            # send for its batching interval (10 ms): the release of a stage that just ended
+            # would delay the very next submit. Replaced here, after a submit, it travels in
+            # the same batch instead.
+            self.last_submitted = future
             try:
                 channel = self._await_start(listener, token, future, cancellation)
             except _SchedulerLost:
@@ -314,17 +318,6 @@ class DaskExecutor:
         with channel:
             stream = _Stream(self, channel, logs, request, cancellation, on_handle)
             return stream.follow()
-
-    def _release_after(self, future: Any) -> None:
-        """Keep ``future`` until the next stage is submitted; release those kept so far.
-
-        Dropping a future sends "release" to the scheduler at once, and the client then holds
-        whatever it sends next for its batching interval (10 ms): a release sent as one stage
-        ends would delay the very next submit by that much. Released after a submit, it
-        travels in the same batch instead.
-        """
-        released, self.started = self.started, [future]
-        released.clear()
 
     def _warn_unmet(self, stage_id: str, resources: Mapping[str, float]) -> None:
         """Say so when no worker has the resources a stage needs: Dask then waits for one."""
@@ -433,7 +426,7 @@ class DaskExecutor:
             for handle in self.orphans:
                 self.reap(handle, self.grace_seconds)
         self.orphans.clear()
-        self.started.clear()
+        self.last_submitted = None
         with contextlib.suppress(OSError, TimeoutError, RuntimeError):
             self.client.close(timeout=CONNECT_TIMEOUT_SECONDS)
 

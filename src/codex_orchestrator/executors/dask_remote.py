@@ -120,7 +120,7 @@ def supervisors(source: str) -> Supervisors:
     key = hashlib.sha256(source.encode()).hexdigest()
     # setdefault is atomic: tasks starting at once on a multi-threaded worker share one pool
     # (a pool starts nothing until it is used, so the ones that lose the race cost nothing).
-    return pools.setdefault(key, Supervisors(source))
+    return pools.get(key) or pools.setdefault(key, Supervisors(source))
 
 
 def run_stage_on_worker(
