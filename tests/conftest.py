@@ -127,6 +127,18 @@ def run_cli(
     )
 
 
+def run_python(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter that imports this checkout's package; it must
+    succeed."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+
 def assert_one_line_error(
     result: subprocess.CompletedProcess[str], exit_code: int, *needles: str
 ) -> str:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +24,7 @@ from codex_orchestrator.errors import (
     UnknownPipelineError,
 )
 from codex_orchestrator.workspace import Settings
-
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+from conftest import run_python
 
 ID_RULE = "use 1-128 characters from A-Z a-z 0-9 _ -, starting with a letter or digit"
 
@@ -321,13 +318,7 @@ def test_loading_the_config_does_not_scan_the_repository(tmp_path: Path) -> None
         config.resolve_pipeline("diagnostics")
         print("lookup", "/package.json" in seen)
     """
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)],
-        env={**os.environ, "PYTHONPATH": SRC},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = run_python(script, str(tmp_path))
     assert result.stdout.splitlines() == [
         f"load ['/{CONFIG_FILE}'] ['p', 'diagnostics']",
         "lookup True",

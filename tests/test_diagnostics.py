@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -18,10 +17,10 @@ import pytest
 
 from codex_orchestrator.config import CONFIG_FILE, CommandStage, load_config
 from codex_orchestrator.diagnostics import builtin_diagnostics
+from conftest import run_python
 
 PYTHON = shlex.quote(sys.executable)
 STAGE_IDS = ["build", "lint", "test", "spec-guard"]
-SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 def stages(root: Path) -> dict[str, CommandStage]:
@@ -120,13 +119,7 @@ def test_detection_runs_nothing(tmp_path: Path) -> None:
         "pipeline = load_config(Path(sys.argv[1])).resolve_pipeline(None)\n"
         "print(len(pipeline.stages), events)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)],
-        env={**os.environ, "PYTHONPATH": SRC},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = run_python(script, str(tmp_path))
     assert result.stdout.strip() == "4 []"
 
 
