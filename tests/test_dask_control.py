@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -29,7 +28,9 @@ from mcp import Client
 import processes
 from conftest import Repo
 from dask_cluster import (
+    DASK_GREETING,
     DaskCluster,
+    assert_no_stage_left,
     dask_env,
     first_stage_handle,
     group_gone,
@@ -41,6 +42,16 @@ from mcp_helpers import MARKER, in_process, result
 DASK_MODULES = ("dask", "distributed")
 #: A stage that ignores SIGTERM and leaves a child behind: only SIGKILL of its group ends it.
 STUBBORN = "trap '' TERM; sleep 60 & sleep 60; wait"
+
+
+@pytest.fixture(autouse=True)
+def _no_stage_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test, no process of a stage its runs recorded may still run (checked by
+    recorded process group and stage mark, on this machine, where every worker runs)."""
+    repo = request.getfixturevalue("repo") if "repo" in request.fixturenames else None
+    yield
+    if repo is not None:
+        assert_no_stage_left(repo)
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +285,7 @@ def test_a_detached_run_that_cannot_connect_after_the_fork_fails_honestly(repo: 
         with server:
             connection, _ = server.accept()
             with connection:
-                connection.sendall(struct.pack("=3Q", 58, 1, 42))
+                connection.sendall(DASK_GREETING)
 
     greeter = threading.Thread(target=greet_once_and_go, daemon=True)
     greeter.start()

@@ -25,6 +25,7 @@ import processes
 from conftest import SRC, Repo
 from dask_cluster import (
     DaskCluster,
+    assert_no_stage_left,
     dask_env,
     first_stage_handle,
     group_gone,
@@ -33,6 +34,16 @@ from dask_cluster import (
 )
 
 TWO_WORKERS = ((), ("--resources", "GPU=1"))
+
+
+@pytest.fixture(autouse=True)
+def _no_stage_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test, no process of a stage its runs recorded may still run (checked by
+    recorded process group and stage mark, on this machine, where every worker runs)."""
+    repo = request.getfixturevalue("repo") if "repo" in request.fixturenames else None
+    yield
+    if repo is not None:
+        assert_no_stage_left(repo)
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +191,7 @@ HOST_PID_TIMING = frozenset(
         "duration_seconds",
         "resume_token",
         "env_marker",  # the local executor's way to find escaped processes on this machine
+        "stage_mark",  # the Dask executor's mark of a stage's processes on its worker
     }
 )
 
@@ -360,8 +372,9 @@ def test_scheduler_death_fails_the_run_and_says_so(repo: Repo, own_cluster: Dask
         assert own_cluster.scheduler is not None
         own_cluster.scheduler.kill()
         own_cluster.scheduler.wait()
-        stdout, _ = process.communicate(timeout=60)
+        stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 1
+    assert "Traceback" not in stderr and "distributed." not in stderr, stderr  # one line
     manifest = repo.manifest(json.loads(stdout))
     assert manifest["status"] == "failed"
     assert manifest["status_detail"] == "stage:work:scheduler-lost"
@@ -501,11 +514,12 @@ def test_relative_worker_root_is_refused(repo: Repo, cluster: DaskCluster) -> No
 def test_reap_ends_a_verified_group_on_its_worker_and_refuses_a_tampered_one(
     repo: Repo, cluster: DaskCluster
 ) -> None:
-    from codex_orchestrator.executors.dask import WorkerMapping, connect
+    from codex_orchestrator.executors.dask import DaskConfig, WorkerMapping, connect
     from codex_orchestrator.procfs import process_start_ticks
 
     leftover = subprocess.Popen(["sleep", "60"], start_new_session=True)
-    executor = connect(cluster.address, "test", WorkerMapping(repo.root, repo.root), 1.0, 10.0)
+    mapping = WorkerMapping(repo.root, repo.root)
+    executor = connect(DaskConfig(cluster.address, "test", mapping, 1.0, 10.0, 10.0))
     try:
         ticks = process_start_ticks(leftover.pid)
         assert ticks is not None

@@ -1,4 +1,5 @@
-"""The one function a Dask task carries as code: run a function of worker-side source text.
+"""The functions Dask tasks and worker calls carry as code: run a function of worker-side source
+text, and keep the key an orchestrator hands a worker.
 
 The worker-side modules (``dask_remote``, ``dask_supervisor``) travel as source text and need
 only the standard library, so workers need Python and Dask, not codex-orchestrator. This module
@@ -29,3 +30,9 @@ def call(module_source: str, function: str, *args: Any) -> Any:
         # Tasks starting at once on a multi-threaded worker all use the first one stored.
         namespace = modules.setdefault(module_source, compiled)
     return namespace[function](*args)
+
+
+def remember(attribute: str, session: bytes, key: bytes, dask_worker: Any) -> None:
+    """On a worker, called by the orchestrator directly (Dask's worker RPC, not through the
+    scheduler): keep this orchestrator session's worker key where its tasks look for it."""
+    dask_worker.__dict__.setdefault(attribute, {})[session] = key
