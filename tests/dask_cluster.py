@@ -13,10 +13,14 @@ import struct
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import processes
+from codex_orchestrator.executor import RUN_ID_ENV
 from codex_orchestrator.executors.dask_supervisor import STAGE_MARK_ENV as MARK_ENV
 from codex_orchestrator.process import leftover_group_problem
 from codex_orchestrator.procfs import live_group_members, process_start_ticks
@@ -184,6 +188,25 @@ def dask_env(cluster: DaskCluster) -> dict[str, str]:
     }
 
 
+@contextmanager
+def remote_run(repo: Repo, env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[str]]:
+    """``start --format json ARGS`` in the background; killed (by its pid) if the test left it."""
+    process = repo.spawn("start", "--format", "json", *args, env=env)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a test may have stopped it
+            process.kill()
+            process.wait()
+
+
+def run_processes(run_id: str) -> dict[int, int]:
+    """``{pid: start ticks}`` of live processes on this machine whose environment names the run
+    (every stage's processes inherit it, remote ones too)."""
+    return processes.marked_processes(f"{RUN_ID_ENV}={run_id}")
+
+
 def group_gone(pgid: int) -> bool:
     """True once no live process is left in process group ``pgid``."""
     return live_group_members(pgid) == []
@@ -249,3 +272,58 @@ def assert_no_stage_left(repo: Repo, grace: float = 10.0) -> None:
         if process_start_ticks(pid) == ticks:
             processes.signal_recorded_pid(pid, signal.SIGKILL)
     assert not left, f"stage processes left running: {left}"
+
+
+class Namespace(NamedTuple):
+    """A network namespace joined to this one by a veth pair: ``host_ip`` here, ``inner_ip``
+    inside it."""
+
+    name: str
+    host_device: str
+    inner_device: str
+    host_ip: str
+    inner_ip: str
+
+    def cut(self) -> None:
+        """Partition the link: every packet either way is dropped, silently (no reset)."""
+        for prefix, device in ((), self.host_device), (self.inside(), self.inner_device):
+            _ip(*prefix, "tc", "qdisc", "replace", "dev", device, "root", "pfifo", "limit", "0")
+
+    def heal(self) -> None:
+        """Let packets through again."""
+        for prefix, device in ((), self.host_device), (self.inside(), self.inner_device):
+            subprocess.run([*prefix, "tc", "qdisc", "del", "dev", device, "root"], check=False)
+
+    def inside(self) -> tuple[str, ...]:
+        """The prefix that runs a command inside the namespace."""
+        return ("ip", "netns", "exec", self.name)
+
+
+def _ip(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+@contextmanager
+def network_namespace() -> Iterator[Namespace]:
+    """A fresh network namespace with a veth pair to this one (needs root and ``ip``); removed
+    afterwards. The /30 subnet is drawn at random from 10.0.0.0/8."""
+    tag = uuid.uuid4().hex[:8]
+    a, b = int(tag[:2], 16), int(tag[2:4], 16) & 0xFC
+    space = Namespace(
+        f"codex-test-{tag}", f"cxh{tag}", f"cxn{tag}", f"10.{a}.{b}.1", f"10.{a}.{b}.2"
+    )
+    _ip("ip", "netns", "add", space.name)
+    try:
+        _ip("ip", "link", "add", space.host_device, "type", "veth", "peer", space.inner_device)
+        _ip("ip", "link", "set", space.inner_device, "netns", space.name)
+        _ip("ip", "addr", "add", f"{space.host_ip}/30", "dev", space.host_device)
+        _ip("ip", "link", "set", space.host_device, "up")
+        _ip(
+            "ip", "-n", space.name, "addr", "add", f"{space.inner_ip}/30", "dev", space.inner_device
+        )
+        _ip("ip", "-n", space.name, "link", "set", space.inner_device, "up")
+        _ip("ip", "-n", space.name, "link", "set", "lo", "up")
+        yield space
+    finally:
+        subprocess.run(["ip", "link", "del", space.host_device], check=False, capture_output=True)
+        subprocess.run(["ip", "netns", "del", space.name], check=False, capture_output=True)

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,8 @@ from dask_cluster import (
     first_stage_handle,
     group_gone,
     parent_pid,
+    remote_run,
+    run_processes,
     start_cluster,
 )
 
@@ -68,18 +69,6 @@ def own_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
 
 def wait_for(condition: Any, timeout: float = 30.0, what: str = "condition") -> Any:
     return processes.wait_for(condition, timeout, what)
-
-
-@contextmanager
-def remote_run(repo: Repo, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    """``start --format json`` in the background; killed (by its pid) if the test left it."""
-    process = repo.spawn("start", "--format", "json", env=env)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 # --- selection and bad input -----------------------------------------------------------------
@@ -562,21 +551,6 @@ def test_cancel_while_queued_for_missing_resources_ends_at_once(
     assert (repo.root / entry["log_path"]).read_bytes() == b""
 
 
-def processes_of_run(run_id: str) -> list[int]:
-    """Pids on this machine whose environment names the run (stages inherit it)."""
-    marker = f"CODEX_ORCHESTRATOR_RUN_ID={run_id}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                environ = Path(f"/proc/{name}/environ").read_bytes()
-            except OSError:
-                continue
-            if marker in environ.split(b"\0"):
-                found.append(int(name))
-    return found
-
-
 def test_a_process_that_left_the_stage_group_ends_with_the_remote_stage(
     repo: Repo, cluster: DaskCluster
 ) -> None:
@@ -586,7 +560,7 @@ def test_a_process_that_left_the_stage_group_ends_with_the_remote_stage(
     )
     code, document = repo.start_json(env=dask_env(cluster))
     assert code == 0, document
-    assert processes_of_run(document["run_id"]) == []
+    assert run_processes(document["run_id"]) == {}
 
 
 def test_resuming_a_dead_local_run_on_dask_ends_its_local_leftovers(

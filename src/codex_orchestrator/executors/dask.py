@@ -171,26 +171,27 @@ class DaskExecutor:
         return self._call(self._hand_key(worker, self.key(worker)))
 
     async def _hand_key(self, worker: str, key: bytes) -> None:
-        from distributed.protocol.pickle import dumps
-
         identity = await self.client.scheduler.identity(n_workers=-1)
         if worker not in identity.get("workers", {}):
             raise ValueError(f"{worker} is not a worker of this cluster")
+        args = (dask_remote.KEYS_ATTRIBUTE, self.session, key)
+        await self._worker_call(worker, dask_entry.remember, args)
+        with self._keys_lock:
+            self._given.add(worker)
+
+    async def _worker_call(self, worker: str, function: Any, args: tuple[Any, ...]) -> Any:
+        """Call ``function`` (of ``dask_entry``) on ``worker`` over Dask's direct connection to
+        it: neither through the scheduler nor in one of the worker's task threads."""
+        from distributed.protocol.pickle import dumps
+
         reply = await self.client.rpc(worker).run(
-            function=dumps(dask_entry.remember),  # type: ignore[no-untyped-call]
-            args=dumps(
-                (  # type: ignore[no-untyped-call]
-                    dask_remote.KEYS_ATTRIBUTE,
-                    self.session,
-                    key,
-                )
-            ),
+            function=dumps(function),  # type: ignore[no-untyped-call]
+            args=dumps(args),  # type: ignore[no-untyped-call]
             wait=True,
         )
         if not isinstance(reply, dict) or reply.get("status") != "OK":
-            raise ValueError(f"{worker} did not take its key")
-        with self._keys_lock:
-            self._given.add(worker)
+            raise ValueError(f"{worker} refused the call: {reply!r:.200}")
+        return reply["result"]
 
     # --- calls to the scheduler, each with a deadline ----------------------------------------
 
@@ -392,35 +393,18 @@ class DaskExecutor:
     # --- ending what stages left -------------------------------------------------------------
 
     def reap_remote(self, worker: str, host: str, pgid: int, ticks: int, mark: str) -> str | None:
-        """End what is left of a stage through a Dask task pinned to its worker: its group (when
+        """End what is left of a stage through a direct call to its worker: its group (when
         verified) and the processes carrying its mark. ``ended``, ``none`` (nothing was left),
-        or None when the worker cannot be reached (not in the cluster, or no answer in time)."""
+        or None when the worker cannot be reached in time or is another machine now."""
+        args = (self.supervisor_source, host, pgid, ticks, self.grace_seconds, mark)
+        future = self._call(self._worker_call(worker, dask_entry.reap, args))
         try:
-            if worker not in self._workers():
-                return None
-        except _SchedulerLost:
+            result = future.result(
+                timeout=self.link_timeout + self.grace_seconds + KILL_WAIT_SECONDS
+            )
+        except Exception:  # unreachable, refused or too slow: the stage is reported unchecked
+            future.cancel()
             return None
-        future = self.client.submit(
-            dask_entry.call,
-            self.remote_source,
-            "reap_on_worker",
-            self.supervisor_source,
-            host,
-            pgid,
-            ticks,
-            self.grace_seconds,
-            mark,
-            workers=[worker],
-            allow_other_workers=False,
-            pure=False,
-        )
-        try:
-            bound = self.link_timeout + self.grace_seconds + KILL_WAIT_SECONDS
-            result = future.result(timeout=bound)
-        except Exception:  # Dask raises its own kinds; an unchecked stage is reported as such
-            return None
-        finally:
-            _release(future)
         return result if result in ("ended", "none") else None
 
     def reap(self, handle: Handle, grace_seconds: float) -> bool:
@@ -451,19 +435,20 @@ class DaskExecutor:
         if found is not None:
             return found == "ended"
         ends_by = _parse_time(handle.get("remote_ends_by"))
-        bound = self.link_timeout + grace_seconds + KILL_WAIT_SECONDS + POLL_SECONDS
-        wait = min(bound, ends_by - time.time()) if ends_by is not None else 0.0
-        if wait > 0:
-            note(
-                f"waiting {wait:.0f} s for process group {pgid} on {host}: its worker cannot be "
-                f"reached, and its supervisor ends it by {handle.get('remote_ends_by')}"
-            )
-            time.sleep(wait)
-        elif ends_by is None:
+        if ends_by is None:
             note(
                 f"warning: could not check process group {pgid} on {host} (worker {worker} "
                 "cannot be reached); if it still runs there, end it by hand"
             )
+            return False
+        bound = self.link_timeout + grace_seconds + KILL_WAIT_SECONDS + POLL_SECONDS
+        wait = min(bound, ends_by - time.time())
+        if wait > 0:
+            time.sleep(wait)
+        note(
+            f"could not reach worker {worker} to check process group {pgid} on {host}; its "
+            f"supervisor ended it by {handle.get('remote_ends_by')}, which has passed"
+        )
         return False
 
     def close(self) -> None:

@@ -307,7 +307,8 @@ class Door:
         if not caller.worker:
             self._hello(caller)
         if caller.keying is not None and caller.keying.done():
-            caller.keying.result()  # a stranger's address, or the RPC failed: turned away
+            if caller.keying.exception() is not None:  # not a worker, or it did not answer
+                raise ProtocolError(f"no key for {caller.worker}: {caller.keying.exception()}")
             caller.keying = None
             self._challenge(caller)
         if caller.nonces and len(caller.nonces) == 2 * NONCE_BYTES:

@@ -1,4 +1,5 @@
-"""The functions Dask runs on a worker: hand a stage to a supervisor, reap a leftover stage.
+"""The function Dask runs on a worker for each stage: prove the worker is the stage's, then
+hand the stage to a supervisor.
 
 Standard library only: the orchestrator sends this module's source text with each task and a
 worker compiles it once (``dask_entry.call``), so a worker needs Python and Dask, not a copy of
@@ -239,21 +240,3 @@ def _read_to_end(link: socket.socket) -> str:
     while chunk := link.recv(64):
         received += chunk
     return received.decode("ascii", "replace")
-
-
-def reap_on_worker(
-    supervisor_source: str,
-    host: str,
-    pgid: int,
-    leader_start_ticks: int,
-    grace_seconds: float,
-    mark: str,
-) -> str:
-    """End what is left of a stage here (its group, if verified, and the processes carrying
-    its mark): ``ended``, ``none`` (nothing was left) or ``other-host``."""
-    if os.uname().nodename != host:
-        return "other-host"  # the worker's address now belongs to another machine
-    argv = [sys.executable, "-I", "-S", "-c", supervisor_source, "reap"]
-    argv += [str(pgid), str(leader_start_ticks), repr(grace_seconds), mark]
-    code = subprocess.run(argv, stdin=subprocess.DEVNULL, check=False).returncode
-    return "ended" if code == 0 else "none"
