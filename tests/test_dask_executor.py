@@ -23,6 +23,7 @@ import pytest
 import processes
 from conftest import SRC, Repo
 from dask_cluster import (
+    DASK,
     DaskCluster,
     assert_no_stage_left,
     dask_env,
@@ -101,6 +102,13 @@ def test_local_start_and_plan_never_import_dask(repo: Repo) -> None:
         (["--executor", "dask", "--scheduler", "garbage"], {}, "not a Dask scheduler address"),
         (["--executor", "dask", "--scheduler", "tcp://h:99999"], {}, "tcp://HOST:PORT"),
         (["--executor", "dask", "--scheduler", "tcp://127.0.0.1:1"], {}, "cannot reach"),
+        (["--scheduler", "tcp://127.0.0.1:1"], {}, "cannot reach"),  # it implies dask
+        (
+            ["--executor", "local", "--scheduler", "tcp://127.0.0.1:1"],
+            {},
+            "--scheduler tcp://127.0.0.1:1 names a Dask scheduler, but --executor is 'local'",
+        ),
+        (["--scheduler", "tls://127.0.0.1:1"], {}, "the TLS settings are missing"),
     ],
 )
 def test_bad_executor_input_exits_2_without_a_run(
@@ -121,6 +129,8 @@ def test_bad_executor_input_exits_2_without_a_run(
         ({"resources": ["GPU"]}, {}, "stages[0].resources: expected an object"),
         ({}, {"executor": 5}, "settings.executor: expected a string"),
         ({}, {"dask_scheduler": ""}, "settings.dask_scheduler"),
+        ({}, {"dask_pass_env": ["A=B"]}, "settings.dask_pass_env[0]: 'A=B' is not an environ"),
+        ({}, {"dask_link_timeout_seconds": 0.5}, "settings.dask_link_timeout_seconds"),
     ],
 )
 def test_bad_executor_config_exits_2(
@@ -491,6 +501,35 @@ def test_worker_root_maps_the_repository_path_on_workers(
     entry = repo.manifest(document)["commands"][0]
     output = (repo.root / entry["log_path"]).read_text()
     assert output == f"worker copy\n{(mirror / 'sub').resolve()}\n"
+
+
+def test_a_remote_stage_gets_the_runs_variables_the_passed_ones_and_the_workers_paths(
+    repo: Repo, cluster: DaskCluster, tmp_path: Path
+) -> None:
+    mirror = tmp_path / "worker-view"
+    mirror.mkdir()
+    names = ("ROOT", "RUN_DIR", "MANIFEST_PATH", "PYTHON")
+    shown = "|".join(f"$CODEX_ORCHESTRATOR_{name}" for name in names)
+    repo.pipeline(
+        {
+            "id": "env",
+            "command": f'echo "{shown}|${{PASSED-unset}}|${{KEPT-unset}}|$OWN"',
+            "env": {"OWN": "the stage's own"},
+        },
+        settings={"worker_root": str(mirror), "dask_pass_env": ["PASSED"]},
+    )
+    env = {**dask_env(cluster), "PASSED": "passed on", "KEPT": "the orchestrator's secret"}
+    code, document = repo.start_json(env=env)
+    assert code == 0, document
+    entry = repo.manifest(document)["commands"][0]
+    root, run_dir, manifest, python, passed, kept, own = (
+        (repo.root / entry["log_path"]).read_text().strip().split("|")
+    )
+    assert root == str(mirror)
+    assert run_dir == str(mirror / document["artifact_root"])
+    assert manifest == str(mirror / document["manifest"])
+    assert python == DASK.read_text().splitlines()[0].removeprefix("#!")  # the worker's
+    assert (passed, kept, own) == ("passed on", "unset", "the stage's own")
 
 
 def test_relative_worker_root_is_refused(repo: Repo, cluster: DaskCluster) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import logging
 import os
 import select
 import socket
@@ -107,7 +106,6 @@ def connect(config: DaskConfig, cancellation: Cancellation | None = None) -> Das
     # Workers need Python and Dask only: the entry functions travel by value, the worker-side
     # modules as source text.
     cloudpickle.register_pickle_by_value(dask_entry)
-    _quiet_dask_logging()
     return DaskExecutor(client, config, callback_host)
 
 
@@ -118,14 +116,6 @@ def connect_after_fork(config: DaskConfig) -> DetachedDaskExecutor:
         config.address, config.source, config.tls, time.monotonic() + config.connect_timeout
     )
     return DetachedDaskExecutor(partial(connect, config), config.address)
-
-
-def _quiet_dask_logging() -> None:
-    """Dask's client logs connection errors with tracebacks on stderr when the scheduler goes;
-    the run records that in one line (``scheduler-lost``), so its own log says nothing."""
-    for handler in logging.getLogger("distributed").handlers:
-        handler.setLevel(logging.CRITICAL + 1)
-    logging.getLogger("distributed").propagate = False
 
 
 class DaskExecutor:

@@ -8,6 +8,7 @@ Every failure is one line and exit 2 (docs/executors.md). Dask is imported only 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import select
@@ -219,8 +220,8 @@ def _greeting_problem(probe: socket.socket, tls: TlsFiles | None, deadline: floa
                 needed = 8 + total
     except TimeoutError:
         if not received:
-            return f"it said nothing within {silent_after:g} s of the connection"
-        return f"it stopped after {len(received)} bytes of its greeting, for {silent_after:g} s"
+            return f"it said nothing within {silent_after:.2g} s of the connection"
+        return f"it stopped after {len(received)} bytes of its greeting, for {silent_after:.2g} s"
     except ssl.SSLError as error:
         return f"the TLS handshake failed: {error.reason or error}"
     except OSError as error:
@@ -251,6 +252,7 @@ def open_client(
     """
     import distributed
 
+    quiet_dask_logging()
     security = tls.security() if tls is not None else None
     connection_args = security.get_connection_args("client") if security else {}
 
@@ -323,6 +325,15 @@ def _check_versions(theirs: Mapping[str, Any], address: str, source: str, ours: 
             "the scheduler and the workers",
             exit_code=EXIT_USAGE,
         )
+
+
+def quiet_dask_logging() -> None:
+    """Dask logs connection errors with tracebacks on stderr (a scheduler that goes away, a
+    garbled handshake); each is reported in one line here or recorded (``scheduler-lost``),
+    so Dask's own log says nothing."""
+    for handler in logging.getLogger("distributed").handlers:
+        handler.setLevel(logging.CRITICAL + 1)
+    logging.getLogger("distributed").propagate = False
 
 
 def bounded(call: Callable[[], T], deadline: float, cancellation: Cancellation | None) -> T:
