@@ -528,13 +528,14 @@ def test_a_tls_cluster_runs_stages_and_turns_strangers_away(repo: Repo, tmp_path
     secure = start_cluster(tmp_path / "dask-tls", (), options=options)
     try:
         assert secure.address.startswith("tls://")
-        repo.pipeline({"id": "secure", "command": "echo over tls"}, settings=tls)
+        # About 2 MB: many TLS records, more than one chunk.
+        repo.pipeline({"id": "secure", "command": "echo over tls; seq 1 300000"}, settings=tls)
         code, document = repo.start_json(*dask_flags(secure))
         assert code == 0, document
         manifest = repo.manifest(document)
         assert manifest["executor_options"] == {"scheduler": secure.address}
         output = (repo.root / manifest["commands"][0]["log_path"]).read_text()
-        assert output == "over tls\n"
+        assert output == "over tls\n" + "".join(f"{n}\n" for n in range(1, 300001))
         repo.pipeline({"id": "secure", "command": "true"})  # no certificate settings
         completed = repo.cli("start", *dask_flags(secure), "--format", "json")
         assert completed.returncode == 2, completed.stderr

@@ -140,6 +140,8 @@ class DaskExecutor:
         self.orphans: list[Handle] = []
         #: The future of the stage submitted last, kept until the next submit (see `_run`).
         self.last_submitted: Any = None
+        #: In a TLS cluster, each stage's link is TLS too (after the handshake, before the job).
+        self.link_tls = config.tls.server_context() if config.tls is not None else None
         self.remote_source = Path(dask_remote.__file__).read_text(encoding="utf-8")
         self.supervisor_source = Path(dask_supervisor.__file__).read_text(encoding="utf-8")
 
@@ -280,6 +282,14 @@ class DaskExecutor:
         if link is None:  # cancelled while queued: nothing ever ran
             _release(future)
             return logs.outcome(None, time.time(), 0.0, cancelled=True, host="")
+        if self.link_tls is not None:
+            try:
+                link = link._replace(sock=self.link_tls.wrap_socket(link.sock, server_side=True))
+            except OSError as error:
+                link.sock.close()
+                raise OSError(
+                    f"the TLS handshake with the stage's worker failed: {error}"
+                ) from None
         with link.sock:
             mark = stage.hex()
             job = {

@@ -77,6 +77,14 @@ class TlsFiles(NamedTuple):
         context.load_cert_chain(self.cert, self.key)
         return context
 
+    def server_context(self) -> ssl.SSLContext:
+        """This side of a stage's link in a TLS cluster: our certificate presented, the
+        worker's required and checked against the cluster's CA."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=self.ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
     def security(self) -> Any:
         """Dask's ``Security`` for a client of the cluster (encryption required)."""
         from distributed import Security

@@ -17,6 +17,7 @@ import math
 import os
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -56,6 +57,7 @@ from codex_orchestrator.executors.dask_supervisor import (
     LOST_WORKER,
     MAC_BYTES,
     SIGNED_FRAMES,
+    WOULD_BLOCK,
     mac,
 )
 from codex_orchestrator.local_executor import _open_log as open_log
@@ -176,6 +178,10 @@ def signed_fields(kind: int, payload: bytes, key: bytes) -> dict[str, Any]:
     if not isinstance(fields, dict) or set(fields) != set(expected):
         raise ProtocolError(f"a report of kind {kind} with other fields than {sorted(expected)}")
     return {name: check(fields[name]) for name, check in expected.items()}
+
+
+def _buffered(sock: socket.socket) -> bool:
+    return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
 
 
 def job_frame(key: bytes, job: Mapping[str, Any]) -> bytes:
@@ -435,9 +441,12 @@ class Follower:
         watched = [sock, wake, hurry]
         while self.report is None:
             writing = [sock] if self.outbox else []
-            ready, writable, _ = select.select(watched, writing, [], POLL_SECONDS)
+            buffered = _buffered(self.link.sock)  # TLS may hold bytes the socket no longer shows
+            ready, writable, _ = select.select(
+                watched, writing, [], 0 if buffered else POLL_SECONDS
+            )
             now = time.monotonic()
-            if sock in ready:
+            if sock in ready or buffered:
                 if not self._receive():
                     break
                 self.last_frame = now
@@ -487,7 +496,7 @@ class Follower:
     def _flush(self) -> None:
         try:
             sent = self.link.sock.send(self.outbox)
-        except (BlockingIOError, InterruptedError):
+        except WOULD_BLOCK:
             return
         except OSError:
             sent = len(self.outbox)  # the link is gone: reading will tell
@@ -497,7 +506,7 @@ class Follower:
         """Read what arrived and dispatch it; False at the end of the link or a bad frame."""
         try:
             count = self.link.sock.recv_into(self.buffer)
-        except (BlockingIOError, InterruptedError):
+        except WOULD_BLOCK:
             return True
         except OSError:
             return False

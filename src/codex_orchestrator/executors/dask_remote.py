@@ -219,6 +219,7 @@ def run_stage_on_worker(
             "worker": address.decode(),
             "link_timeout": link_timeout,
             "python": sys.executable,
+            "tls": _tls_files(worker),
         }
         done, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         with theirs:
@@ -226,6 +227,19 @@ def run_stage_on_worker(
     # Only the supervisor holds the two sockets now: "done" ends when it exits.
     with done:
         return f"exited {_read_to_end(done) or 'without a report'}"
+
+
+def _tls_files(worker: Any) -> dict[str, str] | None:
+    """In a TLS cluster, the worker's CA, certificate and key (paths, or PEM text Dask keeps in
+    memory): the supervisor speaks TLS to the orchestrator with them."""
+    security = worker.security
+    if not str(worker.address).startswith("tls://"):
+        return None
+    return {
+        "ca": security.tls_ca_file,
+        "cert": security.tls_worker_cert,
+        "key": security.tls_worker_key,
+    }
 
 
 def _receive(link: socket.socket, size: int) -> bytes:

@@ -42,6 +42,7 @@ import os
 import select
 import signal
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -92,6 +93,8 @@ SIGTERM = 15
 SIGKILL = 9
 #: File descriptors handed over with each job: the orchestrator's socket, then "done".
 JOB_FDS = 2
+#: A non-blocking socket (plain or TLS) that cannot go on now.
+WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 def mac(key: bytes, kind: int, body: bytes) -> bytes:
@@ -263,7 +266,7 @@ class Channel:
         self.queued = 0
         now = time.monotonic()
         self.last_heard = self.last_progress = self.last_queued = now
-        self.pending = b""
+        self.partial = b""
 
     def fileno(self) -> int:
         """The socket's descriptor."""
@@ -292,8 +295,11 @@ class Channel:
         """Send what the socket takes without blocking."""
         while self.outbox and self.open:
             try:
-                sent = self.sock.sendmsg(self.outbox[:16])
-            except (BlockingIOError, InterruptedError):
+                if isinstance(self.sock, ssl.SSLSocket):  # the same head again after a retry
+                    sent = self.sock.send(self.outbox[0])
+                else:
+                    sent = self.sock.sendmsg(self.outbox[:16])
+            except WOULD_BLOCK:
                 return
             except OSError:
                 self.close()
@@ -311,23 +317,30 @@ class Channel:
                     self.outbox[0] = head[sent:]
                     sent = 0
 
+    def buffered(self) -> bool:
+        """True when TLS holds received bytes the socket no longer shows as readable."""
+        return isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
+
     def controls(self) -> list[tuple[int, float]]:
         """Control records received so far (the link closes when the orchestrator did)."""
-        try:
-            data = self.sock.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return []
-        except OSError:
-            data = b""
-        if not data:
-            self.close()
-            return []
-        self.last_heard = time.monotonic()
-        self.pending += data
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except WOULD_BLOCK:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self.close()
+                return []
+            self.last_heard = time.monotonic()
+            self.partial += data
+            if not self.buffered():
+                break
         records = []
-        while len(self.pending) >= CONTROL.size:
-            records.append(CONTROL.unpack(self.pending[: CONTROL.size]))
-            self.pending = self.pending[CONTROL.size :]
+        while len(self.partial) >= CONTROL.size:
+            records.append(CONTROL.unpack(self.partial[: CONTROL.size]))
+            self.partial = self.partial[CONTROL.size :]
         return records
 
     def broken(self, now: float) -> bool:
@@ -358,11 +371,13 @@ def read_job(channel: Channel) -> dict[str, Any] | None:
     length: int | None = None
     while length is None or len(received) < HEADER.size + length:
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([channel.sock], [], [], remaining)[0]:
+        if remaining <= 0:
+            return None
+        if not channel.buffered() and not select.select([channel.sock], [], [], remaining)[0]:
             return None
         try:
             chunk = channel.sock.recv(1 << 16)
-        except (BlockingIOError, InterruptedError):
+        except WOULD_BLOCK:
             continue
         except OSError:
             return None
@@ -374,7 +389,7 @@ def read_job(channel: Channel) -> dict[str, Any] | None:
             if kind != FRAME_JOB or not MAC_BYTES < length <= META_LIMIT:
                 return None
     channel.last_heard = time.monotonic()
-    channel.pending = received[HEADER.size + length :]
+    channel.partial = received[HEADER.size + length :]
     body = received[HEADER.size : HEADER.size + length - MAC_BYTES]
     signature = received[HEADER.size + length - MAC_BYTES : HEADER.size + length]
     if not hmac.compare_digest(signature, mac(channel.key, FRAME_JOB, body)):
@@ -504,8 +519,16 @@ def supervise_job(
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(SIGTERM, lambda *_: None)
-    with socket.socket(fileno=channel_fd) as sock:
-        channel = Channel(sock, bytes.fromhex(job["key"]), float(job["link_timeout"]))
+    timeout = float(job["link_timeout"])
+    with socket.socket(fileno=channel_fd) as plain:
+        sock = plain
+        if job["tls"] is not None:  # a TLS cluster: so is the link, both ends authenticated
+            plain.settimeout(timeout)
+            try:
+                sock = tls_context(job["tls"]).wrap_socket(plain)
+            except (OSError, ValueError):
+                return 1  # nothing ran; the orchestrator records the stage as not started
+        channel = Channel(sock, bytes.fromhex(job["key"]), timeout)
         worker = Worker(worker_pid)
         if not worker.alive():
             channel.send_signed(FRAME_SPAWN_FAILED, {"message": "the Dask worker died"})
@@ -515,6 +538,29 @@ def supervise_job(
     with contextlib.suppress(OSError):
         os.write(done_fd, str(code).encode())
     return code
+
+
+def tls_context(files: dict[str, str]) -> ssl.SSLContext:
+    """The worker's side of a TLS link: its certificate presented, the orchestrator's checked
+    against the cluster's CA (not against a host name, as Dask does)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    if "\n" in files["ca"]:
+        context.load_verify_locations(cadata=files["ca"])
+    else:
+        context.load_verify_locations(cafile=files["ca"])
+    context.load_cert_chain(_pem_path(files["cert"]), _pem_path(files["key"]))
+    return context
+
+
+def _pem_path(value: str) -> str:
+    """A path for a PEM file: itself, or a memory file for PEM text Dask keeps in memory."""
+    if "\n" not in value:
+        return value
+    fd = os.memfd_create("pem")
+    os.write(fd, value.encode())
+    return f"/proc/self/fd/{fd}"
 
 
 class Worker:
@@ -659,7 +705,7 @@ class Supervision:
         for fd in (self.wake_r, self.worker.fd, self.shell_fd):
             if fd >= 0:
                 poller.register(fd, select.POLLIN)
-        for fd, event in poller.poll(wait_ms):
+        for fd, event in poller.poll(0 if channel.open and channel.buffered() else wait_ms):
             if fd in self.streams:
                 data = os.read(fd, CHUNK_BYTES)
                 if data:
@@ -680,6 +726,8 @@ class Supervision:
             elif fd == self.shell_fd:
                 os.close(self.shell_fd)
                 self.shell_fd = -1  # the next pass reaps it
+        if channel.open and channel.buffered():
+            self._control(channel.controls())
 
     def _control(self, records: list[tuple[int, float]]) -> None:
         for kind, grace in records:
