@@ -404,19 +404,20 @@ def test_task_specs_hold_no_secret_and_forged_callers_are_turned_away(
 def admitted(callback: tuple[str, int], session: bytes, stage: bytes, worker: str) -> bool:
     """Whether the stage's door lets in a caller that knows what the task spec says (and which
     worker it claims to be) but not the worker's key."""
-    from codex_orchestrator.executors.dask_remote import ACCEPTED, HELLO, HELLO_FIELDS
+    from codex_orchestrator.executors.dask_remote import ACCEPTED, HELLO, HELLO_FIELDS, KEYED
 
     with socket.create_connection(callback, timeout=20) as caller:
         address = worker.encode()
         hello = HELLO_FIELDS.pack(session, stage, os.urandom(16), True, len(address))
-        caller.sendall(HELLO + hello + address)
+        caller.sendall(HELLO + hello + address + os.urandom(32))  # a proof without the key
         try:
-            if len(caller.recv(16)) != 16:
-                return False
-            caller.sendall(os.urandom(32))  # a proof without the key
-            return caller.recv(1) == ACCEPTED
+            answer = caller.recv(1)
+            if answer == KEYED:  # the orchestrator gave the real worker its key meanwhile
+                caller.sendall(os.urandom(32))
+                answer = caller.recv(1)
         except OSError:
             return False
+        return answer == ACCEPTED
 
 
 def test_a_report_with_a_wrong_signature_or_a_bad_field_is_refused() -> None:

@@ -28,8 +28,8 @@ from codex_orchestrator.executors.dask_remote import (
     ACCEPTED,
     HELLO,
     HELLO_FIELDS,
+    KEYED,
     MAX_WORKER_ADDRESS,
-    NONCE_BYTES,
     PROOF_BYTES,
     proof,
     stage_key,
@@ -217,8 +217,9 @@ class _Caller:
         self.deadline = deadline
         self.received = b""
         self.worker = ""
-        self.nonces = b""
+        self.nonce = b""
         self.keying: concurrent.futures.Future[None] | None = None
+        self.proving = False  # the worker has its key: the proof comes next
 
 
 class Door:
@@ -240,8 +241,8 @@ class Door:
         self.timeout = timeout
         self.callers: dict[int, _Caller] = {}
         listener.setblocking(False)
-        # Readable once a key was handed over: its caller's challenge goes out at once. The
-        # callback runs in Dask's thread, so the pipe is closed under a lock.
+        # Readable once a key was handed over: its caller hears of it at once. The callback
+        # runs in Dask's thread, so the pipe is closed under a lock.
         self.keyed_r, self.keyed_w = os.pipe()
         os.set_blocking(self.keyed_w, False)
         self.lock = threading.Lock()
@@ -316,9 +317,10 @@ class Door:
             if caller.keying.exception() is not None:  # not a worker, or it did not answer
                 raise ProtocolError(f"no key for {caller.worker}: {caller.keying.exception()}")
             caller.keying = None
-            self._challenge(caller)
-        if caller.nonces and len(caller.nonces) == 2 * NONCE_BYTES:
-            return self._check_proof(caller)
+            caller.sock.send(KEYED)
+            caller.proving = True
+        if caller.proving and len(caller.received) >= PROOF_BYTES:
+            return self._admit(caller)
         return None
 
     def _hello(self, caller: _Caller) -> None:
@@ -339,31 +341,24 @@ class Door:
         worker = caller.received[head : head + length].decode("ascii", "replace")
         caller.received = caller.received[head + length :]
         caller.worker = _text(worker)
-        caller.nonces = nonce
+        caller.nonce = nonce
         if has_key and self.keys.given(worker):
-            self._challenge(caller)
+            caller.proving = True
         else:
             caller.keying = self.keys.hand(worker)
             caller.keying.add_done_callback(self._keyed)
 
-    def _challenge(self, caller: _Caller) -> None:
-        challenge = os.urandom(NONCE_BYTES)
-        if caller.sock.send(challenge) != NONCE_BYTES:
-            raise ProtocolError("the challenge did not fit")
-        caller.nonces += challenge
-
-    def _check_proof(self, caller: _Caller) -> Link | None:
-        if len(caller.received) < PROOF_BYTES:
-            return None
+    def _admit(self, caller: _Caller) -> Link:
         key = self.keys.key(caller.worker)
-        expected = proof(key, self.session, self.stage, caller.worker.encode(), caller.nonces)
-        if not hmac.compare_digest(caller.received[:PROOF_BYTES], expected):
+        fields = (self.session, self.stage, caller.nonce)
+        if not hmac.compare_digest(
+            caller.received[:PROOF_BYTES], proof(key, *fields, caller.worker.encode())
+        ):
             raise ProtocolError("a wrong proof")
         caller.sock.setblocking(True)
         caller.sock.settimeout(self.timeout)
         caller.sock.sendall(ACCEPTED)
-        derived = stage_key(key, self.session, self.stage, caller.nonces)
-        return Link(caller.sock, derived, caller.worker)
+        return Link(caller.sock, stage_key(key, *fields), caller.worker)
 
 
 # --- following a started stage ---------------------------------------------------------------

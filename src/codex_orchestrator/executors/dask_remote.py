@@ -8,16 +8,16 @@ codex-orchestrator. The orchestrator imports it for the handshake's constants an
 The handshake on the connection a task opens to the orchestrator (the task spec, which every
 client of the scheduler can read, carries only the callback address and two public ids)::
 
-    task -> orchestrator: HELLO, session, stage, nonce_w, has key, worker address
-                          (the orchestrator gives the worker its key for this session, over
-                          Dask's own connection to that worker, if it has none yet)
-    orchestrator -> task: nonce_o
-    task -> orchestrator: proof = HMAC(worker key, session, stage, nonces, worker address)
+    task -> orchestrator: HELLO, session, stage, nonce, has-key, worker address
+                          [+ proof = HMAC(worker key, session, stage, nonce, worker address)]
+    orchestrator -> task: KEYED, when the worker had no key yet: the orchestrator gave it one
+                          over Dask's own connection to that worker; the task then sends its proof
     orchestrator -> task: ACCEPTED, once, for the first valid proof of the stage
 
 The worker key is never in a task spec and never passes through the scheduler, so a client of
 the scheduler that read the spec can neither pass for the stage's task nor sign its reports
-(the stage key that signs them derives from the worker key). See docs/executors.md.
+(the stage key that signs them derives from the worker key). The stage id is random and its
+door admits one caller, so a proof cannot be replayed. See docs/executors.md.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ HELLO_FIELDS = struct.Struct(">16s16s16sBH")
 NONCE_BYTES = 16
 PROOF_BYTES = 32
 ACCEPTED = b"A"
+KEYED = b"K"
 MAX_WORKER_ADDRESS = 512
 #: Where a worker keeps the keys orchestrators gave it (``{session: key}``).
 KEYS_ATTRIBUTE = "_codex_orchestrator_keys"
@@ -50,14 +51,14 @@ JOB_HEADER = ">I"
 NOT_RUN = "not-run"
 
 
-def proof(key: bytes, session: bytes, stage: bytes, worker: bytes, nonces: bytes) -> bytes:
-    """The task's answer to the orchestrator's challenge: it holds the worker key."""
-    return hmac.new(key, b"proof\0" + session + stage + nonces + worker, hashlib.sha256).digest()
+def proof(key: bytes, session: bytes, stage: bytes, nonce: bytes, worker: bytes) -> bytes:
+    """What the task shows the orchestrator: that it holds the worker's key."""
+    return hmac.new(key, b"proof\0" + session + stage + nonce + worker, hashlib.sha256).digest()
 
 
-def stage_key(key: bytes, session: bytes, stage: bytes, nonces: bytes) -> bytes:
+def stage_key(key: bytes, session: bytes, stage: bytes, nonce: bytes) -> bytes:
     """The key that signs one stage's reports and its job, derived from the worker key."""
-    return hmac.new(key, b"stage\0" + session + stage + nonces, hashlib.sha256).digest()
+    return hmac.new(key, b"stage\0" + session + stage + nonce, hashlib.sha256).digest()
 
 
 def tune_link(sock: socket.socket, timeout: float) -> None:
@@ -202,20 +203,26 @@ def run_stage_on_worker(
     with channel:
         tune_link(channel, link_timeout)
         nonce = os.urandom(NONCE_BYTES)
-        fields = HELLO_FIELDS.pack(session, stage, nonce, session in keys, len(address))
+        key = keys.get(session)
+        fields = HELLO_FIELDS.pack(session, stage, nonce, key is not None, len(address))
         try:
-            channel.sendall(HELLO + fields + address)
-            challenge = _receive(channel, NONCE_BYTES)
-            key = keys.get(session)
-            if key is None or len(challenge) != NONCE_BYTES:
-                return f"{NOT_RUN}: the orchestrator did not hand this worker its key"
-            channel.sendall(proof(key, session, stage, address, nonce + challenge))
-            if channel.recv(1) != ACCEPTED:
+            hello = HELLO + fields + address
+            proved = key is not None
+            if key is not None:  # the usual case: the proof goes with the hello
+                hello += proof(key, session, stage, nonce, address)
+            channel.sendall(hello)
+            answer = channel.recv(1)
+            if answer == KEYED:  # the orchestrator handed this worker its key just now
+                key = keys.get(session)
+                if key is not None and not proved:
+                    channel.sendall(proof(key, session, stage, nonce, address))
+                answer = channel.recv(1)
+            if answer != ACCEPTED or key is None:
                 return f"{NOT_RUN}: the orchestrator declined (the stage already started elsewhere)"
         except OSError as error:
             return f"{NOT_RUN}: the orchestrator closed the connection ({error})"
         handover = {
-            "key": stage_key(key, session, stage, nonce + challenge).hex(),
+            "key": stage_key(key, session, stage, nonce).hex(),
             "worker": address.decode(),
             "link_timeout": link_timeout,
             "python": sys.executable,
@@ -240,13 +247,6 @@ def _tls_files(worker: Any) -> dict[str, str] | None:
         "cert": security.tls_worker_cert,
         "key": security.tls_worker_key,
     }
-
-
-def _receive(link: socket.socket, size: int) -> bytes:
-    received = b""
-    while len(received) < size and (chunk := link.recv(size - len(received))):
-        received += chunk
-    return received
 
 
 def _read_to_end(link: socket.socket) -> str:

@@ -651,6 +651,8 @@ class Supervision:
         self.wake_r = wake_r
         self.worker = worker
         self.lost: str | None = None
+        #: When output was last read, or held back for the orchestrator (back-pressure).
+        self.last_output = time.monotonic()
         try:
             self.shell_fd = os.pidfd_open(stage.pid)  # readable once the shell exits
         except (AttributeError, OSError):
@@ -660,7 +662,6 @@ class Supervision:
         """Stream until the shell exited and its leftovers are gone (or cannot be ended); why
         the stage was lost (`LOST_WORKER`, `LOST_ORCHESTRATOR`, `LOST_SIGNALLED`), or None."""
         stage, channel = self.stage, self.channel
-        gone_at = None
         while True:
             now = time.monotonic()
             if stage.shell_exited_at is None and stage.reap():
@@ -676,12 +677,13 @@ class Supervision:
                 self._lose(LOST_ORCHESTRATOR)  # the orchestrator is gone or silent: so is the stage
             if self.worker.fd < 0 and not self.worker.alive():
                 self._lose(LOST_WORKER)
-            if stage.kill_at is not None and now > stage.kill_at + KILL_WAIT_SECONDS:
-                break  # what is left cannot be killed (uninterruptible sleep): report it so
             if stage.shell_exited_at is not None and stage.gone():
-                gone_at = gone_at or now
-                if not self.streams or now - gone_at > FINAL_DRAIN_SECONDS:
-                    break  # a process outside our reach may hold a pipe: stop waiting for it
+                # Output still flowing (or waiting for the orchestrator) is delivered; pipes a
+                # process outside our reach holds open, with nothing in them, are not waited on.
+                if not self.streams or now - self.last_output > FINAL_DRAIN_SECONDS:
+                    break
+            elif stage.kill_at is not None and now > stage.kill_at + KILL_WAIT_SECONDS:
+                break  # what is left cannot be killed (uninterruptible sleep): report it so
             if channel.open and now - channel.last_queued >= KEEPALIVE_SECONDS:
                 channel.queue(FRAME_ALIVE)
             self._poll(20 if stage.kill_at is not None else 100)
@@ -699,6 +701,8 @@ class Supervision:
         if channel.queued < CHUNK_BYTES:  # back-pressure: read the stage only when a chunk fits
             for fd in self.streams:
                 poller.register(fd, select.POLLIN)
+        else:
+            self.last_output = time.monotonic()
         if channel.open:
             writing = select.POLLOUT if channel.outbox else 0
             poller.register(channel.fileno(), select.POLLIN | writing)
@@ -709,6 +713,7 @@ class Supervision:
             if fd in self.streams:
                 data = os.read(fd, CHUNK_BYTES)
                 if data:
+                    self.last_output = time.monotonic()
                     channel.queue(self.streams[fd], data)
                 else:
                     del self.streams[fd]
