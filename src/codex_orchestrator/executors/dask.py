@@ -35,7 +35,14 @@ from codex_orchestrator.executors.dask_connect import (
     check_scheduler,
     open_client,
 )
-from codex_orchestrator.executors.dask_link import Door, Follower, Link, LogFiles, job_frame
+from codex_orchestrator.executors.dask_link import (
+    REPORT_MARGIN_SECONDS,
+    Door,
+    Follower,
+    Link,
+    LogFiles,
+    job_frame,
+)
 from codex_orchestrator.executors.dask_supervisor import (
     KILL_WAIT_SECONDS,
     PYTHON_ENV,
@@ -441,7 +448,9 @@ class DaskExecutor:
                 "cannot be reached); if it still runs there, end it by hand"
             )
             return False
-        bound = self.link_timeout + grace_seconds + KILL_WAIT_SECONDS + POLL_SECONDS
+        # Never longer than a supervisor cut off at the last contact may take (a recorded
+        # time further away is not trusted).
+        bound = self.link_timeout + grace_seconds + KILL_WAIT_SECONDS + REPORT_MARGIN_SECONDS
         wait = min(bound, ends_by - time.time())
         if wait > 0:
             time.sleep(wait)
