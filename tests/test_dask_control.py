@@ -416,6 +416,29 @@ def test_cancel_ends_a_detached_run_whose_scheduler_stalls_after_the_fork(
     assert [entry["status"] for entry in manifest["commands"]] == ["failed", "pending"]
 
 
+def test_cancel_of_a_dead_run_whose_recorded_scheduler_stalls_does_not_hang(
+    repo: Repo, scheduler_greeting: bytes
+) -> None:
+    repo.pipeline({"id": "work", "command": "sleep 60"}, settings={"kill_grace_seconds": 1})
+    process = repo.spawn("start")  # a local run, made to look like a dead Dask run below
+    try:
+        first_stage_handle(repo)
+    finally:
+        process.kill()
+        process.wait()
+    [run_dir] = run_dirs(repo)
+    with listening(greeting_then_nothing(scheduler_greeting), hold=True) as address:
+        path = run_dir / "manifest.json"
+        manifest = json.loads(path.read_text())
+        manifest.update(executor="dask", executor_options={"scheduler": address})
+        path.write_text(json.dumps(manifest))
+        cancelled = repo.cli("cancel", run_dir.name, "--format", "json", env=QUICK_CONNECT)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "processes left on dask workers not checked" in cancelled.stderr
+    assert "no answer to a version query in time" in cancelled.stderr
+    assert load(repo, run_dir.name)["status"] == "cancelled"
+
+
 #: A real ``dask scheduler`` that says it runs another Dask version.
 OTHER_VERSION_SCHEDULER = """
 import sys

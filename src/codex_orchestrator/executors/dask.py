@@ -276,6 +276,8 @@ class DaskExecutor:
                 link = self._await_start(door, future, cancellation, submitted, request)
             except _SchedulerLost:
                 _release(future)
+                if cancellation.requested:  # a call given up for the cancellation: nothing ran
+                    return logs.outcome(None, time.time(), 0.0, cancelled=True, host="")
                 return logs.outcome(None, time.time(), 0.0, host="", **self.scheduler_lost())
             except _QueuedTooLong:
                 _release(future)
