@@ -81,8 +81,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
 
 @pytest.fixture
 def own_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
-    """A cluster this test may break (kill a worker, freeze the scheduler)."""
+    """A cluster of two workers this test may break (kill a worker)."""
     running = start_cluster(tmp_path / "dask-own", (), ())
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def lone_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
+    """A cluster of one worker this test may break (kill it, freeze the scheduler)."""
+    running = start_cluster(tmp_path / "dask-lone", ())
     try:
         yield running
     finally:
@@ -180,15 +190,15 @@ def test_kill_9_of_the_worker_process_group_ends_the_stage_before_its_retry(
 
 
 def test_a_worker_killed_while_the_orchestrator_is_stopped_leaves_nothing(
-    repo: Repo, own_cluster: DaskCluster
+    repo: Repo, lone_cluster: DaskCluster
 ) -> None:
     # The stage fills the link while the orchestrator reads nothing; the link timeout is long,
     # so only the worker's death can end the stage in time.
     settings = {**GRACE, "dask_link_timeout_seconds": 60}
     repo.pipeline({"id": "loud", "command": "yes"}, settings=settings)
-    with remote_run(repo, dask_env(own_cluster)) as process:
+    with remote_run(repo, dask_env(lone_cluster)) as process:
         handle = first_stage_handle(repo)
-        worker = next(w for w in own_cluster.workers if w.pid == handle["worker_pid"])
+        worker = next(w for w in lone_cluster.workers if w.pid == handle["worker_pid"])
         process.send_signal(signal.SIGSTOP)
         try:
             time.sleep(0.5)  # the link is full by now: the supervisor waits to send
@@ -302,21 +312,21 @@ def test_a_stage_queued_for_resources_no_worker_has_times_out(
 
 
 def test_a_frozen_scheduler_fails_the_next_stage_within_the_link_timeout(
-    repo: Repo, own_cluster: DaskCluster
+    repo: Repo, lone_cluster: DaskCluster
 ) -> None:
     repo.pipeline(
         {"id": "running", "command": "sleep 2; echo done"},
         {"id": "next", "command": "echo never"},
         settings=QUICK_LINK,
     )
-    assert own_cluster.scheduler is not None
-    with remote_run(repo, dask_env(own_cluster)) as process:
+    assert lone_cluster.scheduler is not None
+    with remote_run(repo, dask_env(lone_cluster)) as process:
         first_stage_handle(repo)
-        own_cluster.scheduler.send_signal(signal.SIGSTOP)
+        lone_cluster.scheduler.send_signal(signal.SIGSTOP)
         try:
             manifest = finished(process, repo)
         finally:
-            own_cluster.scheduler.send_signal(signal.SIGCONT)
+            lone_cluster.scheduler.send_signal(signal.SIGCONT)
     assert manifest["status_detail"] == "stage:next:scheduler-lost"
     statuses = [(entry["status"], entry["exit_code"]) for entry in manifest["commands"]]
     assert statuses == [("succeeded", 0), ("failed", None)]  # the first needs no scheduler

@@ -404,7 +404,13 @@ class DaskExecutor:
     def reap_remote(self, worker: str, host: str, pgid: int, ticks: int, mark: str) -> str | None:
         """End what is left of a stage through a direct call to its worker: its group (when
         verified) and the processes carrying its mark. ``ended``, ``none`` (nothing was left),
-        or None when the worker cannot be reached in time or is another machine now."""
+        or None when the worker cannot be reached in time or is another machine now.
+
+        A worker the scheduler no longer knows is gone (answered at once); when the scheduler
+        itself does not answer, the worker is tried all the same."""
+        with contextlib.suppress(_SchedulerLost):
+            if worker not in self._workers():
+                return None
         args = (self.supervisor_source, host, pgid, ticks, self.grace_seconds, mark)
         future = self._call(self._worker_call(worker, dask_entry.reap, args))
         try:
