@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import pytest
+
 import processes
 from codex_orchestrator.executor import RUN_ID_ENV
 from codex_orchestrator.executors.dask_supervisor import STAGE_MARK_ENV as MARK_ENV
@@ -127,6 +129,10 @@ class DaskCluster:
             time.sleep(0.1)
         raise RuntimeError(f"dask workers did not register: {self.log('worker-0')}")
 
+    def worker_of(self, handle: dict[str, Any]) -> subprocess.Popen[bytes]:
+        """The worker process a stage's handle names (one this cluster started)."""
+        return next(worker for worker in self.workers if worker.pid == handle["worker_pid"])
+
     def worker_address(self, index: int) -> str:
         """The address worker ``index`` listens on, from its log."""
         for line in self.log(f"worker-{index}").splitlines():
@@ -178,6 +184,29 @@ def start_cluster(
         cluster.stop()
         raise
     return cluster
+
+
+@contextmanager
+def running_cluster(
+    workdir: Path, *worker_options: tuple[str, ...], options: tuple[str, ...] = ()
+) -> Iterator[DaskCluster]:
+    """`start_cluster`, stopped (every process it started ended) when the block ends."""
+    cluster = start_cluster(workdir, *worker_options, options=options)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_stage_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test, no process of a stage its runs recorded may still run (checked by
+    recorded process group and stage mark, on this machine, where every worker runs). Test
+    modules import it to use it."""
+    repo = request.getfixturevalue("repo") if "repo" in request.fixturenames else None
+    yield
+    if repo is not None:
+        assert_no_stage_left(repo)
 
 
 def dask_env(cluster: DaskCluster) -> dict[str, str]:

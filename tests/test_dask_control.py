@@ -33,12 +33,12 @@ from conftest import Repo
 from dask_cluster import (
     DASK_GREETING,
     DaskCluster,
-    assert_no_stage_left,
     dask_env,
     first_stage_handle,
     group_gone,
+    no_stage_left,  # noqa: F401 (an autouse fixture: pytest finds it imported here)
     parent_pid,
-    start_cluster,
+    running_cluster,
 )
 from mcp_helpers import MARKER, in_process, result
 
@@ -47,24 +47,11 @@ DASK_MODULES = ("dask", "distributed")
 STUBBORN = "trap '' TERM; sleep 60 & sleep 60; wait"
 
 
-@pytest.fixture(autouse=True)
-def _no_stage_left(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After each test, no process of a stage its runs recorded may still run (checked by
-    recorded process group and stage mark, on this machine, where every worker runs)."""
-    repo = request.getfixturevalue("repo") if "repo" in request.fixturenames else None
-    yield
-    if repo is not None:
-        assert_no_stage_left(repo)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
     """A scheduler and two workers, shared by the tests of this file."""
-    running = start_cluster(tmp_path_factory.mktemp("dask-control"), (), ())
-    try:
+    with running_cluster(tmp_path_factory.mktemp("dask-control"), (), ()) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def dask_flags(cluster: DaskCluster) -> list[str]:
@@ -548,8 +535,7 @@ def test_a_tls_cluster_runs_stages_and_turns_strangers_away(repo: Repo, tmp_path
     tls = certificates(tmp_path / "tls")
     options = ("--protocol", "tls", "--tls-ca-file", tls["dask_tls_ca_file"])
     options += ("--tls-cert", tls["dask_tls_cert"], "--tls-key", tls["dask_tls_key"])
-    secure = start_cluster(tmp_path / "dask-tls", (), options=options)
-    try:
+    with running_cluster(tmp_path / "dask-tls", (), options=options) as secure:
         assert secure.address.startswith("tls://")
         # About 2 MB: many TLS records, more than one chunk.
         repo.pipeline({"id": "secure", "command": "echo over tls; seq 1 300000"}, settings=tls)
@@ -572,8 +558,6 @@ def test_a_tls_cluster_runs_stages_and_turns_strangers_away(repo: Repo, tmp_path
             pytest.raises(ssl.SSLError, match="CERTIFICATE_REQUIRED"),
         ):
             stranger.wrap_socket(raw).recv(1)
-    finally:
-        secure.stop()
 
 
 # --- resume makes the recorded choice ----------------------------------------------------------

@@ -25,47 +25,32 @@ from conftest import SRC, Repo
 from dask_cluster import (
     DASK,
     DaskCluster,
-    assert_no_stage_left,
     dask_env,
     first_stage_handle,
     group_gone,
+    no_stage_left,  # noqa: F401 (an autouse fixture: pytest finds it imported here)
     parent_pid,
     remote_run,
     run_processes,
+    running_cluster,
     start_cluster,
 )
 
 TWO_WORKERS = ((), ("--resources", "GPU=1"))
 
 
-@pytest.fixture(autouse=True)
-def _no_stage_left(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After each test, no process of a stage its runs recorded may still run (checked by
-    recorded process group and stage mark, on this machine, where every worker runs)."""
-    repo = request.getfixturevalue("repo") if "repo" in request.fixturenames else None
-    yield
-    if repo is not None:
-        assert_no_stage_left(repo)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
     """Scheduler plus two workers (the second has a GPU), shared by the tests of this file."""
-    running = start_cluster(tmp_path_factory.mktemp("dask"), *TWO_WORKERS)
-    try:
+    with running_cluster(tmp_path_factory.mktemp("dask"), *TWO_WORKERS) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture
 def own_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
     """A cluster this test may break (kill a worker, kill the scheduler)."""
-    running = start_cluster(tmp_path / "dask-own", *TWO_WORKERS)
-    try:
+    with running_cluster(tmp_path / "dask-own", *TWO_WORKERS) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def wait_for(condition: Any, timeout: float = 30.0, what: str = "condition") -> Any:

@@ -29,15 +29,15 @@ from conftest import Repo
 from dask_cluster import (
     DaskCluster,
     Namespace,
-    assert_no_stage_left,
     dask_env,
     first_stage_handle,
     group_gone,
     network_namespace,
+    no_stage_left,  # noqa: F401 (an autouse fixture: pytest finds it imported here)
     parent_pid,
     remote_run,
     run_processes,
-    start_cluster,
+    running_cluster,
 )
 
 GRACE = {"kill_grace_seconds": 1}
@@ -72,40 +72,24 @@ def ran_one_after_the_other(tmp_path: Path) -> bool:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
     """A scheduler and two workers (the second has a GPU), shared by the tests of this file."""
-    running = start_cluster(tmp_path_factory.mktemp("dask-failures"), (), ("--resources", "GPU=1"))
-    try:
+    with running_cluster(
+        tmp_path_factory.mktemp("dask-failures"), (), ("--resources", "GPU=1")
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture
 def own_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
     """A cluster of two workers this test may break (kill a worker)."""
-    running = start_cluster(tmp_path / "dask-own", (), ())
-    try:
+    with running_cluster(tmp_path / "dask-own", (), ()) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture
 def lone_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
     """A cluster of one worker this test may break (kill it, freeze the scheduler)."""
-    running = start_cluster(tmp_path / "dask-lone", ())
-    try:
+    with running_cluster(tmp_path / "dask-lone", ()) as running:
         yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture(autouse=True)
-def _no_stage_left(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After each test, no process of a stage its runs recorded may still run."""
-    repo = request.getfixturevalue("repo") if "repo" in request.fixturenames else None
-    yield
-    if repo is not None:
-        assert_no_stage_left(repo)
 
 
 def finished(process: subprocess.Popen[str], repo: Repo) -> dict[str, Any]:
@@ -179,7 +163,7 @@ def test_kill_9_of_the_worker_process_group_ends_the_stage_before_its_retry(
     with remote_run(repo, dask_env(own_cluster)) as process:
         handle = first_stage_handle(repo)
         supervisor = supervisor_of(handle)
-        worker = next(w for w in own_cluster.workers if w.pid == handle["worker_pid"])
+        worker = own_cluster.worker_of(handle)
         os.killpg(worker.pid, signal.SIGKILL)  # it leads its own group: started so by the test
         manifest = finished(process, repo)
     entry = manifest["commands"][0]
@@ -198,7 +182,7 @@ def test_a_worker_killed_while_the_orchestrator_is_stopped_leaves_nothing(
     repo.pipeline({"id": "loud", "command": "yes"}, settings=settings)
     with remote_run(repo, dask_env(lone_cluster)) as process:
         handle = first_stage_handle(repo)
-        worker = next(w for w in lone_cluster.workers if w.pid == handle["worker_pid"])
+        worker = lone_cluster.worker_of(handle)
         process.send_signal(signal.SIGSTOP)
         try:
             time.sleep(0.5)  # the link is full by now: the supervisor waits to send
