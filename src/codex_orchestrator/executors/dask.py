@@ -43,6 +43,7 @@ from codex_orchestrator.executors.dask_link import (
     LogFiles,
     job_frame,
 )
+from codex_orchestrator.executors.dask_remote import KEYS_ATTRIBUTE as KEYS
 from codex_orchestrator.executors.dask_supervisor import (
     KILL_WAIT_SECONDS,
     PYTHON_ENV,
@@ -141,7 +142,7 @@ class DaskExecutor:
         #: This orchestrator's id on the workers: they keep its key under it.
         self.session = os.urandom(16)
         self._keys: dict[str, bytes] = {}
-        self._given: set[str] = set()
+        self._handing: dict[str, concurrent.futures.Future[None]] = {}
         self._keys_lock = threading.Lock()
         #: Handles of stages lost without their end verified: checked again on `close`.
         self.orphans: list[Handle] = []
@@ -151,6 +152,7 @@ class DaskExecutor:
         self.link_tls = config.tls.server_context() if config.tls is not None else None
         self.remote_source = Path(dask_remote.__file__).read_text(encoding="utf-8")
         self.supervisor_source = Path(dask_supervisor.__file__).read_text(encoding="utf-8")
+        self._call(self._hand_every_key())
 
     # --- the workers' keys (see ``dask_link.WorkerKeys``) ------------------------------------
 
@@ -159,24 +161,31 @@ class DaskExecutor:
         with self._keys_lock:
             return self._keys.setdefault(worker, os.urandom(32))
 
-    def given(self, worker: str) -> bool:
-        """True once ``worker`` was handed its key."""
-        with self._keys_lock:
-            return worker in self._given
-
     def hand(self, worker: str) -> concurrent.futures.Future[None]:
         """Hand ``worker`` its key over Dask's direct connection to it (never through the
-        scheduler), once the scheduler confirms it is a worker of the cluster."""
-        return self._call(self._hand_key(worker, self.key(worker)))
+        scheduler), once the scheduler confirms it is a worker of the cluster. Callers share
+        one handing-over per worker; one that failed is tried again."""
+        key = self.key(worker)
+        with self._keys_lock:
+            handing = self._handing.get(worker)
+            if handing is None or (
+                handing.done() and (handing.cancelled() or handing.exception() is not None)
+            ):
+                handing = self._handing[worker] = self._call(self._hand_key(worker, key))
+            return handing
 
     async def _hand_key(self, worker: str, key: bytes) -> None:
         identity = await self.client.scheduler.identity(n_workers=-1)
         if worker not in identity.get("workers", {}):
             raise ValueError(f"{worker} is not a worker of this cluster")
-        args = (dask_remote.KEYS_ATTRIBUTE, self.session, key)
-        await self._worker_call(worker, dask_entry.remember, args)
-        with self._keys_lock:
-            self._given.add(worker)
+        await self._worker_call(worker, dask_entry.remember, (KEYS, self.session, key))
+
+    async def _hand_every_key(self) -> None:
+        """Hand each worker of the cluster its key now, in the background: a session's first
+        stage on a worker then finds its key there instead of waiting for it."""
+        identity = await self.client.scheduler.identity(n_workers=-1)
+        for worker in identity.get("workers", {}):
+            self.hand(worker)
 
     async def _worker_call(self, worker: str, function: Any, args: tuple[Any, ...]) -> Any:
         """Call ``function`` (of ``dask_entry``) on ``worker`` over Dask's direct connection to

@@ -200,12 +200,9 @@ class WorkerKeys(Protocol):
         """The worker's key (made on first use, never replaced)."""
         ...
 
-    def given(self, worker: str) -> bool:
-        """True once the key was handed to the worker."""
-        ...
-
     def hand(self, worker: str) -> concurrent.futures.Future[None]:
-        """Hand the worker its key (Dask's direct connection to it); fails for a stranger."""
+        """Hand the worker its key (Dask's direct connection to it); fails for a stranger.
+        The future may be shared with other callers: never cancel it."""
         ...
 
 
@@ -300,10 +297,7 @@ class Door:
         self.callers[sock.fileno()] = _Caller(sock, now + 2 * self.timeout)
 
     def _drop(self, fd: int) -> None:
-        caller = self.callers.pop(fd)
-        if caller.keying is not None:
-            caller.keying.cancel()
-        caller.sock.close()
+        self.callers.pop(fd).sock.close()
 
     def _advance(self, caller: _Caller, readable: bool) -> Link | None:
         if readable:
@@ -342,7 +336,7 @@ class Door:
         caller.received = caller.received[head + length :]
         caller.worker = _text(worker)
         caller.nonce = nonce
-        if has_key and self.keys.given(worker):
+        if has_key:  # only this orchestrator gives keys of its session: the proof tells
             caller.proving = True
         else:
             caller.keying = self.keys.hand(worker)
