@@ -29,8 +29,11 @@ class _Formatter(argparse.HelpFormatter):
     """Help text as wide as ``$COLUMNS`` (default 100), without probing the terminal at start-up."""
 
     def __init__(self, prog: str) -> None:
-        columns = os.environ.get("COLUMNS", "")
-        super().__init__(prog, width=(int(columns) if columns.isdigit() else 100) - 2)
+        from codex_orchestrator.numeric import number_or_none
+
+        columns = number_or_none(os.environ.get("COLUMNS", ""))
+        width = int(columns) if columns is not None and 20 <= columns <= 1000 else 100
+        super().__init__(prog, width=width - 2)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,7 +95,7 @@ def _add_status(sub: argparse._SubParsersAction[_Parser]) -> None:
     _add_run(status)
     status.add_argument("--task", metavar="ID")
     status.add_argument("--watch", action="store_true", help="follow the run until it ends")
-    status.add_argument("--interval", type=float, default=2.0, metavar="SECONDS")
+    status.add_argument("--interval", default="2", metavar="SECONDS")
     _add_format(status)
 
 

@@ -11,6 +11,7 @@ from codex_orchestrator.clock import parse_iso_utc
 from codex_orchestrator.driver import DRIVER_LOCK_NAME, run_driver
 from codex_orchestrator.errors import RunActiveError
 from codex_orchestrator.manifest import HEARTBEAT_NAME
+from codex_orchestrator.numeric import number_or_none
 from codex_orchestrator.procfs import checked_pid, host_name, process_start_ticks
 from codex_orchestrator.safefs import SMALL_FILE_LIMIT, read_regular
 from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, RunStatus
@@ -36,13 +37,9 @@ class Liveness(NamedTuple):
 
 def stale_threshold(manifest: dict[str, Any]) -> float:
     """The env variable's threshold, else the one recorded in the manifest, else the default."""
-    raw = os.environ.get(STALE_ENV, "").strip()
-    for candidate in (raw, manifest.get("heartbeat_stale_after_seconds")):
-        try:
-            value = float(candidate)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            continue
-        if value > 0:
+    for candidate in (os.environ.get(STALE_ENV), manifest.get("heartbeat_stale_after_seconds")):
+        value = number_or_none(candidate)
+        if value is not None and value > 0:
             return value
     return Settings().heartbeat_stale_after_seconds
 

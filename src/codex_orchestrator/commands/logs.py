@@ -19,6 +19,7 @@ from codex_orchestrator.errors import UsageError
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.invocation import require_run
 from codex_orchestrator.manifest import MANIFEST_NAME, load_child_manifest, load_manifest
+from codex_orchestrator.numeric import parse_count
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.stagelogs import (
     STREAMS,
@@ -30,6 +31,7 @@ from codex_orchestrator.stagelogs import (
     tail_offset,
 )
 from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, run_exit_code
+from codex_orchestrator.view.text import neutralise
 from codex_orchestrator.workspace import Workspace
 
 FOLLOW_POLL_SECONDS = 0.05
@@ -61,11 +63,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
 
 
 def _parse_tail(text: str | None) -> int | None:
-    if text is None:
-        return None
-    if not text.strip().isdigit():
-        raise UsageError(f"--tail {text!r}: give a whole number of lines")
-    return int(text)
+    return None if text is None else parse_count(text, "--tail")
 
 
 class LogView:
@@ -203,7 +201,8 @@ class LogView:
         """A header on stderr when output switches to another log (if headers are on)."""
         if self._headers and self._current != source:
             sys.stdout.buffer.flush()
-            sys.stderr.buffer.write(f"==> {source.label} <==\n".encode())
+            label = neutralise(source.label, keep_newlines=False)
+            sys.stderr.buffer.write(f"==> {label} <==\n".encode())
             sys.stderr.buffer.flush()
             self._current = source
 
