@@ -21,6 +21,7 @@ from typing import Any
 from codex_orchestrator import __version__
 from codex_orchestrator.errors import EXIT_FAULT, EXIT_USAGE, OrchestratorError, UsageError
 from codex_orchestrator.output import Reporter, ensure_standard_streams
+from codex_orchestrator.signals import absorb_wake_signal
 
 DEBUG_ENV = "CODEX_ORCHESTRATOR_DEBUG"
 
@@ -253,6 +254,7 @@ def _requested_format(argv: Sequence[str]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` and return the process exit code."""
     ensure_standard_streams()
+    absorb_wake_signal()
     arguments = list(sys.argv[1:] if argv is None else argv)
     reporter = Reporter(_requested_format(arguments))
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from codex_orchestrator.cancelrequest import apply_request
+from codex_orchestrator.cancelrequest import apply_requests, closing_requests
 from codex_orchestrator.clock import iso_utc, parse_iso_utc
 from codex_orchestrator.manifest import (
     OUTCOME_FIELDS,
@@ -42,13 +42,30 @@ def record_finished_run(
     status: str,
     detail: str | None,
 ) -> int:
-    """Close the manifest with ``status`` and write every final record; return the exit code."""
+    """Close the manifest with ``status`` and write every final record; return the exit code.
+
+    The run's cancel requests are closed under their lock until the terminal manifest is
+    written, so that a ``cancel`` racing the end either is recorded here or sees the run ended
+    (see `cancelrequest`).
+    """
+    with closing_requests(store.run_dir):
+        return _record(workspace, settings, store, pipeline_id, status, detail)
+
+
+def _record(
+    workspace: Workspace,
+    settings: Settings,
+    store: ManifestStore,
+    pipeline_id: str,
+    status: str,
+    detail: str | None,
+) -> int:
     data = store.data
     completed = iso_utc()
     exit_code = run_exit_code(status, detail)
     with store.lock:
-        if status == RunStatus.CANCELLED:  # a `cancel` request says who stopped the run, and why
-            detail = apply_request(store.run_dir, data, detail)
+        # a `cancel` request says who stopped the run, and why (dropped if it came too late)
+        detail = apply_requests(store.run_dir, data, status, detail)
         _close_manifest(data, status, detail, exit_code, completed)
         try:
             summary_path = write_run_summary(store.run_dir, _run_summary(workspace, store))
