@@ -173,6 +173,11 @@ def _add_logs(sub: argparse._SubParsersAction[_Parser]) -> None:
     logs.add_argument("--stream", choices=("stdout", "stderr", "both"), default="both")
     logs.add_argument("--tail", metavar="N", help="only the last N lines of each log")
     logs.add_argument("--follow", action="store_true", help="keep printing until the run ends")
+    logs.add_argument(
+        "--max-bytes",
+        metavar="N",
+        help="with --format json: at most N bytes of log text in all (the tails)",
+    )
     _add_format(logs)
 
 

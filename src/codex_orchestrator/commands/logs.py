@@ -45,6 +45,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     workspace = Workspace.from_env()
     stage = validate_id(args.stage, "stage") if args.stage else None
     tail = _parse_tail(args.tail)
+    budget = parse_count(args.max_bytes, "--max-bytes") if args.max_bytes is not None else None
     if args.follow and reporter.json:
         raise UsageError("--follow prints bytes as they come; use it without --format json")
     _, run_dir = require_run(workspace, args.run_id, args.task)
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     view.check_stage(manifest)
     if reporter.json:
         sources = view.sources(manifest)
-        reporter.result(_document(manifest, sources, tail, workspace.display), "")
+        reporter.result(_document(manifest, sources, tail, budget, workspace.display), "")
         return 0
     if args.follow:
         return view.follow(tail)
@@ -215,18 +216,34 @@ def _matching(commands: list[dict[str, Any]], stage: str) -> list[dict[str, Any]
 
 
 def _document(
-    manifest: dict[str, Any], sources: list[LogSource], tail: int | None, display: Any
+    manifest: dict[str, Any],
+    sources: list[LogSource],
+    tail: int | None,
+    budget: int | None,
+    display: Any,
 ) -> dict[str, Any]:
-    """``logs --format json``: each log's size and (the tail of) its text."""
-    logs = []
+    """``logs --format json``: each log's size and the tail of its text, each at most
+    `JSON_TEXT_LIMIT` bytes and, with ``budget`` (``--max-bytes``), at most that many bytes
+    in all, shared fairly (`fair_shares`)."""
+    spans: list[tuple[LogSource, int, int]] = []  # source, size, where its requested text starts
     for source in sources:
         fd = open_log(source)
         if fd is None:
             continue
         try:
             size = os.fstat(fd).st_size
-            requested = tail_offset(fd, tail) if tail is not None else 0
-            start = max(requested, size - JSON_TEXT_LIMIT)
+            spans.append((source, size, tail_offset(fd, tail) if tail is not None else 0))
+        finally:
+            os.close(fd)
+    wanted = [size - requested for _, size, requested in spans]
+    shares = fair_shares(wanted, budget) if budget is not None else wanted
+    logs = []
+    for (source, size, requested), share in zip(spans, shares, strict=True):
+        fd = open_log(source)
+        if fd is None:
+            continue
+        try:
+            start = max(requested, size - min(share, JSON_TEXT_LIMIT))
             data = b"".join(read_from(fd, start, size - start))
         finally:
             os.close(fd)
@@ -244,3 +261,15 @@ def _document(
             }
         )
     return {"run_id": manifest["run_id"], "status": manifest["status"], "logs": logs}
+
+
+def fair_shares(sizes: list[int], limit: int) -> list[int]:
+    """How much of each of ``sizes`` fits in ``limit`` in all: the small ones whole, what they
+    leave shared evenly among the larger ones."""
+    shares = [0] * len(sizes)
+    remaining = limit
+    order = sorted(range(len(sizes)), key=lambda index: sizes[index])
+    for position, index in enumerate(order):
+        shares[index] = min(sizes[index], remaining // (len(order) - position))
+        remaining -= shares[index]
+    return shares

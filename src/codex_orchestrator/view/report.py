@@ -60,6 +60,20 @@ class _Problems:
 
 def write_run_report(run_dir: Path, manifest: Mapping[str, Any], *, _depth: int = 0) -> Path:
     """Write ``<run>/report.html`` (and its child runs' reports) and return its path."""
+    path = run_dir / REPORT_NAME
+    html = _page(run_dir, manifest, _depth, write_children=True)
+    atomic_write_bytes(path, html.encode("utf-8"))
+    return path
+
+
+def render_run_report(run_dir: Path, manifest: Mapping[str, Any]) -> str:
+    """The run's report page, built in memory: nothing is written (its child runs' reports
+    neither; the page links to them where they are). For readers that must not write, such
+    as the read-only MCP server."""
+    return _page(run_dir, manifest, 0, write_children=False)
+
+
+def _page(run_dir: Path, manifest: Mapping[str, Any], depth: int, *, write_children: bool) -> str:
     problems = _Problems()
     stalled = _stalled(run_dir, manifest)
     if stalled:
@@ -67,7 +81,7 @@ def write_run_report(run_dir: Path, manifest: Mapping[str, Any], *, _depth: int 
     sections = [
         _timeline_section(run_dir, manifest, problems),
         _stages_section(manifest),
-        _children_section(run_dir, manifest, problems, _depth),
+        _children_section(run_dir, manifest, problems, depth if write_children else None),
         _events_section(manifest),
         _errors_section(run_dir, manifest, problems),
         _logs_section(run_dir, manifest, problems),
@@ -82,10 +96,7 @@ def write_run_report(run_dir: Path, manifest: Mapping[str, Any], *, _depth: int 
             + "".join(f"<li>{esc(item)}</li>" for item in problems.items)
             + "</ul>"
         )
-    path = run_dir / REPORT_NAME
-    html = document(f"Run {manifest.get('run_id')}", head + "".join(sections))
-    atomic_write_bytes(path, html.encode("utf-8"))
-    return path
+    return document(f"Run {manifest.get('run_id')}", head + "".join(sections))
 
 
 def report_after_run(run_dir: Path) -> None:
@@ -344,8 +355,10 @@ def _logs_section(run_dir: Path, manifest: Mapping[str, Any], problems: _Problem
 
 
 def _children_section(
-    run_dir: Path, manifest: Mapping[str, Any], problems: _Problems, depth: int
+    run_dir: Path, manifest: Mapping[str, Any], problems: _Problems, depth: int | None
 ) -> str:
+    """The child runs, each linked to its report; their reports are written too unless
+    ``depth`` is None (a page built in memory)."""
     links = manifest.get("child_runs")
     children = (
         [child for child in links if isinstance(child, dict)] if isinstance(links, list) else []
@@ -356,7 +369,11 @@ def _children_section(
     for child in children:
         child_id = child.get("run_id")
         cell = esc(child_id)
-        if isinstance(child_id, str) and is_valid_id(child_id):
+        if not (isinstance(child_id, str) and is_valid_id(child_id)):
+            cell += problems.add(f"child run entry with an invalid run id {child_id!r}")
+        elif depth is None:
+            cell = link(f"../{child_id}/{REPORT_NAME}", child_id)
+        else:
             child_dir = run_dir.parent / child_id
             try:
                 if depth >= MAX_CHILD_DEPTH:
@@ -367,8 +384,6 @@ def _children_section(
                 cell = link(f"../{child_id}/{REPORT_NAME}", child_id)
             except (OrchestratorError, OSError, ValueError) as error:
                 cell += problems.add(f"child run {child_id}: no report ({error})")
-        else:
-            cell += problems.add(f"child run entry with an invalid run id {child_id!r}")
         rows.append(
             [
                 cell,
