@@ -24,6 +24,14 @@ STUBBORN = (
 LINGERING = "( trap '' TERM; echo $$ > {pid}; exec sleep 60 ) & while [ ! -s {pid} ]; do sleep 0.01; done; echo done"
 
 
+def _start_detached(repo: Repo, task: str, command: str, grace: float) -> tuple[str, Path]:
+    """Start a one-stage run detached: its id and directory."""
+    repo.pipeline({"id": "only", "command": command}, settings={"kill_grace_seconds": grace})
+    code, started = json_cli(repo, "start", "--task", task, "--detach")
+    assert code == 0, started
+    return str(started["run_id"]), repo.root / started["artifact_root"]
+
+
 def _running(repo: Repo, task: str, stage_done: bool) -> Path:
     def ready() -> Path | None:
         dirs = run_dirs(repo, task)
@@ -49,25 +57,11 @@ def _spawn_cancel(repo: Repo, run_id: str, *args: str) -> subprocess.Popen[str]:
 
 
 def test_cancel_races_concurrent_cancels_all_keep_their_reasons(repo: Repo) -> None:
-    repo.write_config(
-        {
-            "settings": {"kill_grace_seconds": 3},
-            "pipelines": [
-                {
-                    "id": "main",
-                    "stages": [{"id": "slow", "command": STUBBORN.format(pid="stage.pid")}],
-                }
-            ],
-            "defaultPipeline": "main",
-        }
-    )
-    code, started = json_cli(repo, "start", "--task", "many", "--detach")
-    assert code == 0
-    run_dir = repo.root / started["artifact_root"]
+    run_id, run_dir = _start_detached(repo, "many", STUBBORN.format(pid="stage.pid"), 3)
     try:
         _running(repo, "many", stage_done=False)
         cancels = [
-            _spawn_cancel(repo, started["run_id"], "--actor", f"op{n}", "--reason", f"why-{n}")
+            _spawn_cancel(repo, run_id, "--actor", f"op{n}", "--reason", f"why-{n}")
             for n in range(6)
         ]
         results: list[dict[str, Any]] = []
@@ -92,25 +86,11 @@ def test_cancel_races_a_run_ending_by_itself_is_reported_honestly(repo: Repo) ->
     """The stage succeeded; the run is still closing (its helper takes the grace period to
     end) when the cancel comes: the run ends succeeded, the cancel says it came too late, and
     no request is left behind."""
-    repo.write_config(
-        {
-            "settings": {"kill_grace_seconds": 2},
-            "pipelines": [
-                {
-                    "id": "main",
-                    "stages": [{"id": "quick", "command": LINGERING.format(pid="stage.pid")}],
-                }
-            ],
-            "defaultPipeline": "main",
-        }
-    )
-    code, started = json_cli(repo, "start", "--task", "late", "--detach")
-    assert code == 0
-    run_dir = repo.root / started["artifact_root"]
+    run_id, run_dir = _start_detached(repo, "late", LINGERING.format(pid="stage.pid"), 2)
     try:
         _running(repo, "late", stage_done=True)
         assert manifest_of(run_dir)["status"] == "in_progress"
-        code, result = json_cli(repo, "cancel", started["run_id"], "--wait", "--reason", "late")
+        code, result = json_cli(repo, "cancel", run_id, "--wait", "--reason", "late")
     finally:
         helper = int((repo.root / "stage.pid").read_text() or 0)
         kill_run_groups(run_dir)
@@ -120,6 +100,6 @@ def test_cancel_races_a_run_ending_by_itself_is_reported_honestly(repo: Repo) ->
     assert result["action"] == "ended-first" and result["status"] == "succeeded", result
     assert not manifest.get("cancel_events")
     assert not (run_dir / "cancel-request.json").exists()
-    text = repo.cli("cancel", started["run_id"])
+    text = repo.cli("cancel", run_id)
     assert text.returncode == 0 and "already ended (succeeded)" in text.stdout
     wait_for(lambda: not alive(helper), timeout=10, what="the helper to be ended with the run")

@@ -49,52 +49,41 @@ def record_finished_run(
     (see `cancelrequest`).
     """
     with closing_requests(store.run_dir):
-        return _record(workspace, settings, store, pipeline_id, status, detail)
+        data = store.data
+        completed = iso_utc()
+        exit_code = run_exit_code(status, detail)
+        with store.lock:
+            # a `cancel` request says who stopped the run, and why (dropped if it came too late)
+            detail = apply_requests(store.run_dir, data, status, detail)
+            _close_manifest(data, status, detail, exit_code, completed)
+            try:
+                summary_path = write_run_summary(store.run_dir, _run_summary(workspace, store))
+                data["run_summary_path"] = workspace.display(summary_path)
+            except OSError as error:
+                note(f"warning: run {data['run_id']}: run-summary.json not written ({error})")
 
+        def write_manifest(metrics_recorded: bool) -> None:
+            store.update(metrics_recorded=metrics_recorded)
+            store.persist(durable=True)
 
-def _record(
-    workspace: Workspace,
-    settings: Settings,
-    store: ManifestStore,
-    pipeline_id: str,
-    status: str,
-    detail: str | None,
-) -> int:
-    data = store.data
-    completed = iso_utc()
-    exit_code = run_exit_code(status, detail)
-    with store.lock:
-        # a `cancel` request says who stopped the run, and why (dropped if it came too late)
-        detail = apply_requests(store.run_dir, data, status, detail)
-        _close_manifest(data, status, detail, exit_code, completed)
-        try:
-            summary_path = write_run_summary(store.run_dir, _run_summary(workspace, store))
-            data["run_summary_path"] = workspace.display(summary_path)
-        except OSError as error:
-            note(f"warning: run {data['run_id']}: run-summary.json not written ({error})")
-
-    def write_manifest(metrics_recorded: bool) -> None:
-        store.update(metrics_recorded=metrics_recorded)
-        store.persist(durable=True)
-
-    task_id = data["task_id"]
-    state = TaskStateStore.for_task(workspace, settings, task_id, note)
-    record = RunRecord(
-        task_id=task_id,
-        run_id=data["run_id"],
-        pipeline_id=pipeline_id,
-        status=status,
-        timestamp=completed,
-        manifest=workspace.display(store.path),
-        started_at=data["started_at"],
-        status_detail=detail,
-        duration_seconds=data["duration_seconds"],
-    )
-    coordinator = PersistenceCoordinator(
-        state, workspace.task_runs_dir(task_id) / "metrics.json", note
-    )
-    coordinator.finish_run(metrics=_metrics(data), write_manifest=write_manifest, record=record)
-    return exit_code
+        task_id = data["task_id"]
+        state = TaskStateStore.for_task(workspace, settings, task_id, note)
+        record = RunRecord(
+            task_id=task_id,
+            run_id=data["run_id"],
+            pipeline_id=pipeline_id,
+            status=status,
+            timestamp=completed,
+            manifest=workspace.display(store.path),
+            started_at=data["started_at"],
+            status_detail=detail,
+            duration_seconds=data["duration_seconds"],
+        )
+        coordinator = PersistenceCoordinator(
+            state, workspace.task_runs_dir(task_id) / "metrics.json", note
+        )
+        coordinator.finish_run(metrics=_metrics(data), write_manifest=write_manifest, record=record)
+        return exit_code
 
 
 def _close_manifest(
