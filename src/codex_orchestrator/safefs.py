@@ -25,6 +25,7 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from codex_orchestrator.errors import OutsideRootError
@@ -217,16 +218,22 @@ def read_at(path: Path, offset: int, size: int) -> bytes:
         os.close(fd)
 
 
-def new_directory(path: Path) -> Path:
-    """Create directory ``path``, which must not exist yet (``FileExistsError``), in a parent
-    reached without following a link; return it."""
-    parent, name = open_parent(path)
+def _at_parent(path: Path, action: Callable[[str, int], None]) -> None:
+    """``action(name, directory)`` on ``path``'s last component, in its directory reached
+    without following a link; an error names ``path``."""
+    directory, name = open_parent(path)
     try:
-        os.mkdir(name, dir_fd=parent)
+        action(name, directory)
     except OSError as error:
         raise OSError(error.errno, error.strerror, str(path)) from None
     finally:
-        os.close(parent)
+        os.close(directory)
+
+
+def new_directory(path: Path) -> Path:
+    """Create directory ``path``, which must not exist yet (``FileExistsError``), in a parent
+    reached without following a link; return it."""
+    _at_parent(path, lambda name, directory: os.mkdir(name, dir_fd=directory))
     return path
 
 
@@ -277,13 +284,7 @@ def rename_no_follow(source: Path, target: Path) -> None:
 def remove_file(path: Path) -> None:
     """Delete file ``path`` (a link there is removed itself, its target untouched); a link in a
     directory above it is refused. ``FileNotFoundError`` when it is already gone."""
-    directory, name = open_parent(path)
-    try:
-        os.unlink(name, dir_fd=directory)
-    except OSError as error:
-        raise OSError(error.errno, error.strerror, str(path)) from None
-    finally:
-        os.close(directory)
+    _at_parent(path, lambda name, directory: os.unlink(name, dir_fd=directory))
 
 
 def remove_tree(path: Path) -> None:
@@ -291,13 +292,12 @@ def remove_tree(path: Path) -> None:
     and not inside it (``shutil.rmtree`` by descriptors removes links, never their targets)."""
     import shutil  # only when deleting: keeps start-up light
 
-    directory, name = open_parent(path)
-    try:
+    def remove(name: str, directory: int) -> None:
         if _is_link(name, directory):
             raise link_refused(path)
         shutil.rmtree(name, dir_fd=directory)
-    finally:
-        os.close(directory)
+
+    _at_parent(path, remove)
 
 
 def resolve_within(path: Path, base: Path, shown: str, fix: str) -> Path:
