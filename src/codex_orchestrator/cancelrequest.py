@@ -17,7 +17,7 @@ from typing import Any
 
 from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.jsonio import atomic_write_json
-from codex_orchestrator.safefs import UnreadableFileError, read_regular
+from codex_orchestrator.safefs import UnreadableFileError, read_regular, remove_file
 from codex_orchestrator.statuses import CANCELLED_DETAIL
 
 REQUEST_NAME = "cancel-request.json"
@@ -38,7 +38,7 @@ def write_request(run_dir: Path, actor: str, reason: str | None) -> dict[str, An
 def read_request(run_dir: Path) -> dict[str, Any] | None:
     """The pending cancel request of a run, or None."""
     try:
-        request = json.loads(read_regular(run_dir / REQUEST_NAME, 1 << 20))
+        request = json.loads(read_regular(run_dir / REQUEST_NAME, 1 << 20, follow_links=False))
     except (OSError, UnreadableFileError, ValueError):
         return None
     return request if isinstance(request, dict) else None
@@ -51,7 +51,7 @@ def apply_request(run_dir: Path, data: dict[str, Any], detail: str | None) -> st
     if request is None:
         return detail
     with contextlib.suppress(OSError):
-        os.unlink(run_dir / REQUEST_NAME)
+        remove_file(run_dir / REQUEST_NAME)
     resumes = data.get("resume_events") or []
     last_resume = (
         resumes[-1].get("timestamp") if resumes and isinstance(resumes[-1], dict) else None

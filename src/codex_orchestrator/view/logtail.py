@@ -12,7 +12,7 @@ import os
 import stat
 from pathlib import Path
 
-from codex_orchestrator.safefs import UnreadableFileError
+from codex_orchestrator.safefs import UnreadableFileError, open_no_follow
 
 
 def run_folder(run_dir: Path, folder: str) -> Path | None:
@@ -47,16 +47,13 @@ def read_tail(path: Path, limit: int) -> tuple[bytes, int]:
     `UnreadableFileError`.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
+        fd = open_no_follow(path, os.O_RDONLY)
+    except (FileNotFoundError, UnreadableFileError):
         raise
     except OSError as error:
-        reason = "a symbolic link" if os.path.islink(path) else error.strerror or str(error)
-        raise UnreadableFileError(path, reason) from None
+        raise UnreadableFileError(path, error.strerror or str(error)) from None
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UnreadableFileError(path, "not a regular file")
         length = min(info.st_size, limit)
         return os.pread(fd, length, info.st_size - length), info.st_size
     except OSError as error:
