@@ -61,17 +61,20 @@ def _elapsed(entry: Mapping[str, Any], now: float, run_live: bool) -> float | No
     started = (
         parse_iso_utc(entry["started_at"]) if isinstance(entry.get("started_at"), str) else None
     )
-    duration = entry.get("duration_seconds")
-    status = entry.get("status")
-    if status == StageStatus.RUNNING and run_live and started is not None:
+    if entry.get("status") == StageStatus.RUNNING and run_live and started is not None:
         return now - started
+    return recorded_seconds(entry)
+
+
+def recorded_seconds(entry: Mapping[str, Any]) -> float | None:
+    """How long a stage (or a run) took as recorded: ``duration_seconds``, else start to end."""
+    duration = entry.get("duration_seconds")
     if isinstance(duration, int | float) and not isinstance(duration, bool):
         return float(duration)
-    completed = entry.get("completed_at")
+    started, completed = entry.get("started_at"), entry.get("completed_at")
+    begun = parse_iso_utc(started) if isinstance(started, str) else None
     ended = parse_iso_utc(completed) if isinstance(completed, str) else None
-    if started is not None and ended is not None:
-        return ended - started
-    return None
+    return ended - begun if begun is not None and ended is not None else None
 
 
 def running_line(run_dir: Path, entry: Mapping[str, Any]) -> str:
