@@ -38,7 +38,7 @@ from codex_orchestrator.safefs import UnreadableFileError
 from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, StageFailure, StageStatus
 from codex_orchestrator.view.attempts import shown_status
 from codex_orchestrator.view.logtail import read_tail, run_file, tail_lines
-from codex_orchestrator.view.rows import recorded_seconds
+from codex_orchestrator.view.rows import objects, recorded_seconds
 from codex_orchestrator.view.text import REPLACEMENT, neutralise
 
 LOG_TAIL_LINES = 200
@@ -82,7 +82,7 @@ def _suites(
 ) -> Iterator[ET.Element]:
     seen.add(str(manifest.get("run_id")))
     yield _suite(run_dir, manifest)
-    for child in _list(manifest.get("child_runs")):
+    for child in objects(manifest.get("child_runs")):
         child_id = child.get("run_id")
         if not isinstance(child_id, str) or child_id in seen:
             continue
@@ -113,7 +113,7 @@ def _suite(run_dir: Path, manifest: Mapping[str, Any]) -> ET.Element:
             ET.SubElement(properties, "property", name=name, value=_attr(manifest[name]))
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     total = 0.0
-    for entry in _list(manifest.get("commands")):
+    for entry in objects(manifest.get("commands")):
         case, outcome = _case(run_dir, manifest, entry)
         suite.append(case)
         counts["tests"] += 1
@@ -244,10 +244,6 @@ def _unreadable_child(
     message = f"child run {child.get('run_id')} cannot be read: {reason}"
     ET.SubElement(case, "error", message=_attr(message), type="unreadable-child-run")
     return suite
-
-
-def _list(value: object) -> list[dict[str, Any]]:
-    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 def _text(value: object) -> str:
