@@ -81,16 +81,10 @@ class Shells:
             'COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}; _codex_orchestrator; '
             'printf "%s\\n" "${COMPREPLY[@]}"'
         )
-        result = subprocess.run(
-            ["bash", "--norc", "--noprofile", "-c", code, str(self.paths["bash"]), PROG, *split],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=self.repo.root,
+        output = self.run(
+            "bash", "--norc", "--noprofile", "-c", code, self.paths["bash"], PROG, *split
         )
-        assert result.stderr == ""
-        return [line for line in result.stdout.split("\n") if line]
+        return [line for line in output.split("\n") if line]
 
     def zsh_core(self, *words: str) -> tuple[str, list[str]]:
         """What the zsh script's shared core computes: the kind and the candidates."""
@@ -98,28 +92,21 @@ class Shells:
             'source "$0"; _codex_orchestrator_candidates "$1" "${@[-1]}" "${(@)@[2,-2]}"; '
             'print -r -- "$_co_kind"; print -r -- ${=_co_words}'
         )
-        result = subprocess.run(
-            ["zsh", "-f", "-c", code, str(self.paths["zsh"]), PROG, *words],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=self.repo.root,
-        )
-        assert result.stderr == ""
-        kind, found, _ = result.stdout.split("\n", 2)
+        output = self.run("zsh", "-f", "-c", code, self.paths["zsh"], PROG, *words)
+        kind, found, _ = output.split("\n", 2)
         return kind, sorted(found.split())
 
     def fish(self, line: str) -> list[str]:
         """What fish offers for ``line`` (``complete -C``), without descriptions."""
+        output = self.run(
+            "fish", "--no-config", "-c", f"source {self.paths['fish']}; complete -C $argv[1]", line
+        )
+        return sorted(entry.split("\t")[0] for entry in output.split("\n") if entry)
+
+    def run(self, *argv: str | Path) -> str:
+        """Run a shell in the repository; its stdout (it must succeed, printing no error)."""
         result = subprocess.run(
-            [
-                "fish",
-                "--no-config",
-                "-c",
-                f"source {self.paths['fish']}; complete -C $argv[1]",
-                line,
-            ],
+            [str(arg) for arg in argv],
             env=self.env,
             capture_output=True,
             text=True,
@@ -127,7 +114,7 @@ class Shells:
             cwd=self.repo.root,
         )
         assert result.stderr == ""
-        return sorted(entry.split("\t")[0] for entry in result.stdout.split("\n") if entry)
+        return result.stdout
 
 
 def _shells(repo: Repo, base: Path) -> Shells:
@@ -192,22 +179,11 @@ def test_bash_completes_commands_options_and_choices(static: Shells) -> None:
         assert static.bash(*words) == expected, words
 
 
-def test_bash_registers_the_function_for_the_command(shells: Shells) -> None:
+def test_bash_registers_the_function_for_the_command(static: Shells) -> None:
     need("bash")
-    result = subprocess.run(
-        [
-            "bash",
-            "--norc",
-            "--noprofile",
-            "-c",
-            f'source "$0"; complete -p {PROG}',
-            shells.paths["bash"],
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert result.stdout.strip() == f"complete -F _codex_orchestrator {PROG}"
+    code = f'source "$0"; complete -p {PROG}'
+    output = static.run("bash", "--norc", "--noprofile", "-c", code, static.paths["bash"])
+    assert output.strip() == f"complete -F _codex_orchestrator {PROG}"
 
 
 def test_bash_lists_run_pipeline_and_task_ids_from_the_repository(shells: Shells) -> None:
@@ -241,11 +217,11 @@ def test_zsh_runs_the_same_core(static: Shells) -> None:
         assert [word for word in found if word.startswith(typed)] == sorted(expected), words
 
 
-def test_zsh_and_fish_scripts_parse(shells: Shells) -> None:
+def test_zsh_and_fish_scripts_parse(static: Shells) -> None:
     need("zsh")
     need("fish")
-    subprocess.run(["zsh", "-n", shells.paths["zsh"]], check=True)
-    subprocess.run(["fish", "--no-config", "-n", shells.paths["fish"]], check=True)
+    static.run("zsh", "-n", static.paths["zsh"])
+    static.run("fish", "--no-config", "-n", static.paths["fish"])
 
 
 def test_fish_completes_the_same(static: Shells) -> None:
@@ -263,14 +239,11 @@ def test_fish_lists_ids_and_shows_descriptions(shells: Shells) -> None:
     assert shells.fish(f"{PROG} status ") == sorted([newest, oldest])
     assert shells.fish(f"{PROG} start ") == ["alpha", "beta", "diagnostics"]
     assert shells.fish(f"{PROG} status --run={newest[:-2]}") == [f"--run={newest}"]
-    described = subprocess.run(
-        ["fish", "--no-config", "-c", f"source {shells.paths['fish']}; complete -C '{PROG} tas'"],
-        env=shells.env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert described == "tasks\ttask checklists and their manifest evidence\n"
+    code = f"source {shells.paths['fish']}; complete -C '{PROG} tas'"
+    assert (
+        shells.run("fish", "--no-config", "-c", code)
+        == "tasks\ttask checklists and their manifest evidence\n"
+    )
 
 
 # --- TAB in a real terminal ------------------------------------------------------------------
