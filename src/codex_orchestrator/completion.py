@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from codex_orchestrator.cli import build_parser
 from codex_orchestrator.history import task_ids
 from codex_orchestrator.ids import RUN_ID_PATTERN
 from codex_orchestrator.workspace import Workspace
@@ -49,6 +50,8 @@ class Argument(NamedTuple):
 
 
 class Option(NamedTuple):
+    """An option's spellings, what it takes, and its help (zsh and fish show it)."""
+
     flags: tuple[str, ...]
     argument: Argument | None  # None: a flag without a value
     help: str
@@ -66,8 +69,6 @@ class Command(NamedTuple):
 
 def script(shell: str) -> str:
     """The completion script for ``shell`` (one of `SHELLS`), from the real parser."""
-    from codex_orchestrator.cli import build_parser
-
     commands = list(_walk(_command(build_parser(), "", "")))
     if shell == "bash":
         return _bash(_sh_tables(commands))
