@@ -33,7 +33,7 @@ from codex_orchestrator.executor import Cancellation
 from codex_orchestrator.jsonio import atomic_write_json
 from codex_orchestrator.locks import FileLock
 from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
-from codex_orchestrator.safefs import UnreadableFileError, read_regular
+from codex_orchestrator.safefs import UnreadableFileError, read_regular, remove_file
 from codex_orchestrator.statuses import CANCELLED_DETAIL, TERMINAL_RUN_STATUSES, RunStatus
 
 REQUEST_NAME = "cancel-request.json"
@@ -113,7 +113,7 @@ def apply_requests(
     without a current request) return ``detail`` unchanged."""
     requests = current_requests(run_dir, data) if os.path.lexists(run_dir / REQUEST_NAME) else []
     with contextlib.suppress(OSError):
-        os.unlink(run_dir / REQUEST_NAME)
+        remove_file(run_dir / REQUEST_NAME)
     if status != RunStatus.CANCELLED or not requests:
         return detail
     recorded = iso_utc()

@@ -32,6 +32,7 @@ from codex_orchestrator.procfs import (
     process_start_ticks,
     process_state,
 )
+from codex_orchestrator.safefs import open_no_follow
 
 DRIVER_LOCK_NAME = ".driver.lock"
 #: How long a would-be driver retries: `run_driver` probes hold the lock for microseconds.
@@ -77,7 +78,7 @@ def run_driver(run_dir: Path) -> RunDriver:
     lock file has no driver (runs recorded before driver locks existed included).
     """
     try:
-        fd = os.open(run_dir / DRIVER_LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = open_no_follow(run_dir / DRIVER_LOCK_NAME, os.O_RDONLY)
     except OSError:
         return RunDriver(alive=False)
     try:
@@ -181,12 +182,12 @@ class DriverLock:
         Raises OSError when the lock file cannot be created (read-only or full run directory).
         """
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            fd = open_no_follow(self.path, os.O_RDWR | os.O_CREAT)
         except OSError as error:
             if error.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise
             # a run directory that cannot be written: a read-only descriptor still locks
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = open_no_follow(self.path, os.O_RDONLY)
         deadline = time.monotonic() + ACQUIRE_PATIENCE_SECONDS
         while True:
             try:

@@ -24,7 +24,13 @@ from typing import Any
 
 from codex_orchestrator.clock import compact_utc
 from codex_orchestrator.errors import OrchestratorError, UnsafeInputError
-from codex_orchestrator.safefs import RECORD_SIZE_LIMIT, open_no_follow, read_regular
+from codex_orchestrator.safefs import (
+    RECORD_SIZE_LIMIT,
+    open_no_follow,
+    open_parent,
+    read_regular,
+    rename_no_follow,
+)
 from codex_orchestrator.view.text import escape_json_controls
 
 
@@ -59,20 +65,31 @@ def dumps(data: Any, *, pretty: bool = True) -> bytes:
     return encode_record(json_text(data, pretty=pretty) + "\n")
 
 
-def encode_record(text: str) -> bytes:
-    """UTF-8 bytes of a record's text, which can always be written.
+def valid_text(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD, so that it is valid Unicode.
 
-    Text from the operating system (arguments, environment, file names) can hold lone
-    surrogates, which UTF-8 cannot encode; in JSON strings, ``backslashreplace`` writes them as
-    ``\\udcXX`` escapes, which parse back to the same string, instead of failing the write.
+    Python keeps bytes of the operating system that are not UTF-8 (in ``$USER``, a host or file
+    name) as lone surrogates, which no file or terminal can encode, and a JSON record written
+    by an older version may hold them as ``\\udcXX`` escapes. Whatever the tool records or
+    renders passes through here first (`encode_record`), so a record never holds one.
     """
-    return text.encode("utf-8", "backslashreplace")
+    if text.isascii():
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-def fsync_dir(directory: Path) -> None:
-    """Flush a directory entry to disk (best effort on filesystems that refuse it)."""
+def encode_record(text: str) -> bytes:
+    """UTF-8 bytes of text the tool writes (a record, a report), lone surrogates replaced."""
     try:
-        fd = os.open(directory, os.O_RDONLY)
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return valid_text(text).encode("utf-8")
+
+
+def _fsync_directory(directory: int) -> None:
+    """Flush the entries of a directory (an ``O_PATH`` descriptor) to disk, best effort."""
+    try:
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=directory)
     except OSError:
         return
     try:
@@ -85,10 +102,25 @@ def fsync_dir(directory: Path) -> None:
 def atomic_write_bytes(
     path: Path, payload: bytes, *, durable: bool = False, mode: int = 0o644
 ) -> None:
-    """Replace ``path`` with ``payload`` atomically; fsync file and directory when ``durable``."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    """Replace ``path`` with ``payload`` atomically; fsync file and directory when ``durable``.
+
+    The directory is reached without following a link (`safefs.open_parent`, which refuses
+    one), and the temp file and the rename are relative to it, so nothing lands elsewhere.
+    """
+    directory, name = open_parent(path)
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        _replace_in(directory, name, payload, durable, mode, path)
+    finally:
+        os.close(directory)
+
+
+def _replace_in(
+    directory: int, name: str, payload: bytes, durable: bool, mode: int, path: Path
+) -> None:
+    temp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(temp, flags, mode, dir_fd=directory)
     except OSError as error:  # name the file being written, not its temp file
         raise OSError(error.errno, error.strerror, str(path)) from None
     try:
@@ -100,16 +132,16 @@ def atomic_write_bytes(
             os.fsync(fd)
     except BaseException:
         os.close(fd)
-        _unlink_quietly(temp)
+        _unlink_quietly(temp, directory)
         raise
     os.close(fd)
     try:
-        os.replace(temp, path)
+        os.replace(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
     except BaseException:
-        _unlink_quietly(temp)
+        _unlink_quietly(temp, directory)
         raise
     if durable:
-        fsync_dir(path.parent)
+        _fsync_directory(directory)
 
 
 def atomic_write_json(path: Path, data: Any, *, durable: bool = False, pretty: bool = True) -> None:
@@ -269,10 +301,10 @@ def _encodable(text: str) -> bool:
 def quarantine(path: Path) -> Path:
     """Move a corrupted file aside as ``<name>.corrupt-<time>`` and return the new path."""
     target = path.with_name(f"{path.name}.corrupt-{compact_utc()}-{os.urandom(2).hex()}")
-    os.replace(path, target)
+    rename_no_follow(path, target)
     return target
 
 
-def _unlink_quietly(path: Path) -> None:
+def _unlink_quietly(name: str, directory: int) -> None:
     with contextlib.suppress(OSError):
-        os.unlink(path)
+        os.unlink(name, dir_fd=directory)

@@ -19,7 +19,7 @@ from types import TracebackType
 from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.errors import LockTimeoutError
 from codex_orchestrator.procfs import host_name
-from codex_orchestrator.safefs import open_no_follow
+from codex_orchestrator.safefs import open_no_follow, real_directory
 from codex_orchestrator.workspace import Settings
 
 _DEFAULTS = Settings()
@@ -87,7 +87,7 @@ class FileLock:
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is already locked by this FileLock")
         if self.make_parent:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            real_directory(self.path.parent)
         fd = open_no_follow(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

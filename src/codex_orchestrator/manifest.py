@@ -21,7 +21,7 @@ from codex_orchestrator.errors import CorruptManifestError, RunNotFoundError
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.jsonio import atomic_write_bytes, atomic_write_json
 from codex_orchestrator.output import note
-from codex_orchestrator.safefs import RECORD_SIZE_LIMIT, read_regular
+from codex_orchestrator.safefs import RECORD_SIZE_LIMIT, open_no_follow, read_regular
 from codex_orchestrator.statuses import RunStatus, StageStatus
 
 if TYPE_CHECKING:
@@ -285,7 +285,7 @@ class ManifestStore:
 def write_resume_token(run_dir: Path, token: str) -> None:
     """Write the only copy of the resume token, readable by its owner only (mode 0600)."""
     path = run_dir / RESUME_TOKEN_NAME
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, (token + "\n").encode("ascii"))
     finally:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.clock import iso_utc, parse_iso_utc
 from codex_orchestrator.numeric import finite
+from codex_orchestrator.safefs import open_no_follow
 from codex_orchestrator.statuses import RunStatus
 
 
@@ -201,11 +201,8 @@ def collect(figures: TaskFigures, path: Path, since: float | None) -> None:
 def _lines(path: Path) -> Iterator[bytes]:
     """Non-blank lines of a regular file (nothing for a FIFO, a device or a missing file)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = open_no_follow(path, os.O_RDONLY)
     except OSError:
-        return
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
         return
     with os.fdopen(fd, "rb") as handle:
         for raw in handle:

@@ -98,6 +98,7 @@ def _silence(stream: Any, fd: int) -> None:
 
 def log_echo(*paths: Path) -> Callable[[], None]:
     """Return a callable that copies bytes newly appended to ``paths`` onto stderr, neutralised."""
+    from codex_orchestrator.safefs import read_at
     from codex_orchestrator.view.text import StreamNeutraliser
 
     offsets = dict.fromkeys(paths, 0)
@@ -106,9 +107,7 @@ def log_echo(*paths: Path) -> Callable[[], None]:
     def echo() -> None:
         for path, offset in offsets.items():
             try:
-                with open(path, "rb") as handle:
-                    handle.seek(offset)
-                    chunk = handle.read(1 << 20)
+                chunk = read_at(path, offset, 1 << 20)
             except OSError:
                 continue
             if chunk:

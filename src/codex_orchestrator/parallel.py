@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from codex_orchestrator.executor import Cancellation
+from codex_orchestrator.safefs import read_at
 
 #: The longest wait before a retry, whatever ``retryDelaySeconds`` and the attempt number.
 MAX_RETRY_DELAY_SECONDS = 60.0
@@ -140,9 +141,7 @@ class PrefixedEcho:
         out = bytearray()
         for path, offset in self.offsets.items():
             try:
-                with open(path, "rb") as handle:
-                    handle.seek(offset)
-                    chunk = handle.read(1 << 20)
+                chunk = read_at(path, offset, 1 << 20)
             except OSError:
                 chunk = b""
             self.offsets[path] = offset + len(chunk)

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -51,7 +51,9 @@ from codex_orchestrator.manifest import (
 from codex_orchestrator.output import note
 from codex_orchestrator.parallel import PrefixedEcho, retry_delay
 from codex_orchestrator.records import record_finished_run
+from codex_orchestrator.safefs import new_directory, real_directory, remove_tree
 from codex_orchestrator.stage_loop import Ended, Finish, LoopState, Post, RetryIn, StageLoop, Work
+from codex_orchestrator.stagelogs import log_stem
 from codex_orchestrator.statuses import (
     DONE_STAGE_STATUSES,
     DRIVER_LOST_DETAIL,
@@ -123,7 +125,7 @@ def _make_run_dir(workspace: Workspace, task_id: str) -> tuple[str, Path]:
     root) is an environment fault that propagates to the command line's handler (exit 1)."""
     cli_dir = workspace.cli_dir(task_id)
     try:
-        cli_dir.mkdir(parents=True, exist_ok=True)
+        real_directory(cli_dir)
     except OSError as error:
         raise OrchestratorError(
             f"cannot create {workspace.display(cli_dir)} ({error.strerror}); make the runs root "
@@ -134,7 +136,7 @@ def _make_run_dir(workspace: Workspace, task_id: str) -> tuple[str, Path]:
         run_id = new_run_id()
         run_dir = cli_dir / run_id
         try:
-            run_dir.mkdir()
+            new_directory(run_dir)
         except FileExistsError:
             continue
         return run_id, run_dir
@@ -152,8 +154,8 @@ def create_run(
     driver = DriverLock(run_dir)
     try:
         driver.acquire()
-        (run_dir / "commands").mkdir()
-        (run_dir / "errors").mkdir()
+        new_directory(run_dir / "commands")
+        new_directory(run_dir / "errors")
         token = os.urandom(32).hex()
         write_resume_token(run_dir, token)
         store = ManifestStore(
@@ -171,9 +173,8 @@ def create_run(
 
 def _remove_unborn_run(run_dir: Path) -> None:
     """Remove a run directory this process just created and that has no manifest yet."""
-    import shutil  # only on this failure path: keeps start-up light
-
-    shutil.rmtree(run_dir, ignore_errors=True)
+    with suppress(OSError):
+        remove_tree(run_dir)
 
 
 def _first_manifest(
@@ -622,8 +623,7 @@ def _stage_env(ctx: RunContext, run: ActiveRun, stage: CommandStage) -> dict[str
 
 
 def _log_stem(run: ActiveRun, index: int, stage_id: str) -> str:
-    width = max(2, len(str(len(run.pipeline.stages))))
-    return f"{index:0{width}d}-{stage_id}"
+    return log_stem(index, stage_id, len(run.pipeline.stages))
 
 
 def _attempt_logs(run: ActiveRun, index: int, stage_id: str) -> tuple[int, Path, Path]:

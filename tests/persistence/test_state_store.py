@@ -294,3 +294,30 @@ def test_holders_killed_with_sigkill_lose_nothing_and_block_nobody(tmp_path: Pat
     state.record(survivor)
     assert len(run_ids(on_disk(state))) == 3 * 10 + 3 + 1
     assert list(state.pending_dir.iterdir()) == []
+
+
+def test_prune_races_a_late_snapshot_never_undoes_a_pruned_mark(tmp_path: Path) -> None:
+    """The mark is taken under the lock after every pending snapshot, and it is sticky: the
+    run's own snapshot merged later (a finishing driver, the fallback directory) keeps it."""
+    store = TaskStateStore(tmp_path / "out" / "t", tmp_path / "runs" / "t.lock", "t")
+    record = RunRecord(
+        "t", "2026-01-01T00-00-00-000Z-0000abcd", "p", "succeeded", "2026-01-01T00:00:01.000Z", "m"
+    )
+    store.record(record)
+    waiting = store.pending_path(record)
+    waiting.write_bytes(json.dumps(record.to_json()).encode())  # merged first, under the lock
+    store.mark_pruned([record.to_json()])
+    assert not waiting.exists()
+    late = store.fallback_pending_dir / waiting.name
+    late.parent.mkdir(parents=True)
+    late.write_bytes(json.dumps(record.to_json()).encode())
+    assert store.read()["runs"] == [{**record.to_json(), "pruned": True}]
+    newer = record._replace(status="failed", timestamp="2026-01-01T00:00:09.000Z")
+    store.record(newer)  # even a newer snapshot of a pruned run stays marked
+    assert store.read()["runs"] == [{**newer.to_json(), "pruned": True}]
+    unlisted = record._replace(run_id="2026-01-01T00-00-00-000Z-0000ffff")
+    store.mark_pruned([unlisted.to_json()])  # a run missing from state.json is added, marked
+    assert {entry["runId"]: entry.get("pruned") for entry in store.read()["runs"]} == {
+        record.run_id: True,
+        unlisted.run_id: True,
+    }

@@ -2,7 +2,10 @@
 
 Stdout logs go to stdout and stderr logs to stderr, unchanged; headers (one per log when more
 than one is printed) go to stderr. ``--follow`` polls the files and the manifest, prints new
-bytes within a poll slice (50 ms), and exits with the run's own code once it has ended.
+bytes within a poll slice (50 ms), and exits with the run's own code once it has ended. A poll
+lists each run's ``commands`` folder once (`StageFiles`) and opens only the logs of stages that
+had not ended when last read: a log read to its end after its stage ended is complete, so a
+poll costs the same however many stages have finished.
 """
 
 from __future__ import annotations
@@ -24,16 +27,23 @@ from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.stagelogs import (
     STREAMS,
     LogSource,
-    log_names,
+    StageFiles,
     open_log,
     read_from,
     stage_sources,
     tail_offset,
 )
-from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, run_exit_code
+from codex_orchestrator.statuses import (
+    DONE_STAGE_STATUSES,
+    TERMINAL_RUN_STATUSES,
+    StageStatus,
+    run_exit_code,
+)
 from codex_orchestrator.view.text import neutralise
 from codex_orchestrator.workspace import Workspace
 
+#: Stage statuses after which a stage's logs no longer grow (while the run lives).
+_SETTLED = frozenset({*DONE_STAGE_STATUSES, StageStatus.FAILED})
 FOLLOW_POLL_SECONDS = 0.05
 MANIFEST_POLL_SECONDS = 0.2
 JSON_TEXT_LIMIT = 1 << 20
@@ -104,24 +114,27 @@ class LogView:
 
     def sources(self, manifest: dict[str, Any]) -> list[LogSource]:
         """Every log of the selected stages, in stage order; child runs' logs in place."""
-        return list(self._sources(self.run_dir, manifest, self.stage, 0))
+        return [source for source, _ in self._sources(self.run_dir, manifest, self.stage, 0)]
 
     def _sources(
         self, run_dir: Path, manifest: dict[str, Any], stage: str | None, depth: int
-    ) -> Iterator[LogSource]:
+    ) -> Iterator[tuple[LogSource, bool]]:
+        """Each log, and whether its stage had ended in the manifest read before it."""
         entries = manifest["commands"] if stage is None else _matching(manifest["commands"], stage)
-        names = log_names(run_dir / "commands")
+        files = StageFiles.listing(run_dir / "commands")
         for entry in entries:
             child = entry.get("sub_run_id")
             if entry.get("kind") == "subpipeline" and isinstance(child, str):
                 if depth < MAX_CHILD_DEPTH:
                     yield from self._child_sources(run_dir, manifest, child, depth)
                 continue
-            yield from stage_sources(run_dir, manifest, entry, self.streams, names)
+            ended = entry.get("status") in _SETTLED
+            for source in stage_sources(run_dir, manifest, entry, self.streams, files):
+                yield source, ended
 
     def _child_sources(
         self, run_dir: Path, manifest: dict[str, Any], child: str, depth: int
-    ) -> Iterator[LogSource]:
+    ) -> Iterator[tuple[LogSource, bool]]:
         found = load_child_manifest(
             self.workspace, child, str(manifest["task_id"]), "its logs are skipped"
         )
@@ -145,11 +158,15 @@ class LogView:
         """Print what exists, then new bytes as they are written, until the run ends."""
         manifest = self.manifest()
         first = True
+        complete: set[Path] = set()  # logs read to their end after their stage ended
         next_manifest = time.monotonic() + MANIFEST_POLL_SECONDS
         while True:
             ended = manifest["status"] in TERMINAL_RUN_STATUSES
-            for source in self.sources(manifest):
-                self._follow_one(source, tail if first else None)
+            for source, stage_ended in self._sources(self.run_dir, manifest, self.stage, 0):
+                if source.path not in complete:
+                    self._follow_one(source, tail if first else None)
+                    if stage_ended:
+                        complete.add(source.path)
             first = False
             if ended:
                 return run_exit_code(manifest["status"], manifest.get("status_detail"))

@@ -34,10 +34,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         if args.task
         else task_ids(workspace.runs_dir, workspace.out_dir)
     )
-    histories = [
-        TaskHistory(workspace.runs_dir, workspace.out_dir, task, workspace.display, note)
-        for task in tasks
-    ]
+    histories = [TaskHistory(workspace, task, note) for task in tasks]
     rows = (
         row
         for row in all_runs(histories, since, lazy=limit > 0)

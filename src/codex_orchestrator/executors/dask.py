@@ -48,7 +48,10 @@ from codex_orchestrator.procfs import checked_pid
 from codex_orchestrator.statuses import StageFailure
 
 KIND = "dask"
-INSTALL_HINT = "pip install 'codex-orchestrator[dask]'"
+INSTALL_HINT = (
+    "pip install 'codex-pipeline-orchestrator[dask]' (installed with pipx: "
+    "pipx inject codex-pipeline-orchestrator 'dask[distributed]>=2024.1')"
+)
 ADDRESS_PATTERN = re.compile(
     r"tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})"
 )

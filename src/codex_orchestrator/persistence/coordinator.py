@@ -14,6 +14,7 @@ from typing import Any
 from codex_orchestrator.errors import LockTimeoutError
 from codex_orchestrator.jsonio import append_line, json_text
 from codex_orchestrator.persistence.state_store import RunRecord, TaskStateStore
+from codex_orchestrator.safefs import real_directory
 
 
 class PersistenceCoordinator:
@@ -48,7 +49,7 @@ class PersistenceCoordinator:
 
     def _append_metrics(self, metrics: dict[str, Any], record: RunRecord) -> bool:
         try:
-            self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+            real_directory(self.metrics_path.parent)
             line = json_text(metrics, pretty=False)
             append_line(self.metrics_path, line, durable=True)
         except OSError as error:

@@ -42,6 +42,12 @@ class StageRow(NamedTuple):
     detail: str
 
 
+def objects(value: object) -> list[dict[str, Any]]:
+    """The objects of a manifest array (``commands``, ``child_runs``); anything else is
+    skipped, and a value that is not an array has none (the manifest may be tampered with)."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
 def format_seconds(seconds: float | None, *, tenths: bool = True) -> str:
     """``4.2s`` (``4s`` without ``tenths``), ``3m07s``, ``2h05m``; empty when unknown (or not
     a finite number: a tampered record)."""
@@ -64,17 +70,21 @@ def _elapsed(entry: Mapping[str, Any], now: float, run_live: bool) -> float | No
     started = (
         parse_iso_utc(entry["started_at"]) if isinstance(entry.get("started_at"), str) else None
     )
-    duration = finite(entry.get("duration_seconds"))
-    status = entry.get("status")
-    if status == StageStatus.RUNNING and run_live and started is not None:
+    if entry.get("status") == StageStatus.RUNNING and run_live and started is not None:
         return now - started
+    return recorded_seconds(entry)
+
+
+def recorded_seconds(entry: Mapping[str, Any]) -> float | None:
+    """How long a stage (or a run) took as recorded: ``duration_seconds`` (when it is a finite
+    number), else start to end."""
+    duration = finite(entry.get("duration_seconds"))
     if duration is not None:
         return duration
-    completed = entry.get("completed_at")
+    started, completed = entry.get("started_at"), entry.get("completed_at")
+    begun = parse_iso_utc(started) if isinstance(started, str) else None
     ended = parse_iso_utc(completed) if isinstance(completed, str) else None
-    if started is not None and ended is not None:
-        return ended - started
-    return None
+    return ended - begun if begun is not None and ended is not None else None
 
 
 def running_line(run_dir: Path, entry: Mapping[str, Any]) -> str:
