@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from codex_orchestrator.clock import parse_iso_utc
 from codex_orchestrator.ids import RUN_ID_PATTERN, is_valid_id
+from codex_orchestrator.jsonio import json_text
 from codex_orchestrator.manifest import HEARTBEAT_NAME, MANIFEST_NAME, manifest_problem
 from codex_orchestrator.safefs import (
     UnreadableFileError,
@@ -86,7 +88,7 @@ class RunRow(NamedTuple):
                 f"{pipeline}{status}{started}{completed}{failed or ''}{manifest or ''}"
             )
         ):
-            return json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":"))
+            return json_text(self.to_json(), pretty=False)
         return _LINE % (
             run_id,
             task_id,
@@ -246,7 +248,9 @@ class TaskHistory:
             status,
             started,
             completed,
-            duration if type(duration) is float else duration_between(started, completed),
+            duration
+            if type(duration) is float and math.isfinite(duration)  # Infinity in a tampered entry
+            else duration_between(started, completed),
             failed,
             False,
             pruned,

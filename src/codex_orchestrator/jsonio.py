@@ -6,6 +6,10 @@ file, and a link in the file's place is replaced, never written through. Termina
 ``durable=True`` to fsync the file and its directory. Appends refuse a link and write a whole
 line or nothing. JSON from users goes through `loads_checked`, which turns every way a
 document can be unusable into one error line (see ``docs/persistence.md``).
+
+Every JSON the tool writes, to a file or to its output, is encoded by `json_text`: a
+non-finite number (which JSON cannot hold: ``NaN`` and ``Infinity`` are not JSON) is written
+as ``null``, and characters a terminal could act on are written as escapes.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -26,18 +31,38 @@ from codex_orchestrator.safefs import (
     read_regular,
     rename_no_follow,
 )
+from codex_orchestrator.view.text import escape_json_controls
+
+
+def json_text(data: Any, *, pretty: bool = True) -> str:
+    """``data`` as JSON text, always valid JSON: the one encoder of records and output.
+
+    ``pretty`` indents for people; compact output uses the C encoder and is several times
+    faster. A non-finite number becomes ``null``; C1 controls and invisible format characters
+    are written as ``\\uXXXX`` escapes (see `escape_json_controls`).
+    """
+    layout: dict[str, Any] = {"indent": 2} if pretty else {"separators": (",", ":")}
+    try:
+        text = json.dumps(data, ensure_ascii=False, allow_nan=False, **layout)
+    except ValueError:  # NaN or an infinity somewhere (rare: only a tampered record has one)
+        text = json.dumps(_finite_only(data), ensure_ascii=False, allow_nan=False, **layout)
+    return escape_json_controls(text)
+
+
+def _finite_only(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_only(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_only(item) for item in value]
+    return value
 
 
 def dumps(data: Any, *, pretty: bool = True) -> bytes:
-    """Serialise ``data`` as UTF-8 JSON with a trailing newline.
-
-    ``pretty`` indents for people; compact output uses the C encoder and is several times faster.
-    """
-    if pretty:
-        text = json.dumps(data, indent=2, ensure_ascii=False)
-    else:
-        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return encode_record(text + "\n")
+    """Serialise ``data`` as UTF-8 JSON (`json_text`) with a trailing newline."""
+    return encode_record(json_text(data, pretty=pretty) + "\n")
 
 
 def valid_text(text: str) -> str:

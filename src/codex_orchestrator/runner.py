@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from codex_orchestrator.cancelrequest import watching
 from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.config import CommandStage, Config, Pipeline, SubpipelineStage
 from codex_orchestrator.driver import DriverLock, driver_identity
@@ -263,7 +264,9 @@ def _execute(
     try:  # from here on, whatever fails, the run ends with a terminal manifest
         store.persist()
         heartbeat.start()
-        outcome = _run_stages(ctx, run)
+        # a `cancel` of this run (and of no other) requests its cancellation
+        with watching(run.run_dir, ctx.cancellation, store.data):
+            outcome = _run_stages(ctx, run)
         store.flush()  # a run directory that can no longer be written fails the run here
     except Exception as error:  # an unexpected fault still ends with an honest record
         outcome = _internal_failure(run, error)
@@ -497,11 +500,16 @@ class _Stages:
             log_path=ctx.workspace.display(child.path),
         )
         run.store.persist()  # at once: resume settles the child runs the manifest links
-        # the child follows this run's cancellation, so that a failFast teardown reaches it
-        child_ctx = ctx._replace(cancellation=cancellation)
+        # The child follows this run's cancellation (a signal, a failFast teardown), and has
+        # one of its own: a `cancel` of the child run ends it and nothing else.
+        own = cancellation.dependent()
+        child_ctx = ctx._replace(cancellation=own)
 
         def work() -> Finish:
-            result = _execute(child_ctx, child, child_pipeline, close_executor=False)
+            try:
+                result = _execute(child_ctx, child, child_pipeline, close_executor=False)
+            finally:
+                own.close()
             return partial(self._child_finished, index, stage, link, result)
 
         return work
@@ -512,7 +520,7 @@ class _Stages:
         stage: SubpipelineStage,
         link: dict[str, Any],
         result: RunResult,
-        _: LoopState,
+        state: LoopState,
     ) -> Ended:
         run = self.run
         with run.store.lock:
@@ -521,7 +529,11 @@ class _Stages:
         if result.status == RunStatus.SUCCEEDED:
             _stage_end(run, index, StageStatus.SUCCEEDED, summary=summary, exit_code=0)
             return Ended(StageStatus.SUCCEEDED)
-        if result.status == RunStatus.FAILED and stage.optional:
+        # A child cancelled while this run goes on was cancelled alone (`cancel CHILD`): for
+        # this run it is a child run that did not succeed, as if it had failed.
+        with_this_run = state.stopping or self.ctx.cancellation.requested
+        torn_down = result.status == RunStatus.CANCELLED and with_this_run
+        if stage.optional and not torn_down:
             _stage_end(
                 run,
                 index,
@@ -532,7 +544,7 @@ class _Stages:
             )
             return Ended(StageStatus.SKIPPED)
         _stage_end(run, index, StageStatus.FAILED, summary=summary, exit_code=result.exit_code)
-        if result.status == RunStatus.CANCELLED:
+        if torn_down:
             return Ended(StageStatus.FAILED, result.status_detail)
         return Ended(StageStatus.FAILED, stage_detail(stage.id))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import time
 from pathlib import Path
 from typing import Any
 
@@ -246,28 +245,30 @@ def test_zero_lost_snapshots_with_many_concurrent_writers(tmp_path: Path) -> Non
 
 
 class SlowStore(TaskStateStore):
-    """Holds the lock (default schedule) for a while before merging, then merges as usual."""
+    """Holds the lock (default schedule) until ``release`` is set (or 60 s pass) before
+    merging, then merges as usual."""
 
-    def __init__(self, root: Path, in_lock: Any, pause: float) -> None:
+    def __init__(self, root: Path, in_lock: Any, release: Any) -> None:
         super().__init__(root / "out" / TASK, root / ".runs" / f"{TASK}.lock", TASK)
-        self.in_lock, self.pause = in_lock, pause
+        self.in_lock, self.release = in_lock, release
 
     def _merge_pending_locked(self) -> int:
         self.in_lock.set()
-        time.sleep(self.pause)
+        self.release.wait(60)
         return super()._merge_pending_locked()
 
 
-def _slow_record(root: Path, seconds: float, in_lock: Any, pause: float) -> None:
-    SlowStore(root, in_lock, pause).record(make_record(seconds))
+def _slow_record(root: Path, seconds: float, in_lock: Any, release: Any) -> None:
+    SlowStore(root, in_lock, release).record(make_record(seconds))
 
 
 def test_writers_that_give_up_are_merged_by_the_holder(tmp_path: Path) -> None:
-    in_lock = FORK.Event()
-    holder = FORK.Process(target=_slow_record, args=(tmp_path, 0, in_lock, 0.6))
+    in_lock, release = FORK.Event(), FORK.Event()
+    holder = FORK.Process(target=_slow_record, args=(tmp_path, 0, in_lock, release))
     holder.start()
     assert in_lock.wait(10)
-    outcomes = run_writers(tmp_path, 20, first=1)
+    outcomes = run_writers(tmp_path, 20, first=1)  # all while the holder holds the lock
+    release.set()
     holder.join(30)
     assert set(outcomes.values()) == {"deferred"}
     assert len(run_ids(on_disk(make_store(tmp_path)))) == 21
@@ -277,7 +278,9 @@ def test_holders_killed_with_sigkill_lose_nothing_and_block_nobody(tmp_path: Pat
     victims = []
     for index in range(3):
         in_lock = FORK.Event()
-        victim = FORK.Process(target=_slow_record, args=(tmp_path, 100 + index, in_lock, 60))
+        victim = FORK.Process(
+            target=_slow_record, args=(tmp_path, 100 + index, in_lock, FORK.Event())
+        )
         victim.start()
         assert in_lock.wait(10)
         outcomes = run_writers(tmp_path, 10, first=10 * index)

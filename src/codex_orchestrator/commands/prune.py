@@ -17,6 +17,7 @@ from codex_orchestrator.errors import LockTimeoutError, OutsideRootError, UsageE
 from codex_orchestrator.history import TaskHistory, task_ids
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.invocation import settings_or_defaults
+from codex_orchestrator.numeric import parse_count
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.pruning import (
     Candidate,
@@ -83,11 +84,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
 
 
 def _criteria(args: argparse.Namespace) -> Criteria:
-    keep = None
-    if args.keep is not None:
-        if not args.keep.strip().isdigit():
-            raise UsageError(f"--keep {args.keep!r}: give a whole number of runs to keep")
-        keep = int(args.keep)
+    keep = parse_count(args.keep, "--keep") if args.keep is not None else None
     older = parse_age(args.older_than, "--older-than") if args.older_than else None
     statuses = None
     if args.status is not None:

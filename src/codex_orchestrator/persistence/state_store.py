@@ -54,6 +54,7 @@ from codex_orchestrator.jsonio import (
     append_line,
     atomic_write_bytes,
     encode_record,
+    json_text,
     quarantine,
     read_json,
 )
@@ -77,7 +78,6 @@ ENTRY_KEYS = ("taskId", "runId", "pipelineId", "status", "timestamp", "manifest"
 
 Entry = dict[str, Any]
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _SEPARATOR = b",\n"
 _TRAILER = b"\n]}\n"
 
@@ -556,7 +556,7 @@ def _timestamp(entry: Entry) -> str:
 
 
 def _encode(value: Any) -> bytes:
-    return encode_record(_ENCODER.encode(value))
+    return encode_record(json_text(value, pretty=False))
 
 
 def _join_entries(entries: list[Entry]) -> bytes:

@@ -7,12 +7,14 @@ The manifest may be tampered with; every field is checked before use.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from codex_orchestrator.clock import parse_iso_utc
+from codex_orchestrator.numeric import finite
 from codex_orchestrator.safefs import UnreadableFileError
 from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, StageStatus
 from codex_orchestrator.view.logtail import read_tail, run_file
@@ -47,8 +49,9 @@ def objects(value: object) -> list[dict[str, Any]]:
 
 
 def format_seconds(seconds: float | None, *, tenths: bool = True) -> str:
-    """``4.2s`` (``4s`` without ``tenths``), ``3m07s``, ``2h05m``; empty when unknown."""
-    if seconds is None or seconds < 0:
+    """``4.2s`` (``4s`` without ``tenths``), ``3m07s``, ``2h05m``; empty when unknown (or not
+    a finite number: a tampered record)."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return ""
     if seconds < 60:
         return f"{seconds:.1f}s" if tenths else f"{int(seconds)}s"
@@ -73,10 +76,11 @@ def _elapsed(entry: Mapping[str, Any], now: float, run_live: bool) -> float | No
 
 
 def recorded_seconds(entry: Mapping[str, Any]) -> float | None:
-    """How long a stage (or a run) took as recorded: ``duration_seconds``, else start to end."""
-    duration = entry.get("duration_seconds")
-    if isinstance(duration, int | float) and not isinstance(duration, bool):
-        return float(duration)
+    """How long a stage (or a run) took as recorded: ``duration_seconds`` (when it is a finite
+    number), else start to end."""
+    duration = finite(entry.get("duration_seconds"))
+    if duration is not None:
+        return duration
     started, completed = entry.get("started_at"), entry.get("completed_at")
     begun = parse_iso_utc(started) if isinstance(started, str) else None
     ended = parse_iso_utc(completed) if isinstance(completed, str) else None
