@@ -157,6 +157,19 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return flagged
 
 
+def json_type(value: object) -> str:
+    """The JSON name of ``value``'s type, for messages: "null", "boolean", "number", ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
 def child_path(path: str, key: str | int) -> str:
     """JSON path of ``key`` under ``path``: ``a.b``, ``a[2]`` or ``a["odd key"]``."""
     if isinstance(key, int):

@@ -58,7 +58,7 @@ def read_regular(path: Path, limit: int, *, follow_links: bool = True) -> bytes:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise UnreadableFileError(path, f"not a regular file ({_kind(info.st_mode)})")
+            raise UnreadableFileError(path, f"not a regular file ({file_kind(info.st_mode)})")
         if info.st_size > limit:
             raise UnreadableFileError(
                 path, f"{info.st_size} bytes is over the {limit}-byte limit for this file"
@@ -81,7 +81,8 @@ def read_regular(path: Path, limit: int, *, follow_links: bool = True) -> bytes:
     return data
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a file of ``st_mode`` ``mode`` is, for messages: "a FIFO", "a directory", ..."""
     if stat.S_ISFIFO(mode):
         return "a FIFO"
     if stat.S_ISDIR(mode):
@@ -90,26 +91,40 @@ def _kind(mode: int) -> str:
         return "a device"
     if stat.S_ISSOCK(mode):
         return "a socket"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISREG(mode):
+        return "a regular file"
     return "not a file"
 
 
-def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
+def open_no_follow(
+    path: Path | str, flags: int, mode: int = 0o644, *, dir_fd: int | None = None
+) -> int:
     """``os.open`` that refuses a symbolic link as the last component of ``path``.
 
     Every file the tool appends to or opens for writing in place (locks, ``metrics.json``,
     event logs) goes through here: a link planted in its place would otherwise redirect the
     write to any file the user can write. The refusal is an ``OSError`` (``ELOOP``) whose text
     says why. Atomic replacements need no such care: ``rename`` replaces a link, it never
-    writes through it.
+    writes through it. With ``dir_fd``, ``path`` is relative to that open directory (the stage
+    cache walks a tree one directory at a time this way, so no component can be a link).
     """
     try:
-        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
     except OSError as error:
-        if error.errno == errno.ELOOP and os.path.islink(path):
+        if error.errno == errno.ELOOP and _is_link(path, dir_fd):
             raise OSError(
                 errno.ELOOP, "is a symbolic link; the tool never writes through a link", str(path)
             ) from None
         raise
+
+
+def _is_link(path: Path | str, dir_fd: int | None) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(path, dir_fd=dir_fd).st_mode)
+    except OSError:
+        return False
 
 
 def real_directory(path: Path) -> Path:

@@ -1,0 +1,159 @@
+"""Fingerprint a stage's inputs under a root: which files, and a digest of each.
+
+`Fingerprinter.inputs` lists the inputs (`inputs.list_inputs`), ``lstat``s them, and re-reads
+only those whose stat moved since the stat cache saw them (`statcache`). When nothing moved,
+the stored entries are reused as one block: a no-change lookup costs one ``lstat`` an input.
+The result, `InputDigests`, carries a ``problem`` instead when the inputs cannot be
+fingerprinted reliably (not a git repository, an unreadable file, a file that changed while
+it was read): such a result is a miss and is never stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from codex_orchestrator.cache.digests import (
+    ENTRY_SIZE,
+    RACY_MARGIN_NS,
+    STAT_SIZE,
+    Hasher,
+    inputs_digest,
+    pack_stats,
+    paths_blob,
+)
+from codex_orchestrator.cache.errors import InputsUnavailable, UnstableInput
+from codex_orchestrator.cache.gitfiles import GIT_TIMEOUT_SECONDS
+from codex_orchestrator.cache.inputs import Listing, list_inputs
+from codex_orchestrator.cache.spec import CacheSpec
+from codex_orchestrator.cache.statcache import StatCache, StatRecord
+from codex_orchestrator.cache.tree import DirChain, split_path
+from codex_orchestrator.output import note
+
+
+@dataclass(frozen=True)
+class InputDigests:
+    """The inputs of a stage: sorted relative paths, one `ENTRY_SIZE`-byte entry each (kind
+    and sha256, see `digests`), and the sha256 of both; or the ``problem`` that prevented it."""
+
+    paths: tuple[str, ...]
+    entries: bytes
+    digest: str
+    problem: str | None = None
+
+    @classmethod
+    def unavailable(cls, problem: str) -> InputDigests:
+        """Inputs that could not be fingerprinted, and why (one line)."""
+        return cls((), b"", "", problem)
+
+    def entry(self, position: int) -> bytes:
+        """The entry of ``paths[position]``."""
+        return self.entries[position * ENTRY_SIZE : (position + 1) * ENTRY_SIZE]
+
+
+class Fingerprinter:
+    """Fingerprints inputs under ``root``, with a stat cache under ``cache_dir``.
+
+    ``read_only`` (for ``plan``): reads the stat cache, never writes anything. ``exclude``:
+    directories (relative to the root) that are never inputs, e.g. the runs root and the
+    cache directory when they lie inside the root. ``warn`` shows a damaged stat cache.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        cache_dir: Path,
+        *,
+        read_only: bool = False,
+        exclude: Sequence[str] = (),
+        warn: Callable[[str], None] = note,
+        git_timeout: float = GIT_TIMEOUT_SECONDS,
+        racy_margin_ns: int = RACY_MARGIN_NS,
+    ) -> None:
+        self.root = root
+        self.exclude = tuple(exclude)
+        self.git_timeout = git_timeout
+        self._stat_cache = StatCache(
+            cache_dir, os.path.realpath(root), read_only=read_only, warn=warn
+        )
+        self._hasher = Hasher(racy_margin_ns)
+
+    def inputs(self, spec: CacheSpec) -> InputDigests:
+        """The inputs of ``spec`` as they are now."""
+        identity = json.dumps([spec.inputs, self.exclude])
+        cached = self._stat_cache.load(identity)
+        try:
+            with DirChain(self.root) as chain:
+                listing = list_inputs(
+                    self.root,
+                    spec,
+                    chain,
+                    exclude=self.exclude,
+                    git_timeout=self.git_timeout,
+                    expected=cached.paths if cached is not None else (),
+                )
+                return self._digests(identity, listing, cached, chain)
+        except (InputsUnavailable, UnstableInput) as problem:
+            return InputDigests.unavailable(str(problem))
+        except OSError as error:  # the root itself cannot be opened
+            return InputDigests.unavailable(f"{self.root}: {error.strerror or error}")
+
+    def _digests(
+        self, identity: str, listing: Listing, cached: StatRecord | None, chain: DirChain
+    ) -> InputDigests:
+        paths = [path for path, _ in listing]
+        values: list[int] = []
+        extend = values.extend
+        for _, info in listing:  # inline: this loop runs once an input on every lookup
+            extend(
+                (
+                    info.st_mode,
+                    info.st_size,
+                    info.st_mtime_ns,
+                    info.st_ino,
+                    info.st_ctime_ns,
+                    info.st_dev,
+                )
+            )
+        stats = pack_stats(values)
+        blob = paths_blob(paths)
+        if (
+            cached is not None
+            and not cached.racy
+            and cached.paths_blob == blob
+            and cached.stats == stats
+        ):
+            entries = cached.entries  # nothing moved: the fast path
+        else:
+            entries, racy = self._refresh(listing, stats, cached, chain)
+            self._stat_cache.save(identity, StatRecord(blob, stats, entries, racy))
+        return InputDigests(tuple(paths), entries, inputs_digest(len(paths), blob, entries))
+
+    def _refresh(
+        self, listing: Listing, stats: bytes, cached: StatRecord | None, chain: DirChain
+    ) -> tuple[bytes, frozenset[int]]:
+        """Entries for ``listing``: reused where the stat did not move, hashed elsewhere."""
+        index = cached.index if cached is not None else {}
+        entries = bytearray()
+        racy: list[int] = []
+        for position, (path, info) in enumerate(listing):
+            current = stats[position * STAT_SIZE : (position + 1) * STAT_SIZE]
+            previous = index.get(path)
+            if cached is not None and previous is not None:
+                reused = cached.reusable(previous, current)
+                if reused is not None:
+                    entries += reused
+                    continue
+            directory, name = split_path(path)
+            try:
+                dir_fd = chain.open(directory)
+            except OSError:
+                raise UnstableInput(f"{path} changed while it was read") from None
+            entry, is_racy = self._hasher.entry(dir_fd, name, path, info)
+            entries += entry
+            if is_racy:
+                racy.append(position)
+        return bytes(entries), frozenset(racy)
