@@ -1,15 +1,16 @@
 """One cache entry on disk: its metadata file, ``entry.json``, and the files it lists.
 
 An entry is a directory named by its key, holding ``entry.json``, ``stdout.log``,
-``stderr.log``, ``outputs/<n>`` (the declared outputs, by position) and ``used`` (whose mtime is
-the entry's last use, for eviction). ``entry.json`` names every other file with its size and
-sha256; `parse_entry` refuses anything else in it (unknown file names, paths that leave the
-root), so a tampered entry can neither point a reader outside its directory nor a restore
-outside the root.
+``stderr.log``, ``outputs/<n>`` (the declared outputs, by position) and ``used`` (whose mtime
+is the entry's last use, for eviction). ``entry.json`` names every other file with its size
+and sha256 and carries a checksum of its own content; `parse_entry` refuses anything else in
+it (unknown file names, paths that leave the root), so a damaged or tampered entry can point
+neither a reader outside its directory nor a restore outside the root.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -71,8 +72,8 @@ class Entry:
         raise DamagedEntry(f"{ENTRY_FILE} does not list {name}")
 
     def to_json(self) -> dict[str, Any]:
-        """The ``entry.json`` document."""
-        return {
+        """The ``entry.json`` document, with the checksum of its own content."""
+        document = {
             "format": ENTRY_FORMAT,
             "key": self.key,
             "created_at": self.created_at,
@@ -86,6 +87,7 @@ class Entry:
             "files": {f.name: {"size": f.size, "sha256": f.sha256} for f in self.files},
             "outputs": [{"path": o.path, "file": o.file, "mode": o.mode} for o in self.outputs],
         }
+        return {**document, "checksum": _checksum(document)}
 
 
 def parse_entry(data: bytes, key: str) -> Entry:
@@ -104,9 +106,18 @@ def parse_entry(data: bytes, key: str) -> Entry:
         raise DamagedEntry(f"{ENTRY_FILE} is malformed ({type(error).__name__}: {error})") from None
 
 
+def _checksum(document: dict[str, Any]) -> str:
+    """The sha256 of ``document`` as canonical JSON: catches a damaged ``entry.json``."""
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _entry(document: dict[str, Any], key: str) -> Entry:
     if document.get("format") != ENTRY_FORMAT:
         raise DamagedEntry(f"{ENTRY_FILE} has format {document.get('format')!r}")
+    content = {name: value for name, value in document.items() if name != "checksum"}
+    if document.get("checksum") != _checksum(content):
+        raise DamagedEntry(f"{ENTRY_FILE} does not match its checksum")
     if document["key"] != key:
         raise DamagedEntry(f"{ENTRY_FILE} names another key")
     components = KeyComponents.from_json(document["components"])
