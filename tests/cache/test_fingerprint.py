@@ -228,3 +228,52 @@ def test_memory_stays_flat_hashing_a_large_file(tmp_path: Path) -> None:
     assert problem == "None"
     assert int(growth_kib) < 8 * 1024, f"peak grew by {growth_kib} KiB hashing 256 MiB"
     assert time.monotonic() - started < 100
+
+
+SCANS = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from helpers import Stage
+from codex_orchestrator.cache.spec import CacheSpec
+stage = Stage.from_json(sys.argv[2])
+fingerprinter = stage.fingerprinter()
+scans = []
+sys.addaudithook(lambda event, args: scans.append(event) if event == "os.scandir" else None)
+specs = [CacheSpec(inputs=("src/**",)), CacheSpec(inputs=("src/*.py", "src/sub")), stage.spec]
+with fingerprinter.snapshot():
+    for spec in specs:
+        fingerprinter.inputs(spec)
+print(len(scans))
+scans.clear()
+for spec in specs:
+    fingerprinter.inputs(spec)
+print(len(scans))
+"""
+
+
+def test_a_snapshot_reads_each_directory_once(stage: Stage) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SCANS, str(DRIVER.parent), stage.to_json()],
+        env=driver_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    inside, outside = result.stdout.split()
+    assert inside == "2"  # src and src/sub, once for three specs
+    assert outside == "6"
+
+
+def test_a_snapshot_answers_as_of_its_start_and_ends_with_its_block(stage: Stage) -> None:
+    stage.racy_margin_ns = 0
+    fingerprinter = stage.fingerprinter()
+    before = fingerprinter.inputs(stage.spec)
+    with fingerprinter.snapshot():
+        first = fingerprinter.inputs(stage.spec)
+        write(stage.root, "src/in_a.py", "changed meanwhile\n")
+        write(stage.root, "src/in_new.py")
+        assert fingerprinter.inputs(stage.spec) is first
+    assert first.digest == before.digest
+    after = fingerprinter.inputs(stage.spec)
+    assert after.digest != before.digest and "src/in_new.py" in after.paths

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from codex_orchestrator.cache.digests import KIND_FILE, KIND_LINK, KIND_SPECIAL
+from codex_orchestrator.cache.digests import KIND_DIRECTORY, KIND_FILE, KIND_LINK, KIND_SPECIAL
 from codex_orchestrator.cache.spec import CacheSpec
 from conftest import GIT_IDENTITY
 
@@ -250,3 +250,27 @@ def test_git_not_installed_is_a_problem(
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     digests = Stage(repo, tmp_path / "cache", CacheSpec(inputs="git")).inputs()
     assert digests.problem == 'inputs "git": git is not installed'
+
+
+def test_a_conflicted_file_is_one_input(repo: Path) -> None:
+    _git(repo, "checkout", "-q", "-b", "other")
+    write(repo, "src/app.py", "theirs\n")
+    _git(repo, "commit", "-qam", "theirs")
+    _git(repo, "checkout", "-q", "main")
+    write(repo, "src/app.py", "ours\n")
+    _git(repo, "commit", "-qam", "ours")
+    merge = subprocess.run(["git", *GIT_IDENTITY, "merge", "other"], cwd=repo, capture_output=True)
+    assert merge.returncode != 0  # conflicted: the index holds the file three times
+    paths = _paths(repo, "git")
+    assert paths.count("src/app.py") == 1
+
+
+def test_a_nested_repository_is_a_directory_entry(repo: Path, tmp_path: Path) -> None:
+    nested = repo / "vendor" / "lib"
+    nested.mkdir(parents=True)
+    _git(nested, "init", "-q")
+    write(nested, "code.py")
+    stage = Stage(repo, tmp_path / "cache", CacheSpec(inputs="git"))
+    digests = stage.inputs()
+    assert "vendor/lib" in digests.paths and "vendor/lib/code.py" not in digests.paths
+    assert digests.entry(digests.paths.index("vendor/lib"))[:1] == KIND_DIRECTORY

@@ -1,6 +1,6 @@
 """Fingerprint a stage's inputs under a root: which files, and a digest of each.
 
-`Fingerprinter.inputs` lists the inputs (`inputs.list_inputs`), ``lstat``s them, and re-reads
+`Fingerprinter.inputs` lists the inputs (`inputs.TreeReader`), ``lstat``s them, and re-reads
 only those whose stat moved since the stat cache saw them (`statcache`). When nothing moved,
 the stored entries are reused as one block: a no-change lookup costs one ``lstat`` an input.
 The result, `InputDigests`, carries a ``problem`` instead when the inputs cannot be
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from codex_orchestrator.cache.digests import (
 )
 from codex_orchestrator.cache.errors import InputsUnavailable, UnstableInput
 from codex_orchestrator.cache.gitfiles import GIT_TIMEOUT_SECONDS
-from codex_orchestrator.cache.inputs import Listing, list_inputs
+from codex_orchestrator.cache.inputs import Listing, TreeReader
 from codex_orchestrator.cache.spec import CacheSpec
 from codex_orchestrator.cache.statcache import StatCache, StatRecord
 from codex_orchestrator.cache.tree import DirChain, split_path
@@ -80,26 +81,55 @@ class Fingerprinter:
             cache_dir, os.path.realpath(root), read_only=read_only, warn=warn
         )
         self._hasher = Hasher(racy_margin_ns)
+        self._snapshot: dict[str, InputDigests] | None = None
+        self._tree: TreeReader | None = None
 
     def inputs(self, spec: CacheSpec) -> InputDigests:
-        """The inputs of ``spec`` as they are now."""
+        """The inputs of ``spec`` as they are now (as of the `snapshot`, inside one)."""
         identity = json.dumps([spec.inputs, self.exclude])
+        if self._snapshot is not None and identity in self._snapshot:
+            return self._snapshot[identity]
         cached = self._stat_cache.load(identity)
         try:
-            with DirChain(self.root) as chain:
-                listing = list_inputs(
-                    self.root,
-                    spec,
-                    chain,
-                    exclude=self.exclude,
-                    git_timeout=self.git_timeout,
-                    expected=cached.paths if cached is not None else (),
-                )
-                return self._digests(identity, listing, cached, chain)
-        except (InputsUnavailable, UnstableInput) as problem:
-            return InputDigests.unavailable(str(problem))
+            tree = self._tree or TreeReader(self.root, remember=self._snapshot is not None)
         except OSError as error:  # the root itself cannot be opened
             return InputDigests.unavailable(f"{self.root}: {error.strerror or error}")
+        if self._snapshot is not None:
+            self._tree = tree
+        try:
+            listing = tree.list_inputs(
+                spec,
+                exclude=self.exclude,
+                git_timeout=self.git_timeout,
+                expected=cached.paths if cached is not None else (),
+            )
+            digests = self._digests(identity, listing, cached, tree.chain)
+        except (InputsUnavailable, UnstableInput) as problem:
+            digests = InputDigests.unavailable(str(problem))
+        finally:
+            if self._snapshot is None:
+                tree.close()
+        if self._snapshot is not None:
+            self._snapshot[identity] = digests
+        return digests
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Within this block, `inputs` reads each directory, input and git listing once and
+        answers a spec seen before without looking again.
+
+        For ``plan``, and for the lookups of consecutive stages while nothing the caller
+        starts writes under the root (no stage ran, no restore wrote an output): a change
+        made meanwhile by someone else is seen by the next lookup outside the block, as a
+        change made just after one lookup would be.
+        """
+        self._snapshot = {}
+        try:
+            yield
+        finally:
+            if self._tree is not None:
+                self._tree.close()
+            self._snapshot, self._tree = None, None
 
     def _digests(
         self, identity: str, listing: Listing, cached: StatRecord | None, chain: DirChain

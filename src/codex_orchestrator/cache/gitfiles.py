@@ -64,8 +64,15 @@ class GitLsFiles:
                 why = f"{self.root} is not in a git repository; list globs instead"
             raise InputsUnavailable(f'inputs "git": {why}')
         text = os.fsdecode(_read_all(self._out))
-        # A conflicted file is listed once per stage; a nested repository as "dir/".
-        return sorted({path.rstrip("/") for path in text.split("\0") if path})
+        if "/\0" in text:  # a nested repository is listed as "dir/"
+            text = text.replace("/\0", "\0")
+        # A conflicted file is listed once per stage. The tracked, then the untracked files
+        # come sorted: dict keeps that order, and sort() merges two sorted runs in one pass.
+        paths = list(dict.fromkeys(text.split("\0")))
+        if paths and not paths[-1]:
+            paths.pop()
+        paths.sort()
+        return paths
 
     def _stop(self) -> None:
         if self._process.poll() is None:

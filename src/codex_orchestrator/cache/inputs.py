@@ -1,19 +1,22 @@
 """Which files are a stage's inputs: the files its globs match, or the files git lists.
 
-`list_inputs` returns sorted relative POSIX paths with their ``lstat``, read through a
+A `TreeReader` lists inputs as sorted relative POSIX paths with their ``lstat``, read through a
 `DirChain` so that no link is followed: a link that matches is an input as a link (its target
 text is fingerprinted, never what it points to), and a directory reached through a link is
 never entered. FIFOs, devices and sockets are listed (as special files) but never opened.
 ``.git`` and the directories in ``exclude`` (the tool's own records) are never inputs.
+
+A reader that ``remember``s reads each directory, ``lstat`` and git listing once: a snapshot
+of the tree, for callers that look up several stages while nothing they start writes to it.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from types import TracebackType
 
 from codex_orchestrator.cache.errors import InputsUnavailable
 from codex_orchestrator.cache.gitfiles import GIT_TIMEOUT_SECONDS, GitLsFiles
@@ -22,77 +25,167 @@ from codex_orchestrator.cache.spec import CacheSpec
 from codex_orchestrator.cache.tree import DirChain
 
 _NEVER = ".git"
-
-Listing = list[tuple[str, os.stat_result]]
-
-
 #: Errors that mean "no such file here" (a missing name, a link or a file on the way).
 _ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 
-
-def list_inputs(
-    root: Path,
-    spec: CacheSpec,
-    chain: DirChain,
-    *,
-    exclude: Sequence[str] = (),
-    git_timeout: float = GIT_TIMEOUT_SECONDS,
-    expected: Sequence[str] = (),
-) -> Listing:
-    """The inputs of ``spec`` under ``root``, sorted by path, each with its ``lstat``.
-
-    ``expected``: the sorted paths of the last listing; with ``"git"`` they are ``lstat``ed
-    while git runs, and only the paths git adds to them are ``lstat``ed afterwards.
-    """
-    if not spec.uses_git:
-        return match_globs(chain, [compile_glob(text) for text in spec.inputs], exclude)
-    with GitLsFiles(root) as git:
-        early = stat_paths(chain, expected)
-        paths = git.paths(git_timeout)
-    if exclude:
-        inside = tuple(f"{directory}/" for directory in exclude)
-        paths = [path for path in paths if not path.startswith(inside) and path not in exclude]
-    if [path for path, _ in early] == paths:
-        return early
-    known = dict(early)
-    late = dict(stat_paths(chain, [path for path in paths if path not in known]))
-    return [
-        (path, known[path] if path in known else late[path])
-        for path in paths
-        if path in known or path in late
-    ]
+Listing = list[tuple[str, os.stat_result]]
+#: A directory's entries: name, whether it is a directory (not through a link), its lstat
+#: (None for directories: they are walked, never inputs themselves).
+_Entries = list[tuple[str, bool, os.stat_result | None]]
 
 
-def match_globs(chain: DirChain, globs: Sequence[Glob], exclude: Sequence[str] = ()) -> Listing:
-    """Every file, link or special file named by ``globs``, or below a directory they name."""
-    found: dict[str, os.stat_result] = {}
-    for base in _walk_roots(globs):
-        if not any(_inside(base, directory) for directory in exclude):
-            _walk(chain, base, globs, frozenset(exclude), found)
-    return sorted(found.items())
+class TreeReader:
+    """Reads the tree below ``root``; ``chain`` opens its directories (for hashing too)."""
 
+    def __init__(self, root: Path, *, remember: bool = False) -> None:
+        self.root = root
+        self.chain = DirChain(root)
+        self._remember = remember
+        self._entries: dict[str, _Entries | None] = {}
+        self._stats: dict[str, os.stat_result | None] = {}
+        self._git: list[str] | None = None
 
-def stat_paths(chain: DirChain, paths: Iterable[str]) -> Listing:
-    """``lstat`` of sorted relative ``paths``; a path that is absent, or below a link or a
-    non-directory, is left out (as git itself sees a tracked file beyond a link: deleted)."""
-    listing: Listing = []
-    append, lstat = listing.append, os.lstat
-    current, fd = None, -1
-    for path in paths:
-        directory, _, name = path.rpartition("/")
-        if directory != current:
-            current = directory
-            try:
-                fd = chain.open(directory)
-            except OSError as error:
-                fd = _absent(error, directory)
-        if fd < 0:
-            continue
+    def list_inputs(
+        self,
+        spec: CacheSpec,
+        *,
+        exclude: Sequence[str] = (),
+        git_timeout: float = GIT_TIMEOUT_SECONDS,
+        expected: Sequence[str] = (),
+    ) -> Listing:
+        """The inputs of ``spec``, sorted by path, each with its ``lstat``.
+
+        ``expected``: the sorted paths of the last listing; with ``"git"`` they are ``lstat``ed
+        while git runs, and only the paths git adds to them are ``lstat``ed afterwards.
+        """
+        if not spec.uses_git:
+            return self.match_globs([compile_glob(text) for text in spec.inputs], exclude)
+        early: Listing = []
+        paths = self._git
+        if paths is None:
+            with GitLsFiles(self.root) as git:
+                early = self.stat_paths(expected)
+                paths = git.paths(git_timeout)
+            if self._remember:
+                self._git = paths
+        if exclude:
+            inside = tuple(f"{directory}/" for directory in exclude)
+            paths = [path for path in paths if not path.startswith(inside) and path not in exclude]
+        if [path for path, _ in early] == paths:
+            return early
+        known = dict(early)
+        late = dict(self.stat_paths([path for path in paths if path not in known]))
+        return [
+            (path, known[path] if path in known else late[path])
+            for path in paths
+            if path in known or path in late
+        ]
+
+    def match_globs(self, globs: Sequence[Glob], exclude: Sequence[str] = ()) -> Listing:
+        """Every file, link or special file named by ``globs``, or below a directory they name."""
+        found: dict[str, os.stat_result] = {}
+        excluded = frozenset(exclude)
+        for base in _walk_roots(globs):
+            if not any(_inside(base, directory) for directory in exclude):
+                self._walk(base, globs, excluded, found)
+        return sorted(found.items())
+
+    def stat_paths(self, paths: Sequence[str]) -> Listing:
+        """``lstat`` of sorted relative ``paths``; a path that is absent, or below a link or a
+        non-directory, is left out (as git itself sees a tracked file beyond a link: deleted)."""
+        listing: Listing = []
+        append, lstat = listing.append, os.lstat
+        remembered = self._stats if self._remember else None
+        current, fd = None, -1
+        for path in paths:
+            if remembered is not None and path in remembered:
+                info = remembered[path]
+                if info is not None:
+                    append((path, info))
+                continue
+            directory, _, name = path.rpartition("/")
+            if directory != current:
+                current = directory
+                try:
+                    fd = self.chain.open(directory)
+                except OSError as error:
+                    fd = _absent(error, directory)
+            found = None
+            if fd >= 0:
+                try:
+                    found = lstat(name, dir_fd=fd)
+                    append((path, found))
+                except OSError as error:
+                    _absent(error, path)
+            if remembered is not None:
+                remembered[path] = found
+        return listing
+
+    def _walk(
+        self,
+        base: str,
+        globs: Sequence[Glob],
+        exclude: frozenset[str],
+        found: dict[str, os.stat_result],
+    ) -> None:
+        """Collect matches in ``base`` and below, depth first, so that `DirChain` opens each
+        directory once; ``everything`` marks a directory a glob named (all below it matches)."""
+        pending = [(base, False)]
+        while pending:
+            directory, everything = pending.pop()
+            entries = self._directory(directory)
+            if entries is None:
+                continue  # a link, a file or a vanished directory: nothing below it
+            prefix = f"{directory}/" if directory else ""
+            for name, is_directory, info in entries:
+                path = prefix + name
+                if name == _NEVER or path in exclude:
+                    continue
+                named = everything or any(glob.matches(path) for glob in globs)
+                if is_directory:
+                    if named or any(glob.may_match_below(path) for glob in globs):
+                        pending.append((path, named))
+                elif named and info is not None:
+                    found[path] = info
+
+    def _directory(self, directory: str) -> _Entries | None:
+        """The entries of ``directory``; None when it is not there (or is a link)."""
+        if self._remember and directory in self._entries:
+            return self._entries[directory]
+        prefix = f"{directory}/" if directory else ""
+        found: _Entries = []
+        entries: _Entries | None = found
         try:
-            append((path, lstat(name, dir_fd=fd)))
+            with os.scandir(self.chain.open(directory)) as listed:
+                for entry in listed:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            found.append((entry.name, True, None))
+                        else:
+                            found.append((entry.name, False, entry.stat(follow_symlinks=False)))
+                    except OSError as error:
+                        _absent(error, prefix + entry.name)  # gone since it was listed
         except OSError as error:
-            _absent(error, path)
-    return listing
+            _absent(error, directory)
+            entries = None
+        if self._remember:
+            self._entries[directory] = entries
+        return entries
+
+    def close(self) -> None:
+        """Close the directories held open."""
+        self.chain.close()
+
+    def __enter__(self) -> TreeReader:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 def _walk_roots(globs: Sequence[Glob]) -> list[str]:
@@ -102,44 +195,6 @@ def _walk_roots(globs: Sequence[Glob]) -> list[str]:
         if not any(_inside(base, root) for root in roots):
             roots.append(base)
     return roots
-
-
-def _walk(
-    chain: DirChain,
-    base: str,
-    globs: Sequence[Glob],
-    exclude: frozenset[str],
-    found: dict[str, os.stat_result],
-) -> None:
-    """Collect matches in ``base`` and below, depth first, so that `DirChain` opens each
-    directory once; ``everything`` marks a directory a glob named (all below it matches)."""
-    pending = [(base, False)]
-    while pending:
-        directory, everything = pending.pop()
-        prefix = f"{directory}/" if directory else ""
-        listed: list[tuple[str, os.stat_result]] = []
-        try:
-            with os.scandir(chain.open(directory)) as entries:
-                for entry in entries:
-                    try:
-                        listed.append((entry.name, entry.stat(follow_symlinks=False)))
-                    except OSError as error:
-                        _absent(error, prefix + entry.name)  # gone since it was listed
-        except OSError as error:
-            _absent(error, directory)  # a link or a vanished directory: nothing below it
-            continue
-        below: list[tuple[str, bool]] = []
-        for name, info in listed:
-            path = prefix + name
-            if name == _NEVER or path in exclude:
-                continue
-            named = everything or any(glob.matches(path) for glob in globs)
-            if stat.S_ISDIR(info.st_mode):
-                if named or any(glob.may_match_below(path) for glob in globs):
-                    below.append((path, named))
-            elif named:
-                found[path] = info
-        pending.extend(sorted(below, reverse=True))
 
 
 def _absent(error: OSError, path: str) -> int:

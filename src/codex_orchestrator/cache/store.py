@@ -45,7 +45,7 @@ from codex_orchestrator.cache.entry import (
 )
 from codex_orchestrator.cache.errors import CacheStoreError, DamagedEntry, InputsUnavailable
 from codex_orchestrator.cache.globs import compile_glob
-from codex_orchestrator.cache.inputs import match_globs
+from codex_orchestrator.cache.inputs import TreeReader
 from codex_orchestrator.cache.key import Fingerprint, explain
 from codex_orchestrator.cache.latest import load_latest, save_latest
 from codex_orchestrator.cache.restore import restore_entry
@@ -350,9 +350,10 @@ class CacheStore:
         outputs_fd = open_no_follow(OUTPUTS_DIR, os.O_RDONLY | os.O_DIRECTORY, dir_fd=temp_fd)
         outputs: list[StoredOutput] = []
         try:
-            with DirChain(self.root) as chain:
+            with TreeReader(self.root) as tree:
+                chain = tree.chain
                 try:
-                    listing = match_globs(chain, [compile_glob(g) for g in globs], self.exclude)
+                    listing = tree.match_globs([compile_glob(g) for g in globs], self.exclude)
                 except InputsUnavailable as problem:
                     raise CacheStoreError(f"stage cache: outputs: {problem}") from None
                 for position, (path, info) in enumerate(listing):
