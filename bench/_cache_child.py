@@ -31,16 +31,18 @@ def stage_identity(command: str) -> str:
     return f"bench/{command.split()[-1]}"
 
 
-def fingerprint(fingerprinter: Fingerprinter, command: str) -> Fingerprint:
-    """The fingerprint of the bench stage that runs ``command``."""
+def fingerprint(
+    fingerprinter: Fingerprinter, command: str, spec: CacheSpec = INPUTS
+) -> Fingerprint:
+    """The fingerprint of the bench stage that runs ``command`` on ``spec``'s inputs."""
     return stage_fingerprint(
         command=command,
         cwd=None,
         env={},
-        spec=INPUTS,
+        spec=spec,
         environ={},
         needs={},
-        inputs=fingerprinter.inputs(INPUTS),
+        inputs=fingerprinter.inputs(spec),
     )
 
 

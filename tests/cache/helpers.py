@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,6 +146,27 @@ def drive(stage: Stage, *operations: list[object], wrap: Any = list) -> list[str
     command = [sys.executable, str(DRIVER), stage.to_json(), json.dumps(list(operations))]
     result: list[str] = wrap(command)
     return result
+
+
+#: What every `run_script` body starts with: ``stage``, the stage given to it.
+_PRELUDE = (
+    "import sys\nsys.path.insert(0, sys.argv[1])\nfrom helpers import Stage\n"
+    "stage = Stage.from_json(sys.argv[2])\n"
+)
+
+
+def run_script(body: str, stage: Stage, *args: str) -> str:
+    """Run Python ``body`` on ``stage`` in a child (its own arguments from ``sys.argv[3]``),
+    with a deadline; it must succeed. Its stdout."""
+    result = subprocess.run(
+        [sys.executable, "-c", _PRELUDE + body, str(DRIVER.parent), stage.to_json(), *args],
+        env=driver_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return result.stdout
 
 
 def driver_env() -> dict[str, str]:

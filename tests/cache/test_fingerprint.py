@@ -16,15 +16,12 @@ import pytest
 from codex_orchestrator.cache.spec import CacheSpec
 from codex_orchestrator.cache.store import Miss
 
-from .helpers import DRIVER, Stage, driver_env, write
+from .helpers import Stage, run_script, write
 
 #: A child that fingerprints a stage several times and prints, for each, the input files it
 #: opened (an audit hook sees every os.open, whatever the directory descriptor).
 COUNT_OPENS = """
-import json, os, sys
-sys.path.insert(0, sys.argv[1])
-from helpers import Stage
-stage = Stage.from_json(sys.argv[2])
+import json, os
 stage.racy_margin_ns = int(sys.argv[3])
 opened = []
 def hook(event, args):
@@ -43,23 +40,8 @@ for step in json.loads(sys.argv[4]):
 
 
 def _opens(stage: Stage, margin_ns: int, steps: list[dict[str, str]]) -> list[dict[str, object]]:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            COUNT_OPENS,
-            str(DRIVER.parent),
-            stage.to_json(),
-            str(margin_ns),
-            json.dumps(steps),
-        ],
-        env=driver_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return [json.loads(line) for line in result.stdout.splitlines()]
+    output = run_script(COUNT_OPENS, stage, str(margin_ns), json.dumps(steps))
+    return [json.loads(line) for line in output.splitlines()]
 
 
 @pytest.fixture
@@ -206,36 +188,20 @@ def test_memory_stays_flat_hashing_a_large_file(tmp_path: Path) -> None:
     with open(root / "huge.bin", "wb") as handle:  # sparse: costs no disk
         handle.truncate(256 * 1024 * 1024)
     stage = Stage(root, tmp_path / "cache", CacheSpec(inputs=("huge.bin",)))
-    script = (
-        "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from helpers import Stage;"
-        "stage = Stage.from_json(sys.argv[2]);"
-        "base = int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]);"
-        "print(stage.inputs().problem);"
-        "peak = int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]);"
-        "print(peak - base)"
+    body = (
+        "status = lambda: open('/proc/self/status').read().split('VmHWM:')[1].split()[0]\n"
+        "base = int(status())\n"
+        "print(stage.inputs().problem, int(status()) - base)"
     )
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(DRIVER.parent), stage.to_json()],
-        env=driver_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    problem, growth_kib = result.stdout.split()
+    problem, growth_kib = run_script(body, stage).split()
     assert problem == "None"
     assert int(growth_kib) < 8 * 1024, f"peak grew by {growth_kib} KiB hashing 256 MiB"
     assert time.monotonic() - started < 100
 
 
 SCANS = """
-import sys
-sys.path.insert(0, sys.argv[1])
-from helpers import Stage
 from codex_orchestrator.cache.spec import CacheSpec
-stage = Stage.from_json(sys.argv[2])
 fingerprinter = stage.fingerprinter()
 scans = []
 sys.addaudithook(lambda event, args: scans.append(event) if event == "os.scandir" else None)
@@ -252,15 +218,7 @@ print(len(scans))
 
 
 def test_a_snapshot_reads_each_directory_once(stage: Stage) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", SCANS, str(DRIVER.parent), stage.to_json()],
-        env=driver_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    inside, outside = result.stdout.split()
+    inside, outside = run_script(SCANS, stage).split()
     assert inside == "2"  # src and src/sub, once for three specs
     assert outside == "6"
 

@@ -3,34 +3,29 @@ to the root, so a hit in one worktree is valid in the other on the same inputs."
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from codex_orchestrator.cache.spec import CacheSpec
 from codex_orchestrator.cache.store import Hit, Miss
-from conftest import GIT_IDENTITY
 
+from .gitrepo import git
 from .helpers import Stage, write
-
-
-def _git(root: Path, *args: str) -> None:
-    subprocess.run(["git", *GIT_IDENTITY, *args], cwd=root, check=True, capture_output=True)
 
 
 @pytest.fixture
 def worktrees(tmp_path: Path) -> tuple[Path, Path]:
     main = tmp_path / "main"
     main.mkdir()
-    _git(main, "init", "-q", "-b", "main")
+    git(main, "init", "-q", "-b", "main")
     write(main, ".gitignore", "build/\n")
     write(main, "src/app.py", "print('app')\n")
     write(main, "tests/test_app.py", "def test(): pass\n")
-    _git(main, "add", "-A")
-    _git(main, "commit", "-q", "-m", "init")
+    git(main, "add", "-A")
+    git(main, "commit", "-q", "-m", "init")
     second = tmp_path / "second"
-    _git(main, "worktree", "add", "-q", str(second), "-b", "agent-2")
+    git(main, "worktree", "add", "-q", str(second), "-b", "agent-2")
     return main, second
 
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import array
 import hashlib
+import itertools
+import operator
 import os
 import stat
 import time
+from collections.abc import Callable, Iterable
 
 from codex_orchestrator.cache.errors import InputsUnavailable, UnstableInput
 from codex_orchestrator.safefs import file_kind, open_no_follow
@@ -37,24 +40,18 @@ STAT_FIELDS = ("st_mode", "st_size", "st_mtime_ns", "st_ino", "st_ctime_ns", "st
 STAT_SIZE = 8 * len(STAT_FIELDS)
 
 
-def pack_stats(values: list[int]) -> bytes:
-    """``values`` (`STAT_FIELDS` of each input in turn) as signed 64-bit integers."""
+#: The `STAT_FIELDS` of an ``os.stat_result``, as a tuple (in C: this runs once an input on
+#: every lookup).
+stat_values: Callable[[os.stat_result], tuple[int, ...]] = operator.attrgetter(*STAT_FIELDS)
+
+
+def pack_stats(infos: Iterable[os.stat_result]) -> bytes:
+    """The `STAT_FIELDS` of each of ``infos`` in turn, as signed 64-bit integers."""
+    values = list(itertools.chain.from_iterable(map(stat_values, infos)))
     try:
         return array.array("q", values).tobytes()
     except OverflowError:  # an inode or device number of 2**63 or more: same bits, signed
         return array.array("q", [(value + 2**63) % 2**64 - 2**63 for value in values]).tobytes()
-
-
-def stat_values(info: os.stat_result) -> tuple[int, int, int, int, int, int]:
-    """The `STAT_FIELDS` of ``info``."""
-    return (
-        info.st_mode,
-        info.st_size,
-        info.st_mtime_ns,
-        info.st_ino,
-        info.st_ctime_ns,
-        info.st_dev,
-    )
 
 
 class Hasher:

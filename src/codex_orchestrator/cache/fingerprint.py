@@ -135,20 +135,7 @@ class Fingerprinter:
         self, identity: str, listing: Listing, cached: StatRecord | None, chain: DirChain
     ) -> InputDigests:
         paths = [path for path, _ in listing]
-        values: list[int] = []
-        extend = values.extend
-        for _, info in listing:  # inline: this loop runs once an input on every lookup
-            extend(
-                (
-                    info.st_mode,
-                    info.st_size,
-                    info.st_mtime_ns,
-                    info.st_ino,
-                    info.st_ctime_ns,
-                    info.st_dev,
-                )
-            )
-        stats = pack_stats(values)
+        stats = pack_stats(info for _, info in listing)
         blob = paths_blob(paths)
         if (
             cached is not None

@@ -13,15 +13,15 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
 from codex_orchestrator.cache.errors import InputsUnavailable
+from codex_orchestrator.cache.tree import Closing
 
 GIT_TIMEOUT_SECONDS = 60.0
 GIT_ARGS = ("ls-files", "-z", "--cached", "--others", "--exclude-standard")
 
 
-class GitLsFiles:
+class GitLsFiles(Closing):
     """One run of ``git ls-files`` in ``root``; use as a context manager."""
 
     def __init__(self, root: Path) -> None:
@@ -79,22 +79,15 @@ class GitLsFiles:
             self._process.kill()  # our own child, by its handle
         self._process.wait()
 
+    def close(self) -> None:
+        """Stop git if it still runs (by its own handle), and free its output."""
+        self._stop()
+        self._close_files()
+
     def _close_files(self) -> None:
         for fd in (self._out, self._err):
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-    def __enter__(self) -> GitLsFiles:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self._stop()
-        self._close_files()
 
 
 def _read_all(fd: int) -> bytes:

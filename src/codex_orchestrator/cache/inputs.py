@@ -16,13 +16,12 @@ import errno
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 from codex_orchestrator.cache.errors import InputsUnavailable
 from codex_orchestrator.cache.gitfiles import GIT_TIMEOUT_SECONDS, GitLsFiles
 from codex_orchestrator.cache.globs import Glob, compile_glob
 from codex_orchestrator.cache.spec import CacheSpec
-from codex_orchestrator.cache.tree import DirChain
+from codex_orchestrator.cache.tree import Closing, DirChain
 
 _NEVER = ".git"
 #: Errors that mean "no such file here" (a missing name, a link or a file on the way).
@@ -34,7 +33,7 @@ Listing = list[tuple[str, os.stat_result]]
 _Entries = list[tuple[str, bool, os.stat_result | None]]
 
 
-class TreeReader:
+class TreeReader(Closing):
     """Reads the tree below ``root``; ``chain`` opens its directories (for hashing too)."""
 
     def __init__(self, root: Path, *, remember: bool = False) -> None:
@@ -175,17 +174,6 @@ class TreeReader:
     def close(self) -> None:
         """Close the directories held open."""
         self.chain.close()
-
-    def __enter__(self) -> TreeReader:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _walk_roots(globs: Sequence[Glob]) -> list[str]:

@@ -43,7 +43,12 @@ from codex_orchestrator.cache.entry import (
     StoredOutput,
     parse_entry,
 )
-from codex_orchestrator.cache.errors import CacheStoreError, DamagedEntry, InputsUnavailable
+from codex_orchestrator.cache.errors import (
+    CacheStoreError,
+    CorruptEntryError,
+    DamagedEntry,
+    InputsUnavailable,
+)
 from codex_orchestrator.cache.globs import compile_glob
 from codex_orchestrator.cache.inputs import TreeReader
 from codex_orchestrator.cache.key import Fingerprint, explain
@@ -51,7 +56,7 @@ from codex_orchestrator.cache.latest import load_latest, save_latest
 from codex_orchestrator.cache.restore import restore_entry
 from codex_orchestrator.cache.tree import DirChain, split_path
 from codex_orchestrator.clock import iso_utc
-from codex_orchestrator.jsonio import dumps, fsync_dir
+from codex_orchestrator.jsonio import atomic_write_bytes, dumps, fsync_dir
 from codex_orchestrator.output import note
 from codex_orchestrator.safefs import file_kind, open_no_follow, real_directory
 
@@ -172,10 +177,15 @@ class CacheStore:
         root (even where they were deleted); returns the outputs' paths.
 
         Raises `OutsideRootError` (nothing written) when an output would land outside the root
-        or through a link, `CorruptEntryError` when a stored file fails its check now.
+        or through a link, `CorruptEntryError` when a stored file fails its check now (or the
+        entry is gone), ``OSError`` when a destination cannot be written.
         """
         relative = _entry_dir(hit.key)
-        with DirChain(self.cache_dir) as chain:
+        try:
+            chain = DirChain(self.cache_dir)
+        except OSError as error:
+            raise CorruptEntryError(f"stage cache: the entry cannot be read ({error})") from None
+        with chain:
 
             def open_stored(name: str) -> int:
                 directory, file = split_path(f"{relative}/{name}")
@@ -299,11 +309,7 @@ class CacheStore:
         real_directory(self.cache_dir)
         ignore = self.cache_dir / ".gitignore"
         if not os.path.lexists(ignore):
-            fd = open_no_follow(ignore, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            try:
-                os.write(fd, b"*\n")
-            finally:
-                os.close(fd)
+            atomic_write_bytes(ignore, b"*\n")
         return real_directory(self.cache_dir / TMP_DIR)
 
     def _build(

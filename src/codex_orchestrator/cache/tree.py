@@ -12,11 +12,31 @@ import contextlib
 import os
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from codex_orchestrator.safefs import open_no_follow
 
 
-class DirChain:
+class Closing:
+    """A resource used in a ``with`` block: leaving it calls `close`."""
+
+    def close(self) -> None:
+        """Release the resource."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class DirChain(Closing):
     """Open directories of one tree, keeping the chain to the last one open.
 
     Visiting paths in sorted order thus opens each directory about once. The descriptors
@@ -61,17 +81,6 @@ class DirChain:
         while len(self._fds) > keep:
             self._names.pop()
             os.close(self._fds.pop())
-
-    def __enter__(self) -> DirChain:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def split_path(relative: str) -> tuple[str, str]:
