@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -235,3 +236,25 @@ def test_a_snapshot_answers_as_of_its_start_and_ends_with_its_block(stage: Stage
     assert first.digest == before.digest
     after = fingerprinter.inputs(stage.spec)
     assert after.digest != before.digest and "src/in_new.py" in after.paths
+
+
+def test_threads_sharing_a_fingerprinter_get_right_digests(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    contents = {f"big{n}.bin": os.urandom(4 << 20) for n in range(4)}
+    for name, content in contents.items():
+        write(root, name, content)
+    fingerprinter = Stage(root, tmp_path / "cache", read_only=True).fingerprinter()
+    results: dict[str, list[bytes]] = {name: [] for name in contents}
+
+    def hash_one(name: str) -> None:
+        for _ in range(3):
+            digests = fingerprinter.inputs(CacheSpec(inputs=(name,)))
+            results[name].append(digests.entry(0)[1:])
+
+    threads = [threading.Thread(target=hash_one, args=(name,)) for name in contents]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name, content in contents.items():
+        assert results[name] == [hashlib.sha256(content).digest()] * 3, name

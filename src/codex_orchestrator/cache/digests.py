@@ -18,6 +18,7 @@ import itertools
 import operator
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -55,12 +56,18 @@ def pack_stats(infos: Iterable[os.stat_result]) -> bytes:
 
 
 class Hasher:
-    """Computes input entries with one reused read buffer."""
+    """Computes input entries with one reused read buffer per thread (threads may share it)."""
 
     def __init__(self, racy_margin_ns: int = RACY_MARGIN_NS) -> None:
-        self._buffer = bytearray(CHUNK)
-        self._view = memoryview(self._buffer)
+        self._local = threading.local()
         self.racy_margin_ns = racy_margin_ns
+
+    def _buffer(self) -> tuple[bytearray, memoryview]:
+        buffers: tuple[bytearray, memoryview] | None = getattr(self._local, "buffers", None)
+        if buffers is None:
+            buffer = bytearray(CHUNK)
+            buffers = self._local.buffers = (buffer, memoryview(buffer))
+        return buffers
 
     def entry(
         self, dir_fd: int, name: str, path: str, listed: os.stat_result
@@ -91,21 +98,23 @@ class Hasher:
 
     def stream(self, fd: int) -> tuple[bytes, int]:
         """The sha256 of what is left to read in ``fd`` and the number of bytes read."""
+        buffer, view = self._buffer()
         digest = hashlib.sha256()
         count = 0
         with open(fd, "rb", buffering=0, closefd=False) as reader:
-            while read := reader.readinto(self._buffer):
-                digest.update(self._view[:read])
+            while read := reader.readinto(buffer):
+                digest.update(view[:read])
                 count += read
         return digest.digest(), count
 
     def copy(self, source: int, target: int) -> tuple[bytes, int]:
         """Copy what is left to read in ``source`` to ``target``; its sha256 and length."""
+        buffer, view = self._buffer()
         digest = hashlib.sha256()
         count = 0
         with open(source, "rb", buffering=0, closefd=False) as reader:
-            while read := reader.readinto(self._buffer):
-                chunk = self._view[:read]
+            while read := reader.readinto(buffer):
+                chunk = view[:read]
                 digest.update(chunk)
                 while chunk:
                     chunk = chunk[os.write(target, chunk) :]

@@ -61,6 +61,7 @@ class Fingerprinter:
     ``read_only`` (for ``plan``): reads the stat cache, never writes anything. ``exclude``:
     directories (relative to the root) that are never inputs, e.g. the runs root and the
     cache directory when they lie inside the root. ``warn`` shows a damaged stat cache.
+    Threads may share one, except inside a `snapshot`, which belongs to one thread.
     """
 
     def __init__(

@@ -132,7 +132,7 @@ class CacheStore:
 
     ``exclude``: directories relative to the root that output globs never match (the runs
     root, the cache directory). ``warn`` shows one line for a damaged entry. Nothing is
-    created until the first `store`.
+    created until the first `store`. Threads and processes may share it.
     """
 
     def __init__(
