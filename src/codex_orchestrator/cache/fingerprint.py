@@ -28,6 +28,7 @@ from codex_orchestrator.cache.digests import (
 )
 from codex_orchestrator.cache.errors import InputsUnavailable, UnstableInput
 from codex_orchestrator.cache.gitfiles import GIT_TIMEOUT_SECONDS
+from codex_orchestrator.cache.gitstat import GitRecord, record_trust, unchanged
 from codex_orchestrator.cache.inputs import Listing, TreeReader
 from codex_orchestrator.cache.spec import CacheSpec
 from codex_orchestrator.cache.statcache import StatCache, StatRecord
@@ -53,6 +54,13 @@ class InputDigests:
     def entry(self, position: int) -> bytes:
         """The entry of ``paths[position]``."""
         return self.entries[position * ENTRY_SIZE : (position + 1) * ENTRY_SIZE]
+
+
+def _digests_of(record: StatRecord) -> InputDigests:
+    """The inputs a stat cache record holds, as they were when it was written."""
+    paths = record.paths
+    digest = inputs_digest(len(paths), record.paths_blob, record.entries)
+    return InputDigests(tuple(paths), record.entries, digest)
 
 
 class Fingerprinter:
@@ -98,13 +106,17 @@ class Fingerprinter:
         if self._snapshot is not None:
             self._tree = tree
         try:
-            listing = tree.list_inputs(
-                spec,
-                exclude=self.exclude,
-                git_timeout=self.git_timeout,
-                expected=cached.paths if cached is not None else (),
-            )
-            digests = self._digests(identity, listing, cached, tree.chain)
+            vouched = self._vouched_by_git(cached, tree) if spec.uses_git else None
+            if vouched is not None:
+                digests = _digests_of(vouched)
+            else:
+                listing = tree.list_inputs(
+                    spec,
+                    exclude=self.exclude,
+                    git_timeout=self.git_timeout,
+                    expected=cached.paths if cached is not None else (),
+                )
+                digests = self._digests(identity, listing, cached, tree.chain, spec.uses_git)
         except (InputsUnavailable, UnstableInput) as problem:
             digests = InputDigests.unavailable(str(problem))
         finally:
@@ -132,8 +144,23 @@ class Fingerprinter:
                 self._tree.close()
             self._snapshot, self._tree = None, None
 
+    def _vouched_by_git(self, cached: StatRecord | None, tree: TreeReader) -> StatRecord | None:
+        """``cached``, when git vouches that the ``"git"`` inputs it holds are unchanged
+        (`gitstat`); None when the ordinary path must look."""
+        if cached is None or cached.git is None or cached.racy:
+            return None
+        paths, git = cached.paths, cached.git
+        if unchanged(self.root, tree, git, paths, cached.stats, self.exclude, self.git_timeout):
+            return cached
+        return None
+
     def _digests(
-        self, identity: str, listing: Listing, cached: StatRecord | None, chain: DirChain
+        self,
+        identity: str,
+        listing: Listing,
+        cached: StatRecord | None,
+        chain: DirChain,
+        uses_git: bool,
     ) -> InputDigests:
         paths = [path for path, _ in listing]
         stats = pack_stats(info for _, info in listing)
@@ -144,11 +171,21 @@ class Fingerprinter:
             and cached.paths_blob == blob
             and cached.stats == stats
         ):
-            entries = cached.entries  # nothing moved: the fast path
+            entries, racy = cached.entries, cached.racy  # nothing moved: the fast path
+            changed = uses_git  # git could not vouch: record what it can vouch for now
         else:
             entries, racy = self._refresh(listing, stats, cached, chain)
-            self._stat_cache.save(identity, StatRecord(blob, stats, entries, racy))
+            changed = True
+        if changed and not self._stat_cache.read_only:
+            git = self._git_record(listing, racy) if uses_git else None
+            self._stat_cache.save(identity, StatRecord(blob, stats, entries, racy, git))
         return InputDigests(tuple(paths), entries, inputs_digest(len(paths), blob, entries))
+
+    def _git_record(self, listing: Listing, racy: frozenset[int]) -> GitRecord | None:
+        try:
+            return record_trust(self.root, listing, racy, self.git_timeout)
+        except InputsUnavailable:
+            return None
 
     def _refresh(
         self, listing: Listing, stats: bytes, cached: StatRecord | None, chain: DirChain

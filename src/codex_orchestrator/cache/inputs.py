@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from codex_orchestrator.cache.errors import InputsUnavailable
-from codex_orchestrator.cache.gitfiles import GIT_TIMEOUT_SECONDS, GitLsFiles
+from codex_orchestrator.cache.gitfiles import GIT_TIMEOUT_SECONDS, LS_FILES, GitRun
 from codex_orchestrator.cache.globs import Glob, compile_glob
 from codex_orchestrator.cache.spec import CacheSpec
 from codex_orchestrator.cache.tree import Closing, DirChain
@@ -62,14 +62,12 @@ class TreeReader(Closing):
         early: Listing = []
         paths = self._git
         if paths is None:
-            with GitLsFiles(self.root) as git:
+            with GitRun(self.root, LS_FILES) as git:
                 early = self.stat_paths(expected)
                 paths = git.paths(git_timeout)
             if self._remember:
                 self._git = paths
-        if exclude:
-            inside = tuple(f"{directory}/" for directory in exclude)
-            paths = [path for path in paths if not path.startswith(inside) and path not in exclude]
+        paths = exclude_paths(paths, exclude)
         if [path for path, _ in early] == paths:
             return early
         known = dict(early)
@@ -174,6 +172,14 @@ class TreeReader(Closing):
     def close(self) -> None:
         """Close the directories held open."""
         self.chain.close()
+
+
+def exclude_paths(paths: list[str], exclude: Sequence[str]) -> list[str]:
+    """``paths`` without those in or below the directories ``exclude``."""
+    if not exclude:
+        return paths
+    inside = tuple(f"{directory}/" for directory in exclude)
+    return [path for path in paths if not path.startswith(inside) and path not in exclude]
 
 
 def _walk_roots(globs: Sequence[Glob]) -> list[str]:

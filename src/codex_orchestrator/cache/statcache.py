@@ -14,12 +14,13 @@ import array
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 from codex_orchestrator.cache.digests import ENTRY_SIZE, STAT_SIZE
+from codex_orchestrator.cache.gitstat import GitRecord
 from codex_orchestrator.cache.packfile import read_packfile, write_packfile
 from codex_orchestrator.safefs import real_directory
 
@@ -29,12 +30,14 @@ STAT_DIR = "stat"
 
 @dataclass(frozen=True)
 class StatRecord:
-    """Inputs as last hashed: NUL-joined paths, packed stats, entries, indexes of racy ones."""
+    """Inputs as last hashed: NUL-joined paths, packed stats, entries, indexes of racy ones,
+    and (``"git"`` inputs) what git can vouch for."""
 
     paths_blob: bytes
     stats: bytes
     entries: bytes
     racy: frozenset[int] = field(default_factory=frozenset)
+    git: GitRecord | None = None
 
     @cached_property
     def paths(self) -> list[str]:
@@ -95,13 +98,21 @@ class StatCache:
         """Replace the record of ``identity`` (best effort; never in read-only mode)."""
         if self.read_only:
             return
-        header = {"format": STAT_FORMAT, "root": self.real_root, "identity": identity}
+        header: dict[str, object] = {
+            "format": STAT_FORMAT,
+            "root": self.real_root,
+            "identity": identity,
+        }
         sections = {
             "paths": record.paths_blob,
             "stats": record.stats,
             "entries": record.entries,
-            "racy": array.array("q", sorted(record.racy)).tobytes(),
+            "racy": _positions(sorted(record.racy)),
         }
+        if record.git is not None:
+            header["git"] = {"index": record.git.index_path, "stat": record.git.index_stat}
+            sections["untracked"] = _positions(record.git.untracked)
+            sections["untrusted"] = _positions(record.git.untrusted)
         with contextlib.suppress(OSError):
             real_directory(self.directory)
             write_packfile(self.path(identity), header, sections)
@@ -117,6 +128,30 @@ class StatCache:
         count = paths.count(b"\0") + 1 if paths else 0
         if len(stats) != count * STAT_SIZE or len(entries) != count * ENTRY_SIZE:
             raise ValueError("its sections disagree on the number of inputs")
-        racy = array.array("q")
-        racy.frombytes(sections["racy"])
-        return StatRecord(paths, stats, entries, frozenset(racy))
+        racy = frozenset(_read_positions(sections["racy"], count))
+        git = None
+        recorded = header.get("git")
+        if isinstance(recorded, dict) and "untracked" in sections and "untrusted" in sections:
+            index_path, index_stat = recorded.get("index"), recorded.get("stat")
+            if not isinstance(index_path, str) or not isinstance(index_stat, list):
+                raise ValueError("its git record is malformed")
+            git = GitRecord(
+                index_path,
+                tuple(int(value) for value in index_stat),
+                tuple(_read_positions(sections["untracked"], count)),
+                tuple(_read_positions(sections["untrusted"], count)),
+            )
+        return StatRecord(paths, stats, entries, racy, git)
+
+
+def _positions(values: Iterable[int]) -> bytes:
+    return array.array("q", values).tobytes()
+
+
+def _read_positions(data: bytes, count: int) -> list[int]:
+    """Positions stored by `_positions`; ``ValueError`` unless each is below ``count``."""
+    positions = array.array("q")
+    positions.frombytes(data)
+    if any(not 0 <= position < count for position in positions):
+        raise ValueError("a position is out of range")
+    return positions.tolist()

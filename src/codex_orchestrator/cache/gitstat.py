@@ -1,0 +1,170 @@
+"""The stat fast path of ``"git"`` inputs, with git doing the ``lstat`` (docs/cache.md).
+
+A no-change lookup must ``lstat`` every input; for 50,000 files Python spends more time making
+``os.stat_result`` objects than the kernel spends on the calls. Git already does that work, in
+C and on every core, and can say which tracked files changed. It compares each file with the
+stat data its index holds, so its answer is about our digests only for a file whose ``lstat``,
+when we hashed it, was exactly the index's stat data for it. Such inputs are *trusted*:
+
+- when they were recorded, their stat was that of the index entry (to the nanosecond), the
+  entry carried no flag that makes git skip or doubt it (assume-unchanged, skip-worktree,
+  intent-to-add, a conflict stage), and their stat was not racy: mtime and ctime were more
+  than the racy margin (2 s) old when they were hashed. Git may compare times to the second
+  only: a later change then falls in a later second, and git sees it;
+- while the index file stays the same file (same inode, size and times), ``git diff-files``
+  names every tracked file whose stat differs from its entry, and compares the content of
+  racily clean entries: a trusted input it does not name still has the content we hashed.
+  Settings that would make git look less closely (``core.trustctime=false``,
+  ``core.checkStat=minimal``, an fsmonitor) are overridden for that command.
+
+Everything else (untracked files, untrusted tracked files, and the files git names) is
+``lstat``ed by us as usual. Any doubt (the index changed, git failed, something differs) sends
+the lookup down the ordinary path, which records the trusted inputs again.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import re
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from codex_orchestrator.cache.digests import STAT_SIZE, pack_stats
+from codex_orchestrator.cache.errors import InputsUnavailable
+from codex_orchestrator.cache.gitfiles import CHANGED, INDEX_PATH, INDEX_STAT, UNTRACKED, GitRun
+from codex_orchestrator.cache.inputs import Listing, TreeReader, exclude_paths
+
+#: Index entry flags (git's ``ce_flags``) under which git skips or doubts an entry: a conflict
+#: stage, assume-unchanged (``CE_VALID``), intent-to-add and skip-worktree.
+_UNTRUSTED_FLAGS = 0x3000 | 0x8000 | (1 << 29) | (1 << 30)
+_DEBUG_ENTRY = re.compile(
+    r"([^\0]*)\0  ctime: (\d+):(\d+)\n  mtime: (\d+):(\d+)\n  dev: (\d+)\tino: (\d+)\n"
+    r"  uid: \d+\tgid: \d+\n  size: (\d+)\tflags: ([0-9a-f]+)\n"
+)
+_U32 = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class GitRecord:
+    """What the fast path needs from the last ordinary lookup of ``"git"`` inputs."""
+
+    #: The index file and its stat (device, inode, size, mtime and ctime in ns) then.
+    index_path: str
+    index_stat: tuple[int, ...]
+    #: Positions (in the recorded inputs) of untracked files, and of untrusted tracked ones.
+    untracked: tuple[int, ...]
+    untrusted: tuple[int, ...]
+
+
+def record_trust(
+    root: Path, listing: Listing, racy: frozenset[int], timeout: float
+) -> GitRecord | None:
+    """Which inputs of ``listing`` (the sorted ``"git"`` inputs with the ``lstat`` their
+    digests were taken at; ``racy``: positions not to trust) git can vouch for; None when the
+    index could not be read whole."""
+    index_path = _index_path(root, timeout)
+    before = _stat(index_path)
+    with GitRun(root, INDEX_STAT) as git:
+        text = os.fsdecode(git.output(timeout))
+    if before is None or _stat(index_path) != before:
+        return None
+    entries = _index_entries(text)
+    if entries is None:
+        return None
+    untracked: list[int] = []
+    untrusted: list[int] = []
+    for position, (path, info) in enumerate(listing):
+        entry = entries.get(path)
+        if entry is None:
+            untracked.append(position)
+        elif position in racy or not _matches(entry, info):
+            untrusted.append(position)
+    return GitRecord(index_path, before, tuple(untracked), tuple(untrusted))
+
+
+def unchanged(
+    root: Path,
+    tree: TreeReader,
+    record: GitRecord,
+    paths: Sequence[str],
+    stats: bytes,
+    exclude: Sequence[str],
+    timeout: float,
+) -> bool:
+    """Whether the inputs recorded as ``paths`` (sorted, with their packed ``stats``) are all
+    still there, unchanged, and the only ones: True only when git and our own ``lstat`` of
+    everything git cannot vouch for agree."""
+    if _stat(record.index_path) != record.index_stat:
+        return False
+    try:
+        with GitRun(root, CHANGED) as changed, GitRun(root, UNTRACKED) as others:
+            named = exclude_paths(changed.paths(timeout), exclude)
+            untracked = exclude_paths(others.paths(timeout), exclude)
+    except InputsUnavailable:
+        return False
+    if _stat(record.index_path) != record.index_stat:
+        return False  # git may have compared with another index
+    if untracked != [paths[position] for position in record.untracked]:
+        return False
+    mine = {paths[position] for position in (*record.untracked, *record.untrusted)}
+    check = sorted(mine.union(named))
+    seen = dict(tree.stat_paths(check))
+    for path in check:
+        position = bisect.bisect_left(paths, path)
+        recorded = position < len(paths) and paths[position] == path
+        info = seen.get(path)
+        if info is None or not recorded:
+            if info is not None or recorded:
+                return False  # appeared, or vanished
+            continue  # a tracked file deleted then, still deleted now
+        if pack_stats([info]) != stats[position * STAT_SIZE : (position + 1) * STAT_SIZE]:
+            return False
+    return True
+
+
+def _matches(entry: tuple[int, ...], info: os.stat_result) -> bool:
+    """Whether an index entry's stat data is exactly ``info`` (as far as the index holds it)."""
+    if not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+        return False  # a submodule or a special file: always looked at
+    ctime_s, ctime_ns, mtime_s, mtime_ns, dev, ino, size, flags = entry
+    return (
+        not flags & _UNTRUSTED_FLAGS
+        and (ctime_s, ctime_ns) == (info.st_ctime_ns // 10**9 & _U32, info.st_ctime_ns % 10**9)
+        and (mtime_s, mtime_ns) == (info.st_mtime_ns // 10**9 & _U32, info.st_mtime_ns % 10**9)
+        and (dev, ino, size) == (info.st_dev & _U32, info.st_ino & _U32, info.st_size & _U32)
+    )
+
+
+def _index_entries(text: str) -> dict[str, tuple[int, ...]] | None:
+    """Each path of ``git ls-files --debug -z`` with its stat data and flags; a path listed
+    more than once (a conflict) gets untrusted flags; None when the text does not parse."""
+    entries: dict[str, tuple[int, ...]] = {}
+    end = 0
+    for match in _DEBUG_ENTRY.finditer(text):
+        if match.start() != end:
+            return None
+        end = match.end()
+        path = match.group(1)
+        fields = tuple(int(value) for value in match.groups()[1:8])
+        flags = int(match.group(9), 16)
+        if path in entries:
+            flags |= _UNTRUSTED_FLAGS
+        entries[path] = (*fields, flags)
+    return entries if end == len(text) else None
+
+
+def _index_path(root: Path, timeout: float) -> str:
+    with GitRun(root, INDEX_PATH) as git:
+        shown = os.fsdecode(git.output(timeout)).rstrip("\n")
+    return os.path.join(root, shown)
+
+
+def _stat(path: str) -> tuple[int, ...] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
