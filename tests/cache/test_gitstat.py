@@ -24,8 +24,14 @@ from .helpers import Stage, write
 FILES = [f"src/m{n:02d}.py" for n in range(12)] + [".gitignore", "README.md"]
 
 
-@pytest.fixture
-def stage(tmp_path: Path) -> Stage:
+SPECS = {
+    "git": CacheSpec(inputs="git"),
+    "globs": CacheSpec(inputs=("src/**", "*.md", "notes.txt")),
+}
+
+
+@pytest.fixture(params=sorted(SPECS))
+def stage(tmp_path: Path, request: pytest.FixtureRequest) -> Stage:
     root = tmp_path / "repo"
     root.mkdir()
     git(root, "init", "-q", "-b", "main")
@@ -36,7 +42,7 @@ def stage(tmp_path: Path) -> Stage:
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "init")
     write(root, "notes.txt", "untracked\n")
-    return Stage(root, tmp_path / "cache", CacheSpec(inputs="git"), racy_margin_ns=0)
+    return Stage(root, tmp_path / "cache", SPECS[request.param], racy_margin_ns=0)
 
 
 def _truth(stage: Stage) -> str:
@@ -45,22 +51,29 @@ def _truth(stage: Stage) -> str:
 
 
 class _Spy:
-    """Counts what the ordinary path does: full listings, and paths ``lstat``ed."""
+    """Counts what lookups do: full listings, walks for names only, paths ``lstat``ed."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.listings = 0
+        self.name_walks = 0
         self.stat_paths: list[str] = []
         list_inputs, stat_paths = TreeReader.list_inputs, TreeReader.stat_paths
+        match_names = TreeReader.match_names
 
         def counting_list(tree: TreeReader, *args: Any, **kwargs: Any) -> Any:
             self.listings += 1
             return list_inputs(tree, *args, **kwargs)
+
+        def counting_names(tree: TreeReader, *args: Any, **kwargs: Any) -> Any:
+            self.name_walks += 1
+            return match_names(tree, *args, **kwargs)
 
         def counting_stat(tree: TreeReader, paths: Any) -> Any:
             self.stat_paths += list(paths)
             return stat_paths(tree, paths)
 
         monkeypatch.setattr(TreeReader, "list_inputs", counting_list)
+        monkeypatch.setattr(TreeReader, "match_names", counting_names)
         monkeypatch.setattr(TreeReader, "stat_paths", counting_stat)
 
 
@@ -86,18 +99,34 @@ def test_the_fast_path_looks_only_at_what_git_cannot_vouch_for(
     assert spy.stat_paths == ["notes.txt"]
 
 
+def test_unmoved_directories_spare_the_walk(stage: Stage, monkeypatch: pytest.MonkeyPatch) -> None:
+    if stage.spec.uses_git:
+        pytest.skip('git lists the names of "git" inputs')
+    stage.inputs()
+    spy = _Spy(monkeypatch)
+    digest = stage.inputs().digest
+    assert (spy.listings, spy.name_walks) == (0, 0)
+    write(stage.root, "src/deeper/new.py")  # src moves: its names are read again
+    after = stage.inputs().digest
+    assert (spy.listings, spy.name_walks) == (1, 1)  # the walk found a change: full path
+    assert after != digest and after == _truth(stage)
+
+
 def test_every_change_is_seen(stage: Stage, monkeypatch: pytest.MonkeyPatch) -> None:
     src = stage.root / "src"
     changes: list[tuple[str, Callable[[], object]]] = [
         ("tracked file edited", lambda: write(stage.root, "src/m01.py", "edited\n")),
         ("new untracked file", lambda: write(stage.root, "src/new.py")),
         ("untracked file now ignored", lambda: write(stage.root, ".git/info/exclude", "notes.txt")),
+        ("ignored file added", lambda: write(stage.root, "src/build.log")),
         ("tracked file deleted", lambda: (src / "m02.py").unlink()),
         ("tracked file made executable", lambda: (src / "m03.py").chmod(0o755)),
         ("tracked file replaced by a link", lambda: _relink(src / "m04.py", "m05.py")),
         ("untracked file deleted", lambda: (stage.root / "src/new.py").unlink()),
         ("edited file edited again", lambda: write(stage.root, "src/m01.py", "edited twice\n")),
     ]
+    write(stage.root, ".gitignore", "build/\n*.log\n")
+    git(stage.root, "commit", "-qam", "ignore logs")
     digest = stage.inputs().digest
     for name, change in changes:
         spy = _Spy(monkeypatch)
@@ -105,8 +134,13 @@ def test_every_change_is_seen(stage: Stage, monkeypatch: pytest.MonkeyPatch) -> 
         assert spy.listings == 0, name  # git vouched for what it could
         change()
         after = stage.inputs().digest
-        assert after != digest, name
         assert after == _truth(stage), name
+        # ignoring a file matters to "git" only; an ignored file, to globs only
+        unseen = {"git": "ignored file added", "globs": "untracked file now ignored"}
+        if unseen["git" if stage.spec.uses_git else "globs"] == name:
+            assert after == digest, name
+        else:
+            assert after != digest, name
         digest = after
 
 

@@ -91,6 +91,7 @@ class Fingerprinter:
         )
         self._hasher = Hasher(racy_margin_ns)
         self._snapshot: dict[str, InputDigests] | None = None
+        self._in_work_tree = True  # until git says otherwise
         self._tree: TreeReader | None = None
 
     def inputs(self, spec: CacheSpec) -> InputDigests:
@@ -106,17 +107,19 @@ class Fingerprinter:
         if self._snapshot is not None:
             self._tree = tree
         try:
-            vouched = self._vouched_by_git(cached, tree) if spec.uses_git else None
+            vouched = self._vouched_by_git(spec, cached, tree)
             if vouched is not None:
                 digests = _digests_of(vouched)
             else:
+                walked: Listing = []
                 listing = tree.list_inputs(
                     spec,
                     exclude=self.exclude,
                     git_timeout=self.git_timeout,
                     expected=cached.paths if cached is not None else (),
+                    walked=walked,
                 )
-                digests = self._digests(identity, listing, cached, tree.chain, spec.uses_git)
+                digests = self._digests(identity, spec, listing, walked, cached, tree.chain)
         except (InputsUnavailable, UnstableInput) as problem:
             digests = InputDigests.unavailable(str(problem))
         finally:
@@ -144,23 +147,29 @@ class Fingerprinter:
                 self._tree.close()
             self._snapshot, self._tree = None, None
 
-    def _vouched_by_git(self, cached: StatRecord | None, tree: TreeReader) -> StatRecord | None:
-        """``cached``, when git vouches that the ``"git"`` inputs it holds are unchanged
-        (`gitstat`); None when the ordinary path must look."""
+    def _vouched_by_git(
+        self, spec: CacheSpec, cached: StatRecord | None, tree: TreeReader
+    ) -> StatRecord | None:
+        """``cached``, when git vouches that the inputs it holds are unchanged (`gitstat`);
+        None when the ordinary path must look."""
         if cached is None or cached.git is None or cached.racy:
             return None
-        paths, git = cached.paths, cached.git
-        if unchanged(self.root, tree, git, paths, cached.stats, self.exclude, self.git_timeout):
+        paths, stats, git = cached.paths, cached.stats, cached.git
+        if 2 * (len(git.untracked) + len(git.untrusted)) > len(paths):
+            return None  # mostly files git does not know: reading them ourselves is cheaper
+        timeout = self.git_timeout
+        if unchanged(self.root, tree, spec, git, paths, stats, self.exclude, timeout):
             return cached
         return None
 
     def _digests(
         self,
         identity: str,
+        spec: CacheSpec,
         listing: Listing,
+        walked: Listing,
         cached: StatRecord | None,
         chain: DirChain,
-        uses_git: bool,
     ) -> InputDigests:
         paths = [path for path, _ in listing]
         stats = pack_stats(info for _, info in listing)
@@ -172,19 +181,26 @@ class Fingerprinter:
             and cached.stats == stats
         ):
             entries, racy = cached.entries, cached.racy  # nothing moved: the fast path
-            changed = uses_git  # git could not vouch: record what it can vouch for now
+            # git could not vouch (the index changed): record what it can vouch for now
+            changed = self._in_work_tree
         else:
             entries, racy = self._refresh(listing, stats, cached, chain)
             changed = True
         if changed and not self._stat_cache.read_only:
-            git = self._git_record(listing, racy) if uses_git else None
+            git = self._git_record(spec, listing, racy, walked)
             self._stat_cache.save(identity, StatRecord(blob, stats, entries, racy, git))
         return InputDigests(tuple(paths), entries, inputs_digest(len(paths), blob, entries))
 
-    def _git_record(self, listing: Listing, racy: frozenset[int]) -> GitRecord | None:
+    def _git_record(
+        self, spec: CacheSpec, listing: Listing, racy: frozenset[int], walked: Listing
+    ) -> GitRecord | None:
+        if not self._in_work_tree:
+            return None
+        margin = self._hasher.racy_margin_ns
         try:
-            return record_trust(self.root, listing, racy, self.git_timeout)
+            return record_trust(self.root, spec, listing, racy, walked, margin, self.git_timeout)
         except InputsUnavailable:
+            self._in_work_tree = False  # not a git work tree (or no git): do not ask again
             return None
 
     def _refresh(

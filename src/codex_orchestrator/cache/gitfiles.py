@@ -38,6 +38,13 @@ INDEX_PATH = ("rev-parse", "--git-path", "index")
 _ELSEWHERE = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX")
 
 
+def limited(args: Sequence[str], paths: Sequence[str]) -> tuple[str, ...]:
+    """``args`` limited to ``paths`` (relative to the root, taken literally; none: all)."""
+    if not paths:
+        return tuple(args)
+    return ("--literal-pathspecs", *args, "--", *paths)
+
+
 def git_environment() -> dict[str, str]:
     """This process's environment for git: the repository is the root's, no optional locks."""
     env = {name: value for name, value in os.environ.items() if name not in _ELSEWHERE}

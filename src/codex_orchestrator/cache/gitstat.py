@@ -28,14 +28,24 @@ import bisect
 import os
 import re
 import stat
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from codex_orchestrator.cache.digests import STAT_SIZE, pack_stats
 from codex_orchestrator.cache.errors import InputsUnavailable
-from codex_orchestrator.cache.gitfiles import CHANGED, INDEX_PATH, INDEX_STAT, UNTRACKED, GitRun
-from codex_orchestrator.cache.inputs import Listing, TreeReader, exclude_paths
+from codex_orchestrator.cache.gitfiles import (
+    CHANGED,
+    INDEX_PATH,
+    INDEX_STAT,
+    UNTRACKED,
+    GitRun,
+    limited,
+)
+from codex_orchestrator.cache.globs import compile_glob
+from codex_orchestrator.cache.inputs import Listing, TreeReader, exclude_paths, walk_roots
+from codex_orchestrator.cache.spec import CacheSpec
 
 #: Index entry flags (git's ``ce_flags``) under which git skips or doubts an entry: a conflict
 #: stage, assume-unchanged (``CE_VALID``), intent-to-add and skip-worktree.
@@ -57,17 +67,29 @@ class GitRecord:
     #: Positions (in the recorded inputs) of untracked files, and of untrusted tracked ones.
     untracked: tuple[int, ...]
     untrusted: tuple[int, ...]
+    #: Globs: every directory the walk listed, and their packed stats from just before, when
+    #: none was racy. While none moved, the names the globs match are the same.
+    dirs: tuple[str, ...] | None = None
+    dir_stats: bytes = b""
 
 
 def record_trust(
-    root: Path, listing: Listing, racy: frozenset[int], timeout: float
+    root: Path,
+    spec: CacheSpec,
+    listing: Listing,
+    racy: frozenset[int],
+    walked: Listing,
+    margin_ns: int,
+    timeout: float,
 ) -> GitRecord | None:
-    """Which inputs of ``listing`` (the sorted ``"git"`` inputs with the ``lstat`` their
-    digests were taken at; ``racy``: positions not to trust) git can vouch for; None when the
-    index could not be read whole."""
+    """Which inputs of ``listing`` (the sorted inputs of ``spec`` with the ``lstat`` their
+    digests were taken at; ``racy``: positions not to trust) git can vouch for, and (globs)
+    the directories ``walked`` to find them unless one changed within ``margin_ns``; None when
+    the index could not be read whole. `InputsUnavailable` when ``root`` is not in a work
+    tree."""
     index_path = _index_path(root, timeout)
     before = _stat(index_path)
-    with GitRun(root, INDEX_STAT) as git:
+    with GitRun(root, limited(INDEX_STAT, _pathspecs(spec))) as git:
         text = os.fsdecode(git.output(timeout))
     if before is None or _stat(index_path) != before:
         return None
@@ -82,32 +104,65 @@ def record_trust(
             untracked.append(position)
         elif position in racy or not _matches(entry, info):
             untrusted.append(position)
-    return GitRecord(index_path, before, tuple(untracked), tuple(untrusted))
+    dirs, dir_stats = _settled_directories(spec, walked, margin_ns)
+    return GitRecord(index_path, before, tuple(untracked), tuple(untrusted), dirs, dir_stats)
+
+
+def _settled_directories(
+    spec: CacheSpec, walked: Listing, margin_ns: int
+) -> tuple[tuple[str, ...] | None, bytes]:
+    """The directories a glob walk listed (every walk root among them) with their packed
+    stats; (None, b"") when one is missing or changed too recently to trust its times."""
+    if spec.uses_git:
+        return None, b""
+    listed = dict(walked)
+    settled = time.time_ns() - margin_ns
+    roots = walk_roots([compile_glob(text) for text in spec.inputs])
+    if not all(root in listed for root in roots) or any(
+        max(info.st_mtime_ns, info.st_ctime_ns) >= settled for info in listed.values()
+    ):
+        return None, b""
+    dirs = tuple(sorted(listed))
+    return dirs, pack_stats(listed[directory] for directory in dirs)
 
 
 def unchanged(
     root: Path,
     tree: TreeReader,
+    spec: CacheSpec,
     record: GitRecord,
     paths: Sequence[str],
     stats: bytes,
     exclude: Sequence[str],
     timeout: float,
 ) -> bool:
-    """Whether the inputs recorded as ``paths`` (sorted, with their packed ``stats``) are all
-    still there, unchanged, and the only ones: True only when git and our own ``lstat`` of
-    everything git cannot vouch for agree."""
+    """Whether the inputs of ``spec`` recorded as ``paths`` (sorted, with their packed
+    ``stats``) are all still there, unchanged, and the only ones: True only when git and our
+    own ``lstat`` of everything git cannot vouch for agree."""
     if _stat(record.index_path) != record.index_stat:
         return False
     try:
-        with GitRun(root, CHANGED) as changed, GitRun(root, UNTRACKED) as others:
+        with GitRun(root, limited(CHANGED, _pathspecs(spec))) as changed:
+            if spec.uses_git:  # the tracked files are the index's; the others, git's to list
+                with GitRun(root, UNTRACKED) as others:
+                    current = exclude_paths(others.paths(timeout), exclude)
+                listed = [paths[position] for position in record.untracked]
+            else:  # the names our globs match now, found while git looks at the files
+                listed = list(paths)
+                if (
+                    record.dirs is not None
+                    and tree.directory_stats(record.dirs) == record.dir_stats
+                ):
+                    current = listed  # no directory moved: the same names
+                else:
+                    globs = [compile_glob(text) for text in spec.inputs]
+                    current = tree.match_names(globs, exclude)
             named = exclude_paths(changed.paths(timeout), exclude)
-            untracked = exclude_paths(others.paths(timeout), exclude)
     except InputsUnavailable:
         return False
     if _stat(record.index_path) != record.index_stat:
         return False  # git may have compared with another index
-    if untracked != [paths[position] for position in record.untracked]:
+    if current != listed:
         return False
     mine = {paths[position] for position in (*record.untracked, *record.untrusted)}
     check = sorted(mine.union(named))
@@ -154,6 +209,14 @@ def _index_entries(text: str) -> dict[str, tuple[int, ...]] | None:
             flags |= _UNTRUSTED_FLAGS
         entries[path] = (*fields, flags)
     return entries if end == len(text) else None
+
+
+def _pathspecs(spec: CacheSpec) -> list[str]:
+    """Where git needs to look for ``spec``: its globs' walk roots (none: everywhere)."""
+    if spec.uses_git:
+        return []
+    roots = walk_roots([compile_glob(text) for text in spec.inputs])
+    return [] if "" in roots else roots
 
 
 def _index_path(root: Path, timeout: float) -> str:

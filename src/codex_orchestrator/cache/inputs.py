@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from codex_orchestrator.cache.digests import pack_stats
 from codex_orchestrator.cache.errors import InputsUnavailable
 from codex_orchestrator.cache.gitfiles import GIT_TIMEOUT_SECONDS, LS_FILES, GitRun
 from codex_orchestrator.cache.globs import Glob, compile_glob
@@ -41,6 +42,8 @@ class TreeReader(Closing):
         self.chain = DirChain(root)
         self._remember = remember
         self._entries: dict[str, _Entries | None] = {}
+        self._names: dict[str, _Entries | None] = {}
+        self._directory_stat: dict[str, os.stat_result] = {}
         self._stats: dict[str, os.stat_result | None] = {}
         self._git: list[str] | None = None
 
@@ -51,14 +54,18 @@ class TreeReader(Closing):
         exclude: Sequence[str] = (),
         git_timeout: float = GIT_TIMEOUT_SECONDS,
         expected: Sequence[str] = (),
+        walked: Listing | None = None,
     ) -> Listing:
         """The inputs of ``spec``, sorted by path, each with its ``lstat``.
 
         ``expected``: the sorted paths of the last listing; with ``"git"`` they are ``lstat``ed
         while git runs, and only the paths git adds to them are ``lstat``ed afterwards.
+        ``walked`` (globs): receives the directories the walk listed, with their stat from
+        just before they were read.
         """
         if not spec.uses_git:
-            return self.match_globs([compile_glob(text) for text in spec.inputs], exclude)
+            globs = [compile_glob(text) for text in spec.inputs]
+            return self.match_globs(globs, exclude, walked)
         early: Listing = []
         paths = self._git
         if paths is None:
@@ -78,14 +85,45 @@ class TreeReader(Closing):
             if path in known or path in late
         ]
 
-    def match_globs(self, globs: Sequence[Glob], exclude: Sequence[str] = ()) -> Listing:
-        """Every file, link or special file named by ``globs``, or below a directory they name."""
-        found: dict[str, os.stat_result] = {}
+    def match_globs(
+        self, globs: Sequence[Glob], exclude: Sequence[str] = (), walked: Listing | None = None
+    ) -> Listing:
+        """Every file, link or special file named by ``globs``, or below a directory they
+        name; ``walked`` receives the directories listed."""
+        found = self._matches(globs, exclude, stats=True, walked=walked)
+        return sorted((path, info) for path, info in found.items() if info is not None)
+
+    def directory_stats(self, directories: Sequence[str]) -> bytes | None:
+        """The packed stats of ``directories`` (opened without following links, as walks do);
+        None when one is no longer a directory there."""
+        infos = []
+        for directory in directories:
+            try:
+                infos.append(os.fstat(self.chain.open(directory)))
+            except OSError as error:
+                _absent(error, directory)
+                return None
+        return pack_stats(infos)
+
+    def match_names(self, globs: Sequence[Glob], exclude: Sequence[str] = ()) -> list[str]:
+        """The sorted paths `match_globs` lists, without their ``lstat`` (which is most of its
+        cost): one ``readdir`` a directory."""
+        return sorted(self._matches(globs, exclude, stats=False))
+
+    def _matches(
+        self,
+        globs: Sequence[Glob],
+        exclude: Sequence[str],
+        *,
+        stats: bool,
+        walked: Listing | None = None,
+    ) -> dict[str, os.stat_result | None]:
+        found: dict[str, os.stat_result | None] = {}
         excluded = frozenset(exclude)
-        for base in _walk_roots(globs):
+        for base in walk_roots(globs):
             if not any(_inside(base, directory) for directory in exclude):
-                self._walk(base, globs, excluded, found)
-        return sorted(found.items())
+                self._walk(base, globs, excluded, found, stats, walked)
+        return found
 
     def stat_paths(self, paths: Sequence[str]) -> Listing:
         """``lstat`` of sorted relative ``paths``; a path that is absent, or below a link or a
@@ -123,16 +161,20 @@ class TreeReader(Closing):
         base: str,
         globs: Sequence[Glob],
         exclude: frozenset[str],
-        found: dict[str, os.stat_result],
+        found: dict[str, os.stat_result | None],
+        stats: bool,
+        walked: Listing | None,
     ) -> None:
         """Collect matches in ``base`` and below, depth first, so that `DirChain` opens each
         directory once; ``everything`` marks a directory a glob named (all below it matches)."""
         pending = [(base, False)]
         while pending:
             directory, everything = pending.pop()
-            entries = self._directory(directory)
+            entries = self._directory(directory, stats)
             if entries is None:
                 continue  # a link, a file or a vanished directory: nothing below it
+            if walked is not None:
+                walked.append((directory, self._directory_stat[directory]))
             prefix = f"{directory}/" if directory else ""
             for name, is_directory, info in entries:
                 path = prefix + name
@@ -142,31 +184,39 @@ class TreeReader(Closing):
                 if is_directory:
                     if named or any(glob.may_match_below(path) for glob in globs):
                         pending.append((path, named))
-                elif named and info is not None:
+                elif named and (info is not None or not stats):
                     found[path] = info
 
-    def _directory(self, directory: str) -> _Entries | None:
-        """The entries of ``directory``; None when it is not there (or is a link)."""
+    def _directory(self, directory: str, stats: bool = True) -> _Entries | None:
+        """The entries of ``directory`` (with the ``lstat`` of files when ``stats``); None when
+        it is not there (or is a link)."""
         if self._remember and directory in self._entries:
             return self._entries[directory]
+        if self._remember and not stats and directory in self._names:
+            return self._names[directory]
         prefix = f"{directory}/" if directory else ""
         found: _Entries = []
         entries: _Entries | None = found
         try:
-            with os.scandir(self.chain.open(directory)) as listed:
+            fd = self.chain.open(directory)
+            # Taken before reading: a change made while it is read moves it.
+            self._directory_stat[directory] = os.fstat(fd)
+            with os.scandir(fd) as listed:
                 for entry in listed:
                     try:
                         if entry.is_dir(follow_symlinks=False):
                             found.append((entry.name, True, None))
-                        else:
+                        elif stats:
                             found.append((entry.name, False, entry.stat(follow_symlinks=False)))
+                        else:
+                            found.append((entry.name, False, None))
                     except OSError as error:
                         _absent(error, prefix + entry.name)  # gone since it was listed
         except OSError as error:
             _absent(error, directory)
             entries = None
         if self._remember:
-            self._entries[directory] = entries
+            (self._entries if stats else self._names)[directory] = entries
         return entries
 
     def close(self) -> None:
@@ -182,7 +232,7 @@ def exclude_paths(paths: list[str], exclude: Sequence[str]) -> list[str]:
     return [path for path in paths if not path.startswith(inside) and path not in exclude]
 
 
-def _walk_roots(globs: Sequence[Glob]) -> list[str]:
+def walk_roots(globs: Sequence[Glob]) -> list[str]:
     """The fewest directories whose walks cover every glob's base."""
     roots: list[str] = []
     for base in sorted({glob.base for glob in globs}):

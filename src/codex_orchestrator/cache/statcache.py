@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from codex_orchestrator.cache.digests import ENTRY_SIZE, STAT_SIZE
+from codex_orchestrator.cache.digests import ENTRY_SIZE, STAT_SIZE, paths_blob
 from codex_orchestrator.cache.gitstat import GitRecord
 from codex_orchestrator.cache.packfile import read_packfile, write_packfile
 from codex_orchestrator.safefs import real_directory
@@ -113,6 +113,9 @@ class StatCache:
             header["git"] = {"index": record.git.index_path, "stat": record.git.index_stat}
             sections["untracked"] = _positions(record.git.untracked)
             sections["untrusted"] = _positions(record.git.untrusted)
+            if record.git.dirs is not None:
+                sections["dirs"] = paths_blob(record.git.dirs)
+                sections["dir_stats"] = record.git.dir_stats
         with contextlib.suppress(OSError):
             real_directory(self.directory)
             write_packfile(self.path(identity), header, sections)
@@ -135,11 +138,19 @@ class StatCache:
             index_path, index_stat = recorded.get("index"), recorded.get("stat")
             if not isinstance(index_path, str) or not isinstance(index_stat, list):
                 raise ValueError("its git record is malformed")
+            dirs = None
+            if "dirs" in sections:
+                blob = sections["dirs"]
+                dirs = tuple(blob.decode("utf-8", "surrogateescape").split("\0"))
+                if len(sections["dir_stats"]) != len(dirs) * STAT_SIZE:
+                    raise ValueError("its directory stats are malformed")
             git = GitRecord(
                 index_path,
                 tuple(int(value) for value in index_stat),
                 tuple(_read_positions(sections["untracked"], count)),
                 tuple(_read_positions(sections["untrusted"], count)),
+                dirs,
+                sections.get("dir_stats", b""),
             )
         return StatRecord(paths, stats, entries, racy, git)
 
