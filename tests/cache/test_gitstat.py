@@ -112,6 +112,18 @@ def test_unmoved_directories_spare_the_walk(stage: Stage, monkeypatch: pytest.Mo
     assert after != digest and after == _truth(stage)
 
 
+def test_a_change_outside_the_globs_keeps_the_fast_path(
+    stage: Stage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if stage.spec.uses_git:
+        pytest.skip('every tracked file is an input of "git"')
+    digest = stage.inputs().digest
+    write(stage.root, ".gitignore", "build/\nother/\n")  # tracked, but matched by no glob
+    spy = _Spy(monkeypatch)
+    assert stage.inputs().digest == digest
+    assert spy.listings == 0
+
+
 def test_every_change_is_seen(stage: Stage, monkeypatch: pytest.MonkeyPatch) -> None:
     src = stage.root / "src"
     changes: list[tuple[str, Callable[[], object]]] = [

@@ -28,7 +28,7 @@ from codex_orchestrator.cache.digests import (
 )
 from codex_orchestrator.cache.errors import InputsUnavailable, UnstableInput
 from codex_orchestrator.cache.gitfiles import GIT_TIMEOUT_SECONDS
-from codex_orchestrator.cache.gitstat import GitRecord, record_trust, unchanged
+from codex_orchestrator.cache.gitstat import GitRecord, record_trust, still_valid, unchanged
 from codex_orchestrator.cache.inputs import Listing, TreeReader
 from codex_orchestrator.cache.spec import CacheSpec
 from codex_orchestrator.cache.statcache import StatCache, StatRecord
@@ -174,6 +174,7 @@ class Fingerprinter:
         paths = [path for path, _ in listing]
         stats = pack_stats(info for _, info in listing)
         blob = paths_blob(paths)
+        read_only = self._stat_cache.read_only
         if (
             cached is not None
             and not cached.racy
@@ -181,14 +182,18 @@ class Fingerprinter:
             and cached.stats == stats
         ):
             entries, racy = cached.entries, cached.racy  # nothing moved: the fast path
-            # git could not vouch (the index changed): record what it can vouch for now
-            changed = self._in_work_tree
+            if not read_only:
+                margin = self._hasher.racy_margin_ns
+                git = still_valid(cached.git, spec, walked, margin)
+                if git is None:  # git could not vouch (the index changed): record again
+                    git = self._git_record(spec, listing, racy, walked)
+                if git is not cached.git:
+                    self._stat_cache.save(identity, StatRecord(blob, stats, entries, racy, git))
         else:
             entries, racy = self._refresh(listing, stats, cached, chain)
-            changed = True
-        if changed and not self._stat_cache.read_only:
-            git = self._git_record(spec, listing, racy, walked)
-            self._stat_cache.save(identity, StatRecord(blob, stats, entries, racy, git))
+            if not read_only:
+                git = self._git_record(spec, listing, racy, walked)
+                self._stat_cache.save(identity, StatRecord(blob, stats, entries, racy, git))
         return InputDigests(tuple(paths), entries, inputs_digest(len(paths), blob, entries))
 
     def _git_record(

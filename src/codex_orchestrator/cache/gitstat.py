@@ -25,6 +25,7 @@ the lookup down the ordinary path, which records the trusted inputs again.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import os
 import re
 import stat
@@ -108,6 +109,21 @@ def record_trust(
     return GitRecord(index_path, before, tuple(untracked), tuple(untrusted), dirs, dir_stats)
 
 
+def still_valid(
+    record: GitRecord | None, spec: CacheSpec, walked: Listing, margin_ns: int
+) -> GitRecord | None:
+    """``record`` when inputs that did not move need no new one: its index is still the same
+    file (with the directories a glob walk ``walked`` added, if it lacked them and they have
+    settled); None when it must be made again (`record_trust`)."""
+    if record is None or _stat(record.index_path) != record.index_stat:
+        return None
+    if record.dirs is None and not spec.uses_git:
+        dirs, dir_stats = _settled_directories(spec, walked, margin_ns)
+        if dirs is not None:
+            return dataclasses.replace(record, dirs=dirs, dir_stats=dir_stats)
+    return record
+
+
 def _settled_directories(
     spec: CacheSpec, walked: Listing, margin_ns: int
 ) -> tuple[tuple[str, ...] | None, bytes]:
@@ -164,20 +180,27 @@ def unchanged(
         return False  # git may have compared with another index
     if current != listed:
         return False
+    if not spec.uses_git:  # the globs match the same names: others git names are no inputs
+        named = [path for path in named if _position(paths, path) is not None]
     mine = {paths[position] for position in (*record.untracked, *record.untrusted)}
     check = sorted(mine.union(named))
     seen = dict(tree.stat_paths(check))
     for path in check:
-        position = bisect.bisect_left(paths, path)
-        recorded = position < len(paths) and paths[position] == path
+        position = _position(paths, path)
         info = seen.get(path)
-        if info is None or not recorded:
-            if info is not None or recorded:
+        if info is None or position is None:
+            if info is not None or position is not None:
                 return False  # appeared, or vanished
             continue  # a tracked file deleted then, still deleted now
         if pack_stats([info]) != stats[position * STAT_SIZE : (position + 1) * STAT_SIZE]:
             return False
     return True
+
+
+def _position(paths: Sequence[str], path: str) -> int | None:
+    """The position of ``path`` in sorted ``paths``; None when it is not there."""
+    position = bisect.bisect_left(paths, path)
+    return position if position < len(paths) and paths[position] == path else None
 
 
 def _matches(entry: tuple[int, ...], info: os.stat_result) -> bool:
