@@ -203,35 +203,31 @@ def _position(paths: Sequence[str], path: str) -> int | None:
     return position if position < len(paths) and paths[position] == path else None
 
 
-def _matches(entry: tuple[int, ...], info: os.stat_result) -> bool:
-    """Whether an index entry's stat data is exactly ``info`` (as far as the index holds it)."""
-    if not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
-        return False  # a submodule or a special file: always looked at
-    ctime_s, ctime_ns, mtime_s, mtime_ns, dev, ino, size, flags = entry
-    return (
-        not flags & _UNTRUSTED_FLAGS
-        and (ctime_s, ctime_ns) == (info.st_ctime_ns // 10**9 & _U32, info.st_ctime_ns % 10**9)
-        and (mtime_s, mtime_ns) == (info.st_mtime_ns // 10**9 & _U32, info.st_mtime_ns % 10**9)
-        and (dev, ino, size) == (info.st_dev & _U32, info.st_ino & _U32, info.st_size & _U32)
+def _matches(entry: str, info: os.stat_result) -> bool:
+    """Whether an index entry's stat data (`_index_entries`) is exactly ``info``, as far as
+    the index holds it (seconds, device, inode and size in 32 bits)."""
+    if not entry or not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+        return False  # flagged, or a submodule or a special file: always looked at
+    ctime, mtime = info.st_ctime_ns, info.st_mtime_ns
+    return entry == (
+        f"{ctime // 10**9 & _U32}:{ctime % 10**9}:{mtime // 10**9 & _U32}:{mtime % 10**9}:"
+        f"{info.st_dev & _U32}:{info.st_ino & _U32}:{info.st_size & _U32}"
     )
 
 
-def _index_entries(text: str) -> dict[str, tuple[int, ...]] | None:
-    """Each path of ``git ls-files --debug -z`` with its stat data and flags; a path listed
-    more than once (a conflict) gets untrusted flags; None when the text does not parse."""
-    entries: dict[str, tuple[int, ...]] = {}
-    end = 0
-    for match in _DEBUG_ENTRY.finditer(text):
-        if match.start() != end:
-            return None
-        end = match.end()
-        path = match.group(1)
-        fields = tuple(int(value) for value in match.groups()[1:8])
-        flags = int(match.group(9), 16)
-        if path in entries:
-            flags |= _UNTRUSTED_FLAGS
-        entries[path] = (*fields, flags)
-    return entries if end == len(text) else None
+def _index_entries(text: str) -> dict[str, str] | None:
+    """Each path of ``git ls-files --debug -z`` with its stat data as one string, empty for an
+    entry git skips or doubts (flags) or listed more than once (a conflict); None when the
+    text does not parse (each entry holds the only NUL of its stretch: every NUL must start a
+    matched entry's stat data)."""
+    found = _DEBUG_ENTRY.findall(text)
+    if len(found) != text.count("\0"):
+        return None
+    entries: dict[str, str] = {}
+    for path, ctime_s, ctime_ns, mtime_s, mtime_ns, dev, ino, size, flags in found:
+        usable = path not in entries and not int(flags, 16) & _UNTRUSTED_FLAGS
+        entries[path] = f"{ctime_s}:{ctime_ns}:{mtime_s}:{mtime_ns}:{dev}:{ino}:{size}" * usable
+    return entries
 
 
 def _pathspecs(spec: CacheSpec) -> list[str]:
