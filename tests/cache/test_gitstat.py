@@ -99,9 +99,8 @@ def test_the_fast_path_looks_only_at_what_git_cannot_vouch_for(
     assert spy.stat_paths == ["notes.txt"]
 
 
+@pytest.mark.parametrize("stage", ["globs"], indirect=True)  # git lists the "git" names
 def test_unmoved_directories_spare_the_walk(stage: Stage, monkeypatch: pytest.MonkeyPatch) -> None:
-    if stage.spec.uses_git:
-        pytest.skip('git lists the names of "git" inputs')
     stage.inputs()
     spy = _Spy(monkeypatch)
     digest = stage.inputs().digest
@@ -112,11 +111,10 @@ def test_unmoved_directories_spare_the_walk(stage: Stage, monkeypatch: pytest.Mo
     assert after != digest and after == _truth(stage)
 
 
+@pytest.mark.parametrize("stage", ["globs"], indirect=True)  # every tracked file is "git"'s
 def test_a_change_outside_the_globs_keeps_the_fast_path(
     stage: Stage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if stage.spec.uses_git:
-        pytest.skip('every tracked file is an input of "git"')
     digest = stage.inputs().digest
     write(stage.root, ".gitignore", "build/\nother/\n")  # tracked, but matched by no glob
     spy = _Spy(monkeypatch)
