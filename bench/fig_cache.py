@@ -237,7 +237,7 @@ def _memory(profile: Profile) -> Figure:
         f"cache: peak RSS hashing a {big_mb} MB input",
         fmt_mb(big),
         f"16 MB input {fmt_mb(small)}; imports only {fmt_mb(base)}",
-        f"+{growth:.1f} MiB over 16 MB",
+        f"{growth:+.1f} MiB over 16 MB",
         f"< {RSS_TARGET_MIB:.0f} MiB, flat (+{FLAT_TOLERANCE_MIB:.0f} MiB)",
         big / 1024 < RSS_TARGET_MIB and growth <= FLAT_TOLERANCE_MIB,
         {"peak_kib": big, "small_peak_kib": small, "imports_kib": base},

@@ -2,7 +2,8 @@
 
 `Fingerprinter.inputs` lists the inputs (`inputs.TreeReader`), ``lstat``s them, and re-reads
 only those whose stat moved since the stat cache saw them (`statcache`). When nothing moved,
-the stored entries are reused as one block: a no-change lookup costs one ``lstat`` an input.
+the stored entries are reused as one block. In a git work tree, git vouches for the tracked
+inputs instead (`gitstat`), so a no-change lookup ``lstat``s only what git cannot vouch for.
 The result, `InputDigests`, carries a ``problem`` instead when the inputs cannot be
 fingerprinted reliably (not a git repository, an unreadable file, a file that changed while
 it was read): such a result is a miss and is never stored.
