@@ -4,8 +4,9 @@ Content is re-read only when an input's `STAT_FIELDS` (type and mode, size, mtim
 ctime, device) differ from what they were when it was last hashed, or when it was racy then
 (changed too recently to trust its timestamps). Inode numbers differ between worktrees, so
 each root has its own files: ``<cache dir>/stat/<sha256 of root and input spec>.bin``, one per
-distinct input spec. A damaged file is ignored with one warning (the inputs are hashed again);
-failing to write one only costs time, so it is silent.
+distinct input spec. In a git work tree a record also holds what git can vouch for
+(`gitstat.GitRecord`). A damaged file is ignored with one warning (the inputs are hashed
+again); failing to write one only costs time, so it is silent.
 """
 
 from __future__ import annotations
