@@ -131,7 +131,7 @@ def test_precedence_command_before_env_before_inputs(stage: Stage) -> None:
 
 def test_an_older_cache_format_is_named(stage: Stage) -> None:
     current = stage.fingerprint()
-    old = Fingerprint(dataclasses.replace(current.components, format=0), current.inputs)
+    old = Fingerprint(current.components._replace(format=0), current.inputs)
     assert old.key != current.key
     assert explain(old, current) == "cache format changed"
 

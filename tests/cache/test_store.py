@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -206,8 +205,8 @@ def test_a_forged_entry_pointing_outside_the_root_is_refused(stage: Stage) -> No
     stage.store()
     entry = _hit(stage).entry
     for path in ("../escape", "/etc/passwd", "a/./b", "a//b", ""):
-        outputs = (dataclasses.replace(entry.outputs[0], path=path),)
-        forged = dataclasses.replace(entry, outputs=outputs)  # its checksum recomputed
+        outputs = (entry.outputs[0]._replace(path=path),)
+        forged = entry._replace(outputs=outputs)  # its checksum recomputed
         (_entry(stage) / "entry.json").write_text(json.dumps(forged.to_json()))
         stage.warnings.clear()
         assert "lists an output outside the root" in _reason(stage)

@@ -13,8 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from codex_orchestrator.cache.errors import DamagedEntry
 from codex_orchestrator.cache.key import KeyComponents
@@ -30,8 +29,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 ENTRY_SIZE_LIMIT = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class StoredFile:
+class StoredFile(NamedTuple):
     """A file of an entry: its name in the entry, size and sha256 (hex)."""
 
     name: str
@@ -39,8 +37,7 @@ class StoredFile:
     sha256: str
 
 
-@dataclass(frozen=True)
-class StoredOutput:
+class StoredOutput(NamedTuple):
     """A declared output: where it goes under the root, which file holds it, its mode bits."""
 
     path: str
@@ -48,8 +45,7 @@ class StoredOutput:
     mode: int
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """The metadata of one entry: the run that produced it and what it holds."""
 
     key: str

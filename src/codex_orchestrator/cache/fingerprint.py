@@ -15,8 +15,8 @@ import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from codex_orchestrator.cache.digests import (
     ENTRY_SIZE,
@@ -37,8 +37,7 @@ from codex_orchestrator.cache.tree import DirChain, split_path
 from codex_orchestrator.output import note
 
 
-@dataclass(frozen=True)
-class InputDigests:
+class InputDigests(NamedTuple):
     """The inputs of a stage: sorted relative paths, one `ENTRY_SIZE`-byte entry each (kind
     and sha256, see `digests`), and the sha256 of both; or the ``problem`` that prevented it."""
 

@@ -25,14 +25,13 @@ the lookup down the ordinary path, which records the trusted inputs again.
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import os
 import re
 import stat
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from codex_orchestrator.cache.digests import STAT_SIZE, pack_stats
 from codex_orchestrator.cache.errors import InputsUnavailable
@@ -58,8 +57,7 @@ _DEBUG_ENTRY = re.compile(
 _U32 = 0xFFFFFFFF
 
 
-@dataclass(frozen=True)
-class GitRecord:
+class GitRecord(NamedTuple):
     """What the fast path needs from the last ordinary lookup of ``"git"`` inputs."""
 
     #: The index file and its stat (device, inode, size, mtime and ctime in ns) then.
@@ -120,7 +118,7 @@ def still_valid(
     if record.dirs is None and not spec.uses_git:
         dirs, dir_stats = _settled_directories(spec, walked, margin_ns)
         if dirs is not None:
-            return dataclasses.replace(record, dirs=dirs, dir_stats=dir_stats)
+            return record._replace(dirs=dirs, dir_stats=dir_stats)
     return record
 
 

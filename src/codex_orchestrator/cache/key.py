@@ -16,8 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from codex_orchestrator.cache.fingerprint import InputDigests
 from codex_orchestrator.cache.spec import CacheSpec
@@ -32,8 +31,7 @@ def _digest(value: object) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-@dataclass(frozen=True)
-class KeyComponents:
+class KeyComponents(NamedTuple):
     """What a key is made of, as digests (hex) except the keys of needed stages."""
 
     format: int
@@ -91,8 +89,7 @@ class KeyComponents:
         )
 
 
-@dataclass(frozen=True)
-class Fingerprint:
+class Fingerprint(NamedTuple):
     """A stage's key components, its inputs, and its ``outputs`` globs (which a store copies).
 
     ``inputs`` is None for a stored fingerprint whose input list was not kept.

@@ -8,8 +8,7 @@ fix it, like every other config error.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Literal, NoReturn
+from typing import Literal, NamedTuple, NoReturn
 
 from codex_orchestrator.cache.globs import GlobError, compile_glob
 from codex_orchestrator.errors import ConfigError
@@ -23,8 +22,7 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _EXAMPLE = '{"inputs": ["src/**/*.py"], "outputs": [], "env": []}'
 
 
-@dataclass(frozen=True)
-class CacheSpec:
+class CacheSpec(NamedTuple):
     """A checked ``cache`` declaration; globs are normalised, lists keep their order."""
 
     #: Globs relative to the root, or ``"git"``.

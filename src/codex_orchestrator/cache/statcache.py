@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -29,16 +28,23 @@ STAT_FORMAT = 1
 STAT_DIR = "stat"
 
 
-@dataclass(frozen=True)
 class StatRecord:
     """Inputs as last hashed: NUL-joined paths, packed stats, entries, indexes of racy ones,
-    and (``"git"`` inputs) what git can vouch for."""
+    and (in a git work tree) what git can vouch for."""
 
-    paths_blob: bytes
-    stats: bytes
-    entries: bytes
-    racy: frozenset[int] = field(default_factory=frozenset)
-    git: GitRecord | None = None
+    def __init__(
+        self,
+        paths_blob: bytes,
+        stats: bytes,
+        entries: bytes,
+        racy: frozenset[int] = frozenset(),
+        git: GitRecord | None = None,
+    ) -> None:
+        self.paths_blob = paths_blob
+        self.stats = stats
+        self.entries = entries
+        self.racy = racy
+        self.git = git
 
     @cached_property
     def paths(self) -> list[str]:

@@ -26,9 +26,8 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from codex_orchestrator.cache.digests import Hasher
 from codex_orchestrator.cache.entry import (
@@ -70,8 +69,7 @@ _TAKEN = frozenset({errno.EEXIST, errno.ENOTEMPTY})
 StoreOutcome = Literal["stored", "exists", "not stored"]
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):
     """A verified entry for the stage's key."""
 
     key: str
@@ -88,16 +86,14 @@ class Hit:
         return self.entry.duration_seconds
 
 
-@dataclass(frozen=True)
-class Miss:
+class Miss(NamedTuple):
     """No usable entry for the stage's key, and the one-line reason."""
 
     key: str
     reason: str
 
 
-@dataclass(frozen=True)
-class StageRecord:
+class StageRecord(NamedTuple):
     """The run of a stage that succeeded cleanly, as an entry records it."""
 
     run_id: str
@@ -108,8 +104,7 @@ class StageRecord:
     duration_seconds: float
 
 
-@dataclass(frozen=True)
-class EvictedEntry:
+class EvictedEntry(NamedTuple):
     """An entry `CacheStore.evict` removed."""
 
     key: str
@@ -118,8 +113,7 @@ class EvictedEntry:
     last_used: float
 
 
-@dataclass(frozen=True)
-class Eviction:
+class Eviction(NamedTuple):
     """What `CacheStore.evict` removed, and the bytes left."""
 
     removed: tuple[EvictedEntry, ...]
