@@ -26,6 +26,7 @@ from codex_orchestrator.clock import compact_utc
 from codex_orchestrator.errors import OrchestratorError, UnsafeInputError
 from codex_orchestrator.safefs import (
     RECORD_SIZE_LIMIT,
+    open_directory,
     open_no_follow,
     open_parent,
     read_regular,
@@ -84,6 +85,15 @@ def encode_record(text: str) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         return valid_text(text).encode("utf-8")
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush the entries of directory ``path`` (reached without following a link), best effort."""
+    directory = open_directory(path)
+    try:
+        _fsync_directory(directory)
+    finally:
+        os.close(directory)
 
 
 def _fsync_directory(directory: int) -> None:
@@ -212,6 +222,19 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             break
         seen.add(key)
     return flagged
+
+
+def json_type(value: object) -> str:
+    """The JSON name of ``value``'s type, for messages: "null", "boolean", "number", ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
 
 
 def child_path(path: str, key: str | int) -> str:

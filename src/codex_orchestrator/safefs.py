@@ -95,7 +95,8 @@ def read_regular(path: Path, limit: int, *, follow_links: bool = True) -> bytes:
     return data
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a file of ``mode`` is, in words (``a FIFO``, ``a directory``, ...)."""
     if stat.S_ISFIFO(mode):
         return "a FIFO"
     if stat.S_ISDIR(mode):
@@ -104,6 +105,10 @@ def _kind(mode: int) -> str:
         return "a device"
     if stat.S_ISSOCK(mode):
         return "a socket"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISREG(mode):
+        return "a regular file"
     return "not a file"
 
 
@@ -201,11 +206,23 @@ def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
     return fd
 
 
+def open_at(dir_fd: int, name: str, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` of ``name`` in the open directory ``dir_fd``, refusing a link there
+    (`link_refused`): for code that walks a tree one directory at a time (the stage cache), so
+    that no component of what it reaches can be a link. ``name`` is one path component."""
+    try:
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+    except OSError as error:
+        if error.errno == errno.ELOOP and _is_link(name, dir_fd):
+            raise link_refused(name) from None
+        raise
+
+
 def _check_regular(fd: int, path: Path) -> None:
     """Refuse (`UnreadableFileError`) a descriptor that is not on a regular file."""
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
-        raise UnreadableFileError(path, f"not a regular file ({_kind(mode)})")
+        raise UnreadableFileError(path, f"not a regular file ({file_kind(mode)})")
 
 
 def read_at(path: Path, offset: int, size: int) -> bytes:
