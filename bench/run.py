@@ -18,7 +18,10 @@ timeouts, SIGKILL at random moments then resume, error-file bound, heartbeat cad
 module per figure), ``fig_long_pipeline`` (per-stage overhead at 2,000 stages against 100),
 ``fig_graph`` (graph pipelines: parallel stages, graph overhead, output of concurrent stages,
 simultaneous transitions), ``fig_view`` (capture speed with the live view on, under a pty,
-and off). Every
+and off), ``fig_report`` (``report`` and ``logs --follow`` at 2,000 stages against 200, and
+``report.html``'s size bound), ``fig_cache`` (stage cache: a ``"git"`` lookup over 50,000 files against
+``git status``, hashing against ``sha256sum``, peak RSS hashing 1 GB, 4 lookups over 10,000
+files against a 1-stage run). Every
 CLI child runs with a warm bytecode cache of the bench's own (``PYTHONPYCACHEPREFIX`` in a temp
 dir) and the default heartbeat interval (5 s), unless a figure says otherwise.
 """
@@ -62,6 +65,8 @@ FIGURES: dict[str, tuple[str, Callable[[Profile], list[Figure]]]] = {
     "runctl": ("run control", lambda profile: __import__("fig_runctl").measure(profile)),
     "view": ("live view capture", fig_view.measure),
     "mcp": ("MCP server", lambda profile: __import__("fig_mcp").measure(profile)),
+    "report": ("report and follow", lambda profile: __import__("fig_report").measure(profile)),
+    "cache": ("stage cache", lambda profile: __import__("fig_cache").measure(profile)),
 }
 
 

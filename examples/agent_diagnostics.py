@@ -5,7 +5,7 @@ start ``codex-orchestrator mcp`` over stdio, plan the pipeline, start it (detach
 with progress notifications, then read the failed stages' logs and the run's manifest resource,
 and, when asked, mark a checklist item with the run as evidence.
 
-    pip install 'codex-orchestrator[mcp]'
+    pip install 'codex-pipeline-orchestrator[mcp]'
     python examples/agent_diagnostics.py --root /path/to/repo [--pipeline diagnostics]
         [--task TASK] [--wait 900] [--mark "Run diagnostics"]
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import multiprocessing
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,3 +36,25 @@ def lock_held_elsewhere(path: Path) -> Iterator[Any]:
     finally:
         release.set()
         process.join(10)
+
+
+@contextmanager
+def lock_held_by_no_process(path: Path, holder_record: dict[str, Any]) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` that no process has open: the locked descriptor
+    travels in a Unix-socket message nobody has received yet, as a lock held from another
+    host (or a process /proc cannot show) looks from here. ``holder_record`` is written into
+    the file, as a driver (or a forger) would write it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    sender, receiver = socket.socketpair(socket.AF_UNIX)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder_record).encode(), 0)
+        socket.send_fds(sender, [b"x"], [fd])
+        os.close(fd)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        sender.close()
+        receiver.close()  # the message and the descriptor in it go: the lock is released

@@ -145,7 +145,7 @@ def test_dask_without_the_extra_exits_2_with_the_install_command(
         check=False,
     )
     assert result.returncode == 2, result.stderr
-    assert "pip install 'codex-orchestrator[dask]'" in result.stderr
+    assert "pip install 'codex-pipeline-orchestrator[dask]'" in result.stderr
     assert not (repo.root / ".runs").exists()
 
 

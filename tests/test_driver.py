@@ -39,7 +39,7 @@ def test_paused_driver_keeps_its_run_and_finishes_honestly(repo: Repo) -> None:
         run_dir = _run_dir(repo)
         assert run_dir is not None
         driver = run_driver(run_dir)
-        assert driver.alive and driver.verified and driver.pid == proc.pid
+        assert driver.alive and driver.process is not None and driver.process.pid == proc.pid
         proc.send_signal(signal.SIGSTOP)
         time.sleep(1.0)  # past the stale threshold given below
         status = json.loads(repo.cli("status", run_dir.name, "--format", "json", env=STALE).stdout)
@@ -48,7 +48,7 @@ def test_paused_driver_keeps_its_run_and_finishes_honestly(repo: Repo) -> None:
             refused = repo.cli("resume", run_dir.name, *extra, env={**STALE, **FAST})
             assert refused.returncode == 2, refused.stderr
             assert f"pid {proc.pid}" in refused.stderr and "Traceback" not in refused.stderr
-        assert run_driver(run_dir).pid == proc.pid
+        assert run_driver(run_dir).process == driver.process
     finally:
         proc.send_signal(signal.SIGCONT)
         stdout, stderr = proc.communicate(timeout=60)

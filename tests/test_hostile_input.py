@@ -164,21 +164,52 @@ def test_arguments_that_are_not_utf8_are_refused(
     assert not (repo.root / ".runs").exists()
 
 
-def test_a_user_name_that_is_not_utf8_is_recorded_escaped(repo: Repo) -> None:
+def _bytes_env(repo: Repo, **extra: bytes) -> dict[bytes, bytes]:
+    env = {os.fsencode(key): os.fsencode(value) for key, value in repo.env.items()}
+    env.update({key.encode(): value for key, value in extra.items()})
+    return env
+
+
+def test_text_from_the_environment_is_recorded_as_valid_utf8(repo: Repo) -> None:
+    """A ``$USER`` that is not UTF-8 is recorded with U+FFFD by ``resume`` and ``cancel``, so
+    the run's records stay text and its report renders."""
     repo.pipeline({"id": "a", "command": "test -e marker || { touch marker; exit 1; }"})
     code, document = repo.start_json()
     assert code == 1
-    env = {os.fsencode(key): os.fsencode(value) for key, value in repo.env.items()}
-    env[b"USER"] = b"bad\xffname"
-    result = subprocess.run(
-        [sys.executable, "-m", "codex_orchestrator", "resume", document["run_id"]],
-        cwd=repo.root,
-        env=env,
-        capture_output=True,
-        check=False,
-        timeout=60,
+    env = _bytes_env(repo, USER=b"bad\xffname")
+    command = [sys.executable, "-m", "codex_orchestrator"]
+    resumed = subprocess.run(
+        [*command, "resume", document["run_id"]], cwd=repo.root, env=env, capture_output=True
     )
+    assert resumed.returncode == 0, resumed.stderr
+    repo.pipeline({"id": "a", "command": "sleep 30"})
+    code, live = repo.start_json("--detach")
+    assert code == 0
+    cancelled = subprocess.run(
+        [*command, "cancel", live["run_id"], "--wait"], cwd=repo.root, env=env, capture_output=True
+    )
+    assert cancelled.returncode == 0, cancelled.stderr
+    for run, events in ((document, "resume_events"), (live, "cancel_events")):
+        raw = (repo.root / run["manifest"]).read_bytes()
+        assert b"\\udc" not in raw  # no surrogate escape in the record
+        assert json.loads(raw)[events][-1]["actor"] == "bad\ufffdname"
+        result = repo.cli("report", run["run_id"])
+        assert result.returncode == 0, result.stderr
+        assert "bad\ufffdname" in (repo.root / run["artifact_root"] / "report.html").read_text()
+
+
+def test_text_from_the_environment_in_old_records_still_renders(repo: Repo) -> None:
+    """Records written before the fix hold ``\\udcXX`` escapes: renderers replace them."""
+    repo.pipeline({"id": "a", "command": "true"})
+    code, document = repo.start_json()
+    assert code == 0
+    path = repo.root / document["manifest"]
+    manifest = json.loads(path.read_text())
+    manifest["resume_events"] = [{"actor": "old\udcffname", "outcome": "resumed"}]
+    manifest["cancel_events"] = [{"actor": "old\udcfe", "reason": "x\ud800"}]
+    path.write_bytes(json.dumps(manifest).encode())  # ASCII-escaped, as JSON allows
+    result = repo.cli("report", document["run_id"])
     assert result.returncode == 0, result.stderr
-    manifest = repo.manifest(document)
-    assert manifest["status"] == "succeeded"
-    assert manifest["resume_events"][-1]["actor"] == "bad\udcffname"
+    page = (repo.root / document["artifact_root"] / "report.html").read_bytes().decode("utf-8")
+    assert "old\ufffdname" in page and "x\ufffd" in page
+    assert repo.cli("status", document["run_id"]).returncode == 0

@@ -10,7 +10,10 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from conftest import Repo, assert_one_line_error
+from runctl_helpers import try_manifest, wait_for
 
 PRECIOUS = "precious\n"
 OK_STAGE = {"id": "ok", "command": "echo fine"}
@@ -260,3 +263,81 @@ def test_tasks_new_refuses_before_creating_anything(repo: Repo) -> None:
     assert_one_line_error(result, 2, "docs/", "outside")
     assert not (repo.root / "tasks").exists() and not (repo.root / ".agent").exists()
     assert list(outside.iterdir()) == []
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    """Every file under ``path`` with its bytes: the victim's whole state."""
+    return {
+        str(item.relative_to(path)): item.read_bytes()
+        for item in sorted(path.rglob("*"))
+        if item.is_file()
+    }
+
+
+def test_links_prune_and_runs_refuse_a_task_directory_linked_out(repo: Repo) -> None:
+    repo.pipeline(OK_STAGE)
+    for _ in range(2):
+        assert repo.start_json("--task", "moved")[0] == 0
+    outside = _outside_dir(repo)
+    task_dir = repo.root / ".runs" / "moved"
+    task_dir.rename(outside / "moved")  # the task's runs now live outside, behind a link
+    task_dir.symlink_to(outside / "moved", target_is_directory=True)
+    before = _tree(outside)
+    assert len([name for name in before if name.endswith("manifest.json")]) == 2
+    for args in (
+        ("prune", "--keep", "0", "--include-evidence"),
+        ("prune", "--task", "moved", "--keep", "0"),
+        ("runs", "--task", "moved"),
+        ("report", "--task", "moved"),
+    ):
+        assert_one_line_error(repo.cli(*args), 2, ".runs/moved", "outside")
+    assert _tree(outside) == before
+
+
+def test_links_report_writes_nothing_through_a_linked_child_run_directory(repo: Repo) -> None:
+    repo.write_config(
+        {
+            "defaultPipeline": "parent",
+            "pipelines": [
+                {"id": "parent", "stages": [{"id": "kid", "kind": "subpipeline", "pipeline": "c"}]},
+                {"id": "c", "stages": [OK_STAGE]},
+            ],
+        }
+    )
+    code, document = repo.start_json()
+    assert code == 0
+    child_id = repo.manifest(document)["child_runs"][0]["run_id"]
+    child_dir = (repo.root / document["artifact_root"]).parent / child_id
+    outside = _outside_dir(repo)
+    child_dir.rename(outside / child_id)
+    child_dir.symlink_to(outside / child_id, target_is_directory=True)
+    before = _tree(outside)
+    result = repo.cli("report", document["run_id"])
+    assert result.returncode == 0, result.stderr
+    assert _tree(outside) == before  # no report.html landed at the link's target
+    page = (repo.root / document["artifact_root"] / "report.html").read_text()
+    assert f"child run {child_id}: no report" in page and "symbolic link" in page
+
+
+@pytest.mark.parametrize("planted", ["link", "fifo"])
+def test_links_resume_detach_neither_writes_through_nor_waits_on_its_log(
+    repo: Repo, planted: str
+) -> None:
+    marker = repo.root / "fixed"
+    repo.pipeline({"id": "flaky", "command": f"test -e {marker}"})
+    code, document = repo.start_json()
+    assert code == 1
+    marker.write_text("")
+    run_dir = repo.root / document["artifact_root"]
+    log = run_dir / "orchestrator.log"
+    victim = _victim(repo)
+    if planted == "link":
+        log.symlink_to(victim)
+    else:
+        os.mkfifo(log)  # a plain open for appending would wait for a reader forever
+    result = repo.cli("resume", document["run_id"], "--detach", "--format", "json", timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "replaced with a fresh file" in result.stderr
+    wait_for(lambda: (try_manifest(run_dir) or {}).get("status") == "succeeded")
+    assert victim.read_text() == PRECIOUS
+    assert log.is_file() and not log.is_symlink()

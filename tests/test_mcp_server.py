@@ -335,7 +335,8 @@ def test_without_the_extra_mcp_exits_2_with_the_install_command(repo: Repo) -> N
         [sys.executable, "-c", code], cwd=repo.root, env=repo.env, capture_output=True, text=True
     )
     assert completed.returncode == 2
-    assert "pip install 'codex-orchestrator[mcp]'" in completed.stderr
+    assert "pip install 'codex-pipeline-orchestrator[mcp]'" in completed.stderr
+    assert "pipx inject codex-pipeline-orchestrator 'mcp>=2.3,<3'" in completed.stderr
     assert "Traceback" not in completed.stderr and completed.stdout == ""
 
 

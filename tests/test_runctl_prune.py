@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from conftest import Repo
+from lock_holder import lock_held_elsewhere
 from runctl_helpers import json_cli, metrics_lines, run_dirs, state_entries, try_manifest
 
 
@@ -213,3 +214,76 @@ def test_links_in_the_runs_root_are_never_followed(repo: Repo, tmp_path: Path) -
     code, done = json_cli(repo, "prune", "--keep", "0", "--include-evidence")
     assert code == 0 and outside.name not in {row["run_id"] for row in done["removed"]}
     assert (outside / "precious").read_text() == "keep me"
+
+
+def _reasons(document: dict[str, list[dict[str, str]]]) -> dict[str, str]:
+    return {item["run_id"]: item["reason"] for item in document["kept"]}
+
+
+def _bytes(directory: Path) -> int:
+    return sum(path.lstat().st_size for path in directory.rglob("*") if path.is_file())
+
+
+def test_prune_races_skip_a_run_whose_driver_lock_is_held(repo: Repo) -> None:
+    repo.pipeline({"id": "a", "command": "true"})
+    first = repo.start_json("--task", "held")[1]
+    second = repo.start_json("--task", "held")[1]
+    run_dir = repo.root / first["artifact_root"]
+    # Another process drives the run (as `resume` does before it resets the manifest, which
+    # still says the run ended): prune must leave it alone.
+    with lock_held_elsewhere(run_dir / ".driver.lock"):
+        code, done = json_cli(repo, "prune", "--keep", "0", "--include-evidence")
+        assert code == 0
+        assert [row["run_id"] for row in done["removed"]] == [second["run_id"]]
+        assert "driver lock" in _reasons(done)[first["run_id"]]
+        assert (run_dir / "manifest.json").is_file()
+        assert not state_entries(repo, "held")[first["run_id"]].get("pruned")
+    code, done = json_cli(repo, "prune", "--keep", "0", "--include-evidence")
+    assert code == 0 and [row["run_id"] for row in done["removed"]] == [first["run_id"]]
+    assert not run_dir.exists()
+    assert state_entries(repo, "held")[first["run_id"]]["pruned"] is True
+
+
+def test_prune_records_list_each_removed_run_once(repo: Repo) -> None:
+    repo.pipeline({"id": "a", "command": "echo some output"})
+    runs = [repo.start_json("--task", "once")[1] for _ in range(3)]
+    sizes = {run["run_id"]: _bytes(repo.root / run["artifact_root"]) for run in runs}
+    code, done = json_cli(repo, "prune", "--keep", "1")
+    assert code == 0
+    removed = [row["run_id"] for row in done["removed"]]
+    assert sorted(removed) == sorted(run["run_id"] for run in runs[:2])  # each once
+    assert {row["run_id"]: row["bytes"] for row in done["removed"]} == {
+        run_id: sizes[run_id] for run_id in removed
+    }
+    assert done["bytes_freed"] == sum(sizes[run_id] for run_id in removed)
+    listed = repo.cli("prune", "--keep", "0", "--include-evidence").stdout.splitlines()
+    assert sum(runs[2]["run_id"] in line for line in listed) == 1
+
+
+def test_prune_records_keep_a_child_whose_parent_is_in_another_task(repo: Repo) -> None:
+    repo.pipeline({"id": "a", "command": "true"})
+    parent = repo.start_json("--task", "elders")[1]
+    child = repo.start_json("--task", "young", "--parent-run", parent["run_id"])[1]
+    code, done = json_cli(repo, "prune", "--task", "young", "--keep", "0")
+    assert code == 0 and done["removed"] == []
+    assert _reasons(done)[child["run_id"]] == f"child of kept run {parent['run_id']}"
+    assert (repo.root / child["manifest"]).is_file()
+    code, done = json_cli(repo, "prune", "--keep", "0")  # both tasks: the family goes together
+    assert code == 0
+    assert {row["run_id"] for row in done["removed"]} == {parent["run_id"], child["run_id"]}
+
+
+def test_prune_records_keep_children_of_a_parent_whose_manifest_is_unreadable(
+    repo: Repo,
+) -> None:
+    _family_config(repo)
+    parent = repo.start_json("--task", "fam")[1]
+    child_id = repo.manifest(parent)["child_runs"][0]["run_id"]
+    (repo.root / parent["manifest"]).write_text("{torn")
+    result = repo.cli("prune", "--keep", "0", "--include-evidence", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    done = json.loads(result.stdout)
+    assert done["removed"] == []
+    assert _reasons(done)[child_id] == f"child of kept run {parent['run_id']}"
+    assert "no readable manifest" in result.stderr
+    assert {d.name for d in run_dirs(repo, "fam")} == {parent["run_id"], child_id}

@@ -325,3 +325,19 @@ def test_logs_print_every_attempt_of_a_stage(repo: Repo) -> None:
         (1, "first\n"),
         (2, "second\n"),
     ]
+
+
+def test_since_a_date_outside_years_1_to_9999_in_utc_still_filters(repo: Repo) -> None:
+    """``--since 9999-12-31T23:00:00-05:00`` is in year 10000 in UTC: it lists nothing (it
+    listed everything when the bound was compared as a five-digit-year string)."""
+    repo.pipeline({"id": "a", "command": "true"})
+    _, start = json_cli(repo, "start", "--task", "far")
+    for since, expected in (
+        ("9999-12-31T23:00:00-05:00", []),
+        ("9999-12-31T23:59:59.999Z", []),
+        ("0001-01-01T00:00:00+05:00", [start["run_id"]]),
+    ):
+        code, listed = json_cli(repo, "runs", "--since", since)
+        assert code == 0 and [row["run_id"] for row in listed["runs"]] == expected, since
+        code, stats = json_cli(repo, "stats", "--since", since)
+        assert code == 0 and stats["tasks"][0]["runs"] == len(expected), since

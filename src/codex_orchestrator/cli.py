@@ -21,6 +21,7 @@ from typing import Any
 from codex_orchestrator import __version__
 from codex_orchestrator.errors import EXIT_FAULT, EXIT_USAGE, OrchestratorError, UsageError
 from codex_orchestrator.output import Reporter, ensure_standard_streams
+from codex_orchestrator.signals import absorb_wake_signal
 
 DEBUG_ENV = "CODEX_ORCHESTRATOR_DEBUG"
 
@@ -29,8 +30,11 @@ class _Formatter(argparse.HelpFormatter):
     """Help text as wide as ``$COLUMNS`` (default 100), without probing the terminal at start-up."""
 
     def __init__(self, prog: str) -> None:
-        columns = os.environ.get("COLUMNS", "")
-        super().__init__(prog, width=(int(columns) if columns.isdigit() else 100) - 2)
+        from codex_orchestrator.numeric import number_or_none
+
+        columns = number_or_none(os.environ.get("COLUMNS", ""))
+        width = int(columns) if columns is not None and 20 <= columns <= 1000 else 100
+        super().__init__(prog, width=width - 2)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,7 +96,7 @@ def _add_status(sub: argparse._SubParsersAction[_Parser]) -> None:
     _add_run(status)
     status.add_argument("--task", metavar="ID")
     status.add_argument("--watch", action="store_true", help="follow the run until it ends")
-    status.add_argument("--interval", type=float, default=2.0, metavar="SECONDS")
+    status.add_argument("--interval", default="2", metavar="SECONDS")
     _add_format(status)
 
 
@@ -169,6 +173,11 @@ def _add_logs(sub: argparse._SubParsersAction[_Parser]) -> None:
     logs.add_argument("--stream", choices=("stdout", "stderr", "both"), default="both")
     logs.add_argument("--tail", metavar="N", help="only the last N lines of each log")
     logs.add_argument("--follow", action="store_true", help="keep printing until the run ends")
+    logs.add_argument(
+        "--max-bytes",
+        metavar="N",
+        help="with --format json: at most N bytes of log text in all (the tails)",
+    )
     _add_format(logs)
 
 
@@ -250,6 +259,7 @@ def _requested_format(argv: Sequence[str]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` and return the process exit code."""
     ensure_standard_streams()
+    absorb_wake_signal()
     arguments = list(sys.argv[1:] if argv is None else argv)
     reporter = Reporter(_requested_format(arguments))
     try:

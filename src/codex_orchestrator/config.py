@@ -122,7 +122,10 @@ STAGE_KEYS: Mapping[str, frozenset[str]] = {
     "stage-set": frozenset({"kind", "ref"}),
 }
 _ALL_STAGE_KEYS = frozenset().union(*STAGE_KEYS.values())
-#: Settings that choose the executor (docs/executors.md): strings, unlike the numeric tunables.
+#: Names of the orchestrator's environment variables a remote stage receives as they are.
+PASS_ENV_SETTING = "dask_pass_env"
+#: Settings that choose the executor (docs/executors.md): strings (and `PASS_ENV_SETTING`, a
+#: list of names), unlike the numeric tunables.
 EXECUTOR_SETTINGS = frozenset(
     {
         "executor",
@@ -131,10 +134,9 @@ EXECUTOR_SETTINGS = frozenset(
         "dask_tls_ca_file",
         "dask_tls_cert",
         "dask_tls_key",
+        PASS_ENV_SETTING,
     }
 )
-#: Names of the orchestrator's environment variables a remote stage receives as they are.
-PASS_ENV_SETTING = "dask_pass_env"
 ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_RESOURCE_AMOUNT = 1e6
 
@@ -547,14 +549,14 @@ def _read_settings(value: object, path: str) -> dict[str, object]:
     checked: dict[str, object] = {}
     for name, setting in settings.items():
         where = _child(path, name)
-        if name in EXECUTOR_SETTINGS:
-            checked[name] = _read_text(setting, where, "give a non-empty string")
-            continue
         if name == PASS_ENV_SETTING:
             checked[name] = _read_env_names(setting, where)
             continue
+        if name in EXECUTOR_SETTINGS:
+            checked[name] = _read_text(setting, where, "give a non-empty string")
+            continue
         if name not in SETTING_NAMES:
-            known = frozenset(SETTING_NAMES) | EXECUTOR_SETTINGS | {PASS_ENV_SETTING}
+            known = frozenset(SETTING_NAMES) | EXECUTOR_SETTINGS
             _fail(where, "unknown setting", _suggest(name, known))
         checked[name] = _read_setting(name, setting, where)
     return checked

@@ -13,15 +13,18 @@ importing Dask and connects in the child (``executors.dask.DetachedDaskExecutor`
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 from codex_orchestrator.driver import DriverLock
 from codex_orchestrator.manifest import EVENTS_NAME, MANIFEST_NAME, ManifestStore
-from codex_orchestrator.output import Reporter
+from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.process import become_child_subreaper
+from codex_orchestrator.safefs import UnreadableFileError, open_no_follow, remove_file
 from codex_orchestrator.workspace import Workspace
 
 LOG_NAME = "orchestrator.log"
@@ -41,7 +44,7 @@ def detach(
     """
     run_dir, run_id, status = store.run_dir, str(store.data["run_id"]), str(store.data["status"])
     driver: DriverLock | None = store.driver
-    log_fd = os.open(run_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    log_fd = _open_log(run_dir / LOG_NAME)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -87,6 +90,21 @@ def detach(
         ),
     )
     return 0
+
+
+def _open_log(path: Path) -> int:
+    """``orchestrator.log`` for appending. A link or a FIFO planted in its place is neither
+    followed nor waited on (`safefs.open_no_follow` refuses it): it is removed (the link
+    itself, never its target) and a fresh file takes its name."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    try:
+        return open_no_follow(path, flags)
+    except OSError as error:
+        if error.errno != errno.ELOOP and not isinstance(error, UnreadableFileError):
+            raise
+        note(f"warning: {path.name} was {error.strerror}; replaced with a fresh file")
+    remove_file(path)
+    return open_no_follow(path, flags | os.O_EXCL)
 
 
 def _become_daemon(log_fd: int) -> None:

@@ -3,8 +3,10 @@
 The process that drives a run (``start``, ``resume``; a child run's too) holds the lock for the
 run's whole life; the kernel releases it when that process dies, however it dies. A paused
 driver (SIGSTOP) still holds it, so no heartbeat age can let a second driver in. The holder
-writes ``{"pid", "start_ticks", "host", "since"}`` into the file for diagnosis; `run_driver`
-reports it only while the lock is really held. See docs/resilience.md.
+writes ``{"pid", "start_ticks", "host", "since"}`` into the file for diagnosis only: anyone who
+can write the file can write any pid into it. Which process drives a run is asked of the
+kernel (`run_driver`): only a live process whose open files hold the lock is the driver, and
+only such a process is ever signalled (`signal_driver`). See docs/resilience.md.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import errno
 import fcntl
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -20,7 +23,16 @@ from typing import NamedTuple
 from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.errors import RunActiveError
 from codex_orchestrator.locks import unlock_and_close
-from codex_orchestrator.procfs import checked_pid, host_name, process_start_ticks
+from codex_orchestrator.procfs import (
+    checked_pid,
+    exclusive_flock_pids,
+    holds_exclusive_flock,
+    host_name,
+    lock_token,
+    process_start_ticks,
+    process_state,
+)
+from codex_orchestrator.safefs import open_no_follow
 
 DRIVER_LOCK_NAME = ".driver.lock"
 #: How long a would-be driver retries: `run_driver` probes hold the lock for microseconds.
@@ -28,25 +40,35 @@ ACQUIRE_PATIENCE_SECONDS = 0.25
 _HOLDER_LIMIT = 4096
 
 
+class DriverProcess(NamedTuple):
+    """A live process of this host that the kernel shows holding a run's driver lock."""
+
+    pid: int
+    start_ticks: int
+    lock: bytes  # the lock file as the kernel names it (`procfs.lock_token`)
+
+
 class RunDriver(NamedTuple):
     """Who drives a run: ``alive`` is True while some process holds the run's driver lock.
 
-    ``pid``/``host``/``start_ticks`` are what the holder wrote; ``verified`` is True only when
-    that pid is alive on this host with the written start time, so that it is safe to signal.
+    ``process`` is the holder verified through the kernel (None when no process of this host
+    can be shown to hold it: another user's, another host's); ``claimed_pid`` and ``host`` are
+    what the lock file says, for messages only.
     """
 
     alive: bool
-    pid: int | None = None
+    process: DriverProcess | None = None
+    claimed_pid: int | None = None
     host: str | None = None
-    start_ticks: int | None = None
-    verified: bool = False
 
     def describe(self) -> str:
-        """``pid 123 on host h`` (or why the holder is unknown)."""
-        if self.pid is None:
+        """``pid 123`` (or what the lock file claims, said to be unverified)."""
+        if self.process is not None:
+            return f"pid {self.process.pid}"
+        if self.claimed_pid is None:
             return "an unidentified process"
         where = f" on host {self.host}" if self.host else ""
-        return f"pid {self.pid}{where}"
+        return f"a process its lock file names as pid {self.claimed_pid}{where} (unverified)"
 
 
 def run_driver(run_dir: Path) -> RunDriver:
@@ -56,7 +78,7 @@ def run_driver(run_dir: Path) -> RunDriver:
     lock file has no driver (runs recorded before driver locks existed included).
     """
     try:
-        fd = os.open(run_dir / DRIVER_LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = open_no_follow(run_dir / DRIVER_LOCK_NAME, os.O_RDONLY)
     except OSError:
         return RunDriver(alive=False)
     try:
@@ -73,23 +95,54 @@ def run_driver(run_dir: Path) -> RunDriver:
 
 
 def _holder(fd: int) -> RunDriver:
+    """The lock is held: find the holder among the pid the file names and the pids the kernel
+    recorded for the lock, and keep the one the kernel shows holding it."""
     try:
         record = json.loads(os.pread(fd, _HOLDER_LIMIT, 0).decode("utf-8"))
     except (OSError, ValueError):
-        return RunDriver(alive=True)
-    if not isinstance(record, dict):
-        return RunDriver(alive=True)
-    pid = checked_pid(record.get("pid"))
-    ticks = record.get("start_ticks")
-    ticks = ticks if isinstance(ticks, int) and not isinstance(ticks, bool) else None
+        record = None
+    record = record if isinstance(record, dict) else {}
+    claimed = checked_pid(record.get("pid"))
     host = record.get("host") if isinstance(record.get("host"), str) else None
-    verified = (
-        pid is not None
-        and ticks is not None
-        and host == host_name()
-        and process_start_ticks(pid) == ticks
-    )
-    return RunDriver(alive=True, pid=pid, host=host, start_ticks=ticks, verified=verified)
+    info = os.fstat(fd)
+    lock = lock_token(info.st_dev, info.st_ino)
+    candidates = [claimed] if claimed is not None else []
+    for pid in [*candidates, *exclusive_flock_pids(lock)]:
+        process = verified_driver(pid, lock)
+        if process is not None:
+            return RunDriver(alive=True, process=process, claimed_pid=claimed, host=host)
+    return RunDriver(alive=True, claimed_pid=claimed, host=host)
+
+
+def verified_driver(pid: int, lock: bytes) -> DriverProcess | None:
+    """``pid`` as a `DriverProcess` when it is a live process (not this one, not a zombie)
+    holding the lock ``lock`` names, with its start time; None otherwise."""
+    if checked_pid(pid) is None or pid == os.getpid() or process_state(pid) in (None, "Z"):
+        return None
+    ticks = process_start_ticks(pid)
+    if ticks is None or not holds_exclusive_flock(pid, lock):
+        return None
+    # the same process throughout: its pid was not reused while its files were read
+    return DriverProcess(pid, ticks, lock) if process_start_ticks(pid) == ticks else None
+
+
+def signal_driver(process: DriverProcess, signum: int) -> bool:
+    """Send ``signum`` to a verified driver, checked once more through a pidfd opened first, so
+    that the pid cannot be reused between the check and the signal; False when it is gone or no
+    longer holds the lock."""
+    try:
+        fd = os.pidfd_open(process.pid)
+    except OSError:
+        return False
+    try:
+        if verified_driver(process.pid, process.lock) != process:
+            return False
+        signal.pidfd_send_signal(fd, signum)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def driver_identity() -> dict[str, object]:
@@ -129,12 +182,12 @@ class DriverLock:
         Raises OSError when the lock file cannot be created (read-only or full run directory).
         """
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            fd = open_no_follow(self.path, os.O_RDWR | os.O_CREAT)
         except OSError as error:
             if error.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise
             # a run directory that cannot be written: a read-only descriptor still locks
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = open_no_follow(self.path, os.O_RDONLY)
         deadline = time.monotonic() + ACQUIRE_PATIENCE_SECONDS
         while True:
             try:

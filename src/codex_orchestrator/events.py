@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.clock import iso_utc
-from codex_orchestrator.jsonio import encode_record
+from codex_orchestrator.jsonio import encode_record, json_text
 from codex_orchestrator.output import note
 from codex_orchestrator.safefs import UnreadableFileError, open_no_follow, read_regular
 
@@ -33,7 +33,7 @@ class EventLog:
     def emit(self, event: str, **fields: Any) -> None:
         """Append one event; a failed append never disturbs the run."""
         record = {"timestamp": iso_utc(), "event": event, **fields}
-        line = encode_record(json.dumps(record, ensure_ascii=False) + "\n")
+        line = encode_record(json_text(record, pretty=False) + "\n")
         with self._lock:
             if self._fd < 0:
                 return

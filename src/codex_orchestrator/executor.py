@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -78,13 +79,16 @@ class StageOutcome(NamedTuple):
 
 
 class Cancellation:
-    """A thread-safe "stop now" flag, set from signal handlers; only executors act on it.
+    """A thread-safe "stop now" flag (set on a cancelling signal, see `signals.SignalGuard`, or
+    on a ``cancel`` request); only executors act on it.
 
     `request` does nothing but record the signal and make two wake-up pipes readable: the
     first after one request, the second after two (a second signal means "kill at once").
     Executors wait on `wakeup_fd` beside their own events, so they react within milliseconds
-    whatever thread they run in; writing a byte to a pipe is safe inside a signal handler,
-    where taking a lock (as ``threading.Event.set`` does) could deadlock.
+    whatever thread they run in.
+
+    A child run has a `dependent` cancellation: every request to its parent's reaches it too,
+    while a request to it alone (``cancel CHILD``) stops the child run and nothing else.
     """
 
     def __init__(self, grace_seconds: float) -> None:
@@ -93,6 +97,20 @@ class Cancellation:
         self.count = 0
         self.requested_at = 0.0  # time.monotonic() of the first request
         self._pipes = (_nonblocking_pipe(), _nonblocking_pipe())
+        self._dependents: list[Cancellation] = []
+        self._parent: Cancellation | None = None
+        self._lock = threading.RLock()
+
+    def dependent(self) -> Cancellation:
+        """A cancellation requested with this one (each request, so escalation too), which
+        may also be requested alone; `close` it when done."""
+        child = Cancellation(self.grace_seconds)
+        child._parent = self
+        with self._lock:
+            self._dependents.append(child)
+            for _ in range(self.count):  # this one may have been requested already
+                child.request(self.signum or 0)
+        return child
 
     @property
     def requested(self) -> bool:
@@ -105,31 +123,28 @@ class Cancellation:
         return self.count >= 2
 
     def request(self, signum: int) -> None:
-        """Ask every executor to end its stages (safe to call from a signal handler)."""
-        self.count += 1
-        if self.signum is None:
-            self.requested_at = time.monotonic()
-            self.signum = signum
-        if self.count <= len(self._pipes):
-            with contextlib.suppress(OSError):
-                os.write(self._pipes[self.count - 1][1], b"!")
+        """Ask every executor to end its stages (from any thread)."""
+        with self._lock:
+            self.count += 1
+            if self.signum is None:
+                self.requested_at = time.monotonic()
+                self.signum = signum
+            if self.count <= len(self._pipes):
+                with contextlib.suppress(OSError):
+                    os.write(self._pipes[self.count - 1][1], b"!")
+            for child in list(self._dependents):
+                child.request(signum)
 
     def wakeup_fd(self, *, escalation: bool = False) -> int:
         """A descriptor that becomes readable on the first request (the second with
-        ``escalation``) and stays readable; never read from it.
-
-        The first may also turn readable as a cancelling signal arrives, a moment before its
-        handler records the request (see `signals.SignalGuard`): a waiter woken by it checks
-        `requested` and waits again until it is set.
-        """
+        ``escalation``) and stays readable; never read from it."""
         return self._pipes[1 if escalation else 0][0]
 
-    def signal_wakeup_fd(self) -> int:
-        """The write end behind the first `wakeup_fd`, for ``signal.set_wakeup_fd``."""
-        return self._pipes[0][1]
-
     def close(self) -> None:
-        """Release the wake-up pipes."""
+        """Release the wake-up pipes (a dependent also leaves its parent)."""
+        if self._parent is not None:
+            with self._parent._lock, contextlib.suppress(ValueError):
+                self._parent._dependents.remove(self)
         for read_end, write_end in self._pipes:
             for fd in (read_end, write_end):
                 with contextlib.suppress(OSError):

@@ -16,19 +16,28 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 import os
 import re
-import stat
 from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from codex_orchestrator.clock import parse_iso_utc
 from codex_orchestrator.ids import RUN_ID_PATTERN, is_valid_id
+from codex_orchestrator.jsonio import json_text
 from codex_orchestrator.manifest import HEARTBEAT_NAME, MANIFEST_NAME, manifest_problem
-from codex_orchestrator.safefs import UnreadableFileError, read_regular
+from codex_orchestrator.safefs import (
+    UnreadableFileError,
+    list_directory,
+    read_regular,
+    scan_directory,
+)
 from codex_orchestrator.statuses import RunStatus
+
+if TYPE_CHECKING:
+    from codex_orchestrator.workspace import Workspace
 
 HISTORY_SIZE_LIMIT = 256 * 1024 * 1024
 MANIFEST_SIZE_LIMIT = 64 * 1024 * 1024
@@ -79,7 +88,7 @@ class RunRow(NamedTuple):
                 f"{pipeline}{status}{started}{completed}{failed or ''}{manifest or ''}"
             )
         ):
-            return json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":"))
+            return json_text(self.to_json(), pretty=False)
         return _LINE % (
             run_id,
             task_id,
@@ -126,27 +135,26 @@ def failed_stage_of(detail: Any) -> str | None:
 def read_manifest(run_dir: Path) -> dict[str, Any] | None:
     """A run's manifest, or None when missing, unreadable or not a valid manifest."""
     try:
-        data = json.loads(read_regular(run_dir / MANIFEST_NAME, MANIFEST_SIZE_LIMIT))
+        data = json.loads(
+            read_regular(run_dir / MANIFEST_NAME, MANIFEST_SIZE_LIMIT, follow_links=False)
+        )
     except (OSError, UnreadableFileError, ValueError, RecursionError):
         return None
     return data if manifest_problem(data) is None else None
 
 
 class TaskHistory:
-    """The runs of one task (see the module docstring)."""
+    """The runs of one task (see the module docstring).
 
-    def __init__(
-        self,
-        runs_dir: Path,
-        out_dir: Path,
-        task_id: str,
-        display: Callable[[Path], str],
-        warn: Warn,
-    ) -> None:
+    Its directories are resolved like every record directory (`Workspace.cli_dir`): a link
+    that leads out of its root is refused (exit 2), as ``status`` refuses it.
+    """
+
+    def __init__(self, workspace: Workspace, task_id: str, warn: Warn) -> None:
         self.task_id = task_id
-        self.cli_dir = runs_dir / task_id / "cli"
-        self.state_dir = out_dir / task_id
-        self._display = display
+        self.cli_dir = workspace.cli_dir(task_id)
+        self.state_dir = workspace.state_dir(task_id)
+        self._display = workspace.display
         self._warn = warn
 
     def run_dir(self, run_id: str) -> Path:
@@ -157,19 +165,17 @@ class TaskHistory:
         """Run ids that have a directory (links are not followed: they could lead out of the
         runs root, and ``prune`` deletes what it finds here)."""
         try:
-            if stat.S_ISLNK(os.lstat(self.cli_dir).st_mode):
-                self._warn(
-                    f"warning: {self._display(self.cli_dir)} is a link; its runs are skipped"
-                )
-                return set()
-            with os.scandir(self.cli_dir) as entries:
-                return {
-                    entry.name
-                    for entry in entries
-                    if RUN_ID_PATTERN.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
-                }
-        except OSError:
+            entries = scan_directory(self.cli_dir)
+        except FileNotFoundError:
             return set()
+        except OSError as error:
+            self._warn(f"warning: {self._display(self.cli_dir)}: {error.strerror}; skipped")
+            return set()
+        return {
+            entry.name
+            for entry in entries
+            if RUN_ID_PATTERN.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
+        }
 
     def recorded(self) -> tuple[dict[str, dict[str, Any]], str | None]:
         """Entries of ``state.json`` and pending snapshots by run id, and the oldest completion
@@ -242,7 +248,9 @@ class TaskHistory:
             status,
             started,
             completed,
-            duration if type(duration) is float else duration_between(started, completed),
+            duration
+            if type(duration) is float and math.isfinite(duration)  # Infinity in a tampered entry
+            else duration_between(started, completed),
             failed,
             False,
             pruned,
@@ -252,7 +260,7 @@ class TaskHistory:
     def _resumed_since(self, run_id: str, entry: dict[str, Any]) -> bool:
         """True when a failed or cancelled run's heartbeat ticked after it was recorded."""
         try:
-            beat = os.stat(self.run_dir(run_id) / HEARTBEAT_NAME).st_mtime
+            beat = os.lstat(self.run_dir(run_id) / HEARTBEAT_NAME).st_mtime
         except OSError:
             return False
         recorded = parse_iso_utc(entry["timestamp"])
@@ -316,13 +324,14 @@ class TaskHistory:
             self.cli_dir.parent / "state.pending",
         ):
             try:
-                names = os.listdir(pending_dir)
+                names = list_directory(pending_dir)
             except OSError:
                 continue
             for name in names:
                 if name.endswith(".json") and not name.startswith("."):
                     try:
-                        entry = json.loads(read_regular(pending_dir / name, 1 << 20))
+                        raw = read_regular(pending_dir / name, 1 << 20, follow_links=False)
+                        entry = json.loads(raw)
                     except (OSError, UnreadableFileError, ValueError, RecursionError):
                         continue
                     if _is_entry(entry):
@@ -330,7 +339,7 @@ class TaskHistory:
 
     def _read(self, path: Path) -> bytes:
         try:
-            return read_regular(path, HISTORY_SIZE_LIMIT)
+            return read_regular(path, HISTORY_SIZE_LIMIT, follow_links=False)
         except FileNotFoundError:
             return b""
         except (OSError, UnreadableFileError) as error:

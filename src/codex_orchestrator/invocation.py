@@ -12,9 +12,12 @@ from codex_orchestrator.workspace import Settings, Workspace
 
 
 def default_actor() -> str:
-    """The user running the command (``$USER``, else the login name, else ``unknown``)."""
+    """The user running the command (``$USER``, else the login name, else ``unknown``), as
+    valid text: bytes that are not UTF-8 are recorded as U+FFFD (see `jsonio.valid_text`)."""
+    from codex_orchestrator.jsonio import valid_text
+
     try:
-        return os.environ.get("USER") or getpass.getuser()
+        return valid_text(os.environ.get("USER") or getpass.getuser())
     except (KeyError, OSError):
         return "unknown"
 

@@ -6,6 +6,10 @@ file, and a link in the file's place is replaced, never written through. Termina
 ``durable=True`` to fsync the file and its directory. Appends refuse a link and write a whole
 line or nothing. JSON from users goes through `loads_checked`, which turns every way a
 document can be unusable into one error line (see ``docs/persistence.md``).
+
+Every JSON the tool writes, to a file or to its output, is encoded by `json_text`: a
+non-finite number (which JSON cannot hold: ``NaN`` and ``Infinity`` are not JSON) is written
+as ``null``, and characters a terminal could act on are written as escapes.
 """
 
 from __future__ import annotations
@@ -13,41 +17,89 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.clock import compact_utc
 from codex_orchestrator.errors import OrchestratorError, UnsafeInputError
-from codex_orchestrator.safefs import RECORD_SIZE_LIMIT, open_no_follow, read_regular
+from codex_orchestrator.safefs import (
+    RECORD_SIZE_LIMIT,
+    open_directory,
+    open_no_follow,
+    open_parent,
+    read_regular,
+    rename_no_follow,
+)
+from codex_orchestrator.view.text import escape_json_controls
+
+
+def json_text(data: Any, *, pretty: bool = True) -> str:
+    """``data`` as JSON text, always valid JSON: the one encoder of records and output.
+
+    ``pretty`` indents for people; compact output uses the C encoder and is several times
+    faster. A non-finite number becomes ``null``; C1 controls and invisible format characters
+    are written as ``\\uXXXX`` escapes (see `escape_json_controls`).
+    """
+    layout: dict[str, Any] = {"indent": 2} if pretty else {"separators": (",", ":")}
+    try:
+        text = json.dumps(data, ensure_ascii=False, allow_nan=False, **layout)
+    except ValueError:  # NaN or an infinity somewhere (rare: only a tampered record has one)
+        text = json.dumps(_finite_only(data), ensure_ascii=False, allow_nan=False, **layout)
+    return escape_json_controls(text)
+
+
+def _finite_only(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_only(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_only(item) for item in value]
+    return value
 
 
 def dumps(data: Any, *, pretty: bool = True) -> bytes:
-    """Serialise ``data`` as UTF-8 JSON with a trailing newline.
+    """Serialise ``data`` as UTF-8 JSON (`json_text`) with a trailing newline."""
+    return encode_record(json_text(data, pretty=pretty) + "\n")
 
-    ``pretty`` indents for people; compact output uses the C encoder and is several times faster.
+
+def valid_text(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD, so that it is valid Unicode.
+
+    Python keeps bytes of the operating system that are not UTF-8 (in ``$USER``, a host or file
+    name) as lone surrogates, which no file or terminal can encode, and a JSON record written
+    by an older version may hold them as ``\\udcXX`` escapes. Whatever the tool records or
+    renders passes through here first (`encode_record`), so a record never holds one.
     """
-    if pretty:
-        text = json.dumps(data, indent=2, ensure_ascii=False)
-    else:
-        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return encode_record(text + "\n")
+    if text.isascii():
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def encode_record(text: str) -> bytes:
-    """UTF-8 bytes of a record's text, which can always be written.
-
-    Text from the operating system (arguments, environment, file names) can hold lone
-    surrogates, which UTF-8 cannot encode; in JSON strings, ``backslashreplace`` writes them as
-    ``\\udcXX`` escapes, which parse back to the same string, instead of failing the write.
-    """
-    return text.encode("utf-8", "backslashreplace")
-
-
-def fsync_dir(directory: Path) -> None:
-    """Flush a directory entry to disk (best effort on filesystems that refuse it)."""
+    """UTF-8 bytes of text the tool writes (a record, a report), lone surrogates replaced."""
     try:
-        fd = os.open(directory, os.O_RDONLY)
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return valid_text(text).encode("utf-8")
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush the entries of directory ``path`` (reached without following a link), best effort."""
+    directory = open_directory(path)
+    try:
+        _fsync_directory(directory)
+    finally:
+        os.close(directory)
+
+
+def _fsync_directory(directory: int) -> None:
+    """Flush the entries of a directory (an ``O_PATH`` descriptor) to disk, best effort."""
+    try:
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=directory)
     except OSError:
         return
     try:
@@ -60,10 +112,25 @@ def fsync_dir(directory: Path) -> None:
 def atomic_write_bytes(
     path: Path, payload: bytes, *, durable: bool = False, mode: int = 0o644
 ) -> None:
-    """Replace ``path`` with ``payload`` atomically; fsync file and directory when ``durable``."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    """Replace ``path`` with ``payload`` atomically; fsync file and directory when ``durable``.
+
+    The directory is reached without following a link (`safefs.open_parent`, which refuses
+    one), and the temp file and the rename are relative to it, so nothing lands elsewhere.
+    """
+    directory, name = open_parent(path)
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        _replace_in(directory, name, payload, durable, mode, path)
+    finally:
+        os.close(directory)
+
+
+def _replace_in(
+    directory: int, name: str, payload: bytes, durable: bool, mode: int, path: Path
+) -> None:
+    temp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(temp, flags, mode, dir_fd=directory)
     except OSError as error:  # name the file being written, not its temp file
         raise OSError(error.errno, error.strerror, str(path)) from None
     try:
@@ -75,16 +142,16 @@ def atomic_write_bytes(
             os.fsync(fd)
     except BaseException:
         os.close(fd)
-        _unlink_quietly(temp)
+        _unlink_quietly(temp, directory)
         raise
     os.close(fd)
     try:
-        os.replace(temp, path)
+        os.replace(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
     except BaseException:
-        _unlink_quietly(temp)
+        _unlink_quietly(temp, directory)
         raise
     if durable:
-        fsync_dir(path.parent)
+        _fsync_directory(directory)
 
 
 def atomic_write_json(path: Path, data: Any, *, durable: bool = False, pretty: bool = True) -> None:
@@ -155,6 +222,19 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             break
         seen.add(key)
     return flagged
+
+
+def json_type(value: object) -> str:
+    """The JSON name of ``value``'s type, for messages: "null", "boolean", "number", ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
 
 
 def child_path(path: str, key: str | int) -> str:
@@ -244,10 +324,10 @@ def _encodable(text: str) -> bool:
 def quarantine(path: Path) -> Path:
     """Move a corrupted file aside as ``<name>.corrupt-<time>`` and return the new path."""
     target = path.with_name(f"{path.name}.corrupt-{compact_utc()}-{os.urandom(2).hex()}")
-    os.replace(path, target)
+    rename_no_follow(path, target)
     return target
 
 
-def _unlink_quietly(path: Path) -> None:
+def _unlink_quietly(name: str, directory: int) -> None:
     with contextlib.suppress(OSError):
-        os.unlink(path)
+        os.unlink(name, dir_fd=directory)

@@ -1,22 +1,80 @@
-"""Is a run still alive? Heartbeat age, staleness threshold, and the orchestrator's pid."""
+"""Is a run still alive? Who drives it, its heartbeat age and staleness threshold.
+
+`driver_state` is the one answer to "who drives this run" that every command uses (``status``,
+``runs``, ``cancel``, ``resume``, the report): it asks the kernel, never a file alone, and
+only a driver it names `DriverState.ALIVE` may be signalled. See docs/resilience.md.
+"""
 
 from __future__ import annotations
 
 import os
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from codex_orchestrator.clock import parse_iso_utc
-from codex_orchestrator.driver import DRIVER_LOCK_NAME, run_driver
+from codex_orchestrator.driver import DRIVER_LOCK_NAME, DriverProcess, run_driver
 from codex_orchestrator.errors import RunActiveError
 from codex_orchestrator.manifest import HEARTBEAT_NAME
+from codex_orchestrator.numeric import number_or_none
 from codex_orchestrator.procfs import checked_pid, host_name, process_start_ticks
 from codex_orchestrator.safefs import SMALL_FILE_LIMIT, read_regular
 from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, RunStatus
 from codex_orchestrator.workspace import Settings
 
 STALE_ENV = "CODEX_ORCHESTRATOR_HEARTBEAT_STALE_AFTER_SECONDS"
+
+
+class DriverState(StrEnum):
+    """Who drives an unfinished run, as far as this host can prove it."""
+
+    #: A live process here holds the run's driver lock, as the kernel shows: safe to signal.
+    ALIVE = "alive"
+    #: The lock is held (or, for a run recorded before driver locks, its recorded pid is
+    #: running) but no process here can be shown to hold it: never signalled, never settled.
+    UNVERIFIED = "unverified"
+    #: Driven from another host: nothing here can be signalled or proved.
+    ELSEWHERE = "elsewhere"
+    #: Nobody drives it: the kernel released the lock when its driver died (or the recorded
+    #: driver of an older run is provably gone).
+    GONE = "gone"
+
+
+class DriverStatus(NamedTuple):
+    """`driver_state`'s answer: the state, and the verified driver when it is ``ALIVE``."""
+
+    state: DriverState
+    process: DriverProcess | None = None
+    describe: str = "no process"
+
+
+def driver_state(run_dir: Path, manifest: dict[str, Any]) -> DriverStatus:
+    """Who drives the run in ``run_dir`` (see `DriverState`).
+
+    The run's driver lock decides; a run recorded before driver locks existed is judged by its
+    recorded pid, start time and host, which can prove its driver dead but never verify a live
+    one (a planted manifest could name any process).
+    """
+    driver = run_driver(run_dir)
+    if driver.alive:
+        if driver.process is not None:
+            return DriverStatus(DriverState.ALIVE, driver.process, driver.describe())
+        if driver.host not in (None, host_name()):
+            return DriverStatus(DriverState.ELSEWHERE, None, driver.describe())
+        return DriverStatus(DriverState.UNVERIFIED, None, driver.describe())
+    if os.path.lexists(run_dir / DRIVER_LOCK_NAME):
+        return DriverStatus(DriverState.GONE)
+    host = manifest.get("host")
+    if host not in (None, host_name()):
+        return DriverStatus(DriverState.ELSEWHERE, None, f"a process on host {host}")
+    pid = checked_pid(manifest.get("orchestrator_pid"))
+    if pid is None:
+        return DriverStatus(DriverState.GONE)
+    ticks = process_start_ticks(pid)
+    if ticks is None or ticks != manifest.get("orchestrator_start_ticks"):
+        return DriverStatus(DriverState.GONE)
+    return DriverStatus(DriverState.UNVERIFIED, None, f"pid {pid} (recorded, unverified)")
 
 
 class Liveness(NamedTuple):
@@ -36,13 +94,9 @@ class Liveness(NamedTuple):
 
 def stale_threshold(manifest: dict[str, Any]) -> float:
     """The env variable's threshold, else the one recorded in the manifest, else the default."""
-    raw = os.environ.get(STALE_ENV, "").strip()
-    for candidate in (raw, manifest.get("heartbeat_stale_after_seconds")):
-        try:
-            value = float(candidate)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            continue
-        if value > 0:
+    for candidate in (os.environ.get(STALE_ENV), manifest.get("heartbeat_stale_after_seconds")):
+        value = number_or_none(candidate)
+        if value is not None and value > 0:
             return value
     return Settings().heartbeat_stale_after_seconds
 
@@ -53,9 +107,8 @@ def assess(run_dir: Path, manifest: dict[str, Any]) -> Liveness:
     threshold = stale_threshold(manifest)
     unfinished = manifest.get("status") not in TERMINAL_RUN_STATUSES
     stale = unfinished and (age is None or age > threshold)
-    return Liveness(
-        stamp, age, threshold, stale, unfinished and _orchestrator_gone(run_dir, manifest)
-    )
+    gone = unfinished and driver_state(run_dir, manifest).state is DriverState.GONE
+    return Liveness(stamp, age, threshold, stale, gone)
 
 
 def refuse_if_alive(run_dir: Path, manifest: dict[str, Any], fix: str) -> Liveness:
@@ -71,23 +124,6 @@ def refuse_if_alive(run_dir: Path, manifest: dict[str, Any], fix: str) -> Livene
             f"{manifest.get('orchestrator_pid')}); {fix}"
         )
     return liveness
-
-
-def _orchestrator_gone(run_dir: Path, manifest: dict[str, Any]) -> bool:
-    """True only when the run's driver is provably dead.
-
-    The driver lock is the proof: the kernel released it when its holder died. A run recorded
-    before driver locks existed falls back to its recorded pid and start time (same host only).
-    """
-    if run_driver(run_dir).alive:
-        return False
-    if (run_dir / DRIVER_LOCK_NAME).exists():
-        return True
-    pid = checked_pid(manifest.get("orchestrator_pid"))
-    if pid is None or manifest.get("host") != host_name():
-        return False
-    ticks = process_start_ticks(pid)
-    return ticks is None or ticks != manifest.get("orchestrator_start_ticks")
 
 
 def heartbeat_age(run_dir: Path, manifest: dict[str, Any]) -> tuple[str | None, float | None]:

@@ -19,7 +19,7 @@ from types import TracebackType
 from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.errors import LockTimeoutError
 from codex_orchestrator.procfs import host_name
-from codex_orchestrator.safefs import open_no_follow
+from codex_orchestrator.safefs import open_no_follow, real_directory
 from codex_orchestrator.workspace import Settings
 
 _DEFAULTS = Settings()
@@ -42,6 +42,7 @@ class FileLock:
         initial_delay: float = _DEFAULTS.lock_initial_delay_ms / 1000,
         factor: float = _DEFAULTS.lock_backoff_factor,
         max_delay: float = _DEFAULTS.lock_max_delay_ms / 1000,
+        make_parent: bool = True,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
@@ -50,6 +51,7 @@ class FileLock:
         self.initial_delay = initial_delay
         self.factor = factor
         self.max_delay = max_delay
+        self.make_parent = make_parent
         self._fd: int | None = None
 
     @classmethod
@@ -84,7 +86,8 @@ class FileLock:
         """Make one non-blocking attempt; True when the lock is now held."""
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is already locked by this FileLock")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.make_parent:
+            real_directory(self.path.parent)
         fd = open_no_follow(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

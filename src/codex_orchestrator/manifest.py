@@ -7,6 +7,7 @@ atomic, and the time of the last write of any kind is kept so the heartbeat can 
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -18,8 +19,9 @@ from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.driver import DriverLock
 from codex_orchestrator.errors import CorruptManifestError, RunNotFoundError
 from codex_orchestrator.ids import validate_id
-from codex_orchestrator.jsonio import atomic_write_bytes, atomic_write_json, read_json
+from codex_orchestrator.jsonio import atomic_write_bytes, atomic_write_json
 from codex_orchestrator.output import note
+from codex_orchestrator.safefs import RECORD_SIZE_LIMIT, open_no_follow, read_regular
 from codex_orchestrator.statuses import RunStatus, StageStatus
 
 if TYPE_CHECKING:
@@ -75,24 +77,44 @@ def load_manifest(path: Path, shown: str | None = None) -> dict[str, Any]:
     ``shown`` is how messages name the file (default: the path as given).
     """
     name = shown or str(path)
+    return parse_manifest(read_manifest_bytes(path, name), name)
+
+
+def read_manifest_bytes(path: Path, shown: str) -> bytes:
+    """The bytes of a manifest, read once and never through a link (`CorruptManifestError`
+    when it cannot be read), for a reader that serves what it checked (`parse_manifest`)."""
     try:
-        data = read_json(path)
+        return read_regular(path, RECORD_SIZE_LIMIT, follow_links=False)
     except FileNotFoundError:
         raise CorruptManifestError(
-            f"{name}: manifest is missing; the run directory is incomplete"
+            f"{shown}: manifest is missing; the run directory is incomplete"
         ) from None
-    except (OSError, ValueError) as error:
-        raise CorruptManifestError(
-            f"{name}: manifest cannot be parsed ({_first_line(error)}); it was left untouched — "
-            "inspect or restore it by hand"
-        ) from None
-    problem = manifest_problem(data)
+    except OSError as error:
+        raise _unparsable(shown, error) from None
+
+
+def parse_manifest(data: bytes, shown: str) -> dict[str, Any]:
+    """A manifest's bytes as a checked manifest; `CorruptManifestError` naming ``shown``."""
+    try:
+        document = json.loads(data)
+    except RecursionError:
+        raise _unparsable(shown, ValueError("JSON nested too deeply to parse")) from None
+    except ValueError as error:
+        raise _unparsable(shown, error) from None
+    problem = manifest_problem(document)
     if problem is not None:
         raise CorruptManifestError(
-            f"{name}: not a valid run manifest ({problem}); it was left untouched"
+            f"{shown}: not a valid run manifest ({problem}); it was left untouched"
         )
-    manifest: dict[str, Any] = data
+    manifest: dict[str, Any] = document
     return manifest
+
+
+def _unparsable(shown: str, error: Exception) -> CorruptManifestError:
+    return CorruptManifestError(
+        f"{shown}: manifest cannot be parsed ({_first_line(error)}); it was left untouched — "
+        "inspect or restore it by hand"
+    )
 
 
 def load_child_manifest(
@@ -263,7 +285,7 @@ class ManifestStore:
 def write_resume_token(run_dir: Path, token: str) -> None:
     """Write the only copy of the resume token, readable by its owner only (mode 0600)."""
     path = run_dir / RESUME_TOKEN_NAME
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, (token + "\n").encode("ascii"))
     finally:

@@ -5,7 +5,10 @@ Every tool of the MCP server (see docs/mcp.md) is one or more runs of
 process keeps the server's stdout protocol-only (nothing a command or a stage prints can reach
 it), gives each tool the CLI's own validation and one-line errors, and lets runs started with
 ``--detach`` outlive the server. This module owns those children: it bounds what it reads from
-them and how long they run, and ends the ones still running when the server stops.
+them and how long they run, and ends the ones still running when the server stops, except a
+command that is detaching a run (``start``/``resume --detach``): that one is never signalled,
+even when its caller goes away mid-call, since the run it creates must outlive the server; it
+is waited for (it returns at once), or left to finish by itself.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class CliRunner:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._children: dict[int, anyio.abc.Process] = {}
+        self._detaching: set[int] = set()
 
     @property
     def running(self) -> list[int]:
@@ -70,16 +74,18 @@ class CliRunner:
         *arguments: str,
         accept: frozenset[int] = frozenset({0}),
         limit: int = DOCUMENT_LIMIT,
+        detaching: bool = False,
     ) -> dict[str, Any]:
         """Run ``<arguments> --format json`` and return its JSON document (at most ``limit`` bytes).
 
         An exit code outside ``accept``, or a document carrying ``error``, raises `CliError`
-        with the command's own message and exit code.
+        with the command's own message and exit code. ``detaching``: the command starts a run
+        that must outlive the server (see `capture`).
         """
         # Options go before a "--" that ends them (tasks mark ... -- TASK ITEM).
         end = arguments.index("--") if "--" in arguments else len(arguments)
         command = [*arguments[:end], "--format", "json", *arguments[end:]]
-        captured = await self.capture(command, limit)
+        captured = await self.capture(command, limit, detaching=detaching)
         document = _parse_document(captured, limit)
         if "error" in document or captured.exit_code not in accept:
             message = document.get("error") or last_line(captured.stderr_tail)
@@ -87,8 +93,14 @@ class CliRunner:
             raise CliError(str(message), code if isinstance(code, int) else captured.exit_code)
         return document
 
-    async def capture(self, arguments: list[str], limit: int) -> Captured:
-        """Run the CLI with ``arguments``; keep the first ``limit`` bytes of stdout."""
+    async def capture(
+        self, arguments: list[str], limit: int, *, detaching: bool = False
+    ) -> Captured:
+        """Run the CLI with ``arguments``; keep the first ``limit`` bytes of stdout.
+
+        A ``detaching`` command is never signalled: cancelled (its caller went away, the server
+        stops), it is waited for, shielded, as long as a command may take, then left alone.
+        """
         command = [sys.executable, "-m", "codex_orchestrator", *arguments]
         # A session of its own: the child's group is ended as one at shutdown, and a Ctrl-C
         # aimed at the agent's terminal reaches the server, which decides what to end.
@@ -99,6 +111,8 @@ class CliRunner:
             start_new_session=True,
         )
         self._children[child.pid] = child
+        if detaching:
+            self._detaching.add(child.pid)
         stdout = _Bounded(limit, keep_head=True)
         stderr = _Bounded(STDERR_TAIL, keep_head=False)
         try:
@@ -116,8 +130,9 @@ class CliRunner:
                 )
         finally:
             with anyio.CancelScope(shield=True):
-                await _end(child)
+                await (_let_finish(child) if detaching else _end(child))
                 del self._children[child.pid]
+                self._detaching.discard(child.pid)
         return Captured(
             exit_code=child.returncode if child.returncode is not None else EXIT_USAGE,
             stdout=stdout.data(),
@@ -127,11 +142,12 @@ class CliRunner:
         )
 
     async def end_all(self) -> None:
-        """End every child still running (server shutdown); each was verified by being ours."""
+        """End every child still running (server shutdown); each was verified by being ours.
+        A detaching one is let finish instead."""
         with anyio.CancelScope(shield=True):
             async with anyio.create_task_group() as group:
-                for child in list(self._children.values()):
-                    group.start_soon(_end, child)
+                for pid, child in list(self._children.items()):
+                    group.start_soon(_let_finish if pid in self._detaching else _end, child)
 
 
 class _Bounded:
@@ -177,6 +193,15 @@ async def _end(child: anyio.abc.Process) -> None:
         _signal_group(child.pid, signal.SIGKILL)
         await child.wait()
     await child.aclose()
+
+
+async def _let_finish(child: anyio.abc.Process) -> None:
+    """Wait for a detaching command to return by itself (it does at once), never signalling
+    it: a signal could reach the run it is creating. One that hangs is left to its session."""
+    with anyio.move_on_after(COMMAND_TIMEOUT_SECONDS):
+        await child.wait()
+    if child.returncode is not None:
+        await child.aclose()
 
 
 def _signal_group(pid: int, signum: int) -> None:

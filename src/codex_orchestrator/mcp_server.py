@@ -2,33 +2,41 @@
 
 Each tool validates its arguments, then runs the real CLI (see `mcp_cli`) and returns the
 command's JSON document as structured output; a CLI error becomes a tool error carrying the
-command's one-line message and exit code. The tools, their fields and their bounds are listed
-in docs/mcp.md. This is the only module that imports the MCP SDK.
+command's one-line message and exit code. The resources only read: a run's manifest is read
+once, never through a link, and served as read; its report is rendered in memory, never
+written. The tools, their fields and their bounds are listed in docs/mcp.md. This is the only
+module that imports the MCP SDK.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
+import fcntl
+import io
+import os
 import signal
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_type_hints
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
+from mcp.server.stdio import stdio_server
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field, ValidationError
 from typing_extensions import TypedDict
 
 from codex_orchestrator import __version__
+from codex_orchestrator.commands.logs import fair_shares
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError, UsageError
 from codex_orchestrator.ids import validate_id
+from codex_orchestrator.jsonio import json_text
+from codex_orchestrator.manifest import MANIFEST_NAME, parse_manifest, read_manifest_bytes
 from codex_orchestrator.mcp_cli import CliError, CliRunner
-from codex_orchestrator.safefs import TEXT_SIZE_LIMIT, UnreadableFileError, read_regular
 from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, RunStatus, run_exit_code
+from codex_orchestrator.workspace import Workspace
 
 #: Most bytes of log text one `logs` call returns, shared fairly among the logs it returns.
 LOG_LIMIT = 64 * 1024
@@ -64,6 +72,7 @@ WaitArg = Annotated[
     Field(
         ge=0,
         le=MAX_WAIT_SECONDS,
+        allow_inf_nan=False,
         description="seconds to wait for the run to end (0: return at once)",
     ),
 ]
@@ -162,7 +171,15 @@ class TasksMarkResult(TypedDict):
 
 
 class _Server(MCPServer[Any]):
-    """MCPServer whose argument-validation errors are one line with exit code 2, like the CLI's."""
+    """MCPServer whose argument-validation errors are one line with exit code 2, like the CLI's,
+    and whose stdin is read without a thread (`_StdinLines`)."""
+
+    async def run_stdio_async(self) -> None:
+        """Serve over stdio until stdin closes (or the task is cancelled: a signal)."""
+        async with stdio_server(stdin=_StdinLines.claim()) as (read_stream, write_stream):
+            await self._lowlevel_server.run(
+                read_stream, write_stream, self._lowlevel_server.create_initialization_options()
+            )
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
@@ -176,6 +193,51 @@ class _Server(MCPServer[Any]):
             if name not in known:
                 return _error(f"unknown tool {name[:80]!r}; tools: {', '.join(known)}", EXIT_USAGE)
             raise
+
+
+class _StdinLines(anyio.AsyncFile[str]):
+    """The server's stdin, line by line, waited for in the event loop, not in a thread.
+
+    The SDK reads stdin in a worker thread blocked in ``read()``, which no cancellation can
+    interrupt: an idle server told to stop (SIGTERM, SIGINT, SIGHUP) would wait for the next
+    line before it could exit. Waiting for readability in the event loop ends with the task.
+    """
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(io.StringIO())
+        self._fd = fd
+        self._buffer = bytearray()
+        self._ended = False
+        # a regular file is always readable, and the event loop refuses to wait on one
+        self._pollable = not stat.S_ISREG(os.fstat(fd).st_mode)
+
+    @classmethod
+    def claim(cls) -> _StdinLines:
+        """Take the protocol's stdin from descriptor 0, which then reads /dev/null (so no code
+        of the server can read the protocol's bytes by accident)."""
+        wire = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 3)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        return cls(wire)
+
+    async def readline(self) -> str:
+        """The next line, ``""`` at the end of the input."""
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0 or self._ended:
+                cut = end + 1 if end >= 0 else len(self._buffer)
+                line = bytes(self._buffer[:cut])
+                del self._buffer[:cut]
+                return line.decode("utf-8", "replace")
+            if self._pollable:
+                try:
+                    await anyio.wait_readable(self._fd)
+                except OSError:  # a file the event loop cannot watch: reading it never blocks
+                    self._pollable = False
+            chunk = os.read(self._fd, 1 << 16)
+            self._ended = not chunk
+            self._buffer += chunk
 
 
 def build_server(root: Path, read_only: bool = False) -> tuple[MCPServer[Any], CliRunner]:
@@ -198,7 +260,7 @@ def build_server(root: Path, read_only: bool = False) -> tuple[MCPServer[Any], C
             description=description,
             annotations=ToolAnnotations(read_only_hint=read_only_tool, open_world_hint=False),
         )
-    resources = _Resources(cli)
+    resources = _Resources(root)
     for uri, name, description, mime_type in _RESOURCE_TABLE:
         server.resource(uri, name=name, description=description, mime_type=mime_type)(
             getattr(resources, name)
@@ -248,7 +310,7 @@ class _Tools:
     ) -> Annotated[CallToolResult, RunState]:
         async def body() -> dict[str, Any]:
             arguments = _pipeline_task(pipeline, task)
-            started = await self.cli.document("start", *arguments, "--detach")
+            started = await self.cli.document("start", *arguments, "--detach", detaching=True)
             return await self._follow(ctx, str(started["run_id"]), wait_seconds)
 
         return await _respond(body)
@@ -264,7 +326,13 @@ class _Tools:
         ctx: Context[Any, Any],
         run: RunArg,
         timeout_seconds: Annotated[
-            float, Field(ge=0, le=MAX_WAIT_SECONDS, description="longest wait, in seconds")
+            float,
+            Field(
+                ge=0,
+                le=MAX_WAIT_SECONDS,
+                allow_inf_nan=False,
+                description="longest wait, in seconds",
+            ),
         ] = 60,
     ) -> Annotated[CallToolResult, RunState]:
         async def body() -> dict[str, Any]:
@@ -295,7 +363,9 @@ class _Tools:
     ) -> Annotated[CallToolResult, RunState]:
         async def body() -> dict[str, Any]:
             run_id = _run_id(run)
-            await self.cli.document("resume", run_id, f"--actor={ACTOR}", "--detach")
+            await self.cli.document(
+                "resume", run_id, f"--actor={ACTOR}", "--detach", detaching=True
+            )
             return await self._follow(ctx, run_id, wait_seconds)
 
         return await _respond(body)
@@ -389,7 +459,8 @@ class _Tools:
         arguments = ["logs", run_id]
         if stage is not None:
             arguments.append(_checked_id(stage, "stage"))
-        arguments += ["--stream", stream]
+        # the CLI sends no more log than the answer can hold: binary logs of any size fit
+        arguments += ["--stream", stream, "--max-bytes", str(LOG_LIMIT)]
         if tail_lines is not None:
             arguments += ["--tail", str(tail_lines)]
         document = await self.cli.document(*arguments, limit=LOGS_DOCUMENT_LIMIT)
@@ -406,45 +477,42 @@ class _Tools:
 
 
 class _Resources:
-    """``run://{run_id}/manifest`` and ``run://{run_id}/report``."""
+    """``run://{run_id}/manifest`` and ``run://{run_id}/report``: they read, never write.
 
-    def __init__(self, cli: CliRunner) -> None:
-        self.cli = cli
+    The manifest is read once, never through a link, checked, and served as read (another
+    read after a check could meet a file swapped for a link meanwhile); the report is rendered
+    in memory from that manifest and the run directory.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
 
     async def manifest(self, run_id: str) -> str:
-        status = await self._status(run_id)
-        return self._read(status["manifest"]).decode("utf-8", "replace")
+        data, _, _ = self._read(run_id)
+        return data.decode("utf-8", "replace")
 
     async def report(self, run_id: str) -> str:
-        if importlib.util.find_spec("codex_orchestrator.commands.report") is None:
-            raise ResourceError(
-                "this codex-orchestrator has no report command; upgrade it to read run reports"
-            )
-        await self._status(run_id)
-        try:
-            document = await self.cli.document("report", run_id)
-        except CliError as error:
-            raise ResourceError(f"{error.message} (exit {error.exit_code})") from None
-        path = document.get("report")
-        if not isinstance(path, str):
-            raise ResourceError("the report command did not name the report it wrote")
-        return self._read(path).decode("utf-8", "replace")
+        from codex_orchestrator.view.report import render_run_report
 
-    async def _status(self, run_id: str) -> dict[str, Any]:
+        _, run_dir, manifest = self._read(run_id)
+        html: str = await anyio.to_thread.run_sync(render_run_report, run_dir, manifest)
+        return html
+
+    def _read(self, run_id: str) -> tuple[bytes, Path, dict[str, Any]]:
+        """The run's manifest bytes (read once), its directory and the checked manifest."""
         try:
-            return await self.cli.document("status", _run_id(run_id))
+            workspace = Workspace.from_env(
+                {**os.environ, "CODEX_ORCHESTRATOR_ROOT": str(self.root)}
+            )
+            _, run_dir = workspace.require_run(_run_id(run_id))
         except OrchestratorError as error:
             raise ResourceNotFoundError(error.message) from None
-        except CliError as error:
-            raise ResourceNotFoundError(error.message) from None
-
-    def _read(self, shown: str) -> bytes:
-        """Read a file the CLI named (relative to the root when inside it)."""
-        path = self.cli.root / shown
+        shown = workspace.display(run_dir / MANIFEST_NAME)
         try:
-            return read_regular(path, TEXT_SIZE_LIMIT)
-        except (OSError, UnreadableFileError) as error:
-            raise ResourceError(f"cannot read {shown}: {error}") from None
+            data = read_manifest_bytes(run_dir / MANIFEST_NAME, shown)
+            return data, run_dir, parse_manifest(data, shown)
+        except OrchestratorError as error:
+            raise ResourceError(error.message) from None
 
 
 _TOOL_TABLE = (
@@ -490,70 +558,71 @@ _RESOURCE_TABLE = (
     (
         "run://{run_id}/report",
         "report",
-        "a run's self-contained HTML report (written on first read)",
+        "a run's self-contained HTML report (rendered on each read; nothing is written)",
         "text/html",
     ),
 )
 
 
 def run_state(status: dict[str, Any]) -> dict[str, Any]:
-    """The `RunState` of a ``status --format json`` document."""
+    """The `RunState` of a ``status --format json`` document.
+
+    A manifest may be tampered with (a summary that is a list): a field that is not of its
+    declared type is left out (None), so that the result is valid, never a schema error.
+    """
     finished = status.get("status") in TERMINAL_RUN_STATUSES
-    return {
-        "run_id": status.get("run_id"),
-        "task_id": status.get("task_id"),
-        "pipeline_id": status.get("pipeline_id"),
-        "status": status.get("status"),
-        "status_detail": status.get("status_detail"),
-        "finished": finished,
-        "exit_code": (
-            run_exit_code(RunStatus(status["status"]), status.get("status_detail"))
-            if finished
-            else None
+    state = _typed(status, RunState, ("stages", "child_runs", "exit_code", "waited_seconds"))
+    state.update(
+        finished=finished,
+        exit_code=(
+            run_exit_code(RunStatus(status["status"]), state["status_detail"]) if finished else None
         ),
-        "stale": bool(status.get("stale")),
-        "heartbeat_age_seconds": status.get("heartbeat_age_seconds"),
-        "started_at": status.get("started_at"),
-        "completed_at": status.get("completed_at"),
-        "manifest": status.get("manifest"),
-        "artifact_root": status.get("artifact_root"),
-        "log_path": status.get("log_path"),
-        "stages": [_stage_state(command) for command in status.get("commands") or []],
-        "child_runs": status.get("child_runs") or [],
-        "hint": status.get("hint"),
-        "waited_seconds": 0.0,
-    }
+        stale=status.get("stale") is True,
+        stages=[_typed(command, StageState) for command in status.get("commands") or []],
+        child_runs=status.get("child_runs") or [],
+        waited_seconds=0.0,
+    )
+    return state
 
 
 def fit_logs(logs: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
-    """Cut the logs' texts to ``limit`` UTF-8 bytes in all, keeping each one's tail.
+    """Cut the logs' texts to ``limit`` bytes of UTF-8 in all, keeping each one's tail.
 
-    Small logs are returned whole; what they leave is shared evenly among the larger ones.
+    Small logs are returned whole; what they leave is shared evenly among the larger ones
+    (`fair_shares`). Each cut falls on a character boundary, so the text returned is never
+    more bytes than its share.
     """
-    sizes = [len(str(log.get("text", "")).encode()) for log in logs]
-    budgets = [0] * len(logs)
-    remaining = limit
-    order = sorted(range(len(logs)), key=lambda index: sizes[index])
-    for position, index in enumerate(order):
-        share = remaining // (len(order) - position)
-        budgets[index] = min(sizes[index], share)
-        remaining -= budgets[index]
+    encoded = [str(log.get("text", "")).encode("utf-8", "replace") for log in logs]
+    shares = fair_shares([len(data) for data in encoded], limit)
     fitted = []
-    for log, size, budget in zip(logs, sizes, budgets, strict=True):
-        data = str(log.get("text", "")).encode()[size - budget :]
+    for log, data, share in zip(logs, encoded, shares, strict=True):
+        start = len(data) - share
+        while start < len(data) and data[start] & 0xC0 == 0x80:  # inside a character
+            start += 1
         fitted.append(
             {
                 **{key: log.get(key) for key in LogText.__annotations__},
-                # A cut may split a character; the replacement marks where.
-                "text": data.decode("utf-8", "replace"),
-                "truncated": bool(log.get("truncated")) or budget < size,
+                "text": data[start:].decode("utf-8"),
+                "truncated": bool(log.get("truncated")) or start > 0,
             }
         )
     return fitted
 
 
-def _stage_state(command: dict[str, Any]) -> dict[str, Any]:
-    return {key: command.get(key) for key in StageState.__annotations__}
+def _typed(document: dict[str, Any], schema: type, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields of ``schema`` (a TypedDict) from ``document``, each one None unless it is of
+    its declared type (a bool is no number); fields in ``skip`` are the caller's."""
+    fields: dict[str, Any] = {}
+    for key, hint in get_type_hints(schema).items():
+        if key in skip:
+            continue
+        kinds = tuple(kind for kind in get_args(hint) or (hint,) if kind is not type(None))
+        kinds += (int,) if float in kinds else ()  # JSON has one kind of number
+        value = document.get(key)
+        if isinstance(value, bool) and bool not in kinds:
+            value = None
+        fields[key] = value if isinstance(value, kinds) else None
+    return fields
 
 
 def _progress_message(state: dict[str, Any]) -> str:
@@ -569,7 +638,7 @@ async def _respond(body: Callable[[], Awaitable[dict[str, Any]]]) -> CallToolRes
     except (OrchestratorError, CliError) as error:
         return _error(error.message, error.exit_code)
     return CallToolResult(
-        content=[TextContent(type="text", text=json.dumps(document, ensure_ascii=False))],
+        content=[TextContent(type="text", text=json_text(document, pretty=False))],
         structured_content=document,
     )
 

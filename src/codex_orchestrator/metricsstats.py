@@ -2,7 +2,8 @@
 
 The file is streamed line by line; a line that does not parse or is not a run's metrics (a
 torn write, a hand edit) is counted in ``parse_errors`` and skipped. Lines written before the
-metrics line carried ``stages`` still count for the run figures.
+metrics line carried ``stages`` still count for the run figures. A duration that is not a finite
+number (``NaN``, ``Infinity`` or ``1e999`` in a hand-edited line) counts as absent.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.clock import iso_utc, parse_iso_utc
+from codex_orchestrator.numeric import finite
+from codex_orchestrator.safefs import open_no_follow
 from codex_orchestrator.statuses import RunStatus
 
 
@@ -54,9 +56,9 @@ class RunFigures:
             self.cancelled += 1
         if line.get("guardrails_present") is True:
             self.guarded += 1
-        duration = line.get("duration_seconds")
-        if isinstance(duration, int | float) and not isinstance(duration, bool):
-            self.durations.append(float(duration))
+        duration = finite(line.get("duration_seconds"))
+        if duration is not None:
+            self.durations.append(duration)
 
     def to_json(self) -> dict[str, Any]:
         """Counts, rates (fractions 0-1) and duration percentiles."""
@@ -94,9 +96,9 @@ class StageFigures:
         attempts = stage.get("attempts")
         if isinstance(attempts, int) and attempts > 1:
             self.retries += attempts - 1
-        duration = stage.get("duration_seconds")
-        if isinstance(duration, int | float) and not isinstance(duration, bool):
-            self.durations.append(float(duration))
+        duration = finite(stage.get("duration_seconds"))
+        if duration is not None:
+            self.durations.append(duration)
 
     def to_json(self, stage_id: str) -> dict[str, Any]:
         """The stage's figures."""
@@ -199,11 +201,8 @@ def collect(figures: TaskFigures, path: Path, since: float | None) -> None:
 def _lines(path: Path) -> Iterator[bytes]:
     """Non-blank lines of a regular file (nothing for a FIFO, a device or a missing file)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = open_no_follow(path, os.O_RDONLY)
     except OSError:
-        return
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
         return
     with os.fdopen(fd, "rb") as handle:
         for raw in handle:

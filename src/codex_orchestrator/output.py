@@ -1,5 +1,10 @@
 """How commands talk to the user: one JSON document on stdout, or text; notes on stderr.
 
+Everything printed here may carry text a stage or a hand-edited record chose (summaries, stage
+ids, history entries), so text goes through the one terminal neutraliser
+(`view.text.neutralise`) and JSON through the one encoder (`jsonio.json_text`), which writes
+the characters a terminal could act on as escapes.
+
 A closed standard stream (``start >&-``) or a reader that goes away (``status RUN | head -0``)
 is not an error: what cannot be shown is dropped, and the command finishes its work and exits
 with its usual code. Records never depend on the terminal.
@@ -8,12 +13,14 @@ with its usual code. Records never depend on the terminal.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from codex_orchestrator.jsonio import json_text
+from codex_orchestrator.view.text import neutralise
 
 
 class Reporter:
@@ -25,9 +32,9 @@ class Reporter:
     def result(self, document: dict[str, Any], text: str) -> None:
         """Print the command's result: ``document`` in JSON mode, else ``text``."""
         if self.json:
-            shown = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+            shown = json_text(document) + "\n"
         else:
-            shown = text if text.endswith("\n") else text + "\n"
+            shown = neutralise(text if text.endswith("\n") else text + "\n")
         try:
             sys.stdout.write(shown)
             sys.stdout.flush()
@@ -44,7 +51,7 @@ class Reporter:
 def note(message: str) -> None:
     """Write a progress or warning line to stderr (dropped when nobody can read it)."""
     try:
-        sys.stderr.write(message.rstrip("\n") + "\n")
+        sys.stderr.write(neutralise(message.rstrip("\n")) + "\n")
         sys.stderr.flush()
     except (OSError, ValueError):
         _silence(sys.stderr, 2)
@@ -91,6 +98,7 @@ def _silence(stream: Any, fd: int) -> None:
 
 def log_echo(*paths: Path) -> Callable[[], None]:
     """Return a callable that copies bytes newly appended to ``paths`` onto stderr, neutralised."""
+    from codex_orchestrator.safefs import read_at
     from codex_orchestrator.view.text import StreamNeutraliser
 
     offsets = dict.fromkeys(paths, 0)
@@ -99,9 +107,7 @@ def log_echo(*paths: Path) -> Callable[[], None]:
     def echo() -> None:
         for path, offset in offsets.items():
             try:
-                with open(path, "rb") as handle:
-                    handle.seek(offset)
-                    chunk = handle.read(1 << 20)
+                chunk = read_at(path, offset, 1 << 20)
             except OSError:
                 continue
             if chunk:

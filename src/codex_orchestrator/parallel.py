@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from codex_orchestrator.executor import Cancellation
+from codex_orchestrator.safefs import read_at
 
 #: The longest wait before a retry, whatever ``retryDelaySeconds`` and the attempt number.
 MAX_RETRY_DELAY_SECONDS = 60.0
@@ -115,13 +116,18 @@ class PrefixedEcho:
     """Copies the new bytes of a stage's logs onto stderr, each line prefixed ``[stage-id] ``.
 
     Only whole lines are copied while the stage runs, so lines of stages running at once never
-    interleave mid-line; `finish` copies what is left.
+    interleave mid-line; `finish` copies what is left. What reaches the terminal is neutralised
+    (`view.text.StreamNeutraliser`): a stage cannot retitle the window, set the clipboard or
+    clear the screen through the echo.
     """
 
     def __init__(self, stage_id: str, *paths: Path) -> None:
-        self.prefix = f"[{stage_id}] ".encode()
+        from codex_orchestrator.view.text import StreamNeutraliser, neutralise
+
+        self.prefix = f"[{neutralise(stage_id, keep_newlines=False)}] ".encode()
         self.offsets = dict.fromkeys(paths, 0)
         self.partial = dict.fromkeys(paths, b"")
+        self.safe = {path: StreamNeutraliser() for path in paths}
 
     def __call__(self) -> None:
         """Copy the whole lines written since the last call."""
@@ -135,13 +141,11 @@ class PrefixedEcho:
         out = bytearray()
         for path, offset in self.offsets.items():
             try:
-                with open(path, "rb") as handle:
-                    handle.seek(offset)
-                    chunk = handle.read(1 << 20)
+                chunk = read_at(path, offset, 1 << 20)
             except OSError:
                 chunk = b""
             self.offsets[path] = offset + len(chunk)
-            pending = self.partial[path] + chunk
+            pending = self.partial[path] + self.safe[path].feed(chunk)
             lines = pending.split(b"\n")
             rest = lines.pop()
             if final or len(rest) > ECHO_LINE_LIMIT:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 #: Linux never hands out a pid above this (``PID_MAX_LIMIT``).
@@ -47,6 +48,66 @@ def live_group_members(pgid: int) -> list[int] | None:
         if int(fields[2]) == pgid and fields[0] != b"Z":
             members.append(int(name))
     return members
+
+
+def lock_token(device: int, inode: int) -> bytes:
+    """How ``/proc/locks`` and ``/proc/<pid>/fdinfo`` name a file: ``MAJOR:MINOR:INODE``."""
+    return f"{os.major(device):02x}:{os.minor(device):02x}:{inode}".encode()
+
+
+def exclusive_flock_pids(token: bytes) -> list[int]:
+    """Pids ``/proc/locks`` names for the exclusive ``flock`` held on the file ``token`` names.
+
+    Only a hint: the kernel records the pid that took the lock, which may have handed the open
+    file to a child and exited since (``start --detach``); `holds_exclusive_flock` is the proof.
+    """
+    try:
+        with open("/proc/locks", "rb") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    pids = []
+    for line in lines:
+        fields = _flock_fields(line.split())
+        if fields is not None and fields[1] == token:
+            with contextlib.suppress(ValueError):
+                pids.append(int(fields[0]))
+    return pids
+
+
+def holds_exclusive_flock(pid: int, token: bytes) -> bool:
+    """True when process ``pid`` has a descriptor of the very open file that holds the
+    exclusive ``flock`` on the file ``token`` names.
+
+    The kernel lists in ``/proc/<pid>/fdinfo/<fd>`` the locks owned by that descriptor's open
+    file, so no file anyone can write (a pid written in a lock file) can fake this. False when
+    ``/proc`` cannot tell (another user's process, a pid that is gone).
+    """
+    base = f"/proc/{pid}/fdinfo"
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return False
+    for name in names:
+        try:
+            with open(f"{base}/{name}", "rb") as handle:
+                info = handle.read(1 << 16)
+        except OSError:
+            continue
+        for line in info.splitlines():
+            if line.startswith(b"lock:"):
+                fields = _flock_fields(line.split()[1:])
+                if fields is not None and fields[1] == token:
+                    return True
+    return False
+
+
+def _flock_fields(fields: list[bytes]) -> tuple[bytes, bytes] | None:
+    """(pid, file token) of a granted exclusive ``flock`` line (``1: FLOCK ADVISORY WRITE
+    <pid> <maj:min:ino> 0 EOF``); None for any other lock and for a waiter (``->``)."""
+    if len(fields) < 6 or fields[1] != b"FLOCK" or fields[3] != b"WRITE":
+        return None
+    return fields[4], fields[5]
 
 
 def checked_pid(value: object) -> int | None:

@@ -1,16 +1,19 @@
 """Choosing and deleting old run directories while keeping every run's history.
 
 A run is deleted only when it has ended (terminal manifest), matches every criterion given,
-is not cited as evidence (unless told), and is not the child of a run that stays. Before its
-directory goes, its ``state.json`` entry is re-recorded with ``"pruned": true`` through the
-task's state store (a pending snapshot merged under the state lock, so runs finishing at the
-same moment lose nothing); ``metrics.json`` is never touched. A directory is first renamed to a
-hidden name in the same ``cli`` directory (one atomic step), then removed.
+is not cited as evidence (unless told), is not the child of a run that stays (in any task, or
+whose manifest cannot be read), and its driver lock (``.driver.lock``) can be taken: a run
+some process drives (``resume``, a finishing driver, another prune) is left alone, and the
+lock is held until its directory is gone. The directory is first renamed to a hidden name in
+the same ``cli`` directory (one atomic step); then the run's ``state.json`` entry is marked
+``"pruned": true`` under the task's state lock (`TaskStateStore.mark_pruned`, after every
+pending snapshot is merged, and sticky, so a finishing run's snapshot cannot undo it); then the
+directory is removed. ``metrics.json`` is never touched. Every access goes through `safefs`:
+no link is followed.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -19,10 +22,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from codex_orchestrator.clock import parse_iso_utc
+from codex_orchestrator.driver import DriverLock
 from codex_orchestrator.history import TaskHistory, read_manifest
 from codex_orchestrator.ids import RUN_ID_PATTERN
-from codex_orchestrator.jsonio import atomic_write_bytes
 from codex_orchestrator.persistence.state_store import RunRecord, TaskStateStore
+from codex_orchestrator.safefs import list_directory, open_parent, rename_no_follow
 from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES
 from codex_orchestrator.workspace import Settings, Workspace
 
@@ -82,9 +86,10 @@ def _candidate(
 
 def left_aside(history: TaskHistory) -> list[tuple[Candidate, Path]]:
     """Runs an interrupted prune set aside but did not finish removing (their hidden
-    directories), so that this prune marks and removes them."""
+    directories), so that this prune marks and removes them. Call it before setting any run
+    aside: this prune's own hidden directories are not left over."""
     try:
-        names = os.listdir(history.cli_dir)
+        names = list_directory(history.cli_dir)
     except OSError:
         return []
     found = []
@@ -119,8 +124,17 @@ def candidates(history: TaskHistory, warn: Callable[[str], None]) -> list[Candid
     return found
 
 
-def decide(runs: list[Candidate], criteria: Criteria, cited: dict[str, str]) -> Decision:
-    """Apply the criteria and the protections to ``runs`` (newest first)."""
+def decide(
+    runs: list[Candidate],
+    criteria: Criteria,
+    cited: dict[str, str],
+    run_exists: Callable[[str], bool],
+) -> Decision:
+    """Apply the criteria and the protections to ``runs`` (newest first).
+
+    ``run_exists(run_id)`` says whether a run has a directory under any task (readable manifest
+    or not): a child whose parent exists and is not removed too is kept.
+    """
     kept: dict[str, str] = {}
     remove: dict[str, Candidate] = {}
     seen_per_pipeline: dict[tuple[str, str], int] = {}
@@ -144,13 +158,17 @@ def decide(runs: list[Candidate], criteria: Criteria, cited: dict[str, str]) -> 
             kept[run.run_id] = f"evidence in {cited[run.run_id]}"
         else:
             remove[run.run_id] = run
-    on_disk = {run.run_id for run in runs}
+    exists: dict[str, bool] = {}
     changed = True
     while changed:  # a kept run keeps its children, whose own children stay with them
         changed = False
         for run_id, run in list(remove.items()):
             parent = run.parent_run_id
-            if parent is not None and parent in on_disk and parent not in remove:
+            if parent is None or parent in remove:
+                continue
+            if parent not in exists:
+                exists[parent] = run_exists(parent)
+            if exists[parent]:
                 kept[run_id] = f"child of kept run {run.parent_run_id}"
                 del remove[run_id]
                 changed = True
@@ -163,14 +181,21 @@ def _ended_before(run: Candidate, cutoff: float) -> bool:
 
 
 def directory_bytes(path: Path) -> int:
-    """Bytes of the regular files under ``path`` (links are not followed)."""
+    """Bytes of the files under ``path`` (no link followed, above it or inside it)."""
+    try:
+        parent, name = open_parent(path)
+    except OSError:
+        return 0
     total = 0
-    for directory, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(directory, name)).st_size
-            except OSError:
-                continue
+    try:
+        for _, _, files, directory in os.fwalk(name, dir_fd=parent):
+            for file_name in files:
+                try:
+                    total += os.lstat(file_name, dir_fd=directory).st_size
+                except OSError:
+                    continue
+    finally:
+        os.close(parent)
     return total
 
 
@@ -182,28 +207,21 @@ def mark_pruned(
     history: TaskHistory,
     warn: Callable[[str], None],
 ) -> None:
-    """Record ``"pruned": true`` in each run's state entry, through the state store's lock.
+    """Record ``"pruned": true`` in each run's state entry, under the state store's lock.
 
-    Each mark is a pending snapshot (the entry as recorded, plus the flag, same completion
-    time), which the store merges under its lock like any finishing run's snapshot: now when
-    the lock is free, else by the process holding it (see the state store's docstring).
+    A run missing from ``state.json`` gets its archived entry, else one made from its manifest.
+    Raises `LockTimeoutError` when the lock bound is spent (nothing is marked).
     """
-    store = TaskStateStore.for_task(workspace, settings, task_id, warn)
     recorded, _ = history.recorded()
     archived: dict[str, dict[str, Any]] | None = None
-    store.pending_dir.mkdir(parents=True, exist_ok=True)
+    entries = []
     for run in runs:
         entry = recorded.get(run.run_id)
         if entry is None:
             archived = history.archived() if archived is None else archived
             entry = archived.get(run.run_id) or _entry_from_manifest(workspace, run)
-        entry = {**entry, "pruned": True}
-        record = RunRecord(
-            task_id, run.run_id, entry["pipelineId"], entry["status"], entry["timestamp"], ""
-        )
-        payload = json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode()
-        atomic_write_bytes(store.pending_path(record), payload, durable=True)
-    store.read()  # merges the marks now when the lock is free; else its holder merges them
+        entries.append(entry)
+    TaskStateStore.for_task(workspace, settings, task_id, warn).mark_pruned(entries)
 
 
 def _entry_from_manifest(workspace: Workspace, run: Candidate) -> dict[str, Any]:
@@ -218,17 +236,28 @@ def _entry_from_manifest(workspace: Workspace, run: Candidate) -> dict[str, Any]
     ).to_json()
 
 
+def take_driver(run_dir: Path) -> DriverLock | None:
+    """The run's driver lock, held by this process; None while another process holds it (or
+    when it cannot be opened: a link or a FIFO in its place, a vanished directory)."""
+    lock = DriverLock(run_dir)
+    try:
+        return lock if lock.acquire() else None
+    except OSError:
+        return None
+
+
 def set_aside(run: Candidate) -> Path | None:
     """Rename the run's directory to a hidden name if its manifest still says it ended.
 
-    Returns the hidden path, or None when the run is live again or already gone.
+    The caller holds the run's driver lock. Returns the hidden path, or None when the run is
+    live again or already gone.
     """
     manifest = read_manifest(run.run_dir)
     if manifest is None or manifest["status"] not in TERMINAL_RUN_STATUSES:
         return None
     hidden = run.run_dir.with_name(f".pruning-{run.run_id}-{os.urandom(3).hex()}")
     try:
-        os.rename(run.run_dir, hidden)
+        rename_no_follow(run.run_dir, hidden)
     except OSError:
         return None
     return hidden

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from codex_orchestrator.cancelrequest import apply_request
+from codex_orchestrator.cancelrequest import apply_requests, closing_requests
 from codex_orchestrator.clock import iso_utc, parse_iso_utc
 from codex_orchestrator.manifest import (
     OUTCOME_FIELDS,
@@ -42,42 +42,48 @@ def record_finished_run(
     status: str,
     detail: str | None,
 ) -> int:
-    """Close the manifest with ``status`` and write every final record; return the exit code."""
-    data = store.data
-    completed = iso_utc()
-    exit_code = run_exit_code(status, detail)
-    with store.lock:
-        if status == RunStatus.CANCELLED:  # a `cancel` request says who stopped the run, and why
-            detail = apply_request(store.run_dir, data, detail)
-        _close_manifest(data, status, detail, exit_code, completed)
-        try:
-            summary_path = write_run_summary(store.run_dir, _run_summary(workspace, store))
-            data["run_summary_path"] = workspace.display(summary_path)
-        except OSError as error:
-            note(f"warning: run {data['run_id']}: run-summary.json not written ({error})")
+    """Close the manifest with ``status`` and write every final record; return the exit code.
 
-    def write_manifest(metrics_recorded: bool) -> None:
-        store.update(metrics_recorded=metrics_recorded)
-        store.persist(durable=True)
+    The run's cancel requests are closed under their lock until the terminal manifest is
+    written, so that a ``cancel`` racing the end either is recorded here or sees the run ended
+    (see `cancelrequest`).
+    """
+    with closing_requests(store.run_dir):
+        data = store.data
+        completed = iso_utc()
+        exit_code = run_exit_code(status, detail)
+        with store.lock:
+            # a `cancel` request says who stopped the run, and why (dropped if it came too late)
+            detail = apply_requests(store.run_dir, data, status, detail)
+            _close_manifest(data, status, detail, exit_code, completed)
+            try:
+                summary_path = write_run_summary(store.run_dir, _run_summary(workspace, store))
+                data["run_summary_path"] = workspace.display(summary_path)
+            except OSError as error:
+                note(f"warning: run {data['run_id']}: run-summary.json not written ({error})")
 
-    task_id = data["task_id"]
-    state = TaskStateStore.for_task(workspace, settings, task_id, note)
-    record = RunRecord(
-        task_id=task_id,
-        run_id=data["run_id"],
-        pipeline_id=pipeline_id,
-        status=status,
-        timestamp=completed,
-        manifest=workspace.display(store.path),
-        started_at=data["started_at"],
-        status_detail=detail,
-        duration_seconds=data["duration_seconds"],
-    )
-    coordinator = PersistenceCoordinator(
-        state, workspace.task_runs_dir(task_id) / "metrics.json", note
-    )
-    coordinator.finish_run(metrics=_metrics(data), write_manifest=write_manifest, record=record)
-    return exit_code
+        def write_manifest(metrics_recorded: bool) -> None:
+            store.update(metrics_recorded=metrics_recorded)
+            store.persist(durable=True)
+
+        task_id = data["task_id"]
+        state = TaskStateStore.for_task(workspace, settings, task_id, note)
+        record = RunRecord(
+            task_id=task_id,
+            run_id=data["run_id"],
+            pipeline_id=pipeline_id,
+            status=status,
+            timestamp=completed,
+            manifest=workspace.display(store.path),
+            started_at=data["started_at"],
+            status_detail=detail,
+            duration_seconds=data["duration_seconds"],
+        )
+        coordinator = PersistenceCoordinator(
+            state, workspace.task_runs_dir(task_id) / "metrics.json", note
+        )
+        coordinator.finish_run(metrics=_metrics(data), write_manifest=write_manifest, record=record)
+        return exit_code
 
 
 def _close_manifest(

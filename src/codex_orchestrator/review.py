@@ -11,7 +11,6 @@ hand-off appends ``{requested_at, review_path, mode, exit_code}`` to the manifes
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -32,7 +31,7 @@ from codex_orchestrator.jsonio import (
 from codex_orchestrator.liveness import refuse_if_alive
 from codex_orchestrator.manifest import EVENTS_NAME, MANIFEST_NAME, RUN_SUMMARY_NAME, load_manifest
 from codex_orchestrator.output import note
-from codex_orchestrator.safefs import ERROR_FILE_READ_LIMIT, resolve_within
+from codex_orchestrator.safefs import ERROR_FILE_READ_LIMIT, resolve_within, scan_directory
 from codex_orchestrator.statuses import RunStatus, StageStatus
 from codex_orchestrator.workspace import Workspace, resolve_task_id
 
@@ -75,10 +74,14 @@ def newest_run_dir(workspace: Workspace, task_id: str) -> Path | None:
     """The run directory of ``task_id`` with the greatest (newest) run id."""
     cli = workspace.cli_dir(task_id)
     try:
-        with os.scandir(cli) as entries:
-            runs = [e.name for e in entries if RUN_ID_PATTERN.fullmatch(e.name) and e.is_dir()]
+        entries = scan_directory(cli)
     except OSError:
         return None
+    runs = [
+        e.name
+        for e in entries
+        if RUN_ID_PATTERN.fullmatch(e.name) and e.is_dir(follow_symlinks=False)
+    ]
     return cli / max(runs) if runs else None
 
 

@@ -14,11 +14,12 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from codex_orchestrator.cancelrequest import watching
 from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.config import CommandStage, Config, Pipeline, SubpipelineStage
 from codex_orchestrator.driver import DriverLock, driver_identity
@@ -50,7 +51,9 @@ from codex_orchestrator.manifest import (
 from codex_orchestrator.output import note
 from codex_orchestrator.parallel import PrefixedEcho, retry_delay
 from codex_orchestrator.records import record_finished_run
+from codex_orchestrator.safefs import new_directory, real_directory, remove_tree
 from codex_orchestrator.stage_loop import Ended, Finish, LoopState, Post, RetryIn, StageLoop, Work
+from codex_orchestrator.stagelogs import log_stem
 from codex_orchestrator.statuses import (
     DONE_STAGE_STATUSES,
     DRIVER_LOST_DETAIL,
@@ -122,7 +125,7 @@ def _make_run_dir(workspace: Workspace, task_id: str) -> tuple[str, Path]:
     root) is an environment fault that propagates to the command line's handler (exit 1)."""
     cli_dir = workspace.cli_dir(task_id)
     try:
-        cli_dir.mkdir(parents=True, exist_ok=True)
+        real_directory(cli_dir)
     except OSError as error:
         raise OrchestratorError(
             f"cannot create {workspace.display(cli_dir)} ({error.strerror}); make the runs root "
@@ -133,7 +136,7 @@ def _make_run_dir(workspace: Workspace, task_id: str) -> tuple[str, Path]:
         run_id = new_run_id()
         run_dir = cli_dir / run_id
         try:
-            run_dir.mkdir()
+            new_directory(run_dir)
         except FileExistsError:
             continue
         return run_id, run_dir
@@ -151,8 +154,8 @@ def create_run(
     driver = DriverLock(run_dir)
     try:
         driver.acquire()
-        (run_dir / "commands").mkdir()
-        (run_dir / "errors").mkdir()
+        new_directory(run_dir / "commands")
+        new_directory(run_dir / "errors")
         token = os.urandom(32).hex()
         write_resume_token(run_dir, token)
         store = ManifestStore(
@@ -170,9 +173,8 @@ def create_run(
 
 def _remove_unborn_run(run_dir: Path) -> None:
     """Remove a run directory this process just created and that has no manifest yet."""
-    import shutil  # only on this failure path: keeps start-up light
-
-    shutil.rmtree(run_dir, ignore_errors=True)
+    with suppress(OSError):
+        remove_tree(run_dir)
 
 
 def _first_manifest(
@@ -262,7 +264,9 @@ def _execute(
     try:  # from here on, whatever fails, the run ends with a terminal manifest
         store.persist()
         heartbeat.start()
-        outcome = _run_stages(ctx, run)
+        # a `cancel` of this run (and of no other) requests its cancellation
+        with watching(run.run_dir, ctx.cancellation, store.data):
+            outcome = _run_stages(ctx, run)
         store.flush()  # a run directory that can no longer be written fails the run here
     except Exception as error:  # an unexpected fault still ends with an honest record
         outcome = _internal_failure(run, error)
@@ -499,11 +503,16 @@ class _Stages:
             log_path=ctx.workspace.display(child.path),
         )
         run.store.persist()  # at once: resume settles the child runs the manifest links
-        # the child follows this run's cancellation, so that a failFast teardown reaches it
-        child_ctx = ctx._replace(cancellation=cancellation)
+        # The child follows this run's cancellation (a signal, a failFast teardown), and has
+        # one of its own: a `cancel` of the child run ends it and nothing else.
+        own = cancellation.dependent()
+        child_ctx = ctx._replace(cancellation=own)
 
         def work() -> Finish:
-            result = _execute(child_ctx, child, child_pipeline, close_executor=False)
+            try:
+                result = _execute(child_ctx, child, child_pipeline, close_executor=False)
+            finally:
+                own.close()
             return partial(self._child_finished, index, stage, link, result)
 
         return work
@@ -514,7 +523,7 @@ class _Stages:
         stage: SubpipelineStage,
         link: dict[str, Any],
         result: RunResult,
-        _: LoopState,
+        state: LoopState,
     ) -> Ended:
         run = self.run
         with run.store.lock:
@@ -523,7 +532,11 @@ class _Stages:
         if result.status == RunStatus.SUCCEEDED:
             _stage_end(run, index, StageStatus.SUCCEEDED, summary=summary, exit_code=0)
             return Ended(StageStatus.SUCCEEDED)
-        if result.status == RunStatus.FAILED and stage.optional:
+        # A child cancelled while this run goes on was cancelled alone (`cancel CHILD`): for
+        # this run it is a child run that did not succeed, as if it had failed.
+        with_this_run = state.stopping or self.ctx.cancellation.requested
+        torn_down = result.status == RunStatus.CANCELLED and with_this_run
+        if stage.optional and not torn_down:
             _stage_end(
                 run,
                 index,
@@ -534,7 +547,7 @@ class _Stages:
             )
             return Ended(StageStatus.SKIPPED)
         _stage_end(run, index, StageStatus.FAILED, summary=summary, exit_code=result.exit_code)
-        if result.status == RunStatus.CANCELLED:
+        if torn_down:
             return Ended(StageStatus.FAILED, result.status_detail)
         return Ended(StageStatus.FAILED, stage_detail(stage.id))
 
@@ -610,8 +623,7 @@ def _stage_env(ctx: RunContext, run: ActiveRun, stage: CommandStage) -> dict[str
 
 
 def _log_stem(run: ActiveRun, index: int, stage_id: str) -> str:
-    width = max(2, len(str(len(run.pipeline.stages))))
-    return f"{index:0{width}d}-{stage_id}"
+    return log_stem(index, stage_id, len(run.pipeline.stages))
 
 
 def _attempt_logs(run: ActiveRun, index: int, stage_id: str) -> tuple[int, Path, Path]:

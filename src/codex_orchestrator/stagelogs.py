@@ -1,22 +1,27 @@
-"""Where a run's stage logs are and how to read them safely (``logs`` and the MCP server).
+"""Where a run's stage files are and how to read them safely (``logs``, ``report``, MCP).
 
 Log files follow the naming rule of ``docs/run-records.md``: ``commands/NN-<id>.stdout.log``
 and ``.stderr.log`` for a stage's first attempt, ``NN-<id>.attempt-K.<stream>.log`` for later
-ones. Paths are derived from the stage's index and id, never taken from the manifest, and
-opened relative to the run's ``commands`` directory without following links, so a tampered
-record cannot point a reader outside the run.
+ones; error files are ``errors/NN-<id>[.attempt-K].json``. `StageFiles` lists a run folder
+once and indexes its names by stage, so finding every stage's files costs one listing and a
+lookup a stage (a run of 3,000 stages is not scanned 3,000 times). Paths are derived from the
+stage's index and id, never taken from the manifest, and opened without following links
+(`safefs.open_no_follow`), so a tampered record cannot point a reader outside the run.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from codex_orchestrator.safefs import list_directory, open_no_follow
+
 STREAMS = ("stdout", "stderr")
+#: What follows ``NN-<id>`` in a log's name.
+_LOG_SUFFIX = re.compile(r"(?:\.attempt-([1-9][0-9]{0,3}))?\.(stdout|stderr)\.log")
 _BLOCK = 1 << 16
 
 
@@ -48,12 +53,37 @@ def log_stem(index: int, stage_id: str, stage_count: int) -> str:
     return f"{index:0{max(2, len(str(stage_count)))}d}-{stage_id}"
 
 
-def log_names(commands_dir: Path) -> list[str]:
-    """The file names in a run's ``commands`` directory (empty when it cannot be listed)."""
-    try:
-        return os.listdir(commands_dir)
-    except OSError:
-        return []
+class StageFiles:
+    """The names in one run folder (``commands`` or ``errors``), indexed by stage.
+
+    A name ``NN-<id>.<rest>`` belongs to the stage of index NN (any zero padding) and id
+    ``<id>`` (ids hold no dot); other names are ignored.
+    """
+
+    def __init__(self, folder: Path, names: Iterable[str]) -> None:
+        self.folder = folder
+        self._by_stage: dict[tuple[int, str], list[str]] = {}
+        for name in sorted(names):
+            number, _, rest = name.partition("-")
+            stage_id = rest.split(".", 1)[0]
+            if number.isascii() and number.isdigit() and stage_id:
+                self._by_stage.setdefault((int(number), stage_id), []).append(name)
+
+    @classmethod
+    def listing(cls, folder: Path) -> StageFiles:
+        """The index of ``folder``, listed once; empty when it cannot be listed (missing, or
+        a link: never followed)."""
+        try:
+            names = list_directory(folder)
+        except OSError:
+            names = []
+        return cls(folder, names)
+
+    def of(self, index: object, stage_id: object) -> list[str]:
+        """The names of stage ``index``/``stage_id``, sorted (none for a malformed entry)."""
+        if not isinstance(index, int) or not isinstance(stage_id, str):
+            return []
+        return self._by_stage.get((index, stage_id), [])
 
 
 def stage_sources(
@@ -61,19 +91,17 @@ def stage_sources(
     manifest: dict[str, Any],
     entry: dict[str, Any],
     streams: tuple[str, ...],
-    names: list[str],
+    files: StageFiles,
 ) -> list[LogSource]:
-    """The log files of every attempt of stage ``entry`` found among ``names`` (attempts in
-    order, then streams). Attempt numbers are read from the file names: a run killed between
-    creating an attempt's logs and recording it leaves a gap in the recorded count."""
+    """The log files of every attempt of stage ``entry`` in the ``commands`` index ``files``
+    (attempts in order, then streams). Attempt numbers are read from the file names: a run
+    killed between creating an attempt's logs and recording it leaves a gap in the recorded
+    count."""
     stem = log_stem(entry["index"], entry["id"], len(manifest["commands"]))
-    pattern = re.compile(
-        re.escape(stem) + r"(?:\.attempt-([1-9][0-9]{0,3}))?\.(" + "|".join(streams) + r")\.log"
-    )
     found = []
-    for name in names:
-        match = pattern.fullmatch(name)
-        if match:
+    for name in files.of(entry["index"], entry["id"]):
+        match = _LOG_SUFFIX.fullmatch(name, len(stem)) if name.startswith(stem) else None
+        if match and match.group(2) in streams:
             attempt = int(match.group(1) or 1)
             found.append((attempt, streams.index(match.group(2)), name))
     return [
@@ -91,22 +119,12 @@ def stage_sources(
 
 
 def open_log(source: LogSource) -> int | None:
-    """A read descriptor on the log (None when absent); refuses links and non-regular files."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    """A read descriptor on the log (None when absent); refuses links and non-regular files
+    (`safefs.open_no_follow`)."""
     try:
-        directory = os.open(source.commands_dir, flags | os.O_DIRECTORY)
+        return open_no_follow(source.path, os.O_RDONLY)
     except OSError:
         return None
-    try:
-        fd = os.open(source.name, flags, dir_fd=directory)
-    except OSError:
-        return None
-    finally:
-        os.close(directory)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        return None
-    return fd
 
 
 def read_from(fd: int, offset: int, limit: int | None = None) -> Iterator[bytes]:

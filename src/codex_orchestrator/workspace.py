@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 from codex_orchestrator.errors import ConfigError, OutsideRootError, RunNotFoundError
 from codex_orchestrator.ids import validate_id
+from codex_orchestrator.numeric import parse_number
 from codex_orchestrator.safefs import resolve_within
 
 TASK_ENV = "MCP_RUNNER_TASK_ID"
@@ -109,19 +110,17 @@ def check_setting(name: str, raw: object, source: str) -> float | int:
     fix = f"give a positive {kind} of at most {limit:g}"
     if minimum is not None:
         fix = f"give a {kind} from {minimum:g} to {limit:g}"
-    try:
-        if isinstance(raw, bool):
-            raise ValueError
-        value = float(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"{source}: {raw!r} is not a number; {fix}") from None
-    if not 0 < value <= limit or (minimum is not None and value < minimum):
-        raise ConfigError(f"{source}: {raw!r} is out of range; {fix}")
-    if name in INTEGER_SETTINGS:
-        if not value.is_integer():
-            raise ConfigError(f"{source}: {raw!r} is not a whole number; {fix}")
-        return int(value)
-    return value
+    value = parse_number(
+        raw,
+        source,
+        low=minimum if minimum is not None else 0,
+        low_inclusive=minimum is not None,
+        high=limit,
+        whole=name in INTEGER_SETTINGS,
+        fix=fix,
+        error=ConfigError,
+    )
+    return int(value) if name in INTEGER_SETTINGS else value
 
 
 def with_flag(settings: Settings, name: str, raw: str | None, flag: str) -> Settings:

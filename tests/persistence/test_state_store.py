@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import time
 from pathlib import Path
 from typing import Any
 
@@ -246,28 +245,30 @@ def test_zero_lost_snapshots_with_many_concurrent_writers(tmp_path: Path) -> Non
 
 
 class SlowStore(TaskStateStore):
-    """Holds the lock (default schedule) for a while before merging, then merges as usual."""
+    """Holds the lock (default schedule) until ``release`` is set (or 60 s pass) before
+    merging, then merges as usual."""
 
-    def __init__(self, root: Path, in_lock: Any, pause: float) -> None:
+    def __init__(self, root: Path, in_lock: Any, release: Any) -> None:
         super().__init__(root / "out" / TASK, root / ".runs" / f"{TASK}.lock", TASK)
-        self.in_lock, self.pause = in_lock, pause
+        self.in_lock, self.release = in_lock, release
 
     def _merge_pending_locked(self) -> int:
         self.in_lock.set()
-        time.sleep(self.pause)
+        self.release.wait(60)
         return super()._merge_pending_locked()
 
 
-def _slow_record(root: Path, seconds: float, in_lock: Any, pause: float) -> None:
-    SlowStore(root, in_lock, pause).record(make_record(seconds))
+def _slow_record(root: Path, seconds: float, in_lock: Any, release: Any) -> None:
+    SlowStore(root, in_lock, release).record(make_record(seconds))
 
 
 def test_writers_that_give_up_are_merged_by_the_holder(tmp_path: Path) -> None:
-    in_lock = FORK.Event()
-    holder = FORK.Process(target=_slow_record, args=(tmp_path, 0, in_lock, 0.6))
+    in_lock, release = FORK.Event(), FORK.Event()
+    holder = FORK.Process(target=_slow_record, args=(tmp_path, 0, in_lock, release))
     holder.start()
     assert in_lock.wait(10)
-    outcomes = run_writers(tmp_path, 20, first=1)
+    outcomes = run_writers(tmp_path, 20, first=1)  # all while the holder holds the lock
+    release.set()
     holder.join(30)
     assert set(outcomes.values()) == {"deferred"}
     assert len(run_ids(on_disk(make_store(tmp_path)))) == 21
@@ -277,7 +278,9 @@ def test_holders_killed_with_sigkill_lose_nothing_and_block_nobody(tmp_path: Pat
     victims = []
     for index in range(3):
         in_lock = FORK.Event()
-        victim = FORK.Process(target=_slow_record, args=(tmp_path, 100 + index, in_lock, 60))
+        victim = FORK.Process(
+            target=_slow_record, args=(tmp_path, 100 + index, in_lock, FORK.Event())
+        )
         victim.start()
         assert in_lock.wait(10)
         outcomes = run_writers(tmp_path, 10, first=10 * index)
@@ -291,3 +294,30 @@ def test_holders_killed_with_sigkill_lose_nothing_and_block_nobody(tmp_path: Pat
     state.record(survivor)
     assert len(run_ids(on_disk(state))) == 3 * 10 + 3 + 1
     assert list(state.pending_dir.iterdir()) == []
+
+
+def test_prune_races_a_late_snapshot_never_undoes_a_pruned_mark(tmp_path: Path) -> None:
+    """The mark is taken under the lock after every pending snapshot, and it is sticky: the
+    run's own snapshot merged later (a finishing driver, the fallback directory) keeps it."""
+    store = TaskStateStore(tmp_path / "out" / "t", tmp_path / "runs" / "t.lock", "t")
+    record = RunRecord(
+        "t", "2026-01-01T00-00-00-000Z-0000abcd", "p", "succeeded", "2026-01-01T00:00:01.000Z", "m"
+    )
+    store.record(record)
+    waiting = store.pending_path(record)
+    waiting.write_bytes(json.dumps(record.to_json()).encode())  # merged first, under the lock
+    store.mark_pruned([record.to_json()])
+    assert not waiting.exists()
+    late = store.fallback_pending_dir / waiting.name
+    late.parent.mkdir(parents=True)
+    late.write_bytes(json.dumps(record.to_json()).encode())
+    assert store.read()["runs"] == [{**record.to_json(), "pruned": True}]
+    newer = record._replace(status="failed", timestamp="2026-01-01T00:00:09.000Z")
+    store.record(newer)  # even a newer snapshot of a pruned run stays marked
+    assert store.read()["runs"] == [{**newer.to_json(), "pruned": True}]
+    unlisted = record._replace(run_id="2026-01-01T00-00-00-000Z-0000ffff")
+    store.mark_pruned([unlisted.to_json()])  # a run missing from state.json is added, marked
+    assert {entry["runId"]: entry.get("pruned") for entry in store.read()["runs"]} == {
+        record.run_id: True,
+        unlisted.run_id: True,
+    }

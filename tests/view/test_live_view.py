@@ -144,6 +144,10 @@ class Tmux:
         """The text on the pane now."""
         return self.query("capture-pane", "-p")
 
+    def resize(self, columns: int, rows: int) -> None:
+        """Make the window (and its terminal) this size, as a person dragging its border."""
+        self.query("resize-window", "-x", str(columns), "-y", str(rows))
+
     def wait(self, ready: Callable[[str], bool], timeout: float = 60) -> str:
         """The first screen for which ``ready`` holds."""
         deadline = time.monotonic() + timeout
@@ -203,6 +207,28 @@ def test_small_terminal_keeps_running_stage_and_counts_the_rest(
     assert "▶ step-07" in during and "…" in during  # the long last line is cut, not wrapped
     final = session.wait(lambda _: session.done.exists())
     assert "✓ step-10" in final and "more stages" not in final
+
+
+def test_shrinking_the_terminal_mid_run_leaves_no_stale_frame(
+    repo: Repo, tmux: Callable[..., Tmux]
+) -> None:
+    """A narrower terminal re-wraps the wide frame on screen; the next frame erases all of it,
+    not one row per line, so no part of the old frame stays above the new one."""
+    long = "x" * 90
+    repo.pipeline(
+        {"id": "alpha", "command": f"echo {long}"},
+        {"id": "beta", "command": f"echo {long}; echo started > beta.up; sleep 2; echo end"},
+        {"id": "gamma", "command": "echo ok"},
+    )
+    session = tmux("start", columns=100, rows=20)
+    session.wait(lambda screen: (repo.root / "beta.up").exists() and "▶ beta" in screen)
+    session.resize(50, 20)
+    final = session.wait(lambda _: session.done.exists())
+    lines = [line for line in final.splitlines() if line.strip()]
+    assert all(len(line) <= 50 for line in lines), final
+    for stage_id in ("alpha", "beta", "gamma"):
+        assert sum(stage_id in line for line in lines) == 1, final
+    assert sum(line.startswith("run ") and "pipeline" in line for line in lines) <= 2, final
 
 
 def test_interrupted_run_ends_with_the_final_table(repo: Repo) -> None:

@@ -8,6 +8,8 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +88,11 @@ def test_missing_and_corrupt_files_are_named_in_the_report(repo: Repo, tmp_path:
     html = (run_dir / "report.html").read_text()
     assert "<h2>Missing or unreadable</h2>" in html
     assert "log commands/01-build.stdout.log of stage build is missing" in html
-    assert "commands/03-tail.stdout.log of stage tail cannot be read (not a regular file)" in html
-    assert "commands/02-flaky.stdout.log of stage flaky cannot be read (a symbolic link)" in html
+    assert (
+        "commands/03-tail.stdout.log of stage tail cannot be read (not a regular file (a FIFO))"
+        in html
+    )
+    assert "commands/02-flaky.stdout.log of stage flaky cannot be read (is a symbolic link" in html
     assert "secret-outside-the-run" not in html
     assert "error file errors/02-flaky.json of stage flaky is unreadable or corrupt" in html
     assert "runner.ndjson is missing" in html
@@ -277,3 +282,114 @@ def test_linked_log_folders_are_not_followed(repo: Repo, tmp_path: Path) -> None
     assert code == 2, stderr
     assert "commands is a link" in stderr and len(stderr.strip().splitlines()) == 1
     assert not (run_dir / "report.html").exists()
+
+
+def _stages(repo: Repo, count: int, command: str = "true", **stage: Any) -> tuple[str, Path]:
+    """A finished run of ``count`` stages (each ``command``, plus ``stage`` keys); its id and
+    directory."""
+    repo.write_config(
+        {
+            "defaultPipeline": f"p{count}",
+            "pipelines": [
+                {
+                    "id": f"p{count}",
+                    "stages": [{"id": f"s{i}", "command": command, **stage} for i in range(count)],
+                }
+            ],
+        }
+    )
+    result = repo.cli("start", "--format", "json", timeout=120)
+    run_id = json.loads(result.stdout)["run_id"]
+    return run_id, repo.root / ".runs/default/cli" / run_id
+
+
+def test_report_bound_holds_whatever_the_logs(repo: Repo) -> None:
+    """Huge logs (1 GiB each, binary, one endless line of characters HTML must escape) give a
+    page within the documented bound: each tail within its bytes, all tails within the page's
+    text budget, the rest linked."""
+    from codex_orchestrator.view.report import LOG_TAIL_BYTES, TEXT_BUDGET_BYTES
+
+    stages = 40
+    run_id, run_dir = _stages(repo, stages, "echo hello; exit 1", allowFailure=True)
+    escaped_lines = b'"' * 100_000 + (b'"<&' * 60 + b"\n") * (LOG_TAIL_BYTES // 100)
+    for index, path in enumerate(sorted((run_dir / "commands").iterdir())):
+        with path.open("r+b") as log:
+            log.truncate(1 << 30)  # sparse: a gigabyte of NUL bytes
+            log.seek(0, os.SEEK_END)
+            log.write(os.urandom(LOG_TAIL_BYTES) if index % 2 else escaped_lines)
+    for path in (run_dir / "errors").iterdir():
+        path.write_text(json.dumps({"reason": '"' * 30_000}))
+    code, _, stderr = report(repo, run_id)
+    assert code == 0, stderr
+    page = (run_dir / "report.html").read_bytes()
+    per_stage = 16 * 1024  # the table row, the timeline bar, headings and links of a stage
+    assert len(page) <= TEXT_BUDGET_BYTES + stages * per_stage + 64 * 1024
+    html = page.decode("utf-8")
+    errors, logs = html.split("<h2>Logs")
+    for section, kind in ((errors, "error"), (logs, "log")):
+        assert f"MiB of {kind} text; open the file" in section  # the rest is linked
+        assert "<pre>" in section  # but the budget is not all spent on the other section
+    tails = re.findall(r"<pre>(.*?)</pre>", logs, re.S)
+    assert max(len(tail.encode()) for tail in tails) <= 6 * LOG_TAIL_BYTES
+    assert re.search(r"1073[0-9]{6} bytes; last [0-9]+ lines", logs)  # the size is said
+
+
+def test_report_linear_lists_each_folder_once(repo: Repo, monkeypatch: Any) -> None:
+    """The work of a report and of a ``logs --follow`` poll grows with the stages, never with
+    stages x files: each run folder is listed once, each log opened once."""
+    from codex_orchestrator.commands.logs import LogView
+    from codex_orchestrator.stagelogs import STREAMS
+    from codex_orchestrator.view.report import render_run_report
+    from codex_orchestrator.workspace import Workspace
+
+    monkeypatch.setenv("CODEX_ORCHESTRATOR_ROOT", str(repo.root))
+    calls = {"list": 0, "open": 0}
+    real_scandir, real_listdir, real_open = os.scandir, os.listdir, os.open
+
+    def counted(kind: str, real: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls[kind] += 1
+            return real(*args, **kwargs)
+
+        return call
+
+    def measure(action: Callable[[], object]) -> dict[str, int]:
+        calls.update(list=0, open=0)
+        action()
+        return dict(calls)
+
+    runs = {count: _stages(repo, count)[1] for count in (10, 100)}
+    monkeypatch.setattr(os, "scandir", counted("list", real_scandir))
+    monkeypatch.setattr(os, "listdir", counted("list", real_listdir))
+    monkeypatch.setattr(os, "open", counted("open", real_open))
+    work = {}
+    for count, run_dir in runs.items():
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        view = LogView(Workspace.from_env(), run_dir, None, STREAMS)
+        work["report", count] = measure(partial(render_run_report, run_dir))
+        work["follow", count] = measure(partial(view.sources, manifest))
+    assert work["report", 10]["list"] == work["report", 100]["list"] <= 2
+    assert work["follow", 10]["list"] == work["follow", 100]["list"] == 1
+    opens = work["report", 100]["open"] / work["report", 10]["open"]
+    assert opens <= 11, work  # 10x the stages: at most about 10x the opens
+
+
+def test_report_in_memory_writes_nothing(repo: Repo) -> None:
+    from codex_orchestrator.view.report import render_run_report
+
+    repo.write_config(
+        {
+            "defaultPipeline": "parent",
+            "pipelines": [
+                {"id": "parent", "stages": [{"id": "kid", "kind": "subpipeline", "pipeline": "c"}]},
+                {"id": "c", "stages": [{"id": "echo", "command": f"echo '{HOSTILE}'"}]},
+            ],
+        }
+    )
+    run_id = json.loads(repo.cli("start", "--format", "json").stdout)["run_id"]
+    runs = repo.root / ".runs/default/cli"
+    before = sorted(str(path) for path in runs.rglob("*"))
+    page = render_run_report(runs / run_id)
+    assert isinstance(page, str) and page.startswith("<!DOCTYPE html>")
+    assert f"Run {run_id}" in page and "report.html" in page  # the child's report is linked
+    assert sorted(str(path) for path in runs.rglob("*")) == before

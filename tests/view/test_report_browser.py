@@ -37,7 +37,7 @@ def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("the playwright package is missing: pip install -e '.[test]'")
+        pytest.skip("the playwright package is missing: pip install -e . --group dev")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
         try:

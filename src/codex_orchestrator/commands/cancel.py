@@ -1,32 +1,34 @@
 """``codex-orchestrator cancel RUN``: stop a run from any terminal.
 
-The request (actor, reason, time) is recorded beside the manifest first; then the run's
-orchestrator is sent SIGTERM, only once its recorded pid, process start time and host match a
-live process here (a reused pid is never signalled). The orchestrator tears the run down as
-for SIGTERM and its final records turn the request into a ``cancel_events`` entry with
-``status_detail: "cancelled"``. A run whose orchestrator is gone is finished here: what its
-stages left running is reaped through the executor, and the records are written by the same
-final-records code as a normal run. See ``docs/run-control.md``.
+The request (actor, reason, time) is recorded beside the manifest first (`cancelrequest`;
+concurrent cancels each keep theirs, and a run that has ended takes none); then the run's
+driver is woken (`signals.WAKE_SIGNAL`), only when the kernel shows a live process here
+holding the run's driver lock (`liveness.driver_state`; no file's pid is ever trusted). The
+driver cancels the run that was asked for, and only it (a child run driven in its parent's
+process included), tears it down as for SIGTERM, and its final records turn the request into a
+``cancel_events`` entry with ``status_detail: "cancelled"``. A run that ends by itself first
+is reported as such. A run whose driver is gone is finished here: what its stages left running
+is reaped through the executor, and the records are written by the same final-records code as
+a normal run. See ``docs/run-control.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
 
-from codex_orchestrator.cancelrequest import REQUEST_NAME, write_request
-from codex_orchestrator.driver import DRIVER_LOCK_NAME, run_driver
+from codex_orchestrator.cancelrequest import REQUEST_NAME, record_request
+from codex_orchestrator.driver import DriverProcess, signal_driver
 from codex_orchestrator.errors import EXIT_FAILED, EXIT_OK
 from codex_orchestrator.history import read_manifest
 from codex_orchestrator.invocation import default_actor, require_run, settings_or_defaults
+from codex_orchestrator.liveness import DriverState, driver_state
 from codex_orchestrator.manifest import MANIFEST_NAME, load_child_manifest, load_manifest
 from codex_orchestrator.output import Reporter
-from codex_orchestrator.procfs import checked_pid, host_name
-from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES
+from codex_orchestrator.signals import WAKE_SIGNAL
+from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, RunStatus
 from codex_orchestrator.workspace import Settings, Workspace
 
 WAIT_SLACK_SECONDS = 5.0
@@ -50,40 +52,40 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         "children": [],
         "request": None,
     }
-    if manifest["status"] in TERMINAL_RUN_STATUSES:
+    ended = f"run {run_id} already ended ({{status}}); nothing to cancel"
+    if manifest["status"] in TERMINAL_RUN_STATUSES or not record_request(
+        run_dir, actor, args.reason
+    ):
         document["action"] = "already-ended"
-        return _report(
-            workspace,
-            reporter,
-            run_dir,
-            document,
-            f"run {run_id} already ended ({manifest['status']}); nothing to cancel",
-        )
-    write_request(run_dir, actor, args.reason)
+        return _report(workspace, reporter, run_dir, document, ended)
     document["request"] = workspace.display(run_dir / REQUEST_NAME)
-    document["children"] = _request_children(workspace, task_id, manifest, actor, args.reason, 0)
-    state, target = orchestrator_state(run_dir, manifest)
-    if target is not None and signal_verified(target):
-        document.update(action="signalled", signalled_pid=target[0])
+    drivers: dict[int, DriverProcess] = {}
+    document["children"] = _request_children(
+        workspace, task_id, manifest, actor, args.reason, drivers, 0
+    )
+    state = driver_state(run_dir, manifest)
+    if state.process is not None and signal_driver(state.process, WAKE_SIGNAL):
+        document.update(action="signalled", signalled_pid=state.process.pid)
         message = (
-            f"run {run_id}: cancel requested by {actor}; signalled its orchestrator "
-            f"(pid {target[0]})"
+            f"run {run_id}: cancel requested by {actor}; its orchestrator (pid "
+            f"{state.process.pid}) was told to stop it"
         )
-    elif state in ("gone", "alive") and _finish(workspace, settings, run_dir, task_id):
+    elif state.state in (DriverState.GONE, DriverState.ALIVE) and _finish(
+        workspace, settings, run_dir, task_id
+    ):
         # "alive" until a moment ago: its driver is gone now (a new driver keeps its lock)
         document["action"] = "finished"
-        message = f"run {run_id}: its orchestrator was gone; cancel finished it as cancelled"
+        message = f"run {run_id}: its orchestrator was gone; cancel finished it"
     else:
         document["action"] = "requested"
-        where = (
-            f"on host {manifest.get('host')!r}"
-            if state == "elsewhere"
-            else "by a process that cannot be verified"
-        )
         message = (
-            f"run {run_id}: cancel request recorded, but the run is driven {where}; it was not "
-            "signalled from here: cancel it where it runs"
+            f"run {run_id}: cancel request recorded, but the run is driven by "
+            f"{state.describe}, which cannot be signalled from here (driver {state.state}); "
+            "its orchestrator acts on the request if it can read it, else cancel it where it runs"
         )
+    for process in drivers.values():  # child runs driven by processes of their own
+        if state.process is None or process.pid != state.process.pid:
+            signal_driver(process, WAKE_SIGNAL)
     if args.wait and document["action"] == "signalled":
         _wait(workspace, settings, run_dir, settings.kill_grace_seconds + WAIT_SLACK_SECONDS)
     code = _report(workspace, reporter, run_dir, document, message)
@@ -92,76 +94,17 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     return code
 
 
-def orchestrator_state(
-    run_dir: Path, manifest: dict[str, Any]
-) -> tuple[str, tuple[int, int] | None]:
-    """Who drives the run, judged by its driver lock (see docs/run-control.md):
-
-    ``alive`` with the (pid, start ticks) to signal (the lock is held and its holder's pid, start time and
-    host match a live process here), ``gone`` (nobody holds the lock: the kernel released it
-    when the driver died), ``elsewhere`` (held from another host) or ``unverified`` (held, but
-    the holder cannot be verified: never signalled). Runs recorded before driver locks are
-    judged by their recorded pid, start time and host.
-    """
-    driver = run_driver(run_dir)
-    if driver.alive:
-        if driver.verified and driver.pid is not None and driver.start_ticks is not None:
-            return "alive", (driver.pid, driver.start_ticks)
-        if driver.host not in (None, host_name()):
-            return "elsewhere", None
-        return "unverified", None
-    if (run_dir / DRIVER_LOCK_NAME).exists():
-        return "gone", None
-    pid = checked_pid(manifest.get("orchestrator_pid"))
-    ticks = manifest.get("orchestrator_start_ticks")
-    if manifest.get("host") not in (None, host_name()):
-        from codex_orchestrator.liveness import assess
-
-        return ("gone" if assess(run_dir, manifest).stale else "elsewhere"), None
-    if pid is not None and isinstance(ticks, int) and running_with_ticks(pid, ticks):
-        return "alive", (pid, ticks)
-    return "gone", None
-
-
-def signal_verified(target: tuple[int, int], signum: int = signal.SIGTERM) -> bool:
-    """Signal a process only if it is still the one verified: through a pidfd opened before the
-    final check, so the pid cannot be reused between the check and the signal (Linux >= 5.3).
-    False when it is gone or no longer matches."""
-    pid, ticks = target
-    try:
-        fd = os.pidfd_open(pid)
-    except OSError:
-        return False
-    try:
-        if not running_with_ticks(pid, ticks):
-            return False
-        signal.pidfd_send_signal(fd, signum)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
-def running_with_ticks(pid: int, ticks: int) -> bool:
-    """True when ``pid`` is a live (not zombie) process that started at ``ticks``."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return False
-    return fields[0] != b"Z" and fields[19:20] == [str(ticks).encode()]
-
-
 def _request_children(
     workspace: Workspace,
     task_id: str,
     manifest: dict[str, Any],
     actor: str,
     reason: str | None,
+    drivers: dict[int, DriverProcess],
     depth: int,
 ) -> list[str]:
-    """Record the request in every unfinished child run too (they end with their parent)."""
+    """Record the request in every unfinished child run too (they end with their parent), and
+    note the verified drivers of those a process of their own drives."""
     requested: list[str] = []
     for link in manifest.get("child_runs") or []:
         child = link.get("run_id") if isinstance(link, dict) else None
@@ -173,12 +116,15 @@ def _request_children(
         child_dir, child_manifest = found
         if child_manifest["status"] in TERMINAL_RUN_STATUSES:
             continue
-        write_request(child_dir, actor, reason)
+        if not record_request(child_dir, actor, reason):
+            continue
         requested.append(child)
-        requested += _request_children(workspace, task_id, child_manifest, actor, reason, depth + 1)
-        _, target = orchestrator_state(child_dir, child_manifest)
-        if target is not None and target[0] != manifest.get("orchestrator_pid"):
-            signal_verified(target)  # a child driven by a process of its own
+        requested += _request_children(
+            workspace, task_id, child_manifest, actor, reason, drivers, depth + 1
+        )
+        process = driver_state(child_dir, child_manifest).process
+        if process is not None:
+            drivers[process.pid] = process
     return requested
 
 
@@ -190,7 +136,7 @@ def _wait(workspace: Workspace, settings: Settings, run_dir: Path, seconds: floa
         manifest = read_manifest(run_dir)
         if manifest is not None and manifest["status"] in TERMINAL_RUN_STATUSES:
             return
-        if manifest is not None and orchestrator_state(run_dir, manifest)[0] == "gone":
+        if manifest is not None and driver_state(run_dir, manifest).state is DriverState.GONE:
             time.sleep(0.5)  # its final records may be landing right now
             if (read_manifest(run_dir) or manifest)["status"] not in TERMINAL_RUN_STATUSES:
                 _finish(workspace, settings, run_dir, str(manifest["task_id"]))
@@ -215,7 +161,16 @@ def _report(
         ended=manifest["status"] in TERMINAL_RUN_STATUSES,
         manifest=workspace.display(run_dir / MANIFEST_NAME),
     )
-    if document["ended"] and document["action"] != "already-ended":
+    if document["action"] == "already-ended":
+        message = message.format(status=manifest["status"])
+    elif document["ended"] and manifest["status"] != RunStatus.CANCELLED:
+        # it ended by itself between the request and the driver acting on it
+        document["action"] = "ended-first"
+        message = (
+            f"run {document['run_id']} ended {manifest['status']} before the cancel took "
+            "effect; nothing was cancelled"
+        )
+    elif document["ended"]:
         message += f"\nrun {document['run_id']} is now {manifest['status']}"
     reporter.result(document, message)
     return EXIT_OK

@@ -2,7 +2,10 @@
 
 Stdout logs go to stdout and stderr logs to stderr, unchanged; headers (one per log when more
 than one is printed) go to stderr. ``--follow`` polls the files and the manifest, prints new
-bytes within a poll slice (50 ms), and exits with the run's own code once it has ended.
+bytes within a poll slice (50 ms), and exits with the run's own code once it has ended. A poll
+lists each run's ``commands`` folder once (`StageFiles`) and opens only the logs of stages that
+had not ended when last read: a log read to its end after its stage ended is complete, so a
+poll costs the same however many stages have finished.
 """
 
 from __future__ import annotations
@@ -19,19 +22,28 @@ from codex_orchestrator.errors import UsageError
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.invocation import require_run
 from codex_orchestrator.manifest import MANIFEST_NAME, load_child_manifest, load_manifest
+from codex_orchestrator.numeric import parse_count
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.stagelogs import (
     STREAMS,
     LogSource,
-    log_names,
+    StageFiles,
     open_log,
     read_from,
     stage_sources,
     tail_offset,
 )
-from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, run_exit_code
+from codex_orchestrator.statuses import (
+    DONE_STAGE_STATUSES,
+    TERMINAL_RUN_STATUSES,
+    StageStatus,
+    run_exit_code,
+)
+from codex_orchestrator.view.text import neutralise
 from codex_orchestrator.workspace import Workspace
 
+#: Stage statuses after which a stage's logs no longer grow (while the run lives).
+_SETTLED = frozenset({*DONE_STAGE_STATUSES, StageStatus.FAILED})
 FOLLOW_POLL_SECONDS = 0.05
 MANIFEST_POLL_SECONDS = 0.2
 JSON_TEXT_LIMIT = 1 << 20
@@ -43,6 +55,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     workspace = Workspace.from_env()
     stage = validate_id(args.stage, "stage") if args.stage else None
     tail = _parse_tail(args.tail)
+    budget = parse_count(args.max_bytes, "--max-bytes") if args.max_bytes is not None else None
     if args.follow and reporter.json:
         raise UsageError("--follow prints bytes as they come; use it without --format json")
     _, run_dir = require_run(workspace, args.run_id, args.task)
@@ -52,7 +65,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     view.check_stage(manifest)
     if reporter.json:
         sources = view.sources(manifest)
-        reporter.result(_document(manifest, sources, tail, workspace.display), "")
+        reporter.result(_document(manifest, sources, tail, budget, workspace.display), "")
         return 0
     if args.follow:
         return view.follow(tail)
@@ -61,11 +74,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
 
 
 def _parse_tail(text: str | None) -> int | None:
-    if text is None:
-        return None
-    if not text.strip().isdigit():
-        raise UsageError(f"--tail {text!r}: give a whole number of lines")
-    return int(text)
+    return None if text is None else parse_count(text, "--tail")
 
 
 class LogView:
@@ -105,24 +114,27 @@ class LogView:
 
     def sources(self, manifest: dict[str, Any]) -> list[LogSource]:
         """Every log of the selected stages, in stage order; child runs' logs in place."""
-        return list(self._sources(self.run_dir, manifest, self.stage, 0))
+        return [source for source, _ in self._sources(self.run_dir, manifest, self.stage, 0)]
 
     def _sources(
         self, run_dir: Path, manifest: dict[str, Any], stage: str | None, depth: int
-    ) -> Iterator[LogSource]:
+    ) -> Iterator[tuple[LogSource, bool]]:
+        """Each log, and whether its stage had ended in the manifest read before it."""
         entries = manifest["commands"] if stage is None else _matching(manifest["commands"], stage)
-        names = log_names(run_dir / "commands")
+        files = StageFiles.listing(run_dir / "commands")
         for entry in entries:
             child = entry.get("sub_run_id")
             if entry.get("kind") == "subpipeline" and isinstance(child, str):
                 if depth < MAX_CHILD_DEPTH:
                     yield from self._child_sources(run_dir, manifest, child, depth)
                 continue
-            yield from stage_sources(run_dir, manifest, entry, self.streams, names)
+            ended = entry.get("status") in _SETTLED
+            for source in stage_sources(run_dir, manifest, entry, self.streams, files):
+                yield source, ended
 
     def _child_sources(
         self, run_dir: Path, manifest: dict[str, Any], child: str, depth: int
-    ) -> Iterator[LogSource]:
+    ) -> Iterator[tuple[LogSource, bool]]:
         found = load_child_manifest(
             self.workspace, child, str(manifest["task_id"]), "its logs are skipped"
         )
@@ -146,11 +158,15 @@ class LogView:
         """Print what exists, then new bytes as they are written, until the run ends."""
         manifest = self.manifest()
         first = True
+        complete: set[Path] = set()  # logs read to their end after their stage ended
         next_manifest = time.monotonic() + MANIFEST_POLL_SECONDS
         while True:
             ended = manifest["status"] in TERMINAL_RUN_STATUSES
-            for source in self.sources(manifest):
-                self._follow_one(source, tail if first else None)
+            for source, stage_ended in self._sources(self.run_dir, manifest, self.stage, 0):
+                if source.path not in complete:
+                    self._follow_one(source, tail if first else None)
+                    if stage_ended:
+                        complete.add(source.path)
             first = False
             if ended:
                 return run_exit_code(manifest["status"], manifest.get("status_detail"))
@@ -203,7 +219,8 @@ class LogView:
         """A header on stderr when output switches to another log (if headers are on)."""
         if self._headers and self._current != source:
             sys.stdout.buffer.flush()
-            sys.stderr.buffer.write(f"==> {source.label} <==\n".encode())
+            label = neutralise(source.label, keep_newlines=False)
+            sys.stderr.buffer.write(f"==> {label} <==\n".encode())
             sys.stderr.buffer.flush()
             self._current = source
 
@@ -216,18 +233,34 @@ def _matching(commands: list[dict[str, Any]], stage: str) -> list[dict[str, Any]
 
 
 def _document(
-    manifest: dict[str, Any], sources: list[LogSource], tail: int | None, display: Any
+    manifest: dict[str, Any],
+    sources: list[LogSource],
+    tail: int | None,
+    budget: int | None,
+    display: Any,
 ) -> dict[str, Any]:
-    """``logs --format json``: each log's size and (the tail of) its text."""
-    logs = []
+    """``logs --format json``: each log's size and the tail of its text, each at most
+    `JSON_TEXT_LIMIT` bytes and, with ``budget`` (``--max-bytes``), at most that many bytes
+    in all, shared fairly (`fair_shares`)."""
+    spans: list[tuple[LogSource, int, int]] = []  # source, size, where its requested text starts
     for source in sources:
         fd = open_log(source)
         if fd is None:
             continue
         try:
             size = os.fstat(fd).st_size
-            requested = tail_offset(fd, tail) if tail is not None else 0
-            start = max(requested, size - JSON_TEXT_LIMIT)
+            spans.append((source, size, tail_offset(fd, tail) if tail is not None else 0))
+        finally:
+            os.close(fd)
+    wanted = [size - requested for _, size, requested in spans]
+    shares = fair_shares(wanted, budget) if budget is not None else wanted
+    logs = []
+    for (source, size, requested), share in zip(spans, shares, strict=True):
+        fd = open_log(source)
+        if fd is None:
+            continue
+        try:
+            start = max(requested, size - min(share, JSON_TEXT_LIMIT))
             data = b"".join(read_from(fd, start, size - start))
         finally:
             os.close(fd)
@@ -245,3 +278,15 @@ def _document(
             }
         )
     return {"run_id": manifest["run_id"], "status": manifest["status"], "logs": logs}
+
+
+def fair_shares(sizes: list[int], limit: int) -> list[int]:
+    """How much of each of ``sizes`` fits in ``limit`` in all: the small ones whole, what they
+    leave shared evenly among the larger ones."""
+    shares = [0] * len(sizes)
+    remaining = limit
+    order = sorted(range(len(sizes)), key=lambda index: sizes[index])
+    for position, index in enumerate(order):
+        shares[index] = min(sizes[index], remaining // (len(order) - position))
+        remaining -= shares[index]
+    return shares

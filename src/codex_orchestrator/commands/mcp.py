@@ -8,7 +8,10 @@ from codex_orchestrator.errors import UsageError
 from codex_orchestrator.output import Reporter
 from codex_orchestrator.workspace import Workspace
 
-INSTALL_HINT = "pip install 'codex-orchestrator[mcp]'"
+INSTALL_HINT = (
+    "pip install 'codex-pipeline-orchestrator[mcp]' "
+    "(installed with pipx: pipx inject codex-pipeline-orchestrator 'mcp>=2.3,<3')"
+)
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:

@@ -7,14 +7,17 @@ runs) and how ``state.json`` entries are marked ``"pruned": true``.
 from __future__ import annotations
 
 import argparse
-import shutil
+import os
+from pathlib import Path
 from typing import Any
 
+from codex_orchestrator.driver import DriverLock
 from codex_orchestrator.durations import parse_age
-from codex_orchestrator.errors import UsageError
+from codex_orchestrator.errors import LockTimeoutError, OutsideRootError, UsageError
 from codex_orchestrator.history import TaskHistory, task_ids
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.invocation import settings_or_defaults
+from codex_orchestrator.numeric import parse_count
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.pruning import (
     Candidate,
@@ -25,9 +28,14 @@ from codex_orchestrator.pruning import (
     left_aside,
     mark_pruned,
     set_aside,
+    take_driver,
 )
+from codex_orchestrator.safefs import remove_tree
 from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES
 from codex_orchestrator.workspace import Workspace
+
+#: Why a chosen run stayed after all (a `kept` reason).
+DRIVEN = "driven by another process (its driver lock is held)"
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
@@ -44,15 +52,13 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         from codex_orchestrator.citations import cited_runs
 
         cited = cited_runs(workspace.root)
-    histories = {
-        task: TaskHistory(workspace.runs_dir, workspace.out_dir, task, workspace.display, note)
-        for task in tasks
-    }
+    histories = {task: TaskHistory(workspace, task, note) for task in tasks}
     runs = [run for history in histories.values() for run in candidates(history, note)]
-    decision = decide(runs, criteria, cited)
+    decision = decide(runs, criteria, cited, lambda run_id: _exists(workspace, run_id))
+    kept = dict(decision.kept)
     removed = [(run, directory_bytes(run.run_dir)) for run in decision.remove]
     if not args.dry_run:
-        removed = _remove(workspace, histories, removed)
+        removed = _remove(workspace, histories, removed, kept)
     freed = sum(size for _, size in removed)
     document: dict[str, Any] = {
         "dry_run": bool(args.dry_run),
@@ -69,7 +75,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         "bytes_freed": freed,
         "kept": [
             {"run_id": run_id, "reason": reason}
-            for run_id, reason in decision.kept.items()
+            for run_id, reason in kept.items()
             if reason not in ("newest", "status", "recent")
         ],
     }
@@ -78,11 +84,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
 
 
 def _criteria(args: argparse.Namespace) -> Criteria:
-    keep = None
-    if args.keep is not None:
-        if not args.keep.strip().isdigit():
-            raise UsageError(f"--keep {args.keep!r}: give a whole number of runs to keep")
-        keep = int(args.keep)
+    keep = parse_count(args.keep, "--keep") if args.keep is not None else None
     older = parse_age(args.older_than, "--older-than") if args.older_than else None
     statuses = None
     if args.status is not None:
@@ -101,27 +103,76 @@ def _criteria(args: argparse.Namespace) -> Criteria:
     return Criteria(keep, older, statuses, bool(args.include_evidence))
 
 
+def _exists(workspace: Workspace, run_id: str) -> bool:
+    """Whether a run has a directory under any task; a task directory that links out of the
+    runs root counts as holding it (when in doubt, keep)."""
+    try:
+        return workspace.find_run(run_id) is not None
+    except OutsideRootError:
+        return True
+
+
 def _remove(
     workspace: Workspace,
     histories: dict[str, TaskHistory],
     chosen: list[tuple[Candidate, int]],
+    kept: dict[str, str],
 ) -> list[tuple[Candidate, int]]:
-    """Set each run aside, mark the history entries, then delete the directories."""
+    """Take each run's driver lock and set the run aside, mark the history entries under the
+    state lock, then delete the directories and let the locks go (see `pruning`)."""
     settings = settings_or_defaults(workspace)
-    moved = [(run, size, set_aside(run)) for run, size in chosen]
-    done = [(run, size, hidden) for run, size, hidden in moved if hidden is not None]
-    done += [
-        (run, directory_bytes(hidden), hidden)
-        for history in histories.values()
-        for run, hidden in left_aside(history)
-    ]
-    for task, history in histories.items():
-        runs = [run for run, _, _ in done if run.task_id == task]
-        if runs:
-            mark_pruned(workspace, settings, task, runs, history, note)
-    for _, _, hidden in done:
-        shutil.rmtree(hidden, ignore_errors=True)
-    return [(run, size) for run, size, _ in done]
+    leftovers = [pair for history in histories.values() for pair in left_aside(history)]
+    held: list[DriverLock] = []
+    done: list[tuple[Candidate, int, Path]] = []
+    try:
+        for run, size in chosen:
+            hidden = _set_aside_driven(run, run.run_dir, held, kept)
+            if hidden is not None:
+                done.append((run, size, hidden))
+        for run, hidden in leftovers:  # another prune may be finishing it: its lock says so
+            if _set_aside_driven(run, hidden, held, kept, already=hidden) is not None:
+                done.append((run, directory_bytes(hidden), hidden))
+        marked = []
+        for task, history in histories.items():
+            runs = [run for run, _, _ in done if run.task_id == task]
+            try:
+                if runs:
+                    mark_pruned(workspace, settings, task, runs, history, note)
+            except LockTimeoutError as error:
+                note(f"warning: task {task}: {error}; its runs stay set aside for the next prune")
+                kept.update(dict.fromkeys((run.run_id for run in runs), "state lock busy"))
+                continue
+            marked += [item for item in done if item[0].task_id == task]
+        for _, _, hidden in marked:
+            try:
+                remove_tree(hidden)
+            except OSError as error:
+                note(f"warning: {workspace.display(hidden)} not fully removed ({error})")
+    finally:
+        for lock in held:
+            lock.release()
+    return [(run, size) for run, size, _ in marked]
+
+
+def _set_aside_driven(
+    run: Candidate,
+    directory: Path,
+    held: list[DriverLock],
+    kept: dict[str, str],
+    already: Path | None = None,
+) -> Path | None:
+    """Take the driver lock of the run in ``directory`` (kept into ``held``) and set the run
+    aside (unless ``already`` aside); None, with the reason in ``kept``, when it stays."""
+    lock = take_driver(directory)
+    if lock is None:
+        if os.path.lexists(directory):  # else another prune removed it meanwhile
+            kept[run.run_id] = DRIVEN
+        return None
+    held.append(lock)
+    hidden = already or set_aside(run)
+    if hidden is None:
+        kept[run.run_id] = "live"
+    return hidden
 
 
 def render(document: dict[str, Any]) -> str:

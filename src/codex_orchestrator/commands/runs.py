@@ -12,6 +12,7 @@ from codex_orchestrator.durations import parse_since
 from codex_orchestrator.errors import UsageError
 from codex_orchestrator.history import RunRow, TaskHistory, all_runs, task_ids
 from codex_orchestrator.ids import validate_id
+from codex_orchestrator.numeric import parse_count
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.statuses import RunStatus
 from codex_orchestrator.workspace import Workspace
@@ -33,10 +34,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         if args.task
         else task_ids(workspace.runs_dir, workspace.out_dir)
     )
-    histories = [
-        TaskHistory(workspace.runs_dir, workspace.out_dir, task, workspace.display, note)
-        for task in tasks
-    ]
+    histories = [TaskHistory(workspace, task, note) for task in tasks]
     rows = (
         row
         for row in all_runs(histories, since, lazy=limit > 0)
@@ -53,11 +51,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
 
 def parse_limit(text: str | None) -> int:
     """``--limit``: a whole number >= 0 (0: no limit); default 20."""
-    if text is None:
-        return DEFAULT_LIMIT
-    if not text.strip().isdigit():
-        raise UsageError(f"--limit {text!r}: give a whole number of runs (0 for no limit)")
-    return int(text)
+    return DEFAULT_LIMIT if text is None else parse_count(text, "--limit")
 
 
 def parse_statuses(text: str | None) -> frozenset[str] | None:

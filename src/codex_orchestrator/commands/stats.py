@@ -11,6 +11,7 @@ from codex_orchestrator.ids import validate_id
 from codex_orchestrator.jsonio import atomic_write_json
 from codex_orchestrator.metricsstats import TaskFigures, collect
 from codex_orchestrator.output import Reporter, note
+from codex_orchestrator.safefs import real_directory
 from codex_orchestrator.workspace import Workspace
 
 SUMMARY_NAME = "metrics-summary.json"
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         reports.append(figures.to_json())
         if args.write:
             target = workspace.task_runs_dir(task) / SUMMARY_NAME
-            target.parent.mkdir(parents=True, exist_ok=True)
+            real_directory(target.parent)
             atomic_write_json(target, figures.summary(), durable=True)
             written.append(workspace.display(target))
             note(f"wrote {workspace.display(target)}")

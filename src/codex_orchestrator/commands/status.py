@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codex_orchestrator.errors import EXIT_FAILED, UsageError
+from codex_orchestrator.errors import EXIT_FAILED
 from codex_orchestrator.ids import validate_id
 from codex_orchestrator.liveness import assess
 from codex_orchestrator.manifest import (
@@ -15,6 +15,7 @@ from codex_orchestrator.manifest import (
     OUTCOME_FIELDS,
     load_manifest,
 )
+from codex_orchestrator.numeric import parse_number
 from codex_orchestrator.output import Reporter, note
 from codex_orchestrator.persistence import settle_waiting_snapshots
 from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, StageStatus, run_exit_code
@@ -34,9 +35,16 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     if args.watch:
         from codex_orchestrator.view.terminal import show_manifest
 
-        _check_interval(args.interval)
+        interval = parse_number(
+            args.interval,
+            "--interval",
+            low=0,
+            low_inclusive=False,
+            high=MAX_WATCH_INTERVAL,
+            fix=f"give a positive number of seconds, at most {MAX_WATCH_INTERVAL}",
+        )
         with show_manifest(reporter.json, run_dir) as view:
-            return _watch(workspace, run_dir, args.interval, reporter, progress=view is None)
+            return _watch(workspace, run_dir, interval, reporter, progress=view is None)
     path = run_dir / MANIFEST_NAME
     document = describe(workspace, run_dir, load_manifest(path, workspace.display(path)))
     reporter.result(document, render(document))
@@ -93,13 +101,6 @@ def render(document: dict[str, Any]) -> str:
         lines.append(document["hint"])
     lines.append(f"manifest: {document['manifest']}")
     return "\n".join(lines)
-
-
-def _check_interval(interval: float) -> None:
-    if not 0 < interval <= MAX_WATCH_INTERVAL:
-        raise UsageError(
-            f"--interval {interval!r}: give a positive number of seconds, at most {MAX_WATCH_INTERVAL}"
-        )
 
 
 def _watch(

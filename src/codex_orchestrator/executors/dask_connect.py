@@ -28,7 +28,10 @@ from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
 from codex_orchestrator.executor import Cancellation
 
 T = TypeVar("T")
-INSTALL_HINT = "pip install 'codex-orchestrator[dask]'"
+INSTALL_HINT = (
+    "pip install 'codex-pipeline-orchestrator[dask]' (installed with pipx: "
+    "pipx inject codex-pipeline-orchestrator 'dask[distributed]>=2024.1')"
+)
 ADDRESS_PATTERN = re.compile(
     r"(?P<scheme>tcp|tls)://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})"
 )

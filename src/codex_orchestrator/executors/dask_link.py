@@ -62,6 +62,7 @@ from codex_orchestrator.executors.dask_supervisor import (
 )
 from codex_orchestrator.local_executor import _open_log as open_log
 from codex_orchestrator.local_executor import _tail as read_tail
+from codex_orchestrator.numeric import finite
 from codex_orchestrator.procfs import checked_pid
 
 POLL_SECONDS = 0.1
@@ -108,10 +109,10 @@ def _ticks(value: object) -> int:
 
 
 def _seconds(value: object) -> float:
-    number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
-    if number is None or not math.isfinite(number) or not 0 <= number <= MAX_DURATION_SECONDS:
+    number = finite(value)
+    if number is None or not 0 <= number <= MAX_DURATION_SECONDS:
         raise ProtocolError(f"not a duration: {value!r:.40}")
-    return float(number)
+    return number
 
 
 def _exit_code(value: object) -> int:

@@ -3,9 +3,9 @@ finished run (`coordinator`)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
+from codex_orchestrator.safefs import list_directory
 from codex_orchestrator.workspace import Workspace
 
 #: Pending state snapshots wait in ``<out>/<task>/state.pending/`` (or, when the out root
@@ -19,7 +19,7 @@ def settle_waiting_snapshots(
     """Merge state snapshots that wait beside the runs (the out root could not take them) into
     ``state.json``, when the task's lock is free; never raises. Cheap when none wait."""
     try:
-        if not os.listdir(workspace.task_runs_dir(task_id) / PENDING_DIR_NAME):
+        if not list_directory(workspace.task_runs_dir(task_id) / PENDING_DIR_NAME):
             return
     except OSError:
         return

@@ -7,14 +7,14 @@ merged now stays pending on disk until the next writer of the task merges it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.errors import LockTimeoutError
-from codex_orchestrator.jsonio import append_line
+from codex_orchestrator.jsonio import append_line, json_text
 from codex_orchestrator.persistence.state_store import RunRecord, TaskStateStore
+from codex_orchestrator.safefs import real_directory
 
 
 class PersistenceCoordinator:
@@ -49,8 +49,8 @@ class PersistenceCoordinator:
 
     def _append_metrics(self, metrics: dict[str, Any], record: RunRecord) -> bool:
         try:
-            self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
-            line = json.dumps(metrics, ensure_ascii=False, separators=(",", ":"))
+            real_directory(self.metrics_path.parent)
+            line = json_text(metrics, pretty=False)
             append_line(self.metrics_path, line, durable=True)
         except OSError as error:
             self._warn(

@@ -27,6 +27,11 @@ file before its last failed try, so the holder at that moment sees the file in i
 post-release check. Only a holder killed outright leaves files behind; the next writer or
 reader of the task merges them.
 
+Pruned runs. ``prune`` marks the entries of the runs it deletes ``"pruned": true`` through
+`mark_pruned`, under the lock, after merging every pending snapshot. A mark is sticky: a
+snapshot of the same run merged later keeps it, so a run's own late snapshot (or one waiting in
+the fallback directory) can never undo it.
+
 Corruption. A ``state.json`` or pending file that does not parse, or has the wrong shape, is
 never overwritten: it is renamed aside (``<name>.corrupt-<time>``), reported once through
 ``warn``, and a fresh history is started with every entry that can still be recovered.
@@ -35,8 +40,8 @@ never overwritten: it is renamed aside (``<name>.corrupt-<time>``), reported onc
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
-import os
 import re
 import sys
 import zlib
@@ -49,6 +54,7 @@ from codex_orchestrator.jsonio import (
     append_line,
     atomic_write_bytes,
     encode_record,
+    json_text,
     quarantine,
     read_json,
 )
@@ -57,8 +63,10 @@ from codex_orchestrator.persistence import PENDING_DIR_NAME
 from codex_orchestrator.safefs import (
     RECORD_SIZE_LIMIT,
     UnreadableFileError,
+    list_directory,
     read_regular,
     real_directory,
+    remove_file,
 )
 
 if TYPE_CHECKING:
@@ -70,7 +78,6 @@ ENTRY_KEYS = ("taskId", "runId", "pipelineId", "status", "timestamp", "manifest"
 
 Entry = dict[str, Any]
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _SEPARATOR = b",\n"
 _TRAILER = b"\n]}\n"
 
@@ -206,6 +213,21 @@ class TaskStateStore:
         self._drain()
         return self._document(runs)
 
+    def mark_pruned(self, runs: list[Entry]) -> None:
+        """Mark these runs ``"pruned": true``, under the lock, once every pending snapshot is
+        merged: the current entry of each run is marked, else ``runs``' entry is added marked.
+
+        Raises `LockTimeoutError` when the lock bound is spent: nothing is marked then.
+        """
+        self._lock.acquire()
+        try:
+            paths, incoming = self._load_pending()
+            self._merge_full(self._load_verified(), incoming, runs)
+            _unlink_all(paths)
+        finally:
+            self._lock.release()
+        self._drain()
+
     # --- holding the lock -------------------------------------------------------------------
 
     def _merge_and_release(self) -> int:
@@ -277,10 +299,15 @@ class TaskStateStore:
         )
         return True
 
-    def _merge_full(self, verified: _Verified | None, incoming: list[Entry]) -> _History:
-        """Merge into the parsed history, archive the oldest runs if due, write if changed."""
+    def _merge_full(
+        self, verified: _Verified | None, incoming: list[Entry], pruned: list[Entry] | None = None
+    ) -> _History:
+        """Merge into the parsed history (then mark ``pruned``), archive the oldest runs if
+        due, write if changed."""
         history, repaired = self._load_history(verified)
-        if history.merge(incoming) or repaired:
+        changed = history.merge(incoming)
+        changed = history.mark_pruned(pruned or []) or changed
+        if changed or repaired:
             excess = len(history.runs) - self._keep_recent
             if excess > self._archive_batch:
                 append_line(self.archive_path, history.pop_oldest(excess).decode(), durable=True)
@@ -318,7 +345,7 @@ class TaskStateStore:
     ) -> None:
         """Write ``state.json`` durably, then the stamp that vouches for it."""
         content = _header(self.task_id, last_run_at) + body + _TRAILER
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        real_directory(self.state_path.parent)
         atomic_write_bytes(self.state_path, content, durable=True)
         stamp = {
             "size": len(content),
@@ -370,11 +397,13 @@ class TaskStateStore:
         """Pending snapshots in the pending directory and in its fallback beside the runs."""
         paths: list[Path] = []
         for directory in (self.pending_dir, self.fallback_pending_dir):
-            if os.path.islink(directory):  # merged files are deleted: never outside the roots
-                continue
-            try:
-                names = os.listdir(directory)
+            try:  # a link is refused: merged files are deleted, never outside the roots
+                names = list_directory(directory)
             except FileNotFoundError:
+                continue
+            except OSError as error:
+                if error.errno != errno.ELOOP:
+                    raise
                 continue
             paths += [
                 directory / name
@@ -423,12 +452,15 @@ class _History:
     def merge(self, incoming: list[Entry]) -> bool:
         """Merge ``incoming`` (oldest first); True when the history changed.
 
-        A snapshot replaces the entry of the same run unless it is older.
+        A snapshot replaces the entry of the same run unless it is older; a pruned run's entry
+        stays marked pruned (its directory is gone; see the module docstring).
         """
         position = {_run_id(entry): index for index, entry in enumerate(self.runs)}
         changed = needs_sort = False
         for entry in incoming:
             index = position.get(_run_id(entry))
+            if index is not None and self.runs[index].get("pruned") is True:
+                entry = {**entry, "pruned": True}
             if index is None:
                 last = self.runs[-1] if self.runs else None
                 needs_sort = needs_sort or (
@@ -445,6 +477,22 @@ class _History:
             changed = True
         if needs_sort:
             self.runs.sort(key=_timestamp)
+        return changed
+
+    def mark_pruned(self, runs: list[Entry]) -> bool:
+        """Mark the entries of ``runs`` pruned (adding ``runs``' own entry for a run not
+        listed); True when the history changed."""
+        position = {_run_id(entry): index for index, entry in enumerate(self.runs)}
+        unlisted = [{**entry, "pruned": True} for entry in runs if _run_id(entry) not in position]
+        changed = bool(unlisted)
+        for entry in runs:
+            index = position.get(_run_id(entry))
+            if index is not None and self.runs[index].get("pruned") is not True:
+                self._lines.pop(_run_id(entry), None)
+                self.runs[index] = {**self.runs[index], "pruned": True}
+                changed = True
+        if unlisted:
+            self.runs = sorted([*self.runs, *unlisted], key=_timestamp)
         return changed
 
     def pop_oldest(self, count: int) -> bytes:
@@ -508,7 +556,7 @@ def _timestamp(entry: Entry) -> str:
 
 
 def _encode(value: Any) -> bytes:
-    return encode_record(_ENCODER.encode(value))
+    return encode_record(json_text(value, pretty=False))
 
 
 def _join_entries(entries: list[Entry]) -> bytes:
@@ -527,7 +575,7 @@ def _run_id_key(run_id: str) -> bytes:
 def _unlink_all(paths: list[Path]) -> None:
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            remove_file(path)
 
 
 def _print_warning(message: str) -> None:

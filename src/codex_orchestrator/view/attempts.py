@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from codex_orchestrator.clock import parse_iso_utc
+from codex_orchestrator.numeric import finite
 
 
 class Attempt(NamedTuple):
@@ -28,12 +29,6 @@ class Attempt(NamedTuple):
 
 def _time(value: object) -> float | None:
     return parse_iso_utc(value) if isinstance(value, str) else None
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
 
 
 def shown_status(entry: Mapping[str, Any]) -> str:
@@ -67,7 +62,7 @@ def _from_history(index: int, stage_id: str, history: list[Any]) -> list[Attempt
             continue
         start = _time(item.get("started_at"))
         end = _time(item.get("completed_at"))
-        duration = _number(item.get("duration_seconds"))
+        duration = finite(item.get("duration_seconds"))
         if end is None and start is not None and duration is not None:
             end = start + duration
         if start is None and end is not None and duration is not None:

@@ -14,8 +14,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from rich.console import Console, ConsoleDimensions, Group, RenderableType
+from rich.console import Console, ConsoleDimensions, Group
+from rich.control import Control
 from rich.live import Live
+from rich.segment import ControlType
 from rich.text import Text
 
 from codex_orchestrator.view.rows import StageRow, fit_rows, headline, stage_rows
@@ -44,6 +46,8 @@ class LiveView:
         self._run_dir = run_dir
         self._final = False
         self._shown: object = None
+        #: The width the frame on screen was drawn for, and the cells of each of its lines.
+        self._drawn: tuple[int, list[int]] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="live-view", daemon=True)
         self._console = Console(
@@ -85,15 +89,35 @@ class LiveView:
             manifest = self._snapshot()
             if manifest is None:
                 return
-            key, frame = self._frame(manifest)
+            key, lines, width = self._frame(manifest)
         except Exception:  # a torn or tampered manifest must not kill the drawing thread
             return
         if key != self._shown:
             self._shown = key
-            self._live.update(frame, refresh=True)
+            self._erase_reflowed(width)
+            self._live.update(Group(*lines), refresh=True)
+            self._drawn = (width, [min(line.cell_len, width) for line in lines])
 
-    def _frame(self, manifest: Mapping[str, Any]) -> tuple[object, RenderableType]:
-        """The frame and what identifies it (same key, same pixels)."""
+    def _erase_reflowed(self, width: int) -> None:
+        """After the terminal got narrower, erase the rows the frame on screen now takes
+        beyond its line count.
+
+        A terminal that narrows re-wraps the lines on screen: a line drawn for 100 columns
+        takes two rows of 50. The redraw moves up one row per line it drew; the rows in excess
+        would stay on screen as a stale partial frame, so they are erased first, from the
+        bottom up, leaving the cursor where the redraw expects the frame's last line.
+        """
+        if self._drawn is None or width >= self._drawn[0]:
+            return
+        rows = sum(max(1, -(-cells // width)) for cells in self._drawn[1])
+        extra = rows - len(self._drawn[1])
+        if extra > 0:
+            erase_up = ((ControlType.ERASE_IN_LINE, 2), (ControlType.CURSOR_UP, 1))
+            self._console.control(Control(*(erase_up * extra)))
+
+    def _frame(self, manifest: Mapping[str, Any]) -> tuple[object, list[Text], int]:
+        """The frame's lines, what identifies them (same key, same pixels), and the width they
+        were cut to."""
         rows = stage_rows(manifest, self._run_dir)
         overflow = ""
         size = self._measure()
@@ -105,7 +129,7 @@ class LiveView:
         lines += [self._row(row, width) for row in rows]
         if overflow:
             lines.append(_line(Text(overflow, style="dim")))
-        return (title, tuple(rows), overflow, size, self._final), Group(*lines)
+        return (title, tuple(rows), overflow, size, self._final), lines, size.width
 
     def _measure(self) -> ConsoleDimensions:
         """The terminal's size now, asked of the terminal itself.

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import NamedTuple
 
-from codex_orchestrator.safefs import UnreadableFileError
+from codex_orchestrator.safefs import UnreadableFileError, open_no_follow
 
 
 def run_folder(run_dir: Path, folder: str) -> Path | None:
@@ -47,19 +48,45 @@ def read_tail(path: Path, limit: int) -> tuple[bytes, int]:
     `UnreadableFileError`.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
+        fd = open_no_follow(path, os.O_RDONLY)
+    except (FileNotFoundError, UnreadableFileError):
         raise
     except OSError as error:
-        reason = "a symbolic link" if os.path.islink(path) else error.strerror or str(error)
-        raise UnreadableFileError(path, reason) from None
+        raise UnreadableFileError(path, error.strerror or str(error)) from None
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UnreadableFileError(path, "not a regular file")
         length = min(info.st_size, limit)
         return os.pread(fd, length, info.st_size - length), info.st_size
     except OSError as error:
         raise UnreadableFileError(path, error.strerror or str(error)) from None
     finally:
         os.close(fd)
+
+
+class LogTail(NamedTuple):
+    """The last lines of a log: decoded (invalid UTF-8 replaced), not yet neutralised."""
+
+    lines: list[str]
+    size: int  # the file's size in bytes
+    omitted: int  # bytes of the file before the first line shown
+
+
+def tail_lines(path: Path, max_lines: int, max_bytes: int) -> LogTail:
+    """At most the last ``max_lines`` lines and ``max_bytes`` bytes of log ``path``.
+
+    A line cut by the byte bound is left out, unless it is the only one (one huge line shows
+    its end). Errors are those of `read_tail`.
+    """
+    data, size = read_tail(path, max_bytes)
+    start = 0
+    if size > len(data):
+        newline = data.find(b"\n")
+        start = newline + 1 if 0 <= newline < len(data) - 1 else 0
+    lines = data[start:].split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    if len(lines) > max_lines:
+        start += sum(len(line) + 1 for line in lines[:-max_lines])
+        lines = lines[-max_lines:]
+    decoded = [line.decode("utf-8", errors="replace") for line in lines]
+    return LogTail(decoded, size, size - len(data) + start)

@@ -1,9 +1,16 @@
 """``report RUN``: the self-contained HTML report of a run (the task page is `taskreport`).
 
 A run report is built from the run directory alone (manifest, logs, error files) and written
-next to the manifest as ``report.html``; links to logs and to child runs' reports are relative,
+next to the manifest as ``report.html`` (`write_run_report`), or built in memory without
+writing anything (`render_run_report`); links to logs and to child runs' reports are relative,
 so the run directory can be copied or archived as a whole. Whatever is missing or unreadable
 (a log, an error file, a child run) is named in the report instead of stopping it.
+
+Bounded and linear (``docs/report.md``): each log shows its last ``LOG_LINES`` lines within its
+last ``LOG_TAIL_BYTES``, lines cut at ``LOG_LINE_CHARS``; the log tails and error files of a page
+share ``TEXT_BUDGET_BYTES`` of HTML (past it, a file is linked, not shown); a text field from the
+manifest is cut at ``FIELD_CHARS``. Each folder of the run is listed once (`StageFiles`), so the
+page costs the same per stage however many stages the run has.
 """
 
 from __future__ import annotations
@@ -12,16 +19,17 @@ import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from codex_orchestrator.clock import parse_iso_utc
 from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.ids import is_valid_id
-from codex_orchestrator.jsonio import atomic_write_bytes
+from codex_orchestrator.jsonio import atomic_write_bytes, encode_record, valid_text
 from codex_orchestrator.liveness import assess
 from codex_orchestrator.manifest import EVENTS_NAME, MANIFEST_NAME, load_manifest
 from codex_orchestrator.output import note
 from codex_orchestrator.safefs import TEXT_SIZE_LIMIT, UnreadableFileError, read_regular
+from codex_orchestrator.stagelogs import StageFiles
 from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES
 from codex_orchestrator.view.attempts import history_from_events, shown_status, stage_attempts
 from codex_orchestrator.view.logtail import read_tail, run_file, run_folder
@@ -39,9 +47,17 @@ from codex_orchestrator.view.timeline import PATTERNS, render_timeline
 
 REPORT_NAME = "report.html"
 LOG_LINES = 200
-LOG_TAIL_BYTES = 256 * 1024
+#: The most read from the end of one log: its last 200 lines, or fewer when they are longer.
+LOG_TAIL_BYTES = 32 * 1024
 LOG_LINE_CHARS = 2000
 ERROR_FILE_BYTES = 64 * 1024
+#: HTML that the log tails, and the error files, of one page may take (past it, files are
+#: linked, not shown): 4 MiB in all, so that a page stays readable in a browser.
+LOG_BUDGET_BYTES = 3 * 1024 * 1024
+ERROR_BUDGET_BYTES = 1024 * 1024
+TEXT_BUDGET_BYTES = LOG_BUDGET_BYTES + ERROR_BUDGET_BYTES
+#: A text field of the manifest (summary, event reason, ...) is shown up to this many characters.
+FIELD_CHARS = 1000
 MAX_CHILD_DEPTH = 8
 #: Manifest keys (of an entry or of an ``attempt_history`` item) that name a log file.
 LOG_KEYS = ("log_path", "stdout_log_path", "stderr_log_path")
@@ -58,34 +74,105 @@ class _Problems:
         return f'<p class="problem">{esc(text)}</p>'
 
 
+class _Budget:
+    """The HTML left on this page for log tails (or for error files)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = self.left = size
+        self.withheld = 0
+
+    def fits(self, html: str) -> bool:
+        """Take ``html``'s size from the budget when it fits; count a withheld file when not."""
+        size = len(html.encode("utf-8", "surrogatepass"))
+        if size > self.left:
+            self.withheld += 1
+            return False
+        self.left -= size
+        return True
+
+    def withheld_note(self, shown: str) -> str:
+        return (
+            f'<p class="muted">{esc(shown)} not shown: this page already holds its '
+            f"{_mib(self.size)} of {'log' if shown.startswith('commands/') else 'error'} text; "
+            "open the file.</p>"
+        )
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):g} MiB"
+
+
+class _Page(NamedTuple):
+    """What the sections of one page share."""
+
+    run_dir: Path
+    problems: _Problems
+    log_budget: _Budget
+    error_budget: _Budget
+    logs: StageFiles | None  # None: ``commands`` is missing or not a directory
+    errors: StageFiles | None
+
+
+def render_run_report(run_dir: Path, manifest: Mapping[str, Any] | None = None) -> str:
+    """The report page of the run in ``run_dir``, built in memory: nothing is written, not even
+    child runs' reports (the page links to them). ``manifest`` defaults to the run's own
+    (`CorruptManifestError`, exit 2, when it cannot be read). The text is valid Unicode."""
+    if manifest is None:
+        manifest = load_manifest(run_dir / MANIFEST_NAME)
+    return _render(run_dir, manifest, None)
+
+
 def write_run_report(run_dir: Path, manifest: Mapping[str, Any], *, _depth: int = 0) -> Path:
-    """Write ``<run>/report.html`` (and its child runs' reports) and return its path."""
-    problems = _Problems()
+    """Write ``<run>/report.html`` (and its child runs' reports) and return its path.
+
+    The file is written in the run directory reached without following a link: a run or child
+    directory linked elsewhere is refused, never written through.
+    """
+    path = run_dir / REPORT_NAME
+    atomic_write_bytes(path, encode_record(_render(run_dir, manifest, _depth)))
+    return path
+
+
+def _render(run_dir: Path, manifest: Mapping[str, Any], depth: int | None) -> str:
+    """The page; child reports are written too unless ``depth`` is None (in memory)."""
+    page = _Page(
+        run_dir,
+        _Problems(),
+        _Budget(LOG_BUDGET_BYTES),
+        _Budget(ERROR_BUDGET_BYTES),
+        StageFiles.listing(run_dir / "commands") if run_folder(run_dir, "commands") else None,
+        StageFiles.listing(run_dir / "errors") if run_folder(run_dir, "errors") else None,
+    )
+    problems = page.problems
     stalled = _stalled(run_dir, manifest)
     if stalled:
         manifest = _interrupted(manifest)
     sections = [
         _timeline_section(run_dir, manifest, problems),
         _stages_section(manifest),
-        _children_section(run_dir, manifest, problems, _depth),
+        _children_section(run_dir, manifest, problems, depth),
         _events_section(manifest),
-        _errors_section(run_dir, manifest, problems),
-        _logs_section(run_dir, manifest, problems),
+        _errors_section(page, manifest),
+        _logs_section(page, manifest),
     ]
     run_id = esc(manifest.get("run_id"))
     head = f"<h1>Run {run_id}</h1>" + _header(manifest)
     if stalled:
         head += problems.add(stalled)
+    for budget, kind in ((page.error_budget, "error"), (page.log_budget, "log")):
+        if budget.withheld:
+            problems.add(
+                f"{budget.withheld} {kind} files are linked but not shown: a page shows at most "
+                f"{_mib(budget.size)} of {kind} text"
+            )
     if problems.items:
         head += (
             "<h2>Missing or unreadable</h2><ul>"
             + "".join(f"<li>{esc(item)}</li>" for item in problems.items)
             + "</ul>"
         )
-    path = run_dir / REPORT_NAME
-    html = document(f"Run {manifest.get('run_id')}", head + "".join(sections))
-    atomic_write_bytes(path, html.encode("utf-8"))
-    return path
+    # Records written by older versions may hold lone surrogates (an undecodable $USER).
+    return valid_text(document(f"Run {manifest.get('run_id')}", head + "".join(sections)))
 
 
 def report_after_run(run_dir: Path) -> None:
@@ -144,13 +231,13 @@ def _header(manifest: Mapping[str, Any]) -> str:
             esc(f"{manifest.get('pipeline_id')} — {manifest.get('pipeline_title') or ''}"),
         ),
         ("status", status_span(manifest.get("status"))),
-        ("detail", esc(manifest.get("status_detail") or "—")),
+        ("detail", esc(_cut(manifest.get("status_detail")) or "—")),
         ("started", esc(manifest.get("started_at"))),
         ("completed", esc(manifest.get("completed_at") or "not completed")),
         ("duration", esc(_duration(manifest) or "—")),
         ("host", esc(manifest.get("host") or "unknown")),
         ("executor", esc(manifest.get("executor") or "local")),
-        ("summary", esc(manifest.get("summary") or "—")),
+        ("summary", esc(_cut(manifest.get("summary")) or "—")),
         ("manifest", link(MANIFEST_NAME, MANIFEST_NAME)),
     ]
     if parent:
@@ -169,7 +256,7 @@ def _commands(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _events(run_dir: Path, problems: _Problems) -> dict[int, list[dict[str, Any]]]:
     try:
-        raw = read_regular(run_dir / EVENTS_NAME, TEXT_SIZE_LIMIT)
+        raw = read_regular(run_dir / EVENTS_NAME, TEXT_SIZE_LIMIT, follow_links=False)
     except FileNotFoundError:
         problems.add(f"{EVENTS_NAME} is missing: earlier attempts of re-run stages are not shown")
         return {}
@@ -220,15 +307,23 @@ def _stages_section(manifest: Mapping[str, Any]) -> str:
                 status_span(shown_status(entry)),
                 esc(attempts if attempts is not None else (1 if entry.get("started_at") else 0)),
                 esc(format_seconds(duration)),
-                esc(entry.get("exit_code")),
-                esc(entry.get("summary")),
+                esc(_cut(entry.get("exit_code"))),
+                esc(_cut(entry.get("summary"))),
             ]
         )
     headers = ("#", "stage", "status", "attempts", "duration", "exit code", "summary")
     return "<h2>Stages</h2>" + table(headers, rows, numeric=(0, 3, 4, 5))
 
 
-def _error_block(path: Path, entry: Mapping[str, Any], problems: _Problems) -> str:
+def _cut(value: object) -> object:
+    """A manifest value as shown in a table: text longer than `FIELD_CHARS` is cut."""
+    if isinstance(value, str) and len(value) > FIELD_CHARS:
+        return value[:FIELD_CHARS] + " … (cut)"
+    return value
+
+
+def _error_block(path: Path, entry: Mapping[str, Any], page: _Page) -> str:
+    problems = page.problems
     shown = f"errors/{path.name}"
     title = f"<h3>{esc(entry.get('id'))}: {link(shown, shown)}</h3>"
     if entry.get("error_file") is None or not str(entry["error_file"]).endswith(path.name):
@@ -244,19 +339,21 @@ def _error_block(path: Path, entry: Mapping[str, Any], problems: _Problems) -> s
         return title + problems.add(
             f"error file {shown} of stage {entry.get('id')} is unreadable or corrupt ({error})"
         )
-    return title + f"<pre>{esc(neutralise(body))}</pre>"
+    block = f"<pre>{esc(neutralise(body))}</pre>"
+    budget = page.error_budget
+    return title + (block if budget.fits(block) else budget.withheld_note(shown))
 
 
-def _errors_section(run_dir: Path, manifest: Mapping[str, Any], problems: _Problems) -> str:
+def _errors_section(page: _Page, manifest: Mapping[str, Any]) -> str:
     recorded = any(entry.get("error_file") for entry in _commands(manifest))
-    if recorded and run_folder(run_dir, "errors") is None:
-        problems.add(
+    if recorded and page.errors is None:
+        page.problems.add(
             "errors/ is missing or not a directory (links are not followed): no error file is shown"
         )
     parts = [
-        _error_block(path, entry, problems)
+        _error_block(path, entry, page)
         for entry in _commands(manifest)
-        for path in _stage_files(run_dir, "errors", entry, ("error_file",))
+        for path in _stage_files(page, page.errors, "errors", entry, ("error_file",))
     ]
     return "<h2>Error files</h2>" + (
         "".join(parts) or '<p class="muted">No stage wrote an error file.</p>'
@@ -264,34 +361,34 @@ def _errors_section(run_dir: Path, manifest: Mapping[str, Any], problems: _Probl
 
 
 def _stage_files(
-    run_dir: Path, folder: str, entry: Mapping[str, Any], keys: tuple[str, ...]
+    page: _Page,
+    files: StageFiles | None,
+    folder: str,
+    entry: Mapping[str, Any],
+    keys: tuple[str, ...],
 ) -> list[Path]:
     """A stage's files in ``<run>/<folder>``: those the manifest names, then the rest on disk.
 
     Files on disk count when named ``NN-<stage-id>.*`` (every attempt's logs, the error file
-    of an attempt a later one replaced in the manifest).
+    of an attempt a later one replaced in the manifest); ``files`` is the folder's index.
     """
-    named = [run_file(run_dir, folder, entry.get(key)) for key in keys]
+    if files is None:
+        return []
+    named = [run_file(page.run_dir, folder, entry.get(key)) for key in keys]
     history = entry.get("attempt_history")
     for item in history if isinstance(history, list) else []:
         if isinstance(item, dict):
-            named += [run_file(run_dir, folder, item.get(key)) for key in keys]
+            named += [run_file(page.run_dir, folder, item.get(key)) for key in keys]
     paths = [path for path in named if path is not None]
-    index, stage_id = entry.get("index"), entry.get("id")
-    base = run_folder(run_dir, folder)
-    if base and isinstance(index, int) and isinstance(stage_id, str) and is_valid_id(stage_id):
-        try:
-            on_disk = sorted(base.glob(f"*{index}-{stage_id}.*"))
-        except OSError:
-            on_disk = []
-        paths += [p for p in on_disk if p.name.split("-", 1)[0].lstrip("0") == str(index)]
+    paths += [files.folder / name for name in files.of(entry.get("index"), entry.get("id"))]
     unique: dict[str, Path] = {}
     for path in paths:
         unique.setdefault(path.name, path)
     return list(unique.values())
 
 
-def _log_block(path: Path, stage_id: object, problems: _Problems) -> str:
+def _log_block(path: Path, stage_id: object, page: _Page) -> str:
+    problems = page.problems
     shown = f"commands/{path.name}"
     title = f"<h3>{link(shown, shown)}</h3>"
     try:
@@ -304,7 +401,7 @@ def _log_block(path: Path, stage_id: object, problems: _Problems) -> str:
         )
     lines = data.decode("utf-8", errors="replace").split("\n")
     if size > len(data):
-        lines = lines[1:]  # the first line read is cut
+        lines[0] = "(line cut) … " + lines[0]  # the tail read starts inside it
     if lines and lines[-1] == "":
         lines.pop()
     shown_lines = [
@@ -313,14 +410,17 @@ def _log_block(path: Path, stage_id: object, problems: _Problems) -> str:
     ]
     note_text = f"{size} bytes; last {len(shown_lines)} lines" if size else "empty"
     body = esc(neutralise("\n".join(shown_lines))) if shown_lines else ""
-    return f'{title}<p class="muted">{esc(note_text)}</p>' + (f"<pre>{body}</pre>" if body else "")
+    block = f"<pre>{body}</pre>" if body else ""
+    if block and not page.log_budget.fits(block):
+        block = page.log_budget.withheld_note(shown)
+    return f'{title}<p class="muted">{esc(note_text)}</p>' + block
 
 
-def _logs_section(run_dir: Path, manifest: Mapping[str, Any], problems: _Problems) -> str:
+def _logs_section(page: _Page, manifest: Mapping[str, Any]) -> str:
     parts = []
-    if run_folder(run_dir, "commands") is None:
+    if page.logs is None:
         parts.append(
-            problems.add(
+            page.problems.add(
                 "commands/ is missing or not a directory (links are not followed): no log is shown"
             )
         )
@@ -328,7 +428,7 @@ def _logs_section(run_dir: Path, manifest: Mapping[str, Any], problems: _Problem
         if entry.get("kind") == "subpipeline":
             continue
         anchor = f'<h3 id="stage-{esc(entry.get("index"))}">Stage {esc(entry.get("id"))}</h3>'
-        files = _stage_files(run_dir, "commands", entry, LOG_KEYS)
+        files = _stage_files(page, page.logs, "commands", entry, LOG_KEYS)
         if not files:
             text = (
                 "no log: the stage did not run"
@@ -337,14 +437,12 @@ def _logs_section(run_dir: Path, manifest: Mapping[str, Any], problems: _Problem
             )
             parts.append(anchor + f'<p class="muted">{esc(text)}</p>')
             continue
-        parts.append(
-            anchor + "".join(_log_block(path, entry.get("id"), problems) for path in files)
-        )
+        parts.append(anchor + "".join(_log_block(path, entry.get("id"), page) for path in files))
     return f"<h2>Logs (last {LOG_LINES} lines)</h2>" + "".join(parts)
 
 
 def _children_section(
-    run_dir: Path, manifest: Mapping[str, Any], problems: _Problems, depth: int
+    run_dir: Path, manifest: Mapping[str, Any], problems: _Problems, depth: int | None
 ) -> str:
     links = manifest.get("child_runs")
     children = (
@@ -359,11 +457,12 @@ def _children_section(
         if isinstance(child_id, str) and is_valid_id(child_id):
             child_dir = run_dir.parent / child_id
             try:
-                if depth >= MAX_CHILD_DEPTH:
-                    raise ValueError(f"nested more than {MAX_CHILD_DEPTH} levels deep")
-                write_run_report(
-                    child_dir, load_manifest(child_dir / MANIFEST_NAME), _depth=depth + 1
-                )
+                if depth is not None:  # in memory (None), child reports are linked, not written
+                    if depth >= MAX_CHILD_DEPTH:
+                        raise ValueError(f"nested more than {MAX_CHILD_DEPTH} levels deep")
+                    write_run_report(
+                        child_dir, load_manifest(child_dir / MANIFEST_NAME), _depth=depth + 1
+                    )
                 cell = link(f"../{child_id}/{REPORT_NAME}", child_id)
             except (OrchestratorError, OSError, ValueError) as error:
                 cell += problems.add(f"child run {child_id}: no report ({error})")
@@ -372,8 +471,8 @@ def _children_section(
         rows.append(
             [
                 cell,
-                esc(child.get("pipeline_id")),
-                esc(child.get("stage_id")),
+                esc(_cut(child.get("pipeline_id"))),
+                esc(_cut(child.get("stage_id"))),
                 status_span(child.get("status")),
             ]
         )
@@ -386,11 +485,11 @@ def _event_table(events: object) -> str:
     )
     if not items:
         return '<p class="muted">None.</p>'
-    keys: list[str] = []
+    keys: dict[str, None] = {}
     for item in items:
-        keys += [str(key) for key in item if str(key) not in keys]
-    rows = [[esc(neutralise(_plain(item.get(key)))) for key in keys] for item in items]
-    return table(keys, rows)
+        keys.update(dict.fromkeys(map(str, item)))
+    rows = [[esc(neutralise(str(_cut(_plain(item.get(key)))))) for key in keys] for item in items]
+    return table([str(_cut(key)) for key in keys], rows)
 
 
 def _plain(value: object) -> str:

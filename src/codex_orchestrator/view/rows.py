@@ -7,12 +7,14 @@ The manifest may be tampered with; every field is checked before use.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from codex_orchestrator.clock import parse_iso_utc
+from codex_orchestrator.numeric import finite
 from codex_orchestrator.safefs import UnreadableFileError
 from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, StageStatus
 from codex_orchestrator.view.logtail import read_tail, run_file
@@ -40,9 +42,16 @@ class StageRow(NamedTuple):
     detail: str
 
 
+def objects(value: object) -> list[dict[str, Any]]:
+    """The objects of a manifest array (``commands``, ``child_runs``); anything else is
+    skipped, and a value that is not an array has none (the manifest may be tampered with)."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
 def format_seconds(seconds: float | None, *, tenths: bool = True) -> str:
-    """``4.2s`` (``4s`` without ``tenths``), ``3m07s``, ``2h05m``; empty when unknown."""
-    if seconds is None or seconds < 0:
+    """``4.2s`` (``4s`` without ``tenths``), ``3m07s``, ``2h05m``; empty when unknown (or not
+    a finite number: a tampered record)."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return ""
     if seconds < 60:
         return f"{seconds:.1f}s" if tenths else f"{int(seconds)}s"
@@ -61,17 +70,21 @@ def _elapsed(entry: Mapping[str, Any], now: float, run_live: bool) -> float | No
     started = (
         parse_iso_utc(entry["started_at"]) if isinstance(entry.get("started_at"), str) else None
     )
-    duration = entry.get("duration_seconds")
-    status = entry.get("status")
-    if status == StageStatus.RUNNING and run_live and started is not None:
+    if entry.get("status") == StageStatus.RUNNING and run_live and started is not None:
         return now - started
-    if isinstance(duration, int | float) and not isinstance(duration, bool):
-        return float(duration)
-    completed = entry.get("completed_at")
+    return recorded_seconds(entry)
+
+
+def recorded_seconds(entry: Mapping[str, Any]) -> float | None:
+    """How long a stage (or a run) took as recorded: ``duration_seconds`` (when it is a finite
+    number), else start to end."""
+    duration = finite(entry.get("duration_seconds"))
+    if duration is not None:
+        return duration
+    started, completed = entry.get("started_at"), entry.get("completed_at")
+    begun = parse_iso_utc(started) if isinstance(started, str) else None
     ended = parse_iso_utc(completed) if isinstance(completed, str) else None
-    if started is not None and ended is not None:
-        return ended - started
-    return None
+    return ended - begun if begun is not None and ended is not None else None
 
 
 def running_line(run_dir: Path, entry: Mapping[str, Any]) -> str:

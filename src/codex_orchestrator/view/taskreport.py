@@ -12,10 +12,15 @@ from typing import Any
 
 from codex_orchestrator.errors import RunNotFoundError
 from codex_orchestrator.ids import is_valid_id
-from codex_orchestrator.jsonio import atomic_write_bytes
+from codex_orchestrator.jsonio import atomic_write_bytes, encode_record
 from codex_orchestrator.output import note
 from codex_orchestrator.persistence.state_store import TaskStateStore
-from codex_orchestrator.safefs import TEXT_SIZE_LIMIT, UnreadableFileError, read_regular
+from codex_orchestrator.safefs import (
+    TEXT_SIZE_LIMIT,
+    UnreadableFileError,
+    read_regular,
+    real_directory,
+)
 from codex_orchestrator.view.page import document, esc, link, status_span, table
 from codex_orchestrator.view.report import REPORT_NAME
 from codex_orchestrator.workspace import Settings, Workspace
@@ -23,7 +28,7 @@ from codex_orchestrator.workspace import Settings, Workspace
 
 def _archived(path: Path) -> list[dict[str, Any]]:
     try:
-        raw = read_regular(path, TEXT_SIZE_LIMIT)
+        raw = read_regular(path, TEXT_SIZE_LIMIT, follow_links=False)
     except FileNotFoundError:
         return []
     except UnreadableFileError as error:
@@ -79,7 +84,6 @@ def write_task_report(workspace: Workspace, settings: Settings, task_id: str) ->
         f"<h1>Task {esc(task_id)}</h1><p>{len(runs)} runs recorded in the task's history, newest first.</p>"
         + table(("run", "pipeline", "status", "completed"), rows)
     )
-    path = task_dir / REPORT_NAME
-    task_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, document(f"Task {task_id}", body).encode("utf-8"))
+    path = real_directory(task_dir) / REPORT_NAME
+    atomic_write_bytes(path, encode_record(document(f"Task {task_id}", body)))
     return path

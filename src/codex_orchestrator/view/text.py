@@ -1,10 +1,16 @@
-"""Making untrusted stage output safe to show on a terminal.
+"""Making untrusted text safe to show on a terminal: the one neutraliser.
 
-A stage's output may hold escape sequences (clear the screen, move the cursor, retitle the
-window, hyperlinks), bare control characters (bell, backspace, carriage return) and Unicode
-direction overrides that reorder what a reader sees. Everything shown to a person goes through
-`neutralise`, which drops escape sequences whole and turns every other control character into a
-visible symbol, so the terminal never acts on it.
+A stage's output (and anything derived from it: summaries, stage ids of a tampered manifest,
+history entries) may hold escape sequences (clear the screen, move the cursor, retitle the
+window, set the clipboard, hyperlinks), bare control characters (bell, backspace, carriage
+return), 8-bit C1 controls and invisible Unicode format characters that reorder or hide what a
+reader sees (bidi overrides and isolates, zero-width marks). Every text bound for a terminal
+goes through `neutralise`: the live view, the echo of stage output, and every line the commands
+print (`output.Reporter` and `output.note` apply it), which drops escape sequences whole and
+turns every other control character into a visible symbol, so the terminal never acts on it.
+JSON output keeps the characters but writes them as ``\\uXXXX`` escapes
+(`escape_json_controls`), which parse back to the same text. Only ``logs`` prints stored bytes
+as they are, by design. See docs/resilience.md.
 """
 
 from __future__ import annotations
@@ -22,9 +28,26 @@ _SEQUENCE = re.compile(
     r"|\x9b[0-?]*[ -/]*[@-~]?"
     r"|[\x90\x98\x9d\x9e\x9f][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
 )
-# Whatever control remains (C0 but tab and newline, DEL, C1) and the Unicode format characters
-# that reorder or hide text (bidi embeddings/overrides/isolates, line/paragraph separators).
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: An escape sequence that the text ends inside of (its final byte or terminator still to come),
+#: or a carriage return whose line feed may follow.
+_OPEN_SEQUENCE = re.compile(
+    r"(?:\x1b(?:\[[0-?]*[ -/]*|[\]PX^_][^\x07\x1b\x9c]*|[ -/]*)?"
+    r"|\x9b[0-?]*[ -/]*"
+    r"|[\x90\x98\x9d\x9e\x9f][^\x07\x1b\x9c]*"
+    r"|\r)\Z"
+)
+#: The Unicode format characters that reorder or hide text: the Arabic letter mark, zero-width
+#: spaces/joiners and direction marks, line/paragraph separators, bidi embeddings, overrides and
+#: isolates, invisible operators and deprecated format controls, the byte-order mark, and the
+#: interlinear annotation controls.
+_INVISIBLE = "\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb"
+#: Whatever control remains (C0 but tab and newline, DEL, C1) and the invisible format characters.
+_CONTROLS = f"\x00-\x08\x0b-\x1f\x7f-\x9f{_INVISIBLE}"
+_CONTROL = re.compile(f"[{_CONTROLS}]")
+#: Anything `neutralise` would change (a fast path: most text holds none of it).
+_UNSAFE = re.compile(f"[\t{_CONTROLS}]")
+#: What JSON output escapes beyond the C0 controls the encoder always escapes.
+_JSON_UNSAFE = re.compile(f"[\x7f-\x9f{_INVISIBLE}]")
 REPLACEMENT = "\ufffd"
 
 
@@ -43,10 +66,21 @@ def neutralise(text: str, *, keep_newlines: bool = True) -> str:
 
     Tabs become spaces; newlines are kept unless ``keep_newlines`` is false (then shown as ␊).
     """
+    if _UNSAFE.search(text) is None:
+        return text if keep_newlines else text.replace("\n", "\u240a")
     text = _SEQUENCE.sub("", text).replace("\t", "    ")
     if not keep_newlines:
         text = text.replace("\n", "\u240a")
     return _CONTROL.sub(_visible, text)
+
+
+def escape_json_controls(encoded: str) -> str:
+    """JSON text with C1 controls, DEL and invisible format characters written as ``\\uXXXX``.
+
+    They can only occur inside JSON strings, so the escaped text parses to the same document;
+    a terminal showing it sees plain ASCII instead of the characters.
+    """
+    return _JSON_UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", encoded)
 
 
 def last_line(data: bytes) -> str:
@@ -65,12 +99,25 @@ def last_line(data: bytes) -> str:
 
 
 class StreamNeutraliser:
-    """Neutralises a byte stream chunk by chunk (UTF-8 characters may straddle chunks)."""
+    """Neutralises a byte stream chunk by chunk: UTF-8 characters and escape sequences may
+    straddle chunks.
+
+    An escape sequence still open at the end of a chunk is held back (up to `HELD_LIMIT`
+    characters) and neutralised with what follows, so that its rest is dropped with it instead
+    of being shown as text; if the stream ends there, it was to be dropped anyway. A final
+    carriage return waits for a line feed the same way.
+    """
+
+    HELD_LIMIT = 4096
 
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._held = ""
 
     def feed(self, chunk: bytes) -> bytes:
         """The safe form of the next ``chunk``; carriage returns become newlines."""
-        text = self._decoder.decode(chunk).replace("\r\n", "\n").replace("\r", "\n")
-        return neutralise(text).encode("utf-8")
+        text = self._held + self._decoder.decode(chunk)
+        opened = _OPEN_SEQUENCE.search(text, max(0, len(text) - self.HELD_LIMIT))
+        self._held = text[opened.start() :] if opened else ""
+        text = text[: opened.start()] if opened else text
+        return neutralise(text.replace("\r\n", "\n").replace("\r", "\n")).encode("utf-8")
