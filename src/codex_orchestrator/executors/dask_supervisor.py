@@ -7,6 +7,8 @@ supervisor for it, so a stage never waits for an interpreter to start. The super
 
 - leaves the worker's process group and session at once, so a signal to the worker's group
   (``kill -9 -PGID``) does not end it with the worker while the stage runs on;
+- in a TLS cluster, speaks TLS to the orchestrator (the worker's certificate presented, the
+  orchestrator's checked against the cluster's CA);
 - reads the stage (command, cwd, variables) from the orchestrator, checks its MAC, and runs
   ``/bin/sh -c COMMAND`` as the leader of a new session;
 - streams the stage's stdout and stderr back as frames, in bounded chunks, with non-blocking
