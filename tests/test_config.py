@@ -783,7 +783,10 @@ def test_top_level_section_type_errors(tmp_path: Path, document: Any, expected: 
             {"lock_attempts": 0},
             "lock_attempts: 0 is out of range; give a positive whole number of at most 100",
         ),
-        ({"nope": 1}, "nope: unknown setting; remove it (valid keys: dask_scheduler, executor, "),
+        (
+            {"nope": 1},
+            "nope: unknown setting; remove it (valid keys: dask_connect_timeout_seconds, ",
+        ),
     ],
 )
 def test_settings_errors(tmp_path: Path, settings: dict[str, Any], expected: str) -> None:

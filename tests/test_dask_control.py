@@ -8,20 +8,22 @@ the detached process ends the run ``failed``, never a hang.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
 import socket
-import struct
+import ssl
 import subprocess
 import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from mcp import Client
@@ -29,12 +31,14 @@ from mcp import Client
 import processes
 from conftest import Repo
 from dask_cluster import (
+    DASK_GREETING,
     DaskCluster,
     dask_env,
     first_stage_handle,
     group_gone,
+    no_stage_left,  # noqa: F401 (an autouse fixture: pytest finds it imported here)
     parent_pid,
-    start_cluster,
+    running_cluster,
 )
 from mcp_helpers import MARKER, in_process, result
 
@@ -46,11 +50,8 @@ STUBBORN = "trap '' TERM; sleep 60 & sleep 60; wait"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
     """A scheduler and two workers, shared by the tests of this file."""
-    running = start_cluster(tmp_path_factory.mktemp("dask-control"), (), ())
-    try:
+    with running_cluster(tmp_path_factory.mktemp("dask-control"), (), ()) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def dask_flags(cluster: DaskCluster) -> list[str]:
@@ -182,12 +183,32 @@ def test_mcp_start_runs_on_dask_chosen_by_the_environment(
 # --- a port that is not a Dask scheduler, a scheduler gone after the check --------------------
 
 
+#: Connecting to a port that does not answer as a Dask scheduler takes this long at most.
+QUICK_CONNECT = {"CODEX_ORCHESTRATOR_DASK_CONNECT_TIMEOUT_SECONDS": "2"}
+
+
+class Listener(NamedTuple):
+    """A test server's address and the connections it accepted so far."""
+
+    address: str
+    accepted: list[socket.socket]
+
+
 @contextmanager
-def listening(serve: Callable[[socket.socket], None]) -> Iterator[str]:
-    """A TCP server on 127.0.0.1 that runs ``serve`` on each connection; its address."""
+def listening(serve: Callable[[socket.socket], None], *, hold: bool = False) -> Iterator[str]:
+    """A TCP server on 127.0.0.1 that runs ``serve`` on each connection; its address.
+    ``hold``: keep each connection open (saying nothing more) until the server stops."""
+    with serving(serve, hold=hold) as listener:
+        yield listener.address
+
+
+@contextmanager
+def serving(serve: Callable[[socket.socket], None], *, hold: bool = False) -> Iterator[Listener]:
+    """`listening`, with the connections accepted so far."""
     server = socket.create_server(("127.0.0.1", 0))
     server.settimeout(0.1)
     stop = threading.Event()
+    accepted: list[socket.socket] = []
 
     def loop() -> None:
         while not stop.is_set():
@@ -195,16 +216,20 @@ def listening(serve: Callable[[socket.socket], None]) -> Iterator[str]:
                 connection, _ = server.accept()
             except TimeoutError:
                 continue
-            with connection:
-                serve(connection)
+            accepted.append(connection)
+            serve(connection)
+            if not hold:
+                connection.close()
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     try:
-        yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+        yield Listener(f"tcp://127.0.0.1:{server.getsockname()[1]}", accepted)
     finally:
         stop.set()
         thread.join()
+        for connection in accepted:
+            connection.close()
         server.close()
 
 
@@ -235,7 +260,7 @@ def greet_like_ssh(connection: socket.socket) -> None:
 @pytest.mark.parametrize(
     ("server", "detach", "problem"),
     [
-        (web_server, True, "it said nothing within 5 s"),
+        (web_server, True, "it said nothing within 2 s"),
         (
             lambda: listening(greet_like_ssh),
             True,
@@ -255,7 +280,7 @@ def test_a_port_that_does_not_speak_dask_exits_2_without_a_run(
     repo.pipeline({"id": "one", "command": "true"})
     with server() as address:
         args = ["--executor", "dask", "--scheduler", address, "--format", "json"]
-        completed = repo.cli("start", *(["--detach"] if detach else []), *args)
+        completed = repo.cli("start", *(["--detach"] if detach else []), *args, env=QUICK_CONNECT)
     assert completed.returncode == 2, completed.stderr
     message = json.loads(completed.stdout)["error"]
     assert f"--scheduler: {address} is not a Dask scheduler ({problem}" in message
@@ -274,7 +299,7 @@ def test_a_detached_run_that_cannot_connect_after_the_fork_fails_honestly(repo: 
         with server:
             connection, _ = server.accept()
             with connection:
-                connection.sendall(struct.pack("=3Q", 58, 1, 42))
+                connection.sendall(DASK_GREETING)
 
     greeter = threading.Thread(target=greet_once_and_go, daemon=True)
     greeter.start()
@@ -297,6 +322,242 @@ def test_a_detached_run_that_cannot_connect_after_the_fork_fails_honestly(repo: 
     log = (repo.root / document["orchestrator_log"]).read_text()
     assert f"error: {reason}" in log
     assert "Traceback" not in log
+
+
+@pytest.fixture(scope="module")
+def scheduler_greeting(cluster: DaskCluster) -> bytes:
+    """The handshake frame a real Dask scheduler writes first on a connection."""
+    host, port = cluster.address.removeprefix("tcp://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as probe:
+        received = b""
+        while len(received) < 8 or len(received) < 8 + int.from_bytes(received[:8], "little"):
+            received += probe.recv(4096)
+    return received
+
+
+def greeting_then_nothing(greeting: bytes) -> Callable[[socket.socket], None]:
+    """A server that writes a Dask scheduler's whole handshake, then stalls."""
+    return lambda connection: connection.sendall(greeting)
+
+
+@pytest.mark.parametrize(
+    ("whole", "detach", "problem"),
+    [
+        (False, False, "it stopped after 24 bytes of its greeting, for 2 s"),
+        (False, True, "it stopped after 24 bytes of its greeting, for 2 s"),
+        (True, False, "no answer to a version query in time"),
+    ],
+    ids=["header-foreground", "header-detached", "greeting-foreground"],
+)
+def test_a_scheduler_that_stalls_exits_2_by_the_connect_deadline(
+    repo: Repo, scheduler_greeting: bytes, whole: bool, detach: bool, problem: str
+) -> None:
+    repo.pipeline({"id": "one", "command": "true"})
+    greet = greeting_then_nothing(scheduler_greeting if whole else DASK_GREETING[:24])
+    with listening(greet, hold=True) as address:
+        args = ["--executor", "dask", "--scheduler", address, "--format", "json"]
+        completed = repo.cli("start", *(["--detach"] if detach else []), *args, env=QUICK_CONNECT)
+    assert completed.returncode == 2, completed.stderr
+    assert problem in json.loads(completed.stdout)["error"]
+    assert "Traceback" not in completed.stderr
+    assert run_dirs(repo) == []
+
+
+def test_ctrl_c_ends_a_connection_to_a_stalled_scheduler(
+    repo: Repo, scheduler_greeting: bytes
+) -> None:
+    repo.pipeline({"id": "one", "command": "true"})
+    with serving(greeting_then_nothing(scheduler_greeting), hold=True) as server:
+        args = ["--executor", "dask", "--scheduler", server.address]
+        process = repo.spawn(
+            "start", *args, env={"CODEX_ORCHESTRATOR_DASK_CONNECT_TIMEOUT_SECONDS": "120"}
+        )
+        try:  # the probe, then the version query: now it waits
+            processes.wait_for(lambda: len(server.accepted) >= 2, 30, "the version query")
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=20)
+        finally:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines() == ["error: interrupted"]
+    assert run_dirs(repo) == []
+
+
+def test_cancel_ends_a_detached_run_whose_scheduler_stalls_after_the_fork(
+    repo: Repo, scheduler_greeting: bytes
+) -> None:
+    repo.pipeline({"id": "first", "command": "echo never"}, {"id": "second", "command": "true"})
+    with serving(greeting_then_nothing(scheduler_greeting), hold=True) as server:
+        args = ["--executor", "dask", "--scheduler", server.address, "--format", "json"]
+        slow = {"CODEX_ORCHESTRATOR_DASK_CONNECT_TIMEOUT_SECONDS": "120"}
+        started = repo.cli("start", "--detach", *args, env=slow)
+        assert started.returncode == 0, started.stderr
+        run_id = json.loads(started.stdout)["run_id"]
+        # The check before the fork, the check after it, then the stalled version query.
+        processes.wait_for(lambda: len(server.accepted) >= 3, 30, "the connection to stall")
+        cancelled = repo.cli("cancel", run_id, "--wait", "--format", "json", timeout=60)
+    assert cancelled.returncode == 0, cancelled.stderr
+    manifest = ended(repo, run_id, timeout=10)
+    assert (manifest["status"], manifest["status_detail"]) == ("cancelled", "cancelled")
+    assert [entry["status"] for entry in manifest["commands"]] == ["failed", "pending"]
+
+
+def test_cancel_of_a_dead_run_whose_recorded_scheduler_stalls_does_not_hang(
+    repo: Repo, scheduler_greeting: bytes
+) -> None:
+    repo.pipeline({"id": "work", "command": "sleep 60"}, settings={"kill_grace_seconds": 1})
+    process = repo.spawn("start")  # a local run, made to look like a dead Dask run below
+    try:
+        first_stage_handle(repo)
+    finally:
+        process.kill()
+        process.wait()
+    [run_dir] = run_dirs(repo)
+    with listening(greeting_then_nothing(scheduler_greeting), hold=True) as address:
+        path = run_dir / "manifest.json"
+        manifest = json.loads(path.read_text())
+        manifest.update(executor="dask", executor_options={"scheduler": address})
+        path.write_text(json.dumps(manifest))
+        cancelled = repo.cli("cancel", run_dir.name, "--format", "json", env=QUICK_CONNECT)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "processes left on dask workers not checked" in cancelled.stderr
+    assert "no answer to a version query in time" in cancelled.stderr
+    assert load(repo, run_dir.name)["status"] == "cancelled"
+
+
+#: A real ``dask scheduler`` that says it runs another Dask version.
+OTHER_VERSION_SCHEDULER = """
+import sys
+import distributed.node
+import distributed.versions as versions
+
+real = versions.get_versions
+
+def get_versions(packages=None):
+    found = real(packages)
+    found["packages"]["distributed"] = "2025.1.0"
+    return found
+
+versions.get_versions = distributed.node.get_versions = get_versions
+from distributed.cli.dask_scheduler import main
+sys.exit(main())
+"""
+
+
+def scheduler_address(info: Path) -> str | None:
+    """The address in a scheduler file, once it is written whole."""
+    try:
+        address: str = json.loads(info.read_text())["address"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return address
+
+
+def test_a_scheduler_of_another_dask_version_exits_2_naming_the_mismatch(
+    repo: Repo, tmp_path: Path
+) -> None:
+    info = tmp_path / "scheduler.json"
+    argv = ["--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(info)]
+    scheduler = subprocess.Popen(
+        [sys.executable, "-c", OTHER_VERSION_SCHEDULER, *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        address = processes.wait_for(
+            lambda: info.exists() and json.loads(info.read_text())["address"], 60, "the scheduler"
+        )
+        repo.pipeline({"id": "one", "command": "true"})
+        completed = repo.cli("start", "--scheduler", address, "--format", "json")
+    finally:
+        scheduler.terminate()
+        scheduler.wait(timeout=30)
+    assert completed.returncode == 2, completed.stderr
+    error = json.loads(completed.stdout)["error"]
+    assert f"the Dask scheduler at {address} runs distributed 2025.1.0" in error
+    assert "a version mismatch" in error
+    assert run_dirs(repo) == []
+
+
+# --- a TLS cluster ----------------------------------------------------------------------------
+
+
+def certificates(directory: Path) -> dict[str, str]:
+    """A certificate authority, and one certificate and key it signed for 127.0.0.1 (used by
+    the scheduler, the worker and the orchestrator alike, as Dask allows): their PEM paths."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir()
+    now = datetime.now(UTC)
+
+    def signed(subject: str, key: Any, issuer: str, issuer_key: Any, ca: bool) -> Any:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(hours=1))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            address = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+            builder = builder.add_extension(x509.SubjectAlternativeName([address]), False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    files = {
+        "dask_tls_ca_file": signed("test CA", ca_key, "test CA", ca_key, True),
+        "dask_tls_cert": signed("dask", key, "test CA", ca_key, False),
+    }
+    paths = {}
+    for name, certificate in files.items():
+        paths[name] = str(directory / f"{name}.pem")
+        Path(paths[name]).write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    paths["dask_tls_key"] = str(directory / "key.pem")
+    Path(paths["dask_tls_key"]).write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+def test_a_tls_cluster_runs_stages_and_turns_strangers_away(repo: Repo, tmp_path: Path) -> None:
+    tls = certificates(tmp_path / "tls")
+    options = ("--protocol", "tls", "--tls-ca-file", tls["dask_tls_ca_file"])
+    options += ("--tls-cert", tls["dask_tls_cert"], "--tls-key", tls["dask_tls_key"])
+    with running_cluster(tmp_path / "dask-tls", (), options=options) as secure:
+        assert secure.address.startswith("tls://")
+        # About 2 MB: many TLS records, more than one chunk.
+        repo.pipeline({"id": "secure", "command": "echo over tls; seq 1 300000"}, settings=tls)
+        code, document = repo.start_json(*dask_flags(secure))
+        assert code == 0, document
+        manifest = repo.manifest(document)
+        assert manifest["executor_options"] == {"scheduler": secure.address}
+        output = (repo.root / manifest["commands"][0]["log_path"]).read_text()
+        assert output == "over tls\n" + "".join(f"{n}\n" for n in range(1, 300001))
+        repo.pipeline({"id": "secure", "command": "true"})  # no certificate settings
+        completed = repo.cli("start", *dask_flags(secure), "--format", "json")
+        assert completed.returncode == 2, completed.stderr
+        assert "is a tls:// address but the TLS settings are missing" in completed.stdout
+        # A stranger (no certificate of the cluster's CA) gets no word from the scheduler.
+        host, port = secure.address.removeprefix("tls://").rsplit(":", 1)
+        stranger = ssl.create_default_context(cafile=tls["dask_tls_ca_file"])
+        stranger.check_hostname = False
+        with (
+            socket.create_connection((host, int(port)), timeout=10) as raw,
+            pytest.raises(ssl.SSLError, match="CERTIFICATE_REQUIRED"),
+        ):
+            stranger.wrap_socket(raw).recv(1)
 
 
 # --- resume makes the recorded choice ----------------------------------------------------------

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,16 @@ import pytest
 import processes
 from conftest import SRC, Repo
 from dask_cluster import (
+    DASK,
     DaskCluster,
     dask_env,
     first_stage_handle,
     group_gone,
+    no_stage_left,  # noqa: F401 (an autouse fixture: pytest finds it imported here)
     parent_pid,
+    remote_run,
+    run_processes,
+    running_cluster,
     start_cluster,
 )
 
@@ -38,37 +42,19 @@ TWO_WORKERS = ((), ("--resources", "GPU=1"))
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
     """Scheduler plus two workers (the second has a GPU), shared by the tests of this file."""
-    running = start_cluster(tmp_path_factory.mktemp("dask"), *TWO_WORKERS)
-    try:
+    with running_cluster(tmp_path_factory.mktemp("dask"), *TWO_WORKERS) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture
 def own_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
     """A cluster this test may break (kill a worker, kill the scheduler)."""
-    running = start_cluster(tmp_path / "dask-own", *TWO_WORKERS)
-    try:
+    with running_cluster(tmp_path / "dask-own", *TWO_WORKERS) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def wait_for(condition: Any, timeout: float = 30.0, what: str = "condition") -> Any:
     return processes.wait_for(condition, timeout, what)
-
-
-@contextmanager
-def remote_run(repo: Repo, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    """``start --format json`` in the background; killed (by its pid) if the test left it."""
-    process = repo.spawn("start", "--format", "json", env=env)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 # --- selection and bad input -----------------------------------------------------------------
@@ -101,6 +87,13 @@ def test_local_start_and_plan_never_import_dask(repo: Repo) -> None:
         (["--executor", "dask", "--scheduler", "garbage"], {}, "not a Dask scheduler address"),
         (["--executor", "dask", "--scheduler", "tcp://h:99999"], {}, "tcp://HOST:PORT"),
         (["--executor", "dask", "--scheduler", "tcp://127.0.0.1:1"], {}, "cannot reach"),
+        (["--scheduler", "tcp://127.0.0.1:1"], {}, "cannot reach"),  # it implies dask
+        (
+            ["--executor", "local", "--scheduler", "tcp://127.0.0.1:1"],
+            {},
+            "--scheduler tcp://127.0.0.1:1 names a Dask scheduler, but --executor is 'local'",
+        ),
+        (["--scheduler", "tls://127.0.0.1:1"], {}, "the TLS settings are missing"),
     ],
 )
 def test_bad_executor_input_exits_2_without_a_run(
@@ -121,6 +114,8 @@ def test_bad_executor_input_exits_2_without_a_run(
         ({"resources": ["GPU"]}, {}, "stages[0].resources: expected an object"),
         ({}, {"executor": 5}, "settings.executor: expected a string"),
         ({}, {"dask_scheduler": ""}, "settings.dask_scheduler"),
+        ({}, {"dask_pass_env": ["A=B"]}, "settings.dask_pass_env[0]: 'A=B' is not an environ"),
+        ({}, {"dask_link_timeout_seconds": 0.5}, "settings.dask_link_timeout_seconds"),
     ],
 )
 def test_bad_executor_config_exits_2(
@@ -180,6 +175,7 @@ HOST_PID_TIMING = frozenset(
         "duration_seconds",
         "resume_token",
         "env_marker",  # the local executor's way to find escaped processes on this machine
+        "stage_mark",  # the Dask executor's mark of a stage's processes on its worker
     }
 )
 
@@ -360,8 +356,9 @@ def test_scheduler_death_fails_the_run_and_says_so(repo: Repo, own_cluster: Dask
         assert own_cluster.scheduler is not None
         own_cluster.scheduler.kill()
         own_cluster.scheduler.wait()
-        stdout, _ = process.communicate(timeout=60)
+        stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 1
+    assert "Traceback" not in stderr and "distributed." not in stderr, stderr  # one line
     manifest = repo.manifest(json.loads(stdout))
     assert manifest["status"] == "failed"
     assert manifest["status_detail"] == "stage:work:scheduler-lost"
@@ -491,6 +488,35 @@ def test_worker_root_maps_the_repository_path_on_workers(
     assert output == f"worker copy\n{(mirror / 'sub').resolve()}\n"
 
 
+def test_a_remote_stage_gets_the_runs_variables_the_passed_ones_and_the_workers_paths(
+    repo: Repo, cluster: DaskCluster, tmp_path: Path
+) -> None:
+    mirror = tmp_path / "worker-view"
+    mirror.mkdir()
+    names = ("ROOT", "RUN_DIR", "MANIFEST_PATH", "PYTHON")
+    shown = "|".join(f"$CODEX_ORCHESTRATOR_{name}" for name in names)
+    repo.pipeline(
+        {
+            "id": "env",
+            "command": f'echo "{shown}|${{PASSED-unset}}|${{KEPT-unset}}|$OWN"',
+            "env": {"OWN": "the stage's own"},
+        },
+        settings={"worker_root": str(mirror), "dask_pass_env": ["PASSED"]},
+    )
+    env = {**dask_env(cluster), "PASSED": "passed on", "KEPT": "the orchestrator's secret"}
+    code, document = repo.start_json(env=env)
+    assert code == 0, document
+    entry = repo.manifest(document)["commands"][0]
+    root, run_dir, manifest, python, passed, kept, own = (
+        (repo.root / entry["log_path"]).read_text().strip().split("|")
+    )
+    assert root == str(mirror)
+    assert run_dir == str(mirror / document["artifact_root"])
+    assert manifest == str(mirror / document["manifest"])
+    assert python == DASK.read_text().splitlines()[0].removeprefix("#!")  # the worker's
+    assert (passed, kept, own) == ("passed on", "unset", "the stage's own")
+
+
 def test_relative_worker_root_is_refused(repo: Repo, cluster: DaskCluster) -> None:
     repo.pipeline({"id": "one", "command": "true"}, settings={"worker_root": "relative/path"})
     result = repo.cli("start", env=dask_env(cluster))
@@ -501,11 +527,12 @@ def test_relative_worker_root_is_refused(repo: Repo, cluster: DaskCluster) -> No
 def test_reap_ends_a_verified_group_on_its_worker_and_refuses_a_tampered_one(
     repo: Repo, cluster: DaskCluster
 ) -> None:
-    from codex_orchestrator.executors.dask import WorkerMapping, connect
+    from codex_orchestrator.executors.dask import DaskConfig, WorkerMapping, connect
     from codex_orchestrator.procfs import process_start_ticks
 
     leftover = subprocess.Popen(["sleep", "60"], start_new_session=True)
-    executor = connect(cluster.address, "test", WorkerMapping(repo.root, repo.root), 1.0, 10.0)
+    mapping = WorkerMapping(repo.root, repo.root)
+    executor = connect(DaskConfig(cluster.address, "test", mapping, 1.0, 10.0, 10.0))
     try:
         ticks = process_start_ticks(leftover.pid)
         assert ticks is not None
@@ -548,21 +575,6 @@ def test_cancel_while_queued_for_missing_resources_ends_at_once(
     assert (repo.root / entry["log_path"]).read_bytes() == b""
 
 
-def processes_of_run(run_id: str) -> list[int]:
-    """Pids on this machine whose environment names the run (stages inherit it)."""
-    marker = f"CODEX_ORCHESTRATOR_RUN_ID={run_id}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                environ = Path(f"/proc/{name}/environ").read_bytes()
-            except OSError:
-                continue
-            if marker in environ.split(b"\0"):
-                found.append(int(name))
-    return found
-
-
 def test_a_process_that_left_the_stage_group_ends_with_the_remote_stage(
     repo: Repo, cluster: DaskCluster
 ) -> None:
@@ -572,7 +584,7 @@ def test_a_process_that_left_the_stage_group_ends_with_the_remote_stage(
     )
     code, document = repo.start_json(env=dask_env(cluster))
     assert code == 0, document
-    assert processes_of_run(document["run_id"]) == []
+    assert run_processes(document["run_id"]) == {}
 
 
 def test_resuming_a_dead_local_run_on_dask_ends_its_local_leftovers(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple, NoReturn, TypeVar
@@ -121,8 +122,22 @@ STAGE_KEYS: Mapping[str, frozenset[str]] = {
     "stage-set": frozenset({"kind", "ref"}),
 }
 _ALL_STAGE_KEYS = frozenset().union(*STAGE_KEYS.values())
-#: Settings that choose the executor (docs/executors.md): strings, unlike the numeric tunables.
-EXECUTOR_SETTINGS = frozenset({"executor", "dask_scheduler", "worker_root"})
+#: Names of the orchestrator's environment variables a remote stage receives as they are.
+PASS_ENV_SETTING = "dask_pass_env"
+#: Settings that choose the executor (docs/executors.md): strings (and `PASS_ENV_SETTING`, a
+#: list of names), unlike the numeric tunables.
+EXECUTOR_SETTINGS = frozenset(
+    {
+        "executor",
+        "dask_scheduler",
+        "worker_root",
+        "dask_tls_ca_file",
+        "dask_tls_cert",
+        "dask_tls_key",
+        PASS_ENV_SETTING,
+    }
+)
+ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_RESOURCE_AMOUNT = 1e6
 
 T = TypeVar("T")
@@ -534,6 +549,9 @@ def _read_settings(value: object, path: str) -> dict[str, object]:
     checked: dict[str, object] = {}
     for name, setting in settings.items():
         where = _child(path, name)
+        if name == PASS_ENV_SETTING:
+            checked[name] = _read_env_names(setting, where)
+            continue
         if name in EXECUTOR_SETTINGS:
             checked[name] = _read_text(setting, where, "give a non-empty string")
             continue
@@ -542,6 +560,15 @@ def _read_settings(value: object, path: str) -> dict[str, object]:
             _fail(where, "unknown setting", _suggest(name, known))
         checked[name] = _read_setting(name, setting, where)
     return checked
+
+
+def _read_env_names(value: object, path: str) -> tuple[str, ...]:
+    fix = 'give a list of environment variable names, e.g. ["HOME", "LANG"]'
+    names = _read_list(value, path, fix)
+    for index, name in enumerate(names):
+        if not isinstance(name, str) or not ENV_NAME_PATTERN.fullmatch(name):
+            _fail(f"{path}[{index}]", f"{name!r} is not an environment variable name", fix)
+    return tuple(str(name) for name in names)
 
 
 def _read_resources(value: object, path: str) -> dict[str, float]:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
 from codex_orchestrator.statuses import StageFailure
@@ -35,7 +36,12 @@ Handle = Mapping[str, Any]
 
 
 class StageRequest(NamedTuple):
-    """One stage to run: the command, where, with which environment, where output goes."""
+    """One stage to run: the command, where, with which environment, where output goes.
+
+    ``env`` is the whole environment of a local stage (the orchestrator's, then the run's
+    variables); ``run_env`` holds only what the run sets (its own variables and the stage's
+    configured ``env``), which is what an executor running the stage elsewhere ships.
+    """
 
     stage_id: str
     command: str
@@ -45,6 +51,7 @@ class StageRequest(NamedTuple):
     stderr_path: Path
     timeout_seconds: float | None = None
     resources: Mapping[str, float] | None = None
+    run_env: Mapping[str, str] = MappingProxyType({})
 
 
 class StageOutcome(NamedTuple):
@@ -66,6 +73,9 @@ class StageOutcome(NamedTuple):
     #: a `StageFailure` value (e.g. ``scheduler-lost``) and one line for its summary.
     lost_failure: StageFailure = StageFailure.WORKER_LOST
     lost_reason: str | None = None
+    #: A lost stage whose processes the executor could not verify to be gone: it must not be
+    #: started again (a retry) in this run; ``lost_reason`` says what is known.
+    may_still_run: bool = False
 
 
 class Cancellation:
@@ -167,7 +177,8 @@ class Executor(Protocol):
         """Run one stage to its end, honouring its timeout and ``cancellation``.
 
         ``on_handle`` is called once the stage exists, with the handle the runner stores so that
-        a later ``resume`` can `reap` what a dead run left behind. Raises OSError or ValueError
+        a later ``resume`` can `reap` what a dead run left behind (and again when the executor
+        learns more, e.g. that a lost stage's processes may still run until a given time). Raises OSError or ValueError
         when the stage cannot be started at all.
         """
         ...

@@ -371,11 +371,13 @@ class _Stages:
             stderr_log_path=display(stderr_path),
             **_cleared_handle(run.store.command(index)),
         )
+        run_env = _stage_env(ctx, run, stage)
         request = StageRequest(
             stage_id=stage.id,
             command=stage.command,
             cwd=ctx.workspace.root / (stage.cwd or "."),
-            env=_stage_env(ctx, run, stage),
+            env={**os.environ, **run_env},
+            run_env=run_env,
             stdout_path=stdout_path,
             stderr_path=stderr_path,
             timeout_seconds=stage.timeout_seconds,
@@ -415,7 +417,8 @@ class _Stages:
         self.last_outcome[index] = outcome
         failed = outcome.exit_code != 0 or outcome.timed_out or outcome.lost
         last = self.first_attempt[index] + stage.retries
-        if failed and not outcome.cancelled and not state.stopping and attempt < last:
+        retry = failed and not outcome.cancelled and not outcome.may_still_run
+        if retry and not state.stopping and attempt < last:
             delay = retry_delay(stage.retry_delay_seconds, attempt - self.first_attempt[index] + 1)
             why = "timed out" if outcome.timed_out else f"exit {outcome.exit_code}"
             summary = f"attempt {attempt} of {last} failed ({why}); retrying in {delay:g}s"
@@ -605,21 +608,18 @@ def _stage_end(run: ActiveRun, index: int, status: StageStatus, **fields: Any) -
 
 
 def _stage_env(ctx: RunContext, run: ActiveRun, stage: CommandStage) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "MCP_RUNNER_TASK_ID": ctx.task_id,
-            "CODEX_ORCHESTRATOR_TASK_ID": ctx.task_id,
-            RUN_ID_ENV: run.run_id,
-            "CODEX_ORCHESTRATOR_PIPELINE_ID": run.pipeline.id,
-            "CODEX_ORCHESTRATOR_MANIFEST_PATH": str(run.store.path),
-            "CODEX_ORCHESTRATOR_RUN_DIR": str(run.run_dir),
-            "CODEX_ORCHESTRATOR_ROOT": str(ctx.workspace.root),
-            "CODEX_ORCHESTRATOR_PYTHON": sys.executable,
-        }
-    )
-    env.update(stage.env)
-    return env
+    """The variables the run sets for a stage: its own, then the stage's configured ``env``."""
+    return {
+        "MCP_RUNNER_TASK_ID": ctx.task_id,
+        "CODEX_ORCHESTRATOR_TASK_ID": ctx.task_id,
+        RUN_ID_ENV: run.run_id,
+        "CODEX_ORCHESTRATOR_PIPELINE_ID": run.pipeline.id,
+        "CODEX_ORCHESTRATOR_MANIFEST_PATH": str(run.store.path),
+        "CODEX_ORCHESTRATOR_RUN_DIR": str(run.run_dir),
+        "CODEX_ORCHESTRATOR_ROOT": str(ctx.workspace.root),
+        "CODEX_ORCHESTRATOR_PYTHON": sys.executable,
+        **stage.env,
+    }
 
 
 def _log_stem(run: ActiveRun, index: int, stage_id: str) -> str:

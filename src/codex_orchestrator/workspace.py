@@ -36,6 +36,11 @@ class Settings(NamedTuple):
     kill_grace_seconds: float = 5.0
     max_parallel: int | None = None  # stages of a graph pipeline at once; None: CPU count
     report: bool = False
+    #: Dask: how long a remote stage's link may stay silent before either end gives it up
+    #: (None: a third of ``heartbeat_stale_after_seconds``, at least 2 s).
+    dask_link_timeout_seconds: float | None = None
+    #: Dask: the whole connection to a scheduler (probe, version check, client).
+    dask_connect_timeout_seconds: float = 10.0
 
     @classmethod
     def resolve(
@@ -66,6 +71,8 @@ _ENV_NAMES = {
     "heartbeat_stale_after_seconds": "CODEX_ORCHESTRATOR_HEARTBEAT_STALE_AFTER_SECONDS",
     "manifest_throttle_seconds": "CODEX_ORCHESTRATOR_MANIFEST_THROTTLE_SECONDS",
     "max_parallel": "CODEX_ORCHESTRATOR_MAX_PARALLEL",
+    "dask_link_timeout_seconds": "CODEX_ORCHESTRATOR_DASK_LINK_TIMEOUT_SECONDS",
+    "dask_connect_timeout_seconds": "CODEX_ORCHESTRATOR_DASK_CONNECT_TIMEOUT_SECONDS",
 }
 
 SETTING_NAMES = Settings._fields
@@ -82,11 +89,17 @@ SETTING_LIMITS: dict[str, float] = {
     "lock_max_delay_ms": 60_000,
     "kill_grace_seconds": 3600,
     "max_parallel": 1024,
+    "dask_link_timeout_seconds": 3600,
+    "dask_connect_timeout_seconds": 600,
 }
 
 
-#: Lower bounds beyond "positive": a heartbeat faster than this only burns the disk.
-SETTING_MINIMUMS: dict[str, float] = {"heartbeat_interval_seconds": 0.05}
+#: Lower bounds beyond "positive": a heartbeat faster than this only burns the disk; a link
+#: timeout shorter than a few keep-alives (two a second) would end healthy stages.
+SETTING_MINIMUMS: dict[str, float] = {
+    "heartbeat_interval_seconds": 0.05,
+    "dask_link_timeout_seconds": 1.5,
+}
 
 
 def check_setting(name: str, raw: object, source: str) -> float | int:

@@ -20,10 +20,9 @@ from codex_orchestrator.workspace import Settings, Workspace
 EXECUTOR_ENV = "CODEX_ORCHESTRATOR_EXECUTOR"
 SCHEDULER_ENV = "CODEX_ORCHESTRATOR_DASK_SCHEDULER"
 EXECUTOR_NAMES = ("local", "dask")
-#: Config ``settings`` keys that choose the executor: strings, unlike the numeric tunables.
-EXECUTOR_SETTINGS = ("executor", "dask_scheduler", "worker_root")
-#: A remote stage silent (no output, no keep-alive) for this share of the stale threshold is
-#: lost; its supervisor sends a keep-alive twice a second.
+#: Unless ``settings.dask_link_timeout_seconds`` says otherwise, a remote stage's link silent
+#: (no output, no keep-alive) for this share of the stale threshold is lost; keep-alives come
+#: twice a second each way.
 LOST_SHARE_OF_STALE = 1 / 3
 MIN_LOST_AFTER_SECONDS = 2.0
 
@@ -97,6 +96,14 @@ def executor_for(
     environ = os.environ if env is None else env
     record = recorded or Recorded("", None, None)
     of_run = f"the executor run {record.run_id} recorded (override it with --executor)"
+    if scheduler_flag is not None and executor_flag is None:
+        executor_flag = "dask"  # --scheduler names a Dask scheduler: it implies the executor
+    elif scheduler_flag is not None and executor_flag != "dask":
+        raise OrchestratorError(
+            f"--scheduler {scheduler_flag} names a Dask scheduler, but --executor is "
+            f"{executor_flag!r}; drop --scheduler, or use --executor dask",
+            exit_code=EXIT_USAGE,
+        )
     name = pick(
         executor_flag,
         "--executor",
@@ -131,15 +138,28 @@ def executor_for(
             f"set {SCHEDULER_ENV} or settings.dask_scheduler",
             exit_code=EXIT_USAGE,
         )
-    from codex_orchestrator.executors.dask import WorkerMapping, connect, connect_after_fork
-
-    return (connect_after_fork if detached else connect)(
-        scheduler.value,
-        scheduler.source,
-        WorkerMapping(workspace.root, _worker_root(config_settings, workspace)),
-        settings.kill_grace_seconds,
-        max(MIN_LOST_AFTER_SECONDS, settings.heartbeat_stale_after_seconds * LOST_SHARE_OF_STALE),
+    from codex_orchestrator.executors.dask import (
+        DaskConfig,
+        WorkerMapping,
+        connect,
+        connect_after_fork,
     )
+    from codex_orchestrator.executors.dask_connect import tls_files
+
+    link_timeout = settings.dask_link_timeout_seconds or max(
+        MIN_LOST_AFTER_SECONDS, settings.heartbeat_stale_after_seconds * LOST_SHARE_OF_STALE
+    )
+    config = DaskConfig(
+        address=scheduler.value,
+        source=scheduler.source,
+        mapping=WorkerMapping(workspace.root, _worker_root(config_settings, workspace)),
+        grace_seconds=settings.kill_grace_seconds,
+        link_timeout=link_timeout,
+        connect_timeout=settings.dask_connect_timeout_seconds,
+        pass_env=tuple(config_settings.get("dask_pass_env") or ()),  # type: ignore[arg-type]
+        tls=tls_files(config_settings, workspace.root),
+    )
+    return connect_after_fork(config) if detached else connect(config)
 
 
 def _worker_root(config_settings: Mapping[str, object], workspace: Workspace) -> Path:

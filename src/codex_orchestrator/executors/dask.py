@@ -1,77 +1,77 @@
 """The Dask executor: each command stage runs as one Dask task on a worker of a cluster.
 
-The task (``dask_remote.run_stage_on_worker``, sent as source text) connects back to a socket
-this executor opens for the stage, and has the worker's fork server (``dask_supervisor``) start
-a supervisor that runs the command in its own process group and streams its output over that
-socket into the run's log files here, while the stage runs. No shared filesystem is needed, and
-memory stays bounded on both sides (one chunk in flight per stream). Cancellation, timeouts and
-worker loss are handled over the same socket. This module is the only one that imports Dask,
-and only when the user chose this executor. See docs/executors.md."""
+The task (``dask_remote.run_stage_on_worker``, sent as source text) connects back to a port
+this executor opens for the stage, proves it runs on a worker of the cluster, and has the
+worker's fork server (``dask_supervisor``) start a supervisor, which receives the stage over
+that connection, runs it in its own session and streams its output into the run's log files
+here while it runs (``dask_link``). No shared filesystem is needed, and memory stays bounded on
+both sides. The task spec, which any client of the scheduler can read, carries no command, no
+variable and no secret. Every call to the scheduler has a deadline. This module is the only
+one that builds a Dask client, and only when the user chose this executor. See
+docs/executors.md."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
-import hmac
 import os
-import re
 import select
 import socket
-import struct
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from datetime import UTC, datetime
 from functools import partial
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
+from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.executor import Cancellation, Handle, StageOutcome, StageRequest
 from codex_orchestrator.executors import dask_entry, dask_remote, dask_supervisor
+from codex_orchestrator.executors.dask_connect import (
+    ConnectCancelled,
+    TlsFiles,
+    check_scheduler,
+    open_client,
+)
+from codex_orchestrator.executors.dask_link import (
+    REPORT_MARGIN_SECONDS,
+    Door,
+    Follower,
+    Link,
+    LogFiles,
+    job_frame,
+)
+from codex_orchestrator.executors.dask_remote import KEYS_ATTRIBUTE as KEYS
 from codex_orchestrator.executors.dask_supervisor import (
-    CONTROL,
-    CONTROL_KILL,
-    CONTROL_TERMINATE,
-    FRAME_ALIVE,
-    FRAME_EXIT,
-    FRAME_SPAWN_FAILED,
-    FRAME_STARTED,
-    FRAME_STDERR,
-    FRAME_STDOUT,
-    HEADER,
+    KILL_WAIT_SECONDS,
+    PYTHON_ENV,
+    STAGE_MARK_ENV,
 )
 from codex_orchestrator.local_executor import LocalExecutor
-from codex_orchestrator.local_executor import _open_log as open_log
-from codex_orchestrator.local_executor import _tail as read_tail
 from codex_orchestrator.output import note
 from codex_orchestrator.procfs import checked_pid
 from codex_orchestrator.statuses import StageFailure
 
 KIND = "dask"
-INSTALL_HINT = (
-    "pip install 'codex-pipeline-orchestrator[dask]' (installed with pipx: "
-    "pipx inject codex-pipeline-orchestrator 'dask[distributed]>=2024.1')"
-)
-ADDRESS_PATTERN = re.compile(
-    r"tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})"
-)
-CONNECT_TIMEOUT_SECONDS = 10.0
-#: The start of a Dask scheduler's handshake frame: bytes after this count, number of frames,
-#: length of the first frame (distributed/comm/tcp.py, native byte order as there).
-GREETING = struct.Struct("=3Q")
-GREETING_TIMEOUT_SECONDS = 5.0
-GREETING_MAX_FRAMES = 1024
-GREETING_LIMIT = 1 << 20
 POLL_SECONDS = 0.1
-RECEIVE_BYTES = 1 << 20
-#: Largest metadata frame (started/exit/spawn-failed); data frames stream straight to disk.
-META_LIMIT = 64 * 1024
-#: After asking the supervisor to stop, how long beyond the grace period to wait for its report.
-REPORT_MARGIN_SECONDS = 5.0
+#: The run's variables that name paths of the repository: mapped to the workers' view of it.
+MAPPED_PATHS = (
+    "CODEX_ORCHESTRATOR_ROOT",
+    "CODEX_ORCHESTRATOR_RUN_DIR",
+    "CODEX_ORCHESTRATOR_MANIFEST_PATH",
+)
+#: A stage still queued this long has the scheduler checked, and again every half link timeout.
+PING_AFTER_SECONDS = 1.0
 
 
 class _SchedulerLost(Exception):
-    """The Dask scheduler went away while the stage was queued."""
+    """The Dask scheduler went away, or stopped answering, while the stage was queued."""
+
+
+class _QueuedTooLong(Exception):
+    """The stage's timeout passed while it was still queued."""
 
 
 class WorkerMapping(NamedTuple):
@@ -88,151 +88,42 @@ class WorkerMapping(NamedTuple):
             return path
 
 
-def parse_address(address: str, source: str) -> tuple[str, int]:
-    """Host and port of a ``tcp://HOST:PORT`` scheduler address, else exit 2 with the fix."""
-    match = ADDRESS_PATTERN.fullmatch(address.strip())
-    port = int(match["port"]) if match else 0
-    if match is None or not 0 < port < 65536:
-        raise OrchestratorError(
-            f"{source}: {address!r} is not a Dask scheduler address; give tcp://HOST:PORT "
-            "(e.g. tcp://127.0.0.1:8786, as printed by 'dask scheduler')",
-            exit_code=EXIT_USAGE,
-        )
-    return match["host"].strip("[]"), port
+class DaskConfig(NamedTuple):
+    """What the Dask executor is told: the scheduler, and how to treat stages."""
+
+    address: str
+    source: str  # where the address came from, for messages
+    mapping: WorkerMapping
+    grace_seconds: float
+    link_timeout: float
+    connect_timeout: float
+    pass_env: tuple[str, ...] = ()
+    tls: TlsFiles | None = None
 
 
-def connect(
-    address: str,
-    source: str,
-    mapping: WorkerMapping,
-    grace_seconds: float,
-    lost_after_seconds: float,
-) -> DaskExecutor:
-    """Connect to the scheduler at ``address`` (named by ``source``), else exit 2 with the fix."""
-    callback_host = check_scheduler(address, source)
-    return _client_executor(
-        address, source, callback_host, mapping, grace_seconds, lost_after_seconds
+def connect(config: DaskConfig, cancellation: Cancellation | None = None) -> DaskExecutor:
+    """Connect to the configured scheduler, else exit 2 with the fix (one line); raises
+    `ConnectCancelled` when ``cancellation`` is requested meanwhile."""
+    deadline = time.monotonic() + config.connect_timeout
+    endpoint, callback_host = check_scheduler(config.address, config.source, config.tls, deadline)
+    client = open_client(
+        endpoint, config.address, config.source, config.tls, deadline, cancellation
     )
-
-
-def connect_after_fork(
-    address: str,
-    source: str,
-    mapping: WorkerMapping,
-    grace_seconds: float,
-    lost_after_seconds: float,
-) -> DetachedDaskExecutor:
-    """Check the scheduler at ``address`` as `connect` does, without importing Dask (else exit
-    2 with the fix); the executor connects in the detached process (`DetachedDaskExecutor`)."""
-    check_scheduler(address, source)
-    return DetachedDaskExecutor(
-        partial(connect, address, source, mapping, grace_seconds, lost_after_seconds), address
-    )
-
-
-def check_scheduler(address: str, source: str) -> str:
-    """Check, without importing Dask, that the extra is installed and that ``address`` is a
-    Dask scheduler that answers; else exit 2 with the fix. Returns this machine's address on
-    the route to it (workers connect back to that address).
-
-    A detached run validates this before it forks and connects after the fork: a Dask client's
-    threads do not survive a fork, so Dask must not even be imported before it.
-    """
-    host, port = parse_address(address, source)
-    missing = [name for name in ("distributed", "cloudpickle") if find_spec(name) is None]
-    if missing:
-        raise OrchestratorError(
-            f"the dask executor needs Dask's distributed scheduler (not installed: "
-            f"{', '.join(missing)}); install it with {INSTALL_HINT}",
-            exit_code=EXIT_USAGE,
-        )
-    return _probe(host, port, address, source)
-
-
-def _client_executor(
-    address: str,
-    source: str,
-    callback_host: str,
-    mapping: WorkerMapping,
-    grace_seconds: float,
-    lost_after_seconds: float,
-) -> DaskExecutor:
-    """Import Dask and connect a client to the checked scheduler at ``address``."""
     import cloudpickle  # type: ignore[import-untyped]
-    import distributed
 
-    host, port = parse_address(address, source)
-    try:
-        client = distributed.Client(  # type: ignore[no-untyped-call]
-            f"tcp://{host}:{port}" if ":" not in host else f"tcp://[{host}]:{port}",
-            timeout=CONNECT_TIMEOUT_SECONDS,
-            set_as_default=False,
-        )
-    except (OSError, ValueError) as error:
-        raise OrchestratorError(
-            f"{source}: cannot connect to the Dask scheduler at {address} ({error}); start one "
-            "with 'dask scheduler' or fix the address",
-            exit_code=EXIT_USAGE,
-        ) from None
-    # Workers need Python and Dask only: the entry function travels by value, the worker-side
+    # Workers need Python and Dask only: the entry functions travel by value, the worker-side
     # modules as source text.
     cloudpickle.register_pickle_by_value(dask_entry)
-    return DaskExecutor(client, address, callback_host, mapping, grace_seconds, lost_after_seconds)
+    return DaskExecutor(client, config, callback_host)
 
 
-def _probe(host: str, port: int, address: str, source: str) -> str:
-    """Check the scheduler's port answers like a Dask scheduler; return this machine's address
-    on that route, the one the scheduler sees us from.
-
-    A Dask scheduler writes its side of the comm handshake as soon as it accepts a connection
-    (distributed's ``Listener.on_connection``): a frame whose header is three native 64-bit
-    counts (the bytes that follow the first count, the number of frames, the first frame's
-    length). A web server (the dashboard on 8787) waits for a request; other services greet
-    with text. Either is refused here rather than left to a client that waits 10 s.
-    """
-    try:
-        probe = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_SECONDS)
-    except OSError as error:
-        reason = error.strerror or str(error) or type(error).__name__
-        raise OrchestratorError(
-            f"{source}: cannot reach the Dask scheduler at {address} ({reason}); start one "
-            "with 'dask scheduler' on that host, or fix the address",
-            exit_code=EXIT_USAGE,
-        ) from None
-    with probe:
-        local: str = probe.getsockname()[0]
-        problem = _greeting_problem(probe)
-    if problem is not None:
-        raise OrchestratorError(
-            f"{source}: {address} is not a Dask scheduler ({problem}); give the address "
-            "'dask scheduler' prints (tcp://HOST:8786 by default; 8787 is its dashboard)",
-            exit_code=EXIT_USAGE,
-        )
-    return local
-
-
-def _greeting_problem(probe: socket.socket) -> str | None:
-    """None when the first bytes read from ``probe`` are a Dask frame header, else why not."""
-    probe.settimeout(GREETING_TIMEOUT_SECONDS)
-    received, silence = b"", "it closed the connection without a word"
-    try:
-        while len(received) < GREETING.size:
-            chunk = probe.recv(GREETING.size - len(received))
-            if not chunk:
-                break
-            received += chunk
-    except TimeoutError:
-        silence = f"it said nothing within {GREETING_TIMEOUT_SECONDS:g} s of the connection"
-    except OSError as error:
-        return f"reading its greeting failed: {error.strerror or error}"
-    if not received:
-        return silence
-    if len(received) == GREETING.size:
-        total, frames, first = GREETING.unpack(received)
-        prelude = 8 * (frames + 1)
-        if 0 < frames <= GREETING_MAX_FRAMES and prelude + first <= total <= GREETING_LIMIT:
-            return None
-    return f"its first bytes are not a Dask frame header: {received!r}"
+def connect_after_fork(config: DaskConfig) -> DetachedDaskExecutor:
+    """Check the scheduler as `connect` does, without importing Dask (else exit 2 with the
+    fix); the executor connects in the detached process (`DetachedDaskExecutor`)."""
+    check_scheduler(
+        config.address, config.source, config.tls, time.monotonic() + config.connect_timeout
+    )
+    return DetachedDaskExecutor(partial(connect, config), config.address)
 
 
 class DaskExecutor:
@@ -240,28 +131,109 @@ class DaskExecutor:
 
     name = KIND
 
-    def __init__(
-        self,
-        client: Any,
-        address: str,
-        callback_host: str,
-        mapping: WorkerMapping,
-        grace_seconds: float,
-        lost_after_seconds: float,
-    ) -> None:
+    def __init__(self, client: Any, config: DaskConfig, callback_host: str) -> None:
         self.client = client
-        self.address = address
-        self.options = {"scheduler": address}
+        self.config = config
+        self.address = config.address
+        self.options = {"scheduler": config.address}
         self.callback_host = callback_host
-        self.mapping = mapping
-        self.grace_seconds = grace_seconds
-        self.lost_after_seconds = lost_after_seconds
-        #: Handles of stages whose supervisor vanished without a report (their group may live).
+        self.grace_seconds = config.grace_seconds
+        self.link_timeout = config.link_timeout
+        #: This orchestrator's id on the workers: they keep its key under it.
+        self.session = os.urandom(16)
+        self._keys: dict[str, bytes] = {}
+        self._handing: dict[str, concurrent.futures.Future[None]] = {}
+        self._keys_lock = threading.Lock()
+        #: Handles of stages lost without their end verified: checked again on `close`.
         self.orphans: list[Handle] = []
         #: The future of the stage submitted last, kept until the next submit (see `_run`).
         self.last_submitted: Any = None
+        #: In a TLS cluster, each stage's link is TLS too (after the handshake, before the job).
+        self.link_tls = config.tls.server_context() if config.tls is not None else None
         self.remote_source = Path(dask_remote.__file__).read_text(encoding="utf-8")
         self.supervisor_source = Path(dask_supervisor.__file__).read_text(encoding="utf-8")
+        self._call(self._hand_every_key())
+
+    # --- the workers' keys (see ``dask_link.WorkerKeys``) ------------------------------------
+
+    def key(self, worker: str) -> bytes:
+        """The key of ``worker``: made on first use, never replaced."""
+        with self._keys_lock:
+            return self._keys.setdefault(worker, os.urandom(32))
+
+    def hand(self, worker: str) -> concurrent.futures.Future[None]:
+        """Hand ``worker`` its key over Dask's direct connection to it (never through the
+        scheduler), once the scheduler confirms it is a worker of the cluster. Callers share
+        one handing-over per worker; one that failed is tried again."""
+        key = self.key(worker)
+        with self._keys_lock:
+            handing = self._handing.get(worker)
+            if handing is None or (
+                handing.done() and (handing.cancelled() or handing.exception() is not None)
+            ):
+                handing = self._handing[worker] = self._call(self._hand_key(worker, key))
+            return handing
+
+    async def _hand_key(self, worker: str, key: bytes) -> None:
+        identity = await self.client.scheduler.identity(n_workers=-1)
+        if worker not in identity.get("workers", {}):
+            raise ValueError(f"{worker} is not a worker of this cluster")
+        await self._worker_call(worker, dask_entry.remember, (KEYS, self.session, key))
+
+    async def _hand_every_key(self) -> None:
+        """Hand each worker of the cluster its key now, in the background: a session's first
+        stage on a worker then finds its key there instead of waiting for it."""
+        identity = await self.client.scheduler.identity(n_workers=-1)
+        for worker in identity.get("workers", {}):
+            self.hand(worker)
+
+    async def _worker_call(self, worker: str, function: Any, args: tuple[Any, ...]) -> Any:
+        """Call ``function`` (of ``dask_entry``) on ``worker`` over Dask's direct connection to
+        it: neither through the scheduler nor in one of the worker's task threads."""
+        from distributed.protocol.pickle import dumps
+
+        reply = await self.client.rpc(worker).run(
+            function=dumps(function),  # type: ignore[no-untyped-call]
+            args=dumps(args),  # type: ignore[no-untyped-call]
+            wait=True,
+        )
+        if not isinstance(reply, dict) or reply.get("status") != "OK":
+            raise ValueError(f"{worker} refused the call: {reply!r:.200}")
+        return reply["result"]
+
+    # --- calls to the scheduler, each with a deadline ----------------------------------------
+
+    def _call(self, coroutine: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.client.loop.asyncio_loop)
+
+    def _workers(self, cancellation: Cancellation | None = None) -> dict[str, Any]:
+        """The scheduler's workers, by the link timeout, else `_SchedulerLost`."""
+        future = self._call(self.client.scheduler.identity(n_workers=-1))
+        deadline = time.monotonic() + self.link_timeout
+        while True:
+            try:
+                workers: dict[str, Any] = future.result(timeout=POLL_SECONDS).get("workers", {})
+                return workers
+            except concurrent.futures.TimeoutError:
+                if time.monotonic() > deadline or (cancellation and cancellation.requested):
+                    future.cancel()
+                    raise _SchedulerLost from None
+            except Exception:  # Dask raises its own kinds when the scheduler is gone
+                raise _SchedulerLost from None
+
+    def scheduler_lost(self) -> dict[str, Any]:
+        """Outcome fields of a stage ended because the scheduler went away."""
+        return {
+            "lost": True,
+            "lost_failure": StageFailure.SCHEDULER_LOST,
+            "lost_reason": f"the Dask scheduler at {self.address} went away or stopped answering",
+        }
+
+    def scheduler_alive(self) -> bool:
+        """False once the client lost its scheduler (it then only tries to reconnect)."""
+        return bool(self.client.status == "running")
+
+    # --- running a stage ---------------------------------------------------------------------
 
     def run(
         self,
@@ -270,61 +242,105 @@ class DaskExecutor:
         on_handle: Callable[[Handle], None],
     ) -> StageOutcome:
         """Run ``request`` on a worker; its output lands in the request's log files here."""
-        with _LogFiles(request) as logs:
+        with LogFiles(request) as logs:
             return self._run(request, logs, cancellation, on_handle)
 
     def _run(
         self,
         request: StageRequest,
-        logs: _LogFiles,
+        logs: LogFiles,
         cancellation: Cancellation,
         on_handle: Callable[[Handle], None],
     ) -> StageOutcome:
-        if request.resources:
-            self._warn_unmet(request.stage_id, request.resources)
+        submitted = time.monotonic()
         family = socket.AF_INET6 if ":" in self.callback_host else socket.AF_INET
+        stage = os.urandom(16)
         with socket.socket(family, socket.SOCK_STREAM) as listener:
             listener.bind((self.callback_host, 0))
             listener.listen(8)
-            token = os.urandom(16).hex().encode()
-            future = self.client.submit(
-                dask_entry.call,
-                self.remote_source,
-                "run_stage_on_worker",
-                listener.getsockname()[:2],
-                token,
-                self.supervisor_source,
-                request.command,
-                str(self.mapping.worker_path(request.cwd)),
-                dict(request.env),
-                self.grace_seconds,
-                key=f"codex-stage-{request.stage_id}-{token[:12].decode()}",
-                pure=False,
-                retries=0,
-                resources=dict(request.resources) if request.resources else None,
-            )
-            # Dropping a future sends "release" at once, and the client then holds its next
-            # send for its batching interval (10 ms): the release of a stage that just ended
-            # would delay the very next submit. Replaced here, after a submit, it travels in
-            # the same batch instead.
-            self.last_submitted = future
+            door = Door(self, listener, self.session, stage, self.link_timeout)
+            future = None
             try:
-                channel = self._await_start(listener, token, future, cancellation)
+                if request.resources:
+                    self._warn_unmet(request.stage_id, request.resources, cancellation)
+                future = self.client.submit(
+                    dask_entry.call,
+                    self.remote_source,
+                    "run_stage_on_worker",
+                    listener.getsockname()[:2],
+                    self.session,
+                    stage,
+                    self.supervisor_source,
+                    self.link_timeout,
+                    key=f"codex-stage-{request.stage_id}-{stage.hex()[:12]}",
+                    pure=False,
+                    retries=0,
+                    resources=dict(request.resources) if request.resources else None,
+                )
+                # Dropping a future sends "release" at once, and the client then holds its next
+                # send for its batching interval (10 ms): the release of a stage that just ended
+                # would delay the very next submit. Replaced here, after a submit, it travels in
+                # the same batch instead.
+                self.last_submitted = future
+                link = self._await_start(door, future, cancellation, submitted, request)
             except _SchedulerLost:
+                _release(future)
+                if cancellation.requested:  # a call given up for the cancellation: nothing ran
+                    return logs.outcome(None, time.time(), 0.0, cancelled=True, host="")
                 return logs.outcome(None, time.time(), 0.0, host="", **self.scheduler_lost())
+            except _QueuedTooLong:
+                _release(future)
+                duration = time.monotonic() - submitted
+                return logs.outcome(None, time.time(), duration, host="", timed_out=True)
             except BaseException:
-                future.cancel()
+                _release(future)
                 raise
-        if channel is None:  # cancelled while queued: nothing ever ran
-            future.cancel()
+            finally:
+                door.close()
+        if link is None:  # cancelled while queued: nothing ever ran
+            _release(future)
             return logs.outcome(None, time.time(), 0.0, cancelled=True, host="")
-        with channel:
-            stream = _Stream(self, channel, logs, request, cancellation, on_handle)
-            return stream.follow()
+        if self.link_tls is not None:
+            try:
+                link = link._replace(sock=self.link_tls.wrap_socket(link.sock, server_side=True))
+            except OSError as error:
+                link.sock.close()
+                raise OSError(
+                    f"the TLS handshake with the stage's worker failed: {error}"
+                ) from None
+        with link.sock:
+            mark = stage.hex()
+            job = {
+                "command": request.command,
+                "cwd": str(self.config.mapping.worker_path(request.cwd)),
+                "env": self._shipped_env(request, mark),
+                "grace": self.grace_seconds,
+            }
+            link.sock.sendall(job_frame(link.key, job))
+            follower = Follower(self, link, logs, request, cancellation, on_handle, submitted, mark)
+            outcome = follower.follow()
+        if outcome.may_still_run and follower.handle is not None:
+            self.orphans.append(follower.handle)
+        return outcome
 
-    def _warn_unmet(self, stage_id: str, resources: Mapping[str, float]) -> None:
+    def _shipped_env(self, request: StageRequest, mark: str) -> dict[str, str]:
+        """What a remote stage receives of this side's environment: the variables passed on by
+        ``settings.dask_pass_env``, then the run's own (paths mapped to the workers' view); the
+        worker adds its own environment and its interpreter (``CODEX_ORCHESTRATOR_PYTHON``)."""
+        env = {name: request.env[name] for name in self.config.pass_env if name in request.env}
+        env.update(request.run_env)
+        for name in MAPPED_PATHS:
+            if name in env:
+                env[name] = str(self.config.mapping.worker_path(Path(env[name])))
+        env.pop(PYTHON_ENV, None)
+        env[STAGE_MARK_ENV] = mark
+        return env
+
+    def _warn_unmet(
+        self, stage_id: str, resources: Mapping[str, float], cancellation: Cancellation
+    ) -> None:
         """Say so when no worker has the resources a stage needs: Dask then waits for one."""
-        workers = self.client.scheduler_info().get("workers", {}).values()
+        workers = self._workers(cancellation).values()
         if not any(
             all(
                 worker.get("resources", {}).get(name, 0) >= amount
@@ -339,56 +355,96 @@ class DaskExecutor:
             )
 
     def _await_start(
-        self, listener: socket.socket, token: bytes, future: Any, cancellation: Cancellation
-    ) -> socket.socket | None:
-        """Wait until the task connects back with ``token``; None if cancelled before that."""
+        self,
+        door: Door,
+        future: Any,
+        cancellation: Cancellation,
+        submitted: float,
+        request: StageRequest,
+    ) -> Link | None:
+        """Wait until the stage's task is admitted; None if cancelled before that.
+
+        The stage's timeout counts from its submission, so a stage queued for resources no
+        worker has times out (`_QueuedTooLong`). A stage queued for long has the scheduler
+        checked, with a deadline: a scheduler that stopped answering (frozen, partitioned) is
+        `_SchedulerLost` within the link timeout, not a stage waiting forever.
+        """
         wake = cancellation.wakeup_fd()
+        timeout = request.timeout_seconds
+        ping: concurrent.futures.Future[Any] | None = None
+        ping_at = submitted + min(PING_AFTER_SECONDS, self.link_timeout / 2)
         while True:
-            ready, _, _ = select.select([listener.fileno(), wake], [], [], POLL_SECONDS)
+            ready, _, _ = select.select([*door.watched(), wake], [], [], POLL_SECONDS)
             if cancellation.requested:
                 return None
-            if listener.fileno() in ready:
-                channel = _admit(listener, token)
-                if channel is not None:
-                    return channel
+            link = door.step(ready)
+            if link is not None:
+                return link
+            now = time.monotonic()
+            if timeout is not None and now - submitted >= timeout:
+                raise _QueuedTooLong
             self._check_queued(future)
-
-    def scheduler_lost(self) -> dict[str, Any]:
-        """Outcome fields of a stage ended because the scheduler went away."""
-        return {
-            "lost": True,
-            "lost_failure": StageFailure.SCHEDULER_LOST,
-            "lost_reason": f"the Dask scheduler at {self.address} went away",
-        }
-
-    def scheduler_alive(self) -> bool:
-        """False once the client lost its scheduler (it then only tries to reconnect)."""
-        return bool(self.client.status == "running")
+            if ping is None and now >= ping_at:
+                ping = self._call(self.client.scheduler.identity(n_workers=0))
+                ping_at = now
+            elif ping is not None and ping.done():
+                if ping.exception() is not None:
+                    raise _SchedulerLost
+                ping, ping_at = None, now + self.link_timeout / 2
+            elif ping is not None and now - ping_at > self.link_timeout:
+                ping.cancel()
+                raise _SchedulerLost
 
     def _check_queued(self, future: Any) -> None:
         """Raise when the task can no longer start: scheduler gone, or the task failed."""
         if not self.scheduler_alive():
             raise _SchedulerLost
         if future.status == "error":
-            error = future.exception()
+            error = future.exception(timeout=self.link_timeout)
             raise OSError(f"the Dask task failed on the worker: {type(error).__name__}: {error}")
         if future.status in ("finished", "cancelled", "lost"):
-            result = future.result() if future.status == "finished" else future.status
+            result = future.status
+            if future.status == "finished":
+                result = future.result(timeout=self.link_timeout)
             raise OSError(f"the Dask task ended without running the stage ({result})")
 
-    def reap(self, handle: Handle, grace_seconds: float) -> bool:
-        """End a dead run's stage group on its worker, if that worker is still in the cluster.
+    # --- ending what stages left -------------------------------------------------------------
 
-        A stage whose worker is gone died with it (parent-death signal); a stage whose
-        orchestrator died ended when its socket closed. This is the last line of defence.
-        A local stage's handle (a local run resumed on Dask) goes to the local executor.
+    def reap_remote(self, worker: str, host: str, pgid: int, ticks: int, mark: str) -> str | None:
+        """End what is left of a stage through a direct call to its worker: its group (when
+        verified) and the processes carrying its mark. ``ended``, ``none`` (nothing was left),
+        or None when the worker cannot be reached in time or is another machine now.
+
+        A worker the scheduler no longer knows is gone (answered at once); when the scheduler
+        itself does not answer, the worker is tried all the same."""
+        with contextlib.suppress(_SchedulerLost):
+            if worker not in self._workers():
+                return None
+        args = (self.supervisor_source, host, pgid, ticks, self.grace_seconds, mark)
+        future = self._call(self._worker_call(worker, dask_entry.reap, args))
+        try:
+            result = future.result(
+                timeout=self.link_timeout + self.grace_seconds + KILL_WAIT_SECONDS
+            )
+        except Exception:  # unreachable, refused or too slow: the stage is reported unchecked
+            future.cancel()
+            return None
+        return result if result in ("ended", "none") else None
+
+    def reap(self, handle: Handle, grace_seconds: float) -> bool:
+        """End a dead run's stage on its worker, if that worker can be reached.
+
+        A stage whose end is recorded (its supervisor reported it, or it was reaped) is left
+        alone. One that cannot be checked but whose supervisor ends it by a recorded time is
+        waited for until then, so that it never runs beside the stage run again. A local
+        stage's handle (a local run resumed on Dask) goes to the local executor.
         """
         if handle.get("kind") == LocalExecutor.name:
             return LocalExecutor(grace_seconds).reap(handle, grace_seconds)
-        if handle.get("kind") != KIND:
+        if handle.get("kind") != KIND or handle.get("remote_end") in ("reported", "reaped"):
             return False
         pgid, ticks = checked_pid(handle.get("pgid")), handle.get("start_ticks")
-        worker, host = handle.get("worker"), handle.get("host")
+        worker, host, mark = handle.get("worker"), handle.get("host"), handle.get("stage_mark")
         if (
             pgid is None
             or isinstance(ticks, bool)
@@ -398,40 +454,65 @@ class DaskExecutor:
         ):
             note(f"warning: not ending recorded remote stage {dict(handle)!r}: malformed handle")
             return False
-        if worker not in self.client.scheduler_info().get("workers", {}):
+        mark = mark if isinstance(mark, str) and mark.isalnum() else ""
+        found = self.reap_remote(worker, host, pgid, ticks, mark)
+        if found is not None:
+            return found == "ended"
+        ends_by = _parse_time(handle.get("remote_ends_by"))
+        if ends_by is None:
+            note(
+                f"warning: could not check process group {pgid} on {host} (worker {worker} "
+                "cannot be reached); if it still runs there, end it by hand"
+            )
             return False
-        future = self.client.submit(
-            dask_entry.call,
-            self.remote_source,
-            "reap_on_worker",
-            self.supervisor_source,
-            host,
-            pgid,
-            ticks,
-            grace_seconds,
-            workers=[worker],
-            allow_other_workers=False,
-            pure=False,
+        # Never longer than a supervisor cut off at the last contact may take (a recorded
+        # time further away is not trusted).
+        bound = self.link_timeout + grace_seconds + KILL_WAIT_SECONDS + REPORT_MARGIN_SECONDS
+        wait = min(bound, ends_by - time.time())
+        if wait > 0:
+            time.sleep(wait)
+        note(
+            f"could not reach worker {worker} to check process group {pgid} on {host}; its "
+            f"supervisor ended it by {handle.get('remote_ends_by')}, which has passed"
         )
-        try:
-            return bool(future.result(timeout=grace_seconds + CONNECT_TIMEOUT_SECONDS))
-        except Exception as error:  # Dask raises its own kinds; none may stop a resume
-            note(f"warning: could not end process group {pgid} on {worker}: {error}")
-            return False
+        return False
 
     def close(self) -> None:
-        """End groups whose supervisor vanished, then disconnect from the scheduler.
+        """Check again the stages lost without a verified end, then disconnect.
 
-        Every other stage's group ended with its supervisor (shell exit, orchestrator gone,
-        worker gone).
+        Every other stage's group ended with its supervisor (shell exit, orchestrator gone or
+        silent, worker gone).
         """
         if self.scheduler_alive():
             for handle in self.orphans:
-                self.reap(handle, self.grace_seconds)
+                self.reap_remote(
+                    str(handle["worker"]),
+                    str(handle["host"]),
+                    int(handle["pgid"]),
+                    int(handle["start_ticks"]),
+                    str(handle.get("stage_mark", "")),
+                )
         self.orphans.clear()
         self.last_submitted = None
-        with contextlib.suppress(OSError, TimeoutError, RuntimeError):
-            self.client.close(timeout=CONNECT_TIMEOUT_SECONDS)
+        with contextlib.suppress(Exception):  # a scheduler gone or frozen: nothing to wait for
+            self.client.close(timeout=self.link_timeout)
+
+
+def _release(future: Any) -> None:
+    """Let the scheduler forget a task (a batched message: never waits for the scheduler)."""
+    if future is not None:
+        future.release()
+
+
+def _parse_time(value: object) -> float | None:
+    """Seconds since the epoch of a recorded ``YYYY-MM-DDTHH:MM:SSZ`` time, else None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return parsed.timestamp()
 
 
 class DetachedDaskExecutor:
@@ -439,17 +520,19 @@ class DetachedDaskExecutor:
 
     `check_scheduler` ran in the caller, before the run was created. `connect` runs in the
     detached process, before its first stage (a Dask client's threads would not survive the
-    fork); it checks again, so a scheduler gone in between is seen at once, not after the
-    client's 10 s of retries. Handles given to `reap` before then (``resume --detach`` ends
-    what the dead run left, before it forks) are reaped once connected, still before any stage
-    starts. When the connection fails after all, every stage fails at once as
-    ``scheduler-lost``, with the reason in the orchestrator's log: the run ends ``failed``, it
-    never hangs.
+    fork); it checks again, so a scheduler gone in between is seen at once, with the same
+    deadline and answering a cancellation (``cancel`` of the run) meanwhile. Handles given to
+    `reap` before then (``resume --detach`` ends what the dead run left, before it forks) are
+    reaped once connected, still before any stage starts. When the connection fails after all,
+    every stage fails at once as ``scheduler-lost``, with the reason in the orchestrator's log:
+    the run ends ``failed``, it never hangs.
     """
 
     name = KIND
 
-    def __init__(self, connect: Callable[[], DaskExecutor], address: str) -> None:
+    def __init__(
+        self, connect: Callable[[Cancellation | None], DaskExecutor], address: str
+    ) -> None:
         """``connect``: builds the connected executor (exit-2 errors say what is wrong)."""
         self.address = address
         self.options = {"scheduler": address}
@@ -459,12 +542,15 @@ class DetachedDaskExecutor:
         self._failure: str | None = None
         self._reaps: list[tuple[Handle, float]] = []
 
-    def connected(self) -> DaskExecutor | None:
-        """The connected executor (connecting on the first call), or None if that failed."""
+    def connected(self, cancellation: Cancellation | None = None) -> DaskExecutor | None:
+        """The connected executor (connecting on the first call), or None if that failed or
+        was cancelled."""
         with self._lock:
             if self._connected is None and self._failure is None:
                 try:
-                    self._connected = self._connect()
+                    self._connected = self._connect(cancellation)
+                except ConnectCancelled:
+                    return None
                 except Exception as error:  # whatever it is, the detached run must end honestly
                     self._failure = (
                         str(error)
@@ -486,10 +572,12 @@ class DetachedDaskExecutor:
         on_handle: Callable[[Handle], None],
     ) -> StageOutcome:
         """Run ``request`` on a worker once connected; a failed connection loses the stage."""
-        executor = self.connected()
+        executor = self.connected(cancellation)
         if executor is not None:
             return executor.run(request, cancellation, on_handle)
-        with _LogFiles(request) as logs:
+        with LogFiles(request) as logs:
+            if self._failure is None:  # cancelled while connecting: nothing ran
+                return logs.outcome(None, time.time(), 0.0, host="", cancelled=True)
             return logs.outcome(
                 None,
                 time.time(),
@@ -515,232 +603,3 @@ class DetachedDaskExecutor:
         executor = self.connected() if self._reaps else self._connected
         if executor is not None:
             executor.close()
-
-
-def _admit(listener: socket.socket, token: bytes) -> socket.socket | None:
-    """Accept one connection; keep it only if it carries ``token`` (then say go)."""
-    channel, _ = listener.accept()
-    try:
-        channel.settimeout(CONNECT_TIMEOUT_SECONDS)
-        hello = dask_remote.HELLO + token
-        received = b""
-        while len(received) < len(hello):
-            chunk = channel.recv(len(hello) - len(received))
-            if not chunk:
-                break
-            received += chunk
-        if hmac.compare_digest(received, hello):
-            channel.sendall(dask_remote.GO)
-            channel.setblocking(True)
-            return channel
-    except OSError:
-        pass
-    channel.close()
-    return None
-
-
-class _LogFiles:
-    """The stage's two log files, open for the whole stage; tails are read back from them."""
-
-    def __init__(self, request: StageRequest) -> None:
-        self.paths = (request.stdout_path, request.stderr_path)
-        self.fds: dict[int, int] = {}
-
-    def __enter__(self) -> _LogFiles:
-        for kind, path in zip((FRAME_STDOUT, FRAME_STDERR), self.paths, strict=True):
-            self.fds[kind] = open_log(path)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
-
-    def write(self, kind: int, data: memoryview) -> None:
-        """Append ``data`` to the log of stream ``kind``."""
-        fd = self.fds[kind]
-        while data:
-            data = data[os.write(fd, data) :]
-
-    def outcome(
-        self, exit_code: int | None, started_at: float, duration: float, **fields: Any
-    ) -> StageOutcome:
-        """The stage's outcome, with tails and sizes read back from the log files.
-
-        ``fields``: ``host`` and any of the outcome's flags and lost-stage fields.
-        """
-        stdout_tail, stdout_bytes = read_tail(self.fds[FRAME_STDOUT])
-        stderr_tail, stderr_bytes = read_tail(self.fds[FRAME_STDERR])
-        flags = dict.fromkeys(("timed_out", "cancelled", "killed", "lost"), False)
-        return StageOutcome(
-            exit_code=exit_code,
-            started_at=started_at,
-            duration_seconds=duration,
-            stdout_tail=stdout_tail,
-            stderr_tail=stderr_tail,
-            stdout_bytes=stdout_bytes,
-            stderr_bytes=stderr_bytes,
-            **{**flags, **fields},
-        )
-
-
-class _Stream:
-    """Follows one started stage: writes its output, enforces timeout and cancellation."""
-
-    def __init__(
-        self,
-        executor: DaskExecutor,
-        channel: socket.socket,
-        logs: _LogFiles,
-        request: StageRequest,
-        cancellation: Cancellation,
-        on_handle: Callable[[Handle], None],
-    ) -> None:
-        self.executor = executor
-        self.channel = channel
-        self.logs = logs
-        self.request = request
-        self.cancellation = cancellation
-        self.on_handle = on_handle
-        self.buffer = bytearray(RECEIVE_BYTES)
-        self.kind = 0
-        self.remaining = 0
-        self.header = bytearray()
-        self.meta = bytearray()
-        self.host = ""
-        self.handle: Handle | None = None
-        self.started_at = time.time()
-        self.started = time.monotonic()
-        self.last_frame = self.started
-        self.report_due: float | None = None
-        self.kill_sent = False
-        self.timed_out = False
-        self.scheduler_lost = False
-        self.report: bytes | None = None
-
-    def follow(self) -> StageOutcome:
-        """Receive frames until the supervisor's exit report, the socket's end, or silence."""
-        wake = self.cancellation.wakeup_fd()
-        hurry = self.cancellation.wakeup_fd(escalation=True)
-        watched = [self.channel.fileno(), wake, hurry]
-        while self.report is None:
-            ready, _, _ = select.select(watched, [], [], POLL_SECONDS)
-            now = time.monotonic()
-            if watched[0] in ready:
-                if not self._receive():
-                    break  # the supervisor vanished without a report
-                self.last_frame = now
-            elif now - self.last_frame > self.executor.lost_after_seconds:
-                break  # no output and no keep-alive: the supervisor or its link is gone
-            if self.report_due is not None and now > self.report_due:
-                break  # told to stop, yet no report long after the grace period
-            if wake in ready:
-                watched.remove(wake)
-            if hurry in ready:
-                watched.remove(hurry)
-            self._enforce(now)
-        return self._outcome()
-
-    def _enforce(self, now: float) -> None:
-        """Ask the supervisor to end the group on timeout, cancellation or scheduler loss."""
-        timeout = self.request.timeout_seconds
-        if self.report_due is None:
-            if timeout is not None and now - self.started >= timeout:
-                self.timed_out = True
-            elif not self.executor.scheduler_alive():
-                self.scheduler_lost = True
-            elif not self.cancellation.requested:
-                return
-            grace = self.cancellation.grace_seconds
-            if self.cancellation.requested:
-                grace = max(0.0, self.cancellation.requested_at + grace - now)
-            self._control(CONTROL_TERMINATE, grace)
-            self.report_due = now + grace + REPORT_MARGIN_SECONDS
-        if self.cancellation.escalated and not self.kill_sent:
-            self._control(CONTROL_KILL, 0.0)
-            self.kill_sent = True
-
-    def _control(self, kind: int, grace: float) -> None:
-        with contextlib.suppress(OSError):
-            self.channel.sendall(CONTROL.pack(kind, grace))
-
-    def _receive(self) -> bool:
-        """Read what arrived and dispatch it; False at end of stream."""
-        try:
-            count = self.channel.recv_into(self.buffer)
-        except OSError:
-            return False
-        if count == 0:
-            return False
-        view = memoryview(self.buffer)[:count]
-        while view:
-            if self.remaining == 0 and len(self.header) < HEADER.size:
-                take = HEADER.size - len(self.header)
-                self.header += view[:take]
-                view = view[take:]
-                if len(self.header) < HEADER.size:
-                    break
-                self.kind, self.remaining = HEADER.unpack(self.header)
-                if self.kind not in self.logs.fds and self.remaining > META_LIMIT:
-                    return False  # not our protocol: treat the stage as lost
-            chunk = view[: self.remaining]
-            view = view[len(chunk) :]
-            self.remaining -= len(chunk)
-            if self.kind in self.logs.fds:
-                self.logs.write(self.kind, chunk)
-            else:
-                self.meta += chunk
-            if self.remaining == 0:
-                self._frame_done()
-        return True
-
-    def _frame_done(self) -> None:
-        kind, payload = self.kind, bytes(self.meta)
-        self.header.clear()
-        self.meta.clear()
-        if kind == FRAME_STARTED:
-            self._started(payload)
-        elif kind == FRAME_EXIT:
-            self.report = payload
-        elif kind == FRAME_SPAWN_FAILED:
-            raise OSError(payload.decode("utf-8", "replace"))
-        elif kind != FRAME_ALIVE and kind not in self.logs.fds:
-            raise OSError(f"unexpected frame {kind} from the stage's supervisor")
-
-    def _started(self, payload: bytes) -> None:
-        pid, ticks, worker_pid, host, *worker = payload.decode("utf-8", "replace").split(" ")
-        self.host = host
-        self.started_at = time.time()
-        self.started = time.monotonic()
-        self.handle = {
-            "kind": KIND,
-            "host": host,
-            "worker": worker[0] if worker else "",
-            "scheduler": self.executor.address,
-            "worker_pid": int(worker_pid),
-            "pid": int(pid),
-            "pgid": int(pid),
-            "start_ticks": int(ticks),
-        }
-        self.on_handle(self.handle)
-
-    def _outcome(self) -> StageOutcome:
-        cancelled = self.cancellation.requested and not self.timed_out
-        fields: dict[str, Any] = {"host": self.host, "timed_out": self.timed_out}
-        if self.scheduler_lost or (self.report is None and not self.executor.scheduler_alive()):
-            fields.update(self.executor.scheduler_lost())
-        if self.report is None:  # the supervisor vanished or fell silent: its worker is lost
-            if self.handle is not None and not self.scheduler_lost:
-                self.executor.orphans.append(self.handle)
-            fields.setdefault("lost", True)
-            duration = time.monotonic() - self.started
-            return self.logs.outcome(None, self.started_at, duration, cancelled=cancelled, **fields)
-        code, killed, lost, duration_text = self.report.decode().split(" ")
-        fields.setdefault("lost", lost == "1")
-        return self.logs.outcome(
-            int(code),
-            self.started_at,
-            float(duration_text),
-            cancelled=cancelled,
-            killed=killed == "1",
-            **fields,
-        )

@@ -1,19 +1,35 @@
 """Worker-side supervisor of remote stages: a small fork server, one per Dask worker.
 
 A Dask worker starts it once (``dask_remote.Supervisors``) with a Unix socket as file
-descriptor ``argv[1]``. For each stage, the worker hands over the stage (command, cwd,
-environment), the socket connected to the orchestrator and a "done" socket; the server forks a
-supervisor for it, so a stage never waits for an interpreter to start. The supervisor runs
-``/bin/sh -c COMMAND`` in its own process group and streams the group's stdout and stderr back
-as frames, in bounded chunks, with blocking writes (the orchestrator's reading speed is the
-back-pressure). It honours control frames from the orchestrator (terminate with a grace
-period, kill), and ends the group when: the shell exits (helpers do not outlive their stage on
-a worker), the orchestrator's socket closes, or the Dask worker dies (a pidfd of the worker,
-and ``PR_SET_PDEATHSIG`` along the worker, server, supervisor chain).
+descriptor ``argv[1]``. For each stage, the worker hands over the socket connected (and
+authenticated) to the orchestrator, a "done" socket and the stage's key; the server forks a
+supervisor for it, so a stage never waits for an interpreter to start. The supervisor:
+
+- leaves the worker's process group and session at once, so a signal to the worker's group
+  (``kill -9 -PGID``) does not end it with the worker while the stage runs on;
+- in a TLS cluster, speaks TLS to the orchestrator (the worker's certificate presented, the
+  orchestrator's checked against the cluster's CA);
+- reads the stage (command, cwd, variables) from the orchestrator, checks its MAC, and runs
+  ``/bin/sh -c COMMAND`` as the leader of a new session;
+- streams the stage's stdout and stderr back as frames, in bounded chunks, with non-blocking
+  sends: it stops reading the stage's pipes while a chunk waits (the orchestrator's reading
+  speed is the back-pressure), and is never stuck in a send;
+- ends the stage (SIGTERM to its group and to every process that left it, SIGKILL after the
+  grace period) when the orchestrator asks, when the Dask worker dies (a pidfd of the
+  worker), when the orchestrator falls silent (no keep-alive, or no send progress, for the
+  link timeout) and when it is itself sent SIGTERM;
+- ends what the shell leaves behind when it exits (helpers do not outlive their stage on a
+  worker): being the subreaper of its descendants, it adopts every orphan, including those
+  that called ``setsid``, and it never counts a zombie as alive;
+- signs its reports (started, shell exit, exit, spawn failure) with the stage's key.
+
+Protocol, after the handshake in ``dask_remote``: frames are ``HEADER`` (kind, length) and a
+payload; metadata payloads are JSON followed by an HMAC-SHA256 (`mac`). The orchestrator sends
+one ``FRAME_JOB`` and then ``CONTROL`` records (keep-alive, terminate with a grace period, kill).
 
 The file is shipped to workers as source text and run with ``python -I -S -c``, so workers need
 no copy of codex-orchestrator; it imports only standard-library modules. The orchestrator
-imports it for the frame constants. See docs/executors.md for the protocol.
+imports it for the protocol constants and `mac`. See docs/executors.md.
 """
 
 from __future__ import annotations
@@ -21,23 +37,32 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import hashlib
+import hmac
 import json
 import os
 import select
 import signal
 import socket
+import ssl
 import struct
 import sys
 import time
+import traceback
 from typing import Any
 
 HEADER = struct.Struct(">BI")
 JOB_HEADER = struct.Struct(">I")
 CONTROL = struct.Struct(">Bd")
 CHUNK_BYTES = 1024 * 1024
+MAC_BYTES = 32
+#: Largest metadata frame in either direction (the job, with the stage's variables, included).
+META_LIMIT = 4 * 1024 * 1024
 KEEPALIVE_SECONDS = 0.5
+#: After the group and its leftovers are gone, how long a pipe held open elsewhere may stay open.
 FINAL_DRAIN_SECONDS = 1.0
-WORKER_EXIT_WAIT_SECONDS = 1.0
+#: How long SIGKILLed processes may take to vanish before the supervisor stops waiting.
+KILL_WAIT_SECONDS = 2.0
 
 FRAME_STDOUT = 1
 FRAME_STDERR = 2
@@ -45,9 +70,24 @@ FRAME_STARTED = 3
 FRAME_ALIVE = 4
 FRAME_EXIT = 5
 FRAME_SPAWN_FAILED = 6
+FRAME_SHELL_EXIT = 7
+FRAME_JOB = 8
+#: Frames whose payload is signed JSON.
+SIGNED_FRAMES = frozenset({FRAME_STARTED, FRAME_EXIT, FRAME_SPAWN_FAILED, FRAME_SHELL_EXIT})
 
 CONTROL_TERMINATE = 1
 CONTROL_KILL = 2
+CONTROL_ALIVE = 3
+
+#: Why a supervisor ended a stage on its own (the exit report's ``lost``).
+LOST_WORKER = "worker-died"
+LOST_ORCHESTRATOR = "orchestrator-silent"
+LOST_SIGNALLED = "supervisor-signalled"
+
+#: Every remote stage's processes carry this variable (the stage's key): a reap finds those
+#: that left the stage's process group after its supervisor died.
+STAGE_MARK_ENV = "CODEX_ORCHESTRATOR_STAGE_MARK"
+PYTHON_ENV = "CODEX_ORCHESTRATOR_PYTHON"
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -55,54 +95,81 @@ SIGTERM = 15
 SIGKILL = 9
 #: File descriptors handed over with each job: the orchestrator's socket, then "done".
 JOB_FDS = 2
+#: A non-blocking socket (plain or TLS) that cannot go on now.
+WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def mac(key: bytes, kind: int, body: bytes) -> bytes:
+    """The signature of a metadata frame of ``kind`` (HMAC-SHA256 with the stage's key)."""
+    return hmac.new(key, bytes([kind]) + body, hashlib.sha256).digest()
 
 
 def start_ticks(pid: int) -> int:
     """The start time of ``pid`` in clock ticks since boot (0 when unknown)."""
+    fields = _stat(pid)
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-        return int(stat[stat.rindex(b")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
+        return int(fields[19]) if fields else 0
+    except (ValueError, IndexError):
         return 0
 
 
-def live_processes() -> list[tuple[int, int, int, int]]:
-    """(pid, parent, group, start ticks) of every process that is not a zombie."""
+def _stat(pid: int | str) -> list[bytes] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+        return stat[stat.rindex(b")") + 2 :].split()
+    except (OSError, ValueError):
+        return None
+
+
+def live(pid: int, ticks: int = 0) -> bool:
+    """True while ``pid`` runs (not a zombie), with start time ``ticks`` when given."""
+    fields = _stat(pid)
+    if not fields or fields[0] == b"Z":
+        return False
+    return not ticks or start_ticks(pid) == ticks
+
+
+def group_members(pgid: int) -> list[tuple[int, int]]:
+    """(pid, start ticks) of the live processes of group ``pgid``; zombies do not count.
+
+    ``killpg(pgid, 0)`` succeeds while a zombie is left in the group (its parent may never reap
+    it, e.g. a helper that left the group), so only ``/proc`` tells a live group from a dead one.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except OSError:
+        return []
     found = []
     for name in os.listdir("/proc"):
         if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat", "rb") as handle:
-                    fields = handle.read().rsplit(b")", 1)[1].split()
-                if fields[0] != b"Z":
-                    found.append((int(name), int(fields[1]), int(fields[2]), int(fields[19])))
-            except (OSError, IndexError, ValueError):
-                continue
+            fields = _stat(name)
+            with contextlib.suppress(IndexError, ValueError):
+                if fields and fields[0] != b"Z" and int(fields[2]) == pgid:
+                    found.append((int(name), int(fields[19])))
     return found
 
 
-def member_starts(pgid: int) -> list[int]:
-    """Start ticks of the live processes of group ``pgid``."""
-    return [start for _pid, _parent, group, start in live_processes() if group == pgid]
-
-
-def end_strays(grace: float) -> None:
-    """End what is left of our descendants once the stage's group is gone.
-
-    A process that left the group (``setsid``, a daemon) is re-parented to us, the subreaper;
-    it must not outlive its stage on the worker either. SIGTERM, then SIGKILL after ``grace``.
-    """
-    deadline, sig = time.monotonic() + grace, SIGTERM
-    while strays := children():
-        for pid in strays:
-            with contextlib.suppress(OSError):
-                os.kill(pid, sig)
-        time.sleep(0.02)
-        while _reaped_one():
-            pass
-        if time.monotonic() >= deadline:
-            sig = SIGKILL
+def marked(entry: bytes, since: int) -> list[tuple[int, int]]:
+    """(pid, start ticks) of live processes started at or after ``since`` whose environment
+    holds ``entry`` (``NAME=value``)."""
+    found = []
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        ticks = start_ticks(int(name))
+        if ticks < since or not live(int(name)):
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                environ = handle.read(1 << 20)
+        except OSError:
+            continue
+        if entry in environ.split(b"\0"):
+            found.append((int(name), ticks))
+    return found
 
 
 def children() -> list[int]:
@@ -112,70 +179,22 @@ def children() -> list[int]:
         with open(f"/proc/{me}/task/{me}/children") as listing:
             pids = [int(pid) for pid in listing.read().split()]
     except OSError:
-        return [pid for pid, parent, _g, _s in live_processes() if parent == me]
-    return [pid for pid in pids if not _zombie(pid)]
+        pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+        pids = [pid for pid in pids if (_stat(pid) or [b"", b""])[1] == str(me).encode()]
+    return [pid for pid in pids if live(pid)]
 
 
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _reaped_one() -> bool:
-    try:
-        return os.waitpid(-1, os.WNOHANG)[0] != 0
-    except ChildProcessError:
-        return False
-
-
-class Channel:
-    """The socket to the orchestrator: framed, blocking sends; control frames received."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.open = True
-        self.last_send = time.monotonic()
-        self.pending = b""
-
-    def send(self, kind: int, payload: bytes | memoryview = b"") -> None:
-        """Send one frame; a closed or broken connection marks the channel closed."""
-        if not self.open:
-            return
-        parts = [HEADER.pack(kind, len(payload)), payload]
-        try:
-            while parts:
-                written = os.writev(self.fd, parts)
-                while parts and written >= len(parts[0]):
-                    written -= len(parts[0])
-                    parts.pop(0)
-                if parts:
-                    parts[0] = memoryview(parts[0])[written:]
-        except OSError:
-            self.open = False
-        self.last_send = time.monotonic()
-
-    def controls(self) -> list[tuple[int, float]] | None:
-        """Control frames received so far; None once the orchestrator closed the socket."""
-        try:
-            data = os.read(self.fd, 4096)
-        except OSError:
-            data = b""
-        if not data:
-            self.open = False
-            return None
-        self.pending += data
-        frames = []
-        while len(self.pending) >= CONTROL.size:
-            frames.append(CONTROL.unpack(self.pending[: CONTROL.size]))
-            self.pending = self.pending[CONTROL.size :]
-        return frames
+def signal_tree(pid: int, sig: int) -> None:
+    """Signal a child we adopted: its whole group when it leads one, else the process."""
+    with contextlib.suppress(OSError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
 
 
 class Stage:
-    """The stage's process group and the bookkeeping of its teardown."""
+    """The stage's shell, its process group and what it leaves behind, and their teardown."""
 
     def __init__(self, pid: int, grace: float) -> None:
         self.pid = pid
@@ -183,26 +202,27 @@ class Stage:
         self.kill_at: float | None = None
         self.killed = False
         self.status: int | None = None
-
-    def signal(self, sig: int) -> bool:
-        """Signal the whole group; False once it is gone."""
-        try:
-            os.killpg(self.pid, sig)
-        except OSError:
-            return False
-        return True
+        self.shell_exited_at: float | None = None
 
     def terminate(self, grace: float) -> None:
-        """SIGTERM the group now and SIGKILL it once ``grace`` seconds have passed."""
+        """SIGTERM the group and every adopted orphan now; SIGKILL once ``grace`` has passed."""
         deadline = time.monotonic() + grace
         if self.kill_at is None or deadline < self.kill_at:
             self.kill_at = deadline
-        self.signal(SIGTERM)
+        self.signal_all(SIGTERM)
+
+    def signal_all(self, sig: int) -> None:
+        """Signal the stage's group and every live child of ours (the shell, adopted orphans)."""
+        with contextlib.suppress(OSError):
+            os.killpg(self.pid, sig)
+        for child in children():
+            signal_tree(child, sig)
 
     def escalate(self) -> None:
-        """SIGKILL the group once its grace period is spent."""
-        if self.kill_at is not None and time.monotonic() >= self.kill_at and not self.killed:
-            self.killed = self.signal(SIGKILL) or self.killed
+        """SIGKILL whatever is left once the grace period is spent (new orphans included)."""
+        if self.kill_at is not None and time.monotonic() >= self.kill_at and not self.gone():
+            self.killed = self.killed or self.shell_exited_at is None
+            self.signal_all(SIGKILL)
 
     def reap(self) -> bool:
         """Reap every exited descendant (we are their subreaper); True once the shell exited."""
@@ -215,19 +235,169 @@ class Stage:
                 break
             if pid == self.pid:
                 self.status = status
+                self.shell_exited_at = time.monotonic()
         return self.status is not None
 
-    def wait_gone(self) -> None:
-        """Wait until the group is gone, escalating to SIGKILL when its grace is spent."""
-        while self.signal(0) and (self.kill_at is None or time.monotonic() < self.kill_at + 2.0):
-            self.reap()
-            self.escalate()
-            time.sleep(0.01)
+    def gone(self) -> bool:
+        """True once nothing of the stage runs: no live group member, no live child of ours."""
+        return not children() and not group_members(self.pid)
 
-    def exit_code(self) -> int:
-        """Shell convention: killed by signal N is 128+N."""
-        code = os.waitstatus_to_exitcode(self.status or 0)
+    def exit_code(self) -> int | None:
+        """Shell convention: killed by signal N is 128+N; None while the shell has not exited."""
+        if self.status is None:
+            return None
+        code = os.waitstatus_to_exitcode(self.status)
         return 128 - code if code < 0 else code
+
+
+class Channel:
+    """The link to the orchestrator: framed, non-blocking sends, control records received.
+
+    A link is broken once a send fails, the orchestrator closed it, nothing came from it (its
+    keep-alives come twice a second) for ``timeout`` seconds, or queued output made no progress
+    for as long (a partition, or an orchestrator that stopped reading).
+    """
+
+    def __init__(self, sock: socket.socket, key: bytes, timeout: float) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.key = key
+        self.timeout = timeout
+        self.open = True
+        self.outbox: list[memoryview] = []
+        self.queued = 0
+        now = time.monotonic()
+        self.last_heard = self.last_progress = self.last_queued = now
+        self.partial = b""
+
+    def fileno(self) -> int:
+        """The socket's descriptor."""
+        return self.sock.fileno()
+
+    def queue(self, kind: int, payload: bytes | memoryview = b"") -> None:
+        """Queue one frame (signed when its kind says so) and send what can be sent now."""
+        if not self.open:
+            return
+        if kind in SIGNED_FRAMES:
+            payload = bytes(payload) + mac(self.key, kind, bytes(payload))
+        if not self.outbox:
+            self.last_progress = time.monotonic()
+        self.outbox.append(memoryview(HEADER.pack(kind, len(payload))))
+        if payload:
+            self.outbox.append(memoryview(payload))
+        self.queued += HEADER.size + len(payload)
+        self.last_queued = time.monotonic()
+        self.flush()
+
+    def send_signed(self, kind: int, fields: dict[str, Any]) -> None:
+        """Queue a signed metadata frame of ``fields``."""
+        self.queue(kind, json.dumps(fields, separators=(",", ":")).encode())
+
+    def flush(self) -> None:
+        """Send what the socket takes without blocking."""
+        while self.outbox and self.open:
+            try:
+                if isinstance(self.sock, ssl.SSLSocket):  # the same head again after a retry
+                    sent = self.sock.send(self.outbox[0])
+                else:
+                    sent = self.sock.sendmsg(self.outbox[:16])
+            except WOULD_BLOCK:
+                return
+            except OSError:
+                self.close()
+                return
+            if not sent:
+                return  # nothing taken: wait until the socket is writable
+            self.queued -= sent
+            self.last_progress = time.monotonic()
+            while sent:
+                head = self.outbox[0]
+                if sent >= len(head):
+                    sent -= len(head)
+                    self.outbox.pop(0)
+                else:
+                    self.outbox[0] = head[sent:]
+                    sent = 0
+
+    def buffered(self) -> bool:
+        """True when TLS holds received bytes the socket no longer shows as readable."""
+        return isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
+
+    def controls(self) -> list[tuple[int, float]]:
+        """Control records received so far (the link closes when the orchestrator did)."""
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except WOULD_BLOCK:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self.close()
+                return []
+            self.last_heard = time.monotonic()
+            self.partial += data
+            if not self.buffered():
+                break
+        records = []
+        while len(self.partial) >= CONTROL.size:
+            records.append(CONTROL.unpack(self.partial[: CONTROL.size]))
+            self.partial = self.partial[CONTROL.size :]
+        return records
+
+    def broken(self, now: float) -> bool:
+        """True once the link is closed, silent or stalled for the timeout."""
+        if self.open and now - self.last_heard > self.timeout:
+            self.close()
+        if self.open and self.outbox and now - self.last_progress > self.timeout:
+            self.close()
+        return not self.open
+
+    def drain(self) -> None:
+        """Send what is queued, giving up once the link breaks (it never blocks for long)."""
+        while self.outbox and not self.broken(time.monotonic()):
+            select.select([], [self.sock], [], KEEPALIVE_SECONDS)
+            self.flush()
+
+    def close(self) -> None:
+        """Mark the link closed; nothing more is sent."""
+        self.open = False
+        self.outbox.clear()
+        self.queued = 0
+
+
+def read_job(channel: Channel) -> dict[str, Any] | None:
+    """The stage, from the orchestrator's signed job frame; None if it is missing or forged."""
+    received = b""
+    deadline = time.monotonic() + channel.timeout
+    length: int | None = None
+    while length is None or len(received) < HEADER.size + length:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        if not channel.buffered() and not select.select([channel.sock], [], [], remaining)[0]:
+            return None
+        try:
+            chunk = channel.sock.recv(1 << 16)
+        except WOULD_BLOCK:
+            continue
+        except OSError:
+            return None
+        if not chunk:
+            return None
+        received += chunk
+        if length is None and len(received) >= HEADER.size:
+            kind, length = HEADER.unpack(received[: HEADER.size])
+            if kind != FRAME_JOB or not MAC_BYTES < length <= META_LIMIT:
+                return None
+    channel.last_heard = time.monotonic()
+    channel.partial = received[HEADER.size + length :]
+    body = received[HEADER.size : HEADER.size + length - MAC_BYTES]
+    signature = received[HEADER.size + length - MAC_BYTES : HEADER.size + length]
+    if not hmac.compare_digest(signature, mac(channel.key, FRAME_JOB, body)):
+        return None
+    job: dict[str, Any] = json.loads(body)
+    return job
 
 
 def spawn(command: str, env: dict[str, str], stdout_w: int, stderr_w: int) -> int:
@@ -247,28 +417,39 @@ def spawn(command: str, env: dict[str, str], stdout_w: int, stderr_w: int) -> in
     )
 
 
-def reap(pgid: int, leader_start_ticks: int, grace: float) -> int:
-    """End group ``pgid`` left by a dead run if it is verified to be the stage's; 0 if ended.
+def reap(pgid: int, leader_ticks: int, grace: float, mark: str) -> int:
+    """End what a stage whose supervisor is gone left: its group, if verified to be the
+    stage's, and processes carrying its mark that started with it or later (those that left
+    the group). Exit 0 when something was ended, 1 when nothing of it was left.
 
-    The leader, when alive, must have the recorded start time; without a leader, no member
-    may be older than the recorded leader (Linux does not reuse a pid while its group lives).
-    The same rule as the local executor's, restated here: this file runs on workers alone.
+    The group's leader, when alive, must have the recorded start time; without a leader, no
+    member may be older than the recorded leader (Linux does not reuse a pid while its group
+    lives). The same rules as the local executor's, restated: this file runs on workers alone.
     """
-    stage = Stage(pgid, grace)
-    if pgid <= 1 or not stage.signal(0):
-        return 3
-    ticks = start_ticks(pgid)
-    if ticks and ticks != leader_start_ticks:
-        return 3  # the id now belongs to another process: not ours to signal
-    if not ticks and any(start < leader_start_ticks for start in member_starts(pgid)):
-        return 3
-    stage.terminate(grace)
-    stage.wait_gone()
-    return 0
+    members = group_members(pgid) if pgid > 1 else []
+    leader = start_ticks(pgid)
+    if (leader and leader != leader_ticks) or any(t < leader_ticks for _p, t in members):
+        members = []  # the id now belongs to other processes: not ours to signal
+    entry = f"{STAGE_MARK_ENV}={mark}".encode()
+    targets = dict(members) | dict(marked(entry, leader_ticks) if mark else [])
+    found = bool(targets)
+    deadline, sig = time.monotonic() + grace, SIGTERM
+    while targets:
+        for pid, ticks in targets.items():
+            if live(pid, ticks):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, sig)
+        time.sleep(0.02)
+        targets = {pid: ticks for pid, ticks in targets.items() if live(pid, ticks)}
+        if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline + KILL_WAIT_SECONDS:
+                break
+            sig = SIGKILL
+    return 0 if found else 1
 
 
 def receive_job(link: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
-    """The next stage from the worker: its description and descriptors; None once closed."""
+    """The next stage from the worker: its hand-over and descriptors; None once closed."""
     head, fds, _flags, _address = socket.recv_fds(link, JOB_HEADER.size, JOB_FDS)
     while fds and 0 < len(head) < JOB_HEADER.size:
         head += link.recv(JOB_HEADER.size - len(head))
@@ -300,7 +481,6 @@ def serve(jobs: int, worker_pid: int) -> int:
     # down, and its death ends stages in order (reported lost), not a traceback mid-stage.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    server = os.getpid()
     with socket.socket(fileno=jobs) as link:
         while (received := receive_job(link)) is not None:
             job, (channel_fd, done_fd) = received
@@ -308,13 +488,18 @@ def serve(jobs: int, worker_pid: int) -> int:
                 child = os.fork()
             except OSError as error:  # out of processes or memory: say so, not "worker lost"
                 message = f"cannot fork the stage's supervisor: {error.strerror or error}"
-                Channel(channel_fd).send(FRAME_SPAWN_FAILED, message.encode())
+                with socket.socket(fileno=os.dup(channel_fd)) as sock:
+                    channel = Channel(sock, bytes.fromhex(job["key"]), 1.0)
+                    channel.send_signed(FRAME_SPAWN_FAILED, {"message": message})
+                    channel.drain()
                 child = -1
             if child == 0:
                 code = 1
                 try:
                     link.close()
-                    code = supervise_job(libc, job, channel_fd, done_fd, worker_pid, server)
+                    code = supervise_job(libc, job, channel_fd, done_fd, worker_pid)
+                except BaseException:  # said in the worker's log; the orchestrator sees a loss
+                    traceback.print_exc()
                 finally:  # never back into the server's loop, whatever happened
                     os._exit(code)
             os.close(channel_fd)
@@ -323,41 +508,98 @@ def serve(jobs: int, worker_pid: int) -> int:
 
 
 def supervise_job(
-    libc: Any, job: dict[str, Any], channel_fd: int, done_fd: int, worker_pid: int, server: int
+    libc: Any, job: dict[str, Any], channel_fd: int, done_fd: int, worker_pid: int
 ) -> int:
     """In the forked supervisor: run the job's stage; "done" gets the code and then closes."""
+    # Out of the worker's process group and session: a signal to the worker's group (a
+    # process manager's "kill the group") must not end the supervisor while the stage runs.
+    os.setsid()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # we wait for the stage and its orphans
-    libc.prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0)  # the server ends with the worker; so do we
-    channel = Channel(channel_fd)
-    if os.getppid() != server:
-        channel.send(FRAME_SPAWN_FAILED, b"the Dask worker died before the stage started")
-        return 1
-    # Orphans of the stage become our children, so they can be reaped and never linger as
-    # zombies that keep the group looking alive.
+    # Orphans of the stage become our children, so they are reaped and ended with the stage.
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(SIGTERM, lambda *_: None)
-    code = run_stage(job, channel, wake_r, worker_pid)
+    timeout = float(job["link_timeout"])
+    with socket.socket(fileno=channel_fd) as plain:
+        sock = plain
+        if job["tls"] is not None:  # a TLS cluster: so is the link, both ends authenticated
+            plain.settimeout(timeout)
+            try:
+                sock = tls_context(job["tls"]).wrap_socket(plain)
+            except (OSError, ValueError):
+                return 1  # nothing ran; the orchestrator records the stage as not started
+        channel = Channel(sock, bytes.fromhex(job["key"]), timeout)
+        worker = Worker(worker_pid)
+        if not worker.alive():
+            channel.send_signed(FRAME_SPAWN_FAILED, {"message": "the Dask worker died"})
+            channel.drain()
+            return 1
+        code = run_stage(job, channel, wake_r, worker)
     with contextlib.suppress(OSError):
         os.write(done_fd, str(code).encode())
     return code
 
 
+def tls_context(files: dict[str, str]) -> ssl.SSLContext:
+    """The worker's side of a TLS link: its certificate presented, the orchestrator's checked
+    against the cluster's CA (not against a host name, as Dask does)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    if "\n" in files["ca"]:
+        context.load_verify_locations(cadata=files["ca"])
+    else:
+        context.load_verify_locations(cafile=files["ca"])
+    context.load_cert_chain(_pem_path(files["cert"]), _pem_path(files["key"]))
+    return context
+
+
+def _pem_path(value: str) -> str:
+    """A path for a PEM file: itself, or a memory file for PEM text Dask keeps in memory."""
+    if "\n" not in value:
+        return value
+    fd = os.memfd_create("pem")
+    os.write(fd, value.encode())
+    return f"/proc/self/fd/{fd}"
+
+
+class Worker:
+    """The Dask worker process whose death ends the stage: a pidfd, else its start time."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.ticks = start_ticks(pid)
+        try:
+            self.fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self.fd = -1  # no pidfd (old kernel): each pass checks the pid and start time
+
+    def alive(self) -> bool:
+        """True while the worker process runs."""
+        if self.fd >= 0:
+            return not select.select([self.fd], [], [], 0)[0]
+        return live(self.pid, self.ticks)
+
+
 def main(argv: list[str]) -> int:
     """Serve stages handed over on the socket ``argv[1]`` by worker ``argv[2]`` (see `serve`).
 
-    ``reap PGID TICKS GRACE`` ends a leftover group instead (see `reap`).
+    ``reap PGID TICKS GRACE MARK`` ends a leftover stage instead (see `reap`).
     """
     if argv[1] == "reap":
-        return reap(int(argv[2]), int(argv[3]), float(argv[4]))
+        return reap(int(argv[2]), int(argv[3]), float(argv[4]), argv[5])
     return serve(int(argv[1]), int(argv[2]))
 
 
-def run_stage(job: dict[str, Any], channel: Channel, wake_r: int, worker_pid: int) -> int:
-    """Start the job's command, stream it until it is over, send the exit report."""
-    cwd, command, worker, env = job["cwd"], job["command"], job["worker"], job["env"]
+def run_stage(job: dict[str, Any], channel: Channel, wake_r: int, worker: Worker) -> int:
+    """Read the stage, start its command, stream it until it is over, send the exit report."""
+    stage_job = read_job(channel)
+    if stage_job is None:
+        return 1  # the orchestrator never sent a valid stage: nothing ran
+    cwd, command = stage_job["cwd"], stage_job["command"]
+    env = {**os.environ, **stage_job["env"], PYTHON_ENV: job["python"]}
     try:
         os.chdir(cwd)
         stdout_r, stdout_w = os.pipe()
@@ -370,116 +612,136 @@ def run_stage(job: dict[str, Any], channel: Channel, wake_r: int, worker_pid: in
         pid = spawn(command, env, stdout_w, stderr_w)
     except OSError as error:
         message = f"{error.strerror or error} ({cwd})"
-        channel.send(FRAME_SPAWN_FAILED, message.encode("utf-8", "replace"))
+        channel.send_signed(FRAME_SPAWN_FAILED, {"message": message})
+        channel.drain()
         return 1
     os.close(stdout_w)
     os.close(stderr_w)
-    stage = Stage(pid, float(job["grace"]))
-    host = os.uname().nodename
-    started_frame = f"{pid} {start_ticks(pid)} {worker_pid} {host} {worker}"
-    channel.send(FRAME_STARTED, started_frame.encode())
+    stage = Stage(pid, float(stage_job["grace"]))
+    started_fields = {
+        "pid": pid,
+        "start_ticks": start_ticks(pid),
+        "worker_pid": worker.pid,
+        "host": os.uname().nodename,
+        "worker": job["worker"],
+    }
+    channel.send_signed(FRAME_STARTED, started_fields)
     streams = {stdout_r: FRAME_STDOUT, stderr_r: FRAME_STDERR}
-    lost = supervise(stage, channel, streams, wake_r, worker_pid)
-    ended = time.monotonic()
-    summary = f"{stage.exit_code()} {int(stage.killed)} {int(lost)} {ended - started:.6f}"
-    channel.send(FRAME_EXIT, summary.encode())
+    lost = Supervision(stage, channel, streams, wake_r, worker).run(started)
+    exited = stage.shell_exited_at
+    report = {
+        "code": stage.exit_code(),
+        "killed": stage.killed,
+        "lost": lost,
+        "duration": (exited or time.monotonic()) - started,
+    }
+    channel.send_signed(FRAME_EXIT, report)
+    channel.drain()
     return 0
 
 
-def supervise(
-    stage: Stage, channel: Channel, streams: dict[int, int], wake_r: int, worker_pid: int
-) -> bool:
-    """Stream output until the shell exits and its group is gone; True if the worker died."""
-    poller = select.poll()
-    for fd in (*streams, channel.fd, wake_r):
-        poller.register(fd, select.POLLIN)
-    exit_fd = _exit_fd(stage.pid)
-    if exit_fd >= 0:
-        poller.register(exit_fd, select.POLLIN)
-    worker_fd = _exit_fd(worker_pid)  # readable once the whole worker process has exited
-    if worker_fd >= 0:
-        poller.register(worker_fd, select.POLLIN)
-    woken = False
-    shell_done = group_gone_at = None
-    while True:
-        now = time.monotonic()
-        if shell_done is None and stage.reap():
-            shell_done = now
-            if exit_fd >= 0:
-                poller.unregister(exit_fd)
-            stage.terminate(stage.grace)  # helpers the shell left behind end with their stage
-        stage.escalate()
-        if shell_done is not None and group_gone_at is None and not stage.signal(0):
-            group_gone_at = now
-        if shell_done is not None and not streams:
-            break
-        if group_gone_at is not None and now - group_gone_at > FINAL_DRAIN_SECONDS:
-            break  # a process that left the group still holds a pipe: stop waiting for it
-        if now - channel.last_send >= KEEPALIVE_SECONDS:
-            channel.send(FRAME_ALIVE)
-        wait_ms = 100 if exit_fd >= 0 and shell_done is None else 20
-        for fd, _event in poller.poll(wait_ms):
-            if fd in streams:
+class Supervision:
+    """The supervisor's loop: stream the output, answer the orchestrator, watch the worker, and
+    end the stage and what it leaves behind."""
+
+    def __init__(
+        self, stage: Stage, channel: Channel, streams: dict[int, int], wake_r: int, worker: Worker
+    ) -> None:
+        self.stage = stage
+        self.channel = channel
+        self.streams = streams
+        self.wake_r = wake_r
+        self.worker = worker
+        self.lost: str | None = None
+        #: When output was last read, or held back for the orchestrator (back-pressure).
+        self.last_output = time.monotonic()
+        try:
+            self.shell_fd = os.pidfd_open(stage.pid)  # readable once the shell exits
+        except (AttributeError, OSError):
+            self.shell_fd = -1
+
+    def run(self, started: float) -> str | None:
+        """Stream until the shell exited and its leftovers are gone (or cannot be ended); why
+        the stage was lost (`LOST_WORKER`, `LOST_ORCHESTRATOR`, `LOST_SIGNALLED`), or None."""
+        stage, channel = self.stage, self.channel
+        while True:
+            now = time.monotonic()
+            if stage.shell_exited_at is None and stage.reap():
+                duration = now - started
+                channel.send_signed(
+                    FRAME_SHELL_EXIT, {"code": stage.exit_code(), "duration": duration}
+                )
+                stage.terminate(stage.grace)  # helpers the shell left behind end with their stage
+            elif stage.shell_exited_at is not None:
+                stage.reap()
+            stage.escalate()
+            if channel.broken(now):
+                self._lose(LOST_ORCHESTRATOR)  # the orchestrator is gone or silent: so is the stage
+            if self.worker.fd < 0 and not self.worker.alive():
+                self._lose(LOST_WORKER)
+            if stage.shell_exited_at is not None and stage.gone():
+                # Output still flowing (or waiting for the orchestrator) is delivered; pipes a
+                # process outside our reach holds open, with nothing in them, are not waited on.
+                if not self.streams or now - self.last_output > FINAL_DRAIN_SECONDS:
+                    break
+            elif stage.kill_at is not None and now > stage.kill_at + KILL_WAIT_SECONDS:
+                break  # what is left cannot be killed (uninterruptible sleep): report it so
+            if channel.open and now - channel.last_queued >= KEEPALIVE_SECONDS:
+                channel.queue(FRAME_ALIVE)
+            self._poll(20 if stage.kill_at is not None else 100)
+        stage.reap()
+        return self.lost
+
+    def _lose(self, why: str) -> None:
+        if self.lost is None:
+            self.lost = why
+            self.stage.terminate(self.stage.grace)
+
+    def _poll(self, wait_ms: int) -> None:
+        """Wait for the next event and handle it."""
+        channel, poller = self.channel, select.poll()
+        if channel.queued < CHUNK_BYTES:  # back-pressure: read the stage only when a chunk fits
+            for fd in self.streams:
+                poller.register(fd, select.POLLIN)
+        else:
+            self.last_output = time.monotonic()
+        if channel.open:
+            writing = select.POLLOUT if channel.outbox else 0
+            poller.register(channel.fileno(), select.POLLIN | writing)
+        for fd in (self.wake_r, self.worker.fd, self.shell_fd):
+            if fd >= 0:
+                poller.register(fd, select.POLLIN)
+        for fd, event in poller.poll(0 if channel.open and channel.buffered() else wait_ms):
+            if fd in self.streams:
                 data = os.read(fd, CHUNK_BYTES)
                 if data:
-                    channel.send(streams[fd], data)
+                    self.last_output = time.monotonic()
+                    channel.queue(self.streams[fd], data)
                 else:
-                    poller.unregister(fd)
-                    del streams[fd]
-            elif fd == wake_r:
-                os.read(wake_r, 512)
-                woken = True
-                stage.terminate(stage.grace)
-            elif fd == worker_fd:
-                poller.unregister(worker_fd)
-                woken = True
-                stage.terminate(stage.grace)
-            elif fd == channel.fd:
-                controls = channel.controls()
-                if controls is None:
-                    poller.unregister(fd)
-                    stage.terminate(stage.grace)  # the orchestrator is gone: so is the stage
-                for kind, grace in controls or ():
-                    stage.terminate(0.0 if kind == CONTROL_KILL else grace)
-    stage.wait_gone()
-    stage.reap()
-    end_strays(0.0 if stage.killed else stage.grace)
-    return woken and worker_died(worker_fd, worker_pid)
+                    del self.streams[fd]
+            elif fd == channel.fileno() and channel.open:
+                if event & select.POLLOUT:
+                    channel.flush()
+                if event & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                    self._control(channel.controls())
+            elif fd == self.wake_r:
+                os.read(self.wake_r, 512)
+                self._lose(LOST_SIGNALLED)
+            elif fd == self.worker.fd:
+                self.worker.fd = -2  # it exited: stop watching it
+                self._lose(LOST_WORKER)
+            elif fd == self.shell_fd:
+                os.close(self.shell_fd)
+                self.shell_fd = -1  # the next pass reaps it
+        if channel.open and channel.buffered():
+            self._control(channel.controls())
 
-
-def worker_died(worker_fd: int, worker_pid: int) -> bool:
-    """True once the worker process is gone (given a moment to finish dying).
-
-    The parent-death signal fires when the worker *thread* that started the server ends, which
-    may come a little before the rest of the worker process exits; a SIGTERM while the worker
-    lives on is a plain request to stop, not a lost worker.
-    """
-    if worker_fd < 0:  # no pidfd (old kernel): poll the pid for the same moment
-        deadline = time.monotonic() + WORKER_EXIT_WAIT_SECONDS
-        while _alive(worker_pid) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return not _alive(worker_pid)
-    poller = select.poll()
-    poller.register(worker_fd, select.POLLIN)
-    return bool(poller.poll(int(WORKER_EXIT_WAIT_SECONDS * 1000)))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
-
-
-def _exit_fd(pid: int) -> int:
-    """A pidfd that becomes readable when ``pid`` exits, or -1 (then the loop polls)."""
-    try:
-        return os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return -1
+    def _control(self, records: list[tuple[int, float]]) -> None:
+        for kind, grace in records:
+            if kind == CONTROL_KILL:
+                self.stage.terminate(0.0)
+            elif kind == CONTROL_TERMINATE:
+                self.stage.terminate(grace)
 
 
 if __name__ == "__main__":
