@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from _harness import BenchError, BenchRepo, cli_argv
-from codex_orchestrator.procfs import live_group_members
+from codex_orchestrator.util.procfs import live_group_members
 
 EXIT_SIGTERM = 128 + int(signal.SIGTERM)
 

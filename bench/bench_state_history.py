@@ -27,17 +27,17 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from codex_orchestrator.clock import iso_utc
 from codex_orchestrator.errors import LockTimeoutError
-from codex_orchestrator.ids import new_run_id
-from codex_orchestrator.jsonio import append_line, atomic_write_json
-from codex_orchestrator.locks import FileLock
-from codex_orchestrator.persistence.state_store import (
+from codex_orchestrator.persistence.locks import FileLock
+from codex_orchestrator.persistence.task_state import (
     ARCHIVE_BATCH,
     KEEP_RECENT,
     RunRecord,
     TaskStateStore,
 )
+from codex_orchestrator.util.clock import iso_utc
+from codex_orchestrator.util.ids import new_run_id
+from codex_orchestrator.util.jsonio import append_line, atomic_write_json
 
 TASK = "0202-orchestrator-hardening"
 SMALL, LARGE = 10, 10_000

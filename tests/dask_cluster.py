@@ -22,11 +22,11 @@ from typing import Any, NamedTuple
 import pytest
 
 import processes
-from codex_orchestrator.executor import RUN_ID_ENV
-from codex_orchestrator.executors.dask_supervisor import STAGE_MARK_ENV as MARK_ENV
-from codex_orchestrator.process import leftover_group_problem
-from codex_orchestrator.procfs import live_group_members, process_start_ticks
-from codex_orchestrator.runner import recorded_handles
+from codex_orchestrator.engine.runner import recorded_handles
+from codex_orchestrator.executors.base import RUN_ID_ENV
+from codex_orchestrator.executors.dask.worker.supervisor import STAGE_MARK_ENV as MARK_ENV
+from codex_orchestrator.executors.process import leftover_group_problem
+from codex_orchestrator.util.procfs import live_group_members, process_start_ticks
 from conftest import Repo
 
 DASK = Path(sys.executable).with_name("dask")

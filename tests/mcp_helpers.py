@@ -20,7 +20,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.types import CallToolResult
 
-from codex_orchestrator.mcp_server import build_server
+from codex_orchestrator.mcp.server import build_server
 from conftest import Repo
 
 T = TypeVar("T")

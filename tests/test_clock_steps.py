@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from codex_orchestrator.executor import Cancellation, StageOutcome, StageRequest
-from codex_orchestrator.local_executor import LocalExecutor
+from codex_orchestrator.executors.base import Cancellation, StageOutcome, StageRequest
+from codex_orchestrator.executors.local import LocalExecutor
 
 REAL_TIME = time.time
 

@@ -20,7 +20,7 @@ import pytest
 
 from codex_orchestrator.cli import COMMANDS
 from codex_orchestrator.completion import MAX_CANDIDATES, SHELLS, candidates, script
-from codex_orchestrator.workspace import Workspace
+from codex_orchestrator.records.workspace import Workspace
 from conftest import Repo, run_python
 
 PROG = "codex-orchestrator"

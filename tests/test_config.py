@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 
-from codex_orchestrator.config import (
+from codex_orchestrator.errors import (
+    EXIT_USAGE,
+    ConfigError,
+    InvalidIdError,
+    UnknownPipelineError,
+)
+from codex_orchestrator.pipelines.config import (
     CONFIG_FILE,
     IGNORED_KEYS,
     CommandStage,
@@ -17,13 +23,7 @@ from codex_orchestrator.config import (
     SubpipelineStage,
     load_config,
 )
-from codex_orchestrator.errors import (
-    EXIT_USAGE,
-    ConfigError,
-    InvalidIdError,
-    UnknownPipelineError,
-)
-from codex_orchestrator.workspace import Settings
+from codex_orchestrator.records.workspace import Settings
 from conftest import run_python
 
 ID_RULE = "use 1-128 characters from A-Z a-z 0-9 _ -, starting with a letter or digit"
@@ -310,7 +310,7 @@ def test_loading_the_config_does_not_scan_the_repository(tmp_path: Path) -> None
             if event in ("open", "os.listdir", "os.scandir") and args and root in str(args[0]):
                 seen.append(str(args[0])[len(root):])
         sys.addaudithook(hook)
-        from codex_orchestrator.config import load_config
+        from codex_orchestrator.pipelines.config import load_config
         config = load_config(Path(root))
         names = list(config.pipelines)
         print("load", sorted(set(seen)), names)

@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from codex_orchestrator.config import (
+from codex_orchestrator.errors import ConfigError
+from codex_orchestrator.pipelines.config import (
     CONFIG_FILE,
     EXECUTOR_SETTINGS,
     IGNORED_KEYS,
@@ -31,8 +32,7 @@ from codex_orchestrator.config import (
     TOP_LEVEL_KEYS,
     load_config,
 )
-from codex_orchestrator.errors import ConfigError
-from codex_orchestrator.workspace import SETTING_NAMES
+from codex_orchestrator.records.workspace import SETTING_NAMES
 from conftest import Repo, assert_usage_error
 
 REPO = Path(__file__).resolve().parents[1]

@@ -527,8 +527,8 @@ def test_relative_worker_root_is_refused(repo: Repo, cluster: DaskCluster) -> No
 def test_reap_ends_a_verified_group_on_its_worker_and_refuses_a_tampered_one(
     repo: Repo, cluster: DaskCluster
 ) -> None:
-    from codex_orchestrator.executors.dask import DaskConfig, WorkerMapping, connect
-    from codex_orchestrator.procfs import process_start_ticks
+    from codex_orchestrator.executors.dask.client import DaskConfig, WorkerMapping, connect
+    from codex_orchestrator.util.procfs import process_start_ticks
 
     leftover = subprocess.Popen(["sleep", "60"], start_new_session=True)
     mapping = WorkerMapping(repo.root, repo.root)

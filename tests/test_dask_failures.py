@@ -398,7 +398,7 @@ def test_task_specs_hold_no_secret_and_forged_callers_are_turned_away(
 def admitted(callback: tuple[str, int], session: bytes, stage: bytes, worker: str) -> bool:
     """Whether the stage's door lets in a caller that knows what the task spec says (and which
     worker it claims to be) but not the worker's key."""
-    from codex_orchestrator.executors.dask_remote import ACCEPTED, HELLO, HELLO_FIELDS, KEYED
+    from codex_orchestrator.executors.dask.worker.remote import ACCEPTED, HELLO, HELLO_FIELDS, KEYED
 
     with socket.create_connection(callback, timeout=20) as caller:
         address = worker.encode()
@@ -415,8 +415,8 @@ def admitted(callback: tuple[str, int], session: bytes, stage: bytes, worker: st
 
 
 def test_a_report_with_a_wrong_signature_or_a_bad_field_is_refused() -> None:
-    from codex_orchestrator.executors.dask_link import ProtocolError, signed_fields
-    from codex_orchestrator.executors.dask_supervisor import FRAME_EXIT, mac
+    from codex_orchestrator.executors.dask.link import ProtocolError, signed_fields
+    from codex_orchestrator.executors.dask.worker.supervisor import FRAME_EXIT, mac
 
     key = os.urandom(32)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from codex_orchestrator.config import CONFIG_FILE, CommandStage, load_config
-from codex_orchestrator.diagnostics import builtin_diagnostics
+from codex_orchestrator.pipelines.config import CONFIG_FILE, CommandStage, load_config
+from codex_orchestrator.pipelines.diagnostics import builtin_diagnostics
 from conftest import run_python
 
 PYTHON = shlex.quote(sys.executable)
@@ -115,7 +115,7 @@ def test_detection_runs_nothing(tmp_path: Path) -> None:
         "sys.addaudithook(lambda e, a: events.append(e) if e.startswith(('subprocess', 'os.exec',"
         " 'os.posix_spawn', 'os.spawn', 'os.system', 'os.fork')) else None)\n"
         "from pathlib import Path\n"
-        "from codex_orchestrator.config import load_config\n"
+        "from codex_orchestrator.pipelines.config import load_config\n"
         "pipeline = load_config(Path(sys.argv[1])).resolve_pipeline(None)\n"
         "print(len(pipeline.stages), events)\n"
     )

@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from codex_orchestrator.driver import run_driver
+from codex_orchestrator.records.driver import run_driver
 from conftest import Repo
 from processes import wait_for
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codex_orchestrator.errorfile import (
+from codex_orchestrator.records.errorfile import (
     MAX_COMMAND_BYTES,
     MAX_DETAIL_BYTES,
     MAX_FILE_BYTES,
@@ -17,8 +17,8 @@ from codex_orchestrator.errorfile import (
     clean_text,
     utf8_tail,
 )
-from codex_orchestrator.ids import is_valid_id, new_run_id
-from codex_orchestrator.workspace import Workspace
+from codex_orchestrator.records.workspace import Workspace
+from codex_orchestrator.util.ids import is_valid_id, new_run_id
 
 HEADER = {
     "run_id": "r",

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.commands.common import load, run_context
-from codex_orchestrator.executor import Cancellation, Handle, StageOutcome, StageRequest
-from codex_orchestrator.local_executor import LocalExecutor
-from codex_orchestrator.manifest import ManifestStore, load_manifest
-from codex_orchestrator.output import Reporter
-from codex_orchestrator.process import group_alive
-from codex_orchestrator.runner import create_run, execute, prepare_resume
-from codex_orchestrator.workspace import Workspace
+from codex_orchestrator.engine.runner import create_run, execute, prepare_resume
+from codex_orchestrator.executors.base import Cancellation, Handle, StageOutcome, StageRequest
+from codex_orchestrator.executors.local import LocalExecutor
+from codex_orchestrator.executors.process import group_alive
+from codex_orchestrator.records.manifest import ManifestStore, load_manifest
+from codex_orchestrator.records.workspace import Workspace
+from codex_orchestrator.util.console import Reporter
 from conftest import Repo
 
 

@@ -125,7 +125,7 @@ def test_the_debug_variable_shows_the_traceback(repo: Repo) -> None:
 SHORT_WRITE = """
 import errno, os, sys
 from pathlib import Path
-from codex_orchestrator.jsonio import append_line
+from codex_orchestrator.util.jsonio import append_line
 path = Path(sys.argv[1]) / "metrics.json"
 path.write_text('{"first": 1}\\n')
 filler = os.open(Path(sys.argv[1]) / "filler", os.O_WRONLY | os.O_CREAT)

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import pytest
 
-from codex_orchestrator.graph import (
+from codex_orchestrator.pipelines.graph import (
     GraphError,
     Scheduler,
     Skip,

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from codex_orchestrator.config import CONFIG_FILE, CommandStage, Config, load_config
 from codex_orchestrator.errors import EXIT_USAGE, ConfigError
-from codex_orchestrator.workspace import Settings
+from codex_orchestrator.pipelines.config import CONFIG_FILE, CommandStage, Config, load_config
+from codex_orchestrator.records.workspace import Settings
 
 
 def load(root: Path, document: Any) -> Config:

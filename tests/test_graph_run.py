@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from codex_orchestrator.procfs import live_group_members
+from codex_orchestrator.util.procfs import live_group_members
 from conftest import Repo
 from processes import wait_for
 from runctl_helpers import kill_group

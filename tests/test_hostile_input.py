@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from codex_orchestrator.evidence.checklist import parse
-from codex_orchestrator.spec_guard import review_value
+from codex_orchestrator.evidence.spec_guard import review_value
 from conftest import Repo, assert_one_line_error
 
 TASK = "0400-hostile"

@@ -14,7 +14,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from codex_orchestrator.mcp_cli import CliRunner
+from codex_orchestrator.mcp.cli_bridge import CliRunner
 from conftest import Repo
 from mcp_helpers import cli_error, error, in_process, over_stdio, result, wait_until
 

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from codex_orchestrator.cancelrequest import REQUEST_NAME as CANCEL_REQUEST
+from codex_orchestrator.records.cancel_request import REQUEST_NAME as CANCEL_REQUEST
 from conftest import Repo
 from mcp_helpers import (
     MARKER,

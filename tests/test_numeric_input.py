@@ -1,5 +1,5 @@
 """Every numeric argument and numeric environment variable is parsed by one helper with bounds:
-bad input is one line and exit 2, never an internal error (`codex_orchestrator.numeric`)."""
+bad input is one line and exit 2, never an internal error (`codex_orchestrator.util.numeric`)."""
 
 from __future__ import annotations
 

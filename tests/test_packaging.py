@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from codex_orchestrator.commands.mcp import INSTALL_HINT as MCP_HINT
-from codex_orchestrator.executors.dask_connect import INSTALL_HINT as DASK_HINT
+from codex_orchestrator.executors.dask.connect import INSTALL_HINT as DASK_HINT
 
 REPO = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "codex-pipeline-orchestrator"

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from codex_orchestrator.procfs import process_start_ticks
+from codex_orchestrator.util.procfs import process_start_ticks
 from conftest import Repo
 
 SENTINEL_SCRIPT = (

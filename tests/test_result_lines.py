@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from codex_orchestrator.diagnostics.summaries import result_line
-from codex_orchestrator.summaries import stage_summary
+from codex_orchestrator.pipelines.diagnostics.summaries import result_line
+from codex_orchestrator.records.summaries import stage_summary
 
 # Output tails as the tools print them (the real tools run in tests/test_diagnostics_runs.py;
 # these cover the ones that may be absent: eslint, go, jest, vitest, mypy, tsc).

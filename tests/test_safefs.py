@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from codex_orchestrator.errors import ConfigError, OutsideRootError, UnsafeInputError
-from codex_orchestrator.jsonio import (
+from codex_orchestrator.util.jsonio import (
     append_line,
     atomic_write_bytes,
     encode_record,
@@ -17,7 +17,7 @@ from codex_orchestrator.jsonio import (
     quarantine,
     valid_text,
 )
-from codex_orchestrator.safefs import (
+from codex_orchestrator.util.safefs import (
     UnreadableFileError,
     list_directory,
     new_directory,

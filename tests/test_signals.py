@@ -7,8 +7,8 @@ import signal
 import threading
 import time
 
-from codex_orchestrator.executor import Cancellation
-from codex_orchestrator.signals import SignalGuard
+from codex_orchestrator.engine.signals import SignalGuard
+from codex_orchestrator.executors.base import Cancellation
 
 
 def test_a_signal_taken_by_another_thread_cancels_at_once() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from pathlib import Path
 
-from codex_orchestrator.spec_guard import is_code, is_spec
+from codex_orchestrator.evidence.spec_guard import is_code, is_spec
 from evidence.helpers import assert_usage_error, cli, cli_json, commit_all, git, git_repo, write
 
 TODAY = date.today()

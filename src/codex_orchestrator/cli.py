@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from codex_orchestrator import __version__
+from codex_orchestrator.engine.signals import absorb_wake_signal
 from codex_orchestrator.errors import EXIT_FAULT, EXIT_USAGE, OrchestratorError, UsageError
-from codex_orchestrator.output import Reporter, ensure_standard_streams
-from codex_orchestrator.signals import absorb_wake_signal
+from codex_orchestrator.util.console import Reporter, ensure_standard_streams
 
 DEBUG_ENV = "CODEX_ORCHESTRATOR_DEBUG"
 
@@ -30,7 +30,7 @@ class _Formatter(argparse.HelpFormatter):
     """Help text as wide as ``$COLUMNS`` (default 100), without probing the terminal at start-up."""
 
     def __init__(self, prog: str) -> None:
-        from codex_orchestrator.numeric import number_or_none
+        from codex_orchestrator.util.numeric import number_or_none
 
         columns = number_or_none(os.environ.get("COLUMNS", ""))
         width = int(columns) if columns is not None and 20 <= columns <= 1000 else 100

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from codex_orchestrator.cli import build_parser
-from codex_orchestrator.history import task_ids
-from codex_orchestrator.ids import RUN_ID_PATTERN
-from codex_orchestrator.workspace import Workspace
+from codex_orchestrator.persistence.runs import task_ids
+from codex_orchestrator.records.workspace import Workspace
+from codex_orchestrator.util.ids import RUN_ID_PATTERN
 
 SHELLS = ("bash", "zsh", "fish")
 VALUE_KINDS = ("runs", "pipelines", "tasks")
@@ -88,7 +88,7 @@ def candidates(kind: str, prefix: str = "", workspace: Workspace | None = None) 
         if kind == "runs":  # tasks with run directories, then their run directories
             values: list[str] = sorted(_run_ids(place.runs_dir, prefix), reverse=True)
         elif kind == "pipelines":
-            from codex_orchestrator.config import load_config
+            from codex_orchestrator.pipelines.config import load_config
 
             values = list(load_config(place.root).pipelines)
         elif kind == "tasks":

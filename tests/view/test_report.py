@@ -338,9 +338,9 @@ def test_report_linear_lists_each_folder_once(repo: Repo, monkeypatch: Any) -> N
     """The work of a report and of a ``logs --follow`` poll grows with the stages, never with
     stages x files: each run folder is listed once, each log opened once."""
     from codex_orchestrator.commands.logs import LogView
-    from codex_orchestrator.stagelogs import STREAMS
+    from codex_orchestrator.records.stage_logs import STREAMS
+    from codex_orchestrator.records.workspace import Workspace
     from codex_orchestrator.view.report import render_run_report
-    from codex_orchestrator.workspace import Workspace
 
     monkeypatch.setenv("CODEX_ORCHESTRATOR_ROOT", str(repo.root))
     calls = {"list": 0, "open": 0}

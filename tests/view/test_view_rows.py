@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from codex_orchestrator.util.terminal_text import StreamNeutraliser, last_line, neutralise
 from codex_orchestrator.view.rows import fit_rows, headline, running_line, stage_rows
-from codex_orchestrator.view.text import StreamNeutraliser, last_line, neutralise
 
 UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from codex_orchestrator.cache.errors import InputsUnavailable, UnstableInput
-from codex_orchestrator.safefs import file_kind, open_at
+from codex_orchestrator.util.safefs import file_kind, open_at
 
 KIND_FILE = b"f"
 KIND_EXECUTABLE = b"x"

@@ -34,7 +34,7 @@ from codex_orchestrator.cache.inputs import Listing, TreeReader
 from codex_orchestrator.cache.spec import CacheSpec
 from codex_orchestrator.cache.statcache import StatCache, StatRecord
 from codex_orchestrator.cache.tree import DirChain, split_path
-from codex_orchestrator.output import note
+from codex_orchestrator.util.console import note
 
 
 class InputDigests(NamedTuple):

@@ -14,7 +14,7 @@ from codex_orchestrator.cache.digests import inputs_digest, paths_blob
 from codex_orchestrator.cache.fingerprint import InputDigests
 from codex_orchestrator.cache.key import Fingerprint, KeyComponents
 from codex_orchestrator.cache.packfile import read_packfile, write_packfile
-from codex_orchestrator.safefs import real_directory
+from codex_orchestrator.util.safefs import real_directory
 
 LATEST_DIR = "latest"
 

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from codex_orchestrator.jsonio import atomic_write_bytes, dumps
-from codex_orchestrator.safefs import read_regular
+from codex_orchestrator.util.jsonio import atomic_write_bytes, dumps
+from codex_orchestrator.util.safefs import read_regular
 
 #: Far above what 100,000 inputs need (about 12 MB).
 PACKFILE_SIZE_LIMIT = 512 * 1024 * 1024

@@ -28,7 +28,7 @@ from codex_orchestrator.cache.entry import (
 from codex_orchestrator.cache.errors import CorruptEntryError
 from codex_orchestrator.cache.tree import DirChain, split_path
 from codex_orchestrator.errors import OutsideRootError
-from codex_orchestrator.safefs import open_at, open_no_follow
+from codex_orchestrator.util.safefs import open_at, open_no_follow
 
 OpenStored = Callable[[str], int]
 

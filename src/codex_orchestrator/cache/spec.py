@@ -12,8 +12,8 @@ from typing import Literal, NamedTuple, NoReturn
 
 from codex_orchestrator.cache.globs import GlobError, compile_glob
 from codex_orchestrator.errors import ConfigError
-from codex_orchestrator.jsonio import child_path, json_type
-from codex_orchestrator.pipeline import CONFIG_FILE
+from codex_orchestrator.pipelines.model import CONFIG_FILE
+from codex_orchestrator.util.jsonio import child_path, json_type
 
 #: ``inputs`` as this string: the files git tracks plus untracked files it does not ignore.
 GIT_INPUTS: Literal["git"] = "git"

@@ -22,7 +22,7 @@ from pathlib import Path
 from codex_orchestrator.cache.digests import ENTRY_SIZE, STAT_SIZE, paths_blob
 from codex_orchestrator.cache.gitstat import GitRecord
 from codex_orchestrator.cache.packfile import read_packfile, write_packfile
-from codex_orchestrator.safefs import real_directory
+from codex_orchestrator.util.safefs import real_directory
 
 STAT_FORMAT = 1
 STAT_DIR = "stat"

@@ -54,10 +54,10 @@ from codex_orchestrator.cache.key import Fingerprint, explain
 from codex_orchestrator.cache.latest import load_latest, save_latest
 from codex_orchestrator.cache.restore import restore_entry
 from codex_orchestrator.cache.tree import DirChain, split_path
-from codex_orchestrator.clock import iso_utc
-from codex_orchestrator.jsonio import atomic_write_bytes, dumps, fsync_dir
-from codex_orchestrator.output import note
-from codex_orchestrator.safefs import file_kind, open_at, open_no_follow, real_directory
+from codex_orchestrator.util.clock import iso_utc
+from codex_orchestrator.util.console import note
+from codex_orchestrator.util.jsonio import atomic_write_bytes, dumps, fsync_dir
+from codex_orchestrator.util.safefs import file_kind, open_at, open_no_follow, real_directory
 
 ENTRIES_DIR = "entries"
 TMP_DIR = "tmp"

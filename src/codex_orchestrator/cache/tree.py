@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from codex_orchestrator.safefs import open_at
+from codex_orchestrator.util.safefs import open_at
 
 
 class Closing:

@@ -19,17 +19,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codex_orchestrator.cancelrequest import REQUEST_NAME, record_request
-from codex_orchestrator.driver import DriverProcess, signal_driver
+from codex_orchestrator.commands.invocation import default_actor, require_run, settings_or_defaults
+from codex_orchestrator.engine.signals import WAKE_SIGNAL
 from codex_orchestrator.errors import EXIT_FAILED, EXIT_OK
-from codex_orchestrator.history import read_manifest
-from codex_orchestrator.invocation import default_actor, require_run, settings_or_defaults
-from codex_orchestrator.liveness import DriverState, driver_state
-from codex_orchestrator.manifest import MANIFEST_NAME, load_child_manifest, load_manifest
-from codex_orchestrator.output import Reporter
-from codex_orchestrator.signals import WAKE_SIGNAL
-from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, RunStatus
-from codex_orchestrator.workspace import Settings, Workspace
+from codex_orchestrator.persistence.runs import read_manifest
+from codex_orchestrator.records.cancel_request import REQUEST_NAME, record_request
+from codex_orchestrator.records.driver import DriverProcess, signal_driver
+from codex_orchestrator.records.liveness import DriverState, driver_state
+from codex_orchestrator.records.manifest import MANIFEST_NAME, load_child_manifest, load_manifest
+from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, RunStatus
+from codex_orchestrator.records.workspace import Settings, Workspace
+from codex_orchestrator.util.console import Reporter
 
 WAIT_SLACK_SECONDS = 5.0
 MAX_CHILD_DEPTH = 16
@@ -146,7 +146,7 @@ def _wait(workspace: Workspace, settings: Settings, run_dir: Path, seconds: floa
 
 def _finish(workspace: Workspace, settings: Settings, run_dir: Path, task_id: str) -> bool:
     """Finish a run whose driver is dead as cancelled; False when someone drives it now."""
-    from codex_orchestrator.finishing import finish_dead_run
+    from codex_orchestrator.engine.finishing import finish_dead_run
 
     return finish_dead_run(workspace, settings, run_dir, task_id) is not None
 

@@ -7,16 +7,16 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from codex_orchestrator.config import Config, load_config
 from codex_orchestrator.errors import OrchestratorError
-from codex_orchestrator.manifest import MANIFEST_NAME, ManifestStore, load_manifest
-from codex_orchestrator.output import Reporter, log_echo, note
-from codex_orchestrator.pipeline import Pipeline
-from codex_orchestrator.workspace import Settings, Workspace
+from codex_orchestrator.pipelines.config import Config, load_config
+from codex_orchestrator.pipelines.model import Pipeline
+from codex_orchestrator.records.manifest import MANIFEST_NAME, ManifestStore, load_manifest
+from codex_orchestrator.records.workspace import Settings, Workspace
+from codex_orchestrator.util.console import Reporter, log_echo, note
 
 if TYPE_CHECKING:  # the run machinery is imported only by the commands that run (cold start)
-    from codex_orchestrator.executor import Executor
-    from codex_orchestrator.runner import RunContext, RunResult
+    from codex_orchestrator.engine.runner import RunContext, RunResult
+    from codex_orchestrator.executors.base import Executor
 
 
 def loaded_config(workspace: Workspace) -> Config:
@@ -42,10 +42,10 @@ def run_context(
     executor: Executor | None = None,
 ) -> RunContext:
     """Build the context shared by a run and its child runs (default: the local executor)."""
+    from codex_orchestrator.engine.runner import RunContext
     from codex_orchestrator.evidence.taskindex import task_slug
-    from codex_orchestrator.executor import Cancellation
-    from codex_orchestrator.local_executor import LocalExecutor
-    from codex_orchestrator.runner import RunContext
+    from codex_orchestrator.executors.base import Cancellation
+    from codex_orchestrator.executors.local import LocalExecutor
     from codex_orchestrator.view.terminal import live_view_wanted
 
     follow = not reporter.json and sys.stderr.isatty() and not live_view_wanted(reporter.json)
@@ -112,10 +112,10 @@ def drive(
     pipeline: Pipeline,
 ) -> int:
     """Run a created or resumed run here (with the live view on a terminal), or detached."""
-    from codex_orchestrator.runner import execute
+    from codex_orchestrator.engine.runner import execute
 
     if getattr(args, "detach", False):
-        from codex_orchestrator.detach import detach
+        from codex_orchestrator.engine.detach import detach
 
         background = ctx._replace(on_output=None)
         return detach(

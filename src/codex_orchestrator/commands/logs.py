@@ -18,13 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from codex_orchestrator.commands.invocation import require_run
 from codex_orchestrator.errors import UsageError
-from codex_orchestrator.ids import validate_id
-from codex_orchestrator.invocation import require_run
-from codex_orchestrator.manifest import MANIFEST_NAME, load_child_manifest, load_manifest
-from codex_orchestrator.numeric import parse_count
-from codex_orchestrator.output import Reporter, note
-from codex_orchestrator.stagelogs import (
+from codex_orchestrator.records.manifest import MANIFEST_NAME, load_child_manifest, load_manifest
+from codex_orchestrator.records.stage_logs import (
     STREAMS,
     LogSource,
     StageFiles,
@@ -33,14 +30,17 @@ from codex_orchestrator.stagelogs import (
     stage_sources,
     tail_offset,
 )
-from codex_orchestrator.statuses import (
+from codex_orchestrator.records.statuses import (
     DONE_STAGE_STATUSES,
     TERMINAL_RUN_STATUSES,
     StageStatus,
     run_exit_code,
 )
-from codex_orchestrator.view.text import neutralise
-from codex_orchestrator.workspace import Workspace
+from codex_orchestrator.records.workspace import Workspace
+from codex_orchestrator.util.console import Reporter, note
+from codex_orchestrator.util.ids import validate_id
+from codex_orchestrator.util.numeric import parse_count
+from codex_orchestrator.util.terminal_text import neutralise
 
 #: Stage statuses after which a stage's logs no longer grow (while the run lives).
 _SETTLED = frozenset({*DONE_STAGE_STATUSES, StageStatus.FAILED})
@@ -186,7 +186,7 @@ class LogView:
                 next_manifest = time.monotonic() + MANIFEST_POLL_SECONDS
 
     def _dead(self, manifest: dict[str, Any]) -> bool:
-        from codex_orchestrator.liveness import assess
+        from codex_orchestrator.records.liveness import assess
 
         liveness = assess(self.run_dir, manifest)
         return liveness.stale or liveness.orchestrator_gone

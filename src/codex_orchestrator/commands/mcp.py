@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from codex_orchestrator.errors import UsageError
-from codex_orchestrator.output import Reporter
-from codex_orchestrator.workspace import Workspace
+from codex_orchestrator.records.workspace import Workspace
+from codex_orchestrator.util.console import Reporter
 
 INSTALL_HINT = (
     "pip install 'codex-pipeline-orchestrator[mcp]' "
@@ -20,7 +20,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     try:
         import anyio
 
-        from codex_orchestrator.mcp_server import serve
+        from codex_orchestrator.mcp.server import serve
     except ImportError as error:
         raise UsageError(
             f"the mcp command needs the MCP SDK, an optional extra ({error}); "

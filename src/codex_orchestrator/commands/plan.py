@@ -6,11 +6,11 @@ import argparse
 from typing import Any
 
 from codex_orchestrator.commands.common import loaded_config
-from codex_orchestrator.graph import GraphView, is_graph, needs_of, resolve_max_parallel
-from codex_orchestrator.ids import validate_id
-from codex_orchestrator.output import Reporter
-from codex_orchestrator.pipeline import CommandStage, Pipeline
-from codex_orchestrator.workspace import Settings, Workspace, resolve_task_id
+from codex_orchestrator.pipelines.graph import GraphView, is_graph, needs_of, resolve_max_parallel
+from codex_orchestrator.pipelines.model import CommandStage, Pipeline
+from codex_orchestrator.records.workspace import Settings, Workspace, resolve_task_id
+from codex_orchestrator.util.console import Reporter
+from codex_orchestrator.util.ids import validate_id
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:

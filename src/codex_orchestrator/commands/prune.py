@@ -11,15 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from codex_orchestrator.driver import DriverLock
-from codex_orchestrator.durations import parse_age
+from codex_orchestrator.commands.invocation import settings_or_defaults
 from codex_orchestrator.errors import LockTimeoutError, OutsideRootError, UsageError
-from codex_orchestrator.history import TaskHistory, task_ids
-from codex_orchestrator.ids import validate_id
-from codex_orchestrator.invocation import settings_or_defaults
-from codex_orchestrator.numeric import parse_count
-from codex_orchestrator.output import Reporter, note
-from codex_orchestrator.pruning import (
+from codex_orchestrator.persistence.prune import (
     Candidate,
     Criteria,
     candidates,
@@ -30,9 +24,15 @@ from codex_orchestrator.pruning import (
     set_aside,
     take_driver,
 )
-from codex_orchestrator.safefs import remove_tree
-from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES
-from codex_orchestrator.workspace import Workspace
+from codex_orchestrator.persistence.runs import TaskHistory, task_ids
+from codex_orchestrator.records.driver import DriverLock
+from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES
+from codex_orchestrator.records.workspace import Workspace
+from codex_orchestrator.util.console import Reporter, note
+from codex_orchestrator.util.durations import parse_age
+from codex_orchestrator.util.ids import validate_id
+from codex_orchestrator.util.numeric import parse_count
+from codex_orchestrator.util.safefs import remove_tree
 
 #: Why a chosen run stayed after all (a `kept` reason).
 DRIVEN = "driven by another process (its driver lock is held)"
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     )
     cited: dict[str, str] = {}
     if not criteria.include_evidence:
-        from codex_orchestrator.citations import cited_runs
+        from codex_orchestrator.evidence.citations import cited_runs
 
         cited = cited_runs(workspace.root)
     histories = {task: TaskHistory(workspace, task, note) for task in tasks}

@@ -6,9 +6,9 @@ import argparse
 
 from codex_orchestrator.commands.common import find_manifest
 from codex_orchestrator.errors import UsageError
-from codex_orchestrator.ids import validate_id
-from codex_orchestrator.output import Reporter
-from codex_orchestrator.workspace import Workspace
+from codex_orchestrator.records.workspace import Workspace
+from codex_orchestrator.util.console import Reporter
+from codex_orchestrator.util.ids import validate_id
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:

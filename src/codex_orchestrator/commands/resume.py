@@ -14,28 +14,28 @@ from codex_orchestrator.commands.common import (
     report_run,
     run_context,
 )
-from codex_orchestrator.config import Pipeline
-from codex_orchestrator.driver import DRIVER_LOCK_NAME, DriverLock
+from codex_orchestrator.commands.invocation import default_actor
+from codex_orchestrator.engine.runner import (
+    RunResult,
+    hash_token,
+    prepare_resume,
+)
+from codex_orchestrator.engine.signals import SignalGuard
 from codex_orchestrator.errors import (
     EXIT_OK,
     ResumeRefusedError,
     UnknownPipelineError,
 )
-from codex_orchestrator.executors import Recorded, executor_for
-from codex_orchestrator.ids import validate_id
-from codex_orchestrator.invocation import default_actor
-from codex_orchestrator.liveness import refuse_if_alive
-from codex_orchestrator.manifest import RESUME_TOKEN_NAME, ManifestStore
-from codex_orchestrator.output import Reporter, note
-from codex_orchestrator.runner import (
-    RunResult,
-    hash_token,
-    prepare_resume,
-)
-from codex_orchestrator.safefs import SMALL_FILE_LIMIT, read_regular
-from codex_orchestrator.signals import SignalGuard
-from codex_orchestrator.statuses import RunStatus
-from codex_orchestrator.workspace import Workspace, with_flag
+from codex_orchestrator.executors.choice import Recorded, executor_for
+from codex_orchestrator.pipelines.config import Pipeline
+from codex_orchestrator.records.driver import DRIVER_LOCK_NAME, DriverLock
+from codex_orchestrator.records.liveness import refuse_if_alive
+from codex_orchestrator.records.manifest import RESUME_TOKEN_NAME, ManifestStore
+from codex_orchestrator.records.statuses import RunStatus
+from codex_orchestrator.records.workspace import Workspace, with_flag
+from codex_orchestrator.util.console import Reporter, note
+from codex_orchestrator.util.ids import validate_id
+from codex_orchestrator.util.safefs import SMALL_FILE_LIMIT, read_regular
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from codex_orchestrator.output import Reporter, note
-from codex_orchestrator.review import find_run_dir, review
-from codex_orchestrator.workspace import Workspace
+from codex_orchestrator.evidence.review import find_run_dir, review
+from codex_orchestrator.records.workspace import Workspace
+from codex_orchestrator.util.console import Reporter, note
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:

@@ -7,15 +7,15 @@ import itertools
 import sys
 from collections.abc import Iterator
 
-from codex_orchestrator.clock import iso_utc
-from codex_orchestrator.durations import parse_since
 from codex_orchestrator.errors import UsageError
-from codex_orchestrator.history import RunRow, TaskHistory, all_runs, task_ids
-from codex_orchestrator.ids import validate_id
-from codex_orchestrator.numeric import parse_count
-from codex_orchestrator.output import Reporter, note
-from codex_orchestrator.statuses import RunStatus
-from codex_orchestrator.workspace import Workspace
+from codex_orchestrator.persistence.runs import RunRow, TaskHistory, all_runs, task_ids
+from codex_orchestrator.records.statuses import RunStatus
+from codex_orchestrator.records.workspace import Workspace
+from codex_orchestrator.util.clock import iso_utc
+from codex_orchestrator.util.console import Reporter, note
+from codex_orchestrator.util.durations import parse_since
+from codex_orchestrator.util.ids import validate_id
+from codex_orchestrator.util.numeric import parse_count
 
 DEFAULT_LIMIT = 20
 STALE = "stale"

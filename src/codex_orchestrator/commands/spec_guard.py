@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from codex_orchestrator.errors import EXIT_FAILED, EXIT_OK
-from codex_orchestrator.output import Reporter
-from codex_orchestrator.spec_guard import MAX_REVIEW_AGE_DAYS, guard
-from codex_orchestrator.workspace import Workspace
+from codex_orchestrator.evidence.spec_guard import MAX_REVIEW_AGE_DAYS, guard
+from codex_orchestrator.records.workspace import Workspace
+from codex_orchestrator.util.console import Reporter
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:

@@ -10,12 +10,12 @@ from codex_orchestrator.commands.common import (
     load,
     run_context,
 )
-from codex_orchestrator.executors import executor_for
-from codex_orchestrator.ids import validate_id
-from codex_orchestrator.output import Reporter, note
-from codex_orchestrator.runner import create_run
-from codex_orchestrator.signals import SignalGuard
-from codex_orchestrator.workspace import Workspace, resolve_task_id, with_flag
+from codex_orchestrator.engine.runner import create_run
+from codex_orchestrator.engine.signals import SignalGuard
+from codex_orchestrator.executors.choice import executor_for
+from codex_orchestrator.records.workspace import Workspace, resolve_task_id, with_flag
+from codex_orchestrator.util.console import Reporter, note
+from codex_orchestrator.util.ids import validate_id
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:

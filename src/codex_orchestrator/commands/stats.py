@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from codex_orchestrator.durations import parse_since
-from codex_orchestrator.history import task_ids
-from codex_orchestrator.ids import validate_id
-from codex_orchestrator.jsonio import atomic_write_json
-from codex_orchestrator.metricsstats import TaskFigures, collect
-from codex_orchestrator.output import Reporter, note
-from codex_orchestrator.safefs import real_directory
-from codex_orchestrator.workspace import Workspace
+from codex_orchestrator.persistence.runs import task_ids
+from codex_orchestrator.persistence.stats import TaskFigures, collect
+from codex_orchestrator.records.workspace import Workspace
+from codex_orchestrator.util.console import Reporter, note
+from codex_orchestrator.util.durations import parse_since
+from codex_orchestrator.util.ids import validate_id
+from codex_orchestrator.util.jsonio import atomic_write_json
+from codex_orchestrator.util.safefs import real_directory
 
 SUMMARY_NAME = "metrics-summary.json"
 

@@ -8,18 +8,18 @@ from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.errors import EXIT_FAILED
-from codex_orchestrator.ids import validate_id
-from codex_orchestrator.liveness import assess
-from codex_orchestrator.manifest import (
+from codex_orchestrator.persistence.pending import settle_waiting_snapshots
+from codex_orchestrator.records.liveness import assess
+from codex_orchestrator.records.manifest import (
     MANIFEST_NAME,
     OUTCOME_FIELDS,
     load_manifest,
 )
-from codex_orchestrator.numeric import parse_number
-from codex_orchestrator.output import Reporter, note
-from codex_orchestrator.persistence import settle_waiting_snapshots
-from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, StageStatus, run_exit_code
-from codex_orchestrator.workspace import Workspace
+from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, StageStatus, run_exit_code
+from codex_orchestrator.records.workspace import Workspace
+from codex_orchestrator.util.console import Reporter, note
+from codex_orchestrator.util.ids import validate_id
+from codex_orchestrator.util.numeric import parse_number
 
 MAX_WATCH_INTERVAL = 3600
 STATUS_FIELDS = (*OUTCOME_FIELDS, "artifact_root", "log_path")

@@ -28,9 +28,14 @@ from codex_orchestrator.evidence.mirrors import (
     task_files,
 )
 from codex_orchestrator.evidence.taskindex import INDEX_PATH, TaskIndex, load_index
-from codex_orchestrator.jsonio import loads_checked
-from codex_orchestrator.safefs import RECORD_SIZE_LIMIT, TEXT_SIZE_LIMIT, read_inside, read_regular
-from codex_orchestrator.statuses import RunStatus
+from codex_orchestrator.records.statuses import RunStatus
+from codex_orchestrator.util.jsonio import loads_checked
+from codex_orchestrator.util.safefs import (
+    RECORD_SIZE_LIMIT,
+    TEXT_SIZE_LIMIT,
+    read_inside,
+    read_regular,
+)
 
 #: A manifest's (task_id, status, status_detail), or the (kind, reason) of why it is unusable.
 _ManifestFacts = tuple[str, str, str | None] | tuple[str, str]

@@ -20,12 +20,12 @@ from codex_orchestrator.evidence.mirrors import (
     resolve_task,
 )
 from codex_orchestrator.evidence.taskindex import load_index
-from codex_orchestrator.ids import validate_id
-from codex_orchestrator.jsonio import atomic_write_bytes
-from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
-from codex_orchestrator.safefs import resolve_within
-from codex_orchestrator.statuses import RunStatus
-from codex_orchestrator.workspace import Workspace
+from codex_orchestrator.records.manifest import MANIFEST_NAME, load_manifest
+from codex_orchestrator.records.statuses import RunStatus
+from codex_orchestrator.records.workspace import Workspace
+from codex_orchestrator.util.ids import validate_id
+from codex_orchestrator.util.jsonio import atomic_write_bytes
+from codex_orchestrator.util.safefs import resolve_within
 
 _LISTED_CANDIDATES = 12
 

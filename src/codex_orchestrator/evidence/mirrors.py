@@ -18,12 +18,12 @@ import string
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from codex_orchestrator.config import load_config
 from codex_orchestrator.errors import OutsideRootError, UsageError
 from codex_orchestrator.evidence.checklist import Checklist, Heading, Item, parse
 from codex_orchestrator.evidence.taskindex import INDEX_PATH, IndexEntry, TaskIndex
-from codex_orchestrator.ids import is_valid_id, validate_id
-from codex_orchestrator.safefs import (
+from codex_orchestrator.pipelines.config import load_config
+from codex_orchestrator.util.ids import is_valid_id, validate_id
+from codex_orchestrator.util.safefs import (
     TEXT_SIZE_LIMIT,
     read_inside,
     resolve_within,

@@ -30,9 +30,9 @@ from codex_orchestrator.evidence.mirrors import (
     task_files,
 )
 from codex_orchestrator.evidence.taskindex import INDEX_PATH, TaskIndex, load_index
-from codex_orchestrator.ids import validate_id
-from codex_orchestrator.jsonio import atomic_write_bytes, atomic_write_json
-from codex_orchestrator.safefs import TEXT_SIZE_LIMIT, read_regular, resolve_within
+from codex_orchestrator.util.ids import validate_id
+from codex_orchestrator.util.jsonio import atomic_write_bytes, atomic_write_json
+from codex_orchestrator.util.safefs import TEXT_SIZE_LIMIT, read_regular, resolve_within
 
 STARTER_ITEMS = (
     "Synchronize collateral — `tasks/index.json`, PRD, tech spec, action plan and spec "

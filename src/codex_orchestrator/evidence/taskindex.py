@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from codex_orchestrator.errors import OrchestratorError
-from codex_orchestrator.ids import is_valid_id
-from codex_orchestrator.jsonio import loads_checked
-from codex_orchestrator.safefs import TEXT_SIZE_LIMIT, read_inside
+from codex_orchestrator.util.ids import is_valid_id
+from codex_orchestrator.util.jsonio import loads_checked
+from codex_orchestrator.util.safefs import TEXT_SIZE_LIMIT, read_inside
 
 INDEX_PATH = "tasks/index.json"
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.errors import LockTimeoutError
-from codex_orchestrator.jsonio import append_line, json_text
-from codex_orchestrator.persistence.state_store import RunRecord, TaskStateStore
-from codex_orchestrator.safefs import real_directory
+from codex_orchestrator.persistence.task_state import RunRecord, TaskStateStore
+from codex_orchestrator.util.jsonio import append_line, json_text
+from codex_orchestrator.util.safefs import real_directory
 
 
 class PersistenceCoordinator:

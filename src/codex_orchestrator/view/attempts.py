@@ -11,8 +11,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from codex_orchestrator.clock import parse_iso_utc
-from codex_orchestrator.numeric import finite
+from codex_orchestrator.util.clock import parse_iso_utc
+from codex_orchestrator.util.numeric import finite
 
 
 class Attempt(NamedTuple):

@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from codex_orchestrator.util.terminal_text import neutralise
 from codex_orchestrator.view.attempts import shown_status
 from codex_orchestrator.view.rows import (
     MARKS,
@@ -41,7 +42,6 @@ from codex_orchestrator.view.rows import (
     objects,
     recorded_seconds,
 )
-from codex_orchestrator.view.text import neutralise
 
 #: Longest stage-derived text in a summary cell, in characters before escaping.
 CELL_CHARS = 300

@@ -29,17 +29,17 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from codex_orchestrator.clock import parse_iso_utc
 from codex_orchestrator.errors import OrchestratorError
-from codex_orchestrator.ids import is_valid_id
-from codex_orchestrator.jsonio import atomic_write_bytes
-from codex_orchestrator.manifest import MANIFEST_NAME, load_manifest
-from codex_orchestrator.safefs import UnreadableFileError
-from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES, StageFailure, StageStatus
+from codex_orchestrator.records.manifest import MANIFEST_NAME, load_manifest
+from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, StageFailure, StageStatus
+from codex_orchestrator.util.clock import parse_iso_utc
+from codex_orchestrator.util.ids import is_valid_id
+from codex_orchestrator.util.jsonio import atomic_write_bytes
+from codex_orchestrator.util.safefs import UnreadableFileError
+from codex_orchestrator.util.terminal_text import REPLACEMENT, neutralise
 from codex_orchestrator.view.attempts import shown_status
 from codex_orchestrator.view.logtail import read_tail, run_file, tail_lines
 from codex_orchestrator.view.rows import objects, recorded_seconds
-from codex_orchestrator.view.text import REPLACEMENT, neutralise
 
 LOG_TAIL_LINES = 200
 LOG_TAIL_BYTES = 64 * 1024

@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 from typing import NamedTuple
 
-from codex_orchestrator.safefs import UnreadableFileError, open_no_follow
+from codex_orchestrator.util.safefs import UnreadableFileError, open_no_follow
 
 
 def run_folder(run_dir: Path, folder: str) -> Path | None:

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 
 from codex_orchestrator import __version__
-from codex_orchestrator.clock import iso_utc
+from codex_orchestrator.util.clock import iso_utc
 
 STYLE = """
 :root{color-scheme:light dark;--fg:#1b1b1b;--bg:#fff;--muted:#666;--line:#ddd;--code:#f5f5f5}

@@ -21,16 +21,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from codex_orchestrator.clock import parse_iso_utc
 from codex_orchestrator.errors import OrchestratorError
-from codex_orchestrator.ids import is_valid_id
-from codex_orchestrator.jsonio import atomic_write_bytes, encode_record, valid_text
-from codex_orchestrator.liveness import assess
-from codex_orchestrator.manifest import EVENTS_NAME, MANIFEST_NAME, load_manifest
-from codex_orchestrator.output import note
-from codex_orchestrator.safefs import TEXT_SIZE_LIMIT, UnreadableFileError, read_regular
-from codex_orchestrator.stagelogs import StageFiles
-from codex_orchestrator.statuses import TERMINAL_RUN_STATUSES
+from codex_orchestrator.records.liveness import assess
+from codex_orchestrator.records.manifest import EVENTS_NAME, MANIFEST_NAME, load_manifest
+from codex_orchestrator.records.stage_logs import StageFiles
+from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES
+from codex_orchestrator.util.clock import parse_iso_utc
+from codex_orchestrator.util.console import note
+from codex_orchestrator.util.ids import is_valid_id
+from codex_orchestrator.util.jsonio import atomic_write_bytes, encode_record, valid_text
+from codex_orchestrator.util.safefs import TEXT_SIZE_LIMIT, UnreadableFileError, read_regular
+from codex_orchestrator.util.terminal_text import neutralise
 from codex_orchestrator.view.attempts import history_from_events, shown_status, stage_attempts
 from codex_orchestrator.view.logtail import read_tail, run_file, run_folder
 from codex_orchestrator.view.page import (
@@ -42,7 +43,6 @@ from codex_orchestrator.view.page import (
     table,
 )
 from codex_orchestrator.view.rows import format_seconds
-from codex_orchestrator.view.text import neutralise
 from codex_orchestrator.view.timeline import PATTERNS, render_timeline
 
 REPORT_NAME = "report.html"

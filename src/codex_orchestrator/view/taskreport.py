@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.errors import RunNotFoundError
-from codex_orchestrator.ids import is_valid_id
-from codex_orchestrator.jsonio import atomic_write_bytes, encode_record
-from codex_orchestrator.output import note
-from codex_orchestrator.persistence.state_store import TaskStateStore
-from codex_orchestrator.safefs import (
+from codex_orchestrator.persistence.task_state import TaskStateStore
+from codex_orchestrator.records.workspace import Settings, Workspace
+from codex_orchestrator.util.console import note
+from codex_orchestrator.util.ids import is_valid_id
+from codex_orchestrator.util.jsonio import atomic_write_bytes, encode_record
+from codex_orchestrator.util.safefs import (
     TEXT_SIZE_LIMIT,
     UnreadableFileError,
     read_regular,
@@ -23,7 +24,6 @@ from codex_orchestrator.safefs import (
 )
 from codex_orchestrator.view.page import document, esc, link, status_span, table
 from codex_orchestrator.view.report import REPORT_NAME
-from codex_orchestrator.workspace import Settings, Workspace
 
 
 def _archived(path: Path) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.errors import OrchestratorError
-from codex_orchestrator.manifest import MANIFEST_NAME, ManifestStore, load_manifest
+from codex_orchestrator.records.manifest import MANIFEST_NAME, ManifestStore, load_manifest
 
 #: Returns the manifest to draw now (None: nothing to draw yet); called from the view's thread.
 Snapshot = Callable[[], Mapping[str, Any] | None]

@@ -1,0 +1,48 @@
+"""Who runs a command, and with which tunables, for commands that must work with a broken config."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from pathlib import Path
+
+from codex_orchestrator.errors import RunNotFoundError
+from codex_orchestrator.records.workspace import Settings, Workspace
+from codex_orchestrator.util.ids import validate_id
+
+
+def default_actor() -> str:
+    """The user running the command (``$USER``, else the login name, else ``unknown``), as
+    valid text: bytes that are not UTF-8 are recorded as U+FFFD (see `jsonio.valid_text`)."""
+    from codex_orchestrator.util.jsonio import valid_text
+
+    try:
+        return valid_text(os.environ.get("USER") or getpass.getuser())
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def settings_or_defaults(workspace: Workspace) -> Settings:
+    """The tunables from the config; the defaults when it does not load (a broken config must
+    not keep anyone from stopping or pruning runs)."""
+    from codex_orchestrator.errors import OrchestratorError
+    from codex_orchestrator.pipelines.config import load_config
+
+    try:
+        return Settings.resolve(load_config(workspace.root).settings)
+    except OrchestratorError:
+        return Settings.resolve()
+
+
+def require_run(workspace: Workspace, run_id: str, task: str | None) -> tuple[str, Path]:
+    """The task and directory of run ``run_id`` (validated); `RunNotFoundError` (exit 2) when
+    no task has it."""
+    found = workspace.find_run(
+        validate_id(run_id, "run"), validate_id(task, "task") if task else None
+    )
+    if found is None:
+        raise RunNotFoundError(
+            f"unknown run {run_id!r}: no such run under {workspace.display(workspace.runs_dir)}; "
+            "list runs with: codex-orchestrator runs"
+        )
+    return found

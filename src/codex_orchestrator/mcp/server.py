@@ -1,0 +1,685 @@
+"""``codex-orchestrator mcp``: the Model Context Protocol server for coding agents.
+
+Each tool validates its arguments, then runs the real CLI (see `mcp_cli`) and returns the
+command's JSON document as structured output; a CLI error becomes a tool error carrying the
+command's one-line message and exit code. The resources only read: a run's manifest is read
+once, never through a link, and served as read; its report is rendered in memory, never
+written. The tools, their fields and their bounds are listed in docs/mcp.md. This is the only
+module that imports the MCP SDK.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import signal
+import stat
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_type_hints
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
+from mcp.server.stdio import stdio_server
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import Field, ValidationError
+from typing_extensions import TypedDict
+
+from codex_orchestrator import __version__
+from codex_orchestrator.commands.logs import fair_shares
+from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError, UsageError
+from codex_orchestrator.mcp.cli_bridge import CliError, CliRunner
+from codex_orchestrator.records.manifest import MANIFEST_NAME, parse_manifest, read_manifest_bytes
+from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, RunStatus, run_exit_code
+from codex_orchestrator.records.workspace import Workspace
+from codex_orchestrator.util.ids import validate_id
+from codex_orchestrator.util.jsonio import json_text
+
+#: Most bytes of log text one `logs` call returns, shared fairly among the logs it returns.
+LOG_LIMIT = 64 * 1024
+#: The CLI's `logs --format json` holds up to 1 MiB of each log; this bounds the whole document.
+LOGS_DOCUMENT_LIMIT = 64 * 1024 * 1024
+MAX_WAIT_SECONDS = 3600.0
+MAX_TAIL_LINES = 100_000
+MAX_RUNS = 1000
+MAX_TEXT = 2000
+#: How often `wait` (and `start`/`resume` with ``wait_seconds``) looks at the run.
+POLL_SECONDS = 1.0
+READ_ONLY_TOOLS = ("plan", "status", "wait", "runs", "logs", "tasks_check")
+ACTOR = "mcp"
+
+INSTRUCTIONS = """\
+Runs this repository's codex-orchestrator pipelines and reads their records.
+Typical flow: plan -> start(wait_seconds=...) -> wait -> status/logs -> tasks_mark.
+Runs are detached: they go on if this server stops. Ids are 1-128 characters of
+A-Z a-z 0-9 _ - (starting with a letter or digit). Errors carry the CLI's message
+and exit code in structuredContent {"error", "exit_code"} (2: bad input)."""
+
+TaskArg = Annotated[
+    str | None,
+    Field(description="task id; default: the server's MCP_RUNNER_TASK_ID, else 'default'"),
+]
+PipelineArg = Annotated[
+    str | None, Field(description="pipeline id; default: the config's defaultPipeline")
+]
+RunArg = Annotated[str, Field(description="run id, e.g. 2026-01-01T00-00-00-000Z-0a1b2c3d")]
+RunFilter = Literal["queued", "in_progress", "succeeded", "failed", "cancelled", "stale"]
+WaitArg = Annotated[
+    float,
+    Field(
+        ge=0,
+        le=MAX_WAIT_SECONDS,
+        allow_inf_nan=False,
+        description="seconds to wait for the run to end (0: return at once)",
+    ),
+]
+
+
+class PipelineInfo(TypedDict):
+    id: str
+    title: str
+    description: str | None
+    source: str
+
+
+class PlanResult(TypedDict):
+    task_id: str
+    pipeline: PipelineInfo
+    stages: list[dict[str, Any]]
+
+
+class StageState(TypedDict):
+    index: int
+    id: str
+    status: str
+    summary: str | None
+    exit_code: int | None
+    log_path: str | None
+    error_file: str | None
+    sub_run_id: str | None
+
+
+class RunState(TypedDict):
+    run_id: str
+    task_id: str | None
+    pipeline_id: str | None
+    status: str
+    status_detail: str | None
+    finished: bool
+    exit_code: int | None
+    stale: bool
+    heartbeat_age_seconds: float | None
+    started_at: str | None
+    completed_at: str | None
+    manifest: str | None
+    artifact_root: str | None
+    log_path: str | None
+    stages: list[StageState]
+    child_runs: list[Any]
+    hint: str | None
+    waited_seconds: float
+
+
+class CancelResult(RunState):
+    action: str | None
+
+
+class RunsResult(TypedDict):
+    runs: list[dict[str, Any]]
+
+
+class LogText(TypedDict):
+    run_id: str
+    index: int
+    stage_id: str
+    attempt: int | None
+    stream: str
+    path: str
+    size_bytes: int
+    text: str
+    truncated: bool
+
+
+class LogsResult(TypedDict):
+    run_id: str
+    status: str | None
+    stage: str | None
+    stream: str
+    logs: list[LogText]
+    returned_bytes: int
+    truncated: bool
+
+
+class TasksCheckResult(TypedDict):
+    tasks: list[dict[str, Any]]
+    problem_count: int
+    clean: bool
+
+
+class TasksMarkResult(TypedDict):
+    task: str
+    item: str
+    run_id: str
+    evidence: str
+    changed: list[str]
+    unchanged: list[str]
+    without_item: list[str]
+    absent: list[str]
+
+
+class _Server(MCPServer[Any]):
+    """MCPServer whose argument-validation errors are one line with exit code 2, like the CLI's,
+    and whose stdin is read without a thread (`_StdinLines`)."""
+
+    async def run_stdio_async(self) -> None:
+        """Serve over stdio until stdin closes (or the task is cancelled: a signal)."""
+        async with stdio_server(stdin=_StdinLines.claim()) as (read_stream, write_stream):
+            await self._lowlevel_server.run(
+                read_stream, write_stream, self._lowlevel_server.create_initialization_options()
+            )
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as error:
+            if isinstance(error.__cause__, ValidationError):
+                return _error(f"tool {name}: {_one_line(error.__cause__)}", EXIT_USAGE)
+            known = [tool.name for tool in await self.list_tools()]
+            if name not in known:
+                return _error(f"unknown tool {name[:80]!r}; tools: {', '.join(known)}", EXIT_USAGE)
+            raise
+
+
+class _StdinLines(anyio.AsyncFile[str]):
+    """The server's stdin, line by line, waited for in the event loop, not in a thread.
+
+    The SDK reads stdin in a worker thread blocked in ``read()``, which no cancellation can
+    interrupt: an idle server told to stop (SIGTERM, SIGINT, SIGHUP) would wait for the next
+    line before it could exit. Waiting for readability in the event loop ends with the task.
+    """
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(io.StringIO())
+        self._fd = fd
+        self._buffer = bytearray()
+        self._ended = False
+        # a regular file is always readable, and the event loop refuses to wait on one
+        self._pollable = not stat.S_ISREG(os.fstat(fd).st_mode)
+
+    @classmethod
+    def claim(cls) -> _StdinLines:
+        """Take the protocol's stdin from descriptor 0, which then reads /dev/null (so no code
+        of the server can read the protocol's bytes by accident)."""
+        wire = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 3)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        return cls(wire)
+
+    async def readline(self) -> str:
+        """The next line, ``""`` at the end of the input."""
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0 or self._ended:
+                cut = end + 1 if end >= 0 else len(self._buffer)
+                line = bytes(self._buffer[:cut])
+                del self._buffer[:cut]
+                return line.decode("utf-8", "replace")
+            if self._pollable:
+                try:
+                    await anyio.wait_readable(self._fd)
+                except OSError:  # a file the event loop cannot watch: reading it never blocks
+                    self._pollable = False
+            chunk = os.read(self._fd, 1 << 16)
+            self._ended = not chunk
+            self._buffer += chunk
+
+
+def build_server(root: Path, read_only: bool = False) -> tuple[MCPServer[Any], CliRunner]:
+    """The MCP server for the repository at ``root`` and the runner that owns its children."""
+    cli = CliRunner(root)
+    server = _Server(
+        "codex-orchestrator",
+        title="codex-orchestrator",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        log_level="WARNING",
+    )
+    tools = _Tools(cli)
+    for name, description, read_only_tool in _TOOL_TABLE:
+        if read_only and name not in READ_ONLY_TOOLS:
+            continue
+        server.add_tool(
+            getattr(tools, name),
+            name=name,
+            description=description,
+            annotations=ToolAnnotations(read_only_hint=read_only_tool, open_world_hint=False),
+        )
+    resources = _Resources(root)
+    for uri, name, description, mime_type in _RESOURCE_TABLE:
+        server.resource(uri, name=name, description=description, mime_type=mime_type)(
+            getattr(resources, name)
+        )
+    return server, cli
+
+
+async def serve(root: Path, read_only: bool = False) -> None:
+    """Serve over stdio until stdin closes or SIGTERM/SIGINT/SIGHUP; end our own children."""
+    server, cli = build_server(root, read_only)
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(_stop_on_signal, group.cancel_scope)
+            await server.run_stdio_async()
+            group.cancel_scope.cancel()
+    finally:
+        await cli.end_all()
+
+
+async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+class _Tools:
+    """The tool functions; their signatures are the tools' input schemas."""
+
+    def __init__(self, cli: CliRunner) -> None:
+        self.cli = cli
+
+    async def plan(
+        self, pipeline: PipelineArg = None, task: TaskArg = None
+    ) -> Annotated[CallToolResult, PlanResult]:
+        async def body() -> dict[str, Any]:
+            return await self.cli.document("plan", *_pipeline_task(pipeline, task))
+
+        return await _respond(body)
+
+    async def start(
+        self,
+        ctx: Context[Any, Any],
+        pipeline: PipelineArg = None,
+        task: TaskArg = None,
+        wait_seconds: WaitArg = 0,
+    ) -> Annotated[CallToolResult, RunState]:
+        async def body() -> dict[str, Any]:
+            arguments = _pipeline_task(pipeline, task)
+            started = await self.cli.document("start", *arguments, "--detach", detaching=True)
+            return await self._follow(ctx, str(started["run_id"]), wait_seconds)
+
+        return await _respond(body)
+
+    async def status(self, run: RunArg) -> Annotated[CallToolResult, RunState]:
+        async def body() -> dict[str, Any]:
+            return await self._state(_run_id(run))
+
+        return await _respond(body)
+
+    async def wait(
+        self,
+        ctx: Context[Any, Any],
+        run: RunArg,
+        timeout_seconds: Annotated[
+            float,
+            Field(
+                ge=0,
+                le=MAX_WAIT_SECONDS,
+                allow_inf_nan=False,
+                description="longest wait, in seconds",
+            ),
+        ] = 60,
+    ) -> Annotated[CallToolResult, RunState]:
+        async def body() -> dict[str, Any]:
+            return await self._follow(ctx, _run_id(run), timeout_seconds)
+
+        return await _respond(body)
+
+    async def cancel(
+        self,
+        run: RunArg,
+        reason: Annotated[
+            str | None, Field(description="why, recorded in the run's cancel_events")
+        ] = None,
+    ) -> Annotated[CallToolResult, CancelResult]:
+        async def body() -> dict[str, Any]:
+            run_id = _run_id(run)
+            arguments = ["cancel", run_id, f"--actor={ACTOR}", "--wait"]
+            if reason is not None:
+                arguments.append(f"--reason={_text(reason, 'reason')}")
+            # exit 1: the run could not be stopped in time; the state below says where it is
+            cancelled = await self.cli.document(*arguments, accept=frozenset({0, 1}))
+            return {**await self._state(run_id), "action": cancelled.get("action")}
+
+        return await _respond(body)
+
+    async def resume(
+        self, ctx: Context[Any, Any], run: RunArg, wait_seconds: WaitArg = 0
+    ) -> Annotated[CallToolResult, RunState]:
+        async def body() -> dict[str, Any]:
+            run_id = _run_id(run)
+            await self.cli.document(
+                "resume", run_id, f"--actor={ACTOR}", "--detach", detaching=True
+            )
+            return await self._follow(ctx, run_id, wait_seconds)
+
+        return await _respond(body)
+
+    async def runs(
+        self,
+        task: Annotated[str | None, Field(description="only this task's runs")] = None,
+        status: Annotated[RunFilter | None, Field(description="only runs in this status")] = None,
+        limit: Annotated[int, Field(ge=1, le=MAX_RUNS, description="newest N runs")] = 20,
+    ) -> Annotated[CallToolResult, RunsResult]:
+        async def body() -> dict[str, Any]:
+            arguments = ["runs", "--limit", str(limit)]
+            if task is not None:
+                arguments += ["--task", _checked_id(task, "task")]
+            if status is not None:
+                arguments += ["--status", status]
+            return await self.cli.document(*arguments)
+
+        return await _respond(body)
+
+    async def logs(
+        self,
+        run: RunArg,
+        stage: Annotated[str | None, Field(description="stage id; default: every stage")] = None,
+        stream: Literal["stdout", "stderr", "both"] = "both",
+        tail_lines: Annotated[
+            int | None, Field(ge=1, le=MAX_TAIL_LINES, description="only the last N lines")
+        ] = None,
+    ) -> Annotated[CallToolResult, LogsResult]:
+        async def body() -> dict[str, Any]:
+            return await self._logs(_run_id(run), stage, stream, tail_lines)
+
+        return await _respond(body)
+
+    async def tasks_check(
+        self, task: Annotated[str | None, Field(description="task id; default: every task")] = None
+    ) -> Annotated[CallToolResult, TasksCheckResult]:
+        async def body() -> dict[str, Any]:
+            arguments = ["tasks", "check"]
+            if task is not None:
+                arguments.append(_checked_id(task, "task"))
+            document = await self.cli.document(*arguments, accept=frozenset({0, 1}))
+            return {**document, "clean": not document.get("problem_count")}
+
+        return await _respond(body)
+
+    async def tasks_mark(
+        self,
+        task: Annotated[str, Field(description="task id")],
+        item: Annotated[str, Field(description="the checklist item's text (up to ' — ' or ';')")],
+        run: RunArg,
+    ) -> Annotated[CallToolResult, TasksMarkResult]:
+        async def body() -> dict[str, Any]:
+            return await self.cli.document(
+                "tasks",
+                "mark",
+                "--run",
+                _run_id(run),
+                # After "--" an item that starts with "-" stays an item.
+                "--",
+                _checked_id(task, "task"),
+                _text(item, "item"),
+            )
+
+        return await _respond(body)
+
+    async def _state(self, run_id: str) -> dict[str, Any]:
+        return run_state(await self.cli.document("status", run_id))
+
+    async def _follow(self, ctx: Context[Any, Any], run_id: str, seconds: float) -> dict[str, Any]:
+        """The run's state once it ends, goes stale, or ``seconds`` pass; progress on the way."""
+        began = time.monotonic()
+        deadline = began + seconds
+        while True:
+            state = await self._state(run_id)
+            state["waited_seconds"] = round(time.monotonic() - began, 3)
+            done = sum(
+                1 for stage in state["stages"] if stage["status"] in ("succeeded", "skipped")
+            )
+            total = len(state["stages"]) or None
+            if seconds > 0:
+                await ctx.report_progress(done, total, _progress_message(state))
+            remaining = deadline - time.monotonic()
+            if state["finished"] or state["stale"] or remaining <= 0:
+                return state
+            await anyio.sleep(min(POLL_SECONDS, remaining))
+
+    async def _logs(
+        self, run_id: str, stage: str | None, stream: str, tail_lines: int | None
+    ) -> dict[str, Any]:
+        arguments = ["logs", run_id]
+        if stage is not None:
+            arguments.append(_checked_id(stage, "stage"))
+        # the CLI sends no more log than the answer can hold: binary logs of any size fit
+        arguments += ["--stream", stream, "--max-bytes", str(LOG_LIMIT)]
+        if tail_lines is not None:
+            arguments += ["--tail", str(tail_lines)]
+        document = await self.cli.document(*arguments, limit=LOGS_DOCUMENT_LIMIT)
+        logs = fit_logs(document.get("logs") or [], LOG_LIMIT)
+        return {
+            "run_id": run_id,
+            "status": document.get("status"),
+            "stage": stage,
+            "stream": stream,
+            "logs": logs,
+            "returned_bytes": sum(len(log["text"].encode()) for log in logs),
+            "truncated": any(log["truncated"] for log in logs),
+        }
+
+
+class _Resources:
+    """``run://{run_id}/manifest`` and ``run://{run_id}/report``: they read, never write.
+
+    The manifest is read once, never through a link, checked, and served as read (another
+    read after a check could meet a file swapped for a link meanwhile); the report is rendered
+    in memory from that manifest and the run directory.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    async def manifest(self, run_id: str) -> str:
+        data, _, _ = self._read(run_id)
+        return data.decode("utf-8", "replace")
+
+    async def report(self, run_id: str) -> str:
+        from codex_orchestrator.view.report import render_run_report
+
+        _, run_dir, manifest = self._read(run_id)
+        html: str = await anyio.to_thread.run_sync(render_run_report, run_dir, manifest)
+        return html
+
+    def _read(self, run_id: str) -> tuple[bytes, Path, dict[str, Any]]:
+        """The run's manifest bytes (read once), its directory and the checked manifest."""
+        try:
+            workspace = Workspace.from_env(
+                {**os.environ, "CODEX_ORCHESTRATOR_ROOT": str(self.root)}
+            )
+            _, run_dir = workspace.require_run(_run_id(run_id))
+        except OrchestratorError as error:
+            raise ResourceNotFoundError(error.message) from None
+        shown = workspace.display(run_dir / MANIFEST_NAME)
+        try:
+            data = read_manifest_bytes(run_dir / MANIFEST_NAME, shown)
+            return data, run_dir, parse_manifest(data, shown)
+        except OrchestratorError as error:
+            raise ResourceError(error.message) from None
+
+
+_TOOL_TABLE = (
+    ("plan", "Show the stages a pipeline would run (nothing runs, nothing is written).", True),
+    (
+        "start",
+        "Start a pipeline run, detached (it outlives this server). Returns the run's state at "
+        "once, or after waiting up to wait_seconds with progress notifications.",
+        False,
+    ),
+    ("status", "A run's state: status, stages, heartbeat, manifest path.", True),
+    ("wait", "Wait up to timeout_seconds for a run to end (progress notifications).", True),
+    (
+        "cancel",
+        "Cancel a live run and its child runs; waits for its records. 'action' says what was "
+        "done (e.g. already-ended).",
+        False,
+    ),
+    (
+        "resume",
+        "Resume a failed, cancelled or dead run, detached; re-runs the stages that did not "
+        "succeed. Optionally waits up to wait_seconds.",
+        False,
+    ),
+    ("runs", "List runs, newest first (all tasks unless task is given).", True),
+    (
+        "logs",
+        f"A run's stored stage output (at most {LOG_LIMIT // 1024} KiB, the tail; "
+        "'truncated' says when cut).",
+        True,
+    ),
+    ("tasks_check", "Check task checklists and their manifest evidence.", True),
+    (
+        "tasks_mark",
+        "Mark a checklist item done in every mirror, citing a succeeded run's manifest.",
+        False,
+    ),
+)
+
+#: The run resources: URI template, name (also the `_Resources` method), description, MIME type.
+_RESOURCE_TABLE = (
+    ("run://{run_id}/manifest", "manifest", "a run's manifest.json (JSON)", "application/json"),
+    (
+        "run://{run_id}/report",
+        "report",
+        "a run's self-contained HTML report (rendered on each read; nothing is written)",
+        "text/html",
+    ),
+)
+
+
+def run_state(status: dict[str, Any]) -> dict[str, Any]:
+    """The `RunState` of a ``status --format json`` document.
+
+    A manifest may be tampered with (a summary that is a list): a field that is not of its
+    declared type is left out (None), so that the result is valid, never a schema error.
+    """
+    finished = status.get("status") in TERMINAL_RUN_STATUSES
+    state = _typed(status, RunState, ("stages", "child_runs", "exit_code", "waited_seconds"))
+    state.update(
+        finished=finished,
+        exit_code=(
+            run_exit_code(RunStatus(status["status"]), state["status_detail"]) if finished else None
+        ),
+        stale=status.get("stale") is True,
+        stages=[_typed(command, StageState) for command in status.get("commands") or []],
+        child_runs=status.get("child_runs") or [],
+        waited_seconds=0.0,
+    )
+    return state
+
+
+def fit_logs(logs: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """Cut the logs' texts to ``limit`` bytes of UTF-8 in all, keeping each one's tail.
+
+    Small logs are returned whole; what they leave is shared evenly among the larger ones
+    (`fair_shares`). Each cut falls on a character boundary, so the text returned is never
+    more bytes than its share.
+    """
+    encoded = [str(log.get("text", "")).encode("utf-8", "replace") for log in logs]
+    shares = fair_shares([len(data) for data in encoded], limit)
+    fitted = []
+    for log, data, share in zip(logs, encoded, shares, strict=True):
+        start = len(data) - share
+        while start < len(data) and data[start] & 0xC0 == 0x80:  # inside a character
+            start += 1
+        fitted.append(
+            {
+                **{key: log.get(key) for key in LogText.__annotations__},
+                "text": data[start:].decode("utf-8"),
+                "truncated": bool(log.get("truncated")) or start > 0,
+            }
+        )
+    return fitted
+
+
+def _typed(document: dict[str, Any], schema: type, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields of ``schema`` (a TypedDict) from ``document``, each one None unless it is of
+    its declared type (a bool is no number); fields in ``skip`` are the caller's."""
+    fields: dict[str, Any] = {}
+    for key, hint in get_type_hints(schema).items():
+        if key in skip:
+            continue
+        kinds = tuple(kind for kind in get_args(hint) or (hint,) if kind is not type(None))
+        kinds += (int,) if float in kinds else ()  # JSON has one kind of number
+        value = document.get(key)
+        if isinstance(value, bool) and bool not in kinds:
+            value = None
+        fields[key] = value if isinstance(value, kinds) else None
+    return fields
+
+
+def _progress_message(state: dict[str, Any]) -> str:
+    running = [stage["id"] for stage in state["stages"] if stage["status"] == "running"]
+    where = f": running {', '.join(running)}" if running else ""
+    return f"run {state['run_id']} {state['status']}{where}"
+
+
+async def _respond(body: Callable[[], Awaitable[dict[str, Any]]]) -> CallToolResult:
+    """Run a tool body; its document is the structured result, an error becomes a tool error."""
+    try:
+        document = await body()
+    except (OrchestratorError, CliError) as error:
+        return _error(error.message, error.exit_code)
+    return CallToolResult(
+        content=[TextContent(type="text", text=json_text(document, pretty=False))],
+        structured_content=document,
+    )
+
+
+def _error(message: str, exit_code: int) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=f"error (exit {exit_code}): {message}")],
+        structured_content={"error": message, "exit_code": exit_code},
+        is_error=True,
+    )
+
+
+def _checked_id(value: str, kind: str) -> str:
+    """``value`` when it follows the id rule; a huge value is shown cut in the message."""
+    shown = value if len(value) <= 200 else value[:40] + "…"
+    validate_id(shown, kind)
+    return value
+
+
+def _run_id(value: str) -> str:
+    return _checked_id(value, "run")
+
+
+def _pipeline_task(pipeline: str | None, task: str | None) -> list[str]:
+    arguments = [] if pipeline is None else [_checked_id(pipeline, "pipeline")]
+    return arguments if task is None else [*arguments, "--task", _checked_id(task, "task")]
+
+
+def _text(value: str, name: str) -> str:
+    """Free text passed on a command line: one line, no NUL, at most `MAX_TEXT` characters."""
+    if len(value) > MAX_TEXT:
+        raise UsageError(f"{name} is {len(value)} characters long; give at most {MAX_TEXT}")
+    if not value.strip() or any(char in value for char in "\0\n\r"):
+        raise UsageError(f"{name} must be one non-empty line of text without NUL characters")
+    return value
+
+
+def _one_line(error: ValidationError) -> str:
+    """Pydantic's multi-line report as one line: ``argument 'x': message; ...``."""
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(part) for part in item["loc"]) or "arguments"
+        parts.append(f"argument {where!r}: {item['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,34 @@
+"""Durable per-task records: the run history (`state_store`) and the safe write order of a
+finished run (`coordinator`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from codex_orchestrator.records.workspace import Workspace
+from codex_orchestrator.util.safefs import list_directory
+
+#: Pending state snapshots wait in ``<out>/<task>/state.pending/`` (or, when the out root
+#: cannot take them, ``<runs>/<task>/state.pending/``) until merged into ``state.json``.
+PENDING_DIR_NAME = "state.pending"
+
+
+def settle_waiting_snapshots(
+    workspace: Workspace, task_id: str, warn: Callable[[str], None]
+) -> None:
+    """Merge state snapshots that wait beside the runs (the out root could not take them) into
+    ``state.json``, when the task's lock is free; never raises. Cheap when none wait."""
+    try:
+        if not list_directory(workspace.task_runs_dir(task_id) / PENDING_DIR_NAME):
+            return
+    except OSError:
+        return
+    from codex_orchestrator.persistence.task_state import TaskStateStore  # only when needed
+
+    store = TaskStateStore(
+        workspace.state_dir(task_id), workspace.state_lock_path(task_id), task_id, warn=warn
+    )
+    try:
+        store.read()
+    except OSError as error:
+        warn(f"warning: task {task_id}: waiting state snapshots not merged yet ({error})")

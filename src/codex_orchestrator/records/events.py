@@ -1,0 +1,68 @@
+"""``runner.ndjson``: the run's lifecycle events, one JSON object per line."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from codex_orchestrator.util.clock import iso_utc
+from codex_orchestrator.util.console import note
+from codex_orchestrator.util.jsonio import encode_record, json_text
+from codex_orchestrator.util.safefs import UnreadableFileError, open_no_follow, read_regular
+
+#: The most of a run's event log read back (by resume, for the stages' handles).
+EVENTS_READ_LIMIT = 256 * 1024 * 1024
+
+
+class EventLog:
+    """Appends lifecycle events to a run's ``runner.ndjson`` (one ``write`` per event)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            self._fd = open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        except OSError as error:  # the event log is a diagnostic: its loss never stops a run
+            note(f"warning: {path}: events not recorded ({error.strerror})")
+            self._fd = -1
+
+    def emit(self, event: str, **fields: Any) -> None:
+        """Append one event; a failed append never disturbs the run."""
+        record = {"timestamp": iso_utc(), "event": event, **fields}
+        line = encode_record(json_text(record, pretty=False) + "\n")
+        with self._lock:
+            if self._fd < 0:
+                return
+            with contextlib.suppress(OSError):
+                os.write(self._fd, line)
+
+    def close(self) -> None:
+        """Close the log; later events are dropped."""
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
+def read_events(path: Path, event: str) -> list[dict[str, Any]]:
+    """The events named ``event`` in the log at ``path``; torn or foreign lines are skipped."""
+    try:
+        data = read_regular(path, EVENTS_READ_LIMIT, follow_links=False)
+    except (FileNotFoundError, UnreadableFileError):
+        return []
+    marker = f'"event": "{event}"'.encode()
+    found = []
+    for line in data.splitlines():
+        if marker not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("event") == event:
+            found.append(record)
+    return found
