@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from processes import end_marked_processes
+from helpers.processes import end_marked_processes
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 # Set per test (see ``_end_leftover_processes``); not a CODEX_ORCHESTRATOR_ variable, so

@@ -11,9 +11,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import Repo
-from processes import alive
-from runctl_helpers import json_cli, kill_run_groups, manifest_of, run_dirs, try_manifest, wait_for
+from helpers.processes import alive, wait_for
+from helpers.runctl import json_cli, kill_run_groups, manifest_of, run_dirs, try_manifest
 
 #: A stage that takes its time to end when asked: ignores SIGTERM until SIGKILL.
 STUBBORN = (
@@ -56,6 +58,7 @@ def _spawn_cancel(repo: Repo, run_id: str, *args: str) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.slow
 def test_cancel_races_concurrent_cancels_all_keep_their_reasons(repo: Repo) -> None:
     run_id, run_dir = _start_detached(repo, "many", STUBBORN.format(pid="stage.pid"), 3)
     try:
@@ -82,6 +85,7 @@ def test_cancel_races_concurrent_cancels_all_keep_their_reasons(repo: Repo) -> N
     assert not (run_dir / "cancel-request.json").exists()
 
 
+@pytest.mark.slow
 def test_cancel_races_a_run_ending_by_itself_is_reported_honestly(repo: Repo) -> None:
     """The stage succeeded; the run is still closing (its helper takes the grace period to
     end) when the cancel comes: the run ends succeeded, the cancel says it came too late, and

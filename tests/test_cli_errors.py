@@ -70,6 +70,7 @@ def test_usage_errors(repo: Repo) -> None:
     assert json.loads(result.stdout)["exit_code"] == 2
 
 
+@pytest.mark.slow
 def test_corrupt_manifest_is_left_untouched(repo: Repo) -> None:
     repo.pipeline({"id": "one", "command": "true"})
     _, doc = repo.start_json()
@@ -96,6 +97,7 @@ def test_missing_root_directory(repo: Repo) -> None:
     "content",
     ['{"commands": [{}]}', "[]", '{"run_id": "x", "commands": []}'],
 )
+@pytest.mark.slow
 def test_manifest_of_the_wrong_shape_is_reported(repo: Repo, content: str) -> None:
     repo.pipeline({"id": "one", "command": "exit 1"})
     _, doc = repo.start_json()

@@ -8,6 +8,8 @@ import re
 import stat
 from pathlib import Path
 
+import pytest
+
 from conftest import Repo
 
 RUN_ID = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z-[0-9a-f]{8}")
@@ -160,6 +162,7 @@ def test_allow_failure_stage_is_skipped_with_error_file(repo: Repo) -> None:
     )
 
 
+@pytest.mark.slow
 def test_resume_reruns_only_failed_and_later_stages(repo: Repo) -> None:
     marker = repo.root / "fixed"
     repo.pipeline(
@@ -199,6 +202,7 @@ def test_resume_reruns_only_failed_and_later_stages(repo: Repo) -> None:
     assert again.returncode == 0 and "already succeeded" in again.stderr
 
 
+@pytest.mark.slow
 def test_resume_with_wrong_token_changes_nothing(repo: Repo) -> None:
     repo.pipeline({"id": "bad", "command": "exit 1"})
     _, doc = repo.start_json()
@@ -214,6 +218,7 @@ def test_resume_with_wrong_token_changes_nothing(repo: Repo) -> None:
     assert repo.cli("resume", doc["run_id"], "--token", token).returncode == 1
 
 
+@pytest.mark.slow
 def test_resume_records_the_command_that_really_ran(repo: Repo) -> None:
     repo.pipeline({"id": "flip", "command": "exit 4", "title": "Old title"})
     _, doc = repo.start_json()
@@ -224,6 +229,7 @@ def test_resume_records_the_command_that_really_ran(repo: Repo) -> None:
     assert (flip["command"], flip["title"], flip["summary"]) == ("echo fixed", "New title", "fixed")
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_pipeline(repo: Repo) -> None:
     repo.pipeline({"id": "a", "command": "exit 1"})
     _, doc = repo.start_json()
@@ -232,6 +238,7 @@ def test_resume_refuses_changed_pipeline(repo: Repo) -> None:
     assert result.returncode == 2 and "changed since run" in result.stderr
 
 
+@pytest.mark.slow
 def test_subpipeline_links_child_and_parent(repo: Repo) -> None:
     repo.write_config(
         {
@@ -295,6 +302,7 @@ def test_plan_writes_nothing(repo: Repo) -> None:
     assert [s["id"] for s in builtin["stages"]] == ["build", "lint", "test", "spec-guard"]
 
 
+@pytest.mark.slow
 def test_status_finds_run_under_any_task(repo: Repo) -> None:
     repo.pipeline({"id": "one", "command": "echo done"})
     _, doc = repo.start_json("--task", "alpha")
@@ -332,6 +340,7 @@ def test_task_id_from_environment(repo: Repo) -> None:
     assert doc["artifact_root"].startswith(".runs/0202-hardening/cli/")
 
 
+@pytest.mark.slow
 def test_parallel_run_ids_are_unique(repo: Repo) -> None:
     repo.pipeline({"id": "one", "command": "true"})
     procs = [repo.spawn("start", "--format", "json") for _ in range(8)]
@@ -377,6 +386,7 @@ def test_runs_dir_and_out_dir_overrides(repo: Repo, tmp_path: Path) -> None:
     assert (repo.root / "state-out/default/state.json").is_file()
 
 
+@pytest.mark.slow
 def test_live_output_is_echoed_on_a_terminal_without_the_live_view(repo: Repo) -> None:
     import pty
     import subprocess

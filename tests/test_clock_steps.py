@@ -46,6 +46,7 @@ def _run_with_clock_step(
     return outcome, time.monotonic() - started
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", [-3600.0, 3600.0])
 def test_timeout_is_enforced_whatever_the_wall_clock_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: float
@@ -56,6 +57,7 @@ def test_timeout_is_enforced_whatever_the_wall_clock_does(
     assert 0.9 <= outcome.duration_seconds < 10
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", [-3600.0, 3600.0])
 def test_a_stage_within_its_timeout_is_never_killed_by_a_clock_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: float

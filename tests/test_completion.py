@@ -186,6 +186,7 @@ def test_bash_registers_the_function_for_the_command(static: Shells) -> None:
     assert output.strip() == f"complete -F _codex_orchestrator {PROG}"
 
 
+@pytest.mark.slow
 def test_bash_lists_run_pipeline_and_task_ids_from_the_repository(shells: Shells) -> None:
     need("bash")
     newest, oldest = _runs(shells.repo)
@@ -233,6 +234,7 @@ def test_fish_completes_the_same(static: Shells) -> None:
         assert found == sorted(expected), words
 
 
+@pytest.mark.slow
 def test_fish_lists_ids_and_shows_descriptions(shells: Shells) -> None:
     need("fish")
     newest, oldest = _runs(shells.repo)
@@ -303,6 +305,7 @@ def test_tab_in_an_interactive_bash(shells: Shells, pane: Callable[[list[str]], 
     session.wait(lambda screen: f"ready> {PROG} tasks mark" in screen)
 
 
+@pytest.mark.slow
 def test_tab_in_an_interactive_zsh_shows_descriptions(
     shells: Shells, pane: Callable[[list[str]], Pane]
 ) -> None:

@@ -490,6 +490,7 @@ def _one_key_documents() -> list[dict[str, Any]]:
     return documents
 
 
+@pytest.mark.slow
 def test_the_schema_and_the_validator_agree_on_every_value_of_every_key() -> None:
     """Each key alone, with values on both sides of every rule (type, bound, blank, NUL)."""
     outcomes = [_assert_agree(document) for document in _one_key_documents()]
@@ -515,6 +516,7 @@ def _config(draw: st.DrawFn) -> dict[str, Any]:
     )
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(document=_config())
 def test_the_schema_and_the_validator_agree_on_mixed_configs(document: dict[str, Any]) -> None:

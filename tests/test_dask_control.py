@@ -28,9 +28,9 @@ from typing import Any, NamedTuple
 import pytest
 from mcp import Client
 
-import processes
+import helpers.processes as processes
 from conftest import Repo
-from dask_cluster import (
+from helpers.dask_cluster import (
     DASK_GREETING,
     DaskCluster,
     dask_env,
@@ -40,7 +40,9 @@ from dask_cluster import (
     parent_pid,
     running_cluster,
 )
-from mcp_helpers import MARKER, in_process, result
+from helpers.mcp_client import MARKER, in_process, result
+
+pytestmark = pytest.mark.dask
 
 DASK_MODULES = ("dask", "distributed")
 #: A stage that ignores SIGTERM and leaves a child behind: only SIGKILL of its group ends it.

@@ -20,9 +20,8 @@ from typing import Any
 
 import pytest
 
-import processes
 from conftest import SRC, Repo
-from dask_cluster import (
+from helpers.dask_cluster import (
     DASK,
     DaskCluster,
     dask_env,
@@ -35,6 +34,9 @@ from dask_cluster import (
     running_cluster,
     start_cluster,
 )
+from helpers.processes import wait_for
+
+pytestmark = pytest.mark.dask
 
 TWO_WORKERS = ((), ("--resources", "GPU=1"))
 
@@ -51,10 +53,6 @@ def own_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
     """A cluster this test may break (kill a worker, kill the scheduler)."""
     with running_cluster(tmp_path / "dask-own", *TWO_WORKERS) as running:
         yield running
-
-
-def wait_for(condition: Any, timeout: float = 30.0, what: str = "condition") -> Any:
-    return processes.wait_for(condition, timeout, what)
 
 
 # --- selection and bad input -----------------------------------------------------------------

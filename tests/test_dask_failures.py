@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-import processes
+import helpers.processes as processes
 from conftest import Repo
-from dask_cluster import (
+from helpers.dask_cluster import (
     DaskCluster,
     Namespace,
     dask_env,
@@ -39,6 +39,8 @@ from dask_cluster import (
     run_processes,
     running_cluster,
 )
+
+pytestmark = pytest.mark.dask
 
 GRACE = {"kill_grace_seconds": 1}
 #: Short link timeouts keep these tests quick (the default is 10 s).

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from conftest import Repo
-from processes import alive, wait_for
-from runctl_helpers import kill_run_groups
+from helpers.processes import alive, wait_for
+from helpers.runctl import kill_run_groups
 
 FAST = {"CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS": "0.1"}
 # Leaves its group and session: `setsid` makes the helper the leader of a new session.
@@ -51,6 +51,7 @@ def test_escaped_descendants_end_with_the_run(repo: Repo, escape: str) -> None:
         _end(_pids(repo.root))
 
 
+@pytest.mark.slow
 def test_escaped_process_of_a_killed_driver_is_ended_by_resume(repo: Repo) -> None:
     repo.pipeline({"id": "escape", "command": f"{SETSID_ESCAPE}\nsleep 300"})
     proc = repo.spawn("start", env=FAST)
@@ -78,6 +79,7 @@ def _manifests(repo: Repo) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.slow
 def test_resuming_a_killed_parent_settles_its_child_run(repo: Repo) -> None:
     config: dict[str, Any] = {
         "defaultPipeline": "parent",

@@ -73,6 +73,7 @@ def python_repo(root: Path, tests: str = PASSING, pyproject: str = "") -> None:
 # --- Python --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_python_tools_from_path_and_the_pytest_result_line(repo: Repo) -> None:
     need("pytest", "ruff", "python3")
     python_repo(repo.root, FAILING, "[tool.ruff]\nline-length = 100\n")
@@ -88,6 +89,7 @@ def test_python_tools_from_path_and_the_pytest_result_line(repo: Repo) -> None:
     assert PYTEST_RESULT.match(stages["test"]["summary"]), stages["test"]["summary"]
 
 
+@pytest.mark.slow
 def test_ruff_result_line_is_the_lint_summary(repo: Repo) -> None:
     need("ruff", "python3")
     python_repo(repo.root, pyproject="[tool.ruff]\nline-length = 100\n")
@@ -115,6 +117,7 @@ commands = ruff check .
 """
 
 
+@pytest.mark.slow
 def test_tox_environments_run_with_tox(repo: Repo, tmp_path: Path) -> None:
     need("tox", "pytest", "ruff")
     python_repo(repo.root, FAILING)
@@ -137,6 +140,7 @@ def tests(session):
 """
 
 
+@pytest.mark.slow
 def test_nox_sessions_run_with_nox(repo: Repo) -> None:
     need("nox", "pytest")
     python_repo(repo.root, FAILING)
@@ -148,6 +152,7 @@ def test_nox_sessions_run_with_nox(repo: Repo) -> None:
     assert PYTEST_RESULT.match(stages["test"]["summary"]), stages["test"]["summary"]
 
 
+@pytest.mark.slow
 def test_uv_lock_runs_in_the_uv_environment(repo: Repo, tmp_path: Path) -> None:
     need("uv")
     python_repo(repo.root, pyproject="[tool.uv]\npackage = false\n")
@@ -190,6 +195,7 @@ def test_a_lock_file_without_its_tool_is_skipped(repo: Repo) -> None:
     )
 
 
+@pytest.mark.slow
 def test_dot_venv_interpreter_runs_the_tests(repo: Repo) -> None:
     python_repo(repo.root, FAILING)
     venv = repo.root / ".venv"
@@ -209,6 +215,7 @@ def test_dot_venv_interpreter_runs_the_tests(repo: Repo) -> None:
     assert PYTEST_RESULT.match(stages["test"]["summary"]), stages["test"]["summary"]
 
 
+@pytest.mark.slow
 def test_malformed_pyproject_is_a_clear_skip(repo: Repo) -> None:
     write(repo.root, "pyproject.toml", "[project\n")
 
@@ -238,6 +245,7 @@ def node_repo(root: Path, **scripts: str) -> None:
     write(root, "test/demo.test.js", NODE_TEST)
 
 
+@pytest.mark.slow
 def test_npm_scripts_and_the_node_test_result_line(repo: Repo) -> None:
     need("npm", "node")
     node_repo(repo.root, build='node -e "console.log(1)"', test="node --test test/")
@@ -249,6 +257,7 @@ def test_npm_scripts_and_the_node_test_result_line(repo: Repo) -> None:
     assert (stages["test"]["command"], stages["test"]["summary"]) == ("npm run test", "fail 1")
 
 
+@pytest.mark.slow
 def test_pnpm_lock_runs_with_pnpm(repo: Repo) -> None:
     need("pnpm", "node")
     node_repo(repo.root, build="node -e \"console.log('built')\"", lint="node -e 0")
@@ -300,6 +309,7 @@ def cargo_repo(root: Path, lib: str) -> None:
     write(root, "src/lib.rs", lib)
 
 
+@pytest.mark.slow
 def test_cargo_build_clippy_test_and_the_test_result_line(repo: Repo, tmp_path: Path) -> None:
     need("cargo", "cargo-clippy")
     cargo_repo(repo.root, CARGO_LIB)
@@ -314,6 +324,7 @@ def test_cargo_build_clippy_test_and_the_test_result_line(repo: Repo, tmp_path: 
     assert stages["test"]["summary"].startswith("test result: FAILED. 1 passed; 1 failed;")
 
 
+@pytest.mark.slow
 def test_cargo_compile_error_summary(repo: Repo, tmp_path: Path) -> None:
     need("cargo")
     cargo_repo(repo.root, "pub fn broken() -> i32 { missing }\n")

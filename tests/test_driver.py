@@ -7,9 +7,11 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from codex_orchestrator.records.driver import run_driver
 from conftest import Repo
-from processes import wait_for
+from helpers.processes import wait_for
 
 FAST = {"CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS": "0.1"}
 STALE = {"CODEX_ORCHESTRATOR_HEARTBEAT_STALE_AFTER_SECONDS": "0.5"}
@@ -31,6 +33,7 @@ def _stage_running(repo: Repo) -> bool:
     return bool(manifest["commands"][0].get("handle"))
 
 
+@pytest.mark.slow
 def test_paused_driver_keeps_its_run_and_finishes_honestly(repo: Repo) -> None:
     repo.pipeline({"id": "work", "command": "sleep 2; echo done"})
     proc = repo.spawn("start", "--format", "json", env=FAST)
@@ -59,6 +62,7 @@ def test_paused_driver_keeps_its_run_and_finishes_honestly(repo: Repo) -> None:
     assert not run_driver(run_dir).alive
 
 
+@pytest.mark.slow
 def test_two_concurrent_resumes_one_drives_the_other_is_refused(repo: Repo) -> None:
     repo.pipeline({"id": "work", "command": "echo first; exit 1"})
     code, doc = repo.start_json(env=FAST)
@@ -81,6 +85,7 @@ def test_two_concurrent_resumes_one_drives_the_other_is_refused(repo: Repo) -> N
     assert not (logs / "01-work.attempt-3.stdout.log").exists()
 
 
+@pytest.mark.slow
 def test_an_attempt_never_reuses_the_logs_of_an_earlier_attempt(repo: Repo) -> None:
     repo.pipeline({"id": "work", "command": "echo first; exit 1"})
     code, doc = repo.start_json(env=FAST)

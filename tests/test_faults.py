@@ -1,7 +1,7 @@
 """Read-only and full filesystems: one line and a documented exit code, and no lost record.
 
 Real faults: read-only bind mounts and full tmpfs mounts in a private mount namespace when
-running as root, ``chmod`` otherwise (see ``faults.py``).
+running as root, ``chmod`` otherwise (see ``helpers/faults.py``).
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import SRC, Repo, assert_one_line_error
-from faults import full, read_only_dir, require_root_namespaces
+from helpers.faults import full, read_only_dir, require_root_namespaces
 
 OK_STAGE = {"id": "ok", "command": "echo fine"}
 
@@ -65,6 +67,7 @@ def test_a_read_only_out_root_loses_no_snapshot(repo: Repo) -> None:
     assert list(_fallback(repo).iterdir()) == []
 
 
+@pytest.mark.slow
 def test_concurrent_runs_against_a_read_only_out_root_lose_nothing(repo: Repo) -> None:
     repo.pipeline(OK_STAGE)
     (repo.root / "out").mkdir()
@@ -94,6 +97,7 @@ def test_a_full_out_root_loses_no_snapshot(repo: Repo) -> None:
     _assert_merged_by_next_writer(repo, first)
 
 
+@pytest.mark.slow
 def test_a_read_only_runs_root_for_an_existing_task_is_one_line(repo: Repo) -> None:
     repo.pipeline(OK_STAGE)
     assert repo.start_json()[0] == 0

@@ -35,6 +35,7 @@ def _tamper(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("constant", NON_FINITE)
 def test_json_output_never_carries_non_finite_numbers(repo: Repo, constant: str) -> None:
     repo.pipeline({"id": "a", "command": "true"})
@@ -63,6 +64,7 @@ def test_json_output_never_carries_non_finite_numbers(repo: Repo, constant: str)
     assert repo.cli("stats", "--task", "inf").returncode == 0
 
 
+@pytest.mark.slow
 def test_records_rewritten_from_a_tampered_history_stay_json(repo: Repo) -> None:
     """A history entry holding Infinity is carried into the next ``state.json`` as null."""
     repo.pipeline({"id": "a", "command": "true"})

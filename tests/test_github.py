@@ -301,6 +301,7 @@ def test_a_multi_line_summary_stays_in_its_cell() -> None:
     assert rows[1] == ["✗ failed", "s0", "", "one<br>two | three<br><br>| --- |"]
 
 
+@pytest.mark.slow
 def test_long_cells_and_huge_tables_are_bounded() -> None:
     markdown = step_summary_markdown(_manifest("x" * 10_000 + "|" * 10_000, count=5000))
     assert len(markdown.encode()) <= SUMMARY_BYTES + 1024

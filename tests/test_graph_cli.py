@@ -153,6 +153,7 @@ def test_needs_naming_a_stage_of_another_pipeline_is_refused_with_a_hint(repo: R
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["0", "x", "2.5", "5000"])
 def test_bad_max_parallel_flag_is_refused(repo: Repo, value: str) -> None:
     repo.pipeline(stage("a"))

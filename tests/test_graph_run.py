@@ -19,8 +19,8 @@ import pytest
 
 from codex_orchestrator.util.procfs import live_group_members
 from conftest import Repo
-from processes import wait_for
-from runctl_helpers import kill_group
+from helpers.processes import wait_for
+from helpers.runctl import kill_group
 
 FAST = {"CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS": "0.1"}
 
@@ -113,6 +113,7 @@ def group_left(pgid: int) -> list[int]:
 # --- concurrency -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_diamond_runs_the_middle_at_once_and_joins(repo: Repo) -> None:
     graph(
         repo,
@@ -133,6 +134,7 @@ def test_diamond_runs_the_middle_at_once_and_joins(repo: Repo) -> None:
     assert [entry["needs"] for entry in manifest["commands"]] == [[], ["a"], ["a"], ["b", "c"]]
 
 
+@pytest.mark.slow
 def test_fan_out_and_fan_in(repo: Repo) -> None:
     fan = [stage(f"f{i}", f"sleep 0.5; echo {i} > out{i}", needs=["root"]) for i in range(4)]
     graph(
@@ -153,6 +155,7 @@ def test_fan_out_and_fan_in(repo: Repo) -> None:
     assert entries["join"]["summary"] == "3"
 
 
+@pytest.mark.slow
 def test_max_parallel_is_honoured(repo: Repo) -> None:
     graph(repo, *[stage(f"s{i}", "sleep 0.4", needs=[]) for i in range(6)], maxParallel=2)
 
@@ -162,6 +165,7 @@ def test_max_parallel_is_honoured(repo: Repo) -> None:
     assert most_at_once(manifest["commands"]) == 2
 
 
+@pytest.mark.slow
 def test_max_parallel_from_the_command_line(repo: Repo) -> None:
     graph(repo, *[stage(f"s{i}", "sleep 0.4", needs=[]) for i in range(4)])
 
@@ -189,6 +193,7 @@ def test_sequential_pipeline_still_stops_at_the_first_failure(repo: Repo) -> Non
 # --- failures --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_failure_skips_its_dependents_while_another_branch_completes(repo: Repo) -> None:
     graph(
         repo,
@@ -214,6 +219,7 @@ def test_failure_skips_its_dependents_while_another_branch_completes(repo: Repo)
     assert entries["docs"]["summary"] == "docs done"
 
 
+@pytest.mark.slow
 def test_fail_fast_tears_down_the_other_branches(repo: Repo) -> None:
     graph(
         repo,
@@ -249,6 +255,7 @@ FLAKY = (
 )
 
 
+@pytest.mark.slow
 def test_retries_keep_every_attempt_and_back_off(repo: Repo) -> None:
     graph(repo, stage("flaky", FLAKY, retries=2, retryDelaySeconds=0.3, needs=[]))
 
@@ -307,6 +314,7 @@ def test_a_cancelled_stage_is_never_retried(repo: Repo) -> None:
 # --- signals, SIGKILL, resume ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigterm_with_four_stages_running_ends_every_group(repo: Repo) -> None:
     helper = "sleep 300 & sh -c 'trap \"\" TERM; while :; do sleep 1; done' & wait"
     graph(
@@ -333,6 +341,7 @@ def test_sigterm_with_four_stages_running_ends_every_group(repo: Repo) -> None:
     assert entries["later"]["status"] == "pending"
 
 
+@pytest.mark.slow
 def test_a_timeout_ends_only_its_stage_while_others_finish(repo: Repo) -> None:
     graph(
         repo,
@@ -353,6 +362,7 @@ def test_a_timeout_ends_only_its_stage_while_others_finish(repo: Repo) -> None:
     assert entries["steady"]["summary"] == "steady done"
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_reruns_only_what_did_not_succeed(repo: Repo) -> None:
     waits = "echo run >> {0}.runs; [ -f resumed ] || sleep 300"
     graph(
@@ -386,6 +396,7 @@ def test_sigkill_then_resume_reruns_only_what_did_not_succeed(repo: Repo) -> Non
     assert runs == {"a": 1, "b": 2, "c": 2, "d": 1}
 
 
+@pytest.mark.slow
 def test_resume_reruns_failed_stages_and_their_needs_failed_skips(repo: Repo) -> None:
     graph(
         repo,
@@ -414,6 +425,7 @@ def test_resume_reruns_failed_stages_and_their_needs_failed_skips(repo: Repo) ->
 # --- sub-pipelines and output ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_subpipeline_stages_take_part_in_the_graph(repo: Repo) -> None:
     repo.write_config(
         {
@@ -446,6 +458,7 @@ def test_subpipeline_stages_take_part_in_the_graph(repo: Repo) -> None:
     assert [entry["status"] for entry in child_manifest["commands"]] == ["succeeded"] * 2
 
 
+@pytest.mark.slow
 def test_a_failing_subpipeline_stage_skips_its_dependents(repo: Repo) -> None:
     repo.write_config(
         {
@@ -473,6 +486,7 @@ def test_a_failing_subpipeline_stage_skips_its_dependents(repo: Repo) -> None:
     assert entries["other"]["status"] == "succeeded"
 
 
+@pytest.mark.slow
 def test_concurrent_output_is_echoed_with_a_stage_prefix_on_a_terminal(repo: Repo) -> None:
     graph(
         repo,
@@ -520,6 +534,7 @@ def repo_cli_argv() -> list[str]:
     return [sys.executable, "-m", "codex_orchestrator"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", ["0", "many"])
 def test_bad_max_parallel_on_resume_changes_nothing(repo: Repo, bad: str) -> None:
     graph(repo, stage("a", "exit 1"))

@@ -170,6 +170,7 @@ def _bytes_env(repo: Repo, **extra: bytes) -> dict[bytes, bytes]:
     return env
 
 
+@pytest.mark.slow
 def test_text_from_the_environment_is_recorded_as_valid_utf8(repo: Repo) -> None:
     """A ``$USER`` that is not UTF-8 is recorded with U+FFFD by ``resume`` and ``cancel``, so
     the run's records stay text and its report renders."""
@@ -198,6 +199,7 @@ def test_text_from_the_environment_is_recorded_as_valid_utf8(repo: Repo) -> None
         assert "bad\ufffdname" in (repo.root / run["artifact_root"] / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_text_from_the_environment_in_old_records_still_renders(repo: Repo) -> None:
     """Records written before the fix hold ``\\udcXX`` escapes: renderers replace them."""
     repo.pipeline({"id": "a", "command": "true"})

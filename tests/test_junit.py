@@ -16,7 +16,7 @@ import xmlschema
 from codex_orchestrator.errors import CorruptManifestError
 from codex_orchestrator.view.junit import LOG_TAIL_BYTES, LOG_TAIL_LINES, junit_xml, write_junit
 from conftest import Repo
-from processes import wait_for
+from helpers.processes import wait_for
 
 XSD = Path(__file__).parent / "schemas" / "junit.xsd"
 #: What a stage prints to test the document's escaping: XML's own delimiters, a CDATA end, a
@@ -56,6 +56,7 @@ def counts(element: ET.Element) -> tuple[int, ...]:
     return tuple(int(element.get(key, "-1")) for key in ("tests", "failures", "errors", "skipped"))
 
 
+@pytest.mark.slow
 def test_a_run_with_failures_timeouts_skips_and_a_child_run(repo: Repo) -> None:
     repo.write_config(
         {

@@ -2,7 +2,7 @@
 directories, bad heartbeat settings, a dead driver seen by ``status --watch``.
 
 Full disks are small tmpfs mounts and read-only directories read-only bind mounts, both only
-in a private mount namespace (``faults.py``: nothing is mounted where other processes live);
+in a private mount namespace (``helpers/faults.py``: nothing is mounted where other processes live);
 immutable directories use ``chattr +i``, always undone. All need root; each test says so when
 it skips.
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-import faults
+import helpers.faults as faults
 from conftest import Repo, assert_one_line_error
 
 FAST = {"CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS": "0.1"}
@@ -90,6 +90,7 @@ def _failed_run(
     return doc["run_id"], run_dir
 
 
+@pytest.mark.slow
 @ROOT_ONLY
 def test_full_disk_during_resume_changes_nothing_and_resume_works_later(
     repo: Repo, tmp_path: Path
@@ -110,6 +111,7 @@ def test_full_disk_during_resume_changes_nothing_and_resume_works_later(
         assert json.loads((run_dir / "manifest.json").read_text())["status"] == "succeeded"
 
 
+@pytest.mark.slow
 @ROOT_ONLY
 def test_immutable_run_directory_on_resume(repo: Repo, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
@@ -125,6 +127,7 @@ def test_immutable_run_directory_on_resume(repo: Repo, tmp_path: Path) -> None:
     assert (run_dir / "manifest.json").read_bytes() == before
 
 
+@pytest.mark.slow
 @ROOT_ONLY
 def test_read_only_run_directory_on_resume(repo: Repo, tmp_path: Path) -> None:
     faults.require_root_namespaces()

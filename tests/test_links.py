@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import Repo, assert_one_line_error
-from runctl_helpers import try_manifest, wait_for
+from helpers.processes import wait_for
+from helpers.runctl import try_manifest
 
 PRECIOUS = "precious\n"
 OK_STAGE = {"id": "ok", "command": "echo fine"}
@@ -67,6 +68,7 @@ def _outside_dir(repo: Repo) -> Path:
     return outside
 
 
+@pytest.mark.slow
 def test_record_directories_linked_outside_are_refused(repo: Repo) -> None:
     repo.pipeline(OK_STAGE)
     outside = _outside_dir(repo)
@@ -143,6 +145,7 @@ def test_tasks_mark_edits_through_a_link_inside_the_repository(repo: Repo) -> No
     assert "- [x] Ship it" in real.read_text()
 
 
+@pytest.mark.slow
 def test_a_tasks_directory_linked_outside_is_neither_read_nor_written(repo: Repo) -> None:
     run_id, mirror = _task_repo(repo)
     outside = _outside_dir(repo)
@@ -178,6 +181,7 @@ def test_review_reads_no_error_file_outside_the_run(repo: Repo) -> None:
     assert "outside the run directory" in review
 
 
+@pytest.mark.slow
 def test_review_reads_no_fifo_or_linked_error_file(repo: Repo) -> None:
     path, manifest = _failed_run(repo)
     run_dir = path.parent
@@ -197,6 +201,7 @@ def test_review_reads_no_fifo_or_linked_error_file(repo: Repo) -> None:
     assert run_dir.is_dir()
 
 
+@pytest.mark.slow
 def test_resume_does_not_append_events_through_a_link(repo: Repo) -> None:
     path, manifest = _failed_run(repo)
     victim = _victim(repo)
@@ -237,6 +242,7 @@ def test_a_linked_pending_directory_is_neither_written_nor_emptied(repo: Repo) -
     assert [entry["runId"] for entry in state["runs"]] == [document["run_id"]]
 
 
+@pytest.mark.slow
 def test_review_replaces_a_linked_review_md_and_refuses_a_linked_manifest(repo: Repo) -> None:
     path, manifest = _failed_run(repo)
     victim = _victim(repo)
@@ -274,6 +280,7 @@ def _tree(path: Path) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow
 def test_links_prune_and_runs_refuse_a_task_directory_linked_out(repo: Repo) -> None:
     repo.pipeline(OK_STAGE)
     for _ in range(2):
@@ -294,6 +301,7 @@ def test_links_prune_and_runs_refuse_a_task_directory_linked_out(repo: Repo) -> 
     assert _tree(outside) == before
 
 
+@pytest.mark.slow
 def test_links_report_writes_nothing_through_a_linked_child_run_directory(repo: Repo) -> None:
     repo.write_config(
         {
@@ -319,6 +327,7 @@ def test_links_report_writes_nothing_through_a_linked_child_run_directory(repo: 
     assert f"child run {child_id}: no report" in page and "symbolic link" in page
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("planted", ["link", "fifo"])
 def test_links_resume_detach_neither_writes_through_nor_waits_on_its_log(
     repo: Repo, planted: str

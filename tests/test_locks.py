@@ -15,7 +15,7 @@ import pytest
 from codex_orchestrator.errors import EXIT_LOCK_TIMEOUT, LockTimeoutError
 from codex_orchestrator.persistence.locks import FileLock
 from codex_orchestrator.records.workspace import Settings
-from lock_holder import lock_held_elsewhere
+from helpers.lock_holder import lock_held_elsewhere
 
 FORK = multiprocessing.get_context("fork")
 
@@ -54,6 +54,7 @@ def test_waits_for_a_holder_in_another_process(tmp_path: Path) -> None:
     assert 0.25 <= waited < 1.6
 
 
+@pytest.mark.slow
 def test_gives_up_after_the_bounded_schedule(tmp_path: Path) -> None:
     path = tmp_path / "task.lock"
     lock = CountingLock(path)  # defaults: 5 tries, waits 0.1 + 0.2 + 0.4 + 0.8 s

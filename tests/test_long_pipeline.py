@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import Repo
 
 STAGES = 300
 
 
+@pytest.mark.slow
 def test_transitions_are_in_the_event_log_and_manifest_writes_stay_few(repo: Repo) -> None:
     repo.pipeline(*({"id": f"s{index:04d}", "command": "true"} for index in range(STAGES)))
     code, doc = repo.start_json()

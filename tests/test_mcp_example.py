@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import Repo
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "agent_diagnostics.py"
@@ -24,6 +26,7 @@ def _example(repo: Repo, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_agent_runs_diagnostics_reads_failures_and_marks_evidence(repo: Repo) -> None:
     repo.write_config(
         {

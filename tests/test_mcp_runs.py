@@ -12,7 +12,7 @@ import pytest
 from mcp import Client
 
 from conftest import Repo
-from mcp_helpers import (
+from helpers.mcp_client import (
     MARKER,
     command_line,
     error,
@@ -20,8 +20,8 @@ from mcp_helpers import (
     marked_processes,
     over_stdio,
     result,
-    wait_until,
 )
+from helpers.processes import wait_for
 
 
 @pytest.fixture
@@ -32,6 +32,7 @@ def served(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> Repo:
     return repo
 
 
+@pytest.mark.slow
 def test_start_wait_status_logs_over_real_stdio(served: Repo) -> None:
     served.pipeline(
         {"id": "build", "command": "echo building; sleep 0.5; echo built"},
@@ -85,6 +86,7 @@ def test_start_with_wait_seconds_returns_the_finished_run(served: Repo) -> None:
     assert state["exit_code"] == 0 and updates[-1] == 1
 
 
+@pytest.mark.slow
 def test_start_then_cancel_leaves_no_process(served: Repo) -> None:
     served.pipeline({"id": "slow", "command": "sleep 120 & sleep 120; wait"})
 
@@ -112,7 +114,7 @@ def test_start_then_cancel_leaves_no_process(served: Repo) -> None:
     manifest = json.loads((served.root / started["manifest"]).read_text())
     assert manifest["cancel_events"][0]["reason"] == "agent says stop"
     assert manifest["cancel_events"][0]["actor"] == "mcp"
-    assert wait_until(lambda: not _marked_lines(), timeout=10), _marked_lines()
+    wait_for(lambda: not _marked_lines(), timeout=10), _marked_lines()
 
 
 def _marked_lines() -> list[str]:
@@ -120,6 +122,7 @@ def _marked_lines() -> list[str]:
     return [command_line(pid) for pid in marked_processes(os.environ[MARKER]) if command_line(pid)]
 
 
+@pytest.mark.slow
 def test_resume_of_a_failed_run(served: Repo) -> None:
     served.pipeline(
         {"id": "first", "command": "echo once >> first.log"},
@@ -153,6 +156,7 @@ def test_resume_of_a_failed_run(served: Repo) -> None:
     assert manifest["resume_events"][-1]["actor"] == "mcp"
 
 
+@pytest.mark.slow
 def test_ten_concurrent_starts_are_all_recorded(served: Repo) -> None:
     served.pipeline({"id": "quick", "command": "echo $CODEX_ORCHESTRATOR_RUN_ID"})
 
@@ -184,6 +188,7 @@ def test_ten_concurrent_starts_are_all_recorded(served: Repo) -> None:
     assert {json.loads(line)["run_id"] for line in metrics} == run_ids
 
 
+@pytest.mark.slow
 def test_runs_filters_and_bad_values(served: Repo) -> None:
     served.pipeline({"id": "quick", "command": "true"})
     code, document = served.start_json("--task", "listed")

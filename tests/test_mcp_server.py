@@ -16,7 +16,8 @@ from mcp import Client
 
 from codex_orchestrator.mcp.cli_bridge import CliRunner
 from conftest import Repo
-from mcp_helpers import cli_error, error, in_process, over_stdio, result, wait_until
+from helpers.mcp_client import cli_error, error, in_process, over_stdio, result
+from helpers.processes import wait_for
 
 ALL_TOOLS = {
     "plan",
@@ -80,6 +81,7 @@ def test_tool_list_and_schemas(served: Repo) -> None:
     assert set(read_only) == READ_ONLY_TOOLS
 
 
+@pytest.mark.slow
 def test_plan_answers_like_the_cli_and_errors_carry_its_message(served: Repo) -> None:
     async def scenario(client: Client) -> list[Any]:
         return [
@@ -100,6 +102,7 @@ def test_plan_answers_like_the_cli_and_errors_carry_its_message(served: Repo) ->
     assert "unknown pipeline 'nope'" in unknown.content[0].text  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 def test_status_wait_and_logs_of_a_real_run(served: Repo) -> None:
     run = _finished_run(served)
 
@@ -137,6 +140,7 @@ def test_status_wait_and_logs_of_a_real_run(served: Repo) -> None:
     assert error(unknown) == cli_error(served, "status", "2020-01-01T00-00-00-000Z-00000000")
 
 
+@pytest.mark.slow
 def test_logs_return_at_most_64_kib_and_say_when_cut(served: Repo) -> None:
     served.pipeline(
         {"id": "big", "command": "head -c 300000 /dev/zero | tr '\\0' x; echo; echo LAST"},
@@ -156,6 +160,7 @@ def test_logs_return_at_most_64_kib_and_say_when_cut(served: Repo) -> None:
     assert logs["big"]["size_bytes"] == 300000 + 6
 
 
+@pytest.mark.slow
 def test_wait_sends_progress_and_returns_when_the_run_ends(served: Repo) -> None:
     served.pipeline({"id": "slow", "command": "sleep 2; echo slept"})
     # a foreground run of the test's own, in its own session so that the test can end it
@@ -184,6 +189,7 @@ def test_wait_sends_progress_and_returns_when_the_run_ends(served: Repo) -> None
             process.communicate()
 
 
+@pytest.mark.slow
 def test_wait_gives_up_after_its_timeout(served: Repo) -> None:
     served.pipeline({"id": "slow", "command": "sleep 30"})
     process = served.spawn("start", "--format", "json")
@@ -203,12 +209,11 @@ def test_wait_gives_up_after_its_timeout(served: Repo) -> None:
 
 def _live_run_id(repo: Repo) -> str:
     runs = repo.root / ".runs" / "default" / "cli"
-    assert wait_until(
-        lambda: runs.is_dir() and any((d / "manifest.json").exists() for d in runs.iterdir())
-    )
+    wait_for(lambda: runs.is_dir() and any((d / "manifest.json").exists() for d in runs.iterdir()))
     return next(d.name for d in runs.iterdir() if (d / "manifest.json").exists())
 
 
+@pytest.mark.slow
 def test_tasks_check_and_mark_on_a_real_checklist(served: Repo) -> None:
     task = "0300-agent"
     run = _finished_run(served, "--task", task)
@@ -375,12 +380,13 @@ def test_runner_ends_a_long_running_child_when_asked(served: Repo) -> None:
 
         anyio.run(main)
         assert len(seen) == 1
-        assert wait_until(lambda: not os.path.exists(f"/proc/{seen[0]}"), timeout=10)
+        wait_for(lambda: not os.path.exists(f"/proc/{seen[0]}"), timeout=10)
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=30)
 
 
+@pytest.mark.slow
 def test_the_sdk_client_over_real_stdio(served: Repo) -> None:
     run = _finished_run(served)
 

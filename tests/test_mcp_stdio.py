@@ -13,7 +13,7 @@ import pytest
 
 from codex_orchestrator.records.cancel_request import REQUEST_NAME as CANCEL_REQUEST
 from conftest import Repo
-from mcp_helpers import (
+from helpers.mcp_client import (
     MARKER,
     assert_protocol_only,
     children_of,
@@ -23,8 +23,8 @@ from mcp_helpers import (
     over_stdio,
     raw_server,
     result,
-    wait_until,
 )
+from helpers.processes import wait_for
 
 
 @pytest.fixture
@@ -52,6 +52,7 @@ def _call(server: Any, request_id: int, name: str, arguments: Any) -> dict[str, 
     return dict(server.response(request_id))
 
 
+@pytest.mark.slow
 def test_malformed_input_of_each_kind_leaves_the_server_answering(noisy: Repo) -> None:
     with raw_server(noisy) as server:
         server.send(b"this is not json", b"[1, 2, 3]", b"\xff\xfe\x00garbage", b"{}", b"")
@@ -80,6 +81,7 @@ def test_malformed_input_of_each_kind_leaves_the_server_answering(noisy: Repo) -
     assert b"Traceback" not in stderr
 
 
+@pytest.mark.slow
 def test_stdout_carries_protocol_messages_only(noisy: Repo) -> None:
     code, run = noisy.start_json()
     assert code == 0
@@ -108,6 +110,7 @@ def test_stdout_carries_protocol_messages_only(noisy: Repo) -> None:
     assert b"\nSTAGE-STDOUT" not in stdout and not stdout.startswith(b"STAGE")
 
 
+@pytest.mark.slow
 def test_read_only_offers_six_tools_and_refuses_start(noisy: Repo) -> None:
     async def main() -> tuple[set[str], dict[str, Any], dict[str, Any]]:
         async with over_stdio(noisy, "--read-only") as client:
@@ -123,6 +126,7 @@ def test_read_only_offers_six_tools_and_refuses_start(noisy: Repo) -> None:
     assert not (noisy.root / ".runs").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", ["stdin-closed", "SIGTERM"])
 def test_stopping_the_server_leaves_none_of_its_processes(repo: Repo, stop: str) -> None:
     repo.pipeline({"id": "slow", "command": "sleep 60"})
@@ -132,7 +136,7 @@ def test_stopping_the_server_leaves_none_of_its_processes(repo: Repo, stop: str)
     run_process = repo.spawn("start", "--format", "json", env=env)
     try:
         runs = repo.root / ".runs" / "default" / "cli"
-        assert wait_until(lambda: runs.is_dir() and any(runs.iterdir()))
+        wait_for(lambda: runs.is_dir() and any(runs.iterdir()))
         run_id = next(runs.iterdir()).name
         with raw_server(repo, env=env) as server:
             server.initialize()
@@ -149,7 +153,7 @@ def test_stopping_the_server_leaves_none_of_its_processes(repo: Repo, stop: str)
                 seen.update(children_of(server.process.pid))
                 return bool(seen)
 
-            assert wait_until(spawned, timeout=30)
+            wait_for(spawned, timeout=30)
             began = time.monotonic()
             if stop == "SIGTERM":
                 server.process.send_signal(signal.SIGTERM)
@@ -162,7 +166,7 @@ def test_stopping_the_server_leaves_none_of_its_processes(repo: Repo, stop: str)
             "codex_orchestrator status" in command_line(pid) or not command_line(pid)
             for pid in seen
         )
-        assert wait_until(lambda: not any(command_line(pid) for pid in seen), timeout=5)
+        wait_for(lambda: not any(command_line(pid) for pid in seen), timeout=5)
         # of the processes that carry the marker, only the run's own are left
         left = {pid: command_line(pid) for pid in marked_processes(marker)}
         assert all(pid == run_process.pid or "sleep 60" in line for pid, line in left.items()), left
@@ -172,6 +176,7 @@ def test_stopping_the_server_leaves_none_of_its_processes(repo: Repo, stop: str)
         run_process.communicate(timeout=30)
 
 
+@pytest.mark.slow
 def test_stopping_the_server_ends_a_call_that_would_run_on(repo: Repo) -> None:
     # a stage that ignores SIGTERM: `cancel --wait` then waits out the whole grace period
     repo.pipeline(
@@ -182,7 +187,7 @@ def test_stopping_the_server_ends_a_call_that_would_run_on(repo: Repo) -> None:
         server.initialize()
         started = _call(server, 1, "start", {})["result"]["structuredContent"]
         run_id = started["run_id"]
-        assert wait_until(lambda: _stage_running(repo, run_id), timeout=30)
+        wait_for(lambda: _stage_running(repo, run_id), timeout=30)
         server.request(2, "tools/call", {"name": "cancel", "arguments": {"run": run_id}})
 
         def cancel_calls() -> list[int]:
@@ -192,18 +197,18 @@ def test_stopping_the_server_ends_a_call_that_would_run_on(repo: Repo) -> None:
                 if "codex_orchestrator cancel" in command_line(pid)
             ]
 
-        assert wait_until(lambda: bool(cancel_calls()), timeout=30)
+        wait_for(lambda: bool(cancel_calls()), timeout=30)
         call = cancel_calls()[0]
         # the request is recorded and the run signalled: from here `cancel --wait` only waits
         run_dir = repo.root / started["artifact_root"]
-        assert wait_until(lambda: (run_dir / CANCEL_REQUEST).exists(), timeout=30)
+        wait_for(lambda: (run_dir / CANCEL_REQUEST).exists(), timeout=30)
         time.sleep(0.5)
         began = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
         code, _, stderr = server.close(timeout=20)
         assert code == 0, stderr.decode()[-2000:]
         # ended by the server, well before the grace period would have let it return
-        assert wait_until(lambda: not command_line(call), timeout=5)
+        wait_for(lambda: not command_line(call), timeout=5)
         assert time.monotonic() - began < 6
     # the detached run is not the server's: its own teardown still ends it, cancelled
     final = repo.cli(

@@ -16,8 +16,9 @@ import pytest
 from mcp import Client
 
 from conftest import Repo
-from mcp_helpers import error, in_process, raw_server, result, wait_until
-from runctl_helpers import manifest_of
+from helpers.mcp_client import error, in_process, raw_server, result
+from helpers.processes import wait_for
+from helpers.runctl import manifest_of
 
 SECRET = "TOP-SECRET-OUTSIDE-THE-REPOSITORY"
 
@@ -45,6 +46,7 @@ def _tree(directory: Path) -> dict[str, tuple[int, int]]:
     }
 
 
+@pytest.mark.slow
 def test_mcp_resources_read_and_never_write(served: Repo, tmp_path: Path) -> None:
     """The report resource renders in memory (read-only server or not): no report.html, no
     file of the run changed; a manifest that is a link is refused, never followed."""
@@ -124,6 +126,7 @@ def _initialize_and_start(server: Any) -> None:
     server.request(1, "tools/call", {"name": "start", "arguments": {}})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", ["stdin-closed", "SIGTERM"])
 def test_mcp_a_run_started_through_the_server_outlives_it(repo: Repo, stop: str) -> None:
     """The client goes away (or the server is told to stop) while ``start`` is in flight,
@@ -146,11 +149,12 @@ def test_mcp_a_run_started_through_the_server_outlives_it(repo: Repo, stop: str)
             manifest_of(run)["status"] in ("succeeded", "failed", "cancelled") for run in runs
         )
 
-    assert wait_until(all_ended, timeout=60)
+    wait_for(all_ended, timeout=60)
     statuses = {run.name: manifest_of(run)["status"] for run in runs}
     assert set(statuses.values()) == {"succeeded"}, statuses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_mcp_an_idle_server_exits_promptly_on_a_signal(repo: Repo, signum: int) -> None:
     repo.pipeline({"id": "a", "command": "true"})
@@ -166,6 +170,7 @@ def test_mcp_an_idle_server_exits_promptly_on_a_signal(repo: Repo, signum: int) 
     assert code == 0 and elapsed < 5, (code, elapsed)
 
 
+@pytest.mark.slow
 def test_mcp_logs_are_capped_in_bytes_after_encoding(served: Repo) -> None:
     """13 MB of binary logs give the capped tail (never a document-size failure); a cut inside
     a multi-byte character never returns more than 64 KiB."""
@@ -195,6 +200,7 @@ def test_mcp_logs_are_capped_in_bytes_after_encoding(served: Repo) -> None:
     assert wide["truncated"] is True and "\ufffd" not in text and text.endswith("é\n")
 
 
+@pytest.mark.slow
 def test_mcp_status_of_a_tampered_manifest_is_a_valid_result(served: Repo) -> None:
     run_id, run_dir = _run(served)
     manifest = manifest_of(run_dir)
@@ -227,6 +233,7 @@ BAD_NUMBERS = [
 ]
 
 
+@pytest.mark.slow
 def test_mcp_numbers_in_tool_inputs_are_bounded(repo: Repo) -> None:
     repo.pipeline({"id": "a", "command": "true"})
     run_id, _ = _run(repo)

@@ -33,6 +33,7 @@ def _options(run_id: str) -> list[tuple[str, ...]]:
     ]
 
 
+@pytest.mark.slow
 def test_every_numeric_argument_is_parsed_with_bounds(repo: Repo, ran: str) -> None:
     before = sorted(path.name for path in (repo.root / ".runs" / "numbers" / "cli").iterdir())
     for value in [*NOT_NUMBERS, TOO_BIG]:
@@ -48,6 +49,7 @@ def test_every_numeric_argument_is_parsed_with_bounds(repo: Repo, ran: str) -> N
     assert after == before  # nothing was started or pruned on bad input
 
 
+@pytest.mark.slow
 def test_numeric_arguments_in_range_still_work(repo: Repo, ran: str) -> None:
     listed = json.loads(repo.cli("runs", "--limit", "1", "--format", "json").stdout)
     assert [row["run_id"] for row in listed["runs"]] == [ran]
@@ -65,6 +67,7 @@ def test_numeric_arguments_in_range_still_work(repo: Repo, ran: str) -> None:
         "CODEX_ORCHESTRATOR_MAX_PARALLEL",
     ],
 )
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["²", "1_0", "inf", TOO_BIG])
 def test_every_numeric_environment_variable_is_parsed_with_bounds(
     repo: Repo, name: str, value: str

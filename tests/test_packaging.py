@@ -56,6 +56,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return sdist, wheel
 
 
+@pytest.mark.slow
 def test_the_wheel_carries_name_classifiers_urls_license_py_typed_and_the_schema(
     built: tuple[Path, Path],
 ) -> None:

@@ -16,17 +16,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import Repo
-from lock_holder import lock_held_by_no_process
-from processes import alive
-from runctl_helpers import (
+from helpers.lock_holder import lock_held_by_no_process
+from helpers.processes import alive, wait_for
+from helpers.runctl import (
     json_cli,
     kill_group,
     kill_run_groups,
     manifest_of,
     run_dirs,
     try_manifest,
-    wait_for,
 )
 
 BLOCK = "echo $$ > {pid}; i=0; while [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"
@@ -70,6 +71,7 @@ def _holder_naming(pid: int) -> dict[str, Any]:
     return {"pid": pid, "start_ticks": _start_ticks(pid), "host": _host()}
 
 
+@pytest.mark.slow
 def test_pids_a_lock_file_naming_a_live_process_never_gets_it_signalled(repo: Repo) -> None:
     """The driver lock is held, its file names a bystander with the bystander's true start time
     and this host; no process here holds the lock: nothing is signalled."""
@@ -114,6 +116,7 @@ def test_pids_only_the_process_holding_the_lock_is_the_driver(repo: Repo) -> Non
             process.wait()
 
 
+@pytest.mark.slow
 def test_pids_a_manifest_without_a_lock_never_gets_its_recorded_pid_signalled(
     repo: Repo,
 ) -> None:
@@ -220,6 +223,7 @@ def _cancel_child_only(repo: Repo, *, graph: bool) -> tuple[dict[str, Any], dict
     return parent, child, exit_code
 
 
+@pytest.mark.slow
 def test_cancel_of_an_optional_child_run_cancels_that_child_only(repo: Repo) -> None:
     parent, _, exit_code = _cancel_child_only(repo, graph=False)
     assert exit_code == 0 and parent["status"] == "succeeded", parent
@@ -228,6 +232,7 @@ def test_cancel_of_an_optional_child_run_cancels_that_child_only(repo: Repo) -> 
     assert stages["after"]["status"] == "succeeded"  # the parent went on
 
 
+@pytest.mark.slow
 def test_cancel_of_a_child_run_in_a_graph_leaves_the_other_branches_be(repo: Repo) -> None:
     parent, _, exit_code = _cancel_child_only(repo, graph=True)
     assert exit_code == 1 and parent["status"] == "failed", parent

@@ -81,6 +81,7 @@ def _warnings(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("warning: not signalling")]
 
 
+@pytest.mark.slow
 def test_pgid_zero_never_signals_the_callers_group(repo: Repo) -> None:
     run_id, path = _failed_run(repo)
     _tamper(path, pgid=0, pid=0)
@@ -92,6 +93,7 @@ def test_pgid_zero_never_signals_the_callers_group(repo: Repo) -> None:
     assert len(_warnings(result.stderr)) == 1 and "not a valid process group id" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", [1, True, -5, "x", None, 2**70])
 def test_hostile_pgid_values_are_refused(repo: Repo, value: object) -> None:
     if not _namespace_available():
@@ -122,6 +124,7 @@ def _stranger() -> subprocess.Popen[bytes]:
         ),
     ],
 )
+@pytest.mark.slow
 def test_a_live_group_that_is_not_provably_ours_is_left_alone(repo: Repo, tamper: Any) -> None:
     stranger = _stranger()
     try:

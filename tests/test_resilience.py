@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from conftest import Repo
-from processes import alive, wait_for
-from runctl_helpers import kill_run_groups
+from helpers.processes import alive, wait_for
+from helpers.runctl import kill_run_groups
 
 FAST = {"CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS": "0.1"}
 # A stage that starts two helpers (one ignores SIGTERM), records every pid, then waits.
@@ -40,6 +40,7 @@ def _only_run_manifest(repo: Repo, task: str = "default") -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("sig", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "SIGINT")]
 )
+@pytest.mark.slow
 def test_signal_cancels_run_and_ends_every_stage_process(
     repo: Repo, sig: int, code: int, name: str
 ) -> None:
@@ -66,6 +67,7 @@ def test_signal_cancels_run_and_ends_every_stage_process(
     assert not [pid for pid in _pids(repo) if alive(pid)]
 
 
+@pytest.mark.slow
 def test_second_signal_kills_at_once(repo: Repo) -> None:
     repo.pipeline({"id": "long", "command": STUBBORN_STAGE}, settings={"kill_grace_seconds": 30})
     proc = repo.spawn("start", env=FAST)
@@ -80,6 +82,7 @@ def test_second_signal_kills_at_once(repo: Repo) -> None:
     assert not [pid for pid in _pids(repo) if alive(pid)]
 
 
+@pytest.mark.slow
 def test_timeout_tears_down_stage(repo: Repo) -> None:
     repo.pipeline(
         {"id": "slow", "command": STUBBORN_STAGE, "timeoutSeconds": 1},
@@ -107,6 +110,7 @@ def test_helper_left_by_a_stage_ends_with_the_run(repo: Repo) -> None:
     assert not [pid for pid in _pids(repo) if alive(pid)]
 
 
+@pytest.mark.slow
 def test_heartbeat_failures_are_logged_and_never_fail_the_run(repo: Repo) -> None:
     stage = (
         'hb="$CODEX_ORCHESTRATOR_RUN_DIR/.heartbeat"; rm -f "$hb"; mkdir "$hb"; sleep 1; '
@@ -126,6 +130,7 @@ def test_heartbeat_failures_are_logged_and_never_fail_the_run(repo: Repo) -> Non
     assert beat_after["ticks"] > beat_after["failures"]
 
 
+@pytest.mark.slow
 def test_heartbeat_ticks_and_throttles_manifest_writes(repo: Repo) -> None:
     repo.pipeline({"id": "wait", "command": "sleep 2"})
     env = {
@@ -143,6 +148,7 @@ def test_heartbeat_ticks_and_throttles_manifest_writes(repo: Repo) -> None:
     assert 1 <= stats["manifest_writes"] <= 5
 
 
+@pytest.mark.slow
 def test_status_reports_stale_run_and_resume_refuses_fresh_one(repo: Repo) -> None:
     repo.pipeline({"id": "long", "command": "sleep 300"})
     proc = repo.spawn("start", env=FAST)
@@ -182,6 +188,7 @@ def _end_recorded_groups(repo: Repo) -> None:
         kill_run_groups(run_dir)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(6))
 def test_sigkill_at_random_moments_leaves_parseable_records_and_resumes(
     repo: Repo, seed: int
@@ -274,6 +281,7 @@ def test_stale_lock_file_never_blocks(repo: Repo) -> None:
     assert [r["runId"] for r in state["runs"]] == [doc["run_id"]]
 
 
+@pytest.mark.slow
 def test_concurrent_runs_of_one_task_lose_nothing(repo: Repo) -> None:
     runs = 30
     repo.pipeline(
@@ -292,6 +300,7 @@ def test_concurrent_runs_of_one_task_lose_nothing(repo: Repo) -> None:
         assert repo.manifest(doc)["status"] == "succeeded"
 
 
+@pytest.mark.slow
 def test_resume_ends_process_group_left_by_dead_run(repo: Repo, tmp_path: Path) -> None:
     repo.pipeline({"id": "spawns", "command": "sleep 300 & echo $! > pids; wait"})
     proc = repo.spawn("start", env=FAST)
@@ -332,6 +341,7 @@ def test_torn_metrics_line_does_not_swallow_the_next_record(repo: Repo) -> None:
     assert json.loads(lines[1])["run_id"] == doc["run_id"]
 
 
+@pytest.mark.slow
 def test_teardown_does_not_wait_for_zombies(repo: Repo) -> None:
     # dash does not exec the last command: on SIGTERM the shell dies and `sleep` is left a zombie
     # of init until reaped; teardown must not spend the whole grace period waiting for it.

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import cli_env
 from evidence.helpers import assert_usage_error, cli, cli_json, write, write_manifest
 
@@ -130,6 +132,7 @@ def test_review_hands_the_manifest_to_codex_when_present(tmp_path: Path) -> None
     assert (manifest.parent / "review.md").exists()
 
 
+@pytest.mark.slow
 def test_review_bad_input(tmp_path: Path) -> None:
     assert_usage_error(cli(tmp_path, "review", "--task", TASK), f"task {TASK} has no runs")
     assert_usage_error(cli(tmp_path, "review", "2025-01-01T00-00-00-000Z-00000000"), "unknown run")

@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import Repo
-from lock_holder import lock_held_by_no_process
-from processes import alive, signal_recorded_pid
-from runctl_helpers import (
+from helpers.lock_holder import lock_held_by_no_process
+from helpers.processes import alive, signal_recorded_pid, wait_for
+from helpers.runctl import (
     json_cli,
     kill_group,
     kill_run_groups,
@@ -24,7 +26,6 @@ from runctl_helpers import (
     run_dirs,
     state_entries,
     try_manifest,
-    wait_for,
 )
 
 # The stage records its pid, then waits for a marker file (or up to 60 s).
@@ -126,6 +127,7 @@ def test_cancel_foreground_run_from_another_process(repo: Repo) -> None:
             kill_run_groups(run_dir)
 
 
+@pytest.mark.slow
 def test_detached_run_survives_hangup_of_the_caller_and_leaves_full_records(repo: Repo) -> None:
     _config(repo)
     # The caller: a shell in its own session that starts the run detached, then lingers.
@@ -184,6 +186,7 @@ def test_detached_run_survives_hangup_of_the_caller_and_leaves_full_records(repo
     assert repo.manifest(foreground).keys() == manifest.keys()
 
 
+@pytest.mark.slow
 def test_detach_validates_first_and_starts_nothing_on_bad_input(repo: Repo) -> None:
     _config(repo)
     for args in (
@@ -198,6 +201,7 @@ def test_detach_validates_first_and_starts_nothing_on_bad_input(repo: Repo) -> N
     )
 
 
+@pytest.mark.slow
 def test_cancel_detached_run_leaves_no_process(repo: Repo) -> None:
     _config(repo)
     code, document = json_cli(repo, "start", "--task", "dc", "--detach")
@@ -218,6 +222,7 @@ def test_cancel_detached_run_leaves_no_process(repo: Repo) -> None:
         kill_run_groups(run_dir)
 
 
+@pytest.mark.slow
 def test_cancel_run_with_a_child_run_cancels_both(repo: Repo) -> None:
     _config(repo)
     proc = repo.spawn("start", "family", "--task", "fam")
@@ -244,6 +249,7 @@ def test_cancel_run_with_a_child_run_cancels_both(repo: Repo) -> None:
             kill_run_groups(run_dir)
 
 
+@pytest.mark.slow
 def test_dead_detached_run_is_stale_then_cancel_finishes_it(repo: Repo) -> None:
     _config(repo)
     code, document = json_cli(repo, "start", "family", "--task", "dead", "--detach")
@@ -276,6 +282,7 @@ def test_dead_detached_run_is_stale_then_cancel_finishes_it(repo: Repo) -> None:
             kill_run_groups(run_dir)
 
 
+@pytest.mark.slow
 def test_dead_detached_run_can_be_resumed(repo: Repo) -> None:
     _config(repo)
     code, document = json_cli(repo, "start", "--task", "again", "--detach")
@@ -297,6 +304,7 @@ def test_dead_detached_run_can_be_resumed(repo: Repo) -> None:
         kill_run_groups(run_dir)
 
 
+@pytest.mark.slow
 def test_cancel_finished_run_changes_nothing(repo: Repo) -> None:
     repo.pipeline({"id": "quick", "command": "true"})
     code, document = repo.start_json("--task", "done")
@@ -310,6 +318,7 @@ def test_cancel_finished_run_changes_nothing(repo: Repo) -> None:
     assert not (manifest_path.parent / "cancel-request.json").exists()
 
 
+@pytest.mark.slow
 def test_cancel_never_signals_a_pid_whose_start_time_does_not_match(repo: Repo) -> None:
     repo.pipeline({"id": "quick", "command": "true"})
     code, document = repo.start_json("--task", "reuse")
@@ -332,6 +341,7 @@ def test_cancel_never_signals_a_pid_whose_start_time_does_not_match(repo: Repo) 
         bystander.wait()
 
 
+@pytest.mark.slow
 def test_cancel_does_not_signal_a_driver_it_cannot_verify(repo: Repo) -> None:
     """A run whose driver lock no process here can be shown to hold (as when it is held from
     another host) is not signalled: the request is recorded, exit 1."""
@@ -377,6 +387,7 @@ def test_detached_run_ends_a_daemon_its_stage_left(repo: Repo) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_cancel_wait_gives_up_after_grace_plus_5s(repo: Repo) -> None:
     """A stopped orchestrator cannot act on SIGTERM: --wait exits 1 at its bound; once the
     orchestrator continues, the run ends cancelled as requested."""

@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import Repo
-from lock_holder import lock_held_elsewhere
-from runctl_helpers import json_cli, metrics_lines, run_dirs, state_entries, try_manifest
+from helpers.lock_holder import lock_held_elsewhere
+from helpers.runctl import json_cli, metrics_lines, run_dirs, state_entries, try_manifest
 
 
 def _family_config(repo: Repo) -> None:
@@ -28,6 +30,7 @@ def _family_config(repo: Repo) -> None:
     )
 
 
+@pytest.mark.slow
 def test_prune_keeps_evidence_children_and_history(repo: Repo) -> None:
     _family_config(repo)
     parents = [repo.start_json("--task", "fam")[1] for _ in range(3)]
@@ -85,6 +88,7 @@ def dry_ids(document: dict[str, list[dict[str, str]]]) -> set[str]:
     return {row["run_id"] for row in document["removed"]}
 
 
+@pytest.mark.slow
 def test_prune_without_index_counts_default_mirrors(repo: Repo) -> None:
     repo.pipeline({"id": "a", "command": "true"})
     runs = [repo.start_json("--task", "ev")[1] for _ in range(3)]
@@ -97,11 +101,12 @@ def test_prune_without_index_counts_default_mirrors(repo: Repo) -> None:
     assert {row["run_id"] for row in done["removed"]} == {runs[2]["run_id"]}
 
 
+@pytest.mark.slow
 def test_prune_never_touches_a_live_run(repo: Repo) -> None:
     repo.pipeline({"id": "wait", "command": "while [ ! -e stop ]; do sleep 0.05; done"})
     proc = repo.spawn("start", "--task", "live")
     try:
-        from runctl_helpers import wait_for
+        from helpers.processes import wait_for
 
         wait_for(
             lambda: (
@@ -118,6 +123,7 @@ def test_prune_never_touches_a_live_run(repo: Repo) -> None:
     assert proc.returncode == 0
 
 
+@pytest.mark.slow
 def test_prune_beside_50_concurrent_starts_loses_nothing(repo: Repo) -> None:
     repo.pipeline({"id": "a", "command": "echo hi"})
     for _ in range(5):
@@ -153,7 +159,7 @@ def test_prune_beside_50_concurrent_starts_loses_nothing(repo: Repo) -> None:
     assert len(started) == 50
     metrics = {line["run_id"] for line in metrics_lines(repo, "busy")}
     assert len(metrics) == 55 and started <= metrics
-    from runctl_helpers import raw_cli
+    from helpers.runctl import raw_cli
 
     raw_cli(repo, "runs", "--limit", "1")  # a reader; merges nothing, changes nothing
     subprocess.run(
@@ -174,6 +180,7 @@ def test_prune_beside_50_concurrent_starts_loses_nothing(repo: Repo) -> None:
         assert manifest is not None and manifest["status"] == "succeeded"
 
 
+@pytest.mark.slow
 def test_prune_finishes_what_an_interrupted_prune_set_aside(repo: Repo) -> None:
     repo.pipeline({"id": "a", "command": "true"})
     first = repo.start_json("--task", "half")[1]
@@ -189,6 +196,7 @@ def test_prune_finishes_what_an_interrupted_prune_set_aside(repo: Repo) -> None:
     assert state_entries(repo, "half")[first["run_id"]]["pruned"] is True
 
 
+@pytest.mark.slow
 def test_links_in_the_runs_root_are_never_followed(repo: Repo, tmp_path: Path) -> None:
     repo.pipeline({"id": "a", "command": "true"})
     repo.start_json("--task", "linky")
@@ -224,6 +232,7 @@ def _bytes(directory: Path) -> int:
     return sum(path.lstat().st_size for path in directory.rglob("*") if path.is_file())
 
 
+@pytest.mark.slow
 def test_prune_races_skip_a_run_whose_driver_lock_is_held(repo: Repo) -> None:
     repo.pipeline({"id": "a", "command": "true"})
     first = repo.start_json("--task", "held")[1]
@@ -244,6 +253,7 @@ def test_prune_races_skip_a_run_whose_driver_lock_is_held(repo: Repo) -> None:
     assert state_entries(repo, "held")[first["run_id"]]["pruned"] is True
 
 
+@pytest.mark.slow
 def test_prune_records_list_each_removed_run_once(repo: Repo) -> None:
     repo.pipeline({"id": "a", "command": "echo some output"})
     runs = [repo.start_json("--task", "once")[1] for _ in range(3)]
@@ -260,6 +270,7 @@ def test_prune_records_list_each_removed_run_once(repo: Repo) -> None:
     assert sum(runs[2]["run_id"] in line for line in listed) == 1
 
 
+@pytest.mark.slow
 def test_prune_records_keep_a_child_whose_parent_is_in_another_task(repo: Repo) -> None:
     repo.pipeline({"id": "a", "command": "true"})
     parent = repo.start_json("--task", "elders")[1]

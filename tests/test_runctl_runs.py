@@ -9,15 +9,17 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import Repo
-from runctl_helpers import (
+from helpers.processes import wait_for
+from helpers.runctl import (
     json_cli,
     kill_run_groups,
     metrics_lines,
     raw_cli,
     run_dirs,
     try_manifest,
-    wait_for,
 )
 
 RUN_FIELDS = {
@@ -52,6 +54,7 @@ def _two_pipelines(repo: Repo) -> None:
     )
 
 
+@pytest.mark.slow
 def test_runs_lists_newest_first_with_filters(repo: Repo) -> None:
     _two_pipelines(repo)
     started = []
@@ -124,6 +127,7 @@ def test_runs_reads_the_archive_and_pending_snapshots_in_order(repo: Repo) -> No
     assert [row["run_id"] for row in limited["runs"]] == [pending["runId"], recent[1]["runId"]]
 
 
+@pytest.mark.slow
 def test_runs_marks_a_killed_run_stale(repo: Repo) -> None:
     repo.pipeline({"id": "long", "command": "sleep 60"})
     proc = repo.spawn(
@@ -155,6 +159,7 @@ def test_runs_marks_a_killed_run_stale(repo: Repo) -> None:
             kill_run_groups(run_dir)
 
 
+@pytest.mark.slow
 def test_logs_are_the_stored_bytes_exactly(repo: Repo) -> None:
     repo.pipeline(
         {"id": "bin", "command": f'"$CODEX_ORCHESTRATOR_PYTHON" -c "{BINARY}"'},
@@ -183,6 +188,7 @@ def test_logs_are_the_stored_bytes_exactly(repo: Repo) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_logs_follow_prints_new_bytes_and_exits_with_the_run_code(repo: Repo) -> None:
     marker = repo.root / "go"
     repo.pipeline(
@@ -218,6 +224,7 @@ def test_logs_follow_prints_new_bytes_and_exits_with_the_run_code(repo: Repo) ->
                 process.wait()
 
 
+@pytest.mark.slow
 def test_stats_counts_a_torn_line_and_writes_the_summary(repo: Repo) -> None:
     _two_pipelines(repo)
     for pipeline in ("main", "quick", "quick"):
@@ -274,6 +281,7 @@ def test_stats_tolerates_lines_without_stages(repo: Repo) -> None:
     assert task["failed"] == 1 and task["pipelines"][0]["stages"] == []
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_exit_2(repo: Repo) -> None:
     repo.pipeline({"id": "a", "command": "true"})
     _code, start = repo.start_json()
@@ -309,6 +317,7 @@ def test_bad_input_is_one_line_and_exit_2(repo: Repo) -> None:
     assert os.path.isdir(repo.root / start["artifact_root"])
 
 
+@pytest.mark.slow
 def test_logs_print_every_attempt_of_a_stage(repo: Repo) -> None:
     repo.pipeline(
         {"id": "flaky", "command": "if [ -e ok ]; then echo second; else echo first; exit 1; fi"}
@@ -327,6 +336,7 @@ def test_logs_print_every_attempt_of_a_stage(repo: Repo) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_since_a_date_outside_years_1_to_9999_in_utc_still_filters(repo: Repo) -> None:
     """``--since 9999-12-31T23:00:00-05:00`` is in year 10000 in UTC: it lists nothing (it
     listed everything when the bound was compared as a five-digit-year string)."""

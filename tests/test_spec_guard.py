@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import date, timedelta
 from pathlib import Path
 
+import pytest
+
 from codex_orchestrator.evidence.spec_guard import is_code, is_spec
 from evidence.helpers import assert_usage_error, cli, cli_json, commit_all, git, git_repo, write
 
@@ -35,6 +37,7 @@ def test_clean_repository_passes(tmp_path: Path) -> None:
     assert result.stdout.splitlines()[-1].startswith("spec-guard: passed")
 
 
+@pytest.mark.slow
 def test_code_change_without_spec_change_fails(tmp_path: Path) -> None:
     root = _repo(tmp_path)
     git(root, "checkout", "-q", "-b", "feature")

@@ -33,6 +33,7 @@ def _runs(repo: Repo) -> list[dict[str, object]]:
     return [json.loads(path.read_text()) for path in manifests]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("redirect", [">&-", "2>&-", ">&- 2>&-"])
 def test_start_with_closed_standard_streams(repo: Repo, redirect: str) -> None:
     repo.pipeline(SLOW_STAGE)
@@ -54,6 +55,7 @@ def test_start_into_a_closed_pipe(repo: Repo) -> None:
     assert manifest["status"] == "succeeded"
 
 
+@pytest.mark.slow
 def test_status_into_a_closed_pipe(repo: Repo) -> None:
     repo.pipeline(SLOW_STAGE)
     code, document = repo.start_json()

@@ -42,6 +42,7 @@ def _answers(process: subprocess.Popen[str]) -> tuple[list[dict[str, object]], s
     return [json.loads(line) for line in out.splitlines()], err
 
 
+@pytest.mark.slow
 def test_ten_concurrent_storers_of_one_key_leave_one_whole_entry(stage: Stage) -> None:
     storers = [_spawn(stage, ["store", f"run-{n}", 4 * 1024 * 1024]) for n in range(10)]
     readers = [_spawn(stage, *[["lookup"]] * 40) for _ in range(2)]
@@ -92,6 +93,7 @@ def test_a_store_killed_midway_leaves_nothing_that_could_hit(stage: Stage) -> No
     assert isinstance(stage.lookup(), Hit)
 
 
+@pytest.mark.slow
 def test_kills_at_random_moments_never_leave_a_damaged_entry(stage: Stage) -> None:
     rng = random.Random(23)
     for attempt in range(6):

@@ -1,5 +1,5 @@
 """A cache directory on a read-only or a full filesystem: stores fail with one line, lookups
-still work, nothing partial is left. Real mounts in a private namespace (see tests/faults.py)."""
+still work, nothing partial is left. Real mounts in a private namespace (see tests/helpers/faults.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from codex_orchestrator.cache.spec import CacheSpec
-from faults import full, read_only_dir, require_root_namespaces
+from helpers.faults import full, read_only_dir, require_root_namespaces
 
 from .helpers import Stage, drive, driver_env, write
 

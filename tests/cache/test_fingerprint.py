@@ -183,6 +183,7 @@ def test_read_only_fingerprints_write_nothing(stage: Stage) -> None:
     assert sorted(path.name for path in stage.cache.iterdir()) == ["stat"]
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_hashing_a_large_file(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()

@@ -159,6 +159,7 @@ def _relink(path: Path, target: str) -> None:
     os.symlink(target, path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting", ["none", "assume-unchanged", "skip-worktree", "lax settings"])
 def test_an_edit_keeping_size_and_mtime_is_seen(
     stage: Stage, setting: str, monkeypatch: pytest.MonkeyPatch

@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from codex_orchestrator.evidence.taskindex import task_slug
 
 from .helpers import (
@@ -203,6 +205,7 @@ def test_task_missing_from_an_existing_index(tmp_path: Path) -> None:
     assert _kinds(problems) == [("not-in-index", "tasks/index.json", None)]
 
 
+@pytest.mark.slow
 def test_task_names_resolve_through_the_index(tmp_path: Path) -> None:
     write_index(
         tmp_path,
@@ -241,6 +244,7 @@ def test_configured_mirrors(tmp_path: Path) -> None:
     assert _kinds(problems) == [("no-evidence", f"checklists/{task}.md", 1)]
 
 
+@pytest.mark.slow
 def test_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
     assert_usage_error(cli(tmp_path, "tasks", "check", "../etc"), "invalid task id")
     assert_usage_error(
@@ -278,6 +282,7 @@ def test_task_slug_is_tolerant(tmp_path: Path) -> None:
     assert task_slug(tmp_path, "0001-a") is None
 
 
+@pytest.mark.slow
 def test_a_thousand_tasks_check_in_seconds(tmp_path: Path) -> None:
     items, sections = [], ["# Tasks\n"]
     for number in range(1000):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from .helpers import assert_usage_error, cli, cli_json, write, write_index, write_manifest
 
 TASK = "0100-mark"
@@ -81,6 +83,7 @@ def test_mark_again_changes_nothing(tmp_path: Path) -> None:
     assert _snapshot(tmp_path, files) == before
 
 
+@pytest.mark.slow
 def test_check_after_marking_reports_only_what_mark_cannot_fix(tmp_path: Path) -> None:
     _setup(tmp_path)
     for item in ("sync", "run", "reviewer"):
@@ -91,6 +94,7 @@ def test_check_after_marking_reports_only_what_mark_cannot_fix(tmp_path: Path) -
     assert code == 1 and kinds == {"mirror-item-missing", "evidence-not-found"}
 
 
+@pytest.mark.slow
 def test_refusals_change_no_file(tmp_path: Path) -> None:
     files = _setup(tmp_path)
     cases = [

@@ -6,6 +6,8 @@ import json
 from datetime import date
 from pathlib import Path
 
+import pytest
+
 from .helpers import assert_usage_error, cli, cli_json, write, write_index
 
 TASK = "0300-new-thing"
@@ -18,6 +20,7 @@ STUBS = [
 ]
 
 
+@pytest.mark.slow
 def test_new_scaffolds_everything_and_checks_clean(tmp_path: Path) -> None:
     code, document = cli_json(tmp_path, "tasks", "new", TASK, "--title", 'New "thing": yes')
     assert code == 0
@@ -61,6 +64,7 @@ def test_new_keeps_existing_files_and_appends_a_section_to_a_shared_mirror(tmp_p
     assert cli(tmp_path, "tasks", "check", TASK).returncode == 0
 
 
+@pytest.mark.slow
 def test_new_refuses_a_task_of_the_index_and_changes_nothing(tmp_path: Path) -> None:
     write_index(tmp_path, {"id": "0300", "slug": "other", "title": "Other", "status": "open"})
     before = (tmp_path / "tasks/index.json").read_bytes()
@@ -72,6 +76,7 @@ def test_new_refuses_a_task_of_the_index_and_changes_nothing(tmp_path: Path) -> 
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["index.json"]
 
 
+@pytest.mark.slow
 def test_new_bad_input(tmp_path: Path) -> None:
     assert_usage_error(cli(tmp_path, "tasks", "new", "a/b", "--title", "T"), "invalid task id")
     assert_usage_error(cli(tmp_path, "tasks", "new", TASK, "--title", "  "), "--title")

@@ -12,7 +12,7 @@ from codex_orchestrator.persistence.task_state import RunRecord, TaskStateStore
 from codex_orchestrator.util.clock import iso_utc
 from codex_orchestrator.util.ids import new_run_id
 from codex_orchestrator.util.jsonio import atomic_write_json, read_json
-from lock_holder import lock_held_elsewhere
+from helpers.lock_holder import lock_held_elsewhere
 
 TASK = "demo-task"
 

@@ -14,7 +14,7 @@ from codex_orchestrator.persistence.locks import FileLock
 from codex_orchestrator.persistence.task_state import RunRecord, TaskStateStore
 from codex_orchestrator.util.clock import iso_utc
 from codex_orchestrator.util.ids import new_run_id
-from lock_holder import lock_held_elsewhere
+from helpers.lock_holder import lock_held_elsewhere
 
 TASK = "0202-orchestrator-hardening"
 BASE = 1_760_000_000.0
@@ -236,6 +236,7 @@ def run_writers(root: Path, count: int, first: float = 0) -> dict[str, str]:
     return results
 
 
+@pytest.mark.slow
 def test_zero_lost_snapshots_with_many_concurrent_writers(tmp_path: Path) -> None:
     outcomes = run_writers(tmp_path, 48)
     assert "deferred" in outcomes.values(), "the lock bound should run out for some writers"
@@ -274,6 +275,7 @@ def test_writers_that_give_up_are_merged_by_the_holder(tmp_path: Path) -> None:
     assert len(run_ids(on_disk(make_store(tmp_path)))) == 21
 
 
+@pytest.mark.slow
 def test_holders_killed_with_sigkill_lose_nothing_and_block_nobody(tmp_path: Path) -> None:
     victims = []
     for index in range(3):

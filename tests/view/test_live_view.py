@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from terminal_helpers import colour_codes, plain, run_in_pty, start_in_pty, view_env
 
 from conftest import Repo
+from helpers.terminal import colour_codes, plain, run_in_pty, start_in_pty, view_env
 
 NOISY = (
     "printf '\\033[2J\\033[H\\033]0;evil-title\\007\\033]8;;http://x\\033\\\\link\\n';"
@@ -35,6 +35,7 @@ def _pipeline(repo: Repo) -> None:
     )
 
 
+@pytest.mark.slow
 def test_view_shows_stage_ids_and_marks_in_colour(repo: Repo) -> None:
     _pipeline(repo)
     code, screen, stdout = run_in_pty(["start"], repo.root, view_env(repo.env))
@@ -48,6 +49,7 @@ def test_view_shows_stage_ids_and_marks_in_colour(repo: Repo) -> None:
     assert "run " in stdout and "succeeded" in stdout  # the result still goes to stdout
 
 
+@pytest.mark.slow
 def test_no_color_means_no_colour_codes(repo: Repo) -> None:
     _pipeline(repo)
     code, screen, _ = run_in_pty(["start"], repo.root, view_env(repo.env, NO_COLOR="1"))
@@ -56,6 +58,7 @@ def test_no_color_means_no_colour_codes(repo: Repo) -> None:
     assert colour_codes(screen) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [{"TERM": "dumb"}, {"CI": "true"}], ids=["TERM=dumb", "CI"])
 def test_view_is_off_on_dumb_terminals_and_in_ci(repo: Repo, extra: dict[str, str]) -> None:
     _pipeline(repo)
@@ -66,6 +69,7 @@ def test_view_is_off_on_dumb_terminals_and_in_ci(repo: Repo, extra: dict[str, st
     assert "␇".encode() in screen  # the bell is shown, not rung
 
 
+@pytest.mark.slow
 def test_piped_output_has_no_escape_codes_at_all(repo: Repo) -> None:
     _pipeline(repo)
     result = repo.cli("start", env=view_env(repo.env))
@@ -74,6 +78,7 @@ def test_piped_output_has_no_escape_codes_at_all(repo: Repo) -> None:
     assert "build" in result.stdout and "lint" in result.stdout
 
 
+@pytest.mark.slow
 def test_json_output_on_a_terminal_has_no_view(repo: Repo) -> None:
     _pipeline(repo)
     code, screen, stdout = run_in_pty(["start", "--format", "json"], repo.root, view_env(repo.env))
@@ -82,6 +87,7 @@ def test_json_output_on_a_terminal_has_no_view(repo: Repo) -> None:
     assert json.loads(stdout)["status"] == "succeeded"
 
 
+@pytest.mark.slow
 def test_stage_escape_sequences_never_reach_the_terminal(repo: Repo) -> None:
     _pipeline(repo)
     code, screen, _ = run_in_pty(["start"], repo.root, view_env(repo.env))
@@ -92,6 +98,7 @@ def test_stage_escape_sequences_never_reach_the_terminal(repo: Repo) -> None:
     assert b"\x1b[2J" in log.read_bytes()  # the log keeps the stage's bytes unchanged
 
 
+@pytest.mark.slow
 def test_parallel_stage_view_from_status_watch(repo: Repo) -> None:
     repo.pipeline(
         {"id": "first", "command": "echo one"},
@@ -181,6 +188,7 @@ def tmux(repo: Repo, tmp_path: Path) -> Iterator[Callable[..., Tmux]]:
             session.close()
 
 
+@pytest.mark.slow
 def test_clear_screen_from_a_stage_does_not_garble_the_screen(
     repo: Repo, tmux: Callable[..., Tmux]
 ) -> None:
@@ -195,6 +203,7 @@ def test_clear_screen_from_a_stage_does_not_garble_the_screen(
     assert "evil-title" not in title and "evil-title" not in screen
 
 
+@pytest.mark.slow
 def test_small_terminal_keeps_running_stage_and_counts_the_rest(
     repo: Repo, tmux: Callable[..., Tmux]
 ) -> None:
@@ -209,6 +218,7 @@ def test_small_terminal_keeps_running_stage_and_counts_the_rest(
     assert "✓ step-10" in final and "more stages" not in final
 
 
+@pytest.mark.slow
 def test_shrinking_the_terminal_mid_run_leaves_no_stale_frame(
     repo: Repo, tmux: Callable[..., Tmux]
 ) -> None:
@@ -250,6 +260,7 @@ def test_interrupted_run_ends_with_the_final_table(repo: Repo) -> None:
     assert "✗ long" in tail and "· never" in tail and "✓ quick" in tail
 
 
+@pytest.mark.slow
 def test_resume_shows_the_view_too(repo: Repo) -> None:
     marker = repo.root / "ok"
     repo.pipeline({"id": "flaky", "command": f"test -e {marker} && echo now-fine"})

@@ -13,13 +13,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from report_helpers import HOSTILE, edit_manifest, failed_then_resumed_run, report
+import pytest
 
 from codex_orchestrator.view.attempts import Attempt
 from codex_orchestrator.view.timeline import render_timeline
 from conftest import Repo
+from helpers.report import HOSTILE, edit_manifest, failed_then_resumed_run, report
 
 
+@pytest.mark.slow
 def test_run_report_holds_every_section_and_escapes_run_text(repo: Repo) -> None:
     run_id, run_dir = failed_then_resumed_run(repo)
     edit_manifest(
@@ -60,6 +62,7 @@ def test_run_report_holds_every_section_and_escapes_run_text(repo: Repo) -> None
     assert "https://" not in html
 
 
+@pytest.mark.slow
 def test_log_section_shows_the_last_200_lines(repo: Repo) -> None:
     repo.pipeline({"id": "many", "command": "seq 1 1000"})
     result = repo.cli("start", "--format", "json")
@@ -71,6 +74,7 @@ def test_log_section_shows_the_last_200_lines(repo: Repo) -> None:
     assert numbers[0] == "801" and numbers[-1] == "1000" and len(numbers) == 200
 
 
+@pytest.mark.slow
 def test_missing_and_corrupt_files_are_named_in_the_report(repo: Repo, tmp_path: Path) -> None:
     run_id, run_dir = failed_then_resumed_run(repo)
     commands = run_dir / "commands"
@@ -98,6 +102,7 @@ def test_missing_and_corrupt_files_are_named_in_the_report(repo: Repo, tmp_path:
     assert "runner.ndjson is missing" in html
 
 
+@pytest.mark.slow
 def test_unknown_run_is_exit_2_with_one_line(repo: Repo) -> None:
     repo.pipeline({"id": "a", "command": "true"})
     code, stdout, stderr = report(repo, "2026-01-01T00-00-00-000Z-deadbeef")
@@ -165,6 +170,7 @@ def test_without_the_setting_no_report_is_written(repo: Repo) -> None:
     assert code == 0 and not (repo.root / doc["artifact_root"] / "report.html").exists()
 
 
+@pytest.mark.slow
 def test_task_report_lists_runs_from_history_with_links(repo: Repo) -> None:
     repo.pipeline({"id": "a", "command": "echo hi"})
     first = json.loads(repo.cli("start", "--task", "t1", "--format", "json").stdout)["run_id"]
@@ -303,6 +309,7 @@ def _stages(repo: Repo, count: int, command: str = "true", **stage: Any) -> tupl
     return run_id, repo.root / ".runs/default/cli" / run_id
 
 
+@pytest.mark.slow
 def test_report_bound_holds_whatever_the_logs(repo: Repo) -> None:
     """Huge logs (1 GiB each, binary, one endless line of characters HTML must escape) give a
     page within the documented bound: each tail within its bytes, all tails within the page's
@@ -334,6 +341,7 @@ def test_report_bound_holds_whatever_the_logs(repo: Repo) -> None:
     assert re.search(r"1073[0-9]{6} bytes; last [0-9]+ lines", logs)  # the size is said
 
 
+@pytest.mark.slow
 def test_report_linear_lists_each_folder_once(repo: Repo, monkeypatch: Any) -> None:
     """The work of a report and of a ``logs --follow`` poll grows with the stages, never with
     stages x files: each run folder is listed once, each log opened once."""

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_helpers import HOSTILE, failed_then_resumed_run, report
 
 from conftest import Repo
+from helpers.report import HOSTILE, failed_then_resumed_run, report
+
+pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [

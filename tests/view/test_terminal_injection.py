@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from terminal_helpers import run_in_pty, view_env
 
 from conftest import Repo
+from helpers.terminal import run_in_pty, view_env
 
 # A window title (OSC 0), the clipboard (OSC 52), a clear screen (CSI 2J), a bell, 8-bit CSI and
 # OSC (U+009B, U+009D as UTF-8), a right-to-left override (U+202E) and a right-to-left mark
@@ -49,6 +49,7 @@ def _graph(repo: Repo) -> None:
     [{"CI": "1"}, {"TERM": "dumb"}, {}],
     ids=["ci-graph-echo", "dumb-graph-echo", "live-view"],
 )
+@pytest.mark.slow
 def test_no_stage_escape_reaches_the_terminal_on_any_surface(
     repo: Repo, extra: dict[str, str]
 ) -> None:
@@ -78,6 +79,7 @@ def test_sequential_echo_under_ci_is_neutralised_too(repo: Repo) -> None:
     _assert_clean(screen + stdout.encode(), "sequential echo")
 
 
+@pytest.mark.slow
 def test_json_output_escapes_what_a_terminal_could_act_on(repo: Repo) -> None:
     """JSON keeps the stage's text exactly, as escapes a terminal only prints."""
     repo.pipeline({"id": "noisy", "command": INJECT})

@@ -11,13 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import processes
 from conftest import Repo
-
-
-def wait_for(predicate: Any, timeout: float = 30.0, what: str = "condition") -> Any:
-    """`processes.wait_for` with the longer bound run-control tests need (detached runs)."""
-    return processes.wait_for(predicate, timeout, what)
 
 
 def raw_cli(repo: Repo, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
