@@ -20,7 +20,12 @@ from typing import Any, BinaryIO
 
 from codex_orchestrator.commands.invocation import require_run
 from codex_orchestrator.errors import UsageError
-from codex_orchestrator.records.manifest import MANIFEST_NAME, load_child_manifest, load_manifest
+from codex_orchestrator.records.manifest import (
+    MANIFEST_NAME,
+    MAX_CHILD_DEPTH,
+    load_child_manifest,
+    load_manifest,
+)
 from codex_orchestrator.records.stage_logs import (
     STREAMS,
     LogSource,
@@ -47,7 +52,6 @@ _SETTLED = frozenset({*DONE_STAGE_STATUSES, StageStatus.FAILED})
 FOLLOW_POLL_SECONDS = 0.05
 MANIFEST_POLL_SECONDS = 0.2
 JSON_TEXT_LIMIT = 1 << 20
-MAX_CHILD_DEPTH = 16
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:

@@ -127,14 +127,6 @@ def group_alive(pgid: int) -> bool:
     return True if members is None else bool(members)
 
 
-def end_group(pgid: int, grace_seconds: float) -> bool:
-    """End a process group: SIGTERM, wait up to ``grace_seconds``, then SIGKILL.
-
-    Returns True when the group had to be killed with SIGKILL.
-    """
-    return end_groups([pgid], grace_seconds)
-
-
 def end_groups(pgids: Iterable[int], grace_seconds: float, hurry_fd: int | None = None) -> bool:
     """End several process groups at once: SIGTERM to all, one shared grace, then SIGKILL.
 

@@ -54,7 +54,7 @@ class Settings(NamedTuple):
         for name in cls._fields:
             raw: object = (config_settings or {}).get(name)
             source = f"settings.{name}"
-            env_name = _ENV_NAMES.get(name)
+            env_name = SETTING_ENV_NAMES.get(name)
             if env_name and environ.get(env_name, "").strip():
                 raw, source = environ[env_name].strip(), f"environment variable {env_name}"
             if raw is None:
@@ -66,7 +66,8 @@ class Settings(NamedTuple):
         return cls(**values)  # type: ignore[arg-type]
 
 
-_ENV_NAMES = {
+#: The environment variable that overrides each setting (it wins over the config).
+SETTING_ENV_NAMES = {
     "heartbeat_interval_seconds": "CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS",
     "heartbeat_stale_after_seconds": "CODEX_ORCHESTRATOR_HEARTBEAT_STALE_AFTER_SECONDS",
     "manifest_throttle_seconds": "CODEX_ORCHESTRATOR_MANIFEST_THROTTLE_SECONDS",
