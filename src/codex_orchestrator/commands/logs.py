@@ -30,6 +30,7 @@ from codex_orchestrator.records.stage_logs import (
     STREAMS,
     LogSource,
     StageFiles,
+    fair_shares,
     open_log,
     read_from,
     stage_sources,
@@ -282,15 +283,3 @@ def _document(
             }
         )
     return {"run_id": manifest["run_id"], "status": manifest["status"], "logs": logs}
-
-
-def fair_shares(sizes: list[int], limit: int) -> list[int]:
-    """How much of each of ``sizes`` fits in ``limit`` in all: the small ones whole, what they
-    leave shared evenly among the larger ones."""
-    shares = [0] * len(sizes)
-    remaining = limit
-    order = sorted(range(len(sizes)), key=lambda index: sizes[index])
-    for position, index in enumerate(order):
-        shares[index] = min(sizes[index], remaining // (len(order) - position))
-        remaining -= shares[index]
-    return shares

@@ -50,7 +50,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from codex_orchestrator.persistence.locks import FileLock
 from codex_orchestrator.persistence.state_format import (
     PENDING_DIR_NAME,
     CorruptStateError,
@@ -71,6 +70,7 @@ from codex_orchestrator.util.jsonio import (
     quarantine,
     read_json,
 )
+from codex_orchestrator.util.locks import FileLock
 from codex_orchestrator.util.safefs import (
     RECORD_SIZE_LIMIT,
     read_regular,
