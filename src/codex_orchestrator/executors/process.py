@@ -1,6 +1,6 @@
 """Process mechanics: spawn in a new session, watch for exit, signal and end process groups.
 
-Nothing here knows what a stage means; `local_executor.py` builds on these pieces. Every pid
+Nothing here knows what a stage means; `executors/local.py` builds on these pieces. Every pid
 that came from a file goes through `checked_pid` and a start-time comparison before it is
 signalled (see docs/resilience.md).
 """
