@@ -7,7 +7,7 @@ back. A run that died leaves handles behind; `Executor.reap` ends what they name
 docs/resilience.md for the local executor's teardown and the reasons behind it.
 
 This module holds the interface only: no process code. `LocalExecutor` lives in
-``local_executor.py``.
+``executors/local.py``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Process mechanics: spawn in a new session, watch for exit, signal and end process groups.
 
-Nothing here knows what a stage means; `local_executor.py` builds on these pieces. Every pid
+Nothing here knows what a stage means; `executors/local.py` builds on these pieces. Every pid
 that came from a file goes through `checked_pid` and a start-time comparison before it is
 signalled (see docs/resilience.md).
 """
@@ -125,14 +125,6 @@ def group_alive(pgid: int) -> bool:
         return False
     members = live_group_members(pgid)
     return True if members is None else bool(members)
-
-
-def end_group(pgid: int, grace_seconds: float) -> bool:
-    """End a process group: SIGTERM, wait up to ``grace_seconds``, then SIGKILL.
-
-    Returns True when the group had to be killed with SIGKILL.
-    """
-    return end_groups([pgid], grace_seconds)
 
 
 def end_groups(pgids: Iterable[int], grace_seconds: float, hurry_fd: int | None = None) -> bool:

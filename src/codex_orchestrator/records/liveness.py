@@ -17,13 +17,13 @@ from codex_orchestrator.errors import RunActiveError
 from codex_orchestrator.records.driver import DRIVER_LOCK_NAME, DriverProcess, run_driver
 from codex_orchestrator.records.manifest import HEARTBEAT_NAME
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, RunStatus
-from codex_orchestrator.records.workspace import Settings
+from codex_orchestrator.records.workspace import SETTING_ENV_NAMES, Settings
 from codex_orchestrator.util.clock import parse_iso_utc
 from codex_orchestrator.util.numeric import number_or_none
 from codex_orchestrator.util.procfs import checked_pid, host_name, process_start_ticks
 from codex_orchestrator.util.safefs import SMALL_FILE_LIMIT, read_regular
 
-STALE_ENV = "CODEX_ORCHESTRATOR_HEARTBEAT_STALE_AFTER_SECONDS"
+STALE_ENV = SETTING_ENV_NAMES["heartbeat_stale_after_seconds"]
 
 
 class DriverState(StrEnum):

@@ -1,6 +1,6 @@
 """The Dask executor: each command stage runs as one Dask task on a worker of a cluster.
 
-The task (``dask_remote.run_stage_on_worker``, sent as source text) connects back to a port
+The task (``worker.remote.run_stage_on_worker``, sent as source text) connects back to a port
 this executor opens for the stage, proves it runs on a worker of the cluster, and has the
 worker's fork server (``dask_supervisor``) start a supervisor, which receives the stage over
 that connection, runs it in its own session and streams its output into the run's log files

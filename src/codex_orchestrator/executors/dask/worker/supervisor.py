@@ -1,6 +1,6 @@
 """Worker-side supervisor of remote stages: a small fork server, one per Dask worker.
 
-A Dask worker starts it once (``dask_remote.Supervisors``) with a Unix socket as file
+A Dask worker starts it once (``remote.Supervisors``) with a Unix socket as file
 descriptor ``argv[1]``. For each stage, the worker hands over the socket connected (and
 authenticated) to the orchestrator, a "done" socket and the stage's key; the server forks a
 supervisor for it, so a stage never waits for an interpreter to start. The supervisor:
