@@ -39,7 +39,6 @@ from codex_orchestrator.executors.dask.link import (
     Door,
     Follower,
     Link,
-    LogFiles,
     job_frame,
 )
 from codex_orchestrator.executors.dask.worker import entry as dask_entry
@@ -52,6 +51,7 @@ from codex_orchestrator.executors.dask.worker.supervisor import (
     STAGE_MARK_ENV,
 )
 from codex_orchestrator.executors.local import LocalExecutor
+from codex_orchestrator.executors.logfiles import LogFiles
 from codex_orchestrator.records.statuses import StageFailure
 from codex_orchestrator.util.console import note
 from codex_orchestrator.util.procfs import checked_pid
