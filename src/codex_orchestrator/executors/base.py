@@ -41,6 +41,8 @@ Handle = Mapping[str, Any]
 #: Every handle: the executor that ran the stage (which reaps it, see ``reaping.py``) and the
 #: machine the stage runs on.
 HANDLE_KIND = "kind"
+#: The kind of the local executor's handles (its name).
+LOCAL_KIND = "local"
 HANDLE_HOST = "host"
 #: A stage's shell, which leads its process group, and the leader's start time in clock ticks
 #: since boot (tells a reused pid apart). The runner also copies these onto the stage entry.

@@ -23,11 +23,13 @@ from codex_orchestrator.executors.base import (
     HANDLE_PGID,
     HANDLE_PID,
     HANDLE_START_TICKS,
+    LOCAL_KIND,
     RUN_ID_ENV,
     Cancellation,
     Handle,
     StageOutcome,
     StageRequest,
+    recorded_start_ticks,
 )
 from codex_orchestrator.executors.logfiles import LogFiles
 from codex_orchestrator.executors.process import (
@@ -47,7 +49,7 @@ from codex_orchestrator.executors.teardown import STOPPED, Teardown
 from codex_orchestrator.util.console import note
 from codex_orchestrator.util.procfs import host_name, process_start_ticks
 
-KIND = "local"
+KIND = LOCAL_KIND
 
 
 class LocalExecutor:
@@ -135,15 +137,15 @@ class LocalExecutor:
 
     def reap(self, handle: Handle, grace_seconds: float) -> bool:
         """End the process group a dead run's stage left behind, once verified to be it."""
-        if handle.get("kind") != KIND:
+        if handle.get(HANDLE_KIND) != KIND:
             return False
-        if handle.get("host") != self.host:
+        if handle.get(HANDLE_HOST) != self.host:
             note(
-                f"warning: not ending process group {handle.get('pgid')!r}: it ran on host "
-                f"{handle.get('host')!r}, not this one ({self.host}); end it there by hand"
+                f"warning: not ending process group {handle.get(HANDLE_PGID)!r}: it ran on host "
+                f"{handle.get(HANDLE_HOST)!r}, not this one ({self.host}); end it there by hand"
             )
             return False
-        pgid, ticks = handle.get("pgid"), handle.get("pid_start_ticks")
+        pgid, ticks = handle.get(HANDLE_PGID), recorded_start_ticks(handle)
         problem = leftover_group_problem(pgid, ticks)
         if problem is not None:
             note(f"warning: not signalling recorded process group {pgid!r}: {problem}")
@@ -152,7 +154,7 @@ class LocalExecutor:
         ended = group_alive(pgid)
         if ended:
             end_groups([pgid], grace_seconds)
-        return self._sweep_escaped(handle.get("env_marker"), ticks, grace_seconds) or ended
+        return self._sweep_escaped(handle.get(HANDLE_ENV_MARKER), ticks, grace_seconds) or ended
 
     def _sweep_escaped(self, marker: object, since: int, grace_seconds: float) -> bool:
         """End a dead run's processes that escaped their group: found by the run-id marker in

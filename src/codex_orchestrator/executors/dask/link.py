@@ -23,7 +23,23 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
-from codex_orchestrator.executors.base import Cancellation, Handle, StageOutcome, StageRequest
+from codex_orchestrator.executors.base import (
+    HANDLE_HOST,
+    HANDLE_KIND,
+    HANDLE_PGID,
+    HANDLE_PID,
+    HANDLE_REMOTE_END,
+    HANDLE_REMOTE_ENDS_BY,
+    HANDLE_SCHEDULER,
+    HANDLE_STAGE_MARK,
+    HANDLE_START_TICKS,
+    HANDLE_WORKER,
+    HANDLE_WORKER_PID,
+    Cancellation,
+    Handle,
+    StageOutcome,
+    StageRequest,
+)
 from codex_orchestrator.executors.dask.worker.remote import (
     ACCEPTED,
     HELLO,
@@ -64,6 +80,8 @@ from codex_orchestrator.executors.teardown import KILL_WAIT_SECONDS, SIGKILL, SI
 from codex_orchestrator.util.numeric import finite
 from codex_orchestrator.util.procfs import checked_pid
 
+#: The executor's name: the kind of its stages' handles.
+KIND = "dask"
 POLL_SECONDS = 0.1
 RECEIVE_BYTES = 1 << 20
 #: Largest signed report from a supervisor (reports are a few hundred bytes).
@@ -590,15 +608,15 @@ class Follower:
         self.started_at = time.time()
         self.started = time.monotonic()
         self.handle = {
-            "kind": "dask",
-            "host": fields["host"],
-            "worker": self.link.worker,
-            "scheduler": self.remote.address,
-            "worker_pid": fields["worker_pid"],
-            "pid": fields["pid"],
-            "pgid": fields["pid"],
-            "start_ticks": fields["start_ticks"],
-            "stage_mark": self.mark,
+            HANDLE_KIND: KIND,
+            HANDLE_HOST: fields["host"],
+            HANDLE_WORKER: self.link.worker,
+            HANDLE_SCHEDULER: self.remote.address,
+            HANDLE_WORKER_PID: fields["worker_pid"],
+            HANDLE_PID: fields["pid"],
+            HANDLE_PGID: fields["pid"],
+            HANDLE_START_TICKS: fields["start_ticks"],
+            HANDLE_STAGE_MARK: self.mark,
         }
         self.on_handle(self.handle)
 
@@ -648,8 +666,8 @@ class Follower:
         found = self.remote.reap_remote(
             self.link.worker,
             self.host,
-            int(handle.get("pgid") or 0),
-            int(handle.get("start_ticks") or 0),
+            int(handle.get(HANDLE_PGID) or 0),
+            int(handle.get(HANDLE_START_TICKS) or 0),
             self.mark,
         )
         may_still_run = found is None
@@ -687,9 +705,9 @@ class Follower:
         """Record in the stage's handle what is known of its processes' end."""
         if self.handle is None:
             return
-        update: dict[str, Any] = {"remote_end": end}
+        update: dict[str, Any] = {HANDLE_REMOTE_END: end}
         if ends_by is not None:
-            update["remote_ends_by"] = time.strftime(
+            update[HANDLE_REMOTE_ENDS_BY] = time.strftime(
                 "%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(ends_by))
             )
         self.handle = {**self.handle, **update}
