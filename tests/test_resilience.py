@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from codex_orchestrator.engine.runner import recorded_handles
+from codex_orchestrator.engine.recovery import recorded_handles
 from conftest import Repo
 from helpers.processes import alive, wait_for
 from helpers.runctl import kill_run_groups

@@ -13,9 +13,10 @@ import json
 import os
 import sys
 
+from cache_kit import Stage, entry_dirs
+
 from codex_orchestrator.cache.errors import CacheStoreError
 from codex_orchestrator.cache.store import Hit
-from helpers import Stage, entry_dirs
 
 
 def run(stage: Stage, operation: list[object]) -> dict[str, object]:
