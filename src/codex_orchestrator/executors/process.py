@@ -143,11 +143,14 @@ def end_groups(pgids: Iterable[int], grace_seconds: float, hurry_fd: int | None 
         decision = teardown.decide(now, began, hurried, True, partial(bool, remaining))
         if decision.signal:
             remaining = [pgid for pgid in remaining if signal_group(pgid, decision.signal)]
-        # Nothing left to wait on: stop here (a closed run's hurry descriptor is never read).
-        if decision.done or decision.wake_at is None or not remaining:
+        if decision.done or decision.wake_at is None:
             return teardown.killed
         watched = None if hurried else hurry_fd
         remaining = wait_until_gone(remaining, max(0.0, decision.wake_at - now), watched)
+        # The hurry descriptor is read only while a group is left: `close` may be handed that
+        # of a child run's cancellation, closed once the child run ended.
+        if not remaining:
+            return teardown.killed
         hurried = hurried or (watched is not None and bool(select.select([watched], [], [], 0)[0]))
 
 
