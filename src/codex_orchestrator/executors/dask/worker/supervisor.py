@@ -50,6 +50,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 HEADER = struct.Struct(">BI")
@@ -535,19 +536,18 @@ def reap(pgid: int, leader_ticks: int, grace: float, mark: str) -> int:
     entry = f"{STAGE_MARK_ENV}={mark}".encode()
     targets = dict(members) | dict(marked(entry, leader_ticks) if mark else [])
     found = bool(targets)
-    deadline, sig = time.monotonic() + grace, SIGTERM
-    while targets:
-        for pid, ticks in targets.items():
+    # What a stage left, ended as its supervisor would have: SIGTERM, SIGKILL after the grace.
+    teardown = Teardown(grace, time.monotonic(), None, end_leftovers=True)
+    while True:
+        decision = teardown.decide(time.monotonic(), None, False, True, partial(bool, targets))
+        for pid, ticks in targets.items() if decision.signal else ():
             if live(pid, ticks):
                 with contextlib.suppress(OSError):
-                    os.kill(pid, sig)
+                    os.kill(pid, decision.signal)
+        if decision.done:
+            return 0 if found else 1
         time.sleep(0.02)
         targets = {pid: ticks for pid, ticks in targets.items() if live(pid, ticks)}
-        if time.monotonic() >= deadline:
-            if time.monotonic() >= deadline + KILL_WAIT_SECONDS:
-                break
-            sig = SIGKILL
-    return 0 if found else 1
 
 
 def receive_job(link: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
