@@ -71,6 +71,7 @@ def test_pipeline_shape(tmp_path: Path) -> None:
 
 def test_spec_guard_is_the_last_stage_and_runs_the_orchestrator(tmp_path: Path) -> None:
     (tmp_path / ".git").mkdir()
+    write(tmp_path, "tasks/index.json", '{"items": []}')
     spec_guard = stages(tmp_path)["spec-guard"]
 
     assert list(stages(tmp_path))[-1] == "spec-guard"
@@ -78,16 +79,31 @@ def test_spec_guard_is_the_last_stage_and_runs_the_orchestrator(tmp_path: Path) 
     assert (spec_guard.requires, spec_guard.skip_reason) == (("git",), None)
 
 
+def test_spec_guard_is_skipped_where_the_repository_did_not_opt_in(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    reason = stages(tmp_path)["spec-guard"].skip_reason
+    assert reason is not None
+    assert "does not use the task workflow (no tasks/index.json" in reason
+
+
+def test_a_tasks_key_in_the_config_opts_in_to_spec_guard(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    write(tmp_path, CONFIG_FILE, '{"tasks": {}}')
+    spec_guard = load_config(tmp_path).resolve_pipeline("diagnostics").stages[-1]
+    assert isinstance(spec_guard, CommandStage) and spec_guard.skip_reason is None
+
+
 def test_spec_guard_is_skipped_outside_git(tmp_path: Path) -> None:
     if any((parent / ".git").exists() for parent in tmp_path.parents):
         pytest.skip("the temporary directory is inside a git repository")
+    write(tmp_path, "tasks/index.json", '{"items": []}')
     reason = stages(tmp_path)["spec-guard"].skip_reason
     assert reason is not None and "not a git repository" in reason
 
 
 def test_spec_guard_runs_in_a_subdirectory_of_a_repository(tmp_path: Path) -> None:
     (tmp_path / ".git").mkdir()
-    (tmp_path / "sub").mkdir()
+    write(tmp_path, "sub/tasks/index.json", '{"items": []}')
     assert stages(tmp_path / "sub")["spec-guard"].skip_reason is None
 
 

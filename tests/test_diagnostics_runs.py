@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from codex_orchestrator.pipelines.diagnostics import NOT_OPTED_IN
 from conftest import Repo
 
 #: The test venv's bin directory first (tox, nox, uv, pnpm, ruff, pytest are installed there
@@ -366,6 +367,30 @@ def test_makefile_target_runs_and_a_missing_target_is_explained(repo: Repo) -> N
         "skipped: no test step found (no Makefile/justfile 'test'/'check' target; "
         "no Python, Node.js, Rust or Go project at the root)"
     )
+
+
+@pytest.mark.slow
+def test_spec_guard_runs_only_where_the_repository_opted_in(repo: Repo) -> None:
+    need("make")
+    write(repo.root, "Makefile", "build:\n\t@echo compiled\n")
+    write(repo.root, "src/app.py", "VALUE = 1\n")  # a code change spec-guard would look at
+
+    def spec_guard() -> dict[str, Any]:
+        result = repo.cli("start", "diagnostics", "--format", "json", env={"PATH": TOOL_PATH})
+        assert result.returncode == 0, result.stderr
+        return {c["id"]: c for c in repo.manifest(json.loads(result.stdout))["commands"]}[
+            "spec-guard"
+        ]
+
+    skipped = spec_guard()
+    assert (skipped["status"], skipped["skip_reason"]) == ("skipped", "not-applicable")
+    assert skipped["summary"] == NOT_OPTED_IN
+    assert skipped["log_path"] is None  # nothing ran
+
+    write(repo.root, "tasks/index.json", '{"items": []}')
+    ran = spec_guard()
+    assert (ran["status"], ran.get("skip_reason")) == ("succeeded", None)
+    assert ran["log_path"] is not None
 
 
 def test_plan_explains_each_choice_in_text_and_json(repo: Repo) -> None:
