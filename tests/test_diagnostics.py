@@ -364,6 +364,88 @@ def test_a_makefile_target_beats_tox(tmp_path: Path) -> None:
     assert commands(tmp_path)["test"] == "tox -e py"
 
 
+# tox-dev's layout (filelock, tox): a ``fix`` environment running pre-commit, a ``type`` check.
+TOX_FIXER_INI = """\
+[tox]
+envlist = fix, type, py311
+
+[testenv]
+commands = pytest {posargs}
+
+[testenv:fix]
+deps = pre-commit
+commands = pre-commit run --all-files --show-diff-on-failure
+
+[testenv:type]
+deps = mypy
+commands = mypy src
+"""
+
+
+def test_a_tox_environment_that_rewrites_files_is_never_the_lint(tmp_path: Path) -> None:
+    python_repo(tmp_path)
+    write(tmp_path, "tox.ini", TOX_FIXER_INI)
+
+    lint = stages(tmp_path)["lint"]
+    assert lint.command == "tox -e type"
+    assert lint.why == (
+        "tox.ini declares a tox environment 'type' (not chosen: tox environment 'fix' runs "
+        "pre-commit, which rewrites files)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("tox.ini", "[tox]\nenvlist = lint\n[testenv:lint]\ncommands = black src\n"),
+        ("tox.ini", "[testenv]\ncommands = ruff check --fix .\n[testenv:style]\n"),
+        (
+            "tox.toml",
+            'env_list = ["lint"]\n[env.lint]\ncommands = [["ruff", "format", "."], ["mypy"]]\n',
+        ),
+        (
+            "noxfile.py",
+            "import nox\n\n@nox.session\ndef lint(session):\n"
+            '    session.install("pre-commit")\n'
+            '    session.run("pre-commit", "run", "--all-files")\n',
+        ),
+        ("Makefile", "lint:\n\tisort .\n\truff check .\n"),
+        ("justfile", "lint:\n    npx prettier --write .\n"),
+    ],
+)
+def test_a_declared_fixer_is_passed_over_and_named(tmp_path: Path, name: str, text: str) -> None:
+    python_repo(tmp_path, "[tool.ruff]\n")
+    write(tmp_path, name, text)
+
+    lint = stages(tmp_path)["lint"]
+    assert lint.command == "ruff check ."  # the project's own check-only lint
+    assert lint.why is not None and "which rewrites files" in lint.why, lint.why
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[testenv:lint]\ncommands = black --check src\n    ruff format --check .\n",
+        "[testenv:lint]\ndeps = black\n    pre-commit\ncommands = ruff check .\n",
+        "[testenv:lint]\ncommands = isort --check-only .\n    ruff check --fix --diff .\n",
+    ],
+)
+def test_check_only_commands_are_not_fixers(tmp_path: Path, text: str) -> None:
+    python_repo(tmp_path)
+    write(tmp_path, "tox.ini", text)
+
+    assert stages(tmp_path)["lint"].command == "tox -e lint"
+
+
+def test_a_fixer_test_target_falls_back_to_the_project_tests(tmp_path: Path) -> None:
+    python_repo(tmp_path)
+    write(tmp_path, "Makefile", "test:\n\tpre-commit run -a && pytest\n")
+
+    test = stages(tmp_path)["test"]
+    assert test.command == "pytest -q"
+    assert test.why is not None and "Makefile 'test' runs pre-commit" in test.why
+
+
 def test_python_repo_without_tests_skips_test(tmp_path: Path) -> None:
     write(tmp_path, "pyproject.toml", '[project]\nname = "demo"\n')
 

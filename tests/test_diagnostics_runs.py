@@ -153,6 +153,53 @@ def test_nox_sessions_run_with_nox(repo: Repo) -> None:
     assert PYTEST_RESULT.match(stages["test"]["summary"]), stages["test"]["summary"]
 
 
+# An interpreter no machine here has: tox and nox skip what needs it (the tools' policy).
+MISSING_PYTHON = "3.4"
+SKIPPING_TOX_INI = f"""\
+[tox]
+envlist = lint
+skip_missing_interpreters = true
+
+[testenv:lint]
+basepython = python{MISSING_PYTHON}
+skip_install = true
+commands = ruff check .
+"""
+SKIPPING_NOXFILE = f"""\
+import nox
+
+nox.options.error_on_missing_interpreters = False
+
+
+@nox.session(python="{MISSING_PYTHON}")
+def tests(session):
+    session.run("pytest", "-q")
+"""
+
+
+@pytest.mark.slow
+def test_tox_and_nox_skipping_for_a_missing_interpreter_is_a_skipped_stage(
+    repo: Repo, tmp_path: Path
+) -> None:
+    need("tox", "nox")
+    python_repo(repo.root)
+    write(repo.root, "tox.ini", SKIPPING_TOX_INI)
+    write(repo.root, "noxfile.py", SKIPPING_NOXFILE)
+
+    _code, stages = start(repo, TOX_WORK_DIR=str(tmp_path / "tox"))
+    lint, test = stages["lint"], stages["test"]
+    assert (lint["command"], lint["status"]) == ("tox -e lint", "skipped")
+    assert lint["summary"] == (
+        f"skipped: tox skipped lint: could not find python interpreter with spec(s): "
+        f"python{MISSING_PYTHON}"
+    )
+    assert (test["command"], test["status"]) == ("nox -s tests", "skipped")
+    assert test["summary"] == (
+        f"skipped: nox skipped tests: Python interpreter {MISSING_PYTHON} not found"
+    )
+    assert lint["skip_reason"] == test["skip_reason"] == "tool-missing"
+
+
 @pytest.mark.slow
 def test_uv_lock_runs_in_the_uv_environment(repo: Repo, tmp_path: Path) -> None:
     need("uv")

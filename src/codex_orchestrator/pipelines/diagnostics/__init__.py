@@ -31,6 +31,7 @@ from codex_orchestrator.pipelines.diagnostics.checks import (
     Project,
     Run,
     Skip,
+    with_passed_over,
 )
 from codex_orchestrator.pipelines.diagnostics.make import Declared
 from codex_orchestrator.pipelines.diagnostics.repo import RepoFiles
@@ -48,7 +49,7 @@ DETECTORS: tuple[Callable[[RepoFiles], Project | None], ...] = (
 STAGES = (("build", "Build", ()), ("lint", "Lint", ("build",)), ("test", "Test", ("build",)))
 NOT_GIT = "skipped: not a git repository (spec-guard compares changes against git history)"
 NOT_OPTED_IN = (
-    f"skipped: this repository does not use the task workflow (no {INDEX_PATH}, no \"tasks\" "
+    f'skipped: this repository does not use the task workflow (no {INDEX_PATH}, no "tasks" '
     "in the config); spec-guard checks only repositories that opted in"
 )
 
@@ -78,12 +79,21 @@ def builtin_diagnostics(root: Path, tasks_configured: bool = False) -> Pipeline:
 
 
 def _choose(stage_id: str, declared: Declared, project: Project | None) -> Check:
-    """The declared target, else the project's check, else a skip saying what was missing."""
+    """The declared target, else the project's check, else a skip saying what was missing.
+
+    A candidate whose commands rewrite files is never chosen (see `fixers`): the stage's
+    ``why`` names it.
+    """
     target = declared.check(stage_id, fallback=project is None)
     if target is not None:
         return target
+    passed_over = declared.passed_over(stage_id, fallback=project is None)
     if project is not None and stage_id in project.checks:
-        return project.checks[stage_id]
+        return with_passed_over(project.checks[stage_id], passed_over)
+    return with_passed_over(_nothing_found(stage_id, declared, project), passed_over)
+
+
+def _nothing_found(stage_id: str, declared: Declared, project: Project | None) -> Skip:
     looked_for = declared.looked_for(stage_id, fallback=project is None)
     if project is None:
         return Skip(
@@ -102,6 +112,7 @@ def _stage(stage_id: str, title: str, needs: tuple[str, ...], check: Check) -> C
             requires=check.requires,
             why=check.why,
             needs=needs,
+            task_runner=check.task_runner,
         )
     return CommandStage(id=stage_id, title=title, command="", skip_reason=check.reason, needs=needs)
 
