@@ -35,7 +35,11 @@ def served(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> Repo:
 @pytest.mark.slow
 def test_start_wait_status_logs_over_real_stdio(served: Repo) -> None:
     served.pipeline(
-        {"id": "build", "command": "echo building; sleep 0.5; echo built"},
+        # the stage waits for the test to see the run started (no wall-clock race under load)
+        {
+            "id": "build",
+            "command": "echo building; until [ -e gate ]; do sleep 0.05; done; echo built",
+        },
         {"id": "check", "command": "echo checked >&2"},
     )
     updates: list[tuple[float, float | None, str | None]] = []
@@ -46,6 +50,7 @@ def test_start_wait_status_logs_over_real_stdio(served: Repo) -> None:
     async def main() -> list[dict[str, Any]]:
         async with over_stdio(served) as client:
             started = result(await client.call_tool("start", {"task": "agent-1"}))
+            (served.root / "gate").touch()
             waited = result(
                 await client.call_tool(
                     "wait",
