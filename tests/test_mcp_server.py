@@ -360,6 +360,7 @@ def test_tasks_check_and_mark_on_a_real_checklist(served: Repo) -> None:
     assert "reviewer hand-off" in json.dumps(problems["tasks"]).lower()
     document = result(marked)
     assert document["evidence"] == run["manifest"]
+    assert document["record"] == f"tasks/evidence/{task}.json"
     assert document["changed"] == mirrors
     for mirror in mirrors:
         assert (
@@ -371,7 +372,7 @@ def test_tasks_check_and_mark_on_a_real_checklist(served: Repo) -> None:
     assert error(option_like)["exit_code"] == 2
     assert result(second)["changed"] == mirrors
     assert result(after) == {
-        "tasks": [{"task": task, "problems": []}],
+        "tasks": [{"task": task, "problems": [], "notes": []}],
         "problem_count": 0,
         "clean": True,
     }

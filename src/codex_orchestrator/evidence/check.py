@@ -14,6 +14,7 @@ report says so in a note (not a problem).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
@@ -22,6 +23,7 @@ from typing import Any
 from codex_orchestrator.errors import OutsideRootError, UnsafeInputError, UsageError
 from codex_orchestrator.evidence.checklist import Item
 from codex_orchestrator.evidence.evidence_record import (
+    EVIDENCE_DIR,
     entry_problem,
     load_record,
     mismatch,
@@ -114,13 +116,14 @@ class _Checker:
         self.files: FileCache = {}
         self.manifests: dict[str, _ManifestFacts] = {}
         self.texts: dict[str, tuple[bool, str | None]] = {}
+        self.recorded: frozenset[str] | None = None
 
     def check(self, files: TaskFiles) -> TaskReport:
         views = [
             load_mirror(self.root, mirror, files.names, self.files) for mirror in files.mirrors
         ]
         present = [view for view in views if view.absent is None]
-        record = _load_record(self.root, files.task_id)
+        record = self._record(files.task_id)
         found = [
             *_absent_mirrors(views, files.task_id),
             *(
@@ -140,6 +143,23 @@ class _Checker:
         problems = tuple(problem for problem in found if problem.kind != NOTE_FROM_RECORD)
         notes = tuple(problem for problem in found if problem.kind == NOTE_FROM_RECORD)
         return TaskReport(files.task_id, problems, notes)
+
+    def _record(self, task: str) -> _Record:
+        """The task's evidence record (None without one); its problem as text when unusable.
+
+        The records present are listed once: a thousand tasks without one cost one listing.
+        """
+        if self.recorded is None:
+            try:
+                self.recorded = frozenset(os.listdir(self.root / EVIDENCE_DIR))
+            except OSError:
+                self.recorded = frozenset()
+        if f"{task}.json" not in self.recorded:
+            return None
+        try:
+            return load_record(self.root, task)
+        except (UsageError, OutsideRootError) as error:
+            return error.message
 
     def _evidence(self, view: MirrorView, task: str, record: _Record) -> Iterator[Problem]:
         for item in view.items:
@@ -184,8 +204,7 @@ class _Checker:
         manifest = self.manifests.get(path)
         if manifest is None:
             manifest = self.manifests[path] = _read_manifest(self.root, path)
-        run_id = PurePosixPath(path).parent.name
-        if entry is not None and entry.get("run_id") != run_id:
+        if entry is not None and entry.get("run_id") != PurePosixPath(path).parent.name:
             entry = None  # the record speaks of another run the item cites
         if isinstance(manifest, tuple):
             if manifest[0] != "evidence-not-found" or entry is None:
@@ -194,7 +213,7 @@ class _Checker:
             if problem is None:
                 return NOTE_FROM_RECORD, (
                     f"absent here (run directories are not committed); the evidence record "
-                    f"vouches for it: run {run_id} of pipeline {entry.get('pipeline_id')} "
+                    f"vouches for it: run {entry.get('run_id')} of pipeline {entry.get('pipeline_id')} "
                     f"succeeded at {entry.get('completed_at')}"
                 )
             return "evidence-record-invalid", (
@@ -218,7 +237,7 @@ class _Checker:
                 return "evidence-record-mismatch", (
                     f"and the evidence record does not match that manifest: {differs}; "
                     f"re-mark the item: codex-orchestrator tasks mark {task} "
-                    f"'{entry.get('item')}' --run {run_id}"
+                    f"'{entry.get('item')}' --run {entry.get('run_id')}"
                 )
         return None
 
@@ -300,16 +319,6 @@ def _disagreements(views: list[MirrorView]) -> Iterator[Problem]:
                     f"[ ] item '{identity}' is [x] in {checked[0].mirror.path}:{checked[1].line}",
                     identity,
                 )
-
-
-def _load_record(root: Path, task: str) -> _Record:
-    """The task's evidence record; its problem as text when it cannot be used."""
-    try:
-        return load_record(root, task)
-    except UsageError as error:
-        return error.message
-    except OutsideRootError as error:
-        return error.message
 
 
 def _read_manifest(root: Path, path: str) -> _ManifestFacts:
