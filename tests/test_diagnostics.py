@@ -11,6 +11,7 @@ import os
 import shlex
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -713,3 +714,24 @@ def test_justfile_recipes(tmp_path: Path) -> None:
     )
 
     assert commands(tmp_path) == {"build": "just build", "lint": "just lint", "test": "just test"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "unit"),
+    [
+        ("noxfile.py", "@nox.session\ndef lint(session):\n" + '    session.run("black", ' * 20_000),
+        ("Makefile", "lint:\n\t" + '"black" ' * 100_000 + "\n"),
+        ("tox.ini", "[testenv:lint]\ncommands = " + "black\n    " * 50_000),
+    ],
+)
+def test_fixer_detection_is_bounded_on_hostile_recipes(
+    tmp_path: Path, name: str, unit: str
+) -> None:
+    """Megabytes of tool names and unclosed calls: detection stays linear (a quadratic scan of
+    these would take hours)."""
+    python_repo(tmp_path)
+    write(tmp_path, name, unit)
+    started = time.monotonic()
+    stages(tmp_path)
+    assert time.monotonic() - started < 20

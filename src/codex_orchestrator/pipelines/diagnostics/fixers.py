@@ -44,6 +44,10 @@ FIXERS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
 _COMMAND_START = r"(?:^|[;&|(\[\"'`]|-m\s+|\b(?:run|npx|exec)\s+)"
 _SEPARATOR = r"[\s,\"']+"
 _END = re.compile(r"[;&|\n)\]]")
+#: A recipe is read up to this many characters, a command's flags up to this many after the
+#: tool's name: hostile input (a huge file of tool names) costs time linear in the cap.
+MAX_COMMANDS_CHARS = 64 * 1024
+MAX_FLAGS_CHARS = 1024
 
 
 def rewrites_files(commands: str) -> str | None:
@@ -52,14 +56,24 @@ def rewrites_files(commands: str) -> str | None:
     ``commands`` is a recipe's text in any of the shapes runners use (shell lines, tox
     ``commands``, a nox session's ``session.run(...)`` calls).
     """
-    for tool, rewriting, checking in FIXERS:
-        words = _SEPARATOR.join(re.escape(word) for word in tool.split())
-        pattern = re.compile(rf"{_COMMAND_START}\s*{words}(?=[\s,\"']|$)", re.MULTILINE)
+    commands = commands[:MAX_COMMANDS_CHARS]
+    for tool, pattern, rewriting, checking in _PATTERNS:
         for match in pattern.finditer(commands):
-            end = _END.search(commands, match.end())
-            flags = re.split(_SEPARATOR, commands[match.end() : end.start() if end else None])
+            window = commands[match.end() : match.end() + MAX_FLAGS_CHARS]
+            end = _END.search(window)
+            flags = re.split(_SEPARATOR, window[: end.start() if end else None])
             if any(flag in checking for flag in flags):
                 continue
             if not rewriting or any(flag in rewriting for flag in flags):
                 return tool
     return None
+
+
+def _pattern(tool: str) -> re.Pattern[str]:
+    words = _SEPARATOR.join(re.escape(word) for word in tool.split())
+    return re.compile(rf"{_COMMAND_START}\s*{words}(?=[\s,\"']|$)", re.MULTILINE)
+
+
+_PATTERNS = tuple(
+    (tool, _pattern(tool), rewriting, checking) for tool, rewriting, checking in FIXERS
+)

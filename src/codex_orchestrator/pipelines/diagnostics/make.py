@@ -43,31 +43,17 @@ class Declared:
     def check(self, stage_id: str, fallback: bool) -> Run | None:
         """The first target named for ``stage_id`` (``fallback``: also ``all`` for build)
         whose recipe rewrites no file."""
-        names = TARGETS.get(stage_id, ()) + (FALLBACK_TARGETS.get(stage_id, ()) if fallback else ())
-        for name in names:
-            if (
-                rewrites_files(self.make_targets.get(name, "")) is None
-                and name in self.make_targets
-            ):
-                why = f"{self.makefile} declares the '{name}' target"
-                return Run(f"make {name}", why, ("make",))
-            if (
-                rewrites_files(self.just_recipes.get(name, "")) is None
-                and name in self.just_recipes
-            ):
-                why = f"{self.justfile} declares the '{name}' recipe"
-                return Run(f"just {name}", why, ("just",))
+        for name in _names(stage_id, fallback):
+            for file, recipes, tool, noun in self._declaring():
+                if name in recipes and rewrites_files(recipes[name]) is None:
+                    return Run(f"{tool} {name}", f"{file} declares the '{name}' {noun}", (tool,))
         return None
 
     def passed_over(self, stage_id: str, fallback: bool) -> list[str]:
         """The targets named for ``stage_id`` not chosen because their recipes rewrite files."""
-        names = TARGETS.get(stage_id, ()) + (FALLBACK_TARGETS.get(stage_id, ()) if fallback else ())
         found = []
-        for file, recipes in (
-            (self.makefile, self.make_targets),
-            (self.justfile, self.just_recipes),
-        ):
-            for name in names:
+        for file, recipes, _tool, _noun in self._declaring():
+            for name in _names(stage_id, fallback):
                 fixer = rewrites_files(recipes.get(name, ""))
                 if fixer is not None:
                     found.append(f"{file} '{name}' runs {fixer}, which rewrites files")
@@ -75,9 +61,19 @@ class Declared:
 
     def looked_for(self, stage_id: str, fallback: bool) -> str:
         """What `check` looked for, for a skip reason."""
-        names = TARGETS.get(stage_id, ()) + (FALLBACK_TARGETS.get(stage_id, ()) if fallback else ())
-        quoted = "/".join(f"'{name}'" for name in names)
+        quoted = "/".join(f"'{name}'" for name in _names(stage_id, fallback))
         return f"no Makefile/justfile {quoted} target"
+
+    def _declaring(self) -> tuple[tuple[str | None, dict[str, str], str, str], ...]:
+        return (
+            (self.makefile, self.make_targets, "make", "target"),
+            (self.justfile, self.just_recipes, "just", "recipe"),
+        )
+
+
+def _names(stage_id: str, fallback: bool) -> tuple[str, ...]:
+    """Target names tried for ``stage_id``, in order (``fallback``: also ``all`` for build)."""
+    return TARGETS.get(stage_id, ()) + (FALLBACK_TARGETS.get(stage_id, ()) if fallback else ())
 
 
 def _targets(

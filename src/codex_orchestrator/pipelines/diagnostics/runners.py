@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 
 from codex_orchestrator.pipelines.diagnostics.checks import Run
-from codex_orchestrator.pipelines.diagnostics.fixers import rewrites_files
+from codex_orchestrator.pipelines.diagnostics.fixers import MAX_COMMANDS_CHARS, rewrites_files
 from codex_orchestrator.pipelines.diagnostics.repo import RepoFiles, parse_toml
 
 #: Environment/session names that mean each stage, in order of preference: check-only names
@@ -35,7 +35,8 @@ MAX_EXPANSION = 256
 _NOX_NAME = re.compile(r"\bname\s*=\s*['\"]([\w.-]+)['\"]")
 # The end of a session's body: the next decorator or top-level statement.
 _TOP_LEVEL = re.compile(r"^\S", re.MULTILINE)
-_SESSION_RUN = re.compile(r"\bsession\.run\w*\(([^)]*)\)")
+# A ``session.run(...)`` call's arguments (bounded: an unclosed call never scans the file).
+_SESSION_RUN = re.compile(r"\bsession\.run\w*\(([^)]{0,1024})\)")
 
 
 class Runner:
@@ -90,7 +91,7 @@ def _nox_sessions(text: str) -> dict[str, str]:
     for match in _NOX_SESSION.finditer(text):
         named = _NOX_NAME.search(match["args"])
         end = _TOP_LEVEL.search(text, match.end())
-        body = text[match.end() : end.start() if end else len(text)]
+        body = text[match.end() : end.start() if end else len(text)][:MAX_COMMANDS_CHARS]
         calls = "\n".join(call.group(1) for call in _SESSION_RUN.finditer(body))
         sessions[named.group(1) if named else match["name"]] = calls
     return sessions
