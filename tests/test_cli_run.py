@@ -480,3 +480,41 @@ def test_missing_tool_is_skipped_and_shown_by_plan(repo: Repo) -> None:
     assert commands["lint"]["status"] == "skipped"
     assert commands["lint"]["summary"] == "skipped: npm not found on PATH"
     assert code == 0
+
+
+def test_pipelines_lists_each_pipeline_with_its_stages(repo: Repo) -> None:
+    repo.write_config(
+        {
+            "defaultPipeline": "ci",
+            "pipelines": [
+                {"id": "ci", "title": "CI", "stages": [{"id": "a", "command": "true"}]},
+                {
+                    "id": "graph",
+                    "stages": [
+                        {"id": "build", "command": "true"},
+                        {"id": "test", "command": "true", "needs": ["build"]},
+                    ],
+                },
+            ],
+        }
+    )
+    text = repo.cli("pipelines")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[:4] == [
+        "ci (default) [config]: CI",
+        "  stages: a",
+        "graph [config]: graph",
+        "  stages: build, test",
+    ]
+    assert lines[4].startswith("diagnostics [builtin]: Diagnostics")
+
+    document = json.loads(repo.cli("pipelines", "--format", "json").stdout)
+    assert document["default_pipeline"] == "ci"
+    graph = document["pipelines"][1]
+    assert graph["stages"][1] == {
+        "id": "test",
+        "title": "test",
+        "kind": "command",
+        "needs": ["build"],
+    }

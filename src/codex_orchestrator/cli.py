@@ -74,6 +74,11 @@ def _add_run(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.set_defaults(run_required=required)
 
 
+def _add_pipelines(sub: argparse._SubParsersAction[_Parser]) -> None:
+    pipelines = sub.add_parser("pipelines", help="list the pipelines and their stages")
+    _add_format(pipelines)
+
+
 def _add_start(sub: argparse._SubParsersAction[_Parser]) -> None:
     start = sub.add_parser("start", help="run a pipeline for a task")
     start.add_argument("pipeline", nargs="?", metavar="PIPELINE")
@@ -214,13 +219,14 @@ def _add_mcp(sub: argparse._SubParsersAction[_Parser]) -> None:
     mcp.add_argument(
         "--read-only",
         action="store_true",
-        help="offer only plan, status, wait, runs, logs, tasks_check",
+        help="offer only pipelines, plan, status, wait, runs, logs, tasks_check",
     )
 
 
 COMMANDS = {
     "start": ("start", _add_start),
     "plan": ("plan", _add_plan),
+    "pipelines": ("pipelines", _add_pipelines),
     "status": ("status", _add_status),
     "resume": ("resume", _add_resume),
     "tasks": ("tasks", _add_tasks),

@@ -30,7 +30,11 @@ def _check(workspace: Workspace, task: str | None, reporter: Reporter) -> int:
     count = sum(len(report.problems) for report in reports)
     document = {
         "tasks": [
-            {"task": report.task, "problems": [problem.as_json() for problem in report.problems]}
+            {
+                "task": report.task,
+                "problems": [problem.as_json() for problem in report.problems],
+                "notes": [note.as_json() for note in report.notes],
+            }
             for report in reports
         ],
         "problem_count": count,
@@ -40,6 +44,10 @@ def _check(workspace: Workspace, task: str | None, reporter: Reporter) -> int:
         if report.problems:
             lines.append(f"task {report.task}: {_plural(len(report.problems), 'problem')}")
             lines.extend(problem.as_text() for problem in report.problems)
+            lines.append("")
+        if report.notes:
+            lines.append(f"task {report.task}: {_plural(len(report.notes), 'note')}")
+            lines.extend(f"{note.as_text()} (note)" for note in report.notes)
             lines.append("")
     troubled = sum(1 for report in reports if report.problems)
     if not reports:
@@ -58,6 +66,7 @@ def _mark(workspace: Workspace, args: argparse.Namespace, reporter: Reporter) ->
 
     result = mark(workspace, args.task, args.item, args.run_option)
     lines = [f"task {result.task}: item '{result.item}' done, evidence {result.evidence}"]
+    lines.append(f"  recorded  {result.record} (commit it: the evidence of a fresh clone)")
     lines += [f"  changed   {path}" for path in result.changed]
     lines += [f"  unchanged {path} (already marked with this run)" for path in result.unchanged]
     lines += [

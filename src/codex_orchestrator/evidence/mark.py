@@ -1,17 +1,22 @@
 """``tasks mark``: flip one item to ``[x]`` in every mirror, citing a run that proves it.
 
 The item is chosen by its identity or a unique prefix of it. The run must exist, belong to the
-task and have succeeded. Every mirror is edited in memory before any is written; each write is
-atomic and keeps every other byte of the file (line endings, missing final newline).
+task and have succeeded (any other status, ``skipped`` included, is refused). Every mirror is
+edited in memory before any is written; each write is atomic and keeps every other byte of the
+file (line endings, missing final newline). The committed evidence record
+(`evidence_record`, ``tasks/evidence/<task>.json``) is written first, so that evidence that
+travels with a clone exists for every item marked.
 """
 
 from __future__ import annotations
 
 import stat
 from dataclasses import dataclass, field
+from typing import Any
 
 from codex_orchestrator.errors import OrchestratorError, UsageError
 from codex_orchestrator.evidence.checklist import fold, mark_items
+from codex_orchestrator.evidence.evidence_record import write_entry
 from codex_orchestrator.evidence.mirrors import (
     LINKED_MIRROR_FIX,
     MirrorView,
@@ -38,6 +43,7 @@ class MarkResult:
     item: str
     run_id: str
     evidence: str
+    record: str = ""
     changed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     without_item: list[str] = field(default_factory=list)
@@ -57,7 +63,7 @@ def mark(workspace: Workspace, task_name: str, query: str, run_id: str) -> MarkR
     views = [load_mirror(root, mirror, files.names) for mirror in files.mirrors]
     present = [view for view in views if view.absent is None]
     identity = choose_item(present, query, files.task_id)
-    evidence = proving_manifest(workspace, run_id, files.task_id)
+    evidence, manifest = proving_manifest(workspace, run_id, files.task_id)
     result = MarkResult(files.task_id, identity, run_id, evidence)
     result.absent = [view.mirror.path for view in views if view.absent is not None]
     edits: list[tuple[str, bytes]] = []
@@ -71,6 +77,7 @@ def mark(workspace: Workspace, task_name: str, query: str, run_id: str) -> MarkR
             result.unchanged.append(view.mirror.path)
         else:
             edits.append((view.mirror.path, edited))
+    result.record = write_entry(root, files.task_id, identity, manifest)
     for path, data in edits:
         target = targets[path]
         atomic_write_bytes(target, data, mode=stat.S_IMODE(target.stat().st_mode))
@@ -96,8 +103,9 @@ def choose_item(views: list[MirrorView], query: str, task: str) -> str:
     raise UsageError(f"no item of task {task} starts with {query!r}; items: {_listing(identities)}")
 
 
-def proving_manifest(workspace: Workspace, run_id: str, task: str) -> str:
-    """The manifest path of run ``run_id`` if it belongs to ``task`` and succeeded."""
+def proving_manifest(workspace: Workspace, run_id: str, task: str) -> tuple[str, dict[str, Any]]:
+    """The manifest (its path, its data) of run ``run_id`` if it belongs to ``task`` and
+    succeeded."""
     path = workspace.require_run(validate_id(run_id, "run"))[1] / MANIFEST_NAME
     manifest = load_manifest(path)
     owner, status = manifest.get("task_id"), manifest.get("status")
@@ -110,7 +118,7 @@ def proving_manifest(workspace: Workspace, run_id: str, task: str) -> str:
         raise OrchestratorError(
             f"run {run_id} is {status}{detail}, not succeeded; only a succeeded run proves an item"
         )
-    return workspace.display(path)
+    return workspace.display(path), manifest
 
 
 def _listing(identities: list[str]) -> str:

@@ -167,19 +167,22 @@ def _builtin_only(root: Path) -> Config:
         path=None,
         default_pipeline=None,
         settings={},
-        pipelines=_with_builtins({}, root),
+        pipelines=_with_builtins({}, root, tasks_configured=False),
         tasks={},
         warnings=(),
     )
 
 
-def _with_builtins(configured: Mapping[str, Pipeline], root: Path) -> Pipelines:
-    """The configured pipelines plus the built-in ``diagnostics``, made only when looked up."""
+def _with_builtins(
+    configured: Mapping[str, Pipeline], root: Path, tasks_configured: bool
+) -> Pipelines:
+    """The configured pipelines plus the built-in ``diagnostics``, made only when looked up
+    (``tasks_configured``: the config has a ``tasks`` key, one way to opt in to spec-guard)."""
 
     def diagnostics() -> Pipeline:
         from codex_orchestrator.pipelines.diagnostics import builtin_diagnostics
 
-        return builtin_diagnostics(root)
+        return builtin_diagnostics(root, tasks_configured)
 
     return Pipelines(configured, {BUILTIN_PIPELINE: diagnostics})
 
@@ -335,7 +338,9 @@ class _ConfigParser:
             top, "pipelines", "", lambda value, path: self._pipelines(value, path, stage_sets), {}
         )
         pipelines = _with_builtins(
-            {pipeline_id: pipeline for pipeline_id, (pipeline, _) in parsed.items()}, self.root
+            {pipeline_id: pipeline for pipeline_id, (pipeline, _) in parsed.items()},
+            self.root,
+            tasks_configured="tasks" in top,
         )
         _check_subpipelines(parsed, list(pipelines))
         _check_graphs(parsed)
