@@ -11,6 +11,7 @@ from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.pipelines.config import Config, load_config
 from codex_orchestrator.pipelines.model import Pipeline
 from codex_orchestrator.records.manifest import MANIFEST_NAME, ManifestStore, load_manifest
+from codex_orchestrator.records.runref import ResolvedRun, resolve_run
 from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.console import Reporter, log_echo, note
 
@@ -62,12 +63,12 @@ def run_context(
 
 
 def find_manifest(
-    workspace: Workspace, run_id: str, task_id: str | None
-) -> tuple[str, Path, dict[str, Any]]:
-    """Locate a run by id (under any task unless ``task_id``) and load its manifest."""
-    task, run_dir = workspace.require_run(run_id, task_id)
-    path = run_dir / MANIFEST_NAME
-    return task, run_dir, load_manifest(path, workspace.display(path))
+    workspace: Workspace, reference: str, task_id: str | None
+) -> tuple[ResolvedRun, dict[str, Any]]:
+    """Resolve a run reference (under any task unless ``task_id``) and load its manifest."""
+    found = resolve_run(workspace, reference, task_id)
+    path = found.run_dir / MANIFEST_NAME
+    return found, load_manifest(path, workspace.display(path))
 
 
 def report_run(workspace: Workspace, reporter: Reporter, result: RunResult) -> int:

@@ -19,9 +19,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     if args.run_id:
         from codex_orchestrator.view.report import write_run_report
 
-        task, run_dir, manifest = find_manifest(workspace, validate_id(args.run_id, "run"), task_id)
-        path = write_run_report(run_dir, manifest)
-        document.update(run_id=args.run_id, task_id=task)
+        found, manifest = find_manifest(workspace, args.run_id, task_id)
+        path = write_run_report(found.run_dir, manifest)
+        document.update(run_id=found.run_id, task_id=found.task_id)
     elif task_id:
         from codex_orchestrator.commands.common import load
         from codex_orchestrator.view.taskreport import write_task_report

@@ -15,10 +15,10 @@ from codex_orchestrator.records.manifest import (
     OUTCOME_FIELDS,
     load_manifest,
 )
+from codex_orchestrator.records.runref import resolve_run
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, StageStatus, run_exit_code
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.console import Reporter, note
-from codex_orchestrator.util.ids import validate_id
 from codex_orchestrator.util.numeric import parse_number
 
 MAX_WATCH_INTERVAL = 3600
@@ -28,9 +28,7 @@ STATUS_FIELDS = (*OUTCOME_FIELDS, "artifact_root", "log_path")
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     """Report the run once, or follow it with ``--watch`` until it ends."""
     workspace = Workspace.from_env()
-    run_id = validate_id(args.run_id, "run")
-    task_id = validate_id(args.task, "task") if args.task else None
-    task, run_dir = workspace.require_run(run_id, task_id)
+    task, _, run_dir = resolve_run(workspace, args.run_id, args.task)
     settle_waiting_snapshots(workspace, task, note)
     if args.watch:
         from codex_orchestrator.view.terminal import show_manifest

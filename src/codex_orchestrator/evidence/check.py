@@ -36,6 +36,7 @@ from codex_orchestrator.util.safefs import (
     read_inside,
     read_regular,
 )
+from codex_orchestrator.util.wording import status_text
 
 #: A manifest's (task_id, status, status_detail), or the (kind, reason) of why it is unusable.
 _ManifestFacts = tuple[str, str, str | None] | tuple[str, str]
@@ -146,7 +147,7 @@ class _Checker:
         if owner != task:
             return "evidence-wrong-task", f"a run of task {owner}, not {task}"
         if status != RunStatus.SUCCEEDED:
-            outcome = f"{status} ({detail})" if detail else status
+            outcome = status_text(status, detail)
             return "evidence-not-succeeded", f"a run that is {outcome}, not succeeded"
         return None
 

@@ -39,6 +39,7 @@ from codex_orchestrator.util.ids import ID_RULE, is_valid_id
 from codex_orchestrator.util.jsonio import child_path as _child
 from codex_orchestrator.util.jsonio import loads_checked
 from codex_orchestrator.util.safefs import CONFIG_SIZE_LIMIT, read_regular
+from codex_orchestrator.util.suggest import closest
 
 __all__ = [
     "BUILTIN_PIPELINE",
@@ -201,11 +202,9 @@ def _json_type(value: object) -> str:
 
 
 def _suggest(key: str, candidates: frozenset[str]) -> str:
-    import difflib
-
-    matches = difflib.get_close_matches(key, sorted(candidates), n=1)
-    if matches:
-        return f"did you mean {matches[0]!r}?"
+    match = closest(key, candidates)
+    if match:
+        return f"did you mean {match!r}?"
     return f"remove it (valid keys: {', '.join(sorted(candidates))})"
 
 

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from codex_orchestrator.errors import UnknownPipelineError
 from codex_orchestrator.util.ids import validate_id
+from codex_orchestrator.util.suggest import did_you_mean
 
 CONFIG_FILE = "codex.orchestrator.json"
 BUILTIN_PIPELINE = "diagnostics"
@@ -146,5 +147,8 @@ class Config(NamedTuple):
         pipeline_id = validate_id(name, "pipeline")
         if pipeline_id not in self.pipelines:
             available = ", ".join(self.pipelines)
-            raise UnknownPipelineError(f"unknown pipeline {pipeline_id!r}; available: {available}")
+            raise UnknownPipelineError(
+                f"unknown pipeline {pipeline_id!r}{did_you_mean(pipeline_id, self.pipelines)}; "
+                f"available: {available} (see: codex-orchestrator pipelines)"
+            )
         return self.pipelines[pipeline_id]
