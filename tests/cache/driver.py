@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from helpers import Stage, entry_dirs
+from cache_kit import Stage, entry_dirs
 
 from codex_orchestrator.cache.errors import CacheStoreError
 from codex_orchestrator.cache.store import Hit

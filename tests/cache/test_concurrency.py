@@ -15,7 +15,7 @@ import pytest
 from codex_orchestrator.cache.spec import CacheSpec
 from codex_orchestrator.cache.store import Hit
 
-from .helpers import Stage, drive, driver_env, entry_dirs, write
+from .cache_kit import Stage, drive, driver_env, entry_dirs, write
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from codex_orchestrator.cache.spec import CacheSpec
 from helpers.faults import full, read_only_dir, require_root_namespaces
 
-from .helpers import Stage, drive, driver_env, write
+from .cache_kit import Stage, drive, driver_env, write
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 from codex_orchestrator.cache.spec import CacheSpec
 from codex_orchestrator.cache.store import Miss
 
-from .helpers import Stage, run_script, write
+from .cache_kit import Stage, run_script, write
 
 #: A child that fingerprints a stage several times and prints, for each, the input files it
 #: opened (an audit hook sees every os.open, whatever the directory descriptor).

@@ -18,8 +18,8 @@ from codex_orchestrator.cache.digests import RACY_MARGIN_NS
 from codex_orchestrator.cache.inputs import TreeReader
 from codex_orchestrator.cache.spec import CacheSpec
 
+from .cache_kit import Stage, write
 from .gitrepo import git
-from .helpers import Stage, write
 
 FILES = [f"src/m{n:02d}.py" for n in range(12)] + [".gitignore", "README.md"]
 

@@ -14,8 +14,8 @@ from codex_orchestrator.cache.digests import KIND_DIRECTORY, KIND_FILE, KIND_LIN
 from codex_orchestrator.cache.spec import CacheSpec
 from conftest import GIT_IDENTITY
 
+from .cache_kit import Stage, run_script, write
 from .gitrepo import git
-from .helpers import Stage, run_script, write
 
 
 def _paths(root: Path, *inputs: str, exclude: tuple[str, ...] = ()) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 from codex_orchestrator.cache.key import Fingerprint, explain
 from codex_orchestrator.cache.spec import CacheSpec
 
-from .helpers import Stage, write
+from .cache_kit import Stage, write
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from codex_orchestrator.cache.spec import CacheSpec
 from codex_orchestrator.cache.store import Hit, Miss
 from codex_orchestrator.errors import OutsideRootError
 
-from .helpers import Stage, entry_dirs, write
+from .cache_kit import Stage, entry_dirs, write
 
 LOG = b"\x1b[32mok\x1b[0m 3 passed\r\n\x00\xff no newline at the end"
 

@@ -10,8 +10,8 @@ import pytest
 from codex_orchestrator.cache.spec import CacheSpec
 from codex_orchestrator.cache.store import Hit, Miss
 
+from .cache_kit import Stage, write
 from .gitrepo import git
-from .helpers import Stage, write
 
 
 @pytest.fixture

@@ -150,7 +150,7 @@ def drive(stage: Stage, *operations: list[object], wrap: Any = list) -> list[str
 
 #: What every `run_script` body starts with: ``stage``, the stage given to it.
 _PRELUDE = (
-    "import sys\nsys.path.insert(0, sys.argv[1])\nfrom helpers import Stage\n"
+    "import sys\nsys.path.insert(0, sys.argv[1])\nfrom cache_kit import Stage\n"
     "stage = Stage.from_json(sys.argv[2])\n"
 )
 
