@@ -93,7 +93,7 @@ def _add_plan(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 def _add_status(sub: argparse._SubParsersAction[_Parser]) -> None:
     status = sub.add_parser("status", help="report a run's state")
-    _add_run(status)
+    _add_run(status, required=False)
     status.add_argument("--task", metavar="ID")
     status.add_argument("--watch", action="store_true", help="follow the run until it ends")
     status.add_argument("--interval", default="2", metavar="SECONDS")
@@ -167,7 +167,7 @@ def _add_runs(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 def _add_logs(sub: argparse._SubParsersAction[_Parser]) -> None:
     logs = sub.add_parser("logs", help="print a run's stored stage output")
-    _add_run(logs)
+    _add_run(logs, required=False)
     logs.add_argument("stage", nargs="?", metavar="STAGE")
     logs.add_argument("--task", metavar="ID")
     logs.add_argument("--stream", choices=("stdout", "stderr", "both"), default="both")

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 from codex_orchestrator.errors import UsageError
 from codex_orchestrator.records.manifest import MANIFEST_NAME, load_child_manifest, load_manifest
-from codex_orchestrator.records.runref import resolve_run
+from codex_orchestrator.records.runref import LAST, resolve_run
 from codex_orchestrator.records.stage_logs import (
     STREAMS,
     LogSource,
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     budget = parse_count(args.max_bytes, "--max-bytes") if args.max_bytes is not None else None
     if args.follow and reporter.json:
         raise UsageError("--follow prints bytes as they come; use it without --format json")
-    run_dir = resolve_run(workspace, args.run_id, args.task).run_dir
+    run_dir = resolve_run(workspace, args.run_id or LAST, args.task).run_dir
     streams = STREAMS if args.stream == "both" else (args.stream,)
     view = LogView(workspace, run_dir, stage, streams)
     manifest = view.manifest()

@@ -15,7 +15,7 @@ from codex_orchestrator.records.manifest import (
     OUTCOME_FIELDS,
     load_manifest,
 )
-from codex_orchestrator.records.runref import resolve_run
+from codex_orchestrator.records.runref import LAST, resolve_run
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, StageStatus, run_exit_code
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.console import Reporter, note
@@ -28,7 +28,7 @@ STATUS_FIELDS = (*OUTCOME_FIELDS, "artifact_root", "log_path")
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     """Report the run once, or follow it with ``--watch`` until it ends."""
     workspace = Workspace.from_env()
-    task, _, run_dir = resolve_run(workspace, args.run_id, args.task)
+    task, _, run_dir = resolve_run(workspace, args.run_id or LAST, args.task)
     settle_waiting_snapshots(workspace, task, note)
     if args.watch:
         from codex_orchestrator.view.terminal import show_manifest
