@@ -139,6 +139,8 @@ EXECUTOR_SETTINGS = frozenset(
         PASS_ENV_SETTING,
     }
 )
+#: Config formats other tools read that this one does not (see `load_config`).
+FOREIGN_CONFIG_EXTENSIONS = ("yaml", "yml", "toml")
 ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_RESOURCE_AMOUNT = 1e6
 
@@ -147,7 +149,14 @@ D = TypeVar("D")
 
 
 def load_config(root: Path) -> Config:
-    """Read and validate ``root/codex.orchestrator.json``; only the builtin pipeline if absent."""
+    """Read and validate ``root/codex.orchestrator.json``; only the builtin pipeline if absent.
+    A config in another format beside it (or instead of it) is never read, and gets a warning."""
+    config = _load_json_config(root)
+    foreign = _foreign_config_warnings(root, config.path is not None)
+    return config._replace(warnings=(*foreign, *config.warnings)) if foreign else config
+
+
+def _load_json_config(root: Path) -> Config:
     path = root / CONFIG_FILE
     try:
         raw = read_regular(path, CONFIG_SIZE_LIMIT)
@@ -159,6 +168,21 @@ def load_config(root: Path) -> Config:
         ) from None
     document = loads_checked(raw, CONFIG_FILE, strict=True, error=ConfigError)
     return _ConfigParser(root).parse(document, path)
+
+
+def _foreign_config_warnings(root: Path, has_json: bool) -> list[str]:
+    """One warning per ``codex.orchestrator.yaml``/``.yml``/``.toml`` in ``root``: users of
+    tools that read those formats expect them to count, and silence would hide that."""
+    stem = CONFIG_FILE.removesuffix(".json")
+    found = [
+        f"{stem}.{ext}" for ext in FOREIGN_CONFIG_EXTENSIONS if (root / f"{stem}.{ext}").exists()
+    ]
+    fix = (
+        f"only {CONFIG_FILE} is read; move its settings there and remove it"
+        if has_json
+        else f"only {CONFIG_FILE} is read; convert it to JSON under that name"
+    )
+    return [f"{name}: ignored; {fix}" for name in found]
 
 
 def _builtin_only(root: Path) -> Config:

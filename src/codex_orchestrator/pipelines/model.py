@@ -147,8 +147,9 @@ class Config(NamedTuple):
         pipeline_id = validate_id(name, "pipeline")
         if pipeline_id not in self.pipelines:
             available = ", ".join(self.pipelines)
+            hint = did_you_mean(pipeline_id, self.pipelines)
             raise UnknownPipelineError(
-                f"unknown pipeline {pipeline_id!r}{did_you_mean(pipeline_id, self.pipelines)}; "
-                f"available: {available} (see: codex-orchestrator pipelines)"
+                f"unknown pipeline {pipeline_id!r}{hint}{' ' if hint else '; '}available: "
+                f"{available} (see: codex-orchestrator pipelines)"
             )
         return self.pipelines[pipeline_id]
