@@ -31,6 +31,7 @@ LAUNCHER = """#!/bin/sh
 exec {python} -m codex_orchestrator "$@"
 """
 
+
 @cache
 def _script(shell: str) -> str:
     return script(shell)
