@@ -14,6 +14,7 @@ from codex_orchestrator.records.manifest import MANIFEST_NAME, ManifestStore, lo
 from codex_orchestrator.records.runref import ResolvedRun, resolve_run
 from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.console import Reporter, log_echo, note
+from codex_orchestrator.util.wording import logs_line, stage_line, status_text
 
 if TYPE_CHECKING:  # the run machinery is imported only by the commands that run (cold start)
     from codex_orchestrator.engine.runner import RunContext, RunResult
@@ -82,11 +83,13 @@ def report_run(workspace: Workspace, reporter: Reporter, result: RunResult) -> i
         "manifest": workspace.display(result.run_dir / MANIFEST_NAME),
         "log_path": workspace.display(result.run_dir / "runner.ndjson"),
     }
-    detail = f" ({result.status_detail})" if result.status_detail else ""
-    lines = [f"run {result.run_id}: {result.status}{detail}"]
+    lines = [f"run {result.run_id}: {status_text(result.status, result.status_detail)}"]
     if not reporter.json:
         lines += _stage_lines(result.run_dir / MANIFEST_NAME)
-    lines += [f"manifest: {document['manifest']}", f"log: {document['log_path']}"]
+    lines += [
+        f"manifest: {document['manifest']}",
+        logs_line(document["artifact_root"], result.run_id),
+    ]
     text = "\n".join(lines)
     reporter.result(document, text)
     return result.exit_code
@@ -98,10 +101,7 @@ def _stage_lines(manifest_path: Path) -> list[str]:
         commands = load_manifest(manifest_path)["commands"]
     except OrchestratorError:
         return []
-    return [
-        f"  {command['index']:>2}. {command['id']:<20} {command['status']:<10} {command.get('summary') or ''}".rstrip()
-        for command in commands
-    ]
+    return [stage_line(command) for command in commands]
 
 
 def drive(

@@ -1,7 +1,11 @@
 """Small rules of wording shared by every text the tool prints: plurals, a status with its
-detail, and a stage summary shown beside the stage's id and status."""
+detail, a stage's line (its summary without what the line already shows), and where a run's
+stage output is."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
@@ -27,3 +31,17 @@ def shown_summary(summary: object, *shown: object) -> str:
         if word and text.startswith(prefix) and len(text) > len(prefix):
             text = text[len(prefix) :]
     return text
+
+
+def stage_line(command: Mapping[str, Any]) -> str:
+    """``   3. test                 skipped     no test step found``: a manifest stage entry."""
+    summary = shown_summary(command.get("summary"), command.get("status"), command.get("id"))
+    line = (
+        f"  {command.get('index', '?'):>2}. {command.get('id')!s:<20} {command.get('status')!s:<10}"
+    )
+    return f"{line} {summary}".rstrip()
+
+
+def logs_line(artifact_root: object, run_id: object) -> str:
+    """Where a run's stage output is, and the command that prints it."""
+    return f"stage logs: {artifact_root}/commands/ (print them: codex-orchestrator logs {run_id})"
