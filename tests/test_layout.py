@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from codex_orchestrator.records.layout import IGNORE_FILE, TOOL_DIR
-from conftest import GIT_IDENTITY, Repo
+from conftest import GIT_IDENTITY, Repo, run_cli
 
 OK_STAGE = {"id": "ok", "command": "echo fine"}
 LOCATING = ("CODEX_ORCHESTRATOR_ROOT", "CODEX_ORCHESTRATOR_RUNS_DIR", "CODEX_ORCHESTRATOR_OUT_DIR")
@@ -22,15 +21,7 @@ LOCATING = ("CODEX_ORCHESTRATOR_ROOT", "CODEX_ORCHESTRATOR_RUNS_DIR", "CODEX_ORC
 def _cli(repo: Repo, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The real CLI run in ``cwd`` as a user runs it: no variable names the root or state."""
     env = {key: value for key, value in repo.env.items() if key not in LOCATING}
-    return subprocess.run(
-        [sys.executable, "-m", "codex_orchestrator", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(cwd, *args, env=env)
 
 
 def _git(repo: Repo, *args: str) -> str:

@@ -82,16 +82,7 @@ def _create_ignored(parent: int, name: str) -> None:
     temporary = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     os.mkdir(temporary, 0o777, dir_fd=parent)
     try:
-        fd = os.open(
-            f"{temporary}/{IGNORE_FILE}",
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o644,
-            dir_fd=parent,
-        )
-        try:
-            os.write(fd, IGNORE_TEXT)
-        finally:
-            os.close(fd)
+        _write_ignore_file(parent, f"{temporary}/{IGNORE_FILE}")
         if _rename_no_replace(parent, temporary, name):
             return
     except BaseException:
@@ -126,21 +117,26 @@ def _add_ignore_file(directory: Path) -> None:
     try:
         if os.path.lexists(directory / IGNORE_FILE):
             return
-        out = os.open(
-            temporary,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o644,
-            dir_fd=fd,
-        )
-        try:
-            os.write(out, IGNORE_TEXT)
-        finally:
-            os.close(out)
+        _write_ignore_file(fd, temporary)
         with contextlib.suppress(FileExistsError):  # written by someone else meanwhile
             os.link(temporary, IGNORE_FILE, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary, dir_fd=fd)
+        os.close(fd)
+
+
+def _write_ignore_file(directory: int, name: str) -> None:
+    """Create ``name`` (new, not through a link) in ``directory`` holding `IGNORE_TEXT`."""
+    fd = os.open(
+        name,
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o644,
+        dir_fd=directory,
+    )
+    try:
+        os.write(fd, IGNORE_TEXT)
+    finally:
         os.close(fd)
 
 
