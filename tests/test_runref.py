@@ -40,6 +40,7 @@ def test_run_references_everywhere_a_run_is_taken(repo: Repo) -> None:
     assert_usage_error(repo.cli("status", first[:4]), "unknown run", "at least 6 characters")
     assert_usage_error(repo.cli("status", "ffffffffff"), "no run of any task starts or ends")
     assert_usage_error(repo.cli("status", "@first"), "a RUN is a run id")
+    assert_usage_error(repo.cli("logs", "hello"), "codex-orchestrator logs @last hello")
 
 
 def test_an_ambiguous_prefix_lists_the_candidates(repo: Repo) -> None:
