@@ -661,16 +661,19 @@ def _error(message: str, exit_code: int) -> CallToolResult:
 
 def _checked_id(value: str, kind: str) -> str:
     """``value`` when it follows the id rule; a huge value is shown cut in the message."""
-    shown = value if len(value) <= 200 else value[:40] + "…"
-    validate_id(shown, kind)
+    validate_id(_cut(value), kind)
     return value
 
 
 def _run_id(value: str) -> str:
-    """A run reference (`runref`), checked before any command runs."""
-    shown = value if len(value) <= 200 else value[:40] + "…"
-    check_reference(shown)
+    """``value`` when it has the form of a run reference (`runref`), before any command runs."""
+    check_reference(_cut(value))
     return value
+
+
+def _cut(value: str) -> str:
+    """A huge argument as a message shows it (it fails the check either way)."""
+    return value if len(value) <= 200 else value[:40] + "…"
 
 
 def _pipeline_task(pipeline: str | None, task: str | None) -> list[str]:
