@@ -227,9 +227,13 @@ def test_status_wait_and_logs_of_a_real_run(served: Repo) -> None:
             ),
             await client.call_tool("logs", {"run": run["run_id"], "stream": "stderr"}),
             await client.call_tool("status", {"run": "2020-01-01T00-00-00-000Z-00000000"}),
+            await client.call_tool("status", {"run": "@last"}),
+            await client.call_tool("logs", {"run": run["run_id"][-8:], "stage": "hello"}),
         ]
 
-    status, waited, logs, tail, stderr, unknown = in_process(served, scenario)
+    status, waited, logs, tail, stderr, unknown, last, by_suffix = in_process(served, scenario)
+    assert result(last)["run_id"] == run["run_id"]  # a run reference, as on the command line
+    assert result(by_suffix)["run_id"] == run["run_id"]
     state = result(status)
     assert state["run_id"] == run["run_id"] and state["status"] == "succeeded"
     assert state["finished"] is True and state["exit_code"] == 0 and state["stale"] is False

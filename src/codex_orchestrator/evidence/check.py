@@ -50,6 +50,7 @@ from codex_orchestrator.util.safefs import (
     read_inside,
     read_regular,
 )
+from codex_orchestrator.util.wording import status_text
 
 #: A manifest (its JSON object), or the (kind, reason) of why it is unusable.
 _ManifestFacts = dict[str, Any] | tuple[str, str]
@@ -230,7 +231,7 @@ class _Checker:
         if owner != task:
             return "evidence-wrong-task", f"a run of task {owner}, not {task}"
         if status != RunStatus.SUCCEEDED:
-            outcome = f"{status} ({detail})" if isinstance(detail, str) and detail else status
+            outcome = status_text(status, detail)
             return "evidence-not-succeeded", f"a run that is {outcome}, not succeeded"
         if entry is not None:
             differs = entry_problem(entry, task) or mismatch(entry, manifest)

@@ -26,11 +26,12 @@ from codex_orchestrator.evidence.mirrors import (
 )
 from codex_orchestrator.evidence.taskindex import load_index
 from codex_orchestrator.records.manifest import MANIFEST_NAME, load_manifest
+from codex_orchestrator.records.runref import ResolvedRun, resolve_run
 from codex_orchestrator.records.statuses import RunStatus
 from codex_orchestrator.records.workspace import Workspace
-from codex_orchestrator.util.ids import validate_id
 from codex_orchestrator.util.jsonio import atomic_write_bytes
 from codex_orchestrator.util.safefs import resolve_within
+from codex_orchestrator.util.wording import status_text
 
 _LISTED_CANDIDATES = 12
 
@@ -50,8 +51,9 @@ class MarkResult:
     absent: list[str] = field(default_factory=list)
 
 
-def mark(workspace: Workspace, task_name: str, query: str, run_id: str) -> MarkResult:
-    """Mark the item ``query`` of task ``task_name`` done with run ``run_id``'s manifest."""
+def mark(workspace: Workspace, task_name: str, query: str, run: str) -> MarkResult:
+    """Mark the item ``query`` of task ``task_name`` done with the manifest of ``run`` (a run
+    reference: ``@last`` is the task's newest run)."""
     root = workspace.root
     files = resolve_task(root, load_index(root), mirror_templates(root), task_name)
     # Refuse before anything is written; a link inside the repository is edited through (the
@@ -63,8 +65,9 @@ def mark(workspace: Workspace, task_name: str, query: str, run_id: str) -> MarkR
     views = [load_mirror(root, mirror, files.names) for mirror in files.mirrors]
     present = [view for view in views if view.absent is None]
     identity = choose_item(present, query, files.task_id)
-    evidence, manifest = proving_manifest(workspace, run_id, files.task_id)
-    result = MarkResult(files.task_id, identity, run_id, evidence)
+    proof = resolve_run(workspace, run, newest_of=files.task_id)
+    evidence, manifest = proving_manifest(workspace, proof, files.task_id)
+    result = MarkResult(files.task_id, identity, proof.run_id, evidence)
     result.absent = [view.mirror.path for view in views if view.absent is not None]
     edits: list[tuple[str, bytes]] = []
     for view in present:
@@ -103,10 +106,11 @@ def choose_item(views: list[MirrorView], query: str, task: str) -> str:
     raise UsageError(f"no item of task {task} starts with {query!r}; items: {_listing(identities)}")
 
 
-def proving_manifest(workspace: Workspace, run_id: str, task: str) -> tuple[str, dict[str, Any]]:
-    """The manifest (its path, its data) of run ``run_id`` if it belongs to ``task`` and
-    succeeded."""
-    path = workspace.require_run(validate_id(run_id, "run"))[1] / MANIFEST_NAME
+def proving_manifest(
+    workspace: Workspace, run: ResolvedRun, task: str
+) -> tuple[str, dict[str, Any]]:
+    """The manifest (its path, its data) of ``run`` if it belongs to ``task`` and succeeded."""
+    run_id, path = run.run_id, run.run_dir / MANIFEST_NAME
     manifest = load_manifest(path)
     owner, status = manifest.get("task_id"), manifest.get("status")
     if owner != task:
@@ -114,9 +118,9 @@ def proving_manifest(workspace: Workspace, run_id: str, task: str) -> tuple[str,
             f"run {run_id} belongs to task {owner}, not {task}; cite a run of task {task}"
         )
     if status != RunStatus.SUCCEEDED:
-        detail = f" ({manifest['status_detail']})" if manifest.get("status_detail") else ""
+        outcome = status_text(status, manifest.get("status_detail"))
         raise OrchestratorError(
-            f"run {run_id} is {status}{detail}, not succeeded; only a succeeded run proves an item"
+            f"run {run_id} is {outcome}, not succeeded; only a succeeded run proves an item"
         )
     return workspace.display(path), manifest
 

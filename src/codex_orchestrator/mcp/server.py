@@ -32,6 +32,7 @@ from codex_orchestrator import __version__
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError, UsageError
 from codex_orchestrator.mcp.cli_bridge import CliError, CliRunner
 from codex_orchestrator.records.manifest import MANIFEST_NAME, parse_manifest, read_manifest_bytes
+from codex_orchestrator.records.runref import check_reference, resolve_run
 from codex_orchestrator.records.stage_logs import fair_shares
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, RunStatus, run_exit_code
 from codex_orchestrator.records.workspace import Workspace
@@ -65,7 +66,13 @@ TaskArg = Annotated[
 PipelineArg = Annotated[
     str | None, Field(description="pipeline id; default: the config's defaultPipeline")
 ]
-RunArg = Annotated[str, Field(description="run id, e.g. 2026-01-01T00-00-00-000Z-0a1b2c3d")]
+RunArg = Annotated[
+    str,
+    Field(
+        description="the run: its id (2026-01-01T00-00-00-000Z-0a1b2c3d), a unique prefix or "
+        "suffix of it (6+ characters, e.g. 0a1b2c3d), or @last (the task's newest run)"
+    ),
+]
 RunFilter = Literal["queued", "in_progress", "succeeded", "failed", "cancelled", "stale"]
 WaitArg = Annotated[
     float,
@@ -503,7 +510,8 @@ class _Tools:
                 arguments.append(f"--reason={_text(reason, 'reason')}")
             # exit 1: the run could not be stopped in time; the state below says where it is
             cancelled = await self.cli.document(*arguments, accept=frozenset({0, 1}))
-            return {**await self._state(run_id), "action": cancelled.get("action")}
+            state = await self._state(str(cancelled.get("run_id") or run_id))
+            return {**state, "action": cancelled.get("action")}
 
         return await _respond(body)
 
@@ -511,11 +519,10 @@ class _Tools:
         self, ctx: Context[Any, Any], run: RunArg, wait_seconds: WaitArg = 0
     ) -> Annotated[CallToolResult, RunState]:
         async def body() -> dict[str, Any]:
-            run_id = _run_id(run)
-            await self.cli.document(
-                "resume", run_id, f"--actor={ACTOR}", "--detach", detaching=True
+            resumed = await self.cli.document(
+                "resume", _run_id(run), f"--actor={ACTOR}", "--detach", detaching=True
             )
-            return await self._follow(ctx, run_id, wait_seconds)
+            return await self._follow(ctx, str(resumed["run_id"]), wait_seconds)
 
         return await _respond(body)
 
@@ -592,6 +599,7 @@ class _Tools:
         deadline = began + seconds
         while True:
             state = await self._state(run_id)
+            run_id = state["run_id"]  # a reference (@last) names the same run while waiting
             state["waited_seconds"] = round(time.monotonic() - began, 3)
             done = sum(
                 1 for stage in state["stages"] if stage["status"] in ("succeeded", "skipped")
@@ -617,7 +625,7 @@ class _Tools:
         document = await self.cli.document(*arguments, limit=LOGS_DOCUMENT_LIMIT)
         logs = fit_logs(document.get("logs") or [], LOG_LIMIT)
         return {
-            "run_id": run_id,
+            "run_id": document.get("run_id", run_id),
             "status": document.get("status"),
             "stage": stage,
             "stream": stream,
@@ -655,7 +663,7 @@ class _Resources:
             workspace = Workspace.from_env(
                 {**os.environ, "CODEX_ORCHESTRATOR_ROOT": str(self.root)}
             )
-            _, run_dir = workspace.require_run(_run_id(run_id))
+            run_dir = resolve_run(workspace, run_id).run_dir
         except OrchestratorError as error:
             raise ResourceNotFoundError(error.message) from None
         shown = workspace.display(run_dir / MANIFEST_NAME)
@@ -810,13 +818,19 @@ def _error(message: str, exit_code: int) -> CallToolResult:
 
 def _checked_id(value: str, kind: str) -> str:
     """``value`` when it follows the id rule; a huge value is shown cut in the message."""
-    shown = value if len(value) <= 200 else value[:40] + "…"
-    validate_id(shown, kind)
+    validate_id(_cut(value), kind)
     return value
 
 
 def _run_id(value: str) -> str:
-    return _checked_id(value, "run")
+    """``value`` when it has the form of a run reference (`runref`), before any command runs."""
+    check_reference(_cut(value))
+    return value
+
+
+def _cut(value: str) -> str:
+    """A huge argument as a message shows it (it fails the check either way)."""
+    return value if len(value) <= 200 else value[:40] + "…"
 
 
 def _pipeline_task(pipeline: str | None, task: str | None) -> list[str]:

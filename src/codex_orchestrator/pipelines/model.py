@@ -14,8 +14,8 @@ from typing import NamedTuple
 
 from codex_orchestrator.errors import UnknownPipelineError
 from codex_orchestrator.util.ids import validate_id
+from codex_orchestrator.util.suggest import did_you_mean
 
-CONFIG_FILE = "codex.orchestrator.json"
 #: The task index of a repository that opted in to the task workflow (owned by evidence/taskindex;
 #: named here so the built-in diagnostics can see the opt-in without importing the evidence layer).
 INDEX_PATH = "tasks/index.json"
@@ -152,5 +152,9 @@ class Config(NamedTuple):
         pipeline_id = validate_id(name, "pipeline")
         if pipeline_id not in self.pipelines:
             available = ", ".join(self.pipelines)
-            raise UnknownPipelineError(f"unknown pipeline {pipeline_id!r}; available: {available}")
+            hint = did_you_mean(pipeline_id, self.pipelines)
+            raise UnknownPipelineError(
+                f"unknown pipeline {pipeline_id!r}{hint}{' ' if hint else '; '}available: "
+                f"{available} (see: codex-orchestrator pipelines)"
+            )
         return self.pipelines[pipeline_id]
