@@ -108,6 +108,10 @@ def cli_env(root: Path, **extra: str) -> dict[str, str]:
     )
     env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
     env["CODEX_ORCHESTRATOR_ROOT"] = str(root)
+    # The suite's paths are written for the layout of ``.runs`` and ``out``; the default
+    # layout a new repository gets is tested with these unset (tests/test_layout.py).
+    env["CODEX_ORCHESTRATOR_RUNS_DIR"] = ".runs"
+    env["CODEX_ORCHESTRATOR_OUT_DIR"] = "out"
     env["CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS"] = "0.2"
     return {**env, **extra}
 

@@ -65,7 +65,8 @@ def test_parent_run_must_exist(repo: Repo) -> None:
 
 
 def test_usage_errors(repo: Repo) -> None:
-    assert_usage_error(repo.cli("status"), "needs a run id")
+    assert_usage_error(repo.cli("resume"), "needs a run id")
+    assert_usage_error(repo.cli("status"), "task default has no runs")
     assert_usage_error(repo.cli("start", "--bogus"), "unrecognized arguments")
     result = repo.cli("start", "--bogus", "--format", "json")
     assert json.loads(result.stdout)["exit_code"] == 2

@@ -5,6 +5,7 @@ real repository with real runs."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import shutil
@@ -18,29 +19,22 @@ from pathlib import Path
 
 import pytest
 
-from codex_orchestrator.cli import COMMANDS
+from codex_orchestrator.cli import COMMANDS, build_parser
 from codex_orchestrator.completion import MAX_CANDIDATES, SHELLS, candidates, script
 from codex_orchestrator.records.workspace import Workspace
-from conftest import Repo, run_python
+from conftest import Repo, assert_usage_error, run_python
 
 PROG = "codex-orchestrator"
 SUBCOMMANDS = list(COMMANDS)
-#: Stands in for ``codex-orchestrator completion --list`` until the CLI wires the command;
-#: everything else goes to the real CLI.
-SHIM = """#!/bin/sh
-if [ "$1" = completion ] && [ "$2" = --list ]; then
-    exec {python} -c 'import sys
-from codex_orchestrator.cli import COMMANDS
-from codex_orchestrator.completion import candidates
-print(*candidates(sys.argv[1], sys.argv[2].partition("=")[2]), sep="\\n")' "$3" "$4"
-fi
+#: The real command on the shells' PATH (this checkout's package, whatever is installed).
+LAUNCHER = """#!/bin/sh
 exec {python} -m codex_orchestrator "$@"
 """
 
 
 @cache
 def _script(shell: str) -> str:
-    return script(shell)
+    return script(shell, build_parser())
 
 
 class Shells:
@@ -51,16 +45,16 @@ class Shells:
         self.paths = {shell: base / f"completion.{shell}" for shell in SHELLS}
         for shell, path in self.paths.items():
             path.write_text(_script(shell), encoding="utf-8")
-        shim_dir = base / "bin"
-        shim_dir.mkdir()
-        shim = shim_dir / PROG
-        shim.write_text(SHIM.format(python=shlex.quote(sys.executable)))
-        shim.chmod(0o755)
+        bin_dir = base / "bin"
+        bin_dir.mkdir()
+        launcher = bin_dir / PROG
+        launcher.write_text(LAUNCHER.format(python=shlex.quote(sys.executable)))
+        launcher.chmod(0o755)
         home = base / "home"
         home.mkdir()
         self.env = {
             **repo.env,
-            "PATH": f"{shim_dir}{os.pathsep}{repo.env['PATH']}",
+            "PATH": f"{bin_dir}{os.pathsep}{repo.env['PATH']}",
             "HOME": str(home),
             "TERM": "xterm",
         }
@@ -360,14 +354,30 @@ def test_no_command_imports_the_completion_module() -> None:
 
 
 def test_every_subcommand_and_option_of_the_parser_is_in_each_script() -> None:
-    from codex_orchestrator.cli import build_parser
-
-    texts = {shell: script(shell) for shell in SHELLS}
+    texts = {shell: _script(shell) for shell in SHELLS}
     parser = build_parser()
     for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
         for name, sub in action.choices.items():  # type: ignore[union-attr]
-            flags = [flag for each in sub._actions for flag in each.option_strings]
+            flags = [
+                flag
+                for each in sub._actions
+                if each.help != argparse.SUPPRESS
+                for flag in each.option_strings
+            ]
             for text in texts.values():
                 assert name in text and all(flag in text for flag in flags), name
     with pytest.raises(ValueError, match="unknown shell"):
-        script("powershell")
+        script("powershell", build_parser())
+
+
+def test_the_cli_prints_the_scripts_and_lists_values(repo: Repo) -> None:
+    for shell in SHELLS:
+        printed = repo.cli("completion", shell)
+        assert printed.returncode == 0, printed.stderr
+        assert printed.stdout == _script(shell)
+    repo.write_config({"pipelines": [{"id": "main", "stages": [{"id": "a", "command": "true"}]}]})
+    listed = repo.cli("completion", "--list", "pipelines", "--prefix=ma")
+    assert (listed.returncode, listed.stdout) == (0, "main\n")
+    assert_usage_error(repo.cli("completion"), "needs a shell")
+    assert_usage_error(repo.cli("completion", "fsh"), "did you mean 'fish'?")
+    assert_usage_error(repo.cli("completion", "--list", "stages"), "choose one of runs")

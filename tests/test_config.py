@@ -1041,7 +1041,9 @@ def test_resolve_unknown_pipeline_lists_available(tmp_path: Path) -> None:
 
     with pytest.raises(UnknownPipelineError) as caught:
         config.resolve_pipeline("x")
-    assert str(caught.value) == "unknown pipeline 'x'; available: a, b, diagnostics"
+    assert str(caught.value) == (
+        "unknown pipeline 'x'; available: a, b, diagnostics (see: codex-orchestrator pipelines)"
+    )
     assert caught.value.exit_code == EXIT_USAGE
 
 

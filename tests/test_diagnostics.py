@@ -11,6 +11,7 @@ import os
 import shlex
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,7 @@ def test_pipeline_shape(tmp_path: Path) -> None:
 
 def test_spec_guard_is_the_last_stage_and_runs_the_orchestrator(tmp_path: Path) -> None:
     (tmp_path / ".git").mkdir()
+    write(tmp_path, "tasks/index.json", '{"items": []}')
     spec_guard = stages(tmp_path)["spec-guard"]
 
     assert list(stages(tmp_path))[-1] == "spec-guard"
@@ -78,16 +80,31 @@ def test_spec_guard_is_the_last_stage_and_runs_the_orchestrator(tmp_path: Path) 
     assert (spec_guard.requires, spec_guard.skip_reason) == (("git",), None)
 
 
+def test_spec_guard_is_skipped_where_the_repository_did_not_opt_in(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    reason = stages(tmp_path)["spec-guard"].skip_reason
+    assert reason is not None
+    assert "does not use the task workflow (no tasks/index.json" in reason
+
+
+def test_a_tasks_key_in_the_config_opts_in_to_spec_guard(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    write(tmp_path, CONFIG_FILE, '{"tasks": {}}')
+    spec_guard = load_config(tmp_path).resolve_pipeline("diagnostics").stages[-1]
+    assert isinstance(spec_guard, CommandStage) and spec_guard.skip_reason is None
+
+
 def test_spec_guard_is_skipped_outside_git(tmp_path: Path) -> None:
     if any((parent / ".git").exists() for parent in tmp_path.parents):
         pytest.skip("the temporary directory is inside a git repository")
+    write(tmp_path, "tasks/index.json", '{"items": []}')
     reason = stages(tmp_path)["spec-guard"].skip_reason
     assert reason is not None and "not a git repository" in reason
 
 
 def test_spec_guard_runs_in_a_subdirectory_of_a_repository(tmp_path: Path) -> None:
     (tmp_path / ".git").mkdir()
-    (tmp_path / "sub").mkdir()
+    write(tmp_path, "sub/tasks/index.json", '{"items": []}')
     assert stages(tmp_path / "sub")["spec-guard"].skip_reason is None
 
 
@@ -346,6 +363,88 @@ def test_a_makefile_target_beats_tox(tmp_path: Path) -> None:
 
     assert commands(tmp_path)["lint"] == "make lint"
     assert commands(tmp_path)["test"] == "tox -e py"
+
+
+# tox-dev's layout (filelock, tox): a ``fix`` environment running pre-commit, a ``type`` check.
+TOX_FIXER_INI = """\
+[tox]
+envlist = fix, type, py311
+
+[testenv]
+commands = pytest {posargs}
+
+[testenv:fix]
+deps = pre-commit
+commands = pre-commit run --all-files --show-diff-on-failure
+
+[testenv:type]
+deps = mypy
+commands = mypy src
+"""
+
+
+def test_a_tox_environment_that_rewrites_files_is_never_the_lint(tmp_path: Path) -> None:
+    python_repo(tmp_path)
+    write(tmp_path, "tox.ini", TOX_FIXER_INI)
+
+    lint = stages(tmp_path)["lint"]
+    assert lint.command == "tox -e type"
+    assert lint.why == (
+        "tox.ini declares a tox environment 'type' (not chosen: tox environment 'fix' runs "
+        "pre-commit, which rewrites files)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("tox.ini", "[tox]\nenvlist = lint\n[testenv:lint]\ncommands = black src\n"),
+        ("tox.ini", "[testenv]\ncommands = ruff check --fix .\n[testenv:style]\n"),
+        (
+            "tox.toml",
+            'env_list = ["lint"]\n[env.lint]\ncommands = [["ruff", "format", "."], ["mypy"]]\n',
+        ),
+        (
+            "noxfile.py",
+            "import nox\n\n@nox.session\ndef lint(session):\n"
+            '    session.install("pre-commit")\n'
+            '    session.run("pre-commit", "run", "--all-files")\n',
+        ),
+        ("Makefile", "lint:\n\tisort .\n\truff check .\n"),
+        ("justfile", "lint:\n    npx prettier --write .\n"),
+    ],
+)
+def test_a_declared_fixer_is_passed_over_and_named(tmp_path: Path, name: str, text: str) -> None:
+    python_repo(tmp_path, "[tool.ruff]\n")
+    write(tmp_path, name, text)
+
+    lint = stages(tmp_path)["lint"]
+    assert lint.command == "ruff check ."  # the project's own check-only lint
+    assert lint.why is not None and "which rewrites files" in lint.why, lint.why
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[testenv:lint]\ncommands = black --check src\n    ruff format --check .\n",
+        "[testenv:lint]\ndeps = black\n    pre-commit\ncommands = ruff check .\n",
+        "[testenv:lint]\ncommands = isort --check-only .\n    ruff check --fix --diff .\n",
+    ],
+)
+def test_check_only_commands_are_not_fixers(tmp_path: Path, text: str) -> None:
+    python_repo(tmp_path)
+    write(tmp_path, "tox.ini", text)
+
+    assert stages(tmp_path)["lint"].command == "tox -e lint"
+
+
+def test_a_fixer_test_target_falls_back_to_the_project_tests(tmp_path: Path) -> None:
+    python_repo(tmp_path)
+    write(tmp_path, "Makefile", "test:\n\tpre-commit run -a && pytest\n")
+
+    test = stages(tmp_path)["test"]
+    assert test.command == "pytest -q"
+    assert test.why is not None and "Makefile 'test' runs pre-commit" in test.why
 
 
 def test_python_repo_without_tests_skips_test(tmp_path: Path) -> None:
@@ -615,3 +714,24 @@ def test_justfile_recipes(tmp_path: Path) -> None:
     )
 
     assert commands(tmp_path) == {"build": "just build", "lint": "just lint", "test": "just test"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "unit"),
+    [
+        ("noxfile.py", "@nox.session\ndef lint(session):\n" + '    session.run("black", ' * 20_000),
+        ("Makefile", "lint:\n\t" + '"black" ' * 100_000 + "\n"),
+        ("tox.ini", "[testenv:lint]\ncommands = " + "black\n    " * 50_000),
+    ],
+)
+def test_fixer_detection_is_bounded_on_hostile_recipes(
+    tmp_path: Path, name: str, unit: str
+) -> None:
+    """Megabytes of tool names and unclosed calls: detection stays linear (a quadratic scan of
+    these would take hours)."""
+    python_repo(tmp_path)
+    write(tmp_path, name, unit)
+    started = time.monotonic()
+    stages(tmp_path)
+    assert time.monotonic() - started < 20

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from codex_orchestrator.pipelines.diagnostics import NOT_OPTED_IN
 from conftest import Repo
 
 #: The test venv's bin directory first (tox, nox, uv, pnpm, ruff, pytest are installed there
@@ -150,6 +151,53 @@ def test_nox_sessions_run_with_nox(repo: Repo) -> None:
     assert code == 1
     assert stages["test"]["command"] == "nox -s tests"
     assert PYTEST_RESULT.match(stages["test"]["summary"]), stages["test"]["summary"]
+
+
+# An interpreter no machine here has: tox and nox skip what needs it (the tools' policy).
+MISSING_PYTHON = "3.4"
+SKIPPING_TOX_INI = f"""\
+[tox]
+envlist = lint
+skip_missing_interpreters = true
+
+[testenv:lint]
+basepython = python{MISSING_PYTHON}
+skip_install = true
+commands = ruff check .
+"""
+SKIPPING_NOXFILE = f"""\
+import nox
+
+nox.options.error_on_missing_interpreters = False
+
+
+@nox.session(python="{MISSING_PYTHON}")
+def tests(session):
+    session.run("pytest", "-q")
+"""
+
+
+@pytest.mark.slow
+def test_tox_and_nox_skipping_for_a_missing_interpreter_is_a_skipped_stage(
+    repo: Repo, tmp_path: Path
+) -> None:
+    need("tox", "nox")
+    python_repo(repo.root)
+    write(repo.root, "tox.ini", SKIPPING_TOX_INI)
+    write(repo.root, "noxfile.py", SKIPPING_NOXFILE)
+
+    _code, stages = start(repo, TOX_WORK_DIR=str(tmp_path / "tox"))
+    lint, test = stages["lint"], stages["test"]
+    assert (lint["command"], lint["status"]) == ("tox -e lint", "skipped")
+    assert lint["summary"] == (
+        f"skipped: tox skipped lint: could not find python interpreter with spec(s): "
+        f"python{MISSING_PYTHON}"
+    )
+    assert (test["command"], test["status"]) == ("nox -s tests", "skipped")
+    assert test["summary"] == (
+        f"skipped: nox skipped tests: Python interpreter {MISSING_PYTHON} not found"
+    )
+    assert lint["skip_reason"] == test["skip_reason"] == "tool-missing"
 
 
 @pytest.mark.slow
@@ -366,6 +414,30 @@ def test_makefile_target_runs_and_a_missing_target_is_explained(repo: Repo) -> N
         "skipped: no test step found (no Makefile/justfile 'test'/'check' target; "
         "no Python, Node.js, Rust or Go project at the root)"
     )
+
+
+@pytest.mark.slow
+def test_spec_guard_runs_only_where_the_repository_opted_in(repo: Repo) -> None:
+    need("make")
+    write(repo.root, "Makefile", "build:\n\t@echo compiled\n")
+    write(repo.root, "src/app.py", "VALUE = 1\n")  # a code change spec-guard would look at
+
+    def spec_guard() -> dict[str, Any]:
+        result = repo.cli("start", "diagnostics", "--format", "json", env={"PATH": TOOL_PATH})
+        assert result.returncode == 0, result.stderr
+        return {c["id"]: c for c in repo.manifest(json.loads(result.stdout))["commands"]}[
+            "spec-guard"
+        ]
+
+    skipped = spec_guard()
+    assert (skipped["status"], skipped["skip_reason"]) == ("skipped", "not-applicable")
+    assert skipped["summary"] == NOT_OPTED_IN
+    assert skipped["log_path"] is None  # nothing ran
+
+    write(repo.root, "tasks/index.json", '{"items": []}')
+    ran = spec_guard()
+    assert (ran["status"], ran.get("skip_reason")) == ("succeeded", None)
+    assert ran["log_path"] is not None
 
 
 def test_plan_explains_each_choice_in_text_and_json(repo: Repo) -> None:

@@ -15,7 +15,7 @@ import xmlschema
 
 from codex_orchestrator.errors import CorruptManifestError
 from codex_orchestrator.view.junit import LOG_TAIL_BYTES, LOG_TAIL_LINES, junit_xml, write_junit
-from conftest import Repo
+from conftest import Repo, assert_usage_error
 from helpers.processes import wait_for
 
 XSD = Path(__file__).parent / "schemas" / "junit.xsd"
@@ -299,3 +299,26 @@ def test_the_timestamp_has_no_zone_and_times_three_decimals(repo: Repo) -> None:
     time_value = suite.get("time", "")
     assert len(time_value.split(".")[1]) == 3
     assert not schema().is_valid(data.replace(f'time="{time_value}"', f'time="{time_value}1"'))
+
+
+@pytest.mark.slow
+def test_report_junit_through_the_cli(repo: Repo) -> None:
+    repo.pipeline(
+        {"id": "ok", "command": "echo fine"},
+        {"id": "bad", "command": "echo broke >&2; exit 3"},
+    )
+    code, document = repo.start_json()
+    assert code == 1
+    (repo.root / "reports").mkdir()
+    result = repo.cli("report", "@last", "--junit", "reports/junit.xml", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert (printed["run_id"], printed["junit"]) == (document["run_id"], "reports/junit.xml")
+    data = (repo.root / "reports" / "junit.xml").read_text(encoding="utf-8")
+    schema().validate(data)
+    suite = ET.fromstring(data).find("testsuite")
+    assert suite is not None and counts(suite) == (2, 1, 0, 0)
+    assert "broke" in (cases(suite)["bad"].findtext("system-err") or "")
+    assert_usage_error(repo.cli("report", "--junit", "j.xml"), "--junit needs a run")
+    assert_usage_error(repo.cli("report", "@last", "--junit", "nowhere/j.xml"), "no directory")
+    assert not (repo.root / "nowhere").exists()

@@ -72,7 +72,12 @@ def _outside_dir(repo: Repo) -> Path:
 def test_record_directories_linked_outside_are_refused(repo: Repo) -> None:
     repo.pipeline(OK_STAGE)
     outside = _outside_dir(repo)
+    # The default roots, not the ones the suite names by variable: the new layout, and the
+    # old one (.runs and out) a repository that has .runs keeps.
+    for variable in ("CODEX_ORCHESTRATOR_RUNS_DIR", "CODEX_ORCHESTRATOR_OUT_DIR"):
+        del repo.env[variable]
     cases = {
+        ".codex-orchestrator/runs": repo.root / ".codex-orchestrator",
         ".runs": repo.root / ".runs",
         "out": repo.root / "out",
         ".runs/default": repo.root / ".runs" / "default",
@@ -80,6 +85,8 @@ def test_record_directories_linked_outside_are_refused(repo: Repo) -> None:
     }
     for shown, link in cases.items():
         link.parent.mkdir(parents=True, exist_ok=True)
+        if shown == "out":
+            (repo.root / ".runs").mkdir(exist_ok=True)
         link.symlink_to(outside, target_is_directory=True)
         result = repo.cli("start", "--format", "json")
         assert_one_line_error(result, 2, shown, "outside")

@@ -20,6 +20,7 @@ from helpers.mcp_client import cli_error, error, in_process, over_stdio, result
 from helpers.processes import wait_for
 
 ALL_TOOLS = {
+    "pipelines",
     "plan",
     "start",
     "status",
@@ -31,7 +32,7 @@ ALL_TOOLS = {
     "tasks_check",
     "tasks_mark",
 }
-READ_ONLY_TOOLS = {"plan", "status", "wait", "runs", "logs", "tasks_check"}
+READ_ONLY_TOOLS = {"pipelines", "plan", "status", "wait", "runs", "logs", "tasks_check"}
 
 
 @pytest.fixture
@@ -81,6 +82,116 @@ def test_tool_list_and_schemas(served: Repo) -> None:
     assert set(read_only) == READ_ONLY_TOOLS
 
 
+def _schema_defects(
+    schema: Any, defs: dict[str, Any], where: str, nested: bool = False
+) -> list[str]:
+    """Every property without a description, every array without an item type and every
+    nested open object without a description, under ``schema`` (``$ref`` followed into
+    ``defs``); the tool's description describes its root schemas."""
+    if not isinstance(schema, dict):
+        return []
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return _schema_defects(defs[name], defs, f"{where}->{name}", nested)
+    found = []
+    for name, prop in schema.get("properties", {}).items():
+        if not str(prop.get("description") or "").strip():
+            found.append(f"{where}.{name}: no description")
+        found += _schema_defects(prop, defs, f"{where}.{name}", True)
+    for key in ("anyOf", "oneOf", "allOf"):
+        for position, option in enumerate(schema.get(key, [])):
+            found += _schema_defects(option, defs, f"{where}.{key}[{position}]", nested)
+    if schema.get("type") == "array" or "items" in schema:
+        items = schema.get("items")
+        if not isinstance(items, dict) or not ({"type", "$ref", "anyOf"} & set(items)):
+            found.append(f"{where}: array items without a schema ({items!r})")
+        else:
+            found += _schema_defects(items, defs, f"{where}[]", True)
+    open_object = schema.get("type") == "object" and not schema.get("properties")
+    if nested and open_object and not str(schema.get("description") or "").strip():
+        found.append(f"{where}: an open object without a description")
+    return found
+
+
+def test_every_field_of_every_tool_schema_is_described(served: Repo) -> None:
+    async def scenario(client: Client) -> list[Any]:
+        return (await client.list_tools()).tools
+
+    defects = []
+    for tool in in_process(served, scenario):
+        for kind, schema in (("input", tool.input_schema), ("output", tool.output_schema)):
+            assert schema is not None, f"{tool.name}: no {kind} schema"
+            defects += _schema_defects(schema, schema.get("$defs", {}), f"{tool.name}.{kind}")
+    assert defects == []
+
+
+@pytest.mark.slow
+def test_error_results_pass_a_client_that_validates_them_against_the_output_schema(
+    served: Repo,
+) -> None:
+    """The MCP Inspector validates error results too; the SDK's validator is run on them here
+    (its own call_tool validates successes only), and jsonschema for good measure."""
+    import jsonschema
+
+    async def scenario(client: Client) -> list[tuple[str, Any, Any]]:
+        schemas = {tool.name: tool.output_schema for tool in (await client.list_tools()).tools}
+        calls = [
+            ("plan", {"pipeline": "nope"}),
+            ("pipelines", {}),
+            ("status", {"run": "no-such-run"}),
+            ("tasks_mark", {"task": "t", "item": "x", "run": "no-such-run"}),
+            ("logs", {"run": "no-such-run", "tail_lines": 0}),
+            ("runs", {"status": "bogus"}),
+        ]
+        outcomes = []
+        for name, arguments in calls:
+            outcome = await client.call_tool(name, arguments)
+            if outcome.is_error:
+                await client.session.validate_tool_result(name, outcome)
+            outcomes.append((name, outcome, schemas[name]))
+        return outcomes
+
+    outcomes = in_process(served, scenario)
+    errors = [(name, outcome, schema) for name, outcome, schema in outcomes if outcome.is_error]
+    assert [name for name, _, _ in errors] == ["plan", "status", "tasks_mark", "logs", "runs"]
+    for _name, outcome, schema in errors:
+        jsonschema.validate(error(outcome), schema)
+    for name, outcome, schema in outcomes:
+        if name == "pipelines":
+            jsonschema.validate(result(outcome), schema)
+
+
+def test_a_success_without_its_fields_is_still_refused_by_the_schema(served: Repo) -> None:
+    """Declaring the error shape does not loosen the schema: an object with neither the
+    result's fields nor the error's fails validation."""
+    import jsonschema
+
+    async def scenario(client: Client) -> Any:
+        return {tool.name: tool.output_schema for tool in (await client.list_tools()).tools}
+
+    schemas = in_process(served, scenario)
+    for name, schema in schemas.items():
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"unrelated": 1}, schema)
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"error": "x"}, schema)  # an error needs its exit code
+        assert name
+
+
+@pytest.mark.slow
+def test_pipelines_lists_pipelines_and_stages_like_the_cli(served: Repo) -> None:
+    async def scenario(client: Client) -> Any:
+        return await client.call_tool("pipelines", {})
+
+    document = result(in_process(served, scenario))
+    assert document == json.loads(served.cli("pipelines", "--format", "json").stdout)
+    listed = {pipeline["id"]: pipeline for pipeline in document["pipelines"]}
+    assert list(listed) == ["main", "diagnostics"]
+    assert [stage["id"] for stage in listed["main"]["stages"]] == ["hello", "count"]
+    assert listed["main"]["default"] and not listed["diagnostics"]["default"]
+    assert [stage["id"] for stage in listed["diagnostics"]["stages"]][-1] == "spec-guard"
+
+
 @pytest.mark.slow
 def test_plan_answers_like_the_cli_and_errors_carry_its_message(served: Repo) -> None:
     async def scenario(client: Client) -> list[Any]:
@@ -116,9 +227,13 @@ def test_status_wait_and_logs_of_a_real_run(served: Repo) -> None:
             ),
             await client.call_tool("logs", {"run": run["run_id"], "stream": "stderr"}),
             await client.call_tool("status", {"run": "2020-01-01T00-00-00-000Z-00000000"}),
+            await client.call_tool("status", {"run": "@last"}),
+            await client.call_tool("logs", {"run": run["run_id"][-8:], "stage": "hello"}),
         ]
 
-    status, waited, logs, tail, stderr, unknown = in_process(served, scenario)
+    status, waited, logs, tail, stderr, unknown, last, by_suffix = in_process(served, scenario)
+    assert result(last)["run_id"] == run["run_id"]  # a run reference, as on the command line
+    assert result(by_suffix)["run_id"] == run["run_id"]
     state = result(status)
     assert state["run_id"] == run["run_id"] and state["status"] == "succeeded"
     assert state["finished"] is True and state["exit_code"] == 0 and state["stale"] is False
@@ -249,6 +364,7 @@ def test_tasks_check_and_mark_on_a_real_checklist(served: Repo) -> None:
     assert "reviewer hand-off" in json.dumps(problems["tasks"]).lower()
     document = result(marked)
     assert document["evidence"] == run["manifest"]
+    assert document["record"] == f"tasks/evidence/{task}.json"
     assert document["changed"] == mirrors
     for mirror in mirrors:
         assert (
@@ -260,7 +376,7 @@ def test_tasks_check_and_mark_on_a_real_checklist(served: Repo) -> None:
     assert error(option_like)["exit_code"] == 2
     assert result(second)["changed"] == mirrors
     assert result(after) == {
-        "tasks": [{"task": task, "problems": []}],
+        "tasks": [{"task": task, "problems": [], "notes": []}],
         "problem_count": 0,
         "clean": True,
     }

@@ -111,7 +111,7 @@ def test_stdout_carries_protocol_messages_only(noisy: Repo) -> None:
 
 
 @pytest.mark.slow
-def test_read_only_offers_six_tools_and_refuses_start(noisy: Repo) -> None:
+def test_read_only_offers_seven_tools_and_refuses_start(noisy: Repo) -> None:
     async def main() -> tuple[set[str], dict[str, Any], dict[str, Any]]:
         async with over_stdio(noisy, "--read-only") as client:
             names = {tool.name for tool in (await client.list_tools()).tools}
@@ -120,7 +120,7 @@ def test_read_only_offers_six_tools_and_refuses_start(noisy: Repo) -> None:
             return names, refused, planned
 
     names, refused, planned = anyio.run(main)
-    assert names == {"plan", "status", "wait", "runs", "logs", "tasks_check"}
+    assert names == {"pipelines", "plan", "status", "wait", "runs", "logs", "tasks_check"}
     assert refused["exit_code"] == 2 and "unknown tool 'start'" in refused["error"]
     assert planned["pipeline"]["id"] == "main"
     assert not (noisy.root / ".runs").exists()

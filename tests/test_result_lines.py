@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from codex_orchestrator.pipelines.diagnostics.runner_skips import runner_skip
 from codex_orchestrator.records.result_lines import result_line
 from codex_orchestrator.records.summaries import stage_summary
 
@@ -115,3 +116,51 @@ def test_a_huge_result_line_is_cut() -> None:
     line = b"Found 1 error." + b"x" * 10_000
     summary = result_line(line, b"")
     assert summary is not None and len(summary) == 240
+
+
+# tox's and nox's report lines as the real tools print them (tox 4.x, nox 2026.x; both run in
+# tests/test_diagnostics_runs.py): a stage is skipped only when every environment was.
+NOX_MIXED = (
+    b"nox > Running session both-3.4\n"
+    b"nox > Session both-3.4 skipped: Python interpreter 3.4 not found (took 2 seconds).\n"
+    b"nox > Running session both-3.11\n"
+    b"nox > Session both-3.11 was successful in 2 seconds.\n"
+    b"nox > Ran 2 sessions in 4 seconds:\n"
+    b"nox > * both-3.4: skipped (Python interpreter 3.4 not found), took 2 seconds\n"
+    b"nox > * both-3.11: success, took 2 seconds\n"
+)
+TOX_MIXED = (
+    b"py34: skipped because could not find python interpreter with spec(s): py34\n"
+    b"py: commands[0]> python -c 'print(1)'\n1\n"
+    b"  py34: SKIP (3.60 seconds)\n"
+    b"  py: OK (1.50=setup[1.39]+cmd[0.11] seconds)\n"
+    b"  congratulations :) (5.50 seconds)\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("runner", "stdout", "stderr", "code", "expected"),
+    [
+        ("nox", b"", NOX_MIXED, 0, None),
+        ("tox", TOX_MIXED, b"", 0, None),
+        # The summary covers a session whose own line the tail cut off.
+        ("nox", b"", NOX_MIXED.replace(b"success", b"skipped (no)"), 0, "both-3.11: no"),
+        (
+            "tox",
+            b"\x1b[33m  py34: SKIP (4.80 seconds)\x1b[0m\n  evaluation failed :( (5.34 seconds)\n",
+            b"",
+            1,
+            "skipped: tox skipped py34: skip",
+        ),
+        ("tox", b"  py34: SKIP (4.80 seconds)\n", b"", 2, None),  # not tox's all-skipped exit
+        ("nox", b"", b"nox > Session lint failed.\n", 1, None),
+    ],
+)
+def test_a_runner_that_skipped_every_environment(
+    runner: str, stdout: bytes, stderr: bytes, code: int, expected: str | None
+) -> None:
+    found = runner_skip(runner, stdout, stderr, code)
+    if expected is None:
+        assert found is None
+    else:
+        assert found is not None and expected in found.summary, found

@@ -88,7 +88,7 @@ def test_review_of_the_newest_run(tmp_path: Path) -> None:
     review_md = (manifest.parent / "review.md").read_text()
     assert result.stdout == review_md
     assert f"run {NEW_RUN}" in review_md
-    assert "- Status: **failed** (stage:test:failed)" in review_md
+    assert "- Status: **failed (stage:test:failed)**" in review_md
     assert "1. `build` Build — succeeded, exit 0: built" in review_md
     assert "2. `test` Test — failed, exit 1: boom" in review_md
     assert "line 99\nboom ```fenced```\n````" in review_md and "line 69\n" not in review_md

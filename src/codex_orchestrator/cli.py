@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -26,8 +27,28 @@ from codex_orchestrator.util.console import Reporter, ensure_standard_streams
 DEBUG_ENV = "CODEX_ORCHESTRATOR_DEBUG"
 
 
-class _Formatter(argparse.HelpFormatter):
-    """Help text as wide as ``$COLUMNS`` (default 100), without probing the terminal at start-up."""
+DESCRIPTION = """\
+Run a repository's engineering pipelines (lint, test, build, or stages you define) for a task,
+and keep a durable, reviewable record of every run: manifest, logs, error files, metrics.
+Linux only. Config: codex.orchestrator.json, found from the working directory up."""
+
+EPILOG = """\
+examples:
+  codex-orchestrator pipelines                 what this repository can run
+  codex-orchestrator start                     run the default pipeline
+  codex-orchestrator status                    the newest run of the task
+  codex-orchestrator logs @last test           a stage's output
+  codex-orchestrator COMMAND --help            a command's options and examples
+
+RUN is a run id, a unique prefix or suffix of one (6+ characters), @last or @last-N."""
+
+RUN_HELP = "a run id, a unique prefix or suffix of one (6+ characters), @last or @last-N"
+TASK_HELP = "the task (default: $MCP_RUNNER_TASK_ID, else 'default')"
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Help text as wide as ``$COLUMNS`` (default 100), without probing the terminal at start-up;
+    descriptions and example epilogs keep their lines."""
 
     def __init__(self, prog: str) -> None:
         from codex_orchestrator.util.numeric import number_or_none
@@ -45,11 +66,44 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise OrchestratorError(f"{message} (see '{self.prog} --help')")
+        raise OrchestratorError(f"{_with_suggestion(message)} (see '{self.prog} --help')")
+
+
+def _with_suggestion(message: str) -> str:
+    """argparse's "invalid choice" message, with the nearest choice when one is a likely typo."""
+    invalid = re.search(r"invalid choice: '?([^'\s]*)'? \(choose from (.*)\)", message)
+    if invalid is None:
+        return message
+    from codex_orchestrator.util.suggest import did_you_mean
+
+    choices = re.findall(r"[^',\s]+", invalid.group(2))
+    return message.replace(" (choose", f"{did_you_mean(invalid.group(1), choices)} (choose", 1)
+
+
+def _command(
+    sub: argparse._SubParsersAction[_Parser], name: str, summary: str, examples: str
+) -> _Parser:
+    """A subcommand with its one-line summary and an epilog of examples."""
+    parser: _Parser = sub.add_parser(
+        name,
+        help=summary,
+        description=summary[0].upper() + summary[1:] + ".",
+        epilog="examples:\n" + examples.rstrip("\n"),
+    )
+    return parser
 
 
 def _add_format(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text for people (default), or one JSON document on stdout for programs",
+    )
+
+
+def _add_task(parser: argparse.ArgumentParser, help_text: str = TASK_HELP) -> None:
+    parser.add_argument("--task", metavar="ID", help=help_text)
 
 
 def _add_launch(parser: argparse.ArgumentParser) -> None:
@@ -65,90 +119,216 @@ def _add_launch(parser: argparse.ArgumentParser) -> None:
         help="continue the run in the background and return at once",
     )
     parser.add_argument("--executor", metavar="NAME", help="where stages run: local or dask")
-    parser.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="the Dask scheduler")
+    parser.add_argument(
+        "--scheduler", metavar="tcp://HOST:PORT", help="the Dask scheduler (with --executor dask)"
+    )
 
 
-def _add_run(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument("run_id", nargs="?", metavar="RUN")
-    parser.add_argument("--run", dest="run_option", metavar="RUN")
+def _add_run(parser: argparse.ArgumentParser, required: bool = True, newest: bool = False) -> None:
+    shown = f"{RUN_HELP}; default: @last" if newest else RUN_HELP
+    parser.add_argument("run_id", nargs="?", metavar="RUN", help=shown)
+    parser.add_argument("--run", dest="run_option", metavar="RUN", help="RUN, as an option")
     parser.set_defaults(run_required=required)
 
 
 def _add_start(sub: argparse._SubParsersAction[_Parser]) -> None:
-    start = sub.add_parser("start", help="run a pipeline for a task")
-    start.add_argument("pipeline", nargs="?", metavar="PIPELINE")
-    start.add_argument("--task", metavar="ID")
-    start.add_argument("--parent-run", metavar="RUN")
-    start.add_argument("--approval-policy", metavar="POLICY")
+    start = _command(
+        sub,
+        "start",
+        "run a pipeline for a task",
+        """\
+  codex-orchestrator start                        the config's defaultPipeline (else diagnostics)
+  codex-orchestrator start ci --task 0412-login   pipeline ci, recorded under task 0412-login
+  codex-orchestrator start --detach --format json run in the background; print the run id
+""",
+    )
+    start.add_argument(
+        "pipeline",
+        nargs="?",
+        metavar="PIPELINE",
+        help="the pipeline to run (default: the config's defaultPipeline, else diagnostics)",
+    )
+    _add_task(start)
+    start.add_argument(
+        "--parent-run", metavar="RUN", help="record the run as a child of RUN (" + RUN_HELP + ")"
+    )
+    start.add_argument(
+        "--approval-policy",
+        metavar="POLICY",
+        help="a label recorded in the manifest for the agent's approval policy; it is only "
+        "recorded and changes nothing about how the run goes",
+    )
     _add_launch(start)
     _add_format(start)
 
 
 def _add_plan(sub: argparse._SubParsersAction[_Parser]) -> None:
-    plan = sub.add_parser("plan", help="show the stages a pipeline would run")
-    plan.add_argument("pipeline", nargs="?", metavar="PIPELINE")
-    plan.add_argument("--task", metavar="ID")
+    plan = _command(
+        sub,
+        "plan",
+        "show the stages a pipeline would run, running nothing",
+        """\
+  codex-orchestrator plan                 the default pipeline's stages and their commands
+  codex-orchestrator plan ci --format json
+""",
+    )
+    plan.add_argument(
+        "pipeline", nargs="?", metavar="PIPELINE", help="the pipeline (default: as for start)"
+    )
+    _add_task(plan)
     _add_format(plan)
 
 
+def _add_pipelines(sub: argparse._SubParsersAction[_Parser]) -> None:
+    pipelines = _command(
+        sub,
+        "pipelines",
+        "list the pipelines of this repository with their stages",
+        """\
+  codex-orchestrator pipelines
+  codex-orchestrator pipelines --format json
+""",
+    )
+    _add_format(pipelines)
+
+
 def _add_status(sub: argparse._SubParsersAction[_Parser]) -> None:
-    status = sub.add_parser("status", help="report a run's state")
-    _add_run(status)
-    status.add_argument("--task", metavar="ID")
+    status = _command(
+        sub,
+        "status",
+        "report a run's state",
+        """\
+  codex-orchestrator status                  the task's newest run
+  codex-orchestrator status 0a1b2c3d         the run whose id ends with 0a1b2c3d
+  codex-orchestrator status @last --watch    follow it until it ends; exit with its code
+""",
+    )
+    _add_run(status, required=False, newest=True)
+    _add_task(status, "look among this task's runs (and its newest for @last)")
     status.add_argument("--watch", action="store_true", help="follow the run until it ends")
-    status.add_argument("--interval", default="2", metavar="SECONDS")
+    status.add_argument(
+        "--interval", default="2", metavar="SECONDS", help="with --watch: seconds between checks"
+    )
     _add_format(status)
 
 
 def _add_resume(sub: argparse._SubParsersAction[_Parser]) -> None:
-    resume = sub.add_parser("resume", help="continue a failed or dead run")
+    resume = _command(
+        sub,
+        "resume",
+        "continue a failed or dead run",
+        """\
+  codex-orchestrator resume @last          re-run the stages of the newest run that did not pass
+  codex-orchestrator resume 0a1b2c3d --token "$TOKEN" --actor ci --reason "flaky network"
+""",
+    )
     _add_run(resume)
-    resume.add_argument("--task", metavar="ID")
-    resume.add_argument("--token", metavar="TOKEN")
-    resume.add_argument("--actor", metavar="NAME")
-    resume.add_argument("--reason", metavar="TEXT")
+    _add_task(resume, "look among this task's runs (and its newest for @last)")
+    resume.add_argument(
+        "--token", metavar="TOKEN", help="the run's resume token (default: read .resume-token)"
+    )
+    resume.add_argument("--actor", metavar="NAME", help="who resumes (default: the user name)")
+    resume.add_argument("--reason", metavar="TEXT", help="why, recorded in the manifest")
     resume.add_argument("--force", action="store_true", help="resume even if the run looks alive")
     _add_launch(resume)
     _add_format(resume)
 
 
 def _add_tasks(sub: argparse._SubParsersAction[_Parser]) -> None:
-    tasks = sub.add_parser("tasks", help="task checklists and their manifest evidence")
+    tasks = _command(
+        sub,
+        "tasks",
+        "task checklists and their manifest evidence",
+        """\
+  codex-orchestrator tasks check
+  codex-orchestrator tasks mark 0412-login "tests pass" --run @last
+  codex-orchestrator tasks new 0413-logout --title "Log out everywhere"
+""",
+    )
     tasks_sub = tasks.add_subparsers(dest="tasks_command", metavar="ACTION", parser_class=_Parser)
-    check = tasks_sub.add_parser("check", help="report checklist problems")
-    check.add_argument("task", nargs="?", metavar="TASK")
+    check = _command(
+        tasks_sub,
+        "check",
+        "report checklist problems (items marked without evidence, evidence that is not there)",
+        "  codex-orchestrator tasks check 0412-login --format json\n",
+    )
+    check.add_argument("task", nargs="?", metavar="TASK", help="one task (default: every task)")
     _add_format(check)
-    mark = tasks_sub.add_parser("mark", help="flip an item to [x] with a run's manifest")
-    mark.add_argument("task", metavar="TASK")
-    mark.add_argument("item", metavar="ITEM")
-    mark.add_argument("--run", dest="run_option", required=True, metavar="RUN")
+    mark = _command(
+        tasks_sub,
+        "mark",
+        "flip an item to [x] with a succeeded run's manifest as its evidence",
+        '  codex-orchestrator tasks mark 0412-login "tests pass" --run @last\n',
+    )
+    mark.add_argument("task", metavar="TASK", help="the task whose checklist holds the item")
+    mark.add_argument("item", metavar="ITEM", help="the item: its id, or the start of its text")
+    mark.add_argument(
+        "--run",
+        dest="run_option",
+        required=True,
+        metavar="RUN",
+        help=f"the succeeded run of the task that proves it ({RUN_HELP})",
+    )
     _add_format(mark)
-    new = tasks_sub.add_parser("new", help="scaffold a new task's collateral")
-    new.add_argument("task", metavar="TASK")
-    new.add_argument("--title", required=True, metavar="TEXT")
+    new = _command(
+        tasks_sub,
+        "new",
+        "scaffold a new task's collateral (spec, checklist, index entry)",
+        '  codex-orchestrator tasks new 0413-logout --title "Log out everywhere"\n',
+    )
+    new.add_argument("task", metavar="TASK", help="the new task's id")
+    new.add_argument("--title", required=True, metavar="TEXT", help="the task's title")
     _add_format(new)
 
 
 def _add_spec_guard(sub: argparse._SubParsersAction[_Parser]) -> None:
-    guard = sub.add_parser("spec-guard", help="check that code changes come with spec changes")
-    guard.add_argument("--dry-run", action="store_true")
-    guard.add_argument("--base", metavar="REF")
+    guard = _command(
+        sub,
+        "spec-guard",
+        "check that code changes come with spec changes",
+        """\
+  codex-orchestrator spec-guard --base origin/main
+  codex-orchestrator spec-guard --dry-run      report findings without failing
+""",
+    )
+    guard.add_argument("--dry-run", action="store_true", help="report findings; exit 0 anyway")
+    guard.add_argument(
+        "--base",
+        metavar="REF",
+        help="compare with this git ref (default: the merge base with main or master)",
+    )
     _add_format(guard)
 
 
 def _add_review(sub: argparse._SubParsersAction[_Parser]) -> None:
-    review = sub.add_parser("review", help="hand a run to review")
-    _add_run(review, required=False)
-    review.add_argument("--task", metavar="ID")
+    review = _command(
+        sub,
+        "review",
+        "write a run's review.md and hand it to codex review when installed",
+        """\
+  codex-orchestrator review                 the task's newest run
+  codex-orchestrator review 0a1b2c3d
+""",
+    )
+    _add_run(review, required=False, newest=True)
+    _add_task(review, "look among this task's runs (and its newest by default)")
     _add_format(review)
 
 
 def _add_cancel(sub: argparse._SubParsersAction[_Parser]) -> None:
-    cancel = sub.add_parser("cancel", help="stop a run from any terminal")
+    cancel = _command(
+        sub,
+        "cancel",
+        "stop a run from any terminal",
+        """\
+  codex-orchestrator cancel @last --wait
+  codex-orchestrator cancel 0a1b2c3d --reason "wrong branch"
+""",
+    )
     _add_run(cancel)
-    cancel.add_argument("--task", metavar="ID")
-    cancel.add_argument("--reason", metavar="TEXT")
-    cancel.add_argument("--actor", metavar="NAME")
+    _add_task(cancel, "look among this task's runs (and its newest for @last)")
+    cancel.add_argument("--reason", metavar="TEXT", help="why, recorded in the manifest")
+    cancel.add_argument("--actor", metavar="NAME", help="who cancels (default: the user name)")
     cancel.add_argument(
         "--wait", action="store_true", help="return once the run is recorded as ended"
     )
@@ -156,21 +336,50 @@ def _add_cancel(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 
 def _add_runs(sub: argparse._SubParsersAction[_Parser]) -> None:
-    runs = sub.add_parser("runs", help="list runs of every task, newest first")
-    runs.add_argument("--task", metavar="ID")
-    runs.add_argument("--status", metavar="STATUS")
-    runs.add_argument("--pipeline", metavar="ID")
-    runs.add_argument("--since", metavar="WHEN", help="2h, 7d or an ISO date")
+    runs = _command(
+        sub,
+        "runs",
+        "list runs of every task, newest first",
+        """\
+  codex-orchestrator runs --since 2h
+  codex-orchestrator runs --task 0412-login --status failed --format ndjson
+""",
+    )
+    _add_task(runs, "only this task's runs")
+    runs.add_argument(
+        "--status", metavar="STATUS", help="only runs in this status (failed, succeeded, stale…)"
+    )
+    runs.add_argument("--pipeline", metavar="ID", help="only runs of this pipeline")
+    runs.add_argument("--since", metavar="WHEN", help="only runs since: 2h, 7d or an ISO date")
     runs.add_argument("--limit", metavar="N", help="at most N runs (default 20; 0: all)")
-    runs.add_argument("--format", choices=("text", "json", "ndjson"), default="text")
+    runs.add_argument(
+        "--format",
+        choices=("text", "json", "ndjson"),
+        default="text",
+        help="text (default), one JSON document, or one JSON object a line",
+    )
 
 
 def _add_logs(sub: argparse._SubParsersAction[_Parser]) -> None:
-    logs = sub.add_parser("logs", help="print a run's stored stage output")
-    _add_run(logs)
-    logs.add_argument("stage", nargs="?", metavar="STAGE")
-    logs.add_argument("--task", metavar="ID")
-    logs.add_argument("--stream", choices=("stdout", "stderr", "both"), default="both")
+    logs = _command(
+        sub,
+        "logs",
+        "print a run's stored stage output",
+        """\
+  codex-orchestrator logs                      every stage of the task's newest run
+  codex-orchestrator logs @last test --tail 50
+  codex-orchestrator logs 0a1b2c3d --follow    print output as it comes until the run ends
+""",
+    )
+    _add_run(logs, required=False, newest=True)
+    logs.add_argument("stage", nargs="?", metavar="STAGE", help="one stage (default: every one)")
+    _add_task(logs, "look among this task's runs (and its newest for @last)")
+    logs.add_argument(
+        "--stream",
+        choices=("stdout", "stderr", "both"),
+        default="both",
+        help="which output (default: both)",
+    )
     logs.add_argument("--tail", metavar="N", help="only the last N lines of each log")
     logs.add_argument("--follow", action="store_true", help="keep printing until the run ends")
     logs.add_argument(
@@ -182,20 +391,40 @@ def _add_logs(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 
 def _add_prune(sub: argparse._SubParsersAction[_Parser]) -> None:
-    prune = sub.add_parser("prune", help="delete old run directories, keeping history")
-    prune.add_argument("--task", metavar="ID")
+    prune = _command(
+        sub,
+        "prune",
+        "delete old run directories, keeping history",
+        """\
+  codex-orchestrator prune --keep 10 --dry-run
+  codex-orchestrator prune --older-than 30d --status failed
+""",
+    )
+    _add_task(prune, "only this task's runs")
     prune.add_argument("--keep", metavar="N", help="keep the N newest runs per task and pipeline")
     prune.add_argument("--older-than", metavar="AGE", help="only runs that ended before AGE ago")
-    prune.add_argument("--status", metavar="STATUS")
-    prune.add_argument("--include-evidence", action="store_true")
-    prune.add_argument("--dry-run", action="store_true")
+    prune.add_argument("--status", metavar="STATUS", help="only runs in this status")
+    prune.add_argument(
+        "--include-evidence",
+        action="store_true",
+        help="also delete runs a task checklist cites as evidence",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="say what would go; delete nothing")
     _add_format(prune)
 
 
 def _add_stats(sub: argparse._SubParsersAction[_Parser]) -> None:
-    stats = sub.add_parser("stats", help="success rates and durations from metrics.json")
-    stats.add_argument("--task", metavar="ID")
-    stats.add_argument("--since", metavar="WHEN", help="2h, 7d or an ISO date")
+    stats = _command(
+        sub,
+        "stats",
+        "success rates and durations from metrics.json",
+        """\
+  codex-orchestrator stats --since 7d
+  codex-orchestrator stats --task 0412-login --write
+""",
+    )
+    _add_task(stats, "only this task")
+    stats.add_argument("--since", metavar="WHEN", help="only runs since: 2h, 7d or an ISO date")
     stats.add_argument(
         "--write", action="store_true", help="write <runs>/<task>/metrics-summary.json"
     )
@@ -203,24 +432,68 @@ def _add_stats(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 
 def _add_report(sub: argparse._SubParsersAction[_Parser]) -> None:
-    report = sub.add_parser("report", help="write a run's (or a task's) HTML report")
+    report = _command(
+        sub,
+        "report",
+        "write a run's (or a task's) HTML report, or a run's JUnit XML",
+        """\
+  codex-orchestrator report @last                    the newest run's report.html
+  codex-orchestrator report --task 0412-login        the task's page of runs
+  codex-orchestrator report @last --junit junit.xml  JUnit XML for CI test views
+""",
+    )
     _add_run(report, required=False)
-    report.add_argument("--task", metavar="ID", help="without RUN: the task's page of runs")
+    _add_task(report, "without RUN: the task's page of runs; with RUN: look among its runs")
+    report.add_argument(
+        "--junit",
+        metavar="PATH",
+        help="write the run's JUnit XML (one testcase per stage) to PATH instead of HTML",
+    )
     _add_format(report)
 
 
 def _add_mcp(sub: argparse._SubParsersAction[_Parser]) -> None:
-    mcp = sub.add_parser("mcp", help="serve the Model Context Protocol over stdio (for agents)")
+    mcp = _command(
+        sub,
+        "mcp",
+        "serve the Model Context Protocol over stdio (for agents)",
+        """\
+  codex-orchestrator mcp
+  codex-orchestrator mcp --read-only
+""",
+    )
     mcp.add_argument(
         "--read-only",
         action="store_true",
-        help="offer only plan, status, wait, runs, logs, tasks_check",
+        help="offer only pipelines, plan, status, wait, runs, logs, tasks_check",
     )
+
+
+def _add_completion(sub: argparse._SubParsersAction[_Parser]) -> None:
+    completion = _command(
+        sub,
+        "completion",
+        "print a shell completion script",
+        """\
+  source <(codex-orchestrator completion bash)         in ~/.bashrc
+  source <(codex-orchestrator completion zsh)          in ~/.zshrc, after compinit
+  codex-orchestrator completion fish | source          in ~/.config/fish/config.fish
+""",
+    )
+    completion.add_argument(
+        "shell", nargs="?", choices=("bash", "zsh", "fish"), help="the shell: bash, zsh or fish"
+    )
+    # what the scripts ask for run, pipeline and task ids; not for people
+    completion.add_argument("--list", metavar="KIND", help=argparse.SUPPRESS)
+    completion.add_argument("--prefix", default="", metavar="TEXT", help=argparse.SUPPRESS)
+    # the scripts describe every command: the command gets the whole parser, not just its own
+    completion.set_defaults(whole_parser=build_parser)
 
 
 COMMANDS = {
     "start": ("start", _add_start),
     "plan": ("plan", _add_plan),
+    "pipelines": ("pipelines", _add_pipelines),
     "status": ("status", _add_status),
     "resume": ("resume", _add_resume),
     "tasks": ("tasks", _add_tasks),
@@ -233,18 +506,13 @@ COMMANDS = {
     "stats": ("stats", _add_stats),
     "report": ("report", _add_report),
     "mcp": ("mcp", _add_mcp),
+    "completion": ("completion", _add_completion),
 }
-
-
-#: What ``--help`` says the tool is (for its user; the module docstring is for its developers).
-DESCRIPTION = (
-    "Run a repository's engineering pipelines and keep a durable, reviewable record of every run."
-)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """Build the argument parser: every command, or just ``only`` (cheaper at start-up)."""
-    parser = _Parser(prog="codex-orchestrator", description=DESCRIPTION)
+    parser = _Parser(prog="codex-orchestrator", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (_, add) in COMMANDS.items():
@@ -271,7 +539,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_arguments(arguments)
         first = arguments[0] if arguments else None
-        args = build_parser(first if first in COMMANDS else None).parse_args(arguments)
+        parser = build_parser(first if first in COMMANDS else None)
+        args, unknown = parser.parse_known_args(arguments)
+        if unknown:
+            raise UsageError(_unrecognized(parser, args, unknown))
         if args.command is None or (args.command == "tasks" and args.tasks_command is None):
             build_parser().print_help(sys.stderr)
             return EXIT_USAGE
@@ -294,6 +565,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             traceback.print_exc()
         return EXIT_FAULT
+
+
+def _unrecognized(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, unknown: list[str]
+) -> str:
+    """argparse's "unrecognized arguments" line, with the nearest option of the (sub)command
+    for a mistyped one (``--fromat``: did you mean ``--format``?)."""
+    from codex_orchestrator.util.suggest import did_you_mean
+
+    command = parser
+    for name in (getattr(args, "command", None), getattr(args, "tasks_command", None)):
+        subparsers = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
+        if name is None or not subparsers:
+            break
+        command = subparsers[0].choices[name]
+    options = [flag for action in command._actions for flag in action.option_strings]
+    hint = "".join(
+        did_you_mean(word.partition("=")[0], options) for word in unknown if word.startswith("-")
+    )
+    return f"unrecognized arguments: {' '.join(unknown)}{hint} (see '{command.prog} --help')"
 
 
 def _check_arguments(arguments: list[str]) -> None:

@@ -1,6 +1,6 @@
 """Shell completion for bash, zsh and fish, generated from the real argument parser.
 
-`script` walks `cli.build_parser()` once and writes a static script: the subcommands, their
+`script` walks the CLI's whole parser once and writes a static script: the subcommands, their
 options and the fixed choices of each argument are tables inside it, so completing a command
 or an option never starts Python, and nothing here is imported by any other command. Only
 an argument that takes a run id, a pipeline id or a task id makes the script ask the tool,
@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from codex_orchestrator.cli import build_parser
 from codex_orchestrator.persistence.runs import task_ids
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.ids import RUN_ID_PATTERN
@@ -67,9 +66,10 @@ class Command(NamedTuple):
     subcommands: tuple[Command, ...]
 
 
-def script(shell: str) -> str:
-    """The completion script for ``shell`` (one of `SHELLS`), from the real parser."""
-    commands = list(_walk(_command(build_parser(), "", "")))
+def script(shell: str, parser: argparse.ArgumentParser) -> str:
+    """The completion script for ``shell`` (one of `SHELLS`), from the real parser (the CLI's
+    whole parser, handed in so that this module stays below the CLI)."""
+    commands = list(_walk(_command(parser, "", "")))
     if shell == "bash":
         return _bash(_sh_tables(commands))
     if shell == "zsh":

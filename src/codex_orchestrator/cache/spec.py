@@ -12,8 +12,9 @@ from typing import Literal, NamedTuple, NoReturn
 
 from codex_orchestrator.cache.globs import GlobError, compile_glob
 from codex_orchestrator.errors import ConfigError
-from codex_orchestrator.pipelines.model import CONFIG_FILE
+from codex_orchestrator.records.layout import CONFIG_FILE
 from codex_orchestrator.util.jsonio import child_path, json_type
+from codex_orchestrator.util.suggest import closest
 
 #: ``inputs`` as this string: the files git tracks plus untracked files it does not ignore.
 GIT_INPUTS: Literal["git"] = "git"
@@ -132,11 +133,9 @@ def _read_text(value: object, path: str, fix: str) -> str:
 
 
 def _suggest(key: str) -> str:
-    import difflib
-
-    matches = difflib.get_close_matches(key, CACHE_KEYS, n=1)
-    if matches:
-        return f"did you mean {matches[0]!r}?"
+    match = closest(key, CACHE_KEYS)
+    if match:
+        return f"did you mean {match!r}?"
     return f"remove it (valid keys: {', '.join(CACHE_KEYS)})"
 
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codex_orchestrator.commands.invocation import default_actor, require_run, settings_or_defaults
+from codex_orchestrator.commands.invocation import default_actor, settings_or_defaults
 from codex_orchestrator.engine.signals import WAKE_SIGNAL
 from codex_orchestrator.errors import EXIT_FAILED, EXIT_OK
 from codex_orchestrator.persistence.runs import read_manifest
@@ -32,6 +32,7 @@ from codex_orchestrator.records.manifest import (
     load_child_manifest,
     load_manifest,
 )
+from codex_orchestrator.records.runref import resolve_run
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, RunStatus
 from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.console import Reporter
@@ -42,8 +43,7 @@ WAIT_SLACK_SECONDS = 5.0
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     """Cancel the run; exit 0 when done (or already ended), 1 when it could not be stopped."""
     workspace = Workspace.from_env()
-    run_id = args.run_id
-    task_id, run_dir = require_run(workspace, run_id, args.task)
+    task_id, run_id, run_dir = resolve_run(workspace, args.run_id, args.task)
     manifest = _manifest(workspace, run_dir)
     actor = args.actor or default_actor()
     settings = settings_or_defaults(workspace)

@@ -11,8 +11,10 @@ from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.pipelines.config import Config, load_config
 from codex_orchestrator.pipelines.model import Pipeline
 from codex_orchestrator.records.manifest import MANIFEST_NAME, ManifestStore, load_manifest
+from codex_orchestrator.records.runref import ResolvedRun, resolve_run
 from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.console import Reporter, log_echo, note
+from codex_orchestrator.util.wording import logs_line, stage_line, status_text
 
 if TYPE_CHECKING:  # the run machinery is imported only by the commands that run (cold start)
     from codex_orchestrator.engine.context import RunContext, RunResult
@@ -70,12 +72,12 @@ def _write_report(run_dir: Path) -> None:
 
 
 def find_manifest(
-    workspace: Workspace, run_id: str, task_id: str | None
-) -> tuple[str, Path, dict[str, Any]]:
-    """Locate a run by id (under any task unless ``task_id``) and load its manifest."""
-    task, run_dir = workspace.require_run(run_id, task_id)
-    path = run_dir / MANIFEST_NAME
-    return task, run_dir, load_manifest(path, workspace.display(path))
+    workspace: Workspace, reference: str, task_id: str | None
+) -> tuple[ResolvedRun, dict[str, Any]]:
+    """Resolve a run reference (under any task unless ``task_id``) and load its manifest."""
+    found = resolve_run(workspace, reference, task_id)
+    path = found.run_dir / MANIFEST_NAME
+    return found, load_manifest(path, workspace.display(path))
 
 
 def report_run(workspace: Workspace, reporter: Reporter, result: RunResult) -> int:
@@ -89,11 +91,13 @@ def report_run(workspace: Workspace, reporter: Reporter, result: RunResult) -> i
         "manifest": workspace.display(result.run_dir / MANIFEST_NAME),
         "log_path": workspace.display(result.run_dir / "runner.ndjson"),
     }
-    detail = f" ({result.status_detail})" if result.status_detail else ""
-    lines = [f"run {result.run_id}: {result.status}{detail}"]
+    lines = [f"run {result.run_id}: {status_text(result.status, result.status_detail)}"]
     if not reporter.json:
         lines += _stage_lines(result.run_dir / MANIFEST_NAME)
-    lines += [f"manifest: {document['manifest']}", f"log: {document['log_path']}"]
+    lines += [
+        f"manifest: {document['manifest']}",
+        logs_line(document["artifact_root"], result.run_id),
+    ]
     text = "\n".join(lines)
     reporter.result(document, text)
     return result.exit_code
@@ -105,10 +109,7 @@ def _stage_lines(manifest_path: Path) -> list[str]:
         commands = load_manifest(manifest_path)["commands"]
     except OrchestratorError:
         return []
-    return [
-        f"  {command['index']:>2}. {command['id']:<20} {command['status']:<10} {command.get('summary') or ''}".rstrip()
-        for command in commands
-    ]
+    return [stage_line(command) for command in commands]
 
 
 def drive(

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import getpass
 import os
-from pathlib import Path
 
-from codex_orchestrator.errors import RunNotFoundError
 from codex_orchestrator.records.workspace import Settings, Workspace
-from codex_orchestrator.util.ids import validate_id
 
 
 def default_actor() -> str:
@@ -32,17 +29,3 @@ def settings_or_defaults(workspace: Workspace) -> Settings:
         return Settings.resolve(load_config(workspace.root).settings)
     except OrchestratorError:
         return Settings.resolve()
-
-
-def require_run(workspace: Workspace, run_id: str, task: str | None) -> tuple[str, Path]:
-    """The task and directory of run ``run_id`` (validated); `RunNotFoundError` (exit 2) when
-    no task has it."""
-    found = workspace.find_run(
-        validate_id(run_id, "run"), validate_id(task, "task") if task else None
-    )
-    if found is None:
-        raise RunNotFoundError(
-            f"unknown run {run_id!r}: no such run under {workspace.display(workspace.runs_dir)}; "
-            "list runs with: codex-orchestrator runs"
-        )
-    return found

@@ -18,14 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from codex_orchestrator.commands.invocation import require_run
-from codex_orchestrator.errors import UsageError
+from codex_orchestrator.errors import RunNotFoundError, UsageError
 from codex_orchestrator.records.manifest import (
     MANIFEST_NAME,
     MAX_CHILD_DEPTH,
     load_child_manifest,
     load_manifest,
 )
+from codex_orchestrator.records.runref import LAST, resolve_run
 from codex_orchestrator.records.stage_logs import (
     STREAMS,
     LogSource,
@@ -63,7 +63,16 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     budget = parse_count(args.max_bytes, "--max-bytes") if args.max_bytes is not None else None
     if args.follow and reporter.json:
         raise UsageError("--follow prints bytes as they come; use it without --format json")
-    _, run_dir = require_run(workspace, args.run_id, args.task)
+    try:
+        run_dir = resolve_run(workspace, args.run_id or LAST, args.task).run_dir
+    except RunNotFoundError as error:
+        if args.run_id is None or args.stage is not None:
+            raise
+        # "logs test": a stage named where the run goes reads as a run reference
+        raise RunNotFoundError(
+            f"{error.message} (for stage {args.run_id} of the newest run: "
+            f"codex-orchestrator logs @last {args.run_id})"
+        ) from None
     streams = STREAMS if args.stream == "both" else (args.stream,)
     view = LogView(workspace, run_dir, stage, streams)
     manifest = view.manifest()

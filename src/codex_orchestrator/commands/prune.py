@@ -33,6 +33,7 @@ from codex_orchestrator.util.durations import parse_age
 from codex_orchestrator.util.ids import validate_id
 from codex_orchestrator.util.numeric import parse_count
 from codex_orchestrator.util.safefs import remove_tree
+from codex_orchestrator.util.wording import plural
 
 #: Why a chosen run stayed after all (a `kept` reason).
 DRIVEN = "driven by another process (its driver lock is held)"
@@ -186,9 +187,10 @@ def render(document: dict[str, Any]) -> str:
     lines += [f"kept {item['run_id']}: {item['reason']}" for item in document["kept"]]
     count, size = len(document["removed"]), _size(document["bytes_freed"])
     if document["dry_run"]:
-        lines.append(f"dry run: {count} runs would be removed, freeing {size}; nothing changed")
+        runs = plural(count, "run")
+        lines.append(f"dry run: {runs} would be removed, freeing {size}; nothing changed")
     else:
-        lines.append(f"{count} runs removed, {size} freed")
+        lines.append(f"{plural(count, 'run')} removed, {size} freed")
     return "\n".join(lines)
 
 

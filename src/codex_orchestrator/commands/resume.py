@@ -32,16 +32,14 @@ from codex_orchestrator.records.manifest import RESUME_TOKEN_NAME, ManifestStore
 from codex_orchestrator.records.statuses import RunStatus
 from codex_orchestrator.records.workspace import Workspace, with_flag
 from codex_orchestrator.util.console import Reporter, note
-from codex_orchestrator.util.ids import validate_id
 from codex_orchestrator.util.safefs import SMALL_FILE_LIMIT, read_regular
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     """Check the token and liveness, then re-run every stage that did not succeed."""
     workspace = Workspace.from_env()
-    run_id = validate_id(args.run_id, "run")
-    task_filter = validate_id(args.task, "task") if args.task else None
-    task_id, run_dir, manifest = find_manifest(workspace, run_id, task_filter)
+    found, manifest = find_manifest(workspace, args.run_id, args.task)
+    task_id, run_id, run_dir = found
     _check_token(run_dir, manifest, args.token)
     if manifest["status"] == RunStatus.SUCCEEDED:
         return _already_succeeded(workspace, reporter, run_id, run_dir)
@@ -50,7 +48,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     try:
         # Read again now that no one else can drive the run: the old driver may have
         # written its last records between the first read and taking the lock.
-        manifest = find_manifest(workspace, run_id, task_id)[2]
+        manifest = find_manifest(workspace, run_id, task_id)[1]
         if manifest["status"] == RunStatus.SUCCEEDED:
             return _already_succeeded(workspace, reporter, run_id, run_dir)
         if not recorded_driver:  # a run recorded before driver locks: judge by its heartbeat

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from codex_orchestrator.evidence.review import find_run_dir, review
+from codex_orchestrator.evidence.review import review
+from codex_orchestrator.records.runref import LAST, resolve_run
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.console import Reporter, note
 
@@ -12,7 +13,7 @@ from codex_orchestrator.util.console import Reporter, note
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     """Write ``review.md``, launch ``codex review`` if present, record the hand-off."""
     workspace = Workspace.from_env()
-    run_dir = find_run_dir(workspace, args.run_id, args.task)
+    run_dir = resolve_run(workspace, args.run_id or LAST, args.task).run_dir
     result = review(workspace, run_dir, quiet_stdout=reporter.json)
     document = {
         "run_id": result.run_id,

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
 
 
 def _parent_run(workspace: Workspace, parent_run: str | None) -> str | None:
+    """The full id of the run ``--parent-run`` names (any run reference)."""
     if parent_run is None:
         return None
-    find_manifest(workspace, validate_id(parent_run, "run"), None)
-    return parent_run
+    return find_manifest(workspace, parent_run, None)[0].run_id

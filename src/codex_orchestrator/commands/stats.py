@@ -13,6 +13,7 @@ from codex_orchestrator.util.durations import parse_since
 from codex_orchestrator.util.ids import validate_id
 from codex_orchestrator.util.jsonio import atomic_write_json
 from codex_orchestrator.util.safefs import real_directory
+from codex_orchestrator.util.wording import plural
 
 SUMMARY_NAME = "metrics-summary.json"
 
@@ -73,7 +74,7 @@ def render(reports: list[dict[str, Any]]) -> str:
 def _figures(figures: dict[str, Any]) -> str:
     durations = figures["duration_seconds"]
     return (
-        f"{figures['runs']} runs, {figures['succeeded']} succeeded, {figures['failed']} failed, "
+        f"{plural(figures['runs'], 'run')}, {figures['succeeded']} succeeded, {figures['failed']} failed, "
         f"{figures['cancelled']} cancelled; success {_percent(figures['success_rate'])}, "
         f"guardrails {_percent(figures['guardrail_coverage'])}; duration p50 "
         f"{_seconds(durations['p50'])}, p95 {_seconds(durations['p95'])}, max "

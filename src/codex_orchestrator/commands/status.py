@@ -15,11 +15,12 @@ from codex_orchestrator.records.manifest import (
     OUTCOME_FIELDS,
     load_manifest,
 )
+from codex_orchestrator.records.runref import LAST, resolve_run
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, StageStatus, run_exit_code
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.console import Reporter, note
-from codex_orchestrator.util.ids import validate_id
 from codex_orchestrator.util.numeric import parse_number
+from codex_orchestrator.util.wording import logs_line, stage_line, status_text
 
 MAX_WATCH_INTERVAL = 3600
 STATUS_FIELDS = (*OUTCOME_FIELDS, "artifact_root", "log_path")
@@ -28,9 +29,7 @@ STATUS_FIELDS = (*OUTCOME_FIELDS, "artifact_root", "log_path")
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     """Report the run once, or follow it with ``--watch`` until it ends."""
     workspace = Workspace.from_env()
-    run_id = validate_id(args.run_id, "run")
-    task_id = validate_id(args.task, "task") if args.task else None
-    task, run_dir = workspace.require_run(run_id, task_id)
+    task, _, run_dir = resolve_run(workspace, args.run_id or LAST, args.task)
     settle_waiting_snapshots(workspace, task, note)
     if args.watch:
         from codex_orchestrator.view.terminal import show_manifest
@@ -74,19 +73,14 @@ def describe(workspace: Workspace, run_dir: Path, manifest: dict[str, Any]) -> d
 
 def render(document: dict[str, Any]) -> str:
     """Text form of a status document."""
-    detail = f" ({document['status_detail']})" if document.get("status_detail") else ""
     age = document.get("heartbeat_age_seconds")
     finished = document["status"] in TERMINAL_RUN_STATUSES
     beat = f", heartbeat {age:.1f}s ago" if isinstance(age, (int, float)) and not finished else ""
     lines = [
         f"run {document['run_id']} [task {document['task_id']}, pipeline {document['pipeline_id']}]: "
-        f"{document['status']}{detail}{beat}"
+        f"{status_text(document['status'], document.get('status_detail'))}{beat}"
     ]
-    for command in document["commands"]:
-        summary = f"  {command['summary']}" if command.get("summary") else ""
-        lines.append(
-            f"  {command['index']:>2}. {command['id']:<20} {command['status']:<10}{summary}"
-        )
+    lines += [stage_line(command) for command in document["commands"]]
     if document["stale"]:
         lines.append(
             f"STALE: no heartbeat for more than {document['stale_after_seconds']:g}s; "
@@ -99,7 +93,8 @@ def render(document: dict[str, Any]) -> str:
         )
     elif document.get("hint"):
         lines.append(document["hint"])
-    lines.append(f"manifest: {document['manifest']}")
+    lines += [f"manifest: {document['manifest']}"]
+    lines.append(logs_line(document["artifact_root"], document["run_id"]))
     return "\n".join(lines)
 
 

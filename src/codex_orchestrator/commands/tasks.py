@@ -9,6 +9,7 @@ from codex_orchestrator.errors import EXIT_FAILED, EXIT_OK
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.console import Reporter
 from codex_orchestrator.util.ids import validate_id
+from codex_orchestrator.util.wording import plural
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
@@ -30,7 +31,11 @@ def _check(workspace: Workspace, task: str | None, reporter: Reporter) -> int:
     count = sum(len(report.problems) for report in reports)
     document = {
         "tasks": [
-            {"task": report.task, "problems": [problem.as_json() for problem in report.problems]}
+            {
+                "task": report.task,
+                "problems": [problem.as_json() for problem in report.problems],
+                "notes": [note.as_json() for note in report.notes],
+            }
             for report in reports
         ],
         "problem_count": count,
@@ -38,17 +43,21 @@ def _check(workspace: Workspace, task: str | None, reporter: Reporter) -> int:
     lines: list[str] = []
     for report in reports:
         if report.problems:
-            lines.append(f"task {report.task}: {_plural(len(report.problems), 'problem')}")
+            lines.append(f"task {report.task}: {plural(len(report.problems), 'problem')}")
             lines.extend(problem.as_text() for problem in report.problems)
+            lines.append("")
+        if report.notes:
+            lines.append(f"task {report.task}: {plural(len(report.notes), 'note')}")
+            lines.extend(f"{note.as_text()} (note)" for note in report.notes)
             lines.append("")
     troubled = sum(1 for report in reports if report.problems)
     if not reports:
         lines.append("tasks check: no tasks found (no tasks/index.json entries, no checklists)")
     elif count:
-        checked = _plural(len(reports), "task")
-        lines.append(f"tasks check: {_plural(count, 'problem')} in {troubled} of {checked}")
+        checked = plural(len(reports), "task")
+        lines.append(f"tasks check: {plural(count, 'problem')} in {troubled} of {checked}")
     else:
-        lines.append(f"tasks check: {_plural(len(reports), 'task')}, no problems")
+        lines.append(f"tasks check: {plural(len(reports), 'task')}, no problems")
     reporter.result(document, "\n".join(lines))
     return EXIT_FAILED if count else EXIT_OK
 
@@ -58,6 +67,7 @@ def _mark(workspace: Workspace, args: argparse.Namespace, reporter: Reporter) ->
 
     result = mark(workspace, args.task, args.item, args.run_option)
     lines = [f"task {result.task}: item '{result.item}' done, evidence {result.evidence}"]
+    lines.append(f"  recorded  {result.record} (commit it: the evidence of a fresh clone)")
     lines += [f"  changed   {path}" for path in result.changed]
     lines += [f"  unchanged {path} (already marked with this run)" for path in result.unchanged]
     lines += [
@@ -78,7 +88,3 @@ def _new(workspace: Workspace, args: argparse.Namespace, reporter: Reporter) -> 
     lines += [f"  kept    {path} (already exists)" for path in result.kept]
     reporter.result(asdict(result), "\n".join(lines))
     return EXIT_OK
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"

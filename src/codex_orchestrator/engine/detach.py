@@ -26,6 +26,7 @@ from codex_orchestrator.records.manifest import EVENTS_NAME, MANIFEST_NAME, Mani
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.console import Reporter, note
 from codex_orchestrator.util.safefs import UnreadableFileError, open_no_follow, remove_file
+from codex_orchestrator.util.wording import logs_line
 
 LOG_NAME = "orchestrator.log"
 
@@ -83,7 +84,7 @@ def detach(
             [
                 f"run {run_id}: {status} (detached, pid {pid})",
                 f"manifest: {document['manifest']}",
-                f"log: {document['log_path']}",
+                logs_line(document["artifact_root"], run_id),
                 f"orchestrator output: {document['orchestrator_log']}",
                 f"follow it with: codex-orchestrator status --watch {run_id}",
             ]

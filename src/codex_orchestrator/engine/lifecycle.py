@@ -50,12 +50,14 @@ def _make_run_dir(workspace: Workspace, task_id: str) -> Path:
     is bad input (exit 2); failing to create the run directory itself (read-only or full runs
     root) is an environment fault that propagates to the command line's handler (exit 1)."""
     cli_dir = workspace.cli_dir(task_id)
+    workspace.make_state_dirs()
     try:
         real_directory(cli_dir)
     except OSError as error:
         raise OrchestratorError(
             f"cannot create {workspace.display(cli_dir)} ({error.strerror}); make the runs root "
-            "(CODEX_ORCHESTRATOR_RUNS_DIR, default .runs) a writable directory",
+            f"{workspace.display(workspace.runs_dir)} a writable directory (or set "
+            "CODEX_ORCHESTRATOR_RUNS_DIR to another)",
             exit_code=EXIT_USAGE,
         ) from None
     while True:

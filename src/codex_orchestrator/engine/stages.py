@@ -354,6 +354,14 @@ class Stages:
         if attempt_note:
             summary = f"{attempt_note}; {summary}"
         failed = outcome.timed_out or outcome.cancelled or outcome.lost
+        if stage.task_runner is not None and not failed:
+            from codex_orchestrator.pipelines.diagnostics.runner_skips import runner_skip
+
+            skipped = runner_skip(stage.task_runner, stdout_tail, stderr_tail, exit_code)
+            if skipped is not None:  # tox/nox checked nothing: every environment was skipped
+                fields["skip_reason"] = skipped.kind
+                _stage_end(self.run, index, StageStatus.SKIPPED, summary=skipped.summary, **fields)
+                return Ended(StageStatus.SKIPPED)
         if exit_code == 0 and not failed:
             _stage_end(self.run, index, StageStatus.SUCCEEDED, summary=summary, **fields)
             return Ended(StageStatus.SUCCEEDED)

@@ -5,17 +5,30 @@ parse, belong to another task or whose run did not succeed; mirrors that are mis
 disagree (an item missing from one, checked in one and not another); files named by the
 index that are missing or do not mention the task. Each file, manifest and collateral text is
 read once however many tasks refer to it.
+
+A cited manifest is also checked against the task's committed evidence record
+(`evidence_record`): present, its facts must be the recorded ones; absent (a fresh clone: run
+directories are not committed), a whole record of a succeeded run stands in for it, and the
+report says so in a note (not a problem).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from codex_orchestrator.errors import OutsideRootError, UnsafeInputError
+from codex_orchestrator.errors import OutsideRootError, UnsafeInputError, UsageError
 from codex_orchestrator.evidence.checklist import Item
+from codex_orchestrator.evidence.evidence_record import (
+    EVIDENCE_DIR,
+    entry_problem,
+    load_record,
+    mismatch,
+    record_path,
+)
 from codex_orchestrator.evidence.mirrors import (
     FileCache,
     MirrorView,
@@ -27,7 +40,8 @@ from codex_orchestrator.evidence.mirrors import (
     resolve_task,
     task_files,
 )
-from codex_orchestrator.evidence.taskindex import INDEX_PATH, TaskIndex, load_index
+from codex_orchestrator.evidence.taskindex import TaskIndex, load_index
+from codex_orchestrator.pipelines.model import INDEX_PATH
 from codex_orchestrator.records.statuses import RunStatus
 from codex_orchestrator.util.jsonio import loads_checked
 from codex_orchestrator.util.safefs import (
@@ -36,9 +50,16 @@ from codex_orchestrator.util.safefs import (
     read_inside,
     read_regular,
 )
+from codex_orchestrator.util.wording import status_text
 
-#: A manifest's (task_id, status, status_detail), or the (kind, reason) of why it is unusable.
-_ManifestFacts = tuple[str, str, str | None] | tuple[str, str]
+#: A manifest (its JSON object), or the (kind, reason) of why it is unusable.
+_ManifestFacts = dict[str, Any] | tuple[str, str]
+#: The kind of a finding that is a note, not a problem: evidence vouched for by the record.
+NOTE_FROM_RECORD = "evidence-from-record"
+#: Findings about the evidence record (reported on the record's file, once).
+RECORD_KINDS = frozenset({NOTE_FROM_RECORD, "evidence-record-invalid", "evidence-record-mismatch"})
+#: An evidence record's entries by item, or why it is unusable.
+_Record = dict[str, dict[str, Any]] | str | None
 
 
 @dataclass(frozen=True)
@@ -68,6 +89,7 @@ class TaskReport:
 
     task: str
     problems: tuple[Problem, ...]
+    notes: tuple[Problem, ...] = ()
 
 
 def check_tasks(root: Path, name: str | None) -> list[TaskReport]:
@@ -96,22 +118,52 @@ class _Checker:
         self.files: FileCache = {}
         self.manifests: dict[str, _ManifestFacts] = {}
         self.texts: dict[str, tuple[bool, str | None]] = {}
+        self.recorded: frozenset[str] | None = None
 
     def check(self, files: TaskFiles) -> TaskReport:
         views = [
             load_mirror(self.root, mirror, files.names, self.files) for mirror in files.mirrors
         ]
         present = [view for view in views if view.absent is None]
-        problems = [
+        record = self._record(files.task_id)
+        found = [
             *_absent_mirrors(views, files.task_id),
-            *(problem for view in present for problem in self._evidence(view, files.task_id)),
+            *(
+                finding
+                for view in present
+                for finding in self._evidence(view, files.task_id, record)
+            ),
             *(_disagreements(present) if len(present) > 1 else ()),
             *self._collateral(files),
         ]
-        problems.sort(key=lambda problem: (problem.file, problem.line or 0))
-        return TaskReport(files.task_id, tuple(problems))
+        if isinstance(record, str):
+            found.append(
+                Problem(record_path(files.task_id), None, "evidence-record-unreadable", record)
+            )
+        found = list(dict.fromkeys(found))  # a record's finding comes from every mirror
+        found.sort(key=lambda problem: (problem.file, problem.line or 0))
+        problems = tuple(problem for problem in found if problem.kind != NOTE_FROM_RECORD)
+        notes = tuple(problem for problem in found if problem.kind == NOTE_FROM_RECORD)
+        return TaskReport(files.task_id, problems, notes)
 
-    def _evidence(self, view: MirrorView, task: str) -> Iterator[Problem]:
+    def _record(self, task: str) -> _Record:
+        """The task's evidence record (None without one); its problem as text when unusable.
+
+        The records present are listed once: a thousand tasks without one cost one listing.
+        """
+        if self.recorded is None:
+            try:
+                self.recorded = frozenset(os.listdir(self.root / EVIDENCE_DIR))
+            except OSError:
+                self.recorded = frozenset()
+        if f"{task}.json" not in self.recorded:
+            return None
+        try:
+            return load_record(self.root, task)
+        except (UsageError, OutsideRootError) as error:
+            return error.message
+
+    def _evidence(self, view: MirrorView, task: str, record: _Record) -> Iterator[Problem]:
         for item in view.items:
             label = f"{_box(item)} item '{item.identity}'"
             if item.checked and not item.evidence:
@@ -123,10 +175,22 @@ class _Checker:
                     f"codex-orchestrator tasks mark {task} '{item.identity}' --run RUN",
                     item.identity,
                 )
+            entry = record.get(item.identity) if isinstance(record, dict) else None
             for path in item.evidence:
-                issue = self._manifest_issue(path, task)
-                if issue is not None:
-                    kind, reason = issue
+                issue = self._manifest_issue(path, task, entry)
+                if issue is None:
+                    continue
+                kind, reason = issue
+                if kind in RECORD_KINDS:  # about the record: said once, however many mirrors
+                    yield Problem(
+                        record_path(task),
+                        None,
+                        kind,
+                        f"item '{item.identity}' cites {path}, {reason}",
+                        item.identity,
+                        path,
+                    )
+                else:
                     yield Problem(
                         view.mirror.path,
                         item.line,
@@ -136,18 +200,47 @@ class _Checker:
                         path,
                     )
 
-    def _manifest_issue(self, path: str, task: str) -> tuple[str, str] | None:
-        facts = self.manifests.get(path)
-        if facts is None:
-            facts = self.manifests[path] = _manifest_facts(self.root, path)
-        if len(facts) == 2:
-            return facts
-        owner, status, detail = facts
+    def _manifest_issue(
+        self, path: str, task: str, entry: dict[str, Any] | None
+    ) -> tuple[str, str] | None:
+        manifest = self.manifests.get(path)
+        if manifest is None:
+            manifest = self.manifests[path] = _read_manifest(self.root, path)
+        if entry is not None and entry.get("run_id") != PurePosixPath(path).parent.name:
+            entry = None  # the record speaks of another run the item cites
+        if isinstance(manifest, tuple):
+            if manifest[0] != "evidence-not-found" or entry is None:
+                return manifest
+            problem = entry_problem(entry, task)
+            if problem is None:
+                return NOTE_FROM_RECORD, (
+                    f"absent here (run directories are not committed); the evidence record "
+                    f"vouches for it: run {entry.get('run_id')} of pipeline {entry.get('pipeline_id')} "
+                    f"succeeded at {entry.get('completed_at')}"
+                )
+            return "evidence-record-invalid", (
+                f"which is absent, and its evidence record {problem}; "
+                f"re-mark the item with a succeeded run: codex-orchestrator tasks mark {task} "
+                f"'{entry.get('item')}' --run RUN"
+            )
+        owner, status, detail = (
+            manifest["task_id"],
+            manifest.get("status"),
+            manifest.get("status_detail"),
+        )
         if owner != task:
             return "evidence-wrong-task", f"a run of task {owner}, not {task}"
         if status != RunStatus.SUCCEEDED:
-            outcome = f"{status} ({detail})" if detail else status
+            outcome = status_text(status, detail)
             return "evidence-not-succeeded", f"a run that is {outcome}, not succeeded"
+        if entry is not None:
+            differs = entry_problem(entry, task) or mismatch(entry, manifest)
+            if differs is not None:
+                return "evidence-record-mismatch", (
+                    f"and the evidence record does not match that manifest: {differs}; "
+                    f"re-mark the item: codex-orchestrator tasks mark {task} "
+                    f"'{entry.get('item')}' --run {entry.get('run_id')}"
+                )
         return None
 
     def _collateral(self, files: TaskFiles) -> Iterator[Problem]:
@@ -230,8 +323,8 @@ def _disagreements(views: list[MirrorView]) -> Iterator[Problem]:
                 )
 
 
-def _manifest_facts(root: Path, path: str) -> _ManifestFacts:
-    """What a cited manifest says. It may lie outside the repository (a runs root set by
+def _read_manifest(root: Path, path: str) -> _ManifestFacts:
+    """A cited manifest, or why it cannot be used. It may lie outside the repository (a runs root set by
     ``CODEX_ORCHESTRATOR_RUNS_DIR`` is cited by its absolute path): reading it is capped and
     refuses anything but a regular file."""
     try:
@@ -244,8 +337,7 @@ def _manifest_facts(root: Path, path: str) -> _ManifestFacts:
         return "evidence-unreadable", "which is not valid JSON"
     if not isinstance(data, dict) or not isinstance(data.get("task_id"), str):
         return "evidence-unreadable", "which is not a run manifest (no task_id)"
-    detail = data.get("status_detail")
-    return data["task_id"], str(data.get("status")), detail if isinstance(detail, str) else None
+    return data
 
 
 def _box(item: Item) -> str:

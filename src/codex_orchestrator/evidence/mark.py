@@ -1,17 +1,22 @@
 """``tasks mark``: flip one item to ``[x]`` in every mirror, citing a run that proves it.
 
 The item is chosen by its identity or a unique prefix of it. The run must exist, belong to the
-task and have succeeded. Every mirror is edited in memory before any is written; each write is
-atomic and keeps every other byte of the file (line endings, missing final newline).
+task and have succeeded (any other status, ``skipped`` included, is refused). Every mirror is
+edited in memory before any is written; each write is atomic and keeps every other byte of the
+file (line endings, missing final newline). The committed evidence record
+(`evidence_record`, ``tasks/evidence/<task>.json``) is written first, so that evidence that
+travels with a clone exists for every item marked.
 """
 
 from __future__ import annotations
 
 import stat
 from dataclasses import dataclass, field
+from typing import Any
 
 from codex_orchestrator.errors import OrchestratorError, UsageError
 from codex_orchestrator.evidence.checklist import fold, mark_items
+from codex_orchestrator.evidence.evidence_record import write_entry
 from codex_orchestrator.evidence.mirrors import (
     LINKED_MIRROR_FIX,
     MirrorView,
@@ -21,11 +26,12 @@ from codex_orchestrator.evidence.mirrors import (
 )
 from codex_orchestrator.evidence.taskindex import load_index
 from codex_orchestrator.records.manifest import MANIFEST_NAME, load_manifest
+from codex_orchestrator.records.runref import ResolvedRun, resolve_run
 from codex_orchestrator.records.statuses import RunStatus
 from codex_orchestrator.records.workspace import Workspace
-from codex_orchestrator.util.ids import validate_id
 from codex_orchestrator.util.jsonio import atomic_write_bytes
 from codex_orchestrator.util.safefs import resolve_within
+from codex_orchestrator.util.wording import status_text
 
 _LISTED_CANDIDATES = 12
 
@@ -38,14 +44,16 @@ class MarkResult:
     item: str
     run_id: str
     evidence: str
+    record: str = ""
     changed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     without_item: list[str] = field(default_factory=list)
     absent: list[str] = field(default_factory=list)
 
 
-def mark(workspace: Workspace, task_name: str, query: str, run_id: str) -> MarkResult:
-    """Mark the item ``query`` of task ``task_name`` done with run ``run_id``'s manifest."""
+def mark(workspace: Workspace, task_name: str, query: str, run: str) -> MarkResult:
+    """Mark the item ``query`` of task ``task_name`` done with the manifest of ``run`` (a run
+    reference: ``@last`` is the task's newest run)."""
     root = workspace.root
     files = resolve_task(root, load_index(root), mirror_templates(root), task_name)
     # Refuse before anything is written; a link inside the repository is edited through (the
@@ -57,8 +65,9 @@ def mark(workspace: Workspace, task_name: str, query: str, run_id: str) -> MarkR
     views = [load_mirror(root, mirror, files.names) for mirror in files.mirrors]
     present = [view for view in views if view.absent is None]
     identity = choose_item(present, query, files.task_id)
-    evidence = proving_manifest(workspace, run_id, files.task_id)
-    result = MarkResult(files.task_id, identity, run_id, evidence)
+    proof = resolve_run(workspace, run, newest_of=files.task_id)
+    evidence, manifest = proving_manifest(workspace, proof, files.task_id)
+    result = MarkResult(files.task_id, identity, proof.run_id, evidence)
     result.absent = [view.mirror.path for view in views if view.absent is not None]
     edits: list[tuple[str, bytes]] = []
     for view in present:
@@ -71,6 +80,7 @@ def mark(workspace: Workspace, task_name: str, query: str, run_id: str) -> MarkR
             result.unchanged.append(view.mirror.path)
         else:
             edits.append((view.mirror.path, edited))
+    result.record = write_entry(root, files.task_id, identity, manifest)
     for path, data in edits:
         target = targets[path]
         atomic_write_bytes(target, data, mode=stat.S_IMODE(target.stat().st_mode))
@@ -96,9 +106,11 @@ def choose_item(views: list[MirrorView], query: str, task: str) -> str:
     raise UsageError(f"no item of task {task} starts with {query!r}; items: {_listing(identities)}")
 
 
-def proving_manifest(workspace: Workspace, run_id: str, task: str) -> str:
-    """The manifest path of run ``run_id`` if it belongs to ``task`` and succeeded."""
-    path = workspace.require_run(validate_id(run_id, "run"))[1] / MANIFEST_NAME
+def proving_manifest(
+    workspace: Workspace, run: ResolvedRun, task: str
+) -> tuple[str, dict[str, Any]]:
+    """The manifest (its path, its data) of ``run`` if it belongs to ``task`` and succeeded."""
+    run_id, path = run.run_id, run.run_dir / MANIFEST_NAME
     manifest = load_manifest(path)
     owner, status = manifest.get("task_id"), manifest.get("status")
     if owner != task:
@@ -106,11 +118,11 @@ def proving_manifest(workspace: Workspace, run_id: str, task: str) -> str:
             f"run {run_id} belongs to task {owner}, not {task}; cite a run of task {task}"
         )
     if status != RunStatus.SUCCEEDED:
-        detail = f" ({manifest['status_detail']})" if manifest.get("status_detail") else ""
+        outcome = status_text(status, manifest.get("status_detail"))
         raise OrchestratorError(
-            f"run {run_id} is {status}{detail}, not succeeded; only a succeeded run proves an item"
+            f"run {run_id} is {outcome}, not succeeded; only a succeeded run proves an item"
         )
-    return workspace.display(path)
+    return workspace.display(path), manifest
 
 
 def _listing(identities: list[str]) -> str:

@@ -20,8 +20,9 @@ from pathlib import Path, PurePosixPath
 
 from codex_orchestrator.errors import OutsideRootError, UsageError
 from codex_orchestrator.evidence.checklist import Checklist, Heading, Item, parse
-from codex_orchestrator.evidence.taskindex import INDEX_PATH, IndexEntry, TaskIndex
+from codex_orchestrator.evidence.taskindex import IndexEntry, TaskIndex
 from codex_orchestrator.pipelines.config import load_config
+from codex_orchestrator.pipelines.model import INDEX_PATH
 from codex_orchestrator.util.ids import is_valid_id, validate_id
 from codex_orchestrator.util.safefs import (
     TEXT_SIZE_LIMIT,

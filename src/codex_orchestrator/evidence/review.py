@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codex_orchestrator.errors import OutsideRootError, RunNotFoundError
+from codex_orchestrator.errors import OutsideRootError
 from codex_orchestrator.records.liveness import refuse_if_alive
 from codex_orchestrator.records.manifest import (
     EVENTS_NAME,
@@ -28,17 +28,17 @@ from codex_orchestrator.records.manifest import (
     load_manifest,
 )
 from codex_orchestrator.records.statuses import RunStatus, StageStatus
-from codex_orchestrator.records.workspace import Workspace, resolve_task_id
+from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.clock import iso_utc
 from codex_orchestrator.util.console import note
-from codex_orchestrator.util.ids import RUN_ID_PATTERN, validate_id
 from codex_orchestrator.util.jsonio import (
     atomic_write_bytes,
     atomic_write_json,
     encode_record,
     read_json,
 )
-from codex_orchestrator.util.safefs import ERROR_FILE_READ_LIMIT, resolve_within, scan_directory
+from codex_orchestrator.util.safefs import ERROR_FILE_READ_LIMIT, resolve_within
+from codex_orchestrator.util.wording import shown_summary, status_text
 
 REVIEW_NAME = "review.md"
 TAIL_LINES = 30
@@ -58,36 +58,6 @@ class ReviewResult:
     review: str
     mode: str
     exit_code: int
-
-
-def find_run_dir(workspace: Workspace, run_id: str | None, task: str | None) -> Path:
-    """The run ``run_id`` (under ``task`` when given), else the newest run of the task."""
-    if run_id is not None:
-        narrowed = validate_id(task, "task") if task is not None else None
-        return workspace.require_run(validate_id(run_id, "run"), narrowed)[1]
-    task_id = resolve_task_id(task)
-    newest = newest_run_dir(workspace, task_id)
-    if newest is None:
-        raise RunNotFoundError(
-            f"task {task_id} has no runs under {workspace.display(workspace.runs_dir)}; "
-            f"start one with: codex-orchestrator start --task {task_id}"
-        )
-    return newest
-
-
-def newest_run_dir(workspace: Workspace, task_id: str) -> Path | None:
-    """The run directory of ``task_id`` with the greatest (newest) run id."""
-    cli = workspace.cli_dir(task_id)
-    try:
-        entries = scan_directory(cli)
-    except OSError:
-        return None
-    runs = [
-        e.name
-        for e in entries
-        if RUN_ID_PATTERN.fullmatch(e.name) and e.is_dir(follow_symlinks=False)
-    ]
-    return cli / max(runs) if runs else None
 
 
 def review(workspace: Workspace, run_dir: Path, *, quiet_stdout: bool) -> ReviewResult:
@@ -153,13 +123,12 @@ def record_review(manifest_path: Path, entry: dict[str, Any]) -> None:
 def render_review(workspace: Workspace, run_dir: Path, manifest: dict[str, Any]) -> str:
     """The markdown of ``review.md``: blocks separated by blank lines."""
     commands = [command for command in manifest["commands"] if isinstance(command, dict)]
-    detail = f" ({manifest['status_detail']})" if manifest.get("status_detail") else ""
     pipeline = manifest.get("pipeline_id")
     if manifest.get("pipeline_title") and manifest.get("pipeline_title") != pipeline:
         pipeline = f"{pipeline} — {manifest['pipeline_title']}"
     blocks = [
         f"# Review — task {manifest.get('task_id')}, run {run_dir.name}",
-        f"- Status: **{manifest.get('status')}**{detail}\n"
+        f"- Status: **{status_text(manifest.get('status'), manifest.get('status_detail'))}**\n"
         f"- Pipeline: {pipeline}\n"
         f"- Started: {manifest.get('started_at')} · Completed: {manifest.get('completed_at')}\n"
         f"- Manifest: `{workspace.display(run_dir / MANIFEST_NAME)}`",
@@ -181,8 +150,9 @@ def _stage_line(command: dict[str, Any]) -> str:
     title = f" {command['title']}" if command.get("title") not in (None, command.get("id")) else ""
     exit_code = command.get("exit_code")
     code = f", exit {exit_code}" if exit_code is not None else ""
-    summary = f": {command['summary']}" if command.get("summary") else ""
     status = command.get("status")
+    shown = shown_summary(command.get("summary"), status, command.get("id"))
+    summary = f": {shown}" if shown else ""
     return f"{command.get('index', '?')}. `{command.get('id')}`{title} — {status}{code}{summary}"
 
 

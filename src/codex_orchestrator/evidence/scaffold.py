@@ -29,7 +29,8 @@ from codex_orchestrator.evidence.mirrors import (
     section_heading,
     task_files,
 )
-from codex_orchestrator.evidence.taskindex import INDEX_PATH, TaskIndex, load_index
+from codex_orchestrator.evidence.taskindex import TaskIndex, load_index
+from codex_orchestrator.pipelines.model import INDEX_PATH
 from codex_orchestrator.util.ids import validate_id
 from codex_orchestrator.util.jsonio import atomic_write_bytes, atomic_write_json
 from codex_orchestrator.util.safefs import TEXT_SIZE_LIMIT, read_regular, resolve_within

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from codex_orchestrator.errors import OrchestratorError
-from codex_orchestrator.evidence.taskindex import INDEX_PATH
+from codex_orchestrator.pipelines.model import INDEX_PATH
 from codex_orchestrator.util.safefs import TEXT_SIZE_LIMIT, read_inside
 
 MAX_REVIEW_AGE_DAYS = 30

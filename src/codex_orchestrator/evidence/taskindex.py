@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from codex_orchestrator.errors import OrchestratorError
+from codex_orchestrator.pipelines.model import INDEX_PATH
 from codex_orchestrator.util.ids import is_valid_id
 from codex_orchestrator.util.jsonio import loads_checked
 from codex_orchestrator.util.safefs import TEXT_SIZE_LIMIT, read_inside
-
-INDEX_PATH = "tasks/index.json"
 
 
 class IndexEntry(NamedTuple):

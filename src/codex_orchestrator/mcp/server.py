@@ -24,7 +24,7 @@ import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.server.stdio import stdio_server
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, TextContent, Tool, ToolAnnotations
 from pydantic import Field, ValidationError
 from typing_extensions import TypedDict
 
@@ -32,6 +32,7 @@ from codex_orchestrator import __version__
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError, UsageError
 from codex_orchestrator.mcp.cli_bridge import CliError, CliRunner
 from codex_orchestrator.records.manifest import MANIFEST_NAME, parse_manifest, read_manifest_bytes
+from codex_orchestrator.records.runref import check_reference, resolve_run
 from codex_orchestrator.records.stage_logs import fair_shares
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, RunStatus, run_exit_code
 from codex_orchestrator.records.workspace import Workspace
@@ -48,12 +49,12 @@ MAX_RUNS = 1000
 MAX_TEXT = 2000
 #: How often `wait` (and `start`/`resume` with ``wait_seconds``) looks at the run.
 POLL_SECONDS = 1.0
-READ_ONLY_TOOLS = ("plan", "status", "wait", "runs", "logs", "tasks_check")
+READ_ONLY_TOOLS = ("pipelines", "plan", "status", "wait", "runs", "logs", "tasks_check")
 ACTOR = "mcp"
 
 INSTRUCTIONS = """\
 Runs this repository's codex-orchestrator pipelines and reads their records.
-Typical flow: plan -> start(wait_seconds=...) -> wait -> status/logs -> tasks_mark.
+Typical flow: pipelines -> plan -> start(wait_seconds=...) -> wait -> status/logs -> tasks_mark.
 Runs are detached: they go on if this server stops. Ids are 1-128 characters of
 A-Z a-z 0-9 _ - (starting with a letter or digit). Errors carry the CLI's message
 and exit code in structuredContent {"error", "exit_code"} (2: bad input)."""
@@ -65,7 +66,13 @@ TaskArg = Annotated[
 PipelineArg = Annotated[
     str | None, Field(description="pipeline id; default: the config's defaultPipeline")
 ]
-RunArg = Annotated[str, Field(description="run id, e.g. 2026-01-01T00-00-00-000Z-0a1b2c3d")]
+RunArg = Annotated[
+    str,
+    Field(
+        description="the run: its id (2026-01-01T00-00-00-000Z-0a1b2c3d), a unique prefix or "
+        "suffix of it (6+ characters, e.g. 0a1b2c3d), or @last (the task's newest run)"
+    ),
+]
 RunFilter = Literal["queued", "in_progress", "succeeded", "failed", "cancelled", "stale"]
 WaitArg = Annotated[
     float,
@@ -78,101 +85,244 @@ WaitArg = Annotated[
 ]
 
 
+# Every field of every result is described (agents read the schema, not docs/mcp.md); a list's
+# items are typed objects, or, for records that may be tampered with, described open objects.
+OpenObject = dict[str, Any]
+
+
 class PipelineInfo(TypedDict):
-    id: str
-    title: str
-    description: str | None
-    source: str
+    id: Annotated[str, Field(description="pipeline id")]
+    title: Annotated[str, Field(description="the pipeline's title")]
+    description: Annotated[str | None, Field(description="what the pipeline does, if given")]
+    source: Annotated[str, Field(description="'config' (codex.orchestrator.json) or 'builtin'")]
+
+
+class PlanStage(TypedDict, total=False):
+    index: Annotated[int, Field(description="1-based position in the pipeline")]
+    id: Annotated[str, Field(description="stage id")]
+    title: Annotated[str, Field(description="the stage's title")]
+    kind: Annotated[str, Field(description="'command' or 'subpipeline'")]
+    needs: Annotated[list[str], Field(description="ids of the stages this one waits for")]
+    command: Annotated[str | None, Field(description="the shell command (null: skipped)")]
+    why: Annotated[str | None, Field(description="why the built-in diagnostics chose it")]
+    cwd: Annotated[str | None, Field(description="working directory relative to the root")]
+    allow_failure: Annotated[bool, Field(description="a failure does not fail the run")]
+    timeout_seconds: Annotated[float | None, Field(description="time limit, if any")]
+    skip_reason: Annotated[str | None, Field(description="why it would be skipped, if so")]
+    requires: Annotated[list[str], Field(description="executables it needs on PATH")]
+    retries: Annotated[int, Field(description="extra attempts after a failure")]
+    retry_delay_seconds: Annotated[float, Field(description="pause between attempts")]
+    pipeline: Annotated[str, Field(description="the child pipeline (subpipeline stages)")]
+    optional: Annotated[bool, Field(description="a failed child run is a skip (subpipeline)")]
 
 
 class PlanResult(TypedDict):
-    task_id: str
-    pipeline: PipelineInfo
-    stages: list[dict[str, Any]]
+    task_id: Annotated[str, Field(description="the task the run would belong to")]
+    pipeline: Annotated[PipelineInfo, Field(description="the resolved pipeline")]
+    stages: Annotated[list[PlanStage], Field(description="the stages, in order")]
+    graph: Annotated[
+        OpenObject,
+        Field(description="how the stages would run: levels of stages run at once, max_parallel"),
+    ]
+
+
+class PipelineStage(TypedDict):
+    id: Annotated[str, Field(description="stage id")]
+    title: Annotated[str, Field(description="the stage's title")]
+    kind: Annotated[str, Field(description="'command' or 'subpipeline'")]
+    needs: Annotated[list[str], Field(description="ids of the stages this one waits for")]
+
+
+class PipelineEntry(PipelineInfo):
+    default: Annotated[bool, Field(description="the pipeline run when none is named")]
+    stages: Annotated[list[PipelineStage], Field(description="its stages, in order")]
+
+
+class PipelinesResult(TypedDict):
+    default_pipeline: Annotated[str, Field(description="the pipeline run when none is named")]
+    pipelines: Annotated[
+        list[PipelineEntry], Field(description="configured pipelines, then built-in ones")
+    ]
 
 
 class StageState(TypedDict):
-    index: int
-    id: str
-    status: str
-    summary: str | None
-    exit_code: int | None
-    log_path: str | None
-    error_file: str | None
-    sub_run_id: str | None
+    index: Annotated[int | None, Field(description="1-based position in the pipeline")]
+    id: Annotated[str | None, Field(description="stage id")]
+    status: Annotated[
+        str | None, Field(description="pending, running, succeeded, failed or skipped")
+    ]
+    summary: Annotated[str | None, Field(description="one line: result, or why skipped")]
+    exit_code: Annotated[int | None, Field(description="the command's exit code, if it ended")]
+    log_path: Annotated[str | None, Field(description="its output log, relative to the root")]
+    error_file: Annotated[str | None, Field(description="its error file, if it failed")]
+    sub_run_id: Annotated[str | None, Field(description="the child run (subpipeline stages)")]
 
 
 class RunState(TypedDict):
-    run_id: str
-    task_id: str | None
-    pipeline_id: str | None
-    status: str
-    status_detail: str | None
-    finished: bool
-    exit_code: int | None
-    stale: bool
-    heartbeat_age_seconds: float | None
-    started_at: str | None
-    completed_at: str | None
-    manifest: str | None
-    artifact_root: str | None
-    log_path: str | None
-    stages: list[StageState]
-    child_runs: list[Any]
-    hint: str | None
-    waited_seconds: float
+    run_id: Annotated[str, Field(description="run id")]
+    task_id: Annotated[str | None, Field(description="the task the run belongs to")]
+    pipeline_id: Annotated[str | None, Field(description="the pipeline it runs")]
+    status: Annotated[
+        str, Field(description="queued, in_progress, succeeded, failed, cancelled (or skipped)")
+    ]
+    status_detail: Annotated[
+        str | None, Field(description="why it ended so, e.g. stage:test:failed, signal:SIGTERM")
+    ]
+    finished: Annotated[bool, Field(description="the run has ended")]
+    exit_code: Annotated[
+        int | None,
+        Field(
+            description="the CLI exit code of the finished run (null while it runs); in an "
+            "error result, the failed call's exit code"
+        ),
+    ]
+    stale: Annotated[bool, Field(description="in progress by its record, but its driver is gone")]
+    heartbeat_age_seconds: Annotated[
+        float | None, Field(description="seconds since the driver's last heartbeat")
+    ]
+    started_at: Annotated[str | None, Field(description="start time, ISO 8601 UTC")]
+    completed_at: Annotated[str | None, Field(description="end time, ISO 8601 UTC")]
+    manifest: Annotated[str | None, Field(description="manifest.json, relative to the root")]
+    artifact_root: Annotated[str | None, Field(description="the run's directory")]
+    log_path: Annotated[str | None, Field(description="the run's event log")]
+    stages: Annotated[list[StageState], Field(description="each stage's state, in order")]
+    child_runs: Annotated[
+        list[
+            Annotated[
+                OpenObject,
+                Field(description="a child run: run_id, pipeline_id, stage_id, status, manifest"),
+            ]
+        ],
+        Field(description="runs started by its subpipeline stages"),
+    ]
+    hint: Annotated[str | None, Field(description="what to do next, when there is a hint")]
+    waited_seconds: Annotated[float, Field(description="how long this call waited")]
 
 
 class CancelResult(RunState):
-    action: str | None
+    action: Annotated[
+        str | None, Field(description="what cancel did, e.g. cancelled, already-ended")
+    ]
+
+
+class RunRow(TypedDict):
+    run_id: Annotated[str, Field(description="run id")]
+    task_id: Annotated[str, Field(description="its task")]
+    pipeline_id: Annotated[str, Field(description="its pipeline")]
+    status: Annotated[str, Field(description="its status (stale: see 'stale')")]
+    started_at: Annotated[str | None, Field(description="start time, ISO 8601 UTC")]
+    completed_at: Annotated[str | None, Field(description="end time, ISO 8601 UTC")]
+    duration_seconds: Annotated[float | None, Field(description="how long it ran")]
+    failed_stage: Annotated[str | None, Field(description="the stage that failed it")]
+    stale: Annotated[bool, Field(description="in progress by its record, driver gone")]
+    pruned: Annotated[bool, Field(description="its directory was pruned")]
+    manifest: Annotated[str | None, Field(description="manifest.json, relative to the root")]
 
 
 class RunsResult(TypedDict):
-    runs: list[dict[str, Any]]
+    runs: Annotated[list[RunRow], Field(description="runs, newest first")]
 
 
 class LogText(TypedDict):
-    run_id: str
-    index: int
-    stage_id: str
-    attempt: int | None
-    stream: str
-    path: str
-    size_bytes: int
-    text: str
-    truncated: bool
+    run_id: Annotated[str, Field(description="run id")]
+    index: Annotated[int, Field(description="the stage's 1-based position")]
+    stage_id: Annotated[str, Field(description="stage id")]
+    attempt: Annotated[int | None, Field(description="attempt number (retried stages)")]
+    stream: Annotated[str, Field(description="stdout or stderr")]
+    path: Annotated[str, Field(description="the log file, relative to the root")]
+    size_bytes: Annotated[int, Field(description="the log file's size")]
+    text: Annotated[str, Field(description="the log's text (its tail when cut)")]
+    truncated: Annotated[bool, Field(description="text is only the tail of the log")]
 
 
 class LogsResult(TypedDict):
-    run_id: str
-    status: str | None
-    stage: str | None
-    stream: str
-    logs: list[LogText]
-    returned_bytes: int
-    truncated: bool
+    run_id: Annotated[str, Field(description="run id")]
+    status: Annotated[str | None, Field(description="the run's status")]
+    stage: Annotated[str | None, Field(description="the stage asked for (null: every stage)")]
+    stream: Annotated[str, Field(description="stdout, stderr or both")]
+    logs: Annotated[list[LogText], Field(description="one entry per stage and stream")]
+    returned_bytes: Annotated[int, Field(description="bytes of log text returned in all")]
+    truncated: Annotated[bool, Field(description="some log was cut to fit")]
+
+
+class TaskProblem(TypedDict):
+    file: Annotated[str, Field(description="the file, relative to the root")]
+    line: Annotated[int | None, Field(description="1-based line, when it has one")]
+    kind: Annotated[str, Field(description="the kind of problem, e.g. missing-evidence")]
+    message: Annotated[str, Field(description="what is wrong and how to fix it")]
+    item: Annotated[str | None, Field(description="the checklist item concerned")]
+    evidence: Annotated[str | None, Field(description="the evidence path concerned")]
+
+
+class TaskProblems(TypedDict):
+    task: Annotated[str, Field(description="task id")]
+    problems: Annotated[list[TaskProblem], Field(description="its problems (empty: clean)")]
+    notes: Annotated[
+        list[TaskProblem],
+        Field(
+            description="not problems: evidence whose manifest is absent, vouched for by "
+            "the committed evidence record"
+        ),
+    ]
 
 
 class TasksCheckResult(TypedDict):
-    tasks: list[dict[str, Any]]
-    problem_count: int
-    clean: bool
+    tasks: Annotated[list[TaskProblems], Field(description="each task checked")]
+    problem_count: Annotated[int, Field(description="problems found in all")]
+    clean: Annotated[bool, Field(description="no problem found")]
 
 
 class TasksMarkResult(TypedDict):
-    task: str
-    item: str
-    run_id: str
-    evidence: str
-    changed: list[str]
-    unchanged: list[str]
-    without_item: list[str]
-    absent: list[str]
+    task: Annotated[str, Field(description="task id")]
+    item: Annotated[str, Field(description="the checklist item marked")]
+    run_id: Annotated[str, Field(description="the run cited")]
+    evidence: Annotated[str, Field(description="the manifest path written as evidence")]
+    record: Annotated[
+        str, Field(description="the committed evidence record written (tasks/evidence/<task>.json)")
+    ]
+    changed: Annotated[list[str], Field(description="mirror files changed")]
+    unchanged: Annotated[list[str], Field(description="mirror files already marked")]
+    without_item: Annotated[list[str], Field(description="mirror files without the item")]
+    absent: Annotated[list[str], Field(description="mirror files that do not exist")]
+
+
+#: The shape of an error result, declared in every tool's output schema: a client that
+#: validates an error's structured content against the schema (the MCP Inspector does) accepts
+#: it. A success has the tool's own required fields; an error has these two.
+ERROR_PROPERTIES: dict[str, Any] = {
+    "error": {"type": "string", "description": "error results only: the CLI's one-line message"},
+    "exit_code": {
+        "type": "integer",
+        "description": "error results only: the CLI's exit code (2: bad input)",
+    },
+}
+
+
+def with_error_shape(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` (an object schema) also admitting ``{"error", "exit_code"}``."""
+    properties = {**ERROR_PROPERTIES, **schema.get("properties", {})}
+    success = {"required": schema.get("required", [])}
+    rest = {key: value for key, value in schema.items() if key not in ("properties", "required")}
+    return {
+        **rest,
+        "properties": properties,
+        "anyOf": [success, {"required": list(ERROR_PROPERTIES)}],
+    }
 
 
 class _Server(MCPServer[Any]):
     """MCPServer whose argument-validation errors are one line with exit code 2, like the CLI's,
-    and whose stdin is read without a thread (`_StdinLines`)."""
+    whose output schemas admit the error shape (`with_error_shape`), and whose stdin is read
+    without a thread (`_StdinLines`)."""
+
+    async def list_tools(self) -> list[Tool]:
+        """The tools, each output schema admitting an error result as well."""
+        return [
+            tool.model_copy(update={"output_schema": with_error_shape(tool.output_schema)})
+            if tool.output_schema is not None
+            else tool
+            for tool in await super().list_tools()
+        ]
 
     async def run_stdio_async(self) -> None:
         """Serve over stdio until stdin closes (or the task is cancelled: a signal)."""
@@ -293,6 +443,12 @@ class _Tools:
     def __init__(self, cli: CliRunner) -> None:
         self.cli = cli
 
+    async def pipelines(self) -> Annotated[CallToolResult, PipelinesResult]:
+        async def body() -> dict[str, Any]:
+            return await self.cli.document("pipelines")
+
+        return await _respond(body)
+
     async def plan(
         self, pipeline: PipelineArg = None, task: TaskArg = None
     ) -> Annotated[CallToolResult, PlanResult]:
@@ -354,7 +510,8 @@ class _Tools:
                 arguments.append(f"--reason={_text(reason, 'reason')}")
             # exit 1: the run could not be stopped in time; the state below says where it is
             cancelled = await self.cli.document(*arguments, accept=frozenset({0, 1}))
-            return {**await self._state(run_id), "action": cancelled.get("action")}
+            state = await self._state(str(cancelled.get("run_id") or run_id))
+            return {**state, "action": cancelled.get("action")}
 
         return await _respond(body)
 
@@ -362,11 +519,10 @@ class _Tools:
         self, ctx: Context[Any, Any], run: RunArg, wait_seconds: WaitArg = 0
     ) -> Annotated[CallToolResult, RunState]:
         async def body() -> dict[str, Any]:
-            run_id = _run_id(run)
-            await self.cli.document(
-                "resume", run_id, f"--actor={ACTOR}", "--detach", detaching=True
+            resumed = await self.cli.document(
+                "resume", _run_id(run), f"--actor={ACTOR}", "--detach", detaching=True
             )
-            return await self._follow(ctx, run_id, wait_seconds)
+            return await self._follow(ctx, str(resumed["run_id"]), wait_seconds)
 
         return await _respond(body)
 
@@ -390,7 +546,9 @@ class _Tools:
         self,
         run: RunArg,
         stage: Annotated[str | None, Field(description="stage id; default: every stage")] = None,
-        stream: Literal["stdout", "stderr", "both"] = "both",
+        stream: Annotated[
+            Literal["stdout", "stderr", "both"], Field(description="which output to return")
+        ] = "both",
         tail_lines: Annotated[
             int | None, Field(ge=1, le=MAX_TAIL_LINES, description="only the last N lines")
         ] = None,
@@ -441,6 +599,7 @@ class _Tools:
         deadline = began + seconds
         while True:
             state = await self._state(run_id)
+            run_id = state["run_id"]  # a reference (@last) names the same run while waiting
             state["waited_seconds"] = round(time.monotonic() - began, 3)
             done = sum(
                 1 for stage in state["stages"] if stage["status"] in ("succeeded", "skipped")
@@ -466,7 +625,7 @@ class _Tools:
         document = await self.cli.document(*arguments, limit=LOGS_DOCUMENT_LIMIT)
         logs = fit_logs(document.get("logs") or [], LOG_LIMIT)
         return {
-            "run_id": run_id,
+            "run_id": document.get("run_id", run_id),
             "status": document.get("status"),
             "stage": stage,
             "stream": stream,
@@ -504,7 +663,7 @@ class _Resources:
             workspace = Workspace.from_env(
                 {**os.environ, "CODEX_ORCHESTRATOR_ROOT": str(self.root)}
             )
-            _, run_dir = workspace.require_run(_run_id(run_id))
+            run_dir = resolve_run(workspace, run_id).run_dir
         except OrchestratorError as error:
             raise ResourceNotFoundError(error.message) from None
         shown = workspace.display(run_dir / MANIFEST_NAME)
@@ -516,6 +675,12 @@ class _Resources:
 
 
 _TOOL_TABLE = (
+    (
+        "pipelines",
+        "List the pipelines (configured, then built-in) with their stages; the default one "
+        "is marked.",
+        True,
+    ),
     ("plan", "Show the stages a pipeline would run (nothing runs, nothing is written).", True),
     (
         "start",
@@ -653,13 +818,19 @@ def _error(message: str, exit_code: int) -> CallToolResult:
 
 def _checked_id(value: str, kind: str) -> str:
     """``value`` when it follows the id rule; a huge value is shown cut in the message."""
-    shown = value if len(value) <= 200 else value[:40] + "…"
-    validate_id(shown, kind)
+    validate_id(_cut(value), kind)
     return value
 
 
 def _run_id(value: str) -> str:
-    return _checked_id(value, "run")
+    """``value`` when it has the form of a run reference (`runref`), before any command runs."""
+    check_reference(_cut(value))
+    return value
+
+
+def _cut(value: str) -> str:
+    """A huge argument as a message shows it (it fails the check either way)."""
+    return value if len(value) <= 200 else value[:40] + "…"
 
 
 def _pipeline_task(pipeline: str | None, task: str | None) -> list[str]:

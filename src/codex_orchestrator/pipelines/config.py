@@ -26,7 +26,6 @@ from codex_orchestrator.errors import ConfigError
 from codex_orchestrator.pipelines.graph import GraphError, StageNode, located_path, validate
 from codex_orchestrator.pipelines.model import (
     BUILTIN_PIPELINE,
-    CONFIG_FILE,
     CommandStage,
     Config,
     Pipeline,
@@ -34,12 +33,14 @@ from codex_orchestrator.pipelines.model import (
     Stage,
     SubpipelineStage,
 )
+from codex_orchestrator.records.layout import CONFIG_FILE
 from codex_orchestrator.records.workspace import BOOLEAN_SETTINGS, SETTING_NAMES, check_setting
 from codex_orchestrator.util.ids import ID_RULE, is_valid_id
 from codex_orchestrator.util.jsonio import child_path as _child
 from codex_orchestrator.util.jsonio import json_type as _json_type
 from codex_orchestrator.util.jsonio import loads_checked
 from codex_orchestrator.util.safefs import CONFIG_SIZE_LIMIT, read_regular
+from codex_orchestrator.util.suggest import closest
 
 __all__ = [
     "BUILTIN_PIPELINE",
@@ -140,6 +141,8 @@ EXECUTOR_SETTINGS = frozenset(
         PASS_ENV_SETTING,
     }
 )
+#: Config formats other tools read that this one does not (see `load_config`).
+FOREIGN_CONFIG_EXTENSIONS = ("yaml", "yml", "toml")
 ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_RESOURCE_AMOUNT = 1e6
 
@@ -148,7 +151,14 @@ D = TypeVar("D")
 
 
 def load_config(root: Path) -> Config:
-    """Read and validate ``root/codex.orchestrator.json``; only the builtin pipeline if absent."""
+    """Read and validate ``root/codex.orchestrator.json``; only the builtin pipeline if absent.
+    A config in another format beside it (or instead of it) is never read, and gets a warning."""
+    config = _load_json_config(root)
+    foreign = _foreign_config_warnings(root, config.path is not None)
+    return config._replace(warnings=(*foreign, *config.warnings)) if foreign else config
+
+
+def _load_json_config(root: Path) -> Config:
     path = root / CONFIG_FILE
     try:
         raw = read_regular(path, CONFIG_SIZE_LIMIT)
@@ -162,24 +172,42 @@ def load_config(root: Path) -> Config:
     return _ConfigParser(root).parse(document, path)
 
 
+def _foreign_config_warnings(root: Path, has_json: bool) -> list[str]:
+    """One warning per ``codex.orchestrator.yaml``/``.yml``/``.toml`` in ``root``: users of
+    tools that read those formats expect them to count, and silence would hide that."""
+    stem = CONFIG_FILE.removesuffix(".json")
+    found = [
+        f"{stem}.{ext}" for ext in FOREIGN_CONFIG_EXTENSIONS if (root / f"{stem}.{ext}").exists()
+    ]
+    fix = (
+        f"only {CONFIG_FILE} is read; move its settings there and remove it"
+        if has_json
+        else f"only {CONFIG_FILE} is read; convert it to JSON under that name"
+    )
+    return [f"{name}: ignored; {fix}" for name in found]
+
+
 def _builtin_only(root: Path) -> Config:
     return Config(
         path=None,
         default_pipeline=None,
         settings={},
-        pipelines=_with_builtins({}, root),
+        pipelines=_with_builtins({}, root, tasks_configured=False),
         tasks={},
         warnings=(),
     )
 
 
-def _with_builtins(configured: Mapping[str, Pipeline], root: Path) -> Pipelines:
-    """The configured pipelines plus the built-in ``diagnostics``, made only when looked up."""
+def _with_builtins(
+    configured: Mapping[str, Pipeline], root: Path, tasks_configured: bool
+) -> Pipelines:
+    """The configured pipelines plus the built-in ``diagnostics``, made only when looked up
+    (``tasks_configured``: the config has a ``tasks`` key, one way to opt in to spec-guard)."""
 
     def diagnostics() -> Pipeline:
         from codex_orchestrator.pipelines.diagnostics import builtin_diagnostics
 
-        return builtin_diagnostics(root)
+        return builtin_diagnostics(root, tasks_configured)
 
     return Pipelines(configured, {BUILTIN_PIPELINE: diagnostics})
 
@@ -192,11 +220,9 @@ def _fail(path: str, problem: str, fix: str) -> NoReturn:
 
 
 def _suggest(key: str, candidates: frozenset[str]) -> str:
-    import difflib
-
-    matches = difflib.get_close_matches(key, sorted(candidates), n=1)
-    if matches:
-        return f"did you mean {matches[0]!r}?"
+    match = closest(key, candidates)
+    if match:
+        return f"did you mean {match!r}?"
     return f"remove it (valid keys: {', '.join(sorted(candidates))})"
 
 
@@ -335,7 +361,9 @@ class _ConfigParser:
             top, "pipelines", "", lambda value, path: self._pipelines(value, path, stage_sets), {}
         )
         pipelines = _with_builtins(
-            {pipeline_id: pipeline for pipeline_id, (pipeline, _) in parsed.items()}, self.root
+            {pipeline_id: pipeline for pipeline_id, (pipeline, _) in parsed.items()},
+            self.root,
+            tasks_configured="tasks" in top,
         )
         _check_subpipelines(parsed, list(pipelines))
         _check_graphs(parsed)

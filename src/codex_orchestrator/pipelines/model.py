@@ -14,8 +14,11 @@ from typing import NamedTuple
 
 from codex_orchestrator.errors import UnknownPipelineError
 from codex_orchestrator.util.ids import validate_id
+from codex_orchestrator.util.suggest import did_you_mean
 
-CONFIG_FILE = "codex.orchestrator.json"
+#: The task index of a repository that opted in to the task workflow (owned by evidence/taskindex;
+#: named here so the built-in diagnostics can see the opt-in without importing the evidence layer).
+INDEX_PATH = "tasks/index.json"
 BUILTIN_PIPELINE = "diagnostics"
 
 
@@ -25,7 +28,9 @@ class CommandStage(NamedTuple):
     ``requires`` names executables that must be on PATH (the runner skips the stage with
     ``skipped: <tool> not found on PATH`` when one is absent); ``skip_reason``, when set, makes
     the runner skip the stage with that text as its summary (its ``command`` is then empty);
-    ``why`` says why the command was chosen. These three are set only by the built-in
+    ``why`` says why the command was chosen; ``task_runner`` (``tox``, ``nox``) names the task
+    runner the command is, whose output says when it skipped every environment (the stage is
+    then skipped with the runner's reason). These four are set only by the built-in
     diagnostics pipeline, never from the config file.
     """
 
@@ -45,6 +50,7 @@ class CommandStage(NamedTuple):
     needs: tuple[str, ...] | None = None
     retries: int = 0
     retry_delay_seconds: float = 1.0
+    task_runner: str | None = None
 
     def unavailable_reason(self) -> str | None:
         """Why the stage cannot run here (its ``skip_reason``, or a required tool off PATH)."""
@@ -146,5 +152,9 @@ class Config(NamedTuple):
         pipeline_id = validate_id(name, "pipeline")
         if pipeline_id not in self.pipelines:
             available = ", ".join(self.pipelines)
-            raise UnknownPipelineError(f"unknown pipeline {pipeline_id!r}; available: {available}")
+            hint = did_you_mean(pipeline_id, self.pipelines)
+            raise UnknownPipelineError(
+                f"unknown pipeline {pipeline_id!r}{hint}{' ' if hint else '; '}available: "
+                f"{available} (see: codex-orchestrator pipelines)"
+            )
         return self.pipelines[pipeline_id]

@@ -7,6 +7,7 @@ from typing import Any
 
 from codex_orchestrator.records.errorfile import clean_text
 from codex_orchestrator.records.statuses import StageStatus
+from codex_orchestrator.util.wording import status_text
 
 MAX_SUMMARY_CHARS = 240
 GUARDRAIL_STAGE_ID = "spec-guard"
@@ -94,6 +95,8 @@ def run_summary_text(manifest: dict[str, Any]) -> str:
     )
     if failed is not None:
         headline += f" at stage {failed['id']}: {failed.get('summary') or 'failed'}"
-    elif manifest.get("status_detail"):
-        headline += f" ({manifest['status_detail']})"
+    else:
+        headline = f"Pipeline {manifest['pipeline_id']} " + status_text(
+            status, manifest.get("status_detail")
+        )
     return f"{headline}\nStages: {tally or 'none'}\n{guardrail_line(commands)}"

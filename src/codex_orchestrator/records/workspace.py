@@ -10,7 +10,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from codex_orchestrator.errors import ConfigError, OutsideRootError, RunNotFoundError
+from codex_orchestrator.errors import ConfigError, OutsideRootError
+from codex_orchestrator.records.layout import (
+    default_state_roots,
+    find_root,
+    make_state_directory,
+    state_directories,
+)
 from codex_orchestrator.util.ids import validate_id
 from codex_orchestrator.util.locks import (
     DEFAULT_ATTEMPTS,
@@ -21,6 +27,7 @@ from codex_orchestrator.util.locks import (
 from codex_orchestrator.util.numeric import parse_number
 from codex_orchestrator.util.safefs import resolve_within
 
+ROOT_ENV = "CODEX_ORCHESTRATOR_ROOT"
 TASK_ENV = "MCP_RUNNER_TASK_ID"
 DEFAULT_TASK = "default"
 RUNS_ENV = "CODEX_ORCHESTRATOR_RUNS_DIR"
@@ -138,7 +145,7 @@ def with_flag(settings: Settings, name: str, raw: str | None, flag: str) -> Sett
 
 
 class Workspace(NamedTuple):
-    """The repository root and the roots of run records (``.runs``) and task state (``out``).
+    """The repository root and the roots of run records (``runs``) and task state (``out``).
 
     All three are real paths (links resolved), so that every path printed is the real one.
     A default runs or out root that a link sends outside the repository is refused; one set
@@ -152,19 +159,29 @@ class Workspace(NamedTuple):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Workspace:
-        """Build the workspace from ``CODEX_ORCHESTRATOR_*`` variables (defaults: cwd)."""
+        """Build the workspace from ``CODEX_ORCHESTRATOR_*`` variables; without them the root
+        is found from the working directory and the state roots follow the repository's layout
+        (`layout`)."""
         environ = os.environ if env is None else env
-        root = Path(environ.get("CODEX_ORCHESTRATOR_ROOT") or os.getcwd()).resolve()
+        explicit = environ.get(ROOT_ENV)
+        root = Path(explicit).resolve() if explicit else find_root(Path(os.getcwd()).resolve())
         if not root.is_dir():
             raise ConfigError(
-                f"CODEX_ORCHESTRATOR_ROOT={environ.get('CODEX_ORCHESTRATOR_ROOT')}: no such "
-                "directory; point it at the repository root (or unset it to use the current one)"
+                f"{ROOT_ENV}={explicit}: no such directory; point it at the repository root "
+                "(or unset it to find the root from the current directory)"
             )
+        runs_default, out_default = default_state_roots(root)
         return cls(
             root=root,
-            runs_dir=_record_root(root, environ.get(RUNS_ENV), ".runs", RUNS_ENV),
-            out_dir=_record_root(root, environ.get(OUT_ENV), "out", OUT_ENV),
+            runs_dir=_record_root(root, environ.get(RUNS_ENV), runs_default, RUNS_ENV),
+            out_dir=_record_root(root, environ.get(OUT_ENV), out_default, OUT_ENV),
         )
+
+    def make_state_dirs(self) -> None:
+        """Create the state directories a run writes into, each ignoring itself for git
+        (`layout.make_state_directory`); add the ignore file to those that lack it."""
+        for directory in state_directories(self.root, self.runs_dir, self.out_dir):
+            make_state_directory(directory)
 
     def display(self, path: Path) -> str:
         """Return ``path`` relative to the root when inside it, absolute otherwise."""
@@ -213,18 +230,6 @@ class Workspace(NamedTuple):
             if (self.runs_dir / task / "cli" / run_id).is_dir():
                 return task, self.run_dir(task, run_id)
         return None
-
-    def require_run(self, run_id: str, task_id: str | None = None) -> tuple[str, Path]:
-        """Like `find_run`, but an unknown run is a `RunNotFoundError` (exit 2)."""
-        found = self.find_run(run_id, task_id)
-        if found is None:
-            where = (
-                f"task {task_id}" if task_id else f"any task under {self.display(self.runs_dir)}"
-            )
-            raise RunNotFoundError(
-                f"unknown run {run_id!r}: no such run in {where}; check the run id"
-            )
-        return found
 
     def _below(self, base: Path, relative: str) -> Path:
         """The real path of ``base/relative``, refused (exit 2) when a link leads out of ``base``."""

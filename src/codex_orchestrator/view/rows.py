@@ -18,6 +18,7 @@ from codex_orchestrator.util.clock import parse_iso_utc
 from codex_orchestrator.util.numeric import finite
 from codex_orchestrator.util.safefs import UnreadableFileError
 from codex_orchestrator.util.terminal_text import last_line, neutralise
+from codex_orchestrator.util.wording import status_text
 from codex_orchestrator.view.logtail import read_tail, run_file
 
 #: Returns the manifest to draw now (None: nothing to draw yet); called from the view's thread.
@@ -166,7 +167,7 @@ def headline(manifest: Mapping[str, Any], now: float | None = None) -> str:
     parts = [
         f"run {_text(manifest.get('run_id'))}",
         f"pipeline {_text(manifest.get('pipeline_id'))}",
-        status + (f" ({_text(detail)})" if detail else ""),
+        status_text(status, _text(detail) if detail else None),
     ]
     return " · ".join(parts + ([elapsed] if elapsed else []))
 

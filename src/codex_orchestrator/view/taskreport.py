@@ -15,7 +15,10 @@ from codex_orchestrator.persistence.state_format import TaskStateFiles, TaskStat
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.console import note
 from codex_orchestrator.util.jsonio import atomic_write_bytes, encode_record
-from codex_orchestrator.util.safefs import real_directory
+from codex_orchestrator.util.safefs import (
+    real_directory,
+)
+from codex_orchestrator.util.wording import plural
 from codex_orchestrator.view.page import document, esc, link, status_span, table
 from codex_orchestrator.view.report import REPORT_NAME
 
@@ -52,7 +55,7 @@ def write_task_report(workspace: Workspace, task_id: str) -> Path:
         status = status_span(entry.get("status")) + (" (pruned)" if entry.get("pruned") else "")
         rows.append([target, esc(entry.get("pipelineId")), status, esc(entry.get("timestamp"))])
     body = (
-        f"<h1>Task {esc(task_id)}</h1><p>{len(runs)} runs recorded in the task's history, newest first.</p>"
+        f"<h1>Task {esc(task_id)}</h1><p>{plural(len(runs), 'run')} recorded in the task's history, newest first.</p>"
         + table(("run", "pipeline", "status", "completed"), rows)
     )
     path = real_directory(task_dir) / REPORT_NAME

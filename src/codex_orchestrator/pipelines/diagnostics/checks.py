@@ -12,11 +12,13 @@ CHECKED_STAGES = ("build", "lint", "test")
 
 
 class Run(NamedTuple):
-    """Run ``command`` at the root; ``requires`` names executables it needs on PATH."""
+    """Run ``command`` at the root; ``requires`` names executables it needs on PATH;
+    ``task_runner`` (``tox``, ``nox``) names the runner whose output says what it skipped."""
 
     command: str
     why: str
     requires: tuple[str, ...] = ()
+    task_runner: str | None = None
 
 
 class Skip(NamedTuple):
@@ -26,6 +28,16 @@ class Skip(NamedTuple):
 
 
 Check = Run | Skip
+
+
+def with_passed_over(check: Check, passed_over: list[str]) -> Check:
+    """``check`` saying which declared candidates were not chosen for rewriting files."""
+    if not passed_over:
+        return check
+    note = f"not chosen: {'; '.join(passed_over)}"
+    if isinstance(check, Run):
+        return check._replace(why=f"{check.why} ({note})")
+    return Skip(f"{check.reason} ({note})")
 
 
 class Project(NamedTuple):

@@ -26,6 +26,7 @@ from codex_orchestrator.pipelines.diagnostics.checks import (
     Run,
     Skip,
     broken_project,
+    with_passed_over,
 )
 from codex_orchestrator.pipelines.diagnostics.repo import RepoFiles, parse_toml
 from codex_orchestrator.pipelines.diagnostics.runners import find_runners
@@ -74,7 +75,9 @@ def detect(repo: RepoFiles) -> Project | None:
     checks: dict[str, Check] = {}
     for stage_id, build in (("build", _build), ("lint", _lint), ("test", _test)):
         declared = next((r.check(stage_id) for r in runners if r.check(stage_id)), None)
-        checks[stage_id] = declared or build(repo, pyproject, env)
+        check = declared or build(repo, pyproject, env)
+        passed_over = [note for runner in runners for note in runner.passed_over(stage_id)]
+        checks[stage_id] = with_passed_over(check, passed_over)
     return Project("Python", ", ".join(dict.fromkeys(evidence)), checks)
 
 
