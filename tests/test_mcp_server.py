@@ -277,7 +277,11 @@ def test_logs_return_at_most_64_kib_and_say_when_cut(served: Repo) -> None:
 
 @pytest.mark.slow
 def test_wait_sends_progress_and_returns_when_the_run_ends(served: Repo) -> None:
-    served.pipeline({"id": "slow", "command": "sleep 2; echo slept"})
+    gate = served.root / "gate"
+    # the stage runs until a progress update has named it, however loaded the machine
+    served.pipeline(
+        {"id": "slow", "command": f"until [ -e '{gate}' ]; do sleep 0.05; done; echo slept"}
+    )
     # a foreground run of the test's own, in its own session so that the test can end it
     process = served.spawn("start", "--format", "json")
     try:
@@ -286,6 +290,8 @@ def test_wait_sends_progress_and_returns_when_the_run_ends(served: Repo) -> None
 
         async def progress(done: float, total: float | None, message: str | None) -> None:
             updates.append((done, total, message))
+            if message and "running slow" in message:
+                gate.touch()
 
         async def scenario(client: Client) -> Any:
             return await client.call_tool(
