@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,8 +10,10 @@ from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.pipelines.config import Config, load_config
 from codex_orchestrator.pipelines.model import Pipeline
 from codex_orchestrator.records.manifest import MANIFEST_NAME, ManifestStore, load_manifest
+from codex_orchestrator.records.statuses import status_text
 from codex_orchestrator.records.workspace import Settings, Workspace
-from codex_orchestrator.util.console import Reporter, log_echo, note
+from codex_orchestrator.util.console import Reporter, note, write_stderr
+from codex_orchestrator.util.terminal_text import neutralise
 
 if TYPE_CHECKING:  # the run machinery is imported only by the commands that run (cold start)
     from codex_orchestrator.engine.runner import RunContext, RunResult
@@ -40,15 +41,19 @@ def run_context(
     task_id: str,
     reporter: Reporter,
     executor: Executor | None = None,
+    *,
+    quiet: bool = False,
 ) -> RunContext:
-    """Build the context shared by a run and its child runs (default: the local executor)."""
+    """Build the context shared by a run and its child runs (default: the local executor).
+
+    Without a live view, stage output is streamed (`view.ci_output`) unless ``quiet`` (the
+    ``--quiet`` flag) or the ``quiet`` setting asks for the summary only."""
     from codex_orchestrator.engine.runner import RunContext
     from codex_orchestrator.evidence.taskindex import task_slug
     from codex_orchestrator.executors.base import Cancellation
     from codex_orchestrator.executors.local import LocalExecutor
-    from codex_orchestrator.view.terminal import live_view_wanted
+    from codex_orchestrator.view.ci_output import echo_sink
 
-    follow = not reporter.json and sys.stderr.isatty() and not live_view_wanted(reporter.json)
     return RunContext(
         workspace=workspace,
         config=config,
@@ -57,7 +62,7 @@ def run_context(
         task_slug=task_slug(workspace.root, task_id) or task_id,
         cancellation=Cancellation(grace_seconds=settings.kill_grace_seconds),
         executor=executor or LocalExecutor(settings.kill_grace_seconds, subreaper=True),
-        on_output=log_echo if follow else None,
+        on_output=echo_sink(reporter.json, quiet or settings.quiet),
     )
 
 
@@ -81,26 +86,38 @@ def report_run(workspace: Workspace, reporter: Reporter, result: RunResult) -> i
         "manifest": workspace.display(result.run_dir / MANIFEST_NAME),
         "log_path": workspace.display(result.run_dir / "runner.ndjson"),
     }
-    detail = f" ({result.status_detail})" if result.status_detail else ""
-    lines = [f"run {result.run_id}: {result.status}{detail}"]
-    if not reporter.json:
-        lines += _stage_lines(result.run_dir / MANIFEST_NAME)
+    from codex_orchestrator.view.run_end import end_lines, failure_lines
+
+    lines = [f"run {result.run_id}: {status_text(result.status, result.status_detail)}"]
+    manifest = _final_manifest(result.run_dir)
+    if manifest is not None:
+        failures = failure_lines(manifest, result.run_dir)
+        if reporter.json and failures:  # stdout holds the one document: failures go to stderr
+            write_stderr(_inert_on_github(neutralise("\n".join(failures) + "\n")))
+        elif not reporter.json:
+            lines += end_lines(manifest, result.run_dir)
     lines += [f"manifest: {document['manifest']}", f"log: {document['log_path']}"]
-    text = "\n".join(lines)
-    reporter.result(document, text)
+    reporter.result(document, _inert_on_github("\n".join(lines) + "\n"))
     return result.exit_code
 
 
-def _stage_lines(manifest_path: Path) -> list[str]:
-    """One line per stage: index, id, status and summary."""
+def _inert_on_github(text: str) -> str:
+    """Under GitHub Actions, text quoting stage output (summaries, log tails) is printed with
+    workflow commands stopped (`view.github`): a summary cannot become a command."""
+    from codex_orchestrator.view.ci_output import on_github_actions
+
+    if not on_github_actions():
+        return text
+    from codex_orchestrator.view.github import inert_block
+
+    return inert_block(neutralise(text))
+
+
+def _final_manifest(run_dir: Path) -> dict[str, Any] | None:
     try:
-        commands = load_manifest(manifest_path)["commands"]
+        return load_manifest(run_dir / MANIFEST_NAME)
     except OrchestratorError:
-        return []
-    return [
-        f"  {command['index']:>2}. {command['id']:<20} {command['status']:<10} {command.get('summary') or ''}".rstrip()
-        for command in commands
-    ]
+        return None
 
 
 def drive(
@@ -124,8 +141,14 @@ def drive(
             store,
             lambda: report_run(workspace, reporter, execute(background, store, pipeline)),
         )
+    from codex_orchestrator.view.ci_output import github_run_end
     from codex_orchestrator.view.terminal import show_run
 
     with show_run(reporter.json, store):
-        result = execute(ctx, store, pipeline)
+        try:
+            result = execute(ctx, store, pipeline)
+        finally:
+            if ctx.on_output is not None:
+                ctx.on_output.close()
+    github_run_end(store.data)
     return report_run(workspace, reporter, result)

@@ -15,7 +15,12 @@ from codex_orchestrator.records.manifest import (
     OUTCOME_FIELDS,
     load_manifest,
 )
-from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, StageStatus, run_exit_code
+from codex_orchestrator.records.statuses import (
+    TERMINAL_RUN_STATUSES,
+    StageStatus,
+    run_exit_code,
+    status_text,
+)
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.console import Reporter, note
 from codex_orchestrator.util.ids import validate_id
@@ -74,19 +79,16 @@ def describe(workspace: Workspace, run_dir: Path, manifest: dict[str, Any]) -> d
 
 def render(document: dict[str, Any]) -> str:
     """Text form of a status document."""
-    detail = f" ({document['status_detail']})" if document.get("status_detail") else ""
+    from codex_orchestrator.view.run_end import stage_lines
+
     age = document.get("heartbeat_age_seconds")
     finished = document["status"] in TERMINAL_RUN_STATUSES
     beat = f", heartbeat {age:.1f}s ago" if isinstance(age, (int, float)) and not finished else ""
     lines = [
         f"run {document['run_id']} [task {document['task_id']}, pipeline {document['pipeline_id']}]: "
-        f"{document['status']}{detail}{beat}"
+        f"{status_text(document['status'], document.get('status_detail'))}{beat}",
+        *stage_lines(document),
     ]
-    for command in document["commands"]:
-        summary = f"  {command['summary']}" if command.get("summary") else ""
-        lines.append(
-            f"  {command['index']:>2}. {command['id']:<20} {command['status']:<10}{summary}"
-        )
     if document["stale"]:
         lines.append(
             f"STALE: no heartbeat for more than {document['stale_after_seconds']:g}s; "

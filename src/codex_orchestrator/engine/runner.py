@@ -12,15 +12,15 @@ import hashlib
 import os
 import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from codex_orchestrator.engine.echo import EchoSink, echoing
 from codex_orchestrator.engine.heartbeat import Heartbeat
-from codex_orchestrator.engine.parallel import PrefixedEcho, retry_delay
+from codex_orchestrator.engine.parallel import retry_delay
 from codex_orchestrator.engine.stage_loop import (
     Ended,
     Finish,
@@ -43,7 +43,6 @@ from codex_orchestrator.persistence.finished_run import record_finished_run
 from codex_orchestrator.pipelines.config import CommandStage, Config, Pipeline, SubpipelineStage
 from codex_orchestrator.pipelines.graph import (
     NEEDS_FAILED,
-    is_graph,
     needs_of,
     resolve_max_parallel,
 )
@@ -65,10 +64,13 @@ from codex_orchestrator.records.stage_logs import log_stem
 from codex_orchestrator.records.statuses import (
     DONE_STAGE_STATUSES,
     DRIVER_LOST_DETAIL,
+    NOTHING_RAN_DETAIL,
     TERMINAL_RUN_STATUSES,
     RunStatus,
+    SkipReason,
     StageFailure,
     StageStatus,
+    nothing_ran,
     signal_detail,
     signal_name,
     stage_detail,
@@ -81,9 +83,6 @@ from codex_orchestrator.util.ids import new_run_id
 from codex_orchestrator.util.jsonio import atomic_write_bytes
 from codex_orchestrator.util.safefs import new_directory, real_directory, remove_tree
 
-#: How often the live output echo (a terminal on stderr) copies new log bytes.
-ECHO_INTERVAL_SECONDS = 0.1
-
 
 class RunContext(NamedTuple):
     """What every run of one invocation shares."""
@@ -95,7 +94,7 @@ class RunContext(NamedTuple):
     task_slug: str
     cancellation: Cancellation
     executor: Executor
-    on_output: Callable[[Path, Path], Callable[[], None]] | None = None
+    on_output: EchoSink | None = None
 
 
 class ActiveRun:
@@ -340,6 +339,8 @@ def _run_stages(ctx: RunContext, run: ActiveRun) -> tuple[RunStatus, str | None]
     first_failed = loop.scheduler.first_failure
     if first_failed is not None:
         return RunStatus.FAILED, failure or stage_detail(first_failed)
+    if nothing_ran(run.store.data["commands"]):
+        return RunStatus.SKIPPED, NOTHING_RAN_DETAIL
     return RunStatus.SUCCEEDED, None
 
 
@@ -351,7 +352,6 @@ class _Stages:
     def __init__(self, ctx: RunContext, run: ActiveRun) -> None:
         self.ctx = ctx
         self.run = run
-        self.prefix_output = is_graph(run.pipeline.stages)
         self.first_attempt: dict[int, int] = {}
         self.last_outcome: dict[int, StageOutcome] = {}
 
@@ -369,7 +369,7 @@ class _Stages:
         unavailable = stage.unavailable_reason()
         if unavailable is not None:
             _stage_begin(run, index)
-            why = "not-applicable" if stage.skip_reason else "tool-missing"
+            why = SkipReason.NOT_APPLICABLE if stage.skip_reason else SkipReason.TOOL_MISSING
             _stage_end(run, index, StageStatus.SKIPPED, summary=unavailable, skip_reason=why)
             return Ended(StageStatus.SKIPPED)
         attempt, stdout_path, stderr_path = _attempt_logs(run, index, stage.id)
@@ -396,14 +396,13 @@ class _Stages:
             timeout_seconds=stage.timeout_seconds,
             resources=stage.resources or None,
         )
-        prefix = stage.id if self.prefix_output else None
 
         def on_handle(handle: Handle) -> None:
             post(partial(_stage_handle, run, index, handle))
 
         def work() -> Finish:
             try:
-                with _echoing(ctx, stdout_path, stderr_path, prefix):
+                with echoing(ctx.on_output, stage.id, stdout_path, stderr_path):
                     outcome = ctx.executor.run(request, cancellation, on_handle)
             except (OSError, ValueError) as error:
                 failure = error
@@ -545,6 +544,16 @@ class _Stages:
         if result.status == RunStatus.SUCCEEDED:
             _stage_end(run, index, StageStatus.SUCCEEDED, summary=summary, exit_code=0)
             return Ended(StageStatus.SUCCEEDED)
+        if result.status == RunStatus.SKIPPED:  # the child ran nothing: nor did this stage
+            _stage_end(
+                run,
+                index,
+                StageStatus.SKIPPED,
+                summary=f"{summary}: no stage ran",
+                exit_code=result.exit_code,
+                skip_reason=SkipReason.NOT_APPLICABLE,
+            )
+            return Ended(StageStatus.SKIPPED)
         # A child cancelled while this run goes on was cancelled alone (`cancel CHILD`): for
         # this run it is a child run that did not succeed, as if it had failed.
         with_this_run = state.stopping or self.ctx.cancellation.requested
@@ -556,7 +565,7 @@ class _Stages:
                 StageStatus.SKIPPED,
                 summary=f"optional {summary}",
                 exit_code=result.exit_code,
-                skip_reason="optional-failed",
+                skip_reason=SkipReason.OPTIONAL_FAILED,
             )
             return Ended(StageStatus.SKIPPED)
         _stage_end(run, index, StageStatus.FAILED, summary=summary, exit_code=result.exit_code)
@@ -696,37 +705,6 @@ def _scalar(value: object) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
-@contextmanager
-def _echoing(
-    ctx: RunContext, stdout_path: Path, stderr_path: Path, prefix: str | None = None
-) -> Iterator[None]:
-    """Copy the stage's new output onto the terminal while it runs (when asked to); with a
-    ``prefix`` (stages running at once), whole lines, each marked ``[prefix]``."""
-    if ctx.on_output is None:
-        yield
-        return
-    last: Callable[[], None]
-    if prefix is None:
-        echo = last = ctx.on_output(stdout_path, stderr_path)
-    else:
-        prefixed = PrefixedEcho(prefix, stdout_path, stderr_path)
-        echo, last = prefixed, prefixed.finish
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(ECHO_INTERVAL_SECONDS):
-            echo()
-
-    thread = threading.Thread(target=loop, name="output-echo", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        last()
-
-
 def _stage_spawn_failed(
     ctx: RunContext, run: ActiveRun, index: int, stage: CommandStage, error: OSError | ValueError
 ) -> tuple[StageStatus, str | None]:
@@ -801,7 +779,7 @@ def _stage_outcome(
         ctx, run, index, stage, reason, details, stdout_tail, stderr_tail
     )
     if reason == "command-allow-failure":
-        fields["skip_reason"] = "allowed-failure"
+        fields["skip_reason"] = SkipReason.ALLOWED_FAILURE
         status = StageStatus.SKIPPED
     else:
         status = StageStatus.FAILED

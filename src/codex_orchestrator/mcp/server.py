@@ -66,7 +66,7 @@ PipelineArg = Annotated[
     str | None, Field(description="pipeline id; default: the config's defaultPipeline")
 ]
 RunArg = Annotated[str, Field(description="run id, e.g. 2026-01-01T00-00-00-000Z-0a1b2c3d")]
-RunFilter = Literal["queued", "in_progress", "succeeded", "failed", "cancelled", "stale"]
+RunFilter = Literal["queued", "in_progress", "succeeded", "failed", "cancelled", "skipped", "stale"]
 WaitArg = Annotated[
     float,
     Field(

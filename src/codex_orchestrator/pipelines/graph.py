@@ -13,8 +13,10 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
+from codex_orchestrator.records.statuses import SkipReason
+
 #: ``skip_reason`` of a stage skipped because a stage it needs (directly or not) failed.
-NEEDS_FAILED = "needs-failed"
+NEEDS_FAILED = SkipReason.NEEDS_FAILED
 
 
 class GraphError(ValueError):

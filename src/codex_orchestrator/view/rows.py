@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, StageStatus
+from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, StageStatus, status_text
 from codex_orchestrator.util.clock import parse_iso_utc
 from codex_orchestrator.util.numeric import finite
 from codex_orchestrator.util.safefs import UnreadableFileError
@@ -163,7 +163,7 @@ def headline(manifest: Mapping[str, Any], now: float | None = None) -> str:
     parts = [
         f"run {_text(manifest.get('run_id'))}",
         f"pipeline {_text(manifest.get('pipeline_id'))}",
-        status + (f" ({_text(detail)})" if detail else ""),
+        status_text(status, _text(detail) if detail else None),
     ]
     return " · ".join(parts + ([elapsed] if elapsed else []))
 
