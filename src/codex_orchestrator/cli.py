@@ -85,6 +85,12 @@ def _add_start(sub: argparse._SubParsersAction[_Parser]) -> None:
     start.add_argument("--task", metavar="ID")
     start.add_argument("--parent-run", metavar="RUN")
     start.add_argument("--approval-policy", metavar="POLICY")
+    start.add_argument(
+        "--only",
+        action="append",
+        metavar="STAGE[,STAGE]",
+        help="run only these stages (repeatable), with the stages they need in a graph",
+    )
     _add_launch(start)
     _add_format(start)
 
@@ -270,7 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_arguments(arguments)
         first = arguments[0] if arguments else None
+        arguments, stage_args = _split_stage_args(arguments)
         args = build_parser(first if first in COMMANDS else None).parse_args(arguments)
+        args.stage_args = stage_args
         if args.command is None or (args.command == "tasks" and args.tasks_command is None):
             build_parser().print_help(sys.stderr)
             return EXIT_USAGE
@@ -293,6 +301,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             traceback.print_exc()
         return EXIT_FAULT
+
+
+def _split_stage_args(arguments: list[str]) -> tuple[list[str], list[str]]:
+    """``start ... -- ARGS``: the arguments before ``--``, and ARGS (passed to the stages)."""
+    if arguments[:1] != ["start"] or "--" not in arguments:
+        return arguments, []
+    split = arguments.index("--")
+    return arguments[:split], arguments[split + 1 :]
 
 
 def _check_arguments(arguments: list[str]) -> None:

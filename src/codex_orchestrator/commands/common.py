@@ -10,10 +10,10 @@ from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.pipelines.config import Config, load_config
 from codex_orchestrator.pipelines.model import Pipeline
 from codex_orchestrator.records.manifest import MANIFEST_NAME, ManifestStore, load_manifest
-from codex_orchestrator.records.statuses import status_text
 from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.console import Reporter, note, write_stderr
 from codex_orchestrator.util.terminal_text import neutralise
+from codex_orchestrator.util.wording import status_text
 
 if TYPE_CHECKING:  # the run machinery is imported only by the commands that run (cold start)
     from codex_orchestrator.engine.runner import RunContext, RunResult

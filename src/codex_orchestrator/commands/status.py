@@ -19,12 +19,12 @@ from codex_orchestrator.records.statuses import (
     TERMINAL_RUN_STATUSES,
     StageStatus,
     run_exit_code,
-    status_text,
 )
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.console import Reporter, note
 from codex_orchestrator.util.ids import validate_id
 from codex_orchestrator.util.numeric import parse_number
+from codex_orchestrator.util.wording import status_text
 
 MAX_WATCH_INTERVAL = 3600
 STATUS_FIELDS = (*OUTCOME_FIELDS, "artifact_root", "log_path")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ from codex_orchestrator.pipelines.graph import (
     NEEDS_FAILED,
     needs_of,
     resolve_max_parallel,
+    selected_stages,
 )
 from codex_orchestrator.records.cancel_request import watching
 from codex_orchestrator.records.driver import DriverLock, driver_identity
@@ -82,6 +84,9 @@ from codex_orchestrator.util.console import note
 from codex_orchestrator.util.ids import new_run_id
 from codex_orchestrator.util.jsonio import atomic_write_bytes
 from codex_orchestrator.util.safefs import new_directory, real_directory, remove_tree
+
+#: The variable holding a run's ``start -- ARGS``, shell-quoted (``shlex.join``).
+ARGS_ENV = "CODEX_ORCHESTRATOR_ARGS"
 
 
 class RunContext(NamedTuple):
@@ -154,10 +159,24 @@ def _make_run_dir(workspace: Workspace, task_id: str) -> tuple[str, Path]:
         return run_id, run_dir
 
 
+class Launch(NamedTuple):
+    """What the caller of a run chose beyond the pipeline: ``start --only`` and ``-- ARGS``."""
+
+    only: tuple[str, ...] = ()  # the stage ids asked for (empty: every stage)
+    args: tuple[str, ...] = ()  # passed to every stage as ``CODEX_ORCHESTRATOR_ARGS``
+
+
 def create_run(
-    ctx: RunContext, pipeline: Pipeline, parent_run_id: str | None, approval_policy: str | None
+    ctx: RunContext,
+    pipeline: Pipeline,
+    parent_run_id: str | None,
+    approval_policy: str | None,
+    launch: Launch | None = None,
 ) -> ManifestStore:
     """Create the run directory, its resume token and its first (queued) manifest.
+
+    Stages that ``launch.only`` leaves out are recorded as skipped (``not-selected``) at once,
+    so that neither this run nor its resume runs them.
 
     A failure before the manifest exists leaves no run directory behind: a directory without
     a manifest would be a run nobody can see, resume or clean.
@@ -172,7 +191,16 @@ def create_run(
         write_resume_token(run_dir, token)
         store = ManifestStore(
             run_dir,
-            _first_manifest(ctx, pipeline, run_id, run_dir, token, parent_run_id, approval_policy),
+            _first_manifest(
+                ctx,
+                pipeline,
+                run_id,
+                run_dir,
+                token,
+                parent_run_id,
+                approval_policy,
+                launch or Launch(),
+            ),
         )
         store.persist()
     except OSError:
@@ -197,6 +225,7 @@ def _first_manifest(
     token: str,
     parent_run_id: str | None,
     approval_policy: str | None,
+    launch: Launch,
 ) -> dict[str, Any]:
     display = ctx.workspace.display
     now = iso_utc()
@@ -213,6 +242,8 @@ def _first_manifest(
         "executor": ctx.executor.name,
         "executor_options": dict(ctx.executor.options),
         "approval_policy": approval_policy,
+        "only": list(launch.only),
+        "args": list(launch.args),
         "status": RunStatus.QUEUED,
         "status_detail": None,
         "exit_code": None,
@@ -229,20 +260,28 @@ def _first_manifest(
         "resume_token": hash_token(token),
         "resume_events": [],
         "approvals": [],
-        "commands": _command_entries(pipeline),
+        "commands": _command_entries(pipeline, launch.only),
         "child_runs": [],
         "run_summary_path": None,
     }
 
 
-def _command_entries(pipeline: Pipeline) -> list[dict[str, Any]]:
-    """The fresh ``commands[]`` of a run, in config order; each names what it ``needs``."""
+def _command_entries(pipeline: Pipeline, only: Sequence[str]) -> list[dict[str, Any]]:
+    """The fresh ``commands[]`` of a run, in config order; each names what it ``needs``; a
+    stage ``only`` leaves out is skipped from the start."""
     needs = needs_of(pipeline.stages)
+    selected = set(selected_stages(pipeline.stages, only)) if only else None
     entries = []
     for index, stage in enumerate(pipeline.stages, start=1):
         command = stage.command if isinstance(stage, CommandStage) else None
         entry = command_entry(index, stage.id, stage.title, stage.kind, command)
         entry["needs"] = list(needs[stage.id])
+        if selected is not None and stage.id not in selected:
+            entry.update(
+                status=StageStatus.SKIPPED,
+                skip_reason=SkipReason.NOT_SELECTED,
+                summary="not selected (--only)",
+            )
         entries.append(entry)
     return entries
 
@@ -497,7 +536,11 @@ class _Stages:
     def _start_child(self, index: int, stage: SubpipelineStage, cancellation: Cancellation) -> Work:
         ctx, run = self.ctx, self.run
         child_pipeline = ctx.config.pipelines[stage.pipeline]
-        child = create_run(ctx, child_pipeline, run.run_id, run.store.data.get("approval_policy"))
+        # a child run gets the arguments, and runs every stage of its pipeline
+        launch = Launch(args=tuple(_recorded_args(run.store.data)))
+        child = create_run(
+            ctx, child_pipeline, run.run_id, run.store.data.get("approval_policy"), launch
+        )
         child_id = str(child.data["run_id"])
         link = {
             "run_id": child_id,
@@ -640,8 +683,15 @@ def _stage_env(ctx: RunContext, run: ActiveRun, stage: CommandStage) -> dict[str
         "CODEX_ORCHESTRATOR_RUN_DIR": str(run.run_dir),
         "CODEX_ORCHESTRATOR_ROOT": str(ctx.workspace.root),
         "CODEX_ORCHESTRATOR_PYTHON": sys.executable,
+        ARGS_ENV: shlex.join(_recorded_args(run.store.data)),
         **stage.env,
     }
+
+
+def _recorded_args(manifest: dict[str, Any]) -> list[str]:
+    """The run's ``args`` (``start -- ARGS``); none for a run recorded before they existed."""
+    args = manifest.get("args")
+    return [arg for arg in args if isinstance(arg, str)] if isinstance(args, list) else []
 
 
 def _log_stem(run: ActiveRun, index: int, stage_id: str) -> str:

@@ -55,6 +55,7 @@ class SkipReason(StrEnum):
     ALLOWED_FAILURE = "allowed-failure"
     OPTIONAL_FAILED = "optional-failed"
     NEEDS_FAILED = "needs-failed"
+    NOT_SELECTED = "not-selected"  # left out by ``start --only``
 
 
 #: Skips in which the stage ran nothing (its tool is missing, or there is nothing to run).
@@ -62,11 +63,12 @@ NOTHING_RAN_SKIPS = frozenset({SkipReason.TOOL_MISSING, SkipReason.NOT_APPLICABL
 
 
 def nothing_ran(commands: list[dict[str, object]]) -> bool:
-    """True when no stage ran anything: every stage was skipped for a missing tool or because
-    there was nothing to run (such a run ends ``skipped``, not ``succeeded``)."""
-    return bool(commands) and all(
+    """True when no stage ran anything: every selected stage was skipped for a missing tool or
+    because there was nothing to run (such a run ends ``skipped``, not ``succeeded``)."""
+    selected = [entry for entry in commands if entry.get("skip_reason") != SkipReason.NOT_SELECTED]
+    return bool(selected) and all(
         entry.get("status") == StageStatus.SKIPPED and entry.get("skip_reason") in NOTHING_RAN_SKIPS
-        for entry in commands
+        for entry in selected
     )
 
 
@@ -90,12 +92,6 @@ NOTHING_RAN_DETAIL = "nothing-ran"
 def stage_detail(stage_id: str, failure: StageFailure = StageFailure.FAILED) -> str:
     """``stage:<id>:<kind>``, the detail of a run ended by one of its stages."""
     return f"stage:{stage_id}:{failure.value}"
-
-
-def status_text(status: object, detail: object) -> str:
-    """``failed (stage:test:failed)``: a run's status with its detail when that says more
-    (never ``cancelled (cancelled)``)."""
-    return f"{status} ({detail})" if detail and detail != status else str(status)
 
 
 def signal_name(signum: int) -> str:

@@ -13,11 +13,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, StageStatus, status_text
+from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, StageStatus
 from codex_orchestrator.util.clock import parse_iso_utc
 from codex_orchestrator.util.numeric import finite
 from codex_orchestrator.util.safefs import UnreadableFileError
 from codex_orchestrator.util.terminal_text import last_line, neutralise
+from codex_orchestrator.util.wording import status_text
 from codex_orchestrator.view.logtail import read_tail, run_file
 
 #: Bytes read from the end of a running stage's logs to find its last line.

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.records.statuses import RunStatus, StageStatus
+from codex_orchestrator.util.wording import shown_summary
 from codex_orchestrator.view.logtail import run_file, tail_lines
 from codex_orchestrator.view.rows import objects
 
@@ -27,17 +28,6 @@ NOTHING_RAN_NOTE = (
 )
 
 
-def shown_summary(entry: Mapping[str, Any]) -> str:
-    """A stage's summary as shown beside its id and status: without a first word that repeats
-    either (``skipped: npm not found`` of a skipped stage, ``spec-guard: passed`` of the stage
-    spec-guard); the record keeps the summary as it was."""
-    summary = str(entry.get("summary") or "")
-    for word in (entry.get("status"), entry.get("id")):
-        if word and summary.startswith(f"{word}: "):
-            summary = summary[len(f"{word}: ") :]
-    return summary
-
-
 def stage_lines(manifest: Mapping[str, Any]) -> list[str]:
     """One line per stage: index, id, status and summary."""
     lines = []
@@ -46,7 +36,7 @@ def stage_lines(manifest: Mapping[str, Any]) -> list[str]:
         number = f"{index:>2}" if isinstance(index, int) else " ?"
         lines.append(
             f"  {number}. {entry.get('id')!s:<20} {entry.get('status')!s:<10} "
-            f"{shown_summary(entry)}".rstrip()
+            f"{shown_summary(entry.get('summary'), entry.get('status'), entry.get('id'))}".rstrip()
         )
     return lines
 
