@@ -11,6 +11,7 @@ from codex_orchestrator.pipelines.model import CommandStage, Pipeline
 from codex_orchestrator.records.workspace import Settings, Workspace, resolve_task_id
 from codex_orchestrator.util.console import Reporter
 from codex_orchestrator.util.ids import validate_id
+from codex_orchestrator.util.wording import plural
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
@@ -31,8 +32,19 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         "stages": stages,
         "graph": graph._asdict(),
     }
-    reporter.result(document, "\n".join([_text(pipeline, stages), *graph.text_lines()]))
+    reporter.result(
+        document,
+        "\n".join([_text(pipeline, stages), *graph.text_lines(), _tally(pipeline, stages)]),
+    )
     return 0
+
+
+def _tally(pipeline: Pipeline, stages: list[dict[str, Any]]) -> str:
+    """The last line, which also reads well alone (a stage that runs ``plan`` is summed up by
+    its output's last line): how many stages, how many would be skipped, nothing run."""
+    skipped = sum(1 for stage in stages if stage.get("skip_reason"))
+    would_skip = f", {skipped} would be skipped" if skipped else ""
+    return f"pipeline {pipeline.id}: {plural(len(stages), 'stage')}{would_skip}; nothing was run (plan)"
 
 
 def _pipeline_info(pipeline: Pipeline) -> dict[str, Any]:
