@@ -4,6 +4,8 @@ graph) and ``start PIPELINE -- ARGS`` (recorded as ``args``, given to every stag
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import Repo, assert_usage_error
@@ -95,3 +97,17 @@ def test_no_args_is_an_empty_variable(repo: Repo) -> None:
     code, document = repo.start_json()
     assert code == 0 and repo.manifest(document)["args"] == []
     assert repo.manifest(document)["commands"][0]["summary"] == "[]"
+
+
+def test_plan_only_marks_what_start_only_would_leave_out(repo: Repo) -> None:
+    _graph(repo)
+    plan = json.loads(repo.cli("plan", "ci", "--only", "lint", "--format", "json").stdout)
+    assert {stage["id"]: stage["selected"] for stage in plan["stages"]} == {
+        "build": True,
+        "lint": True,
+        "test": False,
+        "docs": False,
+    }
+    text = repo.cli("plan", "ci", "--only", "lint").stdout
+    assert "test: " in text and "[not selected]" in text
+    assert_usage_error(repo.cli("plan", "ci", "--only", "lnt"), "did you mean 'lint'?")

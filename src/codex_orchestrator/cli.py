@@ -79,18 +79,22 @@ def _add_run(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.set_defaults(run_required=required)
 
 
+def _add_only(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="STAGE[,STAGE]",
+        help="only these stages (repeatable), with the stages they need in a graph",
+    )
+
+
 def _add_start(sub: argparse._SubParsersAction[_Parser]) -> None:
     start = sub.add_parser("start", help="run a pipeline for a task")
     start.add_argument("pipeline", nargs="?", metavar="PIPELINE")
     start.add_argument("--task", metavar="ID")
     start.add_argument("--parent-run", metavar="RUN")
     start.add_argument("--approval-policy", metavar="POLICY")
-    start.add_argument(
-        "--only",
-        action="append",
-        metavar="STAGE[,STAGE]",
-        help="run only these stages (repeatable), with the stages they need in a graph",
-    )
+    _add_only(start)
     _add_launch(start)
     _add_format(start)
 
@@ -99,6 +103,7 @@ def _add_plan(sub: argparse._SubParsersAction[_Parser]) -> None:
     plan = sub.add_parser("plan", help="show the stages a pipeline would run")
     plan.add_argument("pipeline", nargs="?", metavar="PIPELINE")
     plan.add_argument("--task", metavar="ID")
+    _add_only(plan)
     _add_format(plan)
 
 

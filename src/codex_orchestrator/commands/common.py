@@ -6,12 +6,15 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from codex_orchestrator.errors import OrchestratorError
+from codex_orchestrator.errors import OrchestratorError, UsageError
 from codex_orchestrator.pipelines.config import Config, load_config
+from codex_orchestrator.pipelines.graph import selected_stages
 from codex_orchestrator.pipelines.model import Pipeline
 from codex_orchestrator.records.manifest import MANIFEST_NAME, ManifestStore, load_manifest
 from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.console import Reporter, note, write_stderr
+from codex_orchestrator.util.ids import validate_id
+from codex_orchestrator.util.suggest import did_you_mean
 from codex_orchestrator.util.terminal_text import neutralise
 from codex_orchestrator.util.wording import status_text
 
@@ -64,6 +67,26 @@ def run_context(
         executor=executor or LocalExecutor(settings.kill_grace_seconds, subreaper=True),
         on_output=echo_sink(reporter.json, quiet or settings.quiet),
     )
+
+
+def only_stages(pipeline: Pipeline, given: list[str] | None) -> tuple[str, ...]:
+    """The stage ids of ``--only`` (repeatable, comma-separated), checked against the pipeline:
+    an unknown one is bad input (exit 2) with a "did you mean"."""
+    requested = [
+        validate_id(part.strip(), "stage")
+        for option in given or ()
+        for part in option.split(",")
+        if part.strip()
+    ]
+    try:
+        selected_stages(pipeline.stages, requested)
+    except ValueError as error:
+        unknown, ids = str(error.args[0]), [stage.id for stage in pipeline.stages]
+        raise UsageError(
+            f"--only {unknown!r}: pipeline {pipeline.id!r} has no such stage"
+            f"{did_you_mean(unknown, ids)} (its stages: {', '.join(ids)})"
+        ) from None
+    return tuple(dict.fromkeys(requested))
 
 
 def find_manifest(

@@ -8,18 +8,15 @@ from codex_orchestrator.commands.common import (
     drive,
     find_manifest,
     load,
+    only_stages,
     run_context,
 )
 from codex_orchestrator.engine.runner import Launch, create_run
 from codex_orchestrator.engine.signals import SignalGuard
-from codex_orchestrator.errors import UsageError
 from codex_orchestrator.executors.choice import executor_for
-from codex_orchestrator.pipelines.graph import selected_stages
-from codex_orchestrator.pipelines.model import Pipeline
 from codex_orchestrator.records.workspace import Workspace, resolve_task_id, with_flag
 from codex_orchestrator.util.console import Reporter, note
 from codex_orchestrator.util.ids import validate_id
-from codex_orchestrator.util.suggest import did_you_mean
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
@@ -31,7 +28,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     config, settings = load(workspace)
     settings = with_flag(settings, "max_parallel", args.max_parallel, "--max-parallel")
     pipeline = config.resolve_pipeline(args.pipeline)
-    launch = Launch(only=_only(pipeline, args.only), args=tuple(args.stage_args))
+    launch = Launch(only=only_stages(pipeline, args.only), args=tuple(args.stage_args))
     parent = _parent_run(workspace, args.parent_run)
     executor = executor_for(
         args.executor, args.scheduler, workspace, config.settings, settings, detached=args.detach
@@ -41,26 +38,6 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         store = create_run(ctx, pipeline, parent, args.approval_policy, launch)
         note(f"run {store.data['run_id']} started: pipeline {pipeline.id}, task {task_id}")
         return drive(args, workspace, reporter, ctx, store, pipeline)
-
-
-def _only(pipeline: Pipeline, given: list[str] | None) -> tuple[str, ...]:
-    """The stage ids of ``--only`` (repeatable, comma-separated), checked against the pipeline:
-    an unknown one is bad input (exit 2) with a "did you mean"."""
-    requested = [
-        validate_id(part.strip(), "stage")
-        for option in given or ()
-        for part in option.split(",")
-        if part.strip()
-    ]
-    try:
-        selected_stages(pipeline.stages, requested)
-    except ValueError as error:
-        unknown, ids = str(error.args[0]), [stage.id for stage in pipeline.stages]
-        raise UsageError(
-            f"--only {unknown!r}: pipeline {pipeline.id!r} has no such stage"
-            f"{did_you_mean(unknown, ids)} (its stages: {', '.join(ids)})"
-        ) from None
-    return tuple(dict.fromkeys(requested))
 
 
 def _parent_run(workspace: Workspace, parent_run: str | None) -> str | None:
