@@ -19,7 +19,7 @@ from codex_orchestrator.util.terminal_text import neutralise
 from codex_orchestrator.util.wording import status_text
 
 if TYPE_CHECKING:  # the run machinery is imported only by the commands that run (cold start)
-    from codex_orchestrator.engine.runner import RunContext, RunResult
+    from codex_orchestrator.engine.context import RunContext, RunResult
     from codex_orchestrator.executors.base import Executor
 
 
@@ -51,7 +51,7 @@ def run_context(
 
     Without a live view, stage output is streamed (`view.ci_output`) unless ``quiet`` (the
     ``--quiet`` flag) or the ``quiet`` setting asks for the summary only."""
-    from codex_orchestrator.engine.runner import RunContext
+    from codex_orchestrator.engine.context import RunContext
     from codex_orchestrator.evidence.taskindex import task_slug
     from codex_orchestrator.executors.base import Cancellation
     from codex_orchestrator.executors.local import LocalExecutor
@@ -66,7 +66,15 @@ def run_context(
         cancellation=Cancellation(grace_seconds=settings.kill_grace_seconds),
         executor=executor or LocalExecutor(settings.kill_grace_seconds, subreaper=True),
         on_output=echo_sink(reporter.json, quiet or settings.quiet),
+        after_finish=_write_report if settings.report else None,
     )
+
+
+def _write_report(run_dir: Path) -> None:
+    """Write a finished run's HTML report (``settings.report``)."""
+    from codex_orchestrator.view.report import report_after_run
+
+    report_after_run(run_dir)
 
 
 def only_stages(pipeline: Pipeline, given: list[str] | None) -> tuple[str, ...]:
@@ -152,7 +160,7 @@ def drive(
     pipeline: Pipeline,
 ) -> int:
     """Run a created or resumed run here (with the live view on a terminal), or detached."""
-    from codex_orchestrator.engine.runner import execute
+    from codex_orchestrator.engine.lifecycle import execute
 
     if getattr(args, "detach", False):
         from codex_orchestrator.engine.detach import detach
