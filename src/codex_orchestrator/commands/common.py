@@ -15,7 +15,6 @@ from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.console import Reporter, note, write_stderr
 from codex_orchestrator.util.ids import validate_id
 from codex_orchestrator.util.suggest import did_you_mean
-from codex_orchestrator.util.terminal_text import neutralise
 from codex_orchestrator.util.wording import status_text
 
 if TYPE_CHECKING:  # the run machinery is imported only by the commands that run (cold start)
@@ -117,6 +116,7 @@ def report_run(workspace: Workspace, reporter: Reporter, result: RunResult) -> i
         "manifest": workspace.display(result.run_dir / MANIFEST_NAME),
         "log_path": workspace.display(result.run_dir / "runner.ndjson"),
     }
+    from codex_orchestrator.view.ci_output import inert_on_github
     from codex_orchestrator.view.run_end import end_lines, failure_lines
 
     lines = [f"run {result.run_id}: {status_text(result.status, result.status_detail)}"]
@@ -124,24 +124,12 @@ def report_run(workspace: Workspace, reporter: Reporter, result: RunResult) -> i
     if manifest is not None:
         failures = failure_lines(manifest, result.run_dir)
         if reporter.json and failures:  # stdout holds the one document: failures go to stderr
-            write_stderr(_inert_on_github(neutralise("\n".join(failures) + "\n")))
+            write_stderr(inert_on_github("\n".join(failures) + "\n"))
         elif not reporter.json:
             lines += end_lines(manifest, result.run_dir)
     lines += [f"manifest: {document['manifest']}", f"log: {document['log_path']}"]
-    reporter.result(document, _inert_on_github("\n".join(lines) + "\n"))
+    reporter.result(document, inert_on_github("\n".join(lines) + "\n"))
     return result.exit_code
-
-
-def _inert_on_github(text: str) -> str:
-    """Under GitHub Actions, text quoting stage output (summaries, log tails) is printed with
-    workflow commands stopped (`view.github`): a summary cannot become a command."""
-    from codex_orchestrator.view.ci_output import on_github_actions
-
-    if not on_github_actions():
-        return text
-    from codex_orchestrator.view.github import inert_block
-
-    return inert_block(neutralise(text))
 
 
 def _final_manifest(run_dir: Path) -> dict[str, Any] | None:

@@ -21,12 +21,14 @@ from typing import Any
 
 from codex_orchestrator.records.statuses import StageStatus
 from codex_orchestrator.util.console import note, write_stderr
+from codex_orchestrator.util.terminal_text import neutralise
 from codex_orchestrator.view.github import (
     CommandGate,
     append_step_summary,
     endgroup,
     error,
     group,
+    inert_block,
     stage_line,
     step_summary_markdown,
 )
@@ -107,6 +109,14 @@ def echo_sink(json_output: bool, quiet: bool) -> PlainEcho | GitHubEcho | None:
     if json_output or quiet or live_view_wanted(json_output):
         return None
     return GitHubEcho() if on_github_actions() else PlainEcho()
+
+
+def inert_on_github(text: str) -> str:
+    """``text`` quoting stage output (summaries, log tails; whole lines), made safe to print:
+    neutralised, and under GitHub Actions wrapped in stopped workflow commands, so that no
+    line of it can act as a command."""
+    safe = neutralise(text)
+    return inert_block(safe) if on_github_actions() else safe
 
 
 def github_run_end(manifest: Mapping[str, Any], env: Mapping[str, str] | None = None) -> None:
