@@ -31,10 +31,11 @@ def test_plan_shows_needs_and_levels(repo: Repo) -> None:
     lines = result.stdout.splitlines()
     assert "   2. lint: true  (needs build)" in lines
     assert "   3. test: true  [retries 2]  (needs build)" in lines
-    assert lines[-3:] == [
+    assert lines[-4:] == [
         "  levels (at most 4 stages at once):",
         "    1. build, guard",
         "    2. lint, test",
+        "pipeline ci: 4 stages; nothing was run (plan)",
     ]
 
 

@@ -118,6 +118,11 @@ def _add_launch(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue the run in the background and return at once",
     )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="without a live view (a pipe, CI), print only the summary, not each stage's output",
+    )
     parser.add_argument("--executor", metavar="NAME", help="where stages run: local or dask")
     parser.add_argument(
         "--scheduler", metavar="tcp://HOST:PORT", help="the Dask scheduler (with --executor dask)"
@@ -131,6 +136,15 @@ def _add_run(parser: argparse.ArgumentParser, required: bool = True, newest: boo
     parser.set_defaults(run_required=required)
 
 
+def _add_only(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="STAGE[,STAGE]",
+        help="only these stages (repeatable), with the stages they need in a graph",
+    )
+
+
 def _add_start(sub: argparse._SubParsersAction[_Parser]) -> None:
     start = _command(
         sub,
@@ -140,6 +154,8 @@ def _add_start(sub: argparse._SubParsersAction[_Parser]) -> None:
   codex-orchestrator start                        the config's defaultPipeline (else diagnostics)
   codex-orchestrator start ci --task 0412-login   pipeline ci, recorded under task 0412-login
   codex-orchestrator start --detach --format json run in the background; print the run id
+  codex-orchestrator start ci --only test         stage test, with the stages it needs
+  codex-orchestrator start ci -- -k slow          ARGS for the stages: $CODEX_ORCHESTRATOR_ARGS
 """,
     )
     start.add_argument(
@@ -158,6 +174,7 @@ def _add_start(sub: argparse._SubParsersAction[_Parser]) -> None:
         help="a label recorded in the manifest for the agent's approval policy; it is only "
         "recorded and changes nothing about how the run goes",
     )
+    _add_only(start)
     _add_launch(start)
     _add_format(start)
 
@@ -176,6 +193,7 @@ def _add_plan(sub: argparse._SubParsersAction[_Parser]) -> None:
         "pipeline", nargs="?", metavar="PIPELINE", help="the pipeline (default: as for start)"
     )
     _add_task(plan)
+    _add_only(plan)
     _add_format(plan)
 
 
@@ -539,10 +557,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_arguments(arguments)
         first = arguments[0] if arguments else None
+        arguments, stage_args = _split_stage_args(arguments)
         parser = build_parser(first if first in COMMANDS else None)
         args, unknown = parser.parse_known_args(arguments)
         if unknown:
             raise UsageError(_unrecognized(parser, args, unknown))
+        args.stage_args = stage_args
         if args.command is None or (args.command == "tasks" and args.tasks_command is None):
             build_parser().print_help(sys.stderr)
             return EXIT_USAGE
@@ -585,6 +605,14 @@ def _unrecognized(
         did_you_mean(word.partition("=")[0], options) for word in unknown if word.startswith("-")
     )
     return f"unrecognized arguments: {' '.join(unknown)}{hint} (see '{command.prog} --help')"
+
+
+def _split_stage_args(arguments: list[str]) -> tuple[list[str], list[str]]:
+    """``start ... -- ARGS``: the arguments before ``--``, and ARGS (passed to the stages)."""
+    if arguments[:1] != ["start"] or "--" not in arguments:
+        return arguments, []
+    split = arguments.index("--")
+    return arguments[:split], arguments[split + 1 :]
 
 
 def _check_arguments(arguments: list[str]) -> None:

@@ -1,8 +1,9 @@
 """Named exception classes; each user-facing error carries its exit code.
 
 Exit codes: 0 run succeeded; 1 run failed, or an internal or environment fault (a file the
-tool cannot write, a full disk); 2 bad input; 75 a lock still held by another process after
-every retry (try again later); 128+N cancelled by signal N.
+tool cannot write, a full disk); 2 bad input; 3 the run ran nothing (every stage skipped for a
+missing tool or nothing to run); 75 a lock still held by another process after every retry
+(try again later); 128+N cancelled by signal N.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+#: The run ran nothing: every stage was skipped (missing tool, nothing to run).
+EXIT_SKIPPED = 3
 EXIT_FAULT = 1
 EXIT_LOCK_TIMEOUT = 75  # EX_TEMPFAIL: nothing is wrong with the input, try again later
 

@@ -173,3 +173,32 @@ def test_task_page_links_to_run_reports(repo: Repo, browser: Any) -> None:
         assert visit.errors == []
     finally:
         visit.page.close()
+
+
+def test_a_long_log_box_opens_at_its_end_where_the_failure_is(repo: Repo, browser: Any) -> None:
+    repo.pipeline({"id": "unit", "command": "seq 1 150; echo 'FAILED here'; exit 1"})
+    run_id = json.loads(repo.cli("start", "--format", "json").stdout)["run_id"]
+    assert report(repo, run_id)[0] == 0
+    visit = Visit(browser, repo.root / ".runs/default/cli" / run_id / "report.html")
+    page = visit.page
+    try:
+        seen = page.evaluate(
+            """() => {
+                const box = [...document.querySelectorAll('div.tail')]
+                    .find(b => b.textContent.includes('FAILED here'));
+                const pre = box.querySelector('pre');
+                const range = document.createRange();
+                range.selectNodeContents(pre);
+                const lines = range.getClientRects();
+                const frame = box.getBoundingClientRect();
+                const last = lines[lines.length - 1], first = lines[0];
+                return {overflows: box.scrollHeight > box.clientHeight + 50,
+                        lastShown: last.bottom <= frame.bottom + 1 && last.top >= frame.top - 1,
+                        firstHidden: first.top < frame.top};
+            }"""
+        )
+        # the box is shorter than the log, and shows its end (the failure), not its top
+        assert seen == {"overflows": True, "lastShown": True, "firstHidden": True}
+        assert visit.errors == []
+    finally:
+        page.close()

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from codex_orchestrator.errors import OrchestratorError
+from codex_orchestrator.errors import OrchestratorError, UsageError
 from codex_orchestrator.pipelines.config import Config, load_config
+from codex_orchestrator.pipelines.graph import selected_stages
 from codex_orchestrator.pipelines.model import Pipeline
 from codex_orchestrator.records.manifest import MANIFEST_NAME, ManifestStore, load_manifest
 from codex_orchestrator.records.runref import ResolvedRun, resolve_run
 from codex_orchestrator.records.workspace import Settings, Workspace
-from codex_orchestrator.util.console import Reporter, log_echo, note
-from codex_orchestrator.util.wording import logs_line, stage_line, status_text
+from codex_orchestrator.util.console import Reporter, note, write_stderr
+from codex_orchestrator.util.ids import validate_id
+from codex_orchestrator.util.suggest import did_you_mean
+from codex_orchestrator.util.wording import logs_line, status_text
 
 if TYPE_CHECKING:  # the run machinery is imported only by the commands that run (cold start)
     from codex_orchestrator.engine.context import RunContext, RunResult
@@ -42,15 +44,19 @@ def run_context(
     task_id: str,
     reporter: Reporter,
     executor: Executor | None = None,
+    *,
+    quiet: bool = False,
 ) -> RunContext:
-    """Build the context shared by a run and its child runs (default: the local executor)."""
+    """Build the context shared by a run and its child runs (default: the local executor).
+
+    Without a live view, stage output is streamed (`view.ci_output`) unless ``quiet`` (the
+    ``--quiet`` flag) or the ``quiet`` setting asks for the summary only."""
     from codex_orchestrator.engine.context import RunContext
     from codex_orchestrator.evidence.taskindex import task_slug
     from codex_orchestrator.executors.base import Cancellation
     from codex_orchestrator.executors.local import LocalExecutor
-    from codex_orchestrator.view.terminal import live_view_wanted
+    from codex_orchestrator.view.ci_output import echo_sink
 
-    follow = not reporter.json and sys.stderr.isatty() and not live_view_wanted(reporter.json)
     return RunContext(
         workspace=workspace,
         config=config,
@@ -59,7 +65,7 @@ def run_context(
         task_slug=task_slug(workspace.root, task_id) or task_id,
         cancellation=Cancellation(grace_seconds=settings.kill_grace_seconds),
         executor=executor or LocalExecutor(settings.kill_grace_seconds, subreaper=True),
-        on_output=log_echo if follow else None,
+        on_output=echo_sink(reporter.json, quiet or settings.quiet),
         after_finish=_write_report if settings.report else None,
     )
 
@@ -69,6 +75,26 @@ def _write_report(run_dir: Path) -> None:
     from codex_orchestrator.view.report import report_after_run
 
     report_after_run(run_dir)
+
+
+def only_stages(pipeline: Pipeline, given: list[str] | None) -> tuple[str, ...]:
+    """The stage ids of ``--only`` (repeatable, comma-separated), checked against the pipeline:
+    an unknown one is bad input (exit 2) with a "did you mean"."""
+    requested = [
+        validate_id(part.strip(), "stage")
+        for option in given or ()
+        for part in option.split(",")
+        if part.strip()
+    ]
+    try:
+        selected_stages(pipeline.stages, requested)
+    except ValueError as error:
+        unknown, ids = str(error.args[0]), [stage.id for stage in pipeline.stages]
+        raise UsageError(
+            f"--only {unknown!r}: pipeline {pipeline.id!r} has no such stage"
+            f"{did_you_mean(unknown, ids)} (its stages: {', '.join(ids)})"
+        ) from None
+    return tuple(dict.fromkeys(requested))
 
 
 def find_manifest(
@@ -91,25 +117,30 @@ def report_run(workspace: Workspace, reporter: Reporter, result: RunResult) -> i
         "manifest": workspace.display(result.run_dir / MANIFEST_NAME),
         "log_path": workspace.display(result.run_dir / "runner.ndjson"),
     }
+    from codex_orchestrator.view.ci_output import inert_on_github
+    from codex_orchestrator.view.run_end import end_lines, failure_lines
+
     lines = [f"run {result.run_id}: {status_text(result.status, result.status_detail)}"]
-    if not reporter.json:
-        lines += _stage_lines(result.run_dir / MANIFEST_NAME)
+    manifest = _final_manifest(result.run_dir)
+    if manifest is not None:
+        failures = failure_lines(manifest, result.run_dir)
+        if reporter.json and failures:  # stdout holds the one document: failures go to stderr
+            write_stderr(inert_on_github("\n".join(failures) + "\n"))
+        elif not reporter.json:
+            lines += end_lines(manifest, result.run_dir)
     lines += [
         f"manifest: {document['manifest']}",
         logs_line(document["artifact_root"], result.run_id),
     ]
-    text = "\n".join(lines)
-    reporter.result(document, text)
+    reporter.result(document, inert_on_github("\n".join(lines) + "\n"))
     return result.exit_code
 
 
-def _stage_lines(manifest_path: Path) -> list[str]:
-    """One line per stage: index, id, status and summary."""
+def _final_manifest(run_dir: Path) -> dict[str, Any] | None:
     try:
-        commands = load_manifest(manifest_path)["commands"]
+        return load_manifest(run_dir / MANIFEST_NAME)
     except OrchestratorError:
-        return []
-    return [stage_line(command) for command in commands]
+        return None
 
 
 def drive(
@@ -133,8 +164,14 @@ def drive(
             store,
             lambda: report_run(workspace, reporter, execute(background, store, pipeline)),
         )
+    from codex_orchestrator.view.ci_output import github_run_end
     from codex_orchestrator.view.terminal import show_run
 
     with show_run(reporter.json, store):
-        result = execute(ctx, store, pipeline)
+        try:
+            result = execute(ctx, store, pipeline)
+        finally:
+            if ctx.on_output is not None:
+                ctx.on_output.close()
+    github_run_end(store.data)
     return report_run(workspace, reporter, result)

@@ -5,12 +5,19 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from codex_orchestrator.commands.common import loaded_config
-from codex_orchestrator.pipelines.graph import GraphView, is_graph, needs_of, resolve_max_parallel
+from codex_orchestrator.commands.common import loaded_config, only_stages
+from codex_orchestrator.pipelines.graph import (
+    GraphView,
+    is_graph,
+    needs_of,
+    resolve_max_parallel,
+    selected_stages,
+)
 from codex_orchestrator.pipelines.model import CommandStage, Pipeline
 from codex_orchestrator.records.workspace import Settings, Workspace, resolve_task_id
 from codex_orchestrator.util.console import Reporter
 from codex_orchestrator.util.ids import validate_id
+from codex_orchestrator.util.wording import plural
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
@@ -21,7 +28,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         validate_id(args.pipeline, "pipeline")
     config = loaded_config(workspace)
     pipeline = config.resolve_pipeline(args.pipeline)
-    stages = _stages(pipeline)
+    only = only_stages(pipeline, args.only)
+    selected = set(selected_stages(pipeline.stages, only)) if only else None
+    stages = _stages(pipeline, selected)
     configured = Settings.resolve(config.settings).max_parallel
     max_parallel = resolve_max_parallel(pipeline.max_parallel, configured)
     graph = GraphView.of(pipeline.stages, max_parallel, pipeline.fail_fast)
@@ -31,8 +40,19 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         "stages": stages,
         "graph": graph._asdict(),
     }
-    reporter.result(document, "\n".join([_text(pipeline, stages), *graph.text_lines()]))
+    reporter.result(
+        document,
+        "\n".join([_text(pipeline, stages), *graph.text_lines(), _tally(pipeline, stages)]),
+    )
     return 0
+
+
+def _tally(pipeline: Pipeline, stages: list[dict[str, Any]]) -> str:
+    """The last line, which also reads well alone (a stage that runs ``plan`` is summed up by
+    its output's last line): how many stages, how many would be skipped, nothing run."""
+    skipped = sum(1 for stage in stages if stage.get("skip_reason") or not stage["selected"])
+    would_skip = f", {skipped} would be skipped" if skipped else ""
+    return f"pipeline {pipeline.id}: {plural(len(stages), 'stage')}{would_skip}; nothing was run (plan)"
 
 
 def _pipeline_info(pipeline: Pipeline) -> dict[str, Any]:
@@ -44,7 +64,7 @@ def _pipeline_info(pipeline: Pipeline) -> dict[str, Any]:
     }
 
 
-def _stages(pipeline: Pipeline) -> list[dict[str, Any]]:
+def _stages(pipeline: Pipeline, selected: set[str] | None) -> list[dict[str, Any]]:
     stages: list[dict[str, Any]] = []
     needs = needs_of(pipeline.stages)
     for index, stage in enumerate(pipeline.stages, start=1):
@@ -54,6 +74,7 @@ def _stages(pipeline: Pipeline) -> list[dict[str, Any]]:
             "title": stage.title,
             "kind": stage.kind,
             "needs": list(needs[stage.id]),
+            "selected": selected is None or stage.id in selected,
         }
         if isinstance(stage, CommandStage):
             item.update(
@@ -84,6 +105,8 @@ def _text(pipeline: Pipeline, stages: list[dict[str, Any]]) -> str:
         else:
             target = stage["command"] or stage["skip_reason"]
         flags = [name for name in ("allow_failure", "optional") if stage.get(name)]
+        if not stage["selected"]:
+            flags.append("not selected")
         if stage.get("skip_reason") and stage.get("command"):
             flags.append(stage["skip_reason"])
         if stage.get("retries"):

@@ -94,7 +94,7 @@ def _criteria(args: argparse.Namespace) -> Criteria:
         if unknown:
             raise UsageError(
                 f"--status {args.status!r}: {unknown[0]!r} is not a finished status; choose "
-                "from succeeded, failed, cancelled"
+                f"from {', '.join(sorted(TERMINAL_RUN_STATUSES))}"
             )
     if keep is None and older is None and statuses is None:
         raise UsageError(

@@ -86,7 +86,7 @@ def _resume(
         detached=args.detach,
         recorded=Recorded.of(manifest),
     )
-    ctx = run_context(workspace, config, settings, task_id, reporter, executor)
+    ctx = run_context(workspace, config, settings, task_id, reporter, executor, quiet=args.quiet)
     with SignalGuard(ctx.cancellation):
         store = ManifestStore(run_dir, manifest)
         store.driver = driver

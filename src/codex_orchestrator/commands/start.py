@@ -8,8 +8,10 @@ from codex_orchestrator.commands.common import (
     drive,
     find_manifest,
     load,
+    only_stages,
     run_context,
 )
+from codex_orchestrator.engine.context import Launch
 from codex_orchestrator.engine.lifecycle import create_run
 from codex_orchestrator.engine.signals import SignalGuard
 from codex_orchestrator.executors.choice import executor_for
@@ -27,13 +29,14 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     config, settings = load(workspace)
     settings = with_flag(settings, "max_parallel", args.max_parallel, "--max-parallel")
     pipeline = config.resolve_pipeline(args.pipeline)
+    launch = Launch(only=only_stages(pipeline, args.only), args=tuple(args.stage_args))
     parent = _parent_run(workspace, args.parent_run)
     executor = executor_for(
         args.executor, args.scheduler, workspace, config.settings, settings, detached=args.detach
     )
-    ctx = run_context(workspace, config, settings, task_id, reporter, executor)
+    ctx = run_context(workspace, config, settings, task_id, reporter, executor, quiet=args.quiet)
     with SignalGuard(ctx.cancellation):
-        store = create_run(ctx, pipeline, parent, args.approval_policy)
+        store = create_run(ctx, pipeline, parent, args.approval_policy, launch)
         note(f"run {store.data['run_id']} started: pipeline {pipeline.id}, task {task_id}")
         return drive(args, workspace, reporter, ctx, store, pipeline)
 

@@ -75,7 +75,7 @@ def _figures(figures: dict[str, Any]) -> str:
     durations = figures["duration_seconds"]
     return (
         f"{plural(figures['runs'], 'run')}, {figures['succeeded']} succeeded, {figures['failed']} failed, "
-        f"{figures['cancelled']} cancelled; success {_percent(figures['success_rate'])}, "
+        f"{figures['cancelled']} cancelled, {figures['skipped']} skipped; success {_percent(figures['success_rate'])}, "
         f"guardrails {_percent(figures['guardrail_coverage'])}; duration p50 "
         f"{_seconds(durations['p50'])}, p95 {_seconds(durations['p95'])}, max "
         f"{_seconds(durations['max'])}"

@@ -20,7 +20,7 @@ from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, StageStat
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.console import Reporter, note
 from codex_orchestrator.util.numeric import parse_number
-from codex_orchestrator.util.wording import logs_line, stage_line, status_text
+from codex_orchestrator.util.wording import logs_line, status_text
 
 MAX_WATCH_INTERVAL = 3600
 STATUS_FIELDS = (*OUTCOME_FIELDS, "artifact_root", "log_path")
@@ -73,14 +73,16 @@ def describe(workspace: Workspace, run_dir: Path, manifest: dict[str, Any]) -> d
 
 def render(document: dict[str, Any]) -> str:
     """Text form of a status document."""
+    from codex_orchestrator.view.run_end import stage_lines
+
     age = document.get("heartbeat_age_seconds")
     finished = document["status"] in TERMINAL_RUN_STATUSES
     beat = f", heartbeat {age:.1f}s ago" if isinstance(age, (int, float)) and not finished else ""
     lines = [
         f"run {document['run_id']} [task {document['task_id']}, pipeline {document['pipeline_id']}]: "
-        f"{status_text(document['status'], document.get('status_detail'))}{beat}"
+        f"{status_text(document['status'], document.get('status_detail'))}{beat}",
+        *stage_lines(document),
     ]
-    lines += [stage_line(command) for command in document["commands"]]
     if document["stale"]:
         lines.append(
             f"STALE: no heartbeat for more than {document['stale_after_seconds']:g}s; "

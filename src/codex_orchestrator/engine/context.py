@@ -7,15 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from codex_orchestrator.engine.echo import EchoSink
 from codex_orchestrator.executors.base import Cancellation, Executor
 from codex_orchestrator.pipelines.config import Config, Pipeline
 from codex_orchestrator.records.events import EventLog
 from codex_orchestrator.records.manifest import ManifestStore
 from codex_orchestrator.records.workspace import Settings, Workspace
 
-#: Starts copying a stage's new output (its stdout and stderr logs) onto the terminal: returns
-#: the callable that copies what is new since its last call.
-OnOutput = Callable[[Path, Path], Callable[[], None]]
 #: Runs once a run's final records are written, with its run directory (e.g. its HTML report).
 AfterFinish = Callable[[Path], None]
 
@@ -23,8 +21,8 @@ AfterFinish = Callable[[Path], None]
 class RunContext(NamedTuple):
     """What every run of one invocation shares.
 
-    ``on_output`` and ``after_finish`` are hooks the command layer passes in, so that the
-    engine never imports a renderer.
+    ``on_output`` (where stage output is echoed, `engine.echo`) and ``after_finish`` are hooks
+    the command layer passes in, so that the engine never imports a renderer.
     """
 
     workspace: Workspace
@@ -34,8 +32,15 @@ class RunContext(NamedTuple):
     task_slug: str
     cancellation: Cancellation
     executor: Executor
-    on_output: OnOutput | None = None
+    on_output: EchoSink | None = None
     after_finish: AfterFinish | None = None
+
+
+class Launch(NamedTuple):
+    """What the caller of a run chose beyond the pipeline: ``start --only`` and ``-- ARGS``."""
+
+    only: tuple[str, ...] = ()  # the stage ids asked for (empty: every stage)
+    args: tuple[str, ...] = ()  # passed to every stage as ``CODEX_ORCHESTRATOR_ARGS``
 
 
 class ActiveRun:

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from codex_orchestrator.engine.context import ActiveRun, RunContext, RunResult
+from codex_orchestrator.engine.context import ActiveRun, Launch, RunContext, RunResult
 from codex_orchestrator.engine.heartbeat import Heartbeat
 from codex_orchestrator.engine.stages import ChildRuns, run_stages
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
 from codex_orchestrator.persistence.finished_run import record_finished_run
 from codex_orchestrator.pipelines.config import CommandStage, Pipeline
-from codex_orchestrator.pipelines.graph import needs_of
+from codex_orchestrator.pipelines.graph import needs_of, selected_stages
 from codex_orchestrator.records.cancel_request import watching
 from codex_orchestrator.records.driver import DriverLock, driver_identity
 from codex_orchestrator.records.events import EventLog
@@ -32,7 +33,7 @@ from codex_orchestrator.records.manifest import (
     command_entry,
     write_resume_token,
 )
-from codex_orchestrator.records.statuses import RunStatus, StageStatus, stage_detail
+from codex_orchestrator.records.statuses import RunStatus, SkipReason, StageStatus, stage_detail
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.clock import iso_utc
 from codex_orchestrator.util.console import note
@@ -71,9 +72,16 @@ def _make_run_dir(workspace: Workspace, task_id: str) -> Path:
 
 
 def create_run(
-    ctx: RunContext, pipeline: Pipeline, parent_run_id: str | None, approval_policy: str | None
+    ctx: RunContext,
+    pipeline: Pipeline,
+    parent_run_id: str | None,
+    approval_policy: str | None,
+    launch: Launch | None = None,
 ) -> ManifestStore:
     """Create the run directory, its resume token and its first (queued) manifest.
+
+    Stages that ``launch.only`` leaves out are recorded as skipped (``not-selected``) at once,
+    so that neither this run nor its resume runs them.
 
     A failure before the manifest exists leaves no run directory behind: a directory without
     a manifest would be a run nobody can see, resume or clean.
@@ -88,7 +96,9 @@ def create_run(
         write_resume_token(run_dir, token)
         store = ManifestStore(
             run_dir,
-            _first_manifest(ctx, pipeline, run_dir, token, parent_run_id, approval_policy),
+            _first_manifest(
+                ctx, pipeline, run_dir, token, parent_run_id, approval_policy, launch or Launch()
+            ),
         )
         store.persist()
     except OSError:
@@ -112,6 +122,7 @@ def _first_manifest(
     token: str,
     parent_run_id: str | None,
     approval_policy: str | None,
+    launch: Launch,
 ) -> dict[str, Any]:
     """The queued manifest of the new run in ``run_dir`` (named by its run id)."""
     display = ctx.workspace.display
@@ -129,6 +140,8 @@ def _first_manifest(
         "executor": ctx.executor.name,
         "executor_options": dict(ctx.executor.options),
         "approval_policy": approval_policy,
+        "only": list(launch.only),
+        "args": list(launch.args),
         "status": RunStatus.QUEUED,
         "status_detail": None,
         "exit_code": None,
@@ -145,20 +158,28 @@ def _first_manifest(
         "resume_token": hash_token(token),
         "resume_events": [],
         "approvals": [],
-        "commands": _command_entries(pipeline),
+        "commands": _command_entries(pipeline, launch.only),
         "child_runs": [],
         "run_summary_path": None,
     }
 
 
-def _command_entries(pipeline: Pipeline) -> list[dict[str, Any]]:
-    """The fresh ``commands[]`` of a run, in config order; each names what it ``needs``."""
+def _command_entries(pipeline: Pipeline, only: Sequence[str]) -> list[dict[str, Any]]:
+    """The fresh ``commands[]`` of a run, in config order; each names what it ``needs``; a
+    stage ``only`` leaves out is skipped from the start."""
     needs = needs_of(pipeline.stages)
+    selected = set(selected_stages(pipeline.stages, only)) if only else None
     entries = []
     for index, stage in enumerate(pipeline.stages, start=1):
         command = stage.command if isinstance(stage, CommandStage) else None
         entry = command_entry(index, stage.id, stage.title, stage.kind, command)
         entry["needs"] = list(needs[stage.id])
+        if selected is not None and stage.id not in selected:
+            entry.update(
+                status=StageStatus.SKIPPED,
+                skip_reason=SkipReason.NOT_SELECTED,
+                summary="not selected (--only)",
+            )
         entries.append(entry)
     return entries
 

@@ -5,7 +5,6 @@
 - `LinkedCancellation`: a run's own cancellation, requested by the signal cancellation it is
   linked to (forwarded by the main flow) or by the run itself (``failFast`` teardown).
 - `retry_delay`: the backoff before a stage's next attempt.
-- `PrefixedEcho`: a stage's live output on the terminal, each line prefixed ``[stage-id]``.
 """
 
 from __future__ import annotations
@@ -14,17 +13,11 @@ import contextlib
 import os
 import queue
 import select
-import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 from codex_orchestrator.executors.base import Cancellation
 from codex_orchestrator.pipelines.config import MAX_RETRY_DELAY_SECONDS
-from codex_orchestrator.util.safefs import read_at
-
-#: A partial line longer than this is echoed without waiting for its end.
-ECHO_LINE_LIMIT = 64 * 1024
 
 
 class MainFlow:
@@ -109,52 +102,3 @@ class LinkedCancellation(Cancellation):
 def retry_delay(first_seconds: float, retry_number: int) -> float:
     """Seconds to wait before retry ``retry_number`` (1-based): doubling, at most 60."""
     return min(first_seconds * 2.0 ** (retry_number - 1), MAX_RETRY_DELAY_SECONDS)
-
-
-class PrefixedEcho:
-    """Copies the new bytes of a stage's logs onto stderr, each line prefixed ``[stage-id] ``.
-
-    Only whole lines are copied while the stage runs, so lines of stages running at once never
-    interleave mid-line; `finish` copies what is left. What reaches the terminal is neutralised
-    (`view.text.StreamNeutraliser`): a stage cannot retitle the window, set the clipboard or
-    clear the screen through the echo.
-    """
-
-    def __init__(self, stage_id: str, *paths: Path) -> None:
-        from codex_orchestrator.util.terminal_text import StreamNeutraliser, neutralise
-
-        self.prefix = f"[{neutralise(stage_id, keep_newlines=False)}] ".encode()
-        self.offsets = dict.fromkeys(paths, 0)
-        self.partial = dict.fromkeys(paths, b"")
-        self.safe = {path: StreamNeutraliser() for path in paths}
-
-    def __call__(self) -> None:
-        """Copy the whole lines written since the last call."""
-        self._copy(final=False)
-
-    def finish(self) -> None:
-        """Copy everything left, a last partial line included."""
-        self._copy(final=True)
-
-    def _copy(self, *, final: bool) -> None:
-        out = bytearray()
-        for path, offset in self.offsets.items():
-            try:
-                chunk = read_at(path, offset, 1 << 20)
-            except OSError:
-                chunk = b""
-            self.offsets[path] = offset + len(chunk)
-            pending = self.partial[path] + self.safe[path].feed(chunk)
-            lines = pending.split(b"\n")
-            rest = lines.pop()
-            if final or len(rest) > ECHO_LINE_LIMIT:
-                if rest:
-                    lines.append(rest)
-                rest = b""
-            self.partial[path] = rest
-            for line in lines:
-                out += self.prefix + line + b"\n"
-        if out:
-            with contextlib.suppress(OSError, ValueError):
-                sys.stderr.buffer.write(bytes(out))
-                sys.stderr.buffer.flush()

@@ -9,17 +9,17 @@ executor's work runs in a worker thread.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from codex_orchestrator.engine.context import ActiveRun, RunContext, RunResult
-from codex_orchestrator.engine.parallel import PrefixedEcho, retry_delay
+from codex_orchestrator.engine.context import ActiveRun, Launch, RunContext, RunResult
+from codex_orchestrator.engine.echo import echoing
+from codex_orchestrator.engine.parallel import retry_delay
 from codex_orchestrator.engine.stage_loop import (
     Ended,
     Finish,
@@ -37,15 +37,18 @@ from codex_orchestrator.executors.base import (
     StageRequest,
 )
 from codex_orchestrator.pipelines.config import CommandStage, Pipeline, SubpipelineStage
-from codex_orchestrator.pipelines.graph import NEEDS_FAILED, is_graph, resolve_max_parallel
+from codex_orchestrator.pipelines.graph import NEEDS_FAILED, resolve_max_parallel
 from codex_orchestrator.records.errorfile import build_error_file
 from codex_orchestrator.records.manifest import ManifestStore, command_entry
 from codex_orchestrator.records.stage_logs import log_stem
 from codex_orchestrator.records.statuses import (
     DONE_STAGE_STATUSES,
+    NOTHING_RAN_DETAIL,
     RunStatus,
+    SkipReason,
     StageFailure,
     StageStatus,
+    nothing_ran,
     signal_detail,
     signal_name,
     stage_detail,
@@ -54,15 +57,15 @@ from codex_orchestrator.records.summaries import stage_summary
 from codex_orchestrator.util.clock import iso_utc
 from codex_orchestrator.util.jsonio import atomic_write_bytes
 
-#: How often the live output echo (a terminal on stderr) copies new log bytes.
-ECHO_INTERVAL_SECONDS = 0.1
+#: The variable holding a run's ``start -- ARGS``, shell-quoted (``shlex.join``).
+ARGS_ENV = "CODEX_ORCHESTRATOR_ARGS"
 
 
 class ChildRuns(NamedTuple):
     """How a subpipeline stage runs its child run: created, then executed, by the lifecycle
     (passed in, so that recording a stage does not import the run lifecycle)."""
 
-    create: Callable[[RunContext, Pipeline, str | None, str | None], ManifestStore]
+    create: Callable[[RunContext, Pipeline, str | None, str | None, Launch], ManifestStore]
     execute: Callable[[RunContext, ManifestStore, Pipeline], RunResult]
 
 
@@ -99,6 +102,8 @@ def run_stages(
     first_failed = loop.scheduler.first_failure
     if first_failed is not None:
         return RunStatus.FAILED, failure or stage_detail(first_failed)
+    if nothing_ran(run.store.data["commands"]):
+        return RunStatus.SKIPPED, NOTHING_RAN_DETAIL
     return RunStatus.SUCCEEDED, None
 
 
@@ -111,7 +116,6 @@ class Stages:
         self.ctx = ctx
         self.run = run
         self.children = children
-        self.prefix_output = is_graph(run.pipeline.stages)
         self.first_attempt: dict[int, int] = {}
         self.last_outcome: dict[int, StageOutcome] = {}
 
@@ -129,7 +133,7 @@ class Stages:
         unavailable = stage.unavailable_reason()
         if unavailable is not None:
             _stage_begin(run, index)
-            why = "not-applicable" if stage.skip_reason else "tool-missing"
+            why = SkipReason.NOT_APPLICABLE if stage.skip_reason else SkipReason.TOOL_MISSING
             _stage_end(run, index, StageStatus.SKIPPED, summary=unavailable, skip_reason=why)
             return Ended(StageStatus.SKIPPED)
         attempt, stdout_path, stderr_path = _attempt_logs(run, index, stage.id)
@@ -156,14 +160,13 @@ class Stages:
             timeout_seconds=stage.timeout_seconds,
             resources=stage.resources or None,
         )
-        prefix = stage.id if self.prefix_output else None
 
         def on_handle(handle: Handle) -> None:
             post(partial(_stage_handle, run, index, handle))
 
         def work() -> Finish:
             try:
-                with _echoing(ctx, stdout_path, stderr_path, prefix):
+                with echoing(ctx.on_output, stage.id, stdout_path, stderr_path):
                     outcome = ctx.executor.run(request, cancellation, on_handle)
             except (OSError, ValueError) as error:
                 failure = error
@@ -261,7 +264,9 @@ class Stages:
         ctx, run = self.ctx, self.run
         child_pipeline = ctx.config.pipelines[stage.pipeline]
         approval_policy = run.store.data.get("approval_policy")
-        child = self.children.create(ctx, child_pipeline, run.run_id, approval_policy)
+        # a child run gets the arguments, and runs every stage of its pipeline
+        launch = Launch(args=tuple(recorded_args(run.store.data)))
+        child = self.children.create(ctx, child_pipeline, run.run_id, approval_policy, launch)
         child_id = str(child.data["run_id"])
         link = {
             "run_id": child_id,
@@ -308,6 +313,16 @@ class Stages:
         if result.status == RunStatus.SUCCEEDED:
             _stage_end(run, index, StageStatus.SUCCEEDED, summary=summary, exit_code=0)
             return Ended(StageStatus.SUCCEEDED)
+        if result.status == RunStatus.SKIPPED:  # the child ran nothing: nor did this stage
+            _stage_end(
+                run,
+                index,
+                StageStatus.SKIPPED,
+                summary=f"{summary}: no stage ran",
+                exit_code=result.exit_code,
+                skip_reason=SkipReason.NOT_APPLICABLE,
+            )
+            return Ended(StageStatus.SKIPPED)
         # A child cancelled while this run goes on was cancelled alone (`cancel CHILD`): for
         # this run it is a child run that did not succeed, as if it had failed.
         with_this_run = state.stopping or self.ctx.cancellation.requested
@@ -319,7 +334,7 @@ class Stages:
                 StageStatus.SKIPPED,
                 summary=f"optional {summary}",
                 exit_code=result.exit_code,
-                skip_reason="optional-failed",
+                skip_reason=SkipReason.OPTIONAL_FAILED,
             )
             return Ended(StageStatus.SKIPPED)
         _stage_end(run, index, StageStatus.FAILED, summary=summary, exit_code=result.exit_code)
@@ -394,7 +409,7 @@ class Stages:
         failure_record = FailureRecord(reason, details, stdout_tail, stderr_tail)
         error_file = self._write_error_file(index, stage, failure_record)
         if reason == "command-allow-failure":
-            fields["skip_reason"] = "allowed-failure"
+            fields["skip_reason"] = SkipReason.ALLOWED_FAILURE
             status = StageStatus.SKIPPED
         else:
             status = StageStatus.FAILED
@@ -486,8 +501,15 @@ def _stage_env(ctx: RunContext, run: ActiveRun, stage: CommandStage) -> dict[str
         "CODEX_ORCHESTRATOR_RUN_DIR": str(run.run_dir),
         "CODEX_ORCHESTRATOR_ROOT": str(ctx.workspace.root),
         "CODEX_ORCHESTRATOR_PYTHON": sys.executable,
+        ARGS_ENV: shlex.join(recorded_args(run.store.data)),
         **stage.env,
     }
+
+
+def recorded_args(manifest: dict[str, Any]) -> list[str]:
+    """The run's ``args`` (``start -- ARGS``); none for a run recorded before they existed."""
+    args = manifest.get("args")
+    return [arg for arg in args if isinstance(arg, str)] if isinstance(args, list) else []
 
 
 def _log_stem(run: ActiveRun, index: int, stage_id: str) -> str:
@@ -549,34 +571,3 @@ def _cleared_handle(entry: dict[str, Any]) -> dict[str, Any]:
 
 def _scalar(value: object) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
-
-
-@contextmanager
-def _echoing(
-    ctx: RunContext, stdout_path: Path, stderr_path: Path, prefix: str | None = None
-) -> Iterator[None]:
-    """Copy the stage's new output onto the terminal while it runs (when asked to); with a
-    ``prefix`` (stages running at once), whole lines, each marked ``[prefix]``."""
-    if ctx.on_output is None:
-        yield
-        return
-    last: Callable[[], None]
-    if prefix is None:
-        echo = last = ctx.on_output(stdout_path, stderr_path)
-    else:
-        prefixed = PrefixedEcho(prefix, stdout_path, stderr_path)
-        echo, last = prefixed, prefixed.finish
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(ECHO_INTERVAL_SECONDS):
-            echo()
-
-    thread = threading.Thread(target=loop, name="output-echo", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        last()

@@ -73,7 +73,7 @@ RunArg = Annotated[
         "suffix of it (6+ characters, e.g. 0a1b2c3d), or @last (the task's newest run)"
     ),
 ]
-RunFilter = Literal["queued", "in_progress", "succeeded", "failed", "cancelled", "stale"]
+RunFilter = Literal["queued", "in_progress", "succeeded", "failed", "cancelled", "skipped", "stale"]
 WaitArg = Annotated[
     float,
     Field(

@@ -32,7 +32,7 @@ from codex_orchestrator.persistence.state_format import (
     keep_newer,
 )
 from codex_orchestrator.records.manifest import HEARTBEAT_NAME, MANIFEST_NAME, manifest_problem
-from codex_orchestrator.records.statuses import RunStatus
+from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, RunStatus
 from codex_orchestrator.util.clock import parse_iso_utc
 from codex_orchestrator.util.ids import RUN_ID_PATTERN, is_valid_id
 from codex_orchestrator.util.jsonio import json_text
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from codex_orchestrator.records.workspace import Workspace
 
 MANIFEST_SIZE_LIMIT = 64 * 1024 * 1024
-_RECHECKED = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
+_RECHECKED = frozenset({RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.SKIPPED})
 
 Warn = Callable[[str], None]
 _PLAIN = re.compile(r"[A-Za-z0-9_.:/ +-]*")
@@ -274,11 +274,7 @@ class TaskHistory:
         completed = manifest.get("completed_at")
         started = started if isinstance(started, str) else started_at_of(run_id)
         completed = completed if isinstance(completed, str) else None
-        unfinished = manifest["status"] not in (
-            RunStatus.SUCCEEDED,
-            RunStatus.FAILED,
-            RunStatus.CANCELLED,
-        )
+        unfinished = manifest["status"] not in TERMINAL_RUN_STATUSES
         return RunRow(
             run_id=run_id,
             task_id=self.task_id,

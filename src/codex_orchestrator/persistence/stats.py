@@ -41,6 +41,7 @@ class RunFigures:
         self.succeeded = 0
         self.failed = 0
         self.cancelled = 0
+        self.skipped = 0
         self.guarded = 0
         self.durations: list[float] = []
 
@@ -54,6 +55,8 @@ class RunFigures:
             self.failed += 1
         elif status == RunStatus.CANCELLED:
             self.cancelled += 1
+        elif status == RunStatus.SKIPPED:
+            self.skipped += 1
         if line.get("guardrails_present") is True:
             self.guarded += 1
         duration = finite(line.get("duration_seconds"))
@@ -68,6 +71,7 @@ class RunFigures:
             "succeeded": self.succeeded,
             "failed": self.failed,
             "cancelled": self.cancelled,
+            "skipped": self.skipped,
             "success_rate": _rate(self.succeeded, self.runs),
             "guardrail_coverage": _rate(self.guarded, self.runs),
             "duration_seconds": {

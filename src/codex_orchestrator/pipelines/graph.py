@@ -13,8 +13,10 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
+from codex_orchestrator.records.statuses import SkipReason
+
 #: ``skip_reason`` of a stage skipped because a stage it needs (directly or not) failed.
-NEEDS_FAILED = "needs-failed"
+NEEDS_FAILED = SkipReason.NEEDS_FAILED
 
 
 class GraphError(ValueError):
@@ -67,6 +69,26 @@ def needs_of(stages: Sequence[HasNeeds]) -> dict[str, tuple[str, ...]]:
         ids = [stage.id for stage in stages]
         return {stage_id: tuple(ids[index - 1 : index]) for index, stage_id in enumerate(ids)}
     return {stage.id: stage.needs or () for stage in stages}
+
+
+def selected_stages(stages: Sequence[HasNeeds], requested: Iterable[str]) -> list[str]:
+    """The ids (config order) that ``--only`` ``requested`` runs: those stages and, in a
+    graph, every stage they need, directly or not (in order, a stage runs alone).
+
+    A requested id the pipeline does not have is a `ValueError` whose argument is that id."""
+    ids = [stage.id for stage in stages]
+    wanted: set[str] = set()
+    pending = list(requested)
+    for stage_id in pending:
+        if stage_id not in ids:
+            raise ValueError(stage_id)
+    graph = needs_of(stages) if is_graph(stages) else {}
+    while pending:
+        stage_id = pending.pop()
+        if stage_id not in wanted:
+            wanted.add(stage_id)
+            pending += graph.get(stage_id, ())
+    return [stage_id for stage_id in ids if stage_id in wanted]
 
 
 def validate(nodes: Sequence[StageNode], elsewhere: Mapping[str, str]) -> None:

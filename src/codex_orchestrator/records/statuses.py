@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 from enum import StrEnum
 
-from codex_orchestrator.errors import EXIT_FAILED, EXIT_OK
+from codex_orchestrator.errors import EXIT_FAILED, EXIT_OK, EXIT_SKIPPED
 
 
 class RunStatus(StrEnum):
@@ -20,9 +20,13 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: No stage ran anything: every stage was skipped for a missing tool or nothing to run.
+    SKIPPED = "skipped"
 
 
-TERMINAL_RUN_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+TERMINAL_RUN_STATUSES = frozenset(
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.SKIPPED}
+)
 
 
 class StageStatus(StrEnum):
@@ -38,6 +42,31 @@ class StageStatus(StrEnum):
 DONE_STAGE_STATUSES = frozenset({StageStatus.SUCCEEDED, StageStatus.SKIPPED})
 
 
+class SkipReason(StrEnum):
+    """Why a stage was skipped (manifest ``commands[].skip_reason``)."""
+
+    TOOL_MISSING = "tool-missing"
+    NOT_APPLICABLE = "not-applicable"
+    ALLOWED_FAILURE = "allowed-failure"
+    OPTIONAL_FAILED = "optional-failed"
+    NEEDS_FAILED = "needs-failed"
+    NOT_SELECTED = "not-selected"  # left out by ``start --only``
+
+
+#: Skips in which the stage ran nothing (its tool is missing, or there is nothing to run).
+NOTHING_RAN_SKIPS = frozenset({SkipReason.TOOL_MISSING, SkipReason.NOT_APPLICABLE})
+
+
+def nothing_ran(commands: list[dict[str, object]]) -> bool:
+    """True when no stage ran anything: every selected stage was skipped for a missing tool or
+    because there was nothing to run (such a run ends ``skipped``, not ``succeeded``)."""
+    selected = [entry for entry in commands if entry.get("skip_reason") != SkipReason.NOT_SELECTED]
+    return bool(selected) and all(
+        entry.get("status") == StageStatus.SKIPPED and entry.get("skip_reason") in NOTHING_RAN_SKIPS
+        for entry in selected
+    )
+
+
 class StageFailure(StrEnum):
     """The ``<kind>`` of a ``stage:<id>:<kind>`` status detail."""
 
@@ -51,6 +80,8 @@ SIGNAL_DETAIL_PREFIX = "signal:"
 CANCELLED_DETAIL = "cancelled"
 #: The detail of a child run ended on its parent's resume because its driver had died.
 DRIVER_LOST_DETAIL = "driver-lost"
+#: The detail of a run that ended ``skipped``.
+NOTHING_RAN_DETAIL = "nothing-ran"
 
 
 def stage_detail(stage_id: str, failure: StageFailure = StageFailure.FAILED) -> str:
@@ -91,6 +122,8 @@ def run_exit_code(status: str, detail: str | None) -> int:
     """The CLI exit code for a run that ended with ``status`` and ``detail``."""
     if status == RunStatus.SUCCEEDED:
         return EXIT_OK
+    if status == RunStatus.SKIPPED:
+        return EXIT_SKIPPED
     if status == RunStatus.CANCELLED:
         signum = signal_from_detail(detail)
         return signal_exit_code(signum if signum is not None else signal.SIGTERM)

@@ -49,6 +49,8 @@ class Settings(NamedTuple):
     kill_grace_seconds: float = 5.0
     max_parallel: int | None = None  # stages of a graph pipeline at once; None: CPU count
     report: bool = False
+    #: Without a live view, print only the summary, not each stage's output (``--quiet``).
+    quiet: bool = False
     #: Dask: how long a remote stage's link may stay silent before either end gives it up
     #: (None: a third of ``heartbeat_stale_after_seconds``, at least 2 s).
     dask_link_timeout_seconds: float | None = None
@@ -91,8 +93,9 @@ SETTING_ENV_NAMES = {
 
 SETTING_NAMES = Settings._fields
 INTEGER_SETTINGS = frozenset({"lock_attempts", "max_parallel"})
-#: Switches (true/false, config only): ``report`` writes each finished run's HTML report.
-BOOLEAN_SETTINGS = frozenset({"report"})
+#: Switches (true/false, config only): ``report`` writes each finished run's HTML report;
+#: ``quiet`` keeps stage output off a pipe or CI log (only the summary is printed).
+BOOLEAN_SETTINGS = frozenset({"report", "quiet"})
 SETTING_LIMITS: dict[str, float] = {
     "heartbeat_interval_seconds": 3600,
     "heartbeat_stale_after_seconds": 7 * 86400,

@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.util.jsonio import json_text
@@ -50,8 +48,14 @@ class Reporter:
 
 def note(message: str) -> None:
     """Write a progress or warning line to stderr (dropped when nobody can read it)."""
+    write_stderr(neutralise(message.rstrip("\n")) + "\n")
+
+
+def write_stderr(text: str) -> None:
+    """Write ``text``, already made safe for a terminal, to stderr and flush it (dropped when
+    nobody can read it)."""
     try:
-        sys.stderr.write(neutralise(message.rstrip("\n")) + "\n")
+        sys.stderr.write(text)
         sys.stderr.flush()
     except (OSError, ValueError):
         _silence(sys.stderr, 2)
@@ -94,31 +98,3 @@ def _silence(stream: Any, fd: int) -> None:
         return
     with contextlib.suppress(OSError, ValueError):
         stream.flush()
-
-
-def log_echo(*paths: Path) -> Callable[[], None]:
-    """Return a callable that copies bytes newly appended to ``paths`` onto stderr, neutralised."""
-    from codex_orchestrator.util.safefs import read_at
-    from codex_orchestrator.util.terminal_text import StreamNeutraliser
-
-    offsets = dict.fromkeys(paths, 0)
-    safe = {path: StreamNeutraliser() for path in paths}
-
-    def echo() -> None:
-        for path, offset in offsets.items():
-            try:
-                chunk = read_at(path, offset, 1 << 20)
-            except OSError:
-                continue
-            if chunk:
-                offsets[path] = offset + len(chunk)
-                try:
-                    sys.stderr.buffer.write(safe[path].feed(chunk))
-                except (OSError, ValueError):
-                    _silence(sys.stderr, 2)
-        try:
-            sys.stderr.buffer.flush()
-        except (OSError, ValueError):
-            _silence(sys.stderr, 2)
-
-    return echo

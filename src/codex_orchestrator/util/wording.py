@@ -36,9 +36,9 @@ def shown_summary(summary: object, *shown: object) -> str:
 def stage_line(command: Mapping[str, Any]) -> str:
     """``   3. test                 skipped     no test step found``: a manifest stage entry."""
     summary = shown_summary(command.get("summary"), command.get("status"), command.get("id"))
-    line = (
-        f"  {command.get('index', '?'):>2}. {command.get('id')!s:<20} {command.get('status')!s:<10}"
-    )
+    index = command.get("index")
+    number = f"{index:>2}" if isinstance(index, int) else " ?"  # a tampered index is not text
+    line = f"  {number}. {command.get('id')!s:<20} {command.get('status')!s:<10}"
     return f"{line} {summary}".rstrip()
 
 

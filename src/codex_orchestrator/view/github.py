@@ -99,6 +99,17 @@ def stage_line(stage_id: str, text: str) -> str:
     return f"[{neutralise(stage_id, keep_newlines=False)}] {neutralise(text, keep_newlines=False)}"
 
 
+def inert_block(text: str, token_factory: Callable[[], str] = new_token) -> str:
+    """``text`` (whole lines, already neutralised) with workflow commands stopped around it,
+    for text that quotes stage output without a prefix on every line (a failure's log tail,
+    a table of summaries). Printed on one stream, so the runner reads it in this order."""
+    if not text:
+        return text
+    token = token_factory()
+    end = "" if text.endswith("\n") else "\n"
+    return f"{workflow_command('stop-commands', token)}\n{text}{end}::{token}::\n"
+
+
 class CommandGate:
     """Interleaves our workflow commands with stage output so that only ours are acted on.
 

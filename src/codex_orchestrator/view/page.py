@@ -22,6 +22,8 @@ table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid var(--li
 th{font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
 dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;margin:0}dl.meta dt{color:var(--muted)}dl.meta dd{margin:0}
 pre{background:var(--code);padding:.6rem;overflow:auto;max-height:32rem;white-space:pre-wrap;word-break:break-all;font-size:12px}
+.tail{display:flex;flex-direction:column-reverse;overflow:auto;max-height:32rem;background:var(--code)}.tail pre{max-height:none;overflow:visible;margin:0}
+td code{white-space:pre-wrap;word-break:break-all;font-size:12px}
 .status{font-weight:700;text-transform:uppercase;letter-spacing:.03em}
 .s-succeeded{color:#2e7d32}.s-failed,.s-timed-out{color:#c62828}.s-cancelled{color:#6d4c41}.s-skipped,.s-pending{color:#757575}.s-running{color:#1565c0}
 .problem{border-left:4px solid #c62828;padding:.3rem .7rem;background:rgba(198,40,40,.08)}

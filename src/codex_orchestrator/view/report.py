@@ -311,11 +311,20 @@ def _stages_section(manifest: Mapping[str, Any]) -> str:
                 esc(attempts if attempts is not None else (1 if entry.get("started_at") else 0)),
                 esc(format_seconds(duration)),
                 esc(_cut(entry.get("exit_code"))),
+                _command_cell(entry),
                 esc(_cut(entry.get("summary"))),
             ]
         )
-    headers = ("#", "stage", "status", "attempts", "duration", "exit code", "summary")
+    headers = ("#", "stage", "status", "attempts", "duration", "exit code", "command", "summary")
     return "<h2>Stages</h2>" + table(headers, rows, numeric=(0, 3, 4, 5))
+
+
+def _command_cell(entry: Mapping[str, Any]) -> str:
+    """The stage's shell command (a sub-pipeline: the child pipeline it ran)."""
+    command = entry.get("command")
+    if isinstance(command, str) and command:
+        return f"<code>{esc(neutralise(str(_cut(command))))}</code>"
+    return esc("sub-pipeline" if entry.get("kind") == "subpipeline" else "—")
 
 
 def _cut(value: object) -> object:
@@ -332,16 +341,43 @@ def _error_block(path: Path, entry: Mapping[str, Any], page: _Page) -> str:
     if entry.get("error_file") is None or not str(entry["error_file"]).endswith(path.name):
         title += '<p class="muted">Not the current attempt\'s: an earlier attempt wrote it.</p>'
     try:
-        body = json.dumps(read_error_file(path), indent=2, ensure_ascii=False)
+        document = read_error_file(path)
     except FileNotFoundError:
         return title + problems.add(f"error file {shown} of stage {entry.get('id')} is missing")
     except (UnreadableFileError, ValueError) as error:
         return title + problems.add(
             f"error file {shown} of stage {entry.get('id')} is unreadable or corrupt ({error})"
         )
-    block = f"<pre>{esc(neutralise(body))}</pre>"
+    block = _readable_error_file(document)
     budget = page.error_budget
     return title + (block if budget.fits(block) else budget.withheld_note(shown))
+
+
+#: Error-file texts shown as the lines they hold rather than as JSON strings of escapes.
+_TEXT_FIELDS = (("details", "stdout"), ("details", "stderr"), ("command",))
+
+
+def _readable_error_file(document: object) -> str:
+    """An error file as HTML: its JSON (indented) with every multi-line text (the output
+    tails, a long command) taken out and shown below it as the lines it holds, in order, so
+    that a failure reads as it was printed rather than as one line of ``\\n`` escapes."""
+    texts: list[tuple[str, str]] = []
+    if isinstance(document, dict):
+        document = json.loads(json.dumps(document))  # a copy to take the texts out of
+        for path in _TEXT_FIELDS:
+            holder: Any = document
+            for key in path[:-1]:
+                holder = holder.get(key) if isinstance(holder, dict) else None
+            value = holder.get(path[-1]) if isinstance(holder, dict) else None
+            if isinstance(value, str) and "\n" in value.rstrip("\n"):
+                name = ".".join(path)
+                holder[path[-1]] = f"<{len(value.splitlines())} lines, shown below as {name}>"
+                texts.append((name, value))
+    body = json.dumps(document, indent=2, ensure_ascii=False)
+    html = f"<pre>{esc(neutralise(body))}</pre>"
+    for name, value in texts:
+        html += f'<p class="muted">{esc(name)}:</p><pre>{esc(neutralise(value))}</pre>'
+    return html
 
 
 def _errors_section(page: _Page, manifest: Mapping[str, Any]) -> str:
@@ -410,7 +446,9 @@ def _log_block(path: Path, stage_id: object, page: _Page) -> str:
     ]
     note_text = f"{size} bytes; last {len(shown_lines)} lines" if size else "empty"
     body = esc(neutralise("\n".join(shown_lines))) if shown_lines else ""
-    block = f"<pre>{body}</pre>" if body else ""
+    # The box opens scrolled to its end, where a failure is, without a script: a column laid
+    # out in reverse starts at its bottom.
+    block = f'<div class="tail"><pre>{body}</pre></div>' if body else ""
     if block and not page.log_budget.fits(block):
         block = page.log_budget.withheld_note(shown)
     return f'{title}<p class="muted">{esc(note_text)}</p>' + block
