@@ -39,6 +39,7 @@ from codex_orchestrator.executors.base import (
     StageOutcome,
     StageRequest,
 )
+from codex_orchestrator.executors.local import reap_unrecorded
 from codex_orchestrator.persistence.finished_run import record_finished_run
 from codex_orchestrator.pipelines.config import CommandStage, Config, Pipeline, SubpipelineStage
 from codex_orchestrator.pipelines.graph import (
@@ -888,9 +889,11 @@ def prepare_resume(
 
 
 def _reap_stages(ctx: RunContext, store: ManifestStore) -> None:
-    """Have the executor end whatever the run's stages left behind (it verifies each handle)."""
+    """Have the executor end whatever the run's stages left behind (it verifies each handle),
+    then end a local stage whose handle the dead driver never recorded."""
     for handle in recorded_handles(store.run_dir, store.data["commands"]):
         ctx.executor.reap(handle, ctx.settings.kill_grace_seconds)
+    reap_unrecorded(store.data, ctx.settings.kill_grace_seconds)
 
 
 def recorded_handles(run_dir: Path, commands: list[dict[str, Any]]) -> list[Handle]:
