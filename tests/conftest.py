@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,26 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Set per test (see ``_end_leftover_processes``); not a CODEX_ORCHESTRATOR_ variable, so
 # ``cli_env`` keeps it and every CLI, stage and helper a test starts inherits it.
 TEST_MARKER_ENV = "CODEX_TEST_PROCESS_MARKER"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the processes the tests start a working Ctrl-C: a runner started in the background
+    (``&``, nohup, some CI agents) ignores SIGINT, every child would inherit that, and a test
+    that sends one SIGINT would wait for an exit that never comes."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with the most slow (or Dask) tests first, each file's tests in their own order:
+    with ``--dist loadfile`` the workers start on the longest files and end on short ones,
+    so neither waits at the end for the other's long file."""
+    weight = Counter(
+        item.path
+        for item in items
+        if item.get_closest_marker("slow") or item.get_closest_marker("dask")
+    )
+    items.sort(key=lambda item: -weight[item.path])
 
 
 @pytest.fixture(autouse=True)
@@ -161,16 +184,24 @@ def assert_usage_error(result: subprocess.CompletedProcess[str], *needles: str) 
     return assert_one_line_error(result, 2, *needles)
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Repo:
-    """A fresh git repository with one commit."""
-    root = tmp_path / "repo"
+@pytest.fixture(scope="session")
+def _repo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git repository with one commit, made once: each test gets a copy."""
+    root = tmp_path_factory.mktemp("repo-template") / "repo"
     root.mkdir()
     for command in (
-        ["init", "-q", "-b", "main"],
+        ["init", "-q", "-b", "main", "--template="],
         [*GIT_IDENTITY, "commit", "-q", "--allow-empty", "-m", "init"],
     ):
         subprocess.run(["git", *command], cwd=root, check=True, capture_output=True)
+    return root
+
+
+@pytest.fixture
+def repo(tmp_path: Path, _repo_template: Path) -> Repo:
+    """A fresh git repository with one commit (a copy of one made once per session)."""
+    root = tmp_path / "repo"
+    shutil.copytree(_repo_template, root, symlinks=True)
     return Repo(root)
 
 

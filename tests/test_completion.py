@@ -257,7 +257,7 @@ class Pane:
     def keys(self, *keys: str) -> None:
         subprocess.run([*self.tmux, "send-keys", *keys], check=True)
 
-    def wait(self, ready: Callable[[str], bool], timeout: float = 20) -> str:
+    def wait(self, ready: Callable[[str], bool], timeout: float = 60) -> str:
         deadline = time.monotonic() + timeout
         while True:
             screen = subprocess.run(
@@ -268,8 +268,22 @@ class Pane:
                 return screen
             time.sleep(0.05)
 
+    def interrupt(self) -> None:
+        """Ctrl-C, then wait for the fresh empty prompt: keys typed while the shell still
+        handles the interrupt may be dropped with the line it discards."""
+        self.keys("C-c")
+        self.wait(
+            lambda screen: (
+                _prompt_lines(screen)[-1:] == ["ready>"] and len(_prompt_lines(screen)) > 1
+            )
+        )
+
     def close(self) -> None:
         subprocess.run([*self.tmux, "kill-server"], capture_output=True, check=False)
+
+
+def _prompt_lines(screen: str) -> list[str]:
+    return [line.strip() for line in screen.splitlines() if line.startswith("ready>")]
 
 
 @pytest.fixture
@@ -313,10 +327,10 @@ def test_tab_in_an_interactive_zsh_shows_descriptions(
     session.keys(f"{PROG} tasks ", "Tab")
     screen = session.wait(lambda screen: "scaffold a new task" in screen)
     assert "check" in screen and "report checklist problems" in screen
-    session.keys("C-c")
+    session.interrupt()
     session.keys(f"{PROG} start --format=js", "Tab")
     session.wait(lambda screen: f"{PROG} start --format=json" in screen)
-    session.keys("C-c")
+    session.interrupt()
     session.keys(f"{PROG} start al", "Tab")
     session.wait(lambda screen: f"{PROG} start alpha" in screen)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -38,6 +39,7 @@ from helpers.dask_cluster import (
     group_gone,
     no_stage_left,  # noqa: F401 (an autouse fixture: pytest finds it imported here)
     parent_pid,
+    patient_connect,  # noqa: F401 (an autouse fixture: pytest finds it imported here)
     running_cluster,
 )
 from helpers.mcp_client import MARKER, in_process, result
@@ -262,16 +264,16 @@ def greet_like_ssh(connection: socket.socket) -> None:
 @pytest.mark.parametrize(
     ("server", "detach", "problem"),
     [
-        (web_server, True, "it said nothing within 2 s"),
+        (web_server, True, r"it said nothing within (2|[01]\.\d) s of the connection"),
         (
             lambda: listening(greet_like_ssh),
             True,
-            "its first bytes are not a Dask frame header: b'SSH-2.0-",
+            re.escape("its first bytes are not a Dask frame header: b'SSH-2.0-"),
         ),
         (
             lambda: listening(greet_like_ssh),
             False,
-            "its first bytes are not a Dask frame header: b'SSH-2.0-",
+            re.escape("its first bytes are not a Dask frame header: b'SSH-2.0-"),
         ),
     ],
     ids=["http-detached", "ssh-detached", "ssh-foreground"],
@@ -285,7 +287,11 @@ def test_a_port_that_does_not_speak_dask_exits_2_without_a_run(
         completed = repo.cli("start", *(["--detach"] if detach else []), *args, env=QUICK_CONNECT)
     assert completed.returncode == 2, completed.stderr
     message = json.loads(completed.stdout)["error"]
-    assert f"--scheduler: {address} is not a Dask scheduler ({problem}" in message
+    # ``problem`` is a pattern: a deadline's remainder is said as measured (2 s, or 1.9 s when
+    # the connection itself took a moment), which a test must not pin down.
+    assert re.search(
+        re.escape(f"--scheduler: {address} is not a Dask scheduler (") + problem, message
+    )
     assert "8787 is its dashboard" in message
     assert "Traceback" not in completed.stderr
     assert run_dirs(repo) == []
@@ -345,9 +351,9 @@ def greeting_then_nothing(greeting: bytes) -> Callable[[socket.socket], None]:
 @pytest.mark.parametrize(
     ("whole", "detach", "problem"),
     [
-        (False, False, "it stopped after 24 bytes of its greeting, for 2 s"),
-        (False, True, "it stopped after 24 bytes of its greeting, for 2 s"),
-        (True, False, "no answer to a version query in time"),
+        (False, False, r"it stopped after 24 bytes of its greeting, for (2|[01]\.\d) s"),
+        (False, True, r"it stopped after 24 bytes of its greeting, for (2|[01]\.\d) s"),
+        (True, False, r"no answer to a version query in time"),
     ],
     ids=["header-foreground", "header-detached", "greeting-foreground"],
 )
@@ -360,7 +366,7 @@ def test_a_scheduler_that_stalls_exits_2_by_the_connect_deadline(
         args = ["--executor", "dask", "--scheduler", address, "--format", "json"]
         completed = repo.cli("start", *(["--detach"] if detach else []), *args, env=QUICK_CONNECT)
     assert completed.returncode == 2, completed.stderr
-    assert problem in json.loads(completed.stdout)["error"]
+    assert re.search(problem, json.loads(completed.stdout)["error"])
     assert "Traceback" not in completed.stderr
     assert run_dirs(repo) == []
 
@@ -377,7 +383,7 @@ def test_ctrl_c_ends_a_connection_to_a_stalled_scheduler(
         try:  # the probe, then the version query: now it waits
             processes.wait_for(lambda: len(server.accepted) >= 2, 30, "the version query")
             process.send_signal(signal.SIGINT)
-            _, stderr = process.communicate(timeout=20)
+            _, stderr = process.communicate(timeout=60)  # the exit, not a bound under test
         finally:
             process.kill()
             process.wait()

@@ -23,12 +23,14 @@ import pytest
 from conftest import SRC, Repo
 from helpers.dask_cluster import (
     DASK,
+    PATIENT_CONNECT_SECONDS,
     DaskCluster,
     dask_env,
     first_stage_handle,
     group_gone,
     no_stage_left,  # noqa: F401 (an autouse fixture: pytest finds it imported here)
     parent_pid,
+    patient_connect,  # noqa: F401 (an autouse fixture: pytest finds it imported here)
     remote_run,
     run_processes,
     running_cluster,
@@ -529,7 +531,9 @@ def test_reap_ends_a_verified_group_on_its_worker_and_refuses_a_tampered_one(
 
     leftover = subprocess.Popen(["sleep", "60"], start_new_session=True)
     mapping = WorkerMapping(repo.root, repo.root)
-    executor = connect(DaskConfig(cluster.address, "test", mapping, 1.0, 10.0, 10.0))
+    executor = connect(
+        DaskConfig(cluster.address, "test", mapping, 1.0, 10.0, PATIENT_CONNECT_SECONDS)
+    )
     try:
         ticks = process_start_ticks(leftover.pid)
         assert ticks is not None

@@ -35,6 +35,7 @@ from helpers.dask_cluster import (
     network_namespace,
     no_stage_left,  # noqa: F401 (an autouse fixture: pytest finds it imported here)
     parent_pid,
+    patient_connect,  # noqa: F401 (an autouse fixture: pytest finds it imported here)
     remote_run,
     run_processes,
     running_cluster,

@@ -73,6 +73,33 @@ def test_escaped_process_of_a_killed_driver_is_ended_by_resume(repo: Repo) -> No
             kill_run_groups(run_dir)  # the whole stage group (its `sleep 300`), not its leader
 
 
+@pytest.mark.slow
+def test_resume_ends_a_stage_whose_handle_its_killed_driver_never_recorded(repo: Repo) -> None:
+    # A stage runs before the run's loop records its handle: a driver killed in between leaves
+    # no handle. Made certain here by erasing the handle from both records of the dead run.
+    repo.pipeline({"id": "work", "command": "echo $$ >> pids; exec sleep 300"})
+    proc = repo.spawn("start", env=FAST)
+    try:
+        wait_for(lambda: bool(_pids(repo.root)), what="the stage")
+        [run_dir] = (repo.root / ".runs/default/cli").iterdir()
+        events = run_dir / "runner.ndjson"
+        wait_for(lambda: "stage_handle" in events.read_text(), what="the handle's record")
+        proc.kill()
+        proc.wait()
+        [stage_pid] = _pids(repo.root)
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        manifest["commands"][0].pop("handle", None)
+        (run_dir / "manifest.json").write_text(json.dumps(manifest))
+        kept = [line for line in events.read_text().splitlines() if "stage_handle" not in line]
+        events.write_text("".join(f"{line}\n" for line in kept))
+        repo.pipeline({"id": "work", "command": "echo resumed"})
+        resumed = repo.cli("resume", run_dir.name, env=FAST)
+        assert resumed.returncode == 0, resumed.stderr
+        assert not alive(stage_pid)
+    finally:
+        _end(_pids(repo.root))
+
+
 def _manifests(repo: Repo) -> list[dict[str, Any]]:
     return [
         json.loads(path.read_text())

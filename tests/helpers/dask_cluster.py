@@ -198,6 +198,20 @@ def running_cluster(
         cluster.stop()
 
 
+#: The deadline of a connection to a live test cluster: generous, since no test here is about
+#: it (those that are give their own), and a loaded machine answered late to the default 10 s.
+PATIENT_CONNECT_SECONDS = 60.0
+PATIENT_CONNECT = {"CODEX_ORCHESTRATOR_DASK_CONNECT_TIMEOUT_SECONDS": str(PATIENT_CONNECT_SECONDS)}
+
+
+@pytest.fixture(autouse=True)
+def patient_connect(request: pytest.FixtureRequest) -> None:
+    """Give the test's repository `PATIENT_CONNECT` (a call's own ``env`` still overrides it).
+    Test modules import it to use it."""
+    if "repo" in request.fixturenames:
+        request.getfixturevalue("repo").env.update(PATIENT_CONNECT)
+
+
 @pytest.fixture(autouse=True)
 def no_stage_left(request: pytest.FixtureRequest) -> Iterator[None]:
     """After each test, no process of a stage its runs recorded may still run (checked by

@@ -66,11 +66,12 @@ def end_marked_processes(entry: str, grace: float = 1.0) -> list[int]:
     ones appear (a dying shell's child may still fork).
     """
     deadline = time.monotonic() + grace
-    while marked_processes(entry) and time.monotonic() < deadline:
+    targets = marked_processes(entry)  # one scan when nothing is left, as after most tests
+    while targets and time.monotonic() < deadline:
         time.sleep(0.05)
+        targets = marked_processes(entry)
     ended: list[int] = []
     for _ in range(10):
-        targets = marked_processes(entry)
         if not targets:
             break
         for pid, ticks in targets.items():
@@ -79,6 +80,7 @@ def end_marked_processes(entry: str, grace: float = 1.0) -> list[int]:
                     os.kill(pid, signal.SIGKILL)
                     ended.append(pid)
         time.sleep(0.05)
+        targets = marked_processes(entry)
     return ended
 
 

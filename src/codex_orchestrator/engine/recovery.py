@@ -95,9 +95,13 @@ def prepare_resume(
 
 def _reap_stages(recovery: Recovery, store: ManifestStore) -> None:
     """Have the executor of each handle's kind end what the run's stages left behind (it
-    verifies each handle)."""
+    verifies each handle), then end a local stage whose handle the dead driver never
+    recorded."""
+    from codex_orchestrator.executors.local import reap_unrecorded
+
     reapers = Reapers(recovery.executor, recovery.settings.kill_grace_seconds)
     reapers.reap(recorded_handles(store.run_dir, store.data["commands"]))
+    reap_unrecorded(store.data, recovery.settings.kill_grace_seconds)
 
 
 def recorded_handles(run_dir: Path, commands: list[dict[str, Any]]) -> list[Handle]:

@@ -177,6 +177,28 @@ class LocalExecutor:
             end_adopted_orphans(running, self.grace_seconds, self._hurry_fd)
 
 
+def reap_unrecorded(manifest: Mapping[str, object], grace_seconds: float) -> bool:
+    """End a dead local run's stage processes that no recorded handle names; True when some
+    were found.
+
+    A stage runs before its handle is recorded (the record is written by the run's loop), so a
+    driver killed in between leaves a stage no handle names. Its processes still carry the
+    run's marker in their environment and started after the run's last driver did: those are
+    ended, on the host the run was driven on (the caller holds the run's driver lock, so no
+    live driver starts new ones meanwhile).
+    """
+    run_id, ticks = manifest.get("run_id"), manifest.get("orchestrator_start_ticks")
+    if (
+        manifest.get("executor") != KIND
+        or manifest.get("host") != host_name()
+        or not isinstance(run_id, str)
+        or not isinstance(ticks, int)
+        or isinstance(ticks, bool)
+    ):
+        return False
+    return end_marked_processes(f"{RUN_ID_ENV}={run_id}".encode(), ticks, grace_seconds) > 0
+
+
 def _supervise(
     proc: subprocess.Popen[bytes],
     watcher: ExitWatcher,
