@@ -178,5 +178,6 @@ def test_an_environment_fault_in_tasks_mark_is_one_line(repo: Repo) -> None:
     with read_only_dir(mirror.parent) as wrap:
         command = _orchestrator("tasks", "mark", "0500-fault", "item", "--run", document["run_id"])
         result = _cli(repo, wrap(command))
-    assert_one_line_error(result, 1, "tasks mark:", str(mirror))
+    # the committed evidence record is written first: its directory is the path that failed
+    assert_one_line_error(result, 1, "tasks mark:", str(mirror.parent / "evidence"))
     assert mirror.read_text() == "# Task 0500-fault\n\n- [ ] Item\n"
