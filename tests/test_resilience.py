@@ -15,7 +15,7 @@ import pytest
 
 from conftest import Repo
 from helpers.processes import alive, wait_for
-from helpers.runctl import kill_run_groups
+from helpers.runctl import handle_recorded, kill_run_groups, run_dirs
 
 FAST = {"CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS": "0.1"}
 # A stage that starts two helpers (one ignores SIGTERM), records every pid, then waits.
@@ -304,7 +304,11 @@ def test_concurrent_runs_of_one_task_lose_nothing(repo: Repo) -> None:
 def test_resume_ends_process_group_left_by_dead_run(repo: Repo, tmp_path: Path) -> None:
     repo.pipeline({"id": "spawns", "command": "sleep 300 & echo $! > pids; wait"})
     proc = repo.spawn("start", env=FAST)
-    wait_for(lambda: len(_pids(repo)) == 1, what="stage helper")
+    # the driver records the stage's handle while the stage starts its helper: kill it after both
+    wait_for(
+        lambda: len(_pids(repo)) == 1 and handle_recorded(run_dirs(repo, "default")[0], 1),
+        what="stage helper and the stage's handle",
+    )
     proc.kill()
     proc.wait()
     [helper] = _pids(repo)
