@@ -26,7 +26,12 @@ from codex_orchestrator.persistence.runs import read_manifest
 from codex_orchestrator.records.cancel_request import REQUEST_NAME, record_request
 from codex_orchestrator.records.driver import DriverProcess, signal_driver
 from codex_orchestrator.records.liveness import DriverState, driver_state
-from codex_orchestrator.records.manifest import MANIFEST_NAME, load_child_manifest, load_manifest
+from codex_orchestrator.records.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    load_child_manifest,
+    load_manifest,
+)
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, RunStatus
 from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.console import Reporter
@@ -97,7 +102,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
 def _request_children(
     workspace: Workspace,
     task_id: str,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     actor: str,
     reason: str | None,
     drivers: dict[int, DriverProcess],
@@ -176,6 +181,6 @@ def _report(
     return EXIT_OK
 
 
-def _manifest(workspace: Workspace, run_dir: Path) -> dict[str, Any]:
+def _manifest(workspace: Workspace, run_dir: Path) -> Manifest:
     path = run_dir / MANIFEST_NAME
     return load_manifest(path, workspace.display(path))

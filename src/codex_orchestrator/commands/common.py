@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.pipelines.config import Config, load_config
 from codex_orchestrator.pipelines.model import Pipeline
-from codex_orchestrator.records.manifest import MANIFEST_NAME, ManifestStore, load_manifest
+from codex_orchestrator.records.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    ManifestStore,
+    load_manifest,
+)
 from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.console import Reporter, log_echo, note
 
@@ -71,7 +76,7 @@ def _write_report(run_dir: Path) -> None:
 
 def find_manifest(
     workspace: Workspace, run_id: str, task_id: str | None
-) -> tuple[str, Path, dict[str, Any]]:
+) -> tuple[str, Path, Manifest]:
     """Locate a run by id (under any task unless ``task_id``) and load its manifest."""
     task, run_dir = workspace.require_run(run_id, task_id)
     path = run_dir / MANIFEST_NAME

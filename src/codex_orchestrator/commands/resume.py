@@ -28,7 +28,11 @@ from codex_orchestrator.executors.choice import Recorded, executor_for
 from codex_orchestrator.pipelines.config import Pipeline
 from codex_orchestrator.records.driver import DRIVER_LOCK_NAME, DriverLock
 from codex_orchestrator.records.liveness import refuse_if_alive
-from codex_orchestrator.records.manifest import RESUME_TOKEN_NAME, ManifestStore
+from codex_orchestrator.records.manifest import (
+    RESUME_TOKEN_NAME,
+    Manifest,
+    ManifestStore,
+)
 from codex_orchestrator.records.statuses import RunStatus
 from codex_orchestrator.records.workspace import Workspace, with_flag
 from codex_orchestrator.util.console import Reporter, note
@@ -72,7 +76,7 @@ def _resume(
     workspace: Workspace,
     task_id: str,
     run_dir: Path,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     driver: DriverLock,
 ) -> int:
     run_id = manifest["run_id"]
@@ -98,7 +102,7 @@ def _resume(
         return drive(args, workspace, reporter, ctx, store, pipeline)
 
 
-def _check_token(run_dir: Path, manifest: dict[str, Any], token: str | None) -> None:
+def _check_token(run_dir: Path, manifest: Manifest, token: str | None) -> None:
     """Compare the token (given, else read from ``.resume-token``) with the manifest's hash."""
     if token is None:
         try:
@@ -115,12 +119,12 @@ def _check_token(run_dir: Path, manifest: dict[str, Any], token: str | None) -> 
         )
 
 
-def _check_not_alive(run_dir: Path, manifest: dict[str, Any], force: bool) -> None:
+def _check_not_alive(run_dir: Path, manifest: Manifest, force: bool) -> None:
     if not force:
         refuse_if_alive(run_dir, manifest, "wait for it, or pass --force if it is really gone")
 
 
-def _same_pipeline(pipelines: Any, manifest: dict[str, Any]) -> Pipeline:
+def _same_pipeline(pipelines: Any, manifest: Manifest) -> Pipeline:
     pipeline_id = manifest["pipeline_id"]
     if pipeline_id not in pipelines:
         raise UnknownPipelineError(

@@ -13,6 +13,7 @@ from codex_orchestrator.records.liveness import assess
 from codex_orchestrator.records.manifest import (
     MANIFEST_NAME,
     OUTCOME_FIELDS,
+    Manifest,
     load_manifest,
 )
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, StageStatus, run_exit_code
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     return 0
 
 
-def describe(workspace: Workspace, run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+def describe(workspace: Workspace, run_dir: Path, manifest: Manifest) -> dict[str, Any]:
     """The status document (README "Commands", docs/run-records.md)."""
     liveness = assess(run_dir, manifest)
     document = {key: manifest.get(key) for key in STATUS_FIELDS}

@@ -12,7 +12,6 @@ import hashlib
 import os
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
 
 from codex_orchestrator.engine.context import ActiveRun, RunContext, RunResult
 from codex_orchestrator.engine.heartbeat import Heartbeat
@@ -22,17 +21,19 @@ from codex_orchestrator.persistence.finished_run import record_finished_run
 from codex_orchestrator.pipelines.config import CommandStage, Pipeline
 from codex_orchestrator.pipelines.graph import needs_of
 from codex_orchestrator.records.cancel_request import watching
-from codex_orchestrator.records.driver import DriverLock, driver_identity
+from codex_orchestrator.records.driver import DriverLock
 from codex_orchestrator.records.events import EventLog
 from codex_orchestrator.records.manifest import (
     EVENTS_NAME,
     MANIFEST_VERSION,
     RUNNER_NAME,
+    Manifest,
     ManifestStore,
+    StageEntry,
     command_entry,
     write_resume_token,
 )
-from codex_orchestrator.records.statuses import RunStatus, StageStatus, stage_detail
+from codex_orchestrator.records.statuses import RunStatus, stage_detail
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.clock import iso_utc
 from codex_orchestrator.util.console import note
@@ -110,7 +111,7 @@ def _first_manifest(
     token: str,
     parent_run_id: str | None,
     approval_policy: str | None,
-) -> dict[str, Any]:
+) -> Manifest:
     """The queued manifest of the new run in ``run_dir`` (named by its run id)."""
     display = ctx.workspace.display
     now = iso_utc()
@@ -149,7 +150,7 @@ def _first_manifest(
     }
 
 
-def _command_entries(pipeline: Pipeline) -> list[dict[str, Any]]:
+def _command_entries(pipeline: Pipeline) -> list[StageEntry]:
     """The fresh ``commands[]`` of a run, in config order; each names what it ``needs``."""
     needs = needs_of(pipeline.stages)
     entries = []
@@ -174,12 +175,7 @@ def _execute(
     ctx: RunContext, store: ManifestStore, pipeline: Pipeline, *, close_executor: bool
 ) -> RunResult:
     run = ActiveRun(store=store, pipeline=pipeline, events=EventLog(store.run_dir / EVENTS_NAME))
-    store.update(
-        status=RunStatus.IN_PROGRESS,
-        executor=ctx.executor.name,
-        executor_options=dict(ctx.executor.options),
-        **driver_identity(),
-    )
+    store.start_driving(ctx.executor.name, dict(ctx.executor.options))
     heartbeat = Heartbeat(
         store,
         ctx.settings.heartbeat_interval_seconds,
@@ -215,14 +211,8 @@ def _internal_failure(run: ActiveRun, error: Exception) -> tuple[RunStatus, str 
     message = f"orchestrator error: {type(error).__name__}: {error}"
     note(f"error: run {run.run_id}: {message}")
     run.events.emit("internal_error", error=message)
-    detail = f"error:{type(error).__name__}"
-    with run.store.lock:
-        for entry in run.store.data["commands"]:
-            if entry["status"] == StageStatus.RUNNING:
-                entry.update(status=StageStatus.FAILED, summary=message[:240])
-                if detail.startswith("error:"):
-                    detail = stage_detail(entry["id"])
-    return RunStatus.FAILED, detail
+    failed = run.store.fail_running_stages(message[:240])
+    return RunStatus.FAILED, stage_detail(failed[0]) if failed else f"error:{type(error).__name__}"
 
 
 def _heartbeat_failed(run: ActiveRun, error: BaseException) -> None:

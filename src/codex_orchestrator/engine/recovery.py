@@ -10,7 +10,7 @@ from stopping a run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from codex_orchestrator.engine.context import RunContext
 from codex_orchestrator.errors import OrchestratorError
@@ -24,6 +24,8 @@ from codex_orchestrator.records.manifest import (
     EVENTS_NAME,
     MANIFEST_NAME,
     ManifestStore,
+    ResumeEvent,
+    StageEntry,
     load_manifest,
 )
 from codex_orchestrator.records.statuses import (
@@ -31,7 +33,6 @@ from codex_orchestrator.records.statuses import (
     DRIVER_LOST_DETAIL,
     TERMINAL_RUN_STATUSES,
     RunStatus,
-    StageStatus,
 )
 from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.clock import iso_utc
@@ -65,30 +66,20 @@ def prepare_resume(
     recovery = Recovery.of(ctx)
     _reap_stages(recovery, store)
     _settle_child_runs(recovery, store)
-    for entry, stage in zip(store.data["commands"], pipeline.stages, strict=True):
+    for index, (entry, stage) in enumerate(
+        zip(store.data["commands"], pipeline.stages, strict=True), start=1
+    ):
         if entry["status"] not in DONE_STAGE_STATUSES or entry.get("skip_reason") == NEEDS_FAILED:
             command = stage.command if isinstance(stage, CommandStage) else None
-            entry.update(
-                status=StageStatus.PENDING, title=stage.title, command=command, skip_reason=None
-            )
-    store.update(
-        status=RunStatus.QUEUED,
-        status_detail=None,
-        exit_code=None,
-        completed_at=None,
-        metrics_recorded=False,
-        heartbeat_interval_seconds=ctx.settings.heartbeat_interval_seconds,
-        heartbeat_stale_after_seconds=ctx.settings.heartbeat_stale_after_seconds,
-    )
-    store.append(
-        "resume_events",
-        {
-            "timestamp": iso_utc(),
-            "actor": actor,
-            "reason": reason,
-            "outcome": RunStatus.IN_PROGRESS,
-        },
-    )
+            store.reset_stage(index, stage.title, command)
+    event: ResumeEvent = {
+        "timestamp": iso_utc(),
+        "actor": actor,
+        "reason": reason,
+        "outcome": RunStatus.IN_PROGRESS,
+    }
+    settings = ctx.settings
+    store.reopen(settings.heartbeat_interval_seconds, settings.heartbeat_stale_after_seconds, event)
     store.persist(durable=True)
 
 
@@ -98,7 +89,7 @@ def _reap_stages(recovery: Recovery, store: ManifestStore) -> None:
         recovery.executor.reap(handle, recovery.settings.kill_grace_seconds)
 
 
-def recorded_handles(run_dir: Path, commands: list[dict[str, Any]]) -> list[Handle]:
+def recorded_handles(run_dir: Path, commands: list[StageEntry]) -> list[Handle]:
     """The latest handle of each stage of a run (also used by ``cancel`` of a dead run).
 
     Handles come from the manifest and from ``runner.ndjson``, which has every handle at once
@@ -106,8 +97,9 @@ def recorded_handles(run_dir: Path, commands: list[dict[str, Any]]) -> list[Hand
     """
     handles: dict[object, Handle] = {}
     for entry in commands:
-        if isinstance(entry.get("handle"), dict):
-            handles[entry["index"]] = entry["handle"]
+        handle = entry.get("handle")
+        if isinstance(handle, dict):
+            handles[entry["index"]] = handle
     for event in read_events(run_dir / EVENTS_NAME, "stage_handle"):
         if isinstance(event.get("handle"), dict):
             handles[event.get("index")] = event["handle"]

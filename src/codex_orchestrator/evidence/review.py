@@ -25,6 +25,8 @@ from codex_orchestrator.records.manifest import (
     EVENTS_NAME,
     MANIFEST_NAME,
     RUN_SUMMARY_NAME,
+    Manifest,
+    StageEntry,
     load_manifest,
 )
 from codex_orchestrator.records.statuses import RunStatus, StageStatus
@@ -150,7 +152,7 @@ def record_review(manifest_path: Path, entry: dict[str, Any]) -> None:
     atomic_write_json(manifest_path, manifest, durable=True)
 
 
-def render_review(workspace: Workspace, run_dir: Path, manifest: dict[str, Any]) -> str:
+def render_review(workspace: Workspace, run_dir: Path, manifest: Manifest) -> str:
     """The markdown of ``review.md``: blocks separated by blank lines."""
     commands = [command for command in manifest["commands"] if isinstance(command, dict)]
     detail = f" ({manifest['status_detail']})" if manifest.get("status_detail") else ""
@@ -177,7 +179,7 @@ def render_review(workspace: Workspace, run_dir: Path, manifest: dict[str, Any])
     return "\n\n".join(blocks) + "\n"
 
 
-def _stage_line(command: dict[str, Any]) -> str:
+def _stage_line(command: StageEntry) -> str:
     title = f" {command['title']}" if command.get("title") not in (None, command.get("id")) else ""
     exit_code = command.get("exit_code")
     code = f", exit {exit_code}" if exit_code is not None else ""
@@ -186,7 +188,7 @@ def _stage_line(command: dict[str, Any]) -> str:
     return f"{command.get('index', '?')}. `{command.get('id')}`{title} — {status}{code}{summary}"
 
 
-def _failure(workspace: Workspace, run_dir: Path, command: dict[str, Any]) -> list[str]:
+def _failure(workspace: Workspace, run_dir: Path, command: StageEntry) -> list[str]:
     """Markdown blocks for a failed stage: heading, error file, tails of stderr and stdout."""
     heading = f"### {command.get('index', '?')}. `{command.get('id')}` — {command.get('status')}"
     error_file = command.get("error_file")
@@ -232,12 +234,12 @@ def _guardrail_line(summary: object) -> str:
     return found[-1] if found else "Guardrails: not found in the manifest summary"
 
 
-def _evidence(workspace: Workspace, run_dir: Path, commands: list[dict[str, Any]]) -> list[str]:
+def _evidence(workspace: Workspace, run_dir: Path, commands: list[StageEntry]) -> list[str]:
     lines = [f"- Manifest: `{workspace.display(run_dir / MANIFEST_NAME)}`"]
     named = [("Run summary", run_dir / RUN_SUMMARY_NAME), ("Runner log", run_dir / EVENTS_NAME)]
     lines += [f"- {label}: `{workspace.display(path)}`" for label, path in named if path.exists()]
     for command in commands:
-        paths = [command[key] for key in STAGE_EVIDENCE_KEYS if command.get(key)]
+        paths = [path for key in STAGE_EVIDENCE_KEYS if (path := command.get(key))]
         if paths:
             lines.append(
                 f"- Stage {command.get('id')}: " + ", ".join(f"`{path}`" for path in paths)

@@ -19,8 +19,10 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
+# A stage's handle: its format is the run records' (records/manifest), its meaning the executor's.
+from codex_orchestrator.records.manifest import Handle as Handle
 from codex_orchestrator.records.statuses import StageFailure
 
 #: The most of each output stream an outcome carries in memory (the tail).
@@ -29,10 +31,6 @@ TAIL_BYTES = 64 * 1024
 #: Every stage's environment carries its run id under this name; executors may use it to find
 #: what a stage left behind.
 RUN_ID_ENV = "CODEX_ORCHESTRATOR_RUN_ID"
-
-#: A JSON-serialisable description of a running stage, meaningful only to its executor. It
-#: always has ``kind`` (the executor's name) and ``host`` (where the stage runs).
-Handle = Mapping[str, Any]
 
 
 class StageRequest(NamedTuple):

@@ -99,7 +99,7 @@ class LocalExecutor:
             self._groups.add(proc.pid)
             self._children.add(proc.pid)
             self._hurry_fd = cancellation.wakeup_fd(escalation=True)
-        handle: dict[str, object] = {
+        handle: Handle = {
             "kind": KIND,
             "host": self.host,
             "pid": proc.pid,

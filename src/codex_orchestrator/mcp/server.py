@@ -32,7 +32,12 @@ from codex_orchestrator import __version__
 from codex_orchestrator.commands.logs import fair_shares
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError, UsageError
 from codex_orchestrator.mcp.cli_bridge import CliError, CliRunner
-from codex_orchestrator.records.manifest import MANIFEST_NAME, parse_manifest, read_manifest_bytes
+from codex_orchestrator.records.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    parse_manifest,
+    read_manifest_bytes,
+)
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, RunStatus, run_exit_code
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.ids import validate_id
@@ -498,7 +503,7 @@ class _Resources:
         html: str = await anyio.to_thread.run_sync(render_run_report, run_dir, manifest)
         return html
 
-    def _read(self, run_id: str) -> tuple[bytes, Path, dict[str, Any]]:
+    def _read(self, run_id: str) -> tuple[bytes, Path, Manifest]:
         """The run's manifest bytes (read once), its directory and the checked manifest."""
         try:
             workspace = Workspace.from_env(

@@ -19,10 +19,10 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from codex_orchestrator.persistence.runs import TaskHistory, read_manifest
-from codex_orchestrator.persistence.task_state import RunRecord, TaskStateStore
+from codex_orchestrator.persistence.task_state import RunRecord, StateEntry, TaskStateStore
 from codex_orchestrator.records.driver import DriverLock
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES
 from codex_orchestrator.records.workspace import Settings, Workspace
@@ -214,17 +214,18 @@ def mark_pruned(
     """
     recorded, _ = history.recorded()
     archived: dict[str, dict[str, Any]] | None = None
-    entries = []
+    entries: list[StateEntry] = []
     for run in runs:
-        entry = recorded.get(run.run_id)
-        if entry is None:
+        found = recorded.get(run.run_id)
+        if found is None:
             archived = history.archived() if archived is None else archived
-            entry = archived.get(run.run_id) or _entry_from_manifest(workspace, run)
-        entries.append(entry)
+            found = archived.get(run.run_id)
+        # the history reader checked the entries it returns
+        entries.append(cast(StateEntry, found) if found else _entry_from_manifest(workspace, run))
     TaskStateStore.for_task(workspace, settings, task_id, warn).mark_pruned(entries)
 
 
-def _entry_from_manifest(workspace: Workspace, run: Candidate) -> dict[str, Any]:
+def _entry_from_manifest(workspace: Workspace, run: Candidate) -> StateEntry:
     """A state entry for a finished run whose snapshot never reached the history."""
     return RunRecord(
         run.task_id,

@@ -47,7 +47,7 @@ import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, NotRequired, TypedDict, cast
 
 from codex_orchestrator.persistence.locks import FileLock
 from codex_orchestrator.persistence.pending import PENDING_DIR_NAME
@@ -76,7 +76,23 @@ KEEP_RECENT = 1000
 ARCHIVE_BATCH = 250
 ENTRY_KEYS = ("taskId", "runId", "pipelineId", "status", "timestamp", "manifest")
 
-Entry = dict[str, Any]
+
+class StateEntry(TypedDict):
+    """One run in ``state.json`` (and the archive and pending snapshots), in written order."""
+
+    taskId: str
+    runId: str
+    pipelineId: str
+    status: str
+    timestamp: str
+    manifest: str
+    startedAt: NotRequired[str]
+    statusDetail: NotRequired[str]
+    durationSeconds: NotRequired[float]
+    pruned: NotRequired[bool]
+
+
+Entry = StateEntry
 
 _SEPARATOR = b",\n"
 _TRAILER = b"\n]}\n"
@@ -95,9 +111,9 @@ class RunRecord(NamedTuple):
     status_detail: str | None = None  # lets `runs` name the failed stage likewise
     duration_seconds: float | None = None  # and show the duration
 
-    def to_json(self) -> dict[str, str | float]:
+    def to_json(self) -> StateEntry:
         """The ``state.json`` entry of this run."""
-        entry: dict[str, str | float] = {
+        entry: StateEntry = {
             "taskId": self.task_id,
             "runId": self.run_id,
             "pipelineId": self.pipeline_id,
@@ -483,13 +499,13 @@ class _History:
         """Mark the entries of ``runs`` pruned (adding ``runs``' own entry for a run not
         listed); True when the history changed."""
         position = {_run_id(entry): index for index, entry in enumerate(self.runs)}
-        unlisted = [{**entry, "pruned": True} for entry in runs if _run_id(entry) not in position]
+        unlisted = [_pruned(entry) for entry in runs if _run_id(entry) not in position]
         changed = bool(unlisted)
         for entry in runs:
             index = position.get(_run_id(entry))
             if index is not None and self.runs[index].get("pruned") is not True:
                 self._lines.pop(_run_id(entry), None)
-                self.runs[index] = {**self.runs[index], "pruned": True}
+                self.runs[index] = _pruned(self.runs[index])
                 changed = True
         if unlisted:
             self.runs = sorted([*self.runs, *unlisted], key=_timestamp)
@@ -548,11 +564,17 @@ def _is_entry(value: Any) -> bool:
 
 
 def _run_id(entry: Entry) -> str:
-    return cast(str, entry["runId"])
+    return entry["runId"]
 
 
 def _timestamp(entry: Entry) -> str:
-    return cast(str, entry["timestamp"])
+    return entry["timestamp"]
+
+
+def _pruned(entry: Entry) -> Entry:
+    marked = entry.copy()
+    marked["pruned"] = True
+    return marked
 
 
 def _encode(value: Any) -> bytes:

@@ -30,7 +30,7 @@ from typing import Any
 from codex_orchestrator.errors import LockTimeoutError
 from codex_orchestrator.executors.base import Cancellation
 from codex_orchestrator.persistence.locks import FileLock
-from codex_orchestrator.records.manifest import MANIFEST_NAME, load_manifest
+from codex_orchestrator.records.manifest import MANIFEST_NAME, CancelEvent, Manifest, load_manifest
 from codex_orchestrator.records.statuses import CANCELLED_DETAIL, TERMINAL_RUN_STATUSES, RunStatus
 from codex_orchestrator.util.clock import iso_utc
 from codex_orchestrator.util.jsonio import atomic_write_json
@@ -77,7 +77,7 @@ def read_requests(run_dir: Path) -> list[dict[str, Any]]:
     return [document] if isinstance(document, dict) else []
 
 
-def current_requests(run_dir: Path, data: dict[str, Any]) -> list[dict[str, Any]]:
+def current_requests(run_dir: Path, data: Manifest) -> list[dict[str, Any]]:
     """The requests made since the run's latest resume (older ones were for an earlier pass)."""
     resumes = data.get("resume_events") or []
     last = resumes[-1].get("timestamp") if resumes and isinstance(resumes[-1], dict) else None
@@ -105,9 +105,7 @@ def closing_requests(run_dir: Path) -> Iterator[None]:
         lock.release()  # a no-op when it was not taken
 
 
-def apply_requests(
-    run_dir: Path, data: dict[str, Any], status: str, detail: str | None
-) -> str | None:
+def apply_requests(run_dir: Path, data: Manifest, status: str, detail: str | None) -> str | None:
     """Close the run's requests (the file is removed): for a run ending ``cancelled``, record
     each current one as a ``cancel_events`` entry and return ``"cancelled"``; otherwise (or
     without a current request) return ``detail`` unchanged."""
@@ -121,12 +119,12 @@ def apply_requests(
     data["cancel_events"] = [
         *(events if isinstance(events, list) else []),
         *(
-            {
-                "timestamp": str(request.get("requested_at") or ""),
-                "actor": request.get("actor"),
-                "reason": request.get("reason"),
-                "recorded_at": recorded,
-            }
+            CancelEvent(
+                timestamp=str(request.get("requested_at") or ""),
+                actor=request.get("actor"),
+                reason=request.get("reason"),
+                recorded_at=recorded,
+            )
             for request in requests
         ),
     ]
@@ -138,14 +136,14 @@ class _Watched:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.runs: dict[Path, tuple[Cancellation, dict[str, Any]]] = {}
+        self.runs: dict[Path, tuple[Cancellation, Manifest]] = {}
 
 
 _watched = _Watched()
 
 
 @contextlib.contextmanager
-def watching(run_dir: Path, cancellation: Cancellation, data: dict[str, Any]) -> Iterator[None]:
+def watching(run_dir: Path, cancellation: Cancellation, data: Manifest) -> Iterator[None]:
     """Have `act_on_requests` cancel this run (``cancellation``) on a current request while the
     block runs; ``data`` is the run's manifest (for its latest resume). A request already
     pending (made before this process could be woken) is acted on at once."""

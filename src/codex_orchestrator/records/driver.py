@@ -18,7 +18,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypedDict
 
 from codex_orchestrator.errors import RunActiveError
 from codex_orchestrator.persistence.locks import unlock_and_close
@@ -145,7 +145,15 @@ def signal_driver(process: DriverProcess, signum: int) -> bool:
         os.close(fd)
 
 
-def driver_identity() -> dict[str, object]:
+class DriverIdentity(TypedDict):
+    """The manifest fields naming a run's driver process."""
+
+    host: str
+    orchestrator_pid: int
+    orchestrator_start_ticks: int | None
+
+
+def driver_identity() -> DriverIdentity:
     """The manifest fields that name this process as a run's driver (for older readers and
     for runs on hosts where the lock cannot be probed)."""
     pid = os.getpid()

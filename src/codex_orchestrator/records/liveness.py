@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -49,7 +50,7 @@ class DriverStatus(NamedTuple):
     describe: str = "no process"
 
 
-def driver_state(run_dir: Path, manifest: dict[str, Any]) -> DriverStatus:
+def driver_state(run_dir: Path, manifest: Mapping[str, Any]) -> DriverStatus:
     """Who drives the run in ``run_dir`` (see `DriverState`).
 
     The run's driver lock decides; a run recorded before driver locks existed is judged by its
@@ -92,7 +93,7 @@ class Liveness(NamedTuple):
         return not self.stale and not self.orchestrator_gone
 
 
-def stale_threshold(manifest: dict[str, Any]) -> float:
+def stale_threshold(manifest: Mapping[str, Any]) -> float:
     """The env variable's threshold, else the one recorded in the manifest, else the default."""
     for candidate in (os.environ.get(STALE_ENV), manifest.get("heartbeat_stale_after_seconds")):
         value = number_or_none(candidate)
@@ -101,7 +102,7 @@ def stale_threshold(manifest: dict[str, Any]) -> float:
     return Settings().heartbeat_stale_after_seconds
 
 
-def assess(run_dir: Path, manifest: dict[str, Any]) -> Liveness:
+def assess(run_dir: Path, manifest: Mapping[str, Any]) -> Liveness:
     """Assess an in-progress run's heartbeat and orchestrator process."""
     stamp, age = heartbeat_age(run_dir, manifest)
     threshold = stale_threshold(manifest)
@@ -111,7 +112,7 @@ def assess(run_dir: Path, manifest: dict[str, Any]) -> Liveness:
     return Liveness(stamp, age, threshold, stale, gone)
 
 
-def refuse_if_alive(run_dir: Path, manifest: dict[str, Any], fix: str) -> Liveness:
+def refuse_if_alive(run_dir: Path, manifest: Mapping[str, Any], fix: str) -> Liveness:
     """Raise `RunActiveError` (exit 2) when the unfinished run still looks alive; ``fix`` says
     what to do instead. Returns the assessment otherwise."""
     liveness = assess(run_dir, manifest)
@@ -126,7 +127,7 @@ def refuse_if_alive(run_dir: Path, manifest: dict[str, Any], fix: str) -> Livene
     return liveness
 
 
-def heartbeat_age(run_dir: Path, manifest: dict[str, Any]) -> tuple[str | None, float | None]:
+def heartbeat_age(run_dir: Path, manifest: Mapping[str, Any]) -> tuple[str | None, float | None]:
     """The last heartbeat (``.heartbeat``, else the manifest's ``heartbeat_at``) and its age."""
     stamp: str | None = None
     try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -88,8 +88,8 @@ class StageFiles:
 
 def stage_sources(
     run_dir: Path,
-    manifest: dict[str, Any],
-    entry: dict[str, Any],
+    manifest: Mapping[str, Any],
+    entry: Mapping[str, Any],
     streams: tuple[str, ...],
     files: StageFiles,
 ) -> list[LogSource]:

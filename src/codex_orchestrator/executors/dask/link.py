@@ -409,7 +409,7 @@ class Follower:
         self.meta = bytearray()
         self.outbox = bytearray()
         self.host = ""
-        self.handle: dict[str, Any] | None = None
+        self.handle: Handle | None = None
         self.started_at = time.time()
         self.started = time.monotonic()
         self.last_frame = self.last_sent = self.started
@@ -624,7 +624,7 @@ class Follower:
             self.link.sock.shutdown(socket.SHUT_RDWR)  # a supervisor still there ends the stage
         where = f"on {self.host}" if self.host else f"of worker {self.link.worker}"
         why = self.broken or "it vanished without an exit report"
-        handle = self.handle or {}
+        handle: Mapping[str, Any] = self.handle or {}
         found = self.remote.reap_remote(
             self.link.worker,
             self.host,
@@ -667,12 +667,13 @@ class Follower:
         """Record in the stage's handle what is known of its processes' end."""
         if self.handle is None:
             return
-        update: dict[str, Any] = {"remote_end": end}
+        handle = self.handle.copy()
+        handle["remote_end"] = end
         if ends_by is not None:
-            update["remote_ends_by"] = time.strftime(
+            handle["remote_ends_by"] = time.strftime(
                 "%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(ends_by))
             )
-        self.handle = {**self.handle, **update}
+        self.handle = handle
         self.on_handle(self.handle)
 
 
