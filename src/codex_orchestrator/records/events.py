@@ -73,7 +73,8 @@ def read_events(path: Path, event: str) -> list[Event]:
         data = read_regular(path, EVENTS_READ_LIMIT, follow_links=False)
     except (FileNotFoundError, UnreadableFileError):
         return []
-    marker = f'"event": "{event}"'.encode()
+    # the writer's own encoding of the field, so that the quick filter matches what it wrote
+    marker = json_text({"event": event}, pretty=False)[1:-1].encode()
     found: list[Event] = []
     for line in data.splitlines():
         if marker not in line:
