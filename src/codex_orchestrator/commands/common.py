@@ -10,12 +10,8 @@ from typing import TYPE_CHECKING
 from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.pipelines.config import Config, load_config
 from codex_orchestrator.pipelines.model import Pipeline
-from codex_orchestrator.records.manifest import (
-    MANIFEST_NAME,
-    Manifest,
-    ManifestStore,
-    load_manifest,
-)
+from codex_orchestrator.records.manifest import Manifest, ManifestStore, load_manifest
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.console import Reporter, log_echo, note
 
@@ -79,7 +75,7 @@ def find_manifest(
 ) -> tuple[str, Path, Manifest]:
     """Locate a run by id (under any task unless ``task_id``) and load its manifest."""
     task, run_dir = workspace.require_run(run_id, task_id)
-    path = run_dir / MANIFEST_NAME
+    path = RunLayout(run_dir).manifest
     return task, run_dir, load_manifest(path, workspace.display(path))
 
 
@@ -91,13 +87,13 @@ def report_run(workspace: Workspace, reporter: Reporter, result: RunResult) -> i
         "status_detail": result.status_detail,
         "exit_code": result.exit_code,
         "artifact_root": workspace.display(result.run_dir),
-        "manifest": workspace.display(result.run_dir / MANIFEST_NAME),
-        "log_path": workspace.display(result.run_dir / "runner.ndjson"),
+        "manifest": workspace.display(RunLayout(result.run_dir).manifest),
+        "log_path": workspace.display(RunLayout(result.run_dir).events),
     }
     detail = f" ({result.status_detail})" if result.status_detail else ""
     lines = [f"run {result.run_id}: {result.status}{detail}"]
     if not reporter.json:
-        lines += _stage_lines(result.run_dir / MANIFEST_NAME)
+        lines += _stage_lines(RunLayout(result.run_dir).manifest)
     lines += [f"manifest: {document['manifest']}", f"log: {document['log_path']}"]
     text = "\n".join(lines)
     reporter.result(document, text)

@@ -21,12 +21,12 @@ from typing import Any, BinaryIO
 from codex_orchestrator.commands.invocation import require_run
 from codex_orchestrator.errors import UsageError
 from codex_orchestrator.records.manifest import (
-    MANIFEST_NAME,
     Manifest,
     StageEntry,
     load_child_manifest,
     load_manifest,
 )
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.stage_logs import (
     STREAMS,
     LogSource,
@@ -99,7 +99,7 @@ class LogView:
 
     def manifest(self) -> Manifest:
         """The run's manifest (exit 2 when it cannot be read)."""
-        path = self.run_dir / MANIFEST_NAME
+        path = RunLayout(self.run_dir).manifest
         return load_manifest(path, self.workspace.display(path))
 
     def check_stage(self, manifest: Manifest) -> None:
@@ -127,7 +127,7 @@ class LogView:
     ) -> Iterator[tuple[LogSource, bool]]:
         """Each log, and whether its stage had ended in the manifest read before it."""
         entries = manifest["commands"] if stage is None else _matching(manifest["commands"], stage)
-        files = StageFiles.listing(run_dir / "commands")
+        files = StageFiles.listing(RunLayout(run_dir).commands_dir)
         for entry in entries:
             child = entry.get("sub_run_id")
             if entry.get("kind") == "subpipeline" and isinstance(child, str):

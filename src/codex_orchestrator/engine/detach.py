@@ -22,7 +22,8 @@ from pathlib import Path
 
 from codex_orchestrator.executors.process import become_child_subreaper
 from codex_orchestrator.records.driver import DriverLock
-from codex_orchestrator.records.manifest import EVENTS_NAME, MANIFEST_NAME, ManifestStore
+from codex_orchestrator.records.manifest import ManifestStore
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.console import Reporter, note
 from codex_orchestrator.util.safefs import UnreadableFileError, open_no_follow, remove_file
@@ -73,8 +74,8 @@ def detach(
         "detached": True,
         "pid": pid,
         "artifact_root": workspace.display(run_dir),
-        "manifest": workspace.display(run_dir / MANIFEST_NAME),
-        "log_path": workspace.display(run_dir / EVENTS_NAME),
+        "manifest": workspace.display(RunLayout(run_dir).manifest),
+        "log_path": workspace.display(RunLayout(run_dir).events),
         "orchestrator_log": workspace.display(run_dir / LOG_NAME),
     }
     reporter.result(

@@ -24,7 +24,6 @@ from codex_orchestrator.records.cancel_request import watching
 from codex_orchestrator.records.driver import DriverLock
 from codex_orchestrator.records.events import EventLog
 from codex_orchestrator.records.manifest import (
-    EVENTS_NAME,
     MANIFEST_VERSION,
     RUNNER_NAME,
     Manifest,
@@ -33,6 +32,7 @@ from codex_orchestrator.records.manifest import (
     command_entry,
     write_resume_token,
 )
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.statuses import RunStatus, stage_detail
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.clock import iso_utc
@@ -81,8 +81,9 @@ def create_run(
     driver = DriverLock(run_dir)
     try:
         driver.acquire()
-        new_directory(run_dir / "commands")
-        new_directory(run_dir / "errors")
+        layout = RunLayout(run_dir)
+        new_directory(layout.commands_dir)
+        new_directory(layout.errors_dir)
         token = os.urandom(32).hex()
         write_resume_token(run_dir, token)
         store = ManifestStore(
@@ -138,7 +139,7 @@ def _first_manifest(
         "heartbeat_interval_seconds": ctx.settings.heartbeat_interval_seconds,
         "heartbeat_stale_after_seconds": ctx.settings.heartbeat_stale_after_seconds,
         "artifact_root": display(run_dir),
-        "log_path": display(run_dir / EVENTS_NAME),
+        "log_path": display(RunLayout(run_dir).events),
         "summary": None,
         "metrics_recorded": False,
         "resume_token": hash_token(token),
@@ -174,7 +175,9 @@ def execute(ctx: RunContext, store: ManifestStore, pipeline: Pipeline) -> RunRes
 def _execute(
     ctx: RunContext, store: ManifestStore, pipeline: Pipeline, *, close_executor: bool
 ) -> RunResult:
-    run = ActiveRun(store=store, pipeline=pipeline, events=EventLog(store.run_dir / EVENTS_NAME))
+    run = ActiveRun(
+        store=store, pipeline=pipeline, events=EventLog(RunLayout(store.run_dir).events)
+    )
     store.start_driving(ctx.executor.name, dict(ctx.executor.options))
     heartbeat = Heartbeat(
         store,

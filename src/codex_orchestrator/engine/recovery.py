@@ -21,13 +21,12 @@ from codex_orchestrator.pipelines.graph import NEEDS_FAILED
 from codex_orchestrator.records.driver import DriverLock
 from codex_orchestrator.records.events import read_events
 from codex_orchestrator.records.manifest import (
-    EVENTS_NAME,
-    MANIFEST_NAME,
     ManifestStore,
     ResumeEvent,
     StageEntry,
     load_manifest,
 )
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.statuses import (
     DONE_STAGE_STATUSES,
     DRIVER_LOST_DETAIL,
@@ -100,7 +99,7 @@ def recorded_handles(run_dir: Path, commands: list[StageEntry]) -> list[Handle]:
         handle = entry.get("handle")
         if isinstance(handle, dict):
             handles[entry["index"]] = handle
-    for event in read_events(run_dir / EVENTS_NAME, "stage_handle"):
+    for event in read_events(RunLayout(run_dir).events, "stage_handle"):
         if isinstance(event.get("handle"), dict):
             handles[event.get("index")] = event["handle"]
     return list(handles.values())
@@ -152,7 +151,7 @@ def settle_dead_run(
         note(f"warning: run {run_id} not settled ({error.strerror})")
         return None
     try:
-        manifest = load_manifest(run_dir / MANIFEST_NAME, recovery.workspace.display(run_dir))
+        manifest = load_manifest(RunLayout(run_dir).manifest, recovery.workspace.display(run_dir))
         if manifest["status"] in TERMINAL_RUN_STATUSES:
             return str(manifest["status"])
         store = ManifestStore(run_dir, manifest)

@@ -46,7 +46,7 @@ from codex_orchestrator.records.manifest import (
     StageEnding,
     StageEntry,
 )
-from codex_orchestrator.records.stage_logs import log_stem
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.statuses import (
     DONE_STAGE_STATUSES,
     RunStatus,
@@ -383,7 +383,7 @@ class Stages:
         payload = build_error_file(
             header, stage.command, failure.details, failure.stdout_tail, failure.stderr_tail
         )
-        path = run.run_dir / "errors" / f"{_log_stem(run, index, stage.id)}.json"
+        path = RunLayout(run.run_dir).error_file(index, stage.id, len(run.pipeline.stages))
         atomic_write_bytes(path, payload)
         return self.ctx.workspace.display(path)
 
@@ -441,10 +441,6 @@ def _stage_env(ctx: RunContext, run: ActiveRun, stage: CommandStage) -> dict[str
     }
 
 
-def _log_stem(run: ActiveRun, index: int, stage_id: str) -> str:
-    return log_stem(index, stage_id, len(run.pipeline.stages))
-
-
 def _attempt_logs(run: ActiveRun, index: int, stage_id: str) -> tuple[int, Path, Path]:
     """The next attempt number and its log paths, never those of an earlier attempt.
 
@@ -453,10 +449,9 @@ def _attempt_logs(run: ActiveRun, index: int, stage_id: str) -> tuple[int, Path,
     never truncated by another attempt.
     """
     attempt = run.store.attempts(index) + 1
+    layout, count = RunLayout(run.run_dir), len(run.pipeline.stages)
     while True:
-        stem = _log_stem(run, index, stage_id) + (f".attempt-{attempt}" if attempt > 1 else "")
-        stdout_path = run.run_dir / "commands" / f"{stem}.stdout.log"
-        stderr_path = run.run_dir / "commands" / f"{stem}.stderr.log"
+        stdout_path, stderr_path = layout.stage_logs(index, stage_id, count, attempt)
         if not (os.path.lexists(stdout_path) or os.path.lexists(stderr_path)):
             return attempt, stdout_path, stderr_path
         attempt += 1

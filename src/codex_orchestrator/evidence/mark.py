@@ -20,7 +20,8 @@ from codex_orchestrator.evidence.mirrors import (
     resolve_task,
 )
 from codex_orchestrator.evidence.taskindex import load_index
-from codex_orchestrator.records.manifest import MANIFEST_NAME, load_manifest
+from codex_orchestrator.records.manifest import load_manifest
+from codex_orchestrator.records.run_layout import MANIFEST_NAME
 from codex_orchestrator.records.statuses import RunStatus
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.ids import validate_id

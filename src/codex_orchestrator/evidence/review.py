@@ -21,14 +21,8 @@ from typing import Any
 
 from codex_orchestrator.errors import OutsideRootError, RunNotFoundError
 from codex_orchestrator.records.liveness import refuse_if_alive
-from codex_orchestrator.records.manifest import (
-    EVENTS_NAME,
-    MANIFEST_NAME,
-    RUN_SUMMARY_NAME,
-    Manifest,
-    StageEntry,
-    load_manifest,
-)
+from codex_orchestrator.records.manifest import Manifest, StageEntry, load_manifest
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.statuses import RunStatus, StageStatus
 from codex_orchestrator.records.workspace import Workspace, resolve_task_id
 from codex_orchestrator.util.clock import iso_utc
@@ -42,7 +36,6 @@ from codex_orchestrator.util.jsonio import (
 )
 from codex_orchestrator.util.safefs import ERROR_FILE_READ_LIMIT, resolve_within, scan_directory
 
-REVIEW_NAME = "review.md"
 TAIL_LINES = 30
 STAGE_EVIDENCE_KEYS = ("log_path", "stderr_log_path", "error_file")
 _BACKTICK_RUN = re.compile(r"`+")
@@ -97,14 +90,14 @@ def review(workspace: Workspace, run_dir: Path, *, quiet_stdout: bool) -> Review
 
     ``quiet_stdout`` sends codex's standard output to stderr (for one JSON document on stdout).
     """
-    manifest_path = run_dir / MANIFEST_NAME
+    manifest_path = RunLayout(run_dir).manifest
     manifest = load_manifest(manifest_path)
     if manifest.get("status") in (RunStatus.QUEUED, RunStatus.IN_PROGRESS):
         fix = f"review it once it has finished (codex-orchestrator status --watch {run_dir.name})"
         refuse_if_alive(run_dir, manifest, fix)
         note(f"warning: run {run_dir.name} never finished (stale); this reviews its state now")
     text = render_review(workspace, run_dir, manifest)
-    review_path = run_dir / REVIEW_NAME
+    review_path = RunLayout(run_dir).review
     atomic_write_bytes(review_path, encode_record(text))
     mode, exit_code = _launch_codex(workspace, manifest_path, quiet_stdout)
     record_review(
@@ -164,7 +157,7 @@ def render_review(workspace: Workspace, run_dir: Path, manifest: Manifest) -> st
         f"- Status: **{manifest.get('status')}**{detail}\n"
         f"- Pipeline: {pipeline}\n"
         f"- Started: {manifest.get('started_at')} · Completed: {manifest.get('completed_at')}\n"
-        f"- Manifest: `{workspace.display(run_dir / MANIFEST_NAME)}`",
+        f"- Manifest: `{workspace.display(RunLayout(run_dir).manifest)}`",
         "## Stages",
         "\n".join(_stage_line(command) for command in commands) or "(no stages)",
     ]
@@ -235,8 +228,9 @@ def _guardrail_line(summary: object) -> str:
 
 
 def _evidence(workspace: Workspace, run_dir: Path, commands: list[StageEntry]) -> list[str]:
-    lines = [f"- Manifest: `{workspace.display(run_dir / MANIFEST_NAME)}`"]
-    named = [("Run summary", run_dir / RUN_SUMMARY_NAME), ("Runner log", run_dir / EVENTS_NAME)]
+    layout = RunLayout(run_dir)
+    lines = [f"- Manifest: `{workspace.display(layout.manifest)}`"]
+    named = [("Run summary", layout.run_summary), ("Runner log", layout.events)]
     lines += [f"- {label}: `{workspace.display(path)}`" for label, path in named if path.exists()]
     for command in commands:
         paths = [path for key in STAGE_EVIDENCE_KEYS if (path := command.get(key))]

@@ -32,12 +32,8 @@ from codex_orchestrator import __version__
 from codex_orchestrator.commands.logs import fair_shares
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError, UsageError
 from codex_orchestrator.mcp.cli_bridge import CliError, CliRunner
-from codex_orchestrator.records.manifest import (
-    MANIFEST_NAME,
-    Manifest,
-    parse_manifest,
-    read_manifest_bytes,
-)
+from codex_orchestrator.records.manifest import Manifest, parse_manifest, read_manifest_bytes
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, RunStatus, run_exit_code
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.ids import validate_id
@@ -512,9 +508,9 @@ class _Resources:
             _, run_dir = workspace.require_run(_run_id(run_id))
         except OrchestratorError as error:
             raise ResourceNotFoundError(error.message) from None
-        shown = workspace.display(run_dir / MANIFEST_NAME)
+        shown = workspace.display(RunLayout(run_dir).manifest)
         try:
-            data = read_manifest_bytes(run_dir / MANIFEST_NAME, shown)
+            data = read_manifest_bytes(RunLayout(run_dir).manifest, shown)
             return data, run_dir, parse_manifest(data, shown)
         except OrchestratorError as error:
             raise ResourceError(error.message) from None

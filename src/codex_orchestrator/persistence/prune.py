@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, cast
 from codex_orchestrator.persistence.runs import TaskHistory, read_manifest
 from codex_orchestrator.persistence.task_state import RunRecord, StateEntry, TaskStateStore
 from codex_orchestrator.records.driver import DriverLock
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES
 from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.clock import parse_iso_utc
@@ -233,7 +234,7 @@ def _entry_from_manifest(workspace: Workspace, run: Candidate) -> StateEntry:
         run.pipeline_id,
         run.status,
         run.completed_at or "",
-        workspace.display(run.run_dir / "manifest.json"),
+        workspace.display(RunLayout(run.run_dir).manifest),
     ).to_json()
 
 

@@ -24,7 +24,8 @@ from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from codex_orchestrator.records.manifest import HEARTBEAT_NAME, MANIFEST_NAME, manifest_problem
+from codex_orchestrator.records.manifest import manifest_problem
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.statuses import RunStatus
 from codex_orchestrator.util.clock import parse_iso_utc
 from codex_orchestrator.util.ids import RUN_ID_PATTERN, is_valid_id
@@ -136,7 +137,7 @@ def read_manifest(run_dir: Path) -> dict[str, Any] | None:
     """A run's manifest, or None when missing, unreadable or not a valid manifest."""
     try:
         data = json.loads(
-            read_regular(run_dir / MANIFEST_NAME, MANIFEST_SIZE_LIMIT, follow_links=False)
+            read_regular(RunLayout(run_dir).manifest, MANIFEST_SIZE_LIMIT, follow_links=False)
         )
     except (OSError, UnreadableFileError, ValueError, RecursionError):
         return None
@@ -260,7 +261,7 @@ class TaskHistory:
     def _resumed_since(self, run_id: str, entry: dict[str, Any]) -> bool:
         """True when a failed or cancelled run's heartbeat ticked after it was recorded."""
         try:
-            beat = os.lstat(self.run_dir(run_id) / HEARTBEAT_NAME).st_mtime
+            beat = os.lstat(RunLayout(self.run_dir(run_id)).heartbeat).st_mtime
         except OSError:
             return False
         recorded = parse_iso_utc(entry["timestamp"])
@@ -298,7 +299,7 @@ class TaskHistory:
             failed_stage=_first_failed(manifest),
             stale=unfinished and (liveness.stale or liveness.orchestrator_gone),
             pruned=False,
-            manifest=self._display(run_dir / MANIFEST_NAME),
+            manifest=self._display(RunLayout(run_dir).manifest),
         )
 
     def _state_runs(self) -> list[dict[str, Any]]:

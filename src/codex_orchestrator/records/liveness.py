@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from codex_orchestrator.errors import RunActiveError
-from codex_orchestrator.records.driver import DRIVER_LOCK_NAME, DriverProcess, run_driver
-from codex_orchestrator.records.manifest import HEARTBEAT_NAME
+from codex_orchestrator.records.driver import DriverProcess, run_driver
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, RunStatus
 from codex_orchestrator.records.workspace import Settings
 from codex_orchestrator.util.clock import parse_iso_utc
@@ -64,7 +64,7 @@ def driver_state(run_dir: Path, manifest: Mapping[str, Any]) -> DriverStatus:
         if driver.host not in (None, host_name()):
             return DriverStatus(DriverState.ELSEWHERE, None, driver.describe())
         return DriverStatus(DriverState.UNVERIFIED, None, driver.describe())
-    if os.path.lexists(run_dir / DRIVER_LOCK_NAME):
+    if os.path.lexists(RunLayout(run_dir).driver_lock):
         return DriverStatus(DriverState.GONE)
     host = manifest.get("host")
     if host not in (None, host_name()):
@@ -131,7 +131,7 @@ def heartbeat_age(run_dir: Path, manifest: Mapping[str, Any]) -> tuple[str | Non
     """The last heartbeat (``.heartbeat``, else the manifest's ``heartbeat_at``) and its age."""
     stamp: str | None = None
     try:
-        raw = read_regular(run_dir / HEARTBEAT_NAME, SMALL_FILE_LIMIT, follow_links=False)
+        raw = read_regular(RunLayout(run_dir).heartbeat, SMALL_FILE_LIMIT, follow_links=False)
         stamp = raw.decode("utf-8").strip() or None
     except (OSError, UnicodeDecodeError):
         stamp = None

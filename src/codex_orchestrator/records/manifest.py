@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NotRequired, Required, TypedDict, cast
 
 from codex_orchestrator.errors import CorruptManifestError, RunNotFoundError
 from codex_orchestrator.records.driver import DriverLock, driver_identity
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.statuses import RunStatus, StageStatus
 from codex_orchestrator.util.clock import iso_utc
 from codex_orchestrator.util.console import note
@@ -28,11 +29,6 @@ if TYPE_CHECKING:
     from codex_orchestrator.records.workspace import Workspace
 
 MANIFEST_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-HEARTBEAT_NAME = ".heartbeat"
-RESUME_TOKEN_NAME = ".resume-token"
-EVENTS_NAME = "runner.ndjson"
-RUN_SUMMARY_NAME = "run-summary.json"
 RUNNER_NAME = "codex-orchestrator"
 #: The most of a run's time that deferred (stage-transition) manifest writes may take.
 WRITE_SHARE = 0.1
@@ -309,7 +305,7 @@ def load_child_manifest(
     if found is None:
         return None
     try:
-        return found[1], load_manifest(found[1] / MANIFEST_NAME)
+        return found[1], load_manifest(RunLayout(found[1]).manifest)
     except RunNotFoundError:
         return None
     except Exception:  # an unreadable child must not stop what the caller does with the parent
@@ -354,8 +350,8 @@ class ManifestStore:
 
     def __init__(self, run_dir: Path, data: Manifest) -> None:
         self.run_dir = run_dir
-        self.path = run_dir / MANIFEST_NAME
-        self.heartbeat_path = run_dir / HEARTBEAT_NAME
+        self.path = RunLayout(run_dir).manifest
+        self.heartbeat_path = RunLayout(run_dir).heartbeat
         self.data = data
         self.lock = threading.RLock()
         self.last_write = 0.0
@@ -607,7 +603,7 @@ def _scalar(value: object) -> bool:
 
 def write_resume_token(run_dir: Path, token: str) -> None:
     """Write the only copy of the resume token, readable by its owner only (mode 0600)."""
-    path = run_dir / RESUME_TOKEN_NAME
+    path = RunLayout(run_dir).resume_token
     fd = open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, (token + "\n").encode("ascii"))
@@ -617,6 +613,6 @@ def write_resume_token(run_dir: Path, token: str) -> None:
 
 def write_run_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
     """Write ``run-summary.json`` durably and return its path."""
-    path = run_dir / RUN_SUMMARY_NAME
+    path = RunLayout(run_dir).run_summary
     atomic_write_json(path, summary, durable=True)
     return path

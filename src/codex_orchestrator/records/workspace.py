@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from codex_orchestrator.errors import ConfigError, OutsideRootError, RunNotFoundError
+from codex_orchestrator.records.run_layout import RUN_SUBDIRS
 from codex_orchestrator.util.ids import validate_id
 from codex_orchestrator.util.numeric import parse_number
 from codex_orchestrator.util.safefs import resolve_within
@@ -19,7 +20,6 @@ TASK_ENV = "MCP_RUNNER_TASK_ID"
 DEFAULT_TASK = "default"
 RUNS_ENV = "CODEX_ORCHESTRATOR_RUNS_DIR"
 OUT_ENV = "CODEX_ORCHESTRATOR_OUT_DIR"
-RUN_SUBDIRS = ("commands", "errors")
 _RECORD_FIX = "remove the link (a record may only land inside its root)"
 
 

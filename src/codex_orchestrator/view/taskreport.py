@@ -12,6 +12,7 @@ from typing import Any
 
 from codex_orchestrator.errors import RunNotFoundError
 from codex_orchestrator.persistence.task_state import TaskStateStore
+from codex_orchestrator.records.run_layout import REPORT_NAME, RunLayout
 from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.console import note
 from codex_orchestrator.util.ids import is_valid_id
@@ -23,7 +24,6 @@ from codex_orchestrator.util.safefs import (
     real_directory,
 )
 from codex_orchestrator.view.page import document, esc, link, status_span, table
-from codex_orchestrator.view.report import REPORT_NAME
 
 
 def _archived(path: Path) -> list[dict[str, Any]]:
@@ -69,7 +69,7 @@ def write_task_report(workspace: Workspace, settings: Settings, task_id: str) ->
     for entry in runs:
         run_id = str(entry["runId"])
         run_dir = task_dir / "cli" / run_id
-        if (run_dir / REPORT_NAME).is_file():
+        if RunLayout(run_dir).report.is_file():
             target = link(f"cli/{run_id}/{REPORT_NAME}", run_id)
         elif run_dir.is_dir():
             target = (
@@ -84,6 +84,6 @@ def write_task_report(workspace: Workspace, settings: Settings, task_id: str) ->
         f"<h1>Task {esc(task_id)}</h1><p>{len(runs)} runs recorded in the task's history, newest first.</p>"
         + table(("run", "pipeline", "status", "completed"), rows)
     )
-    path = real_directory(task_dir) / REPORT_NAME
+    path = real_directory(task_dir) / REPORT_NAME  # the task's report, beside its runs'
     atomic_write_bytes(path, encode_record(document(f"Task {task_id}", body)))
     return path
