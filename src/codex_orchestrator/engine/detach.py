@@ -28,8 +28,6 @@ from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.console import Reporter, note
 from codex_orchestrator.util.safefs import UnreadableFileError, open_no_follow, remove_file
 
-LOG_NAME = "orchestrator.log"
-
 
 def detach(
     workspace: Workspace,
@@ -45,7 +43,7 @@ def detach(
     """
     run_dir, run_id, status = store.run_dir, str(store.data["run_id"]), str(store.data["status"])
     driver: DriverLock | None = store.driver
-    log_fd = _open_log(run_dir / LOG_NAME)
+    log_fd = _open_log(RunLayout(run_dir).orchestrator_log)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -76,7 +74,7 @@ def detach(
         "artifact_root": workspace.display(run_dir),
         "manifest": workspace.display(RunLayout(run_dir).manifest),
         "log_path": workspace.display(RunLayout(run_dir).events),
-        "orchestrator_log": workspace.display(run_dir / LOG_NAME),
+        "orchestrator_log": workspace.display(RunLayout(run_dir).orchestrator_log),
     }
     reporter.result(
         document,

@@ -19,10 +19,11 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 from codex_orchestrator.persistence.runs import TaskHistory, read_manifest
-from codex_orchestrator.persistence.task_state import RunRecord, StateEntry, TaskStateStore
+from codex_orchestrator.persistence.state_format import StateEntry
+from codex_orchestrator.persistence.task_state import RunRecord, TaskStateStore
 from codex_orchestrator.records.driver import DriverLock
 from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES
@@ -214,15 +215,14 @@ def mark_pruned(
     Raises `LockTimeoutError` when the lock bound is spent (nothing is marked).
     """
     recorded, _ = history.recorded()
-    archived: dict[str, dict[str, Any]] | None = None
+    archived: dict[str, StateEntry] | None = None
     entries: list[StateEntry] = []
     for run in runs:
         found = recorded.get(run.run_id)
         if found is None:
             archived = history.archived() if archived is None else archived
             found = archived.get(run.run_id)
-        # the history reader checked the entries it returns
-        entries.append(cast(StateEntry, found) if found else _entry_from_manifest(workspace, run))
+        entries.append(found or _entry_from_manifest(workspace, run))
     TaskStateStore.for_task(workspace, settings, task_id, warn).mark_pruned(entries)
 
 

@@ -37,6 +37,7 @@ from codex_orchestrator.pipelines.model import (
 from codex_orchestrator.records.workspace import BOOLEAN_SETTINGS, SETTING_NAMES, check_setting
 from codex_orchestrator.util.ids import ID_RULE, is_valid_id
 from codex_orchestrator.util.jsonio import child_path as _child
+from codex_orchestrator.util.jsonio import json_type as _json_type
 from codex_orchestrator.util.jsonio import loads_checked
 from codex_orchestrator.util.safefs import CONFIG_SIZE_LIMIT, read_regular
 
@@ -53,6 +54,8 @@ __all__ = [
 
 MAX_TIMEOUT_SECONDS = 7 * 86400
 MAX_RETRIES = 10
+#: The longest wait before a retry, whatever ``retryDelaySeconds`` and the attempt number: the
+#: config refuses a longer first delay and the stage loop caps the doubled ones at it.
 MAX_RETRY_DELAY_SECONDS = 60.0
 MAX_PARALLEL_LIMIT = 1024
 MIRROR_PLACEHOLDER = "{task}"
@@ -124,6 +127,8 @@ STAGE_KEYS: Mapping[str, frozenset[str]] = {
 _ALL_STAGE_KEYS = frozenset().union(*STAGE_KEYS.values())
 #: Names of the orchestrator's environment variables a remote stage receives as they are.
 PASS_ENV_SETTING = "dask_pass_env"
+#: The files of a TLS link to a Dask scheduler: CA, certificate, key (all or none).
+TLS_SETTINGS = ("dask_tls_ca_file", "dask_tls_cert", "dask_tls_key")
 #: Settings that choose the executor (docs/executors.md): strings (and `PASS_ENV_SETTING`, a
 #: list of names), unlike the numeric tunables.
 EXECUTOR_SETTINGS = frozenset(
@@ -131,9 +136,7 @@ EXECUTOR_SETTINGS = frozenset(
         "executor",
         "dask_scheduler",
         "worker_root",
-        "dask_tls_ca_file",
-        "dask_tls_cert",
-        "dask_tls_key",
+        *TLS_SETTINGS,
         PASS_ENV_SETTING,
     }
 )
@@ -186,18 +189,6 @@ def _with_builtins(configured: Mapping[str, Pipeline], root: Path) -> Pipelines:
 
 def _fail(path: str, problem: str, fix: str) -> NoReturn:
     raise ConfigError(f"{CONFIG_FILE}: {path}: {problem}; {fix}")
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
 
 
 def _suggest(key: str, candidates: frozenset[str]) -> str:

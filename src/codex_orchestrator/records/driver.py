@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import NamedTuple, TypedDict
 
 from codex_orchestrator.errors import RunActiveError
-from codex_orchestrator.persistence.locks import unlock_and_close
 from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.util.clock import iso_utc
+from codex_orchestrator.util.locks import unlock_and_close
 from codex_orchestrator.util.procfs import (
     checked_pid,
     exclusive_flock_pids,

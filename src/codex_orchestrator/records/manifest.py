@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 MANIFEST_VERSION = 1
 RUNNER_NAME = "codex-orchestrator"
+#: How many levels of child runs (``child_runs``, ``sub_run_id``) a reader follows below a run:
+#: cancel, logs, the report and JUnit alike. Sub-pipelines cannot form a cycle, so only a
+#: tampered manifest can link deeper; the bound keeps such a loop finite.
+MAX_CHILD_DEPTH = 16
 #: The most of a run's time that deferred (stage-transition) manifest writes may take.
 WRITE_SHARE = 0.1
 #: The manifest fields that say what a run is and how it ended (status and run-summary reports).
@@ -60,7 +64,7 @@ class Handle(TypedDict, total=False):
     worker: str
     scheduler: str
     worker_pid: int
-    start_ticks: int
+    start_ticks: int  # pid_start_ticks, as Dask handles of earlier runs named it (still read)
     stage_mark: str
     remote_end: str
     remote_ends_by: str
@@ -522,13 +526,13 @@ class ManifestStore:
         """How many attempts stage ``index`` has recorded."""
         return int(self.command(index).get("attempts") or 0)
 
-    def record_handle(self, index: int, handle: Handle) -> None:
+    def record_handle(self, index: int, handle: Mapping[str, Any]) -> None:
         """Store the executor's handle; its scalar fields are also copied onto the entry (for
         a local stage: ``host``, ``pid``, ``pgid``, ``pid_start_ticks``, ``env_marker``), where
         readers of earlier records look for them."""
         with self.lock:
             entry = self.command(index)
-            entry["handle"] = handle.copy()
+            entry["handle"] = cast(Handle, dict(handle))  # executors name its fields
             fields = cast(dict[str, Any], entry)  # a handle's fields are the executor's to name
             for key, value in handle.items():
                 if key != "kind" and key not in HANDLE_RESERVED_FIELDS and _scalar(value):

@@ -9,6 +9,7 @@
 <run>/.driver.lock                           the driver's lock (records/driver)
 <run>/cancel-request.json, .cancel.lock      cancel requests and their lock
 <run>/review.md, report.html                 written by ``review`` and the report
+<run>/orchestrator.log                       a detached driver's own output
 <run>/commands/NN-<id>[.attempt-N].stdout.log (and .stderr.log)   a stage's output
 <run>/errors/NN-<id>.json                    a failed stage's error file
 ```
@@ -33,6 +34,7 @@ REQUEST_NAME = "cancel-request.json"
 REQUEST_LOCK_NAME = ".cancel.lock"
 REVIEW_NAME = "review.md"
 REPORT_NAME = "report.html"
+ORCHESTRATOR_LOG_NAME = "orchestrator.log"
 COMMANDS_DIR_NAME = "commands"
 ERRORS_DIR_NAME = "errors"
 #: The run's folders that later writers (``resume``) write into.
@@ -125,6 +127,11 @@ class RunLayout(NamedTuple):
     def report(self) -> Path:
         """``report.html``."""
         return self.run_dir / REPORT_NAME
+
+    @property
+    def orchestrator_log(self) -> Path:
+        """``orchestrator.log``."""
+        return self.run_dir / ORCHESTRATOR_LOG_NAME
 
     @property
     def commands_dir(self) -> Path:

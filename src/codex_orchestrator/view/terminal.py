@@ -18,9 +18,6 @@ from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.records.manifest import ManifestStore, load_manifest
 from codex_orchestrator.records.run_layout import RunLayout
 
-#: Returns the manifest to draw now (None: nothing to draw yet); called from the view's thread.
-Snapshot = Callable[[], Mapping[str, Any] | None]
-
 
 def live_view_wanted(json_output: bool) -> bool:
     """True when the live view should draw on stderr."""
@@ -73,7 +70,11 @@ def show_manifest(json_output: bool, run_dir: Path) -> Iterator[object | None]:
 
 
 @contextlib.contextmanager
-def _open(json_output: bool, snapshot: Snapshot, run_dir: Path) -> Iterator[object | None]:
+def _open(
+    json_output: bool, snapshot: Callable[[], Mapping[str, Any] | None], run_dir: Path
+) -> Iterator[object | None]:
+    # `snapshot` is a `view.rows.Snapshot`, spelled out: importing `view.rows` here would load
+    # the rows and log readers even when the view stays off.
     if not live_view_wanted(json_output):
         yield None
         return
