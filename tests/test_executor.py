@@ -8,75 +8,18 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from codex_orchestrator.commands.common import load, run_context
 from codex_orchestrator.engine.lifecycle import create_run, execute
 from codex_orchestrator.engine.recovery import prepare_resume
-from codex_orchestrator.executors.base import Cancellation, Handle, StageOutcome, StageRequest
+from codex_orchestrator.executors.base import Cancellation, StageOutcome, StageRequest
 from codex_orchestrator.executors.local import LocalExecutor
 from codex_orchestrator.executors.process import group_alive
 from codex_orchestrator.records.manifest import ManifestStore, load_manifest
-from codex_orchestrator.records.workspace import Workspace
-from codex_orchestrator.util.console import Reporter
 from conftest import Repo
-
-
-class FakeExecutor:
-    """An in-process executor: a stage "prints" its command and exits with the number after
-    ``exit`` in it; nothing is spawned."""
-
-    name = "fake"
-
-    def __init__(self) -> None:
-        self.options: dict[str, str] = {}
-        self.ran: list[str] = []
-        self.reaped: list[dict[str, Any]] = []
-        self.closed = 0
-
-    def run(
-        self,
-        request: StageRequest,
-        cancellation: Cancellation,
-        on_handle: Callable[[Handle], None],
-    ) -> StageOutcome:
-        on_handle({"kind": "fake", "host": "fake-host", "ticket": len(self.ran)})
-        self.ran.append(request.stage_id)
-        output = f"ran {request.stage_id}\n".encode()
-        request.stdout_path.write_bytes(output)
-        request.stderr_path.write_bytes(b"")
-        words = request.command.split()
-        code = int(words[words.index("exit") + 1]) if "exit" in words else 0
-        return StageOutcome(
-            exit_code=code,
-            started_at=time.time(),
-            duration_seconds=0.0,
-            timed_out=False,
-            cancelled=False,
-            killed=False,
-            lost=False,
-            stdout_tail=output,
-            stderr_tail=b"",
-            stdout_bytes=len(output),
-            stderr_bytes=0,
-            host="fake-host",
-        )
-
-    def reap(self, handle: Handle, grace_seconds: float) -> bool:
-        self.reaped.append(dict(handle))
-        return False
-
-    def close(self) -> None:
-        self.closed += 1
-
-
-def _context(repo: Repo, executor: FakeExecutor) -> Any:
-    workspace = Workspace.from_env({"CODEX_ORCHESTRATOR_ROOT": str(repo.root)})
-    config, settings = load(workspace)
-    ctx = run_context(workspace, config, settings, "default", Reporter("json"))
-    return ctx._replace(executor=executor), config
+from helpers.fake_executor import FakeExecutor, fake_context
 
 
 def test_a_second_executor_runs_a_pipeline_and_is_asked_to_reap_on_resume(repo: Repo) -> None:
@@ -86,7 +29,7 @@ def test_a_second_executor_runs_a_pipeline_and_is_asked_to_reap_on_resume(repo: 
         {"id": "three", "command": "never reached"},
     )
     executor = FakeExecutor()
-    ctx, config = _context(repo, executor)
+    ctx, config = fake_context(repo, executor)
     pipeline = config.resolve_pipeline(None)
     store = create_run(ctx, pipeline, None, None)
     result = execute(ctx, store, pipeline)
@@ -111,7 +54,7 @@ def test_a_second_executor_runs_a_pipeline_and_is_asked_to_reap_on_resume(repo: 
         {"id": "two", "command": "check"},
         {"id": "three", "command": "finish"},
     )
-    ctx, config = _context(repo, executor)
+    ctx, config = fake_context(repo, executor)
     store = ManifestStore(store.run_dir, load_manifest(store.path))
     prepare_resume(ctx, store, config.resolve_pipeline(None), "tester", "fixed")
     assert [handle["ticket"] for handle in executor.reaped] == [0, 1]

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from codex_orchestrator.records.cancel_request import REQUEST_NAME as CANCEL_REQUEST
+from codex_orchestrator.records.run_layout import REQUEST_NAME as CANCEL_REQUEST
 from conftest import Repo
 from helpers.mcp_client import (
     MARKER,

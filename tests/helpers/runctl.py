@@ -56,6 +56,18 @@ def try_manifest(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def handle_recorded(run_dir: Path, index: int) -> bool:
+    """Stage ``index``'s handle is in the run's event log (where resume and cancel find it)."""
+    try:
+        lines = (run_dir / "runner.ndjson").read_text().splitlines()
+    except OSError:
+        return False
+    return any(
+        '"stage_handle"' in line and line.endswith("}") and json.loads(line)["index"] == index
+        for line in lines
+    )
+
+
 def state_entries(repo: Repo, task: str) -> dict[str, dict[str, Any]]:
     """``state.json`` entries of ``task`` by run id."""
     document = json.loads((repo.root / "out" / task / "state.json").read_text())

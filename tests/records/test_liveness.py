@@ -12,7 +12,7 @@ import pytest
 
 from codex_orchestrator.errors import RunActiveError
 from codex_orchestrator.records.liveness import DriverState, assess, refuse_if_alive
-from codex_orchestrator.records.manifest import HEARTBEAT_NAME
+from codex_orchestrator.records.run_layout import HEARTBEAT_NAME
 from codex_orchestrator.util.clock import iso_utc
 from codex_orchestrator.util.procfs import host_name, process_start_ticks
 

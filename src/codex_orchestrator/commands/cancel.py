@@ -23,15 +23,16 @@ from codex_orchestrator.commands.invocation import default_actor, settings_or_de
 from codex_orchestrator.engine.signals import WAKE_SIGNAL
 from codex_orchestrator.errors import EXIT_FAILED, EXIT_OK
 from codex_orchestrator.persistence.runs import read_manifest
-from codex_orchestrator.records.cancel_request import REQUEST_NAME, record_request
+from codex_orchestrator.records.cancel_request import record_request
 from codex_orchestrator.records.driver import DriverProcess, signal_driver
 from codex_orchestrator.records.liveness import DriverState, driver_state
 from codex_orchestrator.records.manifest import (
-    MANIFEST_NAME,
     MAX_CHILD_DEPTH,
+    Manifest,
     load_child_manifest,
     load_manifest,
 )
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.runref import resolve_run
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, RunStatus
 from codex_orchestrator.records.workspace import Settings, Workspace
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     ):
         document["action"] = "already-ended"
         return _report(workspace, reporter, run_dir, document, ended)
-    document["request"] = workspace.display(run_dir / REQUEST_NAME)
+    document["request"] = workspace.display(RunLayout(run_dir).cancel_request)
     drivers: dict[int, DriverProcess] = {}
     document["children"] = _request_children(
         workspace, task_id, manifest, actor, args.reason, drivers, 0
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
 def _request_children(
     workspace: Workspace,
     task_id: str,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     actor: str,
     reason: str | None,
     drivers: dict[int, DriverProcess],
@@ -163,7 +164,7 @@ def _report(
         status=manifest["status"],
         status_detail=manifest.get("status_detail"),
         ended=manifest["status"] in TERMINAL_RUN_STATUSES,
-        manifest=workspace.display(run_dir / MANIFEST_NAME),
+        manifest=workspace.display(RunLayout(run_dir).manifest),
     )
     if document["action"] == "already-ended":
         message = message.format(status=manifest["status"])
@@ -180,6 +181,6 @@ def _report(
     return EXIT_OK
 
 
-def _manifest(workspace: Workspace, run_dir: Path) -> dict[str, Any]:
-    path = run_dir / MANIFEST_NAME
+def _manifest(workspace: Workspace, run_dir: Path) -> Manifest:
+    path = RunLayout(run_dir).manifest
     return load_manifest(path, workspace.display(path))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from codex_orchestrator.errors import OrchestratorError, UsageError
 from codex_orchestrator.pipelines.config import Config, load_config
 from codex_orchestrator.pipelines.graph import selected_stages
 from codex_orchestrator.pipelines.model import Pipeline
-from codex_orchestrator.records.manifest import MANIFEST_NAME, ManifestStore, load_manifest
+from codex_orchestrator.records.manifest import Manifest, ManifestStore, load_manifest
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.runref import ResolvedRun, resolve_run
 from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.console import Reporter, note, write_stderr
@@ -99,10 +100,10 @@ def only_stages(pipeline: Pipeline, given: list[str] | None) -> tuple[str, ...]:
 
 def find_manifest(
     workspace: Workspace, reference: str, task_id: str | None
-) -> tuple[ResolvedRun, dict[str, Any]]:
+) -> tuple[ResolvedRun, Manifest]:
     """Resolve a run reference (under any task unless ``task_id``) and load its manifest."""
     found = resolve_run(workspace, reference, task_id)
-    path = found.run_dir / MANIFEST_NAME
+    path = RunLayout(found.run_dir).manifest
     return found, load_manifest(path, workspace.display(path))
 
 
@@ -114,8 +115,8 @@ def report_run(workspace: Workspace, reporter: Reporter, result: RunResult) -> i
         "status_detail": result.status_detail,
         "exit_code": result.exit_code,
         "artifact_root": workspace.display(result.run_dir),
-        "manifest": workspace.display(result.run_dir / MANIFEST_NAME),
-        "log_path": workspace.display(result.run_dir / "runner.ndjson"),
+        "manifest": workspace.display(RunLayout(result.run_dir).manifest),
+        "log_path": workspace.display(RunLayout(result.run_dir).events),
     }
     from codex_orchestrator.view.ci_output import inert_on_github
     from codex_orchestrator.view.run_end import end_lines, failure_lines
@@ -136,9 +137,9 @@ def report_run(workspace: Workspace, reporter: Reporter, result: RunResult) -> i
     return result.exit_code
 
 
-def _final_manifest(run_dir: Path) -> dict[str, Any] | None:
+def _final_manifest(run_dir: Path) -> Manifest | None:
     try:
-        return load_manifest(run_dir / MANIFEST_NAME)
+        return load_manifest(RunLayout(run_dir).manifest)
     except OrchestratorError:
         return None
 

@@ -20,11 +20,13 @@ from typing import Any, BinaryIO
 
 from codex_orchestrator.errors import RunNotFoundError, UsageError
 from codex_orchestrator.records.manifest import (
-    MANIFEST_NAME,
     MAX_CHILD_DEPTH,
+    Manifest,
+    StageEntry,
     load_child_manifest,
     load_manifest,
 )
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.runref import LAST, resolve_run
 from codex_orchestrator.records.stage_logs import (
     STREAMS,
@@ -105,12 +107,12 @@ class LogView:
         self._current: LogSource | None = None
         self._headers = True
 
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> Manifest:
         """The run's manifest (exit 2 when it cannot be read)."""
-        path = self.run_dir / MANIFEST_NAME
+        path = RunLayout(self.run_dir).manifest
         return load_manifest(path, self.workspace.display(path))
 
-    def check_stage(self, manifest: dict[str, Any]) -> None:
+    def check_stage(self, manifest: Manifest) -> None:
         """Refuse a STAGE the run does not have; decide whether headers are printed."""
         if self.stage is None:
             return
@@ -126,16 +128,16 @@ class LogView:
             isinstance(attempts, int) and attempts > 1
         )
 
-    def sources(self, manifest: dict[str, Any]) -> list[LogSource]:
+    def sources(self, manifest: Manifest) -> list[LogSource]:
         """Every log of the selected stages, in stage order; child runs' logs in place."""
         return [source for source, _ in self._sources(self.run_dir, manifest, self.stage, 0)]
 
     def _sources(
-        self, run_dir: Path, manifest: dict[str, Any], stage: str | None, depth: int
+        self, run_dir: Path, manifest: Manifest, stage: str | None, depth: int
     ) -> Iterator[tuple[LogSource, bool]]:
         """Each log, and whether its stage had ended in the manifest read before it."""
         entries = manifest["commands"] if stage is None else _matching(manifest["commands"], stage)
-        files = StageFiles.listing(run_dir / "commands")
+        files = StageFiles.listing(RunLayout(run_dir).commands_dir)
         for entry in entries:
             child = entry.get("sub_run_id")
             if entry.get("kind") == "subpipeline" and isinstance(child, str):
@@ -147,7 +149,7 @@ class LogView:
                 yield source, ended
 
     def _child_sources(
-        self, run_dir: Path, manifest: dict[str, Any], child: str, depth: int
+        self, run_dir: Path, manifest: Manifest, child: str, depth: int
     ) -> Iterator[tuple[LogSource, bool]]:
         found = load_child_manifest(
             self.workspace, child, str(manifest["task_id"]), "its logs are skipped"
@@ -199,7 +201,7 @@ class LogView:
                 manifest = self.manifest()
                 next_manifest = time.monotonic() + MANIFEST_POLL_SECONDS
 
-    def _dead(self, manifest: dict[str, Any]) -> bool:
+    def _dead(self, manifest: Manifest) -> bool:
         from codex_orchestrator.records.liveness import assess
 
         liveness = assess(self.run_dir, manifest)
@@ -239,7 +241,7 @@ class LogView:
             self._current = source
 
 
-def _matching(commands: list[dict[str, Any]], stage: str) -> list[dict[str, Any]]:
+def _matching(commands: list[StageEntry], stage: str) -> list[StageEntry]:
     by_id = [entry for entry in commands if entry["id"] == stage]
     if by_id or not stage.isdigit():
         return by_id
@@ -247,7 +249,7 @@ def _matching(commands: list[dict[str, Any]], stage: str) -> list[dict[str, Any]
 
 
 def _document(
-    manifest: dict[str, Any],
+    manifest: Manifest,
     sources: list[LogSource],
     tail: int | None,
     budget: int | None,

@@ -26,9 +26,10 @@ from codex_orchestrator.errors import (
 )
 from codex_orchestrator.executors.choice import Recorded, executor_for
 from codex_orchestrator.pipelines.config import Pipeline
-from codex_orchestrator.records.driver import DRIVER_LOCK_NAME, DriverLock
+from codex_orchestrator.records.driver import DriverLock
 from codex_orchestrator.records.liveness import refuse_if_alive
-from codex_orchestrator.records.manifest import RESUME_TOKEN_NAME, ManifestStore
+from codex_orchestrator.records.manifest import Manifest, ManifestStore
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.statuses import RunStatus
 from codex_orchestrator.records.workspace import Workspace, with_flag
 from codex_orchestrator.util.console import Reporter, note
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     _check_token(run_dir, manifest, args.token)
     if manifest["status"] == RunStatus.SUCCEEDED:
         return _already_succeeded(workspace, reporter, run_id, run_dir)
-    recorded_driver = (run_dir / DRIVER_LOCK_NAME).exists()
+    recorded_driver = RunLayout(run_dir).driver_lock.exists()
     driver = DriverLock.take(run_dir, run_id)  # an unwritable run directory: OSError, exit 1
     try:
         # Read again now that no one else can drive the run: the old driver may have
@@ -70,7 +71,7 @@ def _resume(
     workspace: Workspace,
     task_id: str,
     run_dir: Path,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     driver: DriverLock,
 ) -> int:
     run_id = manifest["run_id"]
@@ -96,15 +97,17 @@ def _resume(
         return drive(args, workspace, reporter, ctx, store, pipeline)
 
 
-def _check_token(run_dir: Path, manifest: dict[str, Any], token: str | None) -> None:
+def _check_token(run_dir: Path, manifest: Manifest, token: str | None) -> None:
     """Compare the token (given, else read from ``.resume-token``) with the manifest's hash."""
     if token is None:
         try:
-            raw = read_regular(run_dir / RESUME_TOKEN_NAME, SMALL_FILE_LIMIT, follow_links=False)
+            raw = read_regular(
+                RunLayout(run_dir).resume_token, SMALL_FILE_LIMIT, follow_links=False
+            )
             token = raw.decode("utf-8", "replace").strip()
         except OSError as error:
             raise ResumeRefusedError(
-                f"cannot read {run_dir / RESUME_TOKEN_NAME} ({error.strerror}); pass the token with --token"
+                f"cannot read {RunLayout(run_dir).resume_token} ({error.strerror}); pass the token with --token"
             ) from None
     expected = str(manifest.get("resume_token") or "")
     if not hmac.compare_digest(hash_token(token).encode("utf-8"), expected.encode("utf-8")):
@@ -113,12 +116,12 @@ def _check_token(run_dir: Path, manifest: dict[str, Any], token: str | None) -> 
         )
 
 
-def _check_not_alive(run_dir: Path, manifest: dict[str, Any], force: bool) -> None:
+def _check_not_alive(run_dir: Path, manifest: Manifest, force: bool) -> None:
     if not force:
         refuse_if_alive(run_dir, manifest, "wait for it, or pass --force if it is really gone")
 
 
-def _same_pipeline(pipelines: Any, manifest: dict[str, Any]) -> Pipeline:
+def _same_pipeline(pipelines: Any, manifest: Manifest) -> Pipeline:
     pipeline_id = manifest["pipeline_id"]
     if pipeline_id not in pipelines:
         raise UnknownPipelineError(

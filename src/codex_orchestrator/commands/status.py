@@ -11,10 +11,11 @@ from codex_orchestrator.errors import EXIT_FAILED
 from codex_orchestrator.persistence.pending import settle_waiting_snapshots
 from codex_orchestrator.records.liveness import assess
 from codex_orchestrator.records.manifest import (
-    MANIFEST_NAME,
     OUTCOME_FIELDS,
+    Manifest,
     load_manifest,
 )
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.runref import LAST, resolve_run
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, StageStatus, run_exit_code
 from codex_orchestrator.records.workspace import Workspace
@@ -44,18 +45,18 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         )
         with show_manifest(reporter.json, run_dir) as view:
             return _watch(workspace, run_dir, interval, reporter, progress=view is None)
-    path = run_dir / MANIFEST_NAME
+    path = RunLayout(run_dir).manifest
     document = describe(workspace, run_dir, load_manifest(path, workspace.display(path)))
     reporter.result(document, render(document))
     return 0
 
 
-def describe(workspace: Workspace, run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+def describe(workspace: Workspace, run_dir: Path, manifest: Manifest) -> dict[str, Any]:
     """The status document (README "Commands", docs/run-records.md)."""
     liveness = assess(run_dir, manifest)
     document = {key: manifest.get(key) for key in STATUS_FIELDS}
     document.update(
-        manifest=workspace.display(run_dir / MANIFEST_NAME),
+        manifest=workspace.display(RunLayout(run_dir).manifest),
         heartbeat_at=liveness.heartbeat_at,
         heartbeat_age_seconds=liveness.heartbeat_age_seconds,
         stale=liveness.stale,
@@ -104,10 +105,9 @@ def _watch(
     workspace: Workspace, run_dir: Path, interval: float, reporter: Reporter, progress: bool
 ) -> int:
     seen: dict[int, str] = {}
+    path = RunLayout(run_dir).manifest
     while True:
-        manifest = load_manifest(
-            run_dir / MANIFEST_NAME, workspace.display(run_dir / MANIFEST_NAME)
-        )
+        manifest = load_manifest(path, workspace.display(path))
         document = describe(workspace, run_dir, manifest)
         if progress:
             _note_progress(document, seen)

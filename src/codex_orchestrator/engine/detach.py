@@ -22,13 +22,12 @@ from pathlib import Path
 
 from codex_orchestrator.executors.process import become_child_subreaper
 from codex_orchestrator.records.driver import DriverLock
-from codex_orchestrator.records.manifest import EVENTS_NAME, MANIFEST_NAME, ManifestStore
+from codex_orchestrator.records.manifest import ManifestStore
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.console import Reporter, note
 from codex_orchestrator.util.safefs import UnreadableFileError, open_no_follow, remove_file
 from codex_orchestrator.util.wording import logs_line
-
-LOG_NAME = "orchestrator.log"
 
 
 def detach(
@@ -45,7 +44,7 @@ def detach(
     """
     run_dir, run_id, status = store.run_dir, str(store.data["run_id"]), str(store.data["status"])
     driver: DriverLock | None = store.driver
-    log_fd = _open_log(run_dir / LOG_NAME)
+    log_fd = _open_log(RunLayout(run_dir).orchestrator_log)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -74,9 +73,9 @@ def detach(
         "detached": True,
         "pid": pid,
         "artifact_root": workspace.display(run_dir),
-        "manifest": workspace.display(run_dir / MANIFEST_NAME),
-        "log_path": workspace.display(run_dir / EVENTS_NAME),
-        "orchestrator_log": workspace.display(run_dir / LOG_NAME),
+        "manifest": workspace.display(RunLayout(run_dir).manifest),
+        "log_path": workspace.display(RunLayout(run_dir).events),
+        "orchestrator_log": workspace.display(RunLayout(run_dir).orchestrator_log),
     }
     reporter.result(
         document,

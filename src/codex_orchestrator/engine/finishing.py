@@ -21,7 +21,8 @@ from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.executors.base import Executor
 from codex_orchestrator.executors.choice import Recorded, executor_for
 from codex_orchestrator.executors.local import LocalExecutor
-from codex_orchestrator.records.manifest import MANIFEST_NAME, load_manifest
+from codex_orchestrator.records.manifest import load_manifest
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.statuses import RunStatus, signal_detail
 from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.console import note
@@ -51,7 +52,7 @@ def _reaper(workspace: Workspace, settings: Settings, run_dir: Path) -> Executor
     """
     local = LocalExecutor(settings.kill_grace_seconds)
     try:
-        recorded = Recorded.of(load_manifest(run_dir / MANIFEST_NAME))
+        recorded = Recorded.of(load_manifest(RunLayout(run_dir).manifest))
     except OrchestratorError:
         return local  # settling reports the unusable manifest
     if recorded.executor in (None, local.name):

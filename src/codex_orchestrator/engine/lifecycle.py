@@ -13,7 +13,6 @@ import os
 from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
 
 from codex_orchestrator.engine.context import ActiveRun, Launch, RunContext, RunResult
 from codex_orchestrator.engine.heartbeat import Heartbeat
@@ -23,16 +22,18 @@ from codex_orchestrator.persistence.finished_run import record_finished_run
 from codex_orchestrator.pipelines.config import CommandStage, Pipeline
 from codex_orchestrator.pipelines.graph import needs_of, selected_stages
 from codex_orchestrator.records.cancel_request import watching
-from codex_orchestrator.records.driver import DriverLock, driver_identity
+from codex_orchestrator.records.driver import DriverLock
 from codex_orchestrator.records.events import EventLog
 from codex_orchestrator.records.manifest import (
-    EVENTS_NAME,
     MANIFEST_VERSION,
     RUNNER_NAME,
+    Manifest,
     ManifestStore,
+    StageEntry,
     command_entry,
     write_resume_token,
 )
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.statuses import RunStatus, SkipReason, StageStatus, stage_detail
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.clock import iso_utc
@@ -90,8 +91,9 @@ def create_run(
     driver = DriverLock(run_dir)
     try:
         driver.acquire()
-        new_directory(run_dir / "commands")
-        new_directory(run_dir / "errors")
+        layout = RunLayout(run_dir)
+        new_directory(layout.commands_dir)
+        new_directory(layout.errors_dir)
         token = os.urandom(32).hex()
         write_resume_token(run_dir, token)
         store = ManifestStore(
@@ -123,7 +125,7 @@ def _first_manifest(
     parent_run_id: str | None,
     approval_policy: str | None,
     launch: Launch,
-) -> dict[str, Any]:
+) -> Manifest:
     """The queued manifest of the new run in ``run_dir`` (named by its run id)."""
     display = ctx.workspace.display
     now = iso_utc()
@@ -152,7 +154,7 @@ def _first_manifest(
         "heartbeat_interval_seconds": ctx.settings.heartbeat_interval_seconds,
         "heartbeat_stale_after_seconds": ctx.settings.heartbeat_stale_after_seconds,
         "artifact_root": display(run_dir),
-        "log_path": display(run_dir / EVENTS_NAME),
+        "log_path": display(RunLayout(run_dir).events),
         "summary": None,
         "metrics_recorded": False,
         "resume_token": hash_token(token),
@@ -164,7 +166,7 @@ def _first_manifest(
     }
 
 
-def _command_entries(pipeline: Pipeline, only: Sequence[str]) -> list[dict[str, Any]]:
+def _command_entries(pipeline: Pipeline, only: Sequence[str]) -> list[StageEntry]:
     """The fresh ``commands[]`` of a run, in config order; each names what it ``needs``; a
     stage ``only`` leaves out is skipped from the start."""
     needs = needs_of(pipeline.stages)
@@ -175,11 +177,9 @@ def _command_entries(pipeline: Pipeline, only: Sequence[str]) -> list[dict[str, 
         entry = command_entry(index, stage.id, stage.title, stage.kind, command)
         entry["needs"] = list(needs[stage.id])
         if selected is not None and stage.id not in selected:
-            entry.update(
-                status=StageStatus.SKIPPED,
-                skip_reason=SkipReason.NOT_SELECTED,
-                summary="not selected (--only)",
-            )
+            entry["status"] = StageStatus.SKIPPED
+            entry["skip_reason"] = SkipReason.NOT_SELECTED
+            entry["summary"] = "not selected (--only)"
         entries.append(entry)
     return entries
 
@@ -196,13 +196,10 @@ def execute(ctx: RunContext, store: ManifestStore, pipeline: Pipeline) -> RunRes
 def _execute(
     ctx: RunContext, store: ManifestStore, pipeline: Pipeline, *, close_executor: bool
 ) -> RunResult:
-    run = ActiveRun(store=store, pipeline=pipeline, events=EventLog(store.run_dir / EVENTS_NAME))
-    store.update(
-        status=RunStatus.IN_PROGRESS,
-        executor=ctx.executor.name,
-        executor_options=dict(ctx.executor.options),
-        **driver_identity(),
+    run = ActiveRun(
+        store=store, pipeline=pipeline, events=EventLog(RunLayout(store.run_dir).events)
     )
+    store.start_driving(ctx.executor.name, dict(ctx.executor.options))
     heartbeat = Heartbeat(
         store,
         ctx.settings.heartbeat_interval_seconds,
@@ -238,14 +235,8 @@ def _internal_failure(run: ActiveRun, error: Exception) -> tuple[RunStatus, str 
     message = f"orchestrator error: {type(error).__name__}: {error}"
     note(f"error: run {run.run_id}: {message}")
     run.events.emit("internal_error", error=message)
-    detail = f"error:{type(error).__name__}"
-    with run.store.lock:
-        for entry in run.store.data["commands"]:
-            if entry["status"] == StageStatus.RUNNING:
-                entry.update(status=StageStatus.FAILED, summary=message[:240])
-                if detail.startswith("error:"):
-                    detail = stage_detail(entry["id"])
-    return RunStatus.FAILED, detail
+    failed = run.store.fail_running_stages(message[:240])
+    return RunStatus.FAILED, stage_detail(failed[0]) if failed else f"error:{type(error).__name__}"
 
 
 def _heartbeat_failed(run: ActiveRun, error: BaseException) -> None:

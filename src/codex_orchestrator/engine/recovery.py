@@ -10,7 +10,7 @@ from stopping a run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from codex_orchestrator.engine.context import RunContext
 from codex_orchestrator.errors import OrchestratorError
@@ -22,17 +22,17 @@ from codex_orchestrator.pipelines.graph import NEEDS_FAILED
 from codex_orchestrator.records.driver import DriverLock
 from codex_orchestrator.records.events import read_events
 from codex_orchestrator.records.manifest import (
-    EVENTS_NAME,
-    MANIFEST_NAME,
     ManifestStore,
+    ResumeEvent,
+    StageEntry,
     load_manifest,
 )
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.statuses import (
     DONE_STAGE_STATUSES,
     DRIVER_LOST_DETAIL,
     TERMINAL_RUN_STATUSES,
     RunStatus,
-    StageStatus,
 )
 from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.clock import iso_utc
@@ -66,30 +66,20 @@ def prepare_resume(
     recovery = Recovery.of(ctx)
     _reap_stages(recovery, store)
     _settle_child_runs(recovery, store)
-    for entry, stage in zip(store.data["commands"], pipeline.stages, strict=True):
+    for index, (entry, stage) in enumerate(
+        zip(store.data["commands"], pipeline.stages, strict=True), start=1
+    ):
         if entry["status"] not in DONE_STAGE_STATUSES or entry.get("skip_reason") == NEEDS_FAILED:
             command = stage.command if isinstance(stage, CommandStage) else None
-            entry.update(
-                status=StageStatus.PENDING, title=stage.title, command=command, skip_reason=None
-            )
-    store.update(
-        status=RunStatus.QUEUED,
-        status_detail=None,
-        exit_code=None,
-        completed_at=None,
-        metrics_recorded=False,
-        heartbeat_interval_seconds=ctx.settings.heartbeat_interval_seconds,
-        heartbeat_stale_after_seconds=ctx.settings.heartbeat_stale_after_seconds,
-    )
-    store.append(
-        "resume_events",
-        {
-            "timestamp": iso_utc(),
-            "actor": actor,
-            "reason": reason,
-            "outcome": RunStatus.IN_PROGRESS,
-        },
-    )
+            store.reset_stage(index, stage.title, command)
+    event: ResumeEvent = {
+        "timestamp": iso_utc(),
+        "actor": actor,
+        "reason": reason,
+        "outcome": RunStatus.IN_PROGRESS,
+    }
+    settings = ctx.settings
+    store.reopen(settings.heartbeat_interval_seconds, settings.heartbeat_stale_after_seconds, event)
     store.persist(durable=True)
 
 
@@ -104,7 +94,7 @@ def _reap_stages(recovery: Recovery, store: ManifestStore) -> None:
     reap_unrecorded(store.data, recovery.settings.kill_grace_seconds)
 
 
-def recorded_handles(run_dir: Path, commands: list[dict[str, Any]]) -> list[Handle]:
+def recorded_handles(run_dir: Path, commands: list[StageEntry]) -> list[Handle]:
     """The latest handle of each stage of a run (also used by ``cancel`` of a dead run).
 
     Handles come from the manifest and from ``runner.ndjson``, which has every handle at once
@@ -112,9 +102,10 @@ def recorded_handles(run_dir: Path, commands: list[dict[str, Any]]) -> list[Hand
     """
     handles: dict[object, Handle] = {}
     for entry in commands:
-        if isinstance(entry.get("handle"), dict):
-            handles[entry["index"]] = entry["handle"]
-    for event in read_events(run_dir / EVENTS_NAME, "stage_handle"):
+        handle = entry.get("handle")
+        if isinstance(handle, dict):
+            handles[entry["index"]] = handle
+    for event in read_events(RunLayout(run_dir).events, "stage_handle"):
         if isinstance(event.get("handle"), dict):
             handles[event.get("index")] = event["handle"]
     return list(handles.values())
@@ -166,7 +157,7 @@ def settle_dead_run(
         note(f"warning: run {run_id} not settled ({error.strerror})")
         return None
     try:
-        manifest = load_manifest(run_dir / MANIFEST_NAME, recovery.workspace.display(run_dir))
+        manifest = load_manifest(RunLayout(run_dir).manifest, recovery.workspace.display(run_dir))
         if manifest["status"] in TERMINAL_RUN_STATUSES:
             return str(manifest["status"])
         store = ManifestStore(run_dir, manifest)

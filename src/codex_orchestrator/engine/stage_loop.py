@@ -106,7 +106,8 @@ class StageLoop:
         try:
             while True:
                 self._start_ready()
-                self._start_due_retries()
+                if self._start_due_retries():
+                    continue  # an inline retry may have ended its stage: what it frees may start
                 if not self.scheduler.running:
                     return self.failure_detail
                 watched = () if self.stop_reason else (self.signals.wakeup_fd(),)
@@ -184,12 +185,14 @@ class StageLoop:
             del self.retry_at[stage_id]
             self._ended(stage_id, self.runner.interrupted(self.indexes[stage_id], reason))
 
-    def _start_due_retries(self) -> None:
+    def _start_due_retries(self) -> bool:
+        """Start the attempts whose retry delay is over; True when any started."""
         now = time.monotonic()
-        for stage_id, due in list(self.retry_at.items()):
-            if due <= now:
-                del self.retry_at[stage_id]
+        due = [stage_id for stage_id, at in self.retry_at.items() if at <= now]
+        for stage_id in due:
+            if self.retry_at.pop(stage_id, None) is not None:  # not interrupted meanwhile
                 self._start(stage_id)
+        return bool(due)
 
     def _next_retry_in(self) -> float | None:
         if not self.retry_at:

@@ -12,7 +12,7 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -39,8 +39,14 @@ from codex_orchestrator.executors.base import (
 from codex_orchestrator.pipelines.config import CommandStage, Pipeline, SubpipelineStage
 from codex_orchestrator.pipelines.graph import NEEDS_FAILED, resolve_max_parallel
 from codex_orchestrator.records.errorfile import build_error_file
-from codex_orchestrator.records.manifest import ManifestStore, command_entry
-from codex_orchestrator.records.stage_logs import log_stem
+from codex_orchestrator.records.manifest import (
+    AttemptRecord,
+    ChildRunLink,
+    ManifestStore,
+    StageEnding,
+    StageEntry,
+)
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.statuses import (
     DONE_STAGE_STATUSES,
     NOTHING_RAN_DETAIL,
@@ -132,22 +138,16 @@ class Stages:
         ctx, run = self.ctx, self.run
         unavailable = stage.unavailable_reason()
         if unavailable is not None:
-            _stage_begin(run, index)
+            run.store.begin_stage(index, run.store.attempts(index) + 1)
+            _stage_started(run, index, persist=True)
             why = SkipReason.NOT_APPLICABLE if stage.skip_reason else SkipReason.TOOL_MISSING
-            _stage_end(run, index, StageStatus.SKIPPED, summary=unavailable, skip_reason=why)
+            _stage_end(run, index, StageStatus.SKIPPED, unavailable, {"skip_reason": why})
             return Ended(StageStatus.SKIPPED)
         attempt, stdout_path, stderr_path = _attempt_logs(run, index, stage.id)
         self.first_attempt.setdefault(index, attempt)
         display = ctx.workspace.display
-        _stage_begin(
-            run,
-            index,
-            persist=False,
-            attempt=attempt,
-            log_path=display(stdout_path),
-            stderr_log_path=display(stderr_path),
-            **_cleared_handle(run.store.command(index)),
-        )
+        run.store.begin_command(index, attempt, display(stdout_path), display(stderr_path))
+        _stage_started(run, index)
         run_env = _stage_env(ctx, run, stage)
         request = StageRequest(
             stage_id=stage.id,
@@ -183,14 +183,8 @@ class Stages:
         summary = f"could not start the command: {reason} (cwd {stage.cwd or '.'})"
         failure = FailureRecord("spawn-failed", {"exit_code": None, "error": summary}, b"", b"")
         error_file = self._write_error_file(index, stage, failure)
-        _stage_end(
-            self.run,
-            index,
-            StageStatus.FAILED,
-            summary=summary,
-            exit_code=None,
-            error_file=error_file,
-        )
+        ending: StageEnding = {"exit_code": None, "error_file": error_file}
+        _stage_end(self.run, index, StageStatus.FAILED, summary, ending)
         return Ended(StageStatus.FAILED, stage_detail(stage.id))
 
     def _command_finished(
@@ -200,8 +194,7 @@ class Stages:
         run = self.run
         if stage.retries:  # only stages that may retry carry a history (manifests stay small)
             entry = run.store.command(index)
-            history = [*entry.get("attempt_history", []), _attempt_record(attempt, entry, outcome)]
-            run.store.update_command(index, attempt_history=history)
+            run.store.add_attempt(index, _attempt_record(attempt, entry, outcome))
         self.last_outcome[index] = outcome
         failed = outcome.exit_code != 0 or outcome.timed_out or outcome.lost
         last = self.first_attempt[index] + stage.retries
@@ -210,7 +203,7 @@ class Stages:
             delay = retry_delay(stage.retry_delay_seconds, attempt - self.first_attempt[index] + 1)
             why = "timed out" if outcome.timed_out else f"exit {outcome.exit_code}"
             summary = f"attempt {attempt} of {last} failed ({why}); retrying in {delay:g}s"
-            run.store.update_command(index, summary=summary, exit_code=outcome.exit_code)
+            run.store.note_retry(index, summary, outcome.exit_code)
             run.store.persist_transition()
             run.events.emit(
                 "stage_retry",
@@ -232,8 +225,7 @@ class Stages:
         """A stage waiting to retry when the run stops: its last attempt is its end."""
         stage = self.run.pipeline.stages[index - 1]
         assert isinstance(stage, CommandStage)  # only command stages retry
-        attempts = int(self.run.store.command(index).get("attempts") or 0)
-        attempt_note = f"{reason} before attempt {attempts + 1}"
+        attempt_note = f"{reason} before attempt {self.run.store.attempts(index) + 1}"
         outcome = self.last_outcome[index]
         return self._record_outcome(index, stage, outcome, attempt_note=attempt_note)
 
@@ -242,13 +234,7 @@ class Stages:
         run = self.run
         now = iso_utc()
         for index, failed in skips:
-            run.store.update_command(
-                index,
-                status=StageStatus.SKIPPED,
-                skip_reason=NEEDS_FAILED,
-                summary=f"skipped: {failed} failed",
-                completed_at=now,
-            )
+            run.store.skip_stage(index, NEEDS_FAILED, f"skipped: {failed} failed", now)
         run.store.persist_transition()
         for index, failed in skips:
             run.events.emit(
@@ -268,21 +254,16 @@ class Stages:
         launch = Launch(args=tuple(recorded_args(run.store.data)))
         child = self.children.create(ctx, child_pipeline, run.run_id, approval_policy, launch)
         child_id = str(child.data["run_id"])
-        link = {
+        link: ChildRunLink = {
             "run_id": child_id,
             "pipeline_id": child_pipeline.id,
             "stage_id": stage.id,
             "status": RunStatus.IN_PROGRESS,
             "manifest": ctx.workspace.display(child.path),
         }
-        run.store.append("child_runs", link)
-        _stage_begin(
-            run,
-            index,
-            persist=False,
-            sub_run_id=child_id,
-            log_path=ctx.workspace.display(child.path),
-        )
+        run.store.add_child_run(link)
+        run.store.begin_child(index, child_id, ctx.workspace.display(child.path))
+        _stage_started(run, index)
         run.store.persist()  # at once: resume settles the child runs the manifest links
         # The child follows this run's cancellation (a signal, a failFast teardown), and has
         # one of its own: a `cancel` of the child run ends it and nothing else.
@@ -302,7 +283,7 @@ class Stages:
         self,
         index: int,
         stage: SubpipelineStage,
-        link: dict[str, Any],
+        link: ChildRunLink,
         result: RunResult,
         state: LoopState,
     ) -> Ended:
@@ -311,33 +292,27 @@ class Stages:
             link["status"] = result.status
         summary = f"child run {result.run_id} {result.status}"
         if result.status == RunStatus.SUCCEEDED:
-            _stage_end(run, index, StageStatus.SUCCEEDED, summary=summary, exit_code=0)
+            _stage_end(run, index, StageStatus.SUCCEEDED, summary, {"exit_code": 0})
             return Ended(StageStatus.SUCCEEDED)
         if result.status == RunStatus.SKIPPED:  # the child ran nothing: nor did this stage
-            _stage_end(
-                run,
-                index,
-                StageStatus.SKIPPED,
-                summary=f"{summary}: no stage ran",
-                exit_code=result.exit_code,
-                skip_reason=SkipReason.NOT_APPLICABLE,
-            )
+            skipped: StageEnding = {
+                "exit_code": result.exit_code,
+                "skip_reason": SkipReason.NOT_APPLICABLE,
+            }
+            _stage_end(run, index, StageStatus.SKIPPED, f"{summary}: no stage ran", skipped)
             return Ended(StageStatus.SKIPPED)
         # A child cancelled while this run goes on was cancelled alone (`cancel CHILD`): for
         # this run it is a child run that did not succeed, as if it had failed.
         with_this_run = state.stopping or self.ctx.cancellation.requested
         torn_down = result.status == RunStatus.CANCELLED and with_this_run
         if stage.optional and not torn_down:
-            _stage_end(
-                run,
-                index,
-                StageStatus.SKIPPED,
-                summary=f"optional {summary}",
-                exit_code=result.exit_code,
-                skip_reason=SkipReason.OPTIONAL_FAILED,
-            )
+            ending: StageEnding = {
+                "exit_code": result.exit_code,
+                "skip_reason": SkipReason.OPTIONAL_FAILED,
+            }
+            _stage_end(run, index, StageStatus.SKIPPED, f"optional {summary}", ending)
             return Ended(StageStatus.SKIPPED)
-        _stage_end(run, index, StageStatus.FAILED, summary=summary, exit_code=result.exit_code)
+        _stage_end(run, index, StageStatus.FAILED, summary, {"exit_code": result.exit_code})
         if torn_down:
             return Ended(StageStatus.FAILED, result.status_detail)
         return Ended(StageStatus.FAILED, stage_detail(stage.id))
@@ -358,7 +333,7 @@ class Stages:
         stderr_tail, stderr_size = outcome.stderr_tail, outcome.stderr_bytes
         exit_code = outcome.exit_code
         summary = stage_summary(stage.summary_hint, stdout_tail, stderr_tail, exit_code)
-        fields: dict[str, Any] = {
+        ending: StageEnding = {
             "exit_code": exit_code,
             "duration_seconds": round(outcome.duration_seconds, 3),
             "stdout_bytes": stdout_size,
@@ -374,11 +349,11 @@ class Stages:
 
             skipped = runner_skip(stage.task_runner, stdout_tail, stderr_tail, exit_code)
             if skipped is not None:  # tox/nox checked nothing: every environment was skipped
-                fields["skip_reason"] = skipped.kind
-                _stage_end(self.run, index, StageStatus.SKIPPED, summary=skipped.summary, **fields)
+                ending["skip_reason"] = skipped.kind
+                _stage_end(self.run, index, StageStatus.SKIPPED, skipped.summary, ending)
                 return Ended(StageStatus.SKIPPED)
         if exit_code == 0 and not failed:
-            _stage_end(self.run, index, StageStatus.SUCCEEDED, summary=summary, **fields)
+            _stage_end(self.run, index, StageStatus.SUCCEEDED, summary, ending)
             return Ended(StageStatus.SUCCEEDED)
         if outcome.timed_out:
             summary = f"timed out after {stage.timeout_seconds:g}s; {summary}"
@@ -409,11 +384,12 @@ class Stages:
         failure_record = FailureRecord(reason, details, stdout_tail, stderr_tail)
         error_file = self._write_error_file(index, stage, failure_record)
         if reason == "command-allow-failure":
-            fields["skip_reason"] = SkipReason.ALLOWED_FAILURE
+            ending["skip_reason"] = SkipReason.ALLOWED_FAILURE
             status = StageStatus.SKIPPED
         else:
             status = StageStatus.FAILED
-        _stage_end(self.run, index, status, summary=summary, error_file=error_file, **fields)
+        ending["error_file"] = error_file
+        _stage_end(self.run, index, status, summary, ending)
         return Ended(status, detail)
 
     def _write_error_file(self, index: int, stage: CommandStage, failure: FailureRecord) -> str:
@@ -430,12 +406,12 @@ class Stages:
         payload = build_error_file(
             header, stage.command, failure.details, failure.stdout_tail, failure.stderr_tail
         )
-        path = run.run_dir / "errors" / f"{_log_stem(run, index, stage.id)}.json"
+        path = RunLayout(run.run_dir).error_file(index, stage.id, len(run.pipeline.stages))
         atomic_write_bytes(path, payload)
         return self.ctx.workspace.display(path)
 
 
-def _attempt_record(attempt: int, entry: dict[str, Any], outcome: StageOutcome) -> dict[str, Any]:
+def _attempt_record(attempt: int, entry: StageEntry, outcome: StageOutcome) -> AttemptRecord:
     """One ``attempt_history`` item: how attempt number ``attempt`` went, and its logs."""
     return {
         "attempt": attempt,
@@ -450,36 +426,19 @@ def _attempt_record(attempt: int, entry: dict[str, Any], outcome: StageOutcome) 
     }
 
 
-def _stage_begin(
-    run: ActiveRun,
-    index: int,
-    *,
-    persist: bool = True,
-    attempt: int | None = None,
-    **fields: Any,
-) -> None:
-    entry = run.store.command(index)
-    attempts = attempt if attempt is not None else int(entry.get("attempts") or 0) + 1
-    run.store.update_command(
-        index,
-        status=StageStatus.RUNNING,
-        started_at=iso_utc(),
-        completed_at=None,
-        exit_code=None,
-        summary=None,
-        error_file=None,
-        attempts=attempts,
-        **fields,
-    )
+def _stage_started(run: ActiveRun, index: int, *, persist: bool = False) -> None:
+    """Record the start `ManifestStore.begin_stage` made (persisted now when ``persist``)."""
     if persist:
         run.store.persist_transition()
-    run.events.emit("stage_started", index=index, stage_id=entry["id"], attempt=attempts)
-
-
-def _stage_end(run: ActiveRun, index: int, status: StageStatus, **fields: Any) -> None:
-    run.store.update_command(index, status=status, completed_at=iso_utc(), **fields)
-    run.store.persist_transition()
     entry = run.store.command(index)
+    run.events.emit("stage_started", index=index, stage_id=entry["id"], attempt=entry["attempts"])
+
+
+def _stage_end(
+    run: ActiveRun, index: int, status: StageStatus, summary: str, ending: StageEnding
+) -> None:
+    entry = run.store.end_stage(index, status, summary, ending)
+    run.store.persist_transition()
     run.events.emit(
         "stage_finished",
         index=index,
@@ -506,14 +465,10 @@ def _stage_env(ctx: RunContext, run: ActiveRun, stage: CommandStage) -> dict[str
     }
 
 
-def recorded_args(manifest: dict[str, Any]) -> list[str]:
+def recorded_args(manifest: Mapping[str, Any]) -> list[str]:
     """The run's ``args`` (``start -- ARGS``); none for a run recorded before they existed."""
     args = manifest.get("args")
     return [arg for arg in args if isinstance(arg, str)] if isinstance(args, list) else []
-
-
-def _log_stem(run: ActiveRun, index: int, stage_id: str) -> str:
-    return log_stem(index, stage_id, len(run.pipeline.stages))
 
 
 def _attempt_logs(run: ActiveRun, index: int, stage_id: str) -> tuple[int, Path, Path]:
@@ -523,51 +478,17 @@ def _attempt_logs(run: ActiveRun, index: int, stage_id: str) -> tuple[int, Path,
     and recording the attempt), so numbers whose logs exist are skipped: an attempt's logs are
     never truncated by another attempt.
     """
-    attempt = int(run.store.command(index).get("attempts") or 0) + 1
+    attempt = run.store.attempts(index) + 1
+    layout, count = RunLayout(run.run_dir), len(run.pipeline.stages)
     while True:
-        stem = _log_stem(run, index, stage_id) + (f".attempt-{attempt}" if attempt > 1 else "")
-        stdout_path = run.run_dir / "commands" / f"{stem}.stdout.log"
-        stderr_path = run.run_dir / "commands" / f"{stem}.stderr.log"
+        stdout_path, stderr_path = layout.stage_logs(index, stage_id, count, attempt)
         if not (os.path.lexists(stdout_path) or os.path.lexists(stderr_path)):
             return attempt, stdout_path, stderr_path
         attempt += 1
 
 
-#: Stage-entry fields a handle's fields never overwrite when they are copied onto the entry.
-_RESERVED_ENTRY_FIELDS = frozenset(command_entry(0, "", "", "", None)) | {
-    "handle",
-    "attempts",
-    "duration_seconds",
-    "stdout_bytes",
-    "stderr_bytes",
-    "timed_out",
-    "stderr_log_path",
-}
-
-
 def _stage_handle(run: ActiveRun, index: int, handle: Handle) -> None:
-    """Store the executor's handle; its scalar fields are also copied onto the stage entry
-    (for a local stage: ``host``, ``pid``, ``pgid``, ``pid_start_ticks``), where readers of
-    earlier records look for them."""
-    copied = {
-        key: value
-        for key, value in handle.items()
-        if key != "kind" and key not in _RESERVED_ENTRY_FIELDS and _scalar(value)
-    }
-    run.store.update_command(index, handle=dict(handle), **copied)
-    run.events.emit("stage_handle", index=index, handle=dict(handle))
+    """Store the executor's handle in the manifest entry and the events."""
+    run.store.record_handle(index, handle)
+    run.events.emit("stage_handle", index=index, handle=handle)
     run.store.persist_transition()
-
-
-def _cleared_handle(entry: dict[str, Any]) -> dict[str, Any]:
-    """Blank the previous attempt's handle and the fields copied from it."""
-    previous = entry.get("handle")
-    fields = dict.fromkeys(previous, None) if isinstance(previous, dict) else {}
-    fields.pop("kind", None)
-    for key in _RESERVED_ENTRY_FIELDS:
-        fields.pop(key, None)
-    return {**fields, "handle": None}
-
-
-def _scalar(value: object) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool))

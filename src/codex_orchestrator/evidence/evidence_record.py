@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ def record_path(task: str) -> str:
     return f"{EVIDENCE_DIR}/{task}.json"
 
 
-def manifest_facts(manifest: dict[str, Any]) -> dict[str, Any]:
+def manifest_facts(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """The facts of a run that an evidence record keeps (see `FACTS`)."""
     commands = manifest.get("commands")
     return {
@@ -88,7 +89,7 @@ def load_record(root: Path, task: str) -> dict[str, dict[str, Any]] | None:
     return items
 
 
-def write_entry(root: Path, task: str, item: str, manifest: dict[str, Any]) -> str:
+def write_entry(root: Path, task: str, item: str, manifest: Mapping[str, Any]) -> str:
     """Record ``manifest`` as the evidence of ``item`` of ``task``; return the record's path."""
     shown = record_path(task)
     real_directory(resolve_within(root / EVIDENCE_DIR, root, EVIDENCE_DIR, _LINK_FIX))
@@ -112,7 +113,7 @@ def entry_problem(entry: dict[str, Any], task: str) -> str | None:
     return None
 
 
-def mismatch(entry: dict[str, Any], manifest: dict[str, Any]) -> str | None:
+def mismatch(entry: dict[str, Any], manifest: Mapping[str, Any]) -> str | None:
     """The first fact on which the manifest and the record's entry differ, else None."""
     facts = manifest_facts(manifest)
     for key in FACTS:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import stat
 from dataclasses import dataclass, field
-from typing import Any
 
 from codex_orchestrator.errors import OrchestratorError, UsageError
 from codex_orchestrator.evidence.checklist import fold, mark_items
@@ -25,7 +24,8 @@ from codex_orchestrator.evidence.mirrors import (
     resolve_task,
 )
 from codex_orchestrator.evidence.taskindex import load_index
-from codex_orchestrator.records.manifest import MANIFEST_NAME, load_manifest
+from codex_orchestrator.records.manifest import Manifest, load_manifest
+from codex_orchestrator.records.run_layout import MANIFEST_NAME
 from codex_orchestrator.records.runref import ResolvedRun, resolve_run
 from codex_orchestrator.records.statuses import RunStatus
 from codex_orchestrator.records.workspace import Workspace
@@ -106,9 +106,7 @@ def choose_item(views: list[MirrorView], query: str, task: str) -> str:
     raise UsageError(f"no item of task {task} starts with {query!r}; items: {_listing(identities)}")
 
 
-def proving_manifest(
-    workspace: Workspace, run: ResolvedRun, task: str
-) -> tuple[str, dict[str, Any]]:
+def proving_manifest(workspace: Workspace, run: ResolvedRun, task: str) -> tuple[str, Manifest]:
     """The manifest (its path, its data) of ``run`` if it belongs to ``task`` and succeeded."""
     run_id, path = run.run_id, run.run_dir / MANIFEST_NAME
     manifest = load_manifest(path)

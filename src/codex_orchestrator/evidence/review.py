@@ -21,12 +21,8 @@ from typing import Any
 
 from codex_orchestrator.errors import OutsideRootError
 from codex_orchestrator.records.liveness import refuse_if_alive
-from codex_orchestrator.records.manifest import (
-    EVENTS_NAME,
-    MANIFEST_NAME,
-    RUN_SUMMARY_NAME,
-    load_manifest,
-)
+from codex_orchestrator.records.manifest import Manifest, StageEntry, load_manifest
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.statuses import RunStatus, StageStatus
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.clock import iso_utc
@@ -40,7 +36,6 @@ from codex_orchestrator.util.jsonio import (
 from codex_orchestrator.util.safefs import ERROR_FILE_READ_LIMIT, resolve_within
 from codex_orchestrator.util.wording import shown_summary, status_text
 
-REVIEW_NAME = "review.md"
 TAIL_LINES = 30
 STAGE_EVIDENCE_KEYS = ("log_path", "stderr_log_path", "error_file")
 _BACKTICK_RUN = re.compile(r"`+")
@@ -65,14 +60,14 @@ def review(workspace: Workspace, run_dir: Path, *, quiet_stdout: bool) -> Review
 
     ``quiet_stdout`` sends codex's standard output to stderr (for one JSON document on stdout).
     """
-    manifest_path = run_dir / MANIFEST_NAME
+    manifest_path = RunLayout(run_dir).manifest
     manifest = load_manifest(manifest_path)
     if manifest.get("status") in (RunStatus.QUEUED, RunStatus.IN_PROGRESS):
         fix = f"review it once it has finished (codex-orchestrator status --watch {run_dir.name})"
         refuse_if_alive(run_dir, manifest, fix)
         note(f"warning: run {run_dir.name} never finished (stale); this reviews its state now")
     text = render_review(workspace, run_dir, manifest)
-    review_path = run_dir / REVIEW_NAME
+    review_path = RunLayout(run_dir).review
     atomic_write_bytes(review_path, encode_record(text))
     mode, exit_code = _launch_codex(workspace, manifest_path, quiet_stdout)
     record_review(
@@ -120,7 +115,7 @@ def record_review(manifest_path: Path, entry: dict[str, Any]) -> None:
     atomic_write_json(manifest_path, manifest, durable=True)
 
 
-def render_review(workspace: Workspace, run_dir: Path, manifest: dict[str, Any]) -> str:
+def render_review(workspace: Workspace, run_dir: Path, manifest: Manifest) -> str:
     """The markdown of ``review.md``: blocks separated by blank lines."""
     commands = [command for command in manifest["commands"] if isinstance(command, dict)]
     pipeline = manifest.get("pipeline_id")
@@ -131,7 +126,7 @@ def render_review(workspace: Workspace, run_dir: Path, manifest: dict[str, Any])
         f"- Status: **{status_text(manifest.get('status'), manifest.get('status_detail'))}**\n"
         f"- Pipeline: {pipeline}\n"
         f"- Started: {manifest.get('started_at')} · Completed: {manifest.get('completed_at')}\n"
-        f"- Manifest: `{workspace.display(run_dir / MANIFEST_NAME)}`",
+        f"- Manifest: `{workspace.display(RunLayout(run_dir).manifest)}`",
         "## Stages",
         "\n".join(_stage_line(command) for command in commands) or "(no stages)",
     ]
@@ -146,7 +141,7 @@ def render_review(workspace: Workspace, run_dir: Path, manifest: dict[str, Any])
     return "\n\n".join(blocks) + "\n"
 
 
-def _stage_line(command: dict[str, Any]) -> str:
+def _stage_line(command: StageEntry) -> str:
     title = f" {command['title']}" if command.get("title") not in (None, command.get("id")) else ""
     exit_code = command.get("exit_code")
     code = f", exit {exit_code}" if exit_code is not None else ""
@@ -156,7 +151,7 @@ def _stage_line(command: dict[str, Any]) -> str:
     return f"{command.get('index', '?')}. `{command.get('id')}`{title} — {status}{code}{summary}"
 
 
-def _failure(workspace: Workspace, run_dir: Path, command: dict[str, Any]) -> list[str]:
+def _failure(workspace: Workspace, run_dir: Path, command: StageEntry) -> list[str]:
     """Markdown blocks for a failed stage: heading, error file, tails of stderr and stdout."""
     heading = f"### {command.get('index', '?')}. `{command.get('id')}` — {command.get('status')}"
     error_file = command.get("error_file")
@@ -202,12 +197,13 @@ def _guardrail_line(summary: object) -> str:
     return found[-1] if found else "Guardrails: not found in the manifest summary"
 
 
-def _evidence(workspace: Workspace, run_dir: Path, commands: list[dict[str, Any]]) -> list[str]:
-    lines = [f"- Manifest: `{workspace.display(run_dir / MANIFEST_NAME)}`"]
-    named = [("Run summary", run_dir / RUN_SUMMARY_NAME), ("Runner log", run_dir / EVENTS_NAME)]
+def _evidence(workspace: Workspace, run_dir: Path, commands: list[StageEntry]) -> list[str]:
+    layout = RunLayout(run_dir)
+    lines = [f"- Manifest: `{workspace.display(layout.manifest)}`"]
+    named = [("Run summary", layout.run_summary), ("Runner log", layout.events)]
     lines += [f"- {label}: `{workspace.display(path)}`" for label, path in named if path.exists()]
     for command in commands:
-        paths = [command[key] for key in STAGE_EVIDENCE_KEYS if command.get(key)]
+        paths = [path for key in STAGE_EVIDENCE_KEYS if (path := command.get(key))]
         if paths:
             lines.append(
                 f"- Stage {command.get('id')}: " + ", ".join(f"`{path}`" for path in paths)

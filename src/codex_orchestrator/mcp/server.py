@@ -31,7 +31,8 @@ from typing_extensions import TypedDict
 from codex_orchestrator import __version__
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError, UsageError
 from codex_orchestrator.mcp.cli_bridge import CliError, CliRunner
-from codex_orchestrator.records.manifest import MANIFEST_NAME, parse_manifest, read_manifest_bytes
+from codex_orchestrator.records.manifest import Manifest, parse_manifest, read_manifest_bytes
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.runref import check_reference, resolve_run
 from codex_orchestrator.records.stage_logs import fair_shares
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, RunStatus, run_exit_code
@@ -657,7 +658,7 @@ class _Resources:
         html: str = await anyio.to_thread.run_sync(render_run_report, run_dir, manifest)
         return html
 
-    def _read(self, run_id: str) -> tuple[bytes, Path, dict[str, Any]]:
+    def _read(self, run_id: str) -> tuple[bytes, Path, Manifest]:
         """The run's manifest bytes (read once), its directory and the checked manifest."""
         try:
             workspace = Workspace.from_env(
@@ -666,9 +667,9 @@ class _Resources:
             run_dir = resolve_run(workspace, run_id).run_dir
         except OrchestratorError as error:
             raise ResourceNotFoundError(error.message) from None
-        shown = workspace.display(run_dir / MANIFEST_NAME)
+        shown = workspace.display(RunLayout(run_dir).manifest)
         try:
-            data = read_manifest_bytes(run_dir / MANIFEST_NAME, shown)
+            data = read_manifest_bytes(RunLayout(run_dir).manifest, shown)
             return data, run_dir, parse_manifest(data, shown)
         except OrchestratorError as error:
             raise ResourceError(error.message) from None

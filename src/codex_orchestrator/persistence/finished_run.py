@@ -6,6 +6,7 @@ one of them is reported and never stops the others (see `PersistenceCoordinator`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from codex_orchestrator.persistence.coordinator import PersistenceCoordinator
@@ -13,7 +14,9 @@ from codex_orchestrator.persistence.task_state import RunRecord, TaskStateStore
 from codex_orchestrator.records.cancel_request import apply_requests, closing_requests
 from codex_orchestrator.records.manifest import (
     OUTCOME_FIELDS,
+    Manifest,
     ManifestStore,
+    StageEntry,
     write_run_summary,
 )
 from codex_orchestrator.records.statuses import RunStatus, StageStatus, run_exit_code
@@ -63,7 +66,8 @@ def record_finished_run(
                 note(f"warning: run {data['run_id']}: run-summary.json not written ({error})")
 
         def write_manifest(metrics_recorded: bool) -> None:
-            store.update(metrics_recorded=metrics_recorded)
+            with store.lock:
+                data["metrics_recorded"] = metrics_recorded
             store.persist(durable=True)
 
         task_id = data["task_id"]
@@ -87,13 +91,20 @@ def record_finished_run(
 
 
 def _close_manifest(
-    data: dict[str, Any], status: str, detail: str | None, exit_code: int, completed: str
+    data: Manifest, status: str, detail: str | None, exit_code: int, completed: str
 ) -> None:
     """Set the terminal fields; a stage still marked running was interrupted: failed."""
-    data.update(status=status, status_detail=detail, exit_code=exit_code, completed_at=completed)
+    data.update(
+        {
+            "status": status,
+            "status_detail": detail,
+            "exit_code": exit_code,
+            "completed_at": completed,
+        }
+    )
     for entry in data["commands"]:
         if entry["status"] == StageStatus.RUNNING:
-            entry.update(status=StageStatus.FAILED, completed_at=completed)
+            entry.update({"status": StageStatus.FAILED, "completed_at": completed})
     if data["resume_events"] and data["resume_events"][-1].get("outcome") == RunStatus.IN_PROGRESS:
         data["resume_events"][-1]["outcome"] = status
     data["summary"] = run_summary_text(data)
@@ -107,7 +118,8 @@ def _duration(started_at: str, completed_at: str) -> float:
 
 def _run_summary(workspace: Workspace, store: ManifestStore) -> dict[str, Any]:
     data = store.data
-    summary = {key: data[key] for key in (*OUTCOME_FIELDS, "duration_seconds")}
+    fields: Mapping[str, Any] = data
+    summary = {key: fields[key] for key in (*OUTCOME_FIELDS, "duration_seconds")}
     summary["manifest"] = workspace.display(store.path)
     summary["stages"] = [
         {key: command.get(key) for key in _SUMMARY_STAGE_FIELDS} for command in data["commands"]
@@ -116,7 +128,7 @@ def _run_summary(workspace: Workspace, store: ManifestStore) -> dict[str, Any]:
     return summary
 
 
-def _metrics(data: dict[str, Any]) -> dict[str, Any]:
+def _metrics(data: Manifest) -> dict[str, Any]:
     commands = data["commands"]
     return {
         "run_id": data["run_id"],
@@ -140,7 +152,7 @@ def _metrics(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _stage_metrics(command: dict[str, Any]) -> dict[str, Any]:
+def _stage_metrics(command: StageEntry) -> dict[str, Any]:
     """A stage as ``stats`` needs it: id, status, attempts and duration (compact)."""
     return {
         "id": command["id"],

@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from codex_orchestrator.persistence.runs import TaskHistory, read_manifest
+from codex_orchestrator.persistence.state_format import StateEntry
 from codex_orchestrator.persistence.task_state import RunRecord, TaskStateStore
 from codex_orchestrator.records.driver import DriverLock
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES
 from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.clock import parse_iso_utc
@@ -213,18 +215,18 @@ def mark_pruned(
     Raises `LockTimeoutError` when the lock bound is spent (nothing is marked).
     """
     recorded, _ = history.recorded()
-    archived: dict[str, dict[str, Any]] | None = None
-    entries = []
+    archived: dict[str, StateEntry] | None = None
+    entries: list[StateEntry] = []
     for run in runs:
-        entry = recorded.get(run.run_id)
-        if entry is None:
+        found = recorded.get(run.run_id)
+        if found is None:
             archived = history.archived() if archived is None else archived
-            entry = archived.get(run.run_id) or _entry_from_manifest(workspace, run)
-        entries.append(entry)
+            found = archived.get(run.run_id)
+        entries.append(found or _entry_from_manifest(workspace, run))
     TaskStateStore.for_task(workspace, settings, task_id, warn).mark_pruned(entries)
 
 
-def _entry_from_manifest(workspace: Workspace, run: Candidate) -> dict[str, Any]:
+def _entry_from_manifest(workspace: Workspace, run: Candidate) -> StateEntry:
     """A state entry for a finished run whose snapshot never reached the history."""
     return RunRecord(
         run.task_id,
@@ -232,7 +234,7 @@ def _entry_from_manifest(workspace: Workspace, run: Candidate) -> dict[str, Any]
         run.pipeline_id,
         run.status,
         run.completed_at or "",
-        workspace.display(run.run_dir / "manifest.json"),
+        workspace.display(RunLayout(run.run_dir).manifest),
     ).to_json()
 
 

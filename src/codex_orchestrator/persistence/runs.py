@@ -31,7 +31,8 @@ from codex_orchestrator.persistence.state_format import (
     TaskStateReader,
     keep_newer,
 )
-from codex_orchestrator.records.manifest import HEARTBEAT_NAME, MANIFEST_NAME, manifest_problem
+from codex_orchestrator.records.manifest import manifest_problem
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, RunStatus
 from codex_orchestrator.util.clock import parse_iso_utc
 from codex_orchestrator.util.ids import RUN_ID_PATTERN, is_valid_id
@@ -137,7 +138,7 @@ def read_manifest(run_dir: Path) -> dict[str, Any] | None:
     """A run's manifest, or None when missing, unreadable or not a valid manifest."""
     try:
         data = json.loads(
-            read_regular(run_dir / MANIFEST_NAME, MANIFEST_SIZE_LIMIT, follow_links=False)
+            read_regular(RunLayout(run_dir).manifest, MANIFEST_SIZE_LIMIT, follow_links=False)
         )
     except (OSError, UnreadableFileError, ValueError, RecursionError):
         return None
@@ -216,7 +217,7 @@ class TaskHistory:
             if row is not None:
                 yield row
 
-    def _row(self, run_id: str, entry: dict[str, Any] | None, on_disk: bool) -> RunRow | None:
+    def _row(self, run_id: str, entry: Entry | None, on_disk: bool) -> RunRow | None:
         if entry is None:
             return self._manifest_row(run_id)
         status = entry["status"]
@@ -249,10 +250,10 @@ class TaskHistory:
             None if pruned else entry["manifest"],
         )
 
-    def _resumed_since(self, run_id: str, entry: dict[str, Any]) -> bool:
+    def _resumed_since(self, run_id: str, entry: Entry) -> bool:
         """True when a failed or cancelled run's heartbeat ticked after it was recorded."""
         try:
-            beat = os.lstat(self.run_dir(run_id) / HEARTBEAT_NAME).st_mtime
+            beat = os.lstat(RunLayout(self.run_dir(run_id)).heartbeat).st_mtime
         except OSError:
             return False
         recorded = parse_iso_utc(entry["timestamp"])
@@ -286,7 +287,7 @@ class TaskHistory:
             failed_stage=_first_failed(manifest),
             stale=unfinished and (liveness.stale or liveness.orchestrator_gone),
             pruned=False,
-            manifest=self._display(run_dir / MANIFEST_NAME),
+            manifest=self._display(RunLayout(run_dir).manifest),
         )
 
 

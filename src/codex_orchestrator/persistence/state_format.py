@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable
 from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, NotRequired, TypedDict, cast
 
 from codex_orchestrator.util.ids import RUN_ID_PATTERN
 from codex_orchestrator.util.safefs import (
@@ -42,7 +42,23 @@ ENTRY_KEYS = ("taskId", "runId", "pipelineId", "status", "timestamp", "manifest"
 #: The archive only grows (appended, never rewritten), so it gets a larger cap than a record.
 ARCHIVE_SIZE_LIMIT = 256 * 1024 * 1024
 
-Entry = dict[str, Any]
+
+class StateEntry(TypedDict):
+    """One run in ``state.json``, the archive or a pending snapshot, in written order."""
+
+    taskId: str
+    runId: str
+    pipelineId: str
+    status: str
+    timestamp: str
+    manifest: str
+    startedAt: NotRequired[str]
+    statusDetail: NotRequired[str]
+    durationSeconds: NotRequired[float]
+    pruned: NotRequired[bool]
+
+
+Entry = StateEntry
 _BY_TIMESTAMP = itemgetter("timestamp")
 _BY_RUN_ID = itemgetter("runId")
 Warn = Callable[[str], None]
@@ -126,12 +142,19 @@ def is_entry(value: Any) -> bool:
 
 
 def run_id_of(entry: Entry) -> str:
-    return cast(str, entry["runId"])
+    return entry["runId"]
 
 
 def timestamp_of(entry: Entry) -> str:
     """The run's completion time (entries sort by it)."""
-    return cast(str, entry["timestamp"])
+    return entry["timestamp"]
+
+
+def pruned(entry: Entry) -> Entry:
+    """``entry`` marked pruned (a copy)."""
+    marked = entry.copy()
+    marked["pruned"] = True
+    return marked
 
 
 def keep_newer(entries: dict[str, Entry], entry: Entry) -> None:

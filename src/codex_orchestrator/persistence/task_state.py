@@ -57,6 +57,7 @@ from codex_orchestrator.persistence.state_format import (
     TaskStateFiles,
     parse_entry,
     parse_state,
+    pruned,
     read_record,
 )
 from codex_orchestrator.persistence.state_format import run_id_of as _run_id
@@ -100,9 +101,9 @@ class RunRecord(NamedTuple):
     status_detail: str | None = None  # lets `runs` name the failed stage likewise
     duration_seconds: float | None = None  # and show the duration
 
-    def to_json(self) -> dict[str, str | float]:
+    def to_json(self) -> Entry:
         """The ``state.json`` entry of this run."""
-        entry: dict[str, str | float] = {
+        entry: Entry = {
             "taskId": self.task_id,
             "runId": self.run_id,
             "pipelineId": self.pipeline_id,
@@ -462,13 +463,13 @@ class _History:
         """Mark the entries of ``runs`` pruned (adding ``runs``' own entry for a run not
         listed); True when the history changed."""
         position = {_run_id(entry): index for index, entry in enumerate(self.runs)}
-        unlisted = [{**entry, "pruned": True} for entry in runs if _run_id(entry) not in position]
+        unlisted = [pruned(entry) for entry in runs if _run_id(entry) not in position]
         changed = bool(unlisted)
         for entry in runs:
             index = position.get(_run_id(entry))
             if index is not None and self.runs[index].get("pruned") is not True:
                 self._lines.pop(_run_id(entry), None)
-                self.runs[index] = {**self.runs[index], "pruned": True}
+                self.runs[index] = pruned(self.runs[index])
                 changed = True
         if unlisted:
             self.runs = sorted([*self.runs, *unlisted], key=_timestamp)

@@ -28,15 +28,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from codex_orchestrator.errors import LockTimeoutError
-from codex_orchestrator.records.manifest import MANIFEST_NAME, load_manifest
+from codex_orchestrator.records.manifest import CancelEvent, Manifest, load_manifest
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.statuses import CANCELLED_DETAIL, TERMINAL_RUN_STATUSES, RunStatus
 from codex_orchestrator.util.clock import iso_utc
 from codex_orchestrator.util.jsonio import atomic_write_json
 from codex_orchestrator.util.locks import FileLock
 from codex_orchestrator.util.safefs import UnreadableFileError, read_regular, remove_file
 
-REQUEST_NAME = "cancel-request.json"
-REQUEST_LOCK_NAME = ".cancel.lock"
 #: How long ``cancel`` waits for a run's final records to let go of the request lock.
 LOCK_ATTEMPTS = 12  # 0.1 + 0.2 + 0.4 + 0.8 + 1 s x 7: about 8.5 s
 
@@ -56,10 +55,12 @@ def record_request(run_dir: Path, actor: str, reason: str | None) -> dict[str, A
         "requested_by_pid": os.getpid(),
     }
     with _request_lock(run_dir, LOCK_ATTEMPTS):
-        if load_manifest(run_dir / MANIFEST_NAME)["status"] in TERMINAL_RUN_STATUSES:
+        if load_manifest(RunLayout(run_dir).manifest)["status"] in TERMINAL_RUN_STATUSES:
             return None
         atomic_write_json(
-            run_dir / REQUEST_NAME, {"requests": [*read_requests(run_dir), request]}, durable=True
+            RunLayout(run_dir).cancel_request,
+            {"requests": [*read_requests(run_dir), request]},
+            durable=True,
         )
     return request
 
@@ -68,7 +69,9 @@ def read_requests(run_dir: Path) -> list[dict[str, Any]]:
     """The pending cancel requests of a run, oldest first (a file from before requests were
     kept as a list holds one)."""
     try:
-        document = json.loads(read_regular(run_dir / REQUEST_NAME, 1 << 20, follow_links=False))
+        document = json.loads(
+            read_regular(RunLayout(run_dir).cancel_request, 1 << 20, follow_links=False)
+        )
     except (OSError, UnreadableFileError, ValueError, RecursionError):
         return []
     if isinstance(document, dict) and isinstance(document.get("requests"), list):
@@ -76,7 +79,7 @@ def read_requests(run_dir: Path) -> list[dict[str, Any]]:
     return [document] if isinstance(document, dict) else []
 
 
-def current_requests(run_dir: Path, data: dict[str, Any]) -> list[dict[str, Any]]:
+def current_requests(run_dir: Path, data: Manifest) -> list[dict[str, Any]]:
     """The requests made since the run's latest resume (older ones were for an earlier pass)."""
     resumes = data.get("resume_events") or []
     last = resumes[-1].get("timestamp") if resumes and isinstance(resumes[-1], dict) else None
@@ -104,15 +107,14 @@ def closing_requests(run_dir: Path) -> Iterator[None]:
         lock.release()  # a no-op when it was not taken
 
 
-def apply_requests(
-    run_dir: Path, data: dict[str, Any], status: str, detail: str | None
-) -> str | None:
+def apply_requests(run_dir: Path, data: Manifest, status: str, detail: str | None) -> str | None:
     """Close the run's requests (the file is removed): for a run ending ``cancelled``, record
     each current one as a ``cancel_events`` entry and return ``"cancelled"``; otherwise (or
     without a current request) return ``detail`` unchanged."""
-    requests = current_requests(run_dir, data) if os.path.lexists(run_dir / REQUEST_NAME) else []
+    path = RunLayout(run_dir).cancel_request
+    requests = current_requests(run_dir, data) if os.path.lexists(path) else []
     with contextlib.suppress(OSError):
-        remove_file(run_dir / REQUEST_NAME)
+        remove_file(path)
     if status != RunStatus.CANCELLED or not requests:
         return detail
     recorded = iso_utc()
@@ -120,12 +122,12 @@ def apply_requests(
     data["cancel_events"] = [
         *(events if isinstance(events, list) else []),
         *(
-            {
-                "timestamp": str(request.get("requested_at") or ""),
-                "actor": request.get("actor"),
-                "reason": request.get("reason"),
-                "recorded_at": recorded,
-            }
+            CancelEvent(
+                timestamp=str(request.get("requested_at") or ""),
+                actor=request.get("actor"),
+                reason=request.get("reason"),
+                recorded_at=recorded,
+            )
             for request in requests
         ),
     ]
@@ -146,14 +148,14 @@ class _Watched:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.runs: dict[Path, tuple[Cancellation, dict[str, Any]]] = {}
+        self.runs: dict[Path, tuple[Cancellation, Manifest]] = {}
 
 
 _watched = _Watched()
 
 
 @contextlib.contextmanager
-def watching(run_dir: Path, cancellation: Cancellation, data: dict[str, Any]) -> Iterator[None]:
+def watching(run_dir: Path, cancellation: Cancellation, data: Manifest) -> Iterator[None]:
     """Have `act_on_requests` cancel this run (``cancellation``) on a current request while the
     block runs; ``data`` is the run's manifest (for its latest resume). A request already
     pending (made before this process could be woken) is acted on at once."""
@@ -172,7 +174,7 @@ def act_on_requests() -> None:
     with _watched.lock:
         runs = list(_watched.runs.items())
     for run_dir, (cancellation, data) in runs:
-        if cancellation.requested or not os.path.lexists(run_dir / REQUEST_NAME):
+        if cancellation.requested or not os.path.lexists(RunLayout(run_dir).cancel_request):
             continue
         if current_requests(run_dir, data):
             cancellation.request(signal.SIGTERM)
@@ -181,4 +183,4 @@ def act_on_requests() -> None:
 def _request_lock(run_dir: Path, attempts: int) -> FileLock:
     """The run's request lock, ``<run>/.cancel.lock`` (a run directory that is gone is never
     created again by taking it)."""
-    return FileLock(run_dir / REQUEST_LOCK_NAME, attempts=attempts, make_parent=False)
+    return FileLock(RunLayout(run_dir).cancel_lock, attempts=attempts, make_parent=False)

@@ -18,9 +18,10 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypedDict
 
 from codex_orchestrator.errors import RunActiveError
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.util.clock import iso_utc
 from codex_orchestrator.util.locks import unlock_and_close
 from codex_orchestrator.util.procfs import (
@@ -34,7 +35,6 @@ from codex_orchestrator.util.procfs import (
 )
 from codex_orchestrator.util.safefs import open_no_follow
 
-DRIVER_LOCK_NAME = ".driver.lock"
 #: How long a would-be driver retries: `run_driver` probes hold the lock for microseconds.
 ACQUIRE_PATIENCE_SECONDS = 0.25
 _HOLDER_LIMIT = 4096
@@ -78,7 +78,7 @@ def run_driver(run_dir: Path) -> RunDriver:
     lock file has no driver (runs recorded before driver locks existed included).
     """
     try:
-        fd = open_no_follow(run_dir / DRIVER_LOCK_NAME, os.O_RDONLY)
+        fd = open_no_follow(RunLayout(run_dir).driver_lock, os.O_RDONLY)
     except OSError:
         return RunDriver(alive=False)
     try:
@@ -145,7 +145,15 @@ def signal_driver(process: DriverProcess, signum: int) -> bool:
         os.close(fd)
 
 
-def driver_identity() -> dict[str, object]:
+class DriverIdentity(TypedDict):
+    """The manifest fields naming a run's driver process."""
+
+    host: str
+    orchestrator_pid: int
+    orchestrator_start_ticks: int | None
+
+
+def driver_identity() -> DriverIdentity:
     """The manifest fields that name this process as a run's driver (for older readers and
     for runs on hosts where the lock cannot be probed)."""
     pid = os.getpid()
@@ -160,7 +168,7 @@ class DriverLock:
     """This process's hold on a run: taken by `acquire`, released by `release` or by death."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / DRIVER_LOCK_NAME
+        self.path = RunLayout(run_dir).driver_lock
         self._fd: int | None = None
 
     @classmethod

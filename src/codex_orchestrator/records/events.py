@@ -7,8 +7,9 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Required, TypedDict, cast
 
+from codex_orchestrator.records.manifest import Handle
 from codex_orchestrator.util.clock import iso_utc
 from codex_orchestrator.util.console import note
 from codex_orchestrator.util.jsonio import encode_record, json_text
@@ -16,6 +17,24 @@ from codex_orchestrator.util.safefs import UnreadableFileError, open_no_follow, 
 
 #: The most of a run's event log read back (by resume, for the stages' handles).
 EVENTS_READ_LIMIT = 256 * 1024 * 1024
+
+
+class Event(TypedDict, total=False):
+    """One line of ``runner.ndjson``: when, which event, and the event's own fields (those
+    readers use are typed here; docs/run-records.md lists every event)."""
+
+    timestamp: Required[str]
+    event: Required[str]
+    run_id: str
+    index: int
+    stage_id: str
+    attempt: int
+    status: str
+    status_detail: str | None
+    exit_code: int | None
+    summary: str | None
+    handle: Handle
+    error: str
 
 
 class EventLog:
@@ -48,14 +67,15 @@ class EventLog:
                 self._fd = -1
 
 
-def read_events(path: Path, event: str) -> list[dict[str, Any]]:
+def read_events(path: Path, event: str) -> list[Event]:
     """The events named ``event`` in the log at ``path``; torn or foreign lines are skipped."""
     try:
         data = read_regular(path, EVENTS_READ_LIMIT, follow_links=False)
     except (FileNotFoundError, UnreadableFileError):
         return []
-    marker = f'"event": "{event}"'.encode()
-    found = []
+    # the writer's own encoding of the field, so that the quick filter matches what it wrote
+    marker = json_text({"event": event}, pretty=False)[1:-1].encode()
+    found: list[Event] = []
     for line in data.splitlines():
         if marker not in line:
             continue
@@ -64,5 +84,5 @@ def read_events(path: Path, event: str) -> list[dict[str, Any]]:
         except ValueError:
             continue
         if isinstance(record, dict) and record.get("event") == event:
-            found.append(record)
+            found.append(cast(Event, record))
     return found

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from codex_orchestrator.errors import RunActiveError
-from codex_orchestrator.records.driver import DRIVER_LOCK_NAME, DriverProcess, run_driver
-from codex_orchestrator.records.manifest import HEARTBEAT_NAME
+from codex_orchestrator.records.driver import DriverProcess, run_driver
+from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, RunStatus
 from codex_orchestrator.records.workspace import SETTING_ENV_NAMES, Settings
 from codex_orchestrator.util.clock import parse_iso_utc
@@ -49,7 +50,7 @@ class DriverStatus(NamedTuple):
     describe: str = "no process"
 
 
-def driver_state(run_dir: Path, manifest: dict[str, Any]) -> DriverStatus:
+def driver_state(run_dir: Path, manifest: Mapping[str, Any]) -> DriverStatus:
     """Who drives the run in ``run_dir`` (see `DriverState`).
 
     The run's driver lock decides; a run recorded before driver locks existed is judged by its
@@ -63,7 +64,7 @@ def driver_state(run_dir: Path, manifest: dict[str, Any]) -> DriverStatus:
         if driver.host not in (None, host_name()):
             return DriverStatus(DriverState.ELSEWHERE, None, driver.describe())
         return DriverStatus(DriverState.UNVERIFIED, None, driver.describe())
-    if os.path.lexists(run_dir / DRIVER_LOCK_NAME):
+    if os.path.lexists(RunLayout(run_dir).driver_lock):
         return DriverStatus(DriverState.GONE)
     host = manifest.get("host")
     if host not in (None, host_name()):
@@ -98,7 +99,7 @@ class Liveness(NamedTuple):
         return not self.stale and not self.orchestrator_gone
 
 
-def stale_threshold(manifest: dict[str, Any]) -> float:
+def stale_threshold(manifest: Mapping[str, Any]) -> float:
     """The env variable's threshold, else the one recorded in the manifest, else the default."""
     for candidate in (os.environ.get(STALE_ENV), manifest.get("heartbeat_stale_after_seconds")):
         value = number_or_none(candidate)
@@ -107,7 +108,7 @@ def stale_threshold(manifest: dict[str, Any]) -> float:
     return Settings().heartbeat_stale_after_seconds
 
 
-def assess(run_dir: Path, manifest: dict[str, Any]) -> Liveness:
+def assess(run_dir: Path, manifest: Mapping[str, Any]) -> Liveness:
     """Assess an in-progress run's heartbeat and orchestrator process."""
     stamp, age = heartbeat_age(run_dir, manifest)
     threshold = stale_threshold(manifest)
@@ -117,7 +118,7 @@ def assess(run_dir: Path, manifest: dict[str, Any]) -> Liveness:
     return Liveness(stamp, age, threshold, stale, driver)
 
 
-def refuse_if_alive(run_dir: Path, manifest: dict[str, Any], fix: str) -> Liveness:
+def refuse_if_alive(run_dir: Path, manifest: Mapping[str, Any], fix: str) -> Liveness:
     """Raise `RunActiveError` (exit 2) when the unfinished run still looks alive; ``fix`` says
     what to do instead. Returns the assessment otherwise."""
     liveness = assess(run_dir, manifest)
@@ -133,11 +134,11 @@ def refuse_if_alive(run_dir: Path, manifest: dict[str, Any], fix: str) -> Livene
     return liveness
 
 
-def heartbeat_age(run_dir: Path, manifest: dict[str, Any]) -> tuple[str | None, float | None]:
+def heartbeat_age(run_dir: Path, manifest: Mapping[str, Any]) -> tuple[str | None, float | None]:
     """The last heartbeat (``.heartbeat``, else the manifest's ``heartbeat_at``) and its age."""
     stamp: str | None = None
     try:
-        raw = read_regular(run_dir / HEARTBEAT_NAME, SMALL_FILE_LIMIT, follow_links=False)
+        raw = read_regular(RunLayout(run_dir).heartbeat, SMALL_FILE_LIMIT, follow_links=False)
         stamp = raw.decode("utf-8").strip() or None
     except (OSError, UnicodeDecodeError):
         stamp = None

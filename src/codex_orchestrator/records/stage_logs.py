@@ -1,6 +1,6 @@
 """Where a run's stage files are and how to read them safely (``logs``, ``report``, MCP).
 
-Log files follow the naming rule of ``docs/run-records.md``: ``commands/NN-<id>.stdout.log``
+Log files follow the naming rule of `run_layout` (``docs/run-records.md``): ``commands/NN-<id>.stdout.log``
 and ``.stderr.log`` for a stage's first attempt, ``NN-<id>.attempt-K.<stream>.log`` for later
 ones; error files are ``errors/NN-<id>[.attempt-K].json``. `StageFiles` lists a run folder
 once and indexes its names by stage, so finding every stage's files costs one listing and a
@@ -12,16 +12,14 @@ stage's index and id, never taken from the manifest, and opened without followin
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from codex_orchestrator.records.run_layout import RunLayout, log_stem, stage_log_name
 from codex_orchestrator.util.safefs import list_directory, open_no_follow
 
 STREAMS = ("stdout", "stderr")
-#: What follows ``NN-<id>`` in a log's name.
-_LOG_SUFFIX = re.compile(r"(?:\.attempt-([1-9][0-9]{0,3}))?\.(stdout|stderr)\.log")
 _BLOCK = 1 << 16
 
 
@@ -46,11 +44,6 @@ class LogSource(NamedTuple):
         """How headers name this log."""
         attempt = f" attempt {self.attempt}" if self.attempt > 1 else ""
         return f"{self.run_id} [{self.stage_index}] {self.stage_id}{attempt} {self.stream}"
-
-
-def log_stem(index: int, stage_id: str, stage_count: int) -> str:
-    """``NN-<id>``, NN zero-padded to the width of the stage count (at least 2)."""
-    return f"{index:0{max(2, len(str(stage_count)))}d}-{stage_id}"
 
 
 class StageFiles:
@@ -88,8 +81,8 @@ class StageFiles:
 
 def stage_sources(
     run_dir: Path,
-    manifest: dict[str, Any],
-    entry: dict[str, Any],
+    manifest: Mapping[str, Any],
+    entry: Mapping[str, Any],
     streams: tuple[str, ...],
     files: StageFiles,
 ) -> list[LogSource]:
@@ -100,10 +93,9 @@ def stage_sources(
     stem = log_stem(entry["index"], entry["id"], len(manifest["commands"]))
     found = []
     for name in files.of(entry["index"], entry["id"]):
-        match = _LOG_SUFFIX.fullmatch(name, len(stem)) if name.startswith(stem) else None
-        if match and match.group(2) in streams:
-            attempt = int(match.group(1) or 1)
-            found.append((attempt, streams.index(match.group(2)), name))
+        parsed = stage_log_name(name, stem)
+        if parsed is not None and parsed.stream in streams:
+            found.append((parsed.attempt, streams.index(parsed.stream), name))
     return [
         LogSource(
             str(manifest["run_id"]),
@@ -111,7 +103,7 @@ def stage_sources(
             entry["id"],
             attempt,
             streams[stream],
-            run_dir / "commands",
+            RunLayout(run_dir).commands_dir,
             name,
         )
         for attempt, stream, name in sorted(found)

@@ -7,6 +7,7 @@ serialise as their plain string values, so records stay byte-compatible.
 from __future__ import annotations
 
 import signal
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 
 from codex_orchestrator.errors import EXIT_FAILED, EXIT_OK, EXIT_SKIPPED
@@ -57,7 +58,7 @@ class SkipReason(StrEnum):
 NOTHING_RAN_SKIPS = frozenset({SkipReason.TOOL_MISSING, SkipReason.NOT_APPLICABLE})
 
 
-def nothing_ran(commands: list[dict[str, object]]) -> bool:
+def nothing_ran(commands: Sequence[Mapping[str, object]]) -> bool:
     """True when no stage ran anything: every selected stage was skipped for a missing tool or
     because there was nothing to run (such a run ends ``skipped``, not ``succeeded``)."""
     selected = [entry for entry in commands if entry.get("skip_reason") != SkipReason.NOT_SELECTED]

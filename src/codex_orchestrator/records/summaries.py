@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from codex_orchestrator.records.errorfile import clean_text
@@ -45,7 +46,7 @@ def last_nonempty_line(tail: bytes) -> str:
     return ""
 
 
-def is_guardrail(command: dict[str, Any]) -> bool:
+def is_guardrail(command: Mapping[str, Any]) -> bool:
     """True for the spec-guard stage (by id, or by a command that runs spec-guard)."""
     return command.get("id") == GUARDRAIL_STAGE_ID or GUARDRAIL_STAGE_ID in str(
         command.get("command") or ""
@@ -74,7 +75,7 @@ def _guard_outcome(command: dict[str, Any]) -> str:
     return str(command.get("summary") or command["status"])
 
 
-def run_summary_text(manifest: dict[str, Any]) -> str:
+def run_summary_text(manifest: Mapping[str, Any]) -> str:
     """The manifest ``summary``: outcome, stage counts and exactly one guardrail line."""
     commands = manifest["commands"]
     counts = Counter(command["status"] for command in commands)

@@ -17,6 +17,7 @@ from codex_orchestrator.records.layout import (
     make_state_directory,
     state_directories,
 )
+from codex_orchestrator.records.run_layout import RUN_SUBDIRS
 from codex_orchestrator.util.ids import validate_id
 from codex_orchestrator.util.locks import (
     DEFAULT_ATTEMPTS,
@@ -32,7 +33,6 @@ TASK_ENV = "MCP_RUNNER_TASK_ID"
 DEFAULT_TASK = "default"
 RUNS_ENV = "CODEX_ORCHESTRATOR_RUNS_DIR"
 OUT_ENV = "CODEX_ORCHESTRATOR_OUT_DIR"
-RUN_SUBDIRS = ("commands", "errors")
 _RECORD_FIX = "remove the link (a record may only land inside its root)"
 
 

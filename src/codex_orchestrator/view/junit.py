@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.errors import OrchestratorError
-from codex_orchestrator.records.manifest import MANIFEST_NAME, MAX_CHILD_DEPTH, load_manifest
+from codex_orchestrator.records.manifest import MAX_CHILD_DEPTH, load_manifest
+from codex_orchestrator.records.run_layout import COMMANDS_DIR_NAME, ERRORS_DIR_NAME, RunLayout
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, StageFailure, StageStatus
 from codex_orchestrator.util.clock import parse_iso_utc
 from codex_orchestrator.util.ids import is_valid_id
@@ -55,7 +56,7 @@ def junit_xml(run_dir: Path) -> bytes:
     Raises `CorruptManifestError` (exit 2) when the run's own manifest is missing or corrupt;
     a child run that cannot be read becomes a suite with one ``<error>`` saying why.
     """
-    manifest = load_manifest(run_dir / MANIFEST_NAME)
+    manifest = load_manifest(RunLayout(run_dir).manifest)
     suites = list(_suites(run_dir, manifest, depth=0, seen=set()))
     root = ET.Element("testsuites", name=_attr(f"codex-orchestrator run {manifest['run_id']}"))
     for key in ("tests", "failures", "errors"):
@@ -89,7 +90,7 @@ def _suites(
                 raise ValueError("not a valid run id")
             if depth >= MAX_CHILD_DEPTH:
                 raise ValueError(f"nested more than {MAX_CHILD_DEPTH} levels deep")
-            child_manifest = load_manifest(child_dir / MANIFEST_NAME)
+            child_manifest = load_manifest(RunLayout(child_dir).manifest)
         except (OrchestratorError, OSError, ValueError) as error:
             seen.add(child_id)
             yield _unreadable_child(manifest, child, str(error))
@@ -191,7 +192,7 @@ def _error_kind(manifest: Mapping[str, Any], entry: Mapping[str, Any], stage_id:
 
 def _error_file(run_dir: Path, entry: Mapping[str, Any]) -> tuple[str, str]:
     """The error file's ``reason`` and its content shown as indented JSON (or why not)."""
-    path = run_file(run_dir, "errors", entry.get("error_file"))
+    path = run_file(run_dir, ERRORS_DIR_NAME, entry.get("error_file"))
     if path is None:
         return "", ""
     shown = f"errors/{path.name}"
@@ -207,7 +208,7 @@ def _error_file(run_dir: Path, entry: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _log_tail(run_dir: Path, recorded: object) -> str:
-    path = run_file(run_dir, "commands", recorded)
+    path = run_file(run_dir, COMMANDS_DIR_NAME, recorded)
     if path is None:
         return ""
     shown = f"commands/{path.name}"

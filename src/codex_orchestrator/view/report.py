@@ -23,11 +23,14 @@ from typing import Any, NamedTuple
 
 from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.records.liveness import assess
-from codex_orchestrator.records.manifest import (
+from codex_orchestrator.records.manifest import MAX_CHILD_DEPTH, load_manifest
+from codex_orchestrator.records.run_layout import (
+    COMMANDS_DIR_NAME,
+    ERRORS_DIR_NAME,
     EVENTS_NAME,
     MANIFEST_NAME,
-    MAX_CHILD_DEPTH,
-    load_manifest,
+    REPORT_NAME,
+    RunLayout,
 )
 from codex_orchestrator.records.stage_logs import StageFiles
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES
@@ -50,7 +53,6 @@ from codex_orchestrator.view.page import (
 from codex_orchestrator.view.rows import format_seconds
 from codex_orchestrator.view.timeline import PATTERNS, render_timeline
 
-REPORT_NAME = "report.html"
 LOG_LINES = 200
 #: The most read from the end of one log: its last 200 lines, or fewer when they are longer.
 LOG_TAIL_BYTES = 32 * 1024
@@ -121,7 +123,7 @@ def render_run_report(run_dir: Path, manifest: Mapping[str, Any] | None = None) 
     child runs' reports (the page links to them). ``manifest`` defaults to the run's own
     (`CorruptManifestError`, exit 2, when it cannot be read). The text is valid Unicode."""
     if manifest is None:
-        manifest = load_manifest(run_dir / MANIFEST_NAME)
+        manifest = load_manifest(RunLayout(run_dir).manifest)
     return _render(run_dir, manifest, None)
 
 
@@ -131,7 +133,7 @@ def write_run_report(run_dir: Path, manifest: Mapping[str, Any], *, _depth: int 
     The file is written in the run directory reached without following a link: a run or child
     directory linked elsewhere is refused, never written through.
     """
-    path = run_dir / REPORT_NAME
+    path = RunLayout(run_dir).report
     atomic_write_bytes(path, encode_record(_render(run_dir, manifest, _depth)))
     return path
 
@@ -143,8 +145,12 @@ def _render(run_dir: Path, manifest: Mapping[str, Any], depth: int | None) -> st
         _Problems(),
         _Budget(LOG_BUDGET_BYTES),
         _Budget(ERROR_BUDGET_BYTES),
-        StageFiles.listing(run_dir / "commands") if run_folder(run_dir, "commands") else None,
-        StageFiles.listing(run_dir / "errors") if run_folder(run_dir, "errors") else None,
+        StageFiles.listing(RunLayout(run_dir).commands_dir)
+        if run_folder(run_dir, COMMANDS_DIR_NAME)
+        else None,
+        StageFiles.listing(RunLayout(run_dir).errors_dir)
+        if run_folder(run_dir, ERRORS_DIR_NAME)
+        else None,
     )
     problems = page.problems
     stalled = _stalled(run_dir, manifest)
@@ -181,7 +187,7 @@ def _render(run_dir: Path, manifest: Mapping[str, Any], depth: int | None) -> st
 def report_after_run(run_dir: Path) -> None:
     """Write a finished run's report (``settings.report``); a failure is a warning only."""
     try:
-        write_run_report(run_dir, load_manifest(run_dir / MANIFEST_NAME))
+        write_run_report(run_dir, load_manifest(RunLayout(run_dir).manifest))
     except Exception as error:  # the run's records are written: a report never fails the run
         note(f"warning: report for run {run_dir.name} not written ({error})")
 
@@ -259,7 +265,7 @@ def _commands(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _events(run_dir: Path, problems: _Problems) -> dict[int, list[dict[str, Any]]]:
     try:
-        raw = read_regular(run_dir / EVENTS_NAME, TEXT_SIZE_LIMIT, follow_links=False)
+        raw = read_regular(RunLayout(run_dir).events, TEXT_SIZE_LIMIT, follow_links=False)
     except FileNotFoundError:
         problems.add(f"{EVENTS_NAME} is missing: earlier attempts of re-run stages are not shown")
         return {}
@@ -389,7 +395,7 @@ def _errors_section(page: _Page, manifest: Mapping[str, Any]) -> str:
     parts = [
         _error_block(path, entry, page)
         for entry in _commands(manifest)
-        for path in _stage_files(page, page.errors, "errors", entry, ("error_file",))
+        for path in _stage_files(page, page.errors, ERRORS_DIR_NAME, entry, ("error_file",))
     ]
     return "<h2>Error files</h2>" + (
         "".join(parts) or '<p class="muted">No stage wrote an error file.</p>'
@@ -466,7 +472,7 @@ def _logs_section(page: _Page, manifest: Mapping[str, Any]) -> str:
         if entry.get("kind") == "subpipeline":
             continue
         anchor = f'<h3 id="stage-{esc(entry.get("index"))}">Stage {esc(entry.get("id"))}</h3>'
-        files = _stage_files(page, page.logs, "commands", entry, LOG_KEYS)
+        files = _stage_files(page, page.logs, COMMANDS_DIR_NAME, entry, LOG_KEYS)
         if not files:
             text = (
                 "no log: the stage did not run"
@@ -499,7 +505,7 @@ def _children_section(
                     if depth >= MAX_CHILD_DEPTH:
                         raise ValueError(f"nested more than {MAX_CHILD_DEPTH} levels deep")
                     write_run_report(
-                        child_dir, load_manifest(child_dir / MANIFEST_NAME), _depth=depth + 1
+                        child_dir, load_manifest(RunLayout(child_dir).manifest), _depth=depth + 1
                     )
                 cell = link(f"../{child_id}/{REPORT_NAME}", child_id)
             except (OrchestratorError, OSError, ValueError) as error:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from codex_orchestrator.records.run_layout import COMMANDS_DIR_NAME
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, StageStatus
 from codex_orchestrator.util.clock import parse_iso_utc
 from codex_orchestrator.util.numeric import finite
@@ -95,7 +96,7 @@ def running_line(run_dir: Path, entry: Mapping[str, Any]) -> str:
     """The last line a running stage printed, from whichever of its logs changed last."""
     newest: tuple[float, bytes] | None = None
     for key in ("log_path", "stderr_log_path"):
-        path = run_file(run_dir, "commands", entry.get(key))
+        path = run_file(run_dir, COMMANDS_DIR_NAME, entry.get(key))
         if path is None:
             continue
         try:

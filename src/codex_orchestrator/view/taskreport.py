@@ -8,10 +8,10 @@ report when one was written, else to its manifest.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from codex_orchestrator.errors import RunNotFoundError
-from codex_orchestrator.persistence.state_format import TaskStateFiles, TaskStateReader
+from codex_orchestrator.persistence.state_format import Entry, TaskStateFiles, TaskStateReader
+from codex_orchestrator.records.run_layout import REPORT_NAME, RunLayout
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.console import note
 from codex_orchestrator.util.jsonio import atomic_write_bytes, encode_record
@@ -20,10 +20,9 @@ from codex_orchestrator.util.safefs import (
 )
 from codex_orchestrator.util.wording import plural
 from codex_orchestrator.view.page import document, esc, link, status_span, table
-from codex_orchestrator.view.report import REPORT_NAME
 
 
-def task_runs(workspace: Workspace, task_id: str) -> list[dict[str, Any]]:
+def task_runs(workspace: Workspace, task_id: str) -> list[Entry]:
     """The task's history entries (archived, recent and pending), one per run, newest first.
     Read-only: the history is read as it is on disk, never merged or repaired here."""
     reader = TaskStateReader(TaskStateFiles.for_task(workspace, task_id), note, workspace.display)
@@ -43,7 +42,7 @@ def write_task_report(workspace: Workspace, task_id: str) -> Path:
     for entry in runs:
         run_id = str(entry["runId"])
         run_dir = task_dir / "cli" / run_id
-        if (run_dir / REPORT_NAME).is_file():
+        if RunLayout(run_dir).report.is_file():
             target = link(f"cli/{run_id}/{REPORT_NAME}", run_id)
         elif run_dir.is_dir():
             target = (
@@ -58,6 +57,6 @@ def write_task_report(workspace: Workspace, task_id: str) -> Path:
         f"<h1>Task {esc(task_id)}</h1><p>{plural(len(runs), 'run')} recorded in the task's history, newest first.</p>"
         + table(("run", "pipeline", "status", "completed"), rows)
     )
-    path = real_directory(task_dir) / REPORT_NAME
+    path = RunLayout(real_directory(task_dir)).report  # the task's report, beside its runs'
     atomic_write_bytes(path, encode_record(document(f"Task {task_id}", body)))
     return path

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.errors import OrchestratorError
-from codex_orchestrator.records.manifest import MANIFEST_NAME, ManifestStore, load_manifest
+from codex_orchestrator.records.manifest import ManifestStore, load_manifest
+from codex_orchestrator.records.run_layout import RunLayout
 
 
 def live_view_wanted(json_output: bool) -> bool:
@@ -50,7 +51,7 @@ def show_run(json_output: bool, store: ManifestStore) -> Iterator[object | None]
 @contextlib.contextmanager
 def show_manifest(json_output: bool, run_dir: Path) -> Iterator[object | None]:
     """Show the run whose manifest is on disk in ``run_dir`` (``status --watch``)."""
-    path = run_dir / MANIFEST_NAME
+    path = RunLayout(run_dir).manifest
     cache: dict[str, Any] = {}
 
     def snapshot() -> Mapping[str, Any] | None:
