@@ -154,3 +154,17 @@ def test_a_record_directory_linked_out_of_the_repository_is_refused(tmp_path: Pa
     result = cli(root, "tasks", "mark", TASK, ITEM, "--run", run_id)
     assert result.returncode == 2 and "outside" in result.stderr, result.stderr
     assert list(outside.iterdir()) == [] and "[ ]" in checklist.read_text()
+
+
+@pytest.mark.slow
+def test_a_run_in_which_nothing_ran_is_never_evidence(tmp_path: Path) -> None:
+    """An empty repository: diagnostics skips every stage, the run is ``skipped`` (exit 3), and
+    tasks mark refuses it, writing no record and changing no mirror."""
+    root = git_repo(tmp_path / "repo")
+    checklist = write(root, f"tasks/tasks-{TASK}.md", f"# T\n- [ ] {ITEM}\n")
+    code, started = cli_json(root, "start", "diagnostics", "--task", TASK)
+    assert (code, started["status"]) == (3, "skipped"), started
+
+    result = cli(root, "tasks", "mark", TASK, ITEM, "--run", started["run_id"])
+    assert result.returncode == 2 and "not succeeded" in result.stderr, result.stderr
+    assert "[ ]" in checklist.read_text() and not (root / RECORD).exists()
