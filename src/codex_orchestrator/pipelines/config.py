@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple, NoReturn, TypeVar
 
+from codex_orchestrator.cache.spec import parse_cache_spec
 from codex_orchestrator.errors import ConfigError
 from codex_orchestrator.pipelines.graph import GraphError, StageNode, located_path, validate
 from codex_orchestrator.pipelines.model import (
@@ -34,7 +35,13 @@ from codex_orchestrator.pipelines.model import (
     Stage,
     SubpipelineStage,
 )
-from codex_orchestrator.records.workspace import BOOLEAN_SETTINGS, SETTING_NAMES, check_setting
+from codex_orchestrator.records.workspace import (
+    BOOLEAN_SETTINGS,
+    CACHE_DIR_SETTING,
+    DIAGNOSTICS_CACHE_SETTING,
+    SETTING_NAMES,
+    check_setting,
+)
 from codex_orchestrator.util.ids import ID_RULE, is_valid_id
 from codex_orchestrator.util.jsonio import child_path as _child
 from codex_orchestrator.util.jsonio import loads_checked
@@ -116,6 +123,7 @@ STAGE_KEYS: Mapping[str, frozenset[str]] = {
             "needs",
             "retries",
             "retryDelaySeconds",
+            "cache",
         }
     ),
     "subpipeline": frozenset({"kind", "id", "title", "pipeline", "optional", "needs"}),
@@ -137,6 +145,8 @@ EXECUTOR_SETTINGS = frozenset(
         PASS_ENV_SETTING,
     }
 )
+#: Settings that are paths (relative to the root, or absolute).
+PATH_SETTINGS = frozenset({CACHE_DIR_SETTING})
 ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_RESOURCE_AMOUNT = 1e6
 
@@ -164,19 +174,21 @@ def _builtin_only(root: Path) -> Config:
         path=None,
         default_pipeline=None,
         settings={},
-        pipelines=_with_builtins({}, root),
+        pipelines=_with_builtins({}, root, {}),
         tasks={},
         warnings=(),
     )
 
 
-def _with_builtins(configured: Mapping[str, Pipeline], root: Path) -> Pipelines:
+def _with_builtins(
+    configured: Mapping[str, Pipeline], root: Path, settings: Mapping[str, object]
+) -> Pipelines:
     """The configured pipelines plus the built-in ``diagnostics``, made only when looked up."""
 
     def diagnostics() -> Pipeline:
         from codex_orchestrator.pipelines.diagnostics import builtin_diagnostics
 
-        return builtin_diagnostics(root)
+        return builtin_diagnostics(root, cache=settings.get(DIAGNOSTICS_CACHE_SETTING) is True)
 
     return Pipelines(configured, {BUILTIN_PIPELINE: diagnostics})
 
@@ -344,7 +356,9 @@ class _ConfigParser:
             top, "pipelines", "", lambda value, path: self._pipelines(value, path, stage_sets), {}
         )
         pipelines = _with_builtins(
-            {pipeline_id: pipeline for pipeline_id, (pipeline, _) in parsed.items()}, self.root
+            {pipeline_id: pipeline for pipeline_id, (pipeline, _) in parsed.items()},
+            self.root,
+            settings,
         )
         _check_subpipelines(parsed, list(pipelines))
         _check_graphs(parsed)
@@ -507,6 +521,7 @@ class _ConfigParser:
             needs=_optional(obj, "needs", path, _read_needs, None),
             retries=_optional(obj, "retries", path, _read_retries, 0),
             retry_delay_seconds=_optional(obj, "retryDelaySeconds", path, _read_retry_delay, 1.0),
+            cache=_optional(obj, "cache", path, parse_cache_spec, None),
         )
 
     def _read_cwd(self, value: object, path: str) -> str:
@@ -555,8 +570,11 @@ def _read_settings(value: object, path: str) -> dict[str, object]:
         if name in EXECUTOR_SETTINGS:
             checked[name] = _read_text(setting, where, "give a non-empty string")
             continue
+        if name in PATH_SETTINGS:
+            checked[name] = _read_text(setting, where, "give a directory path")
+            continue
         if name not in SETTING_NAMES:
-            known = frozenset(SETTING_NAMES) | EXECUTOR_SETTINGS
+            known = frozenset(SETTING_NAMES) | EXECUTOR_SETTINGS | PATH_SETTINGS
             _fail(where, "unknown setting", _suggest(name, known))
         checked[name] = _read_setting(name, setting, where)
     return checked

@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from codex_orchestrator.errors import UnknownPipelineError
 from codex_orchestrator.util.ids import validate_id
+
+if TYPE_CHECKING:  # cache.spec reads CONFIG_FILE from here
+    from codex_orchestrator.cache.spec import CacheSpec
 
 CONFIG_FILE = "codex.orchestrator.json"
 BUILTIN_PIPELINE = "diagnostics"
@@ -26,7 +29,8 @@ class CommandStage(NamedTuple):
     ``skipped: <tool> not found on PATH`` when one is absent); ``skip_reason``, when set, makes
     the runner skip the stage with that text as its summary (its ``command`` is then empty);
     ``why`` says why the command was chosen. These three are set only by the built-in
-    diagnostics pipeline, never from the config file.
+    diagnostics pipeline, never from the config file. ``cache`` (docs/cache.md): what the stage
+    reads and leaves, when its clean successes may be reused.
     """
 
     id: str
@@ -45,6 +49,7 @@ class CommandStage(NamedTuple):
     needs: tuple[str, ...] | None = None
     retries: int = 0
     retry_delay_seconds: float = 1.0
+    cache: CacheSpec | None = None
 
     def unavailable_reason(self) -> str | None:
         """Why the stage cannot run here (its ``skip_reason``, or a required tool off PATH)."""

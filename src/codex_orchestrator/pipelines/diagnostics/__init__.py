@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from codex_orchestrator.cache.spec import GIT_INPUTS, CacheSpec
 from codex_orchestrator.pipelines.diagnostics import go, node, python, rust
 from codex_orchestrator.pipelines.diagnostics.checks import (
     CHECKED_STAGES,
@@ -47,14 +48,15 @@ STAGES = (("build", "Build", ()), ("lint", "Lint", ("build",)), ("test", "Test",
 NOT_GIT = "skipped: not a git repository (spec-guard compares changes against git history)"
 
 
-def builtin_diagnostics(root: Path) -> Pipeline:
-    """Build the ``diagnostics`` pipeline for the repository at ``root``."""
+def builtin_diagnostics(root: Path, *, cache: bool = False) -> Pipeline:
+    """Build the ``diagnostics`` pipeline for the repository at ``root``; with ``cache``
+    (the ``diagnostics_cache`` setting) build, lint and test cache on ``inputs: "git"``."""
     repo = RepoFiles(root)
     declared = Declared(repo)
     found = [project for detect in DETECTORS if (project := detect(repo)) is not None]
     project = found[0] if found else None
     stages = [
-        _stage(stage_id, title, needs, _choose(stage_id, declared, project))
+        _stage(stage_id, title, needs, _choose(stage_id, declared, project), cache=cache)
         for stage_id, title, needs in STAGES
     ]
     stages.append(_spec_guard(root))
@@ -83,7 +85,9 @@ def _choose(stage_id: str, declared: Declared, project: Project | None) -> Check
     return Skip(f"skipped: no {stage_id} step found ({looked_for}; {project.kind})")
 
 
-def _stage(stage_id: str, title: str, needs: tuple[str, ...], check: Check) -> CommandStage:
+def _stage(
+    stage_id: str, title: str, needs: tuple[str, ...], check: Check, *, cache: bool
+) -> CommandStage:
     if isinstance(check, Run):
         return CommandStage(
             id=stage_id,
@@ -92,6 +96,7 @@ def _stage(stage_id: str, title: str, needs: tuple[str, ...], check: Check) -> C
             requires=check.requires,
             why=check.why,
             needs=needs,
+            cache=CacheSpec(inputs=GIT_INPUTS) if cache else None,
         )
     return CommandStage(id=stage_id, title=title, command="", skip_reason=check.reason, needs=needs)
 

@@ -1,0 +1,88 @@
+"""The stage cache's config keys and settings: bad values are one line and exit 2 (SPEC §16)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from codex_orchestrator.cache.spec import CacheSpec
+from codex_orchestrator.pipelines.config import load_config
+from codex_orchestrator.records.workspace import Settings
+from conftest import Repo, assert_usage_error
+
+
+def _stage(**extra: Any) -> dict[str, Any]:
+    return {"id": "test", "command": "true", **extra}
+
+
+@pytest.mark.parametrize(
+    ("cache", "needles"),
+    [
+        (True, ("pipelines[0].stages[0].cache.inputs", "missing required key")),
+        ({"inputs": ["../x"]}, ("cache.inputs[0]", "leads outside the repository root")),
+        ({"inputs": ["/etc/passwd"]}, ("cache.inputs[0]",)),
+        ({"inputs": "all"}, ("cache.inputs", 'the only string allowed is "git"')),
+        ({"inputs": ["src"], "env": ["1X"]}, ("cache.env[0]", "invalid environment variable")),
+        ({"inputs": ["src"], "ouputs": []}, ("cache.ouputs", "did you mean 'outputs'")),
+        ({"inputs": ["src"], "outputs": ["../o"]}, ("cache.outputs[0]",)),
+    ],
+)
+def test_a_bad_cache_declaration_is_one_line_and_exit_2(
+    repo: Repo, cache: object, needles: tuple[str, ...]
+) -> None:
+    repo.pipeline(_stage(cache=cache))
+    assert_usage_error(repo.cli("plan"), *needles)
+
+
+@pytest.mark.parametrize(
+    ("settings", "needle"),
+    [
+        ({"cache": "yes"}, "settings.cache: expected true or false"),
+        ({"diagnostics_cache": 1}, "settings.diagnostics_cache: expected true or false"),
+        ({"cache_max_bytes": 0}, "settings.cache_max_bytes"),
+        ({"cache_max_bytes": 1.5}, "settings.cache_max_bytes"),
+        ({"cache_dir": ""}, "settings.cache_dir: must not be empty"),
+        ({"cache_dir": 3}, "settings.cache_dir: expected a string"),
+    ],
+)
+def test_a_bad_cache_setting_is_one_line_and_exit_2(
+    repo: Repo, settings: dict[str, object], needle: str
+) -> None:
+    repo.pipeline(_stage(), settings=settings)
+    assert_usage_error(repo.cli("plan"), needle)
+
+
+def test_the_declaration_and_settings_are_parsed(tmp_path: Path) -> None:
+    (tmp_path / "Makefile").write_text("build:\n\ttrue\nlint:\n\ttrue\ntest:\n\ttrue\n")
+    (tmp_path / "codex.orchestrator.json").write_text(
+        '{"settings": {"cache": false, "cache_max_bytes": 4096, "diagnostics_cache": true,'
+        ' "cache_dir": "../shared"},'
+        ' "pipelines": [{"id": "p", "stages": ['
+        '{"id": "a", "command": "true", "cache": {"inputs": ["./src//x"], "env": ["CI"]}},'
+        '{"id": "b", "command": "true", "cache": false}, {"id": "c", "command": "true"}]}]}'
+    )
+    config = load_config(tmp_path)
+    stages = config.pipelines["p"].stages
+    assert [getattr(stage, "cache", None) for stage in stages] == [
+        CacheSpec(inputs=("src/x",), env=("CI",)),
+        None,
+        None,
+    ]
+    settings = Settings.resolve(config.settings)
+    assert (settings.cache, settings.cache_max_bytes, settings.diagnostics_cache) == (
+        False,
+        4096,
+        True,
+    )
+    assert config.settings["cache_dir"] == "../shared"
+    assert Settings().cache is True and Settings().diagnostics_cache is False
+    built_in = {
+        stage.id: getattr(stage, "cache", None) for stage in config.pipelines["diagnostics"].stages
+    }
+    git = CacheSpec(inputs="git")
+    assert built_in == {"build": git, "lint": git, "test": git, "spec-guard": None}
+    (tmp_path / "codex.orchestrator.json").write_text("{}")
+    plain = load_config(tmp_path).pipelines["diagnostics"].stages
+    assert [getattr(stage, "cache", None) for stage in plain] == [None] * 4
