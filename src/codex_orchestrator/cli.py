@@ -64,6 +64,11 @@ def _add_launch(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue the run in the background and return at once",
     )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="run every stage, even those the stage cache holds (fresh successes are stored)",
+    )
     parser.add_argument("--executor", metavar="NAME", help="where stages run: local or dask")
     parser.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="the Dask scheduler")
 

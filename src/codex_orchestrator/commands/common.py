@@ -40,8 +40,11 @@ def run_context(
     task_id: str,
     reporter: Reporter,
     executor: Executor | None = None,
+    *,
+    cache_off: bool = False,
 ) -> RunContext:
-    """Build the context shared by a run and its child runs (default: the local executor)."""
+    """Build the context shared by a run and its child runs (default: the local executor);
+    ``cache_off`` (``--no-cache``): no stage is served from the stage cache."""
     from codex_orchestrator.engine.runner import RunContext
     from codex_orchestrator.evidence.taskindex import task_slug
     from codex_orchestrator.executors.base import Cancellation
@@ -58,6 +61,7 @@ def run_context(
         cancellation=Cancellation(grace_seconds=settings.kill_grace_seconds),
         executor=executor or LocalExecutor(settings.kill_grace_seconds, subreaper=True),
         on_output=log_echo if follow else None,
+        cache_reads=not cache_off,
     )
 
 

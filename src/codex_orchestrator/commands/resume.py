@@ -90,7 +90,9 @@ def _resume(
         detached=args.detach,
         recorded=Recorded.of(manifest),
     )
-    ctx = run_context(workspace, config, settings, task_id, reporter, executor)
+    ctx = run_context(
+        workspace, config, settings, task_id, reporter, executor, cache_off=args.no_cache
+    )
     with SignalGuard(ctx.cancellation):
         store = ManifestStore(run_dir, manifest)
         store.driver = driver

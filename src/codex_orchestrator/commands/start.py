@@ -31,7 +31,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     executor = executor_for(
         args.executor, args.scheduler, workspace, config.settings, settings, detached=args.detach
     )
-    ctx = run_context(workspace, config, settings, task_id, reporter, executor)
+    ctx = run_context(
+        workspace, config, settings, task_id, reporter, executor, cache_off=args.no_cache
+    )
     with SignalGuard(ctx.cancellation):
         store = create_run(ctx, pipeline, parent, args.approval_policy)
         note(f"run {store.data['run_id']} started: pipeline {pipeline.id}, task {task_id}")

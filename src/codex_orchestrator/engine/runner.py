@@ -13,12 +13,15 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from codex_orchestrator.cache.store import Hit
+from codex_orchestrator.engine.cache_step import CACHE_FIELD, RunCache
 from codex_orchestrator.engine.heartbeat import Heartbeat
 from codex_orchestrator.engine.parallel import PrefixedEcho, retry_delay
 from codex_orchestrator.engine.stage_loop import (
@@ -96,6 +99,8 @@ class RunContext(NamedTuple):
     cancellation: Cancellation
     executor: Executor
     on_output: Callable[[Path, Path], Callable[[], None]] | None = None
+    #: False (``--no-cache``): stages with ``cache`` run; their clean successes are stored.
+    cache_reads: bool = True
 
 
 class ActiveRun:
@@ -354,6 +359,17 @@ class _Stages:
         self.prefix_output = is_graph(run.pipeline.stages)
         self.first_attempt: dict[int, int] = {}
         self.last_outcome: dict[int, StageOutcome] = {}
+        self.logs: dict[int, tuple[Path, Path]] = {}
+        self.cache = RunCache(
+            ctx.workspace,
+            ctx.config.settings,
+            ctx.settings,
+            run.pipeline,
+            run.run_id,
+            ctx.task_id,
+            reads=ctx.cache_reads,
+            done=[e for e in run.store.data["commands"] if e["status"] in DONE_STAGE_STATUSES],
+        )
 
     def start(self, index: int, cancellation: Cancellation, post: Post) -> Ended | Work:
         """Begin stage ``index`` (or its next attempt)."""
@@ -368,13 +384,23 @@ class _Stages:
         ctx, run = self.ctx, self.run
         unavailable = stage.unavailable_reason()
         if unavailable is not None:
+            self.cache.skipped(stage.id)
             _stage_begin(run, index)
             why = "not-applicable" if stage.skip_reason else "tool-missing"
             _stage_end(run, index, StageStatus.SKIPPED, summary=unavailable, skip_reason=why)
             return Ended(StageStatus.SKIPPED)
+        run_env = _stage_env(ctx, run, stage)
+        environ = {**os.environ, **run_env}
+        hit = self.cache.lookup(index, stage, environ)
+        if hit is not None:
+            replayed = self._replay(index, stage, hit)
+            if replayed is not None:
+                return replayed
         attempt, stdout_path, stderr_path = _attempt_logs(run, index, stage.id)
         self.first_attempt.setdefault(index, attempt)
+        self.logs[index] = (stdout_path, stderr_path)
         display = ctx.workspace.display
+        cache = self.cache.field(index)
         _stage_begin(
             run,
             index,
@@ -383,13 +409,13 @@ class _Stages:
             log_path=display(stdout_path),
             stderr_log_path=display(stderr_path),
             **_cleared_handle(run.store.command(index)),
+            **({CACHE_FIELD: cache} if cache is not None else {}),
         )
-        run_env = _stage_env(ctx, run, stage)
         request = StageRequest(
             stage_id=stage.id,
             command=stage.command,
             cwd=ctx.workspace.root / (stage.cwd or "."),
-            env={**os.environ, **run_env},
+            env=environ,
             run_env=run_env,
             stdout_path=stdout_path,
             stderr_path=stderr_path,
@@ -412,6 +438,43 @@ class _Stages:
             return partial(self._spawn_failed, index, stage, failure)
 
         return work
+
+    def _replay(self, index: int, stage: CommandStage, hit: Hit) -> Ended | None:
+        """Serve a cache hit: the original logs and outputs, no process; None when the entry
+        cannot be served after all (the stage then runs)."""
+        run = self.run
+        began = time.monotonic()
+        _, stdout_path, stderr_path = _attempt_logs(run, index, stage.id)
+        served = self.cache.replay(hit, stdout_path, stderr_path)
+        if isinstance(served, str):
+            self.cache.missed(index, served)
+            return None
+        display = self.ctx.workspace.display
+        _stage_begin(
+            run,
+            index,
+            persist=False,
+            log_path=display(stdout_path),
+            stderr_log_path=display(stderr_path),
+            **_cleared_handle(run.store.command(index)),
+        )
+        with _echoing(self.ctx, stdout_path, stderr_path, stage.id if self.prefix_output else None):
+            pass  # the replayed output reaches the terminal as a run's would
+        _stage_end(
+            run,
+            index,
+            StageStatus.SUCCEEDED,
+            summary=hit.entry.summary,
+            exit_code=0,
+            duration_seconds=round(time.monotonic() - began, 3),
+            stdout_bytes=_size(stdout_path),
+            stderr_bytes=_size(stderr_path),
+            timed_out=False,
+            pid=None,
+            pgid=None,
+            **{CACHE_FIELD: served},
+        )
+        return Ended(StageStatus.SUCCEEDED)
 
     def _spawn_failed(
         self, index: int, stage: CommandStage, error: OSError | ValueError, _: LoopState
@@ -449,7 +512,7 @@ class _Stages:
         attempt_note = None
         if stage.retries and not outcome.cancelled:
             attempt_note = f"{'failed' if failed else 'succeeded'} on attempt {attempt} of {last}"
-        return Ended(
+        ended = Ended(
             *_stage_outcome(
                 self.ctx,
                 run,
@@ -460,6 +523,11 @@ class _Stages:
                 attempt_note=attempt_note,
             )
         )
+        if ended.status == StageStatus.SUCCEEDED:  # a clean success: exit 0, nothing lost
+            cache = self.cache.stored(index, stage, run.store.command(index), *self.logs[index])
+            if cache is not None:  # the next transition or the final record writes it
+                run.store.update_command(index, **{CACHE_FIELD: cache})
+        return ended
 
     def interrupted(self, index: int, reason: str) -> Ended:
         """A stage waiting to retry when the run stops: its last attempt is its end."""
@@ -690,6 +758,13 @@ def _cleared_handle(entry: dict[str, Any]) -> dict[str, Any]:
     for key in _RESERVED_ENTRY_FIELDS:
         fields.pop(key, None)
     return {**fields, "handle": None}
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def _scalar(value: object) -> bool:

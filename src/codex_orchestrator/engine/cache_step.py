@@ -1,0 +1,231 @@
+"""The stage cache in a run (docs/cache.md): look a stage up before it would run, replay a
+hit, store a clean success.
+
+`RunCache` is one run's use of the cache. The runner asks it, in the main flow, just before
+a command stage would start: `lookup` fingerprints the stage and returns the verified `Hit`
+(no process is then started: `replay` writes the original logs and outputs) or None (the
+stage runs, its manifest entry carries the miss and why). After the stage ends `succeeded`
+(exit 0, not timed out, not cancelled, not an ``allowFailure`` pass), `stored` fingerprints
+it again and stores the entry only when nothing the key covers moved while it ran. Nothing
+here can fail a run: a cache that cannot be read or written is a miss or a ``not stored``
+with one warning line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from codex_orchestrator.cache.errors import CacheStoreError, CorruptEntryError
+from codex_orchestrator.cache.key import Fingerprint, explain, stage_fingerprint
+from codex_orchestrator.cache.location import OpenCache, open_cache
+from codex_orchestrator.cache.store import Hit, StageRecord
+from codex_orchestrator.errors import OutsideRootError
+from codex_orchestrator.pipelines.model import CommandStage, Pipeline
+from codex_orchestrator.records.workspace import Settings, Workspace
+from codex_orchestrator.util.console import note
+
+#: The manifest field of a stage entry (docs/run-records.md).
+CACHE_FIELD = "cache"
+HIT, MISS, OFF = "hit", "miss", "off"
+#: Why a stage with ``cache`` missed when lookups are off for this run.
+NO_CACHE_REASON = "--no-cache"
+OFF_REASON = "the cache setting is false"
+#: The "key" of a needed stage that is skipped because it cannot run here (stable: it
+#: produced nothing).
+SKIPPED_NEED = "skipped"
+
+
+def cache_field(
+    status: str,
+    key: str | None,
+    reason: str | None,
+    *,
+    from_run: str | None = None,
+    from_task: str | None = None,
+    saved_seconds: float | None = None,
+) -> dict[str, Any]:
+    """A stage entry's ``cache`` value."""
+    return {
+        "status": status,
+        "key": key,
+        "reason": reason,
+        "from_run": from_run,
+        "from_task": from_task,
+        "saved_seconds": saved_seconds,
+    }
+
+
+class _Looked(NamedTuple):
+    """What the lookup of a stage found, kept until the stage ends."""
+
+    fingerprint: Fingerprint | None  # None: caching is off
+    environ: Mapping[str, str]
+    needs: Mapping[str, str]
+    field: dict[str, Any]
+
+
+class RunCache:
+    """One run's use of the stage cache (main flow only).
+
+    ``reads`` false (``--no-cache``): every stage runs, and clean successes are still stored.
+    ``done`` are the run's stage entries already done (a resumed run): their keys stand for
+    them in the keys of the stages that need them.
+    """
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        config_settings: Mapping[str, object],
+        settings: Settings,
+        pipeline: Pipeline,
+        run_id: str,
+        task_id: str,
+        *,
+        reads: bool = True,
+        done: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        self.workspace = workspace
+        self.config_settings = config_settings
+        self.enabled = settings.cache
+        self.reads = reads
+        self.pipeline = pipeline
+        self.run_id = run_id
+        self.task_id = task_id
+        self._open: OpenCache | None = None
+        self._looked: dict[int, _Looked] = {}
+        self.keys: dict[str, str] = {}
+        for entry in done:
+            field = entry.get(CACHE_FIELD)
+            if isinstance(field, dict) and isinstance(field.get("key"), str):
+                self.keys[str(entry["id"])] = field["key"]
+
+    @property
+    def cache(self) -> OpenCache:
+        """The workspace's cache, opened on first use (runs without ``cache`` never open it)."""
+        if self._open is None:
+            self._open = open_cache(self.workspace, self.config_settings)
+        return self._open
+
+    def skipped(self, stage_id: str) -> None:
+        """``stage_id`` is skipped because it cannot run here: stages that need it may hit."""
+        self.keys[stage_id] = SKIPPED_NEED
+
+    def lookup(self, index: int, stage: CommandStage, environ: Mapping[str, str]) -> Hit | None:
+        """Look the stage up before its first attempt; the hit to replay, or None (run it).
+
+        ``environ`` is the environment the stage would run with.
+        """
+        if stage.cache is None or index in self._looked:
+            return None
+        if not self.enabled:
+            self._looked[index] = _Looked(None, environ, {}, cache_field(OFF, None, OFF_REASON))
+            return None
+        needs = {need: self.keys.get(need, f"run {self.run_id}") for need in stage.needs or ()}
+        fingerprint = self._fingerprint(stage, environ, needs)
+        self.keys[stage.id] = fingerprint.key
+        hit: Hit | None = None
+        if not self.reads:
+            reason = NO_CACHE_REASON
+        else:
+            result = self.cache.store.lookup(self._identity(stage), fingerprint)
+            if isinstance(result, Hit):
+                hit, reason = result, ""
+            else:
+                reason = result.reason
+        field = cache_field(MISS, fingerprint.key, reason)
+        self._looked[index] = _Looked(fingerprint, environ, needs, field)
+        return hit
+
+    def field(self, index: int) -> dict[str, Any] | None:
+        """The ``cache`` field of a stage about to run (None: the stage has no cache)."""
+        looked = self._looked.get(index)
+        return dict(looked.field) if looked is not None else None
+
+    def replay(self, hit: Hit, stdout: Path, stderr: Path) -> dict[str, Any] | str:
+        """Restore ``hit`` into the stage's log paths and its outputs under the root: the
+        stage entry's ``cache`` field, or why it could not be served (the stage then runs:
+        whatever was written to the log paths is removed)."""
+        try:
+            self.cache.store.restore(hit, stdout=stdout, stderr=stderr)
+        except (CorruptEntryError, OutsideRootError, OSError) as error:
+            for path in (stdout, stderr):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            if isinstance(error, CorruptEntryError):
+                return "entry damaged"
+            if isinstance(error, OutsideRootError):
+                note(f"warning: stage cache: {error}; the stage runs instead")
+                return str(error)
+            return f"cannot restore the entry ({error.strerror or error})"
+        entry = hit.entry
+        return cache_field(
+            HIT,
+            hit.key,
+            None,
+            from_run=entry.from_run,
+            from_task=entry.task,
+            saved_seconds=round(entry.duration_seconds, 3),
+        )
+
+    def missed(self, index: int, reason: str) -> None:
+        """A hit that could not be served: the stage runs, and its entry says why."""
+        self._looked[index].field["reason"] = reason
+
+    def stored(
+        self, index: int, stage: CommandStage, entry: Mapping[str, Any], stdout: Path, stderr: Path
+    ) -> dict[str, Any] | None:
+        """Store the clean success of stage ``index`` (its manifest ``entry``, its logs); the
+        updated ``cache`` field, or None when the stage has no cache."""
+        looked = self._looked.get(index)
+        if looked is None or looked.fingerprint is None:
+            return None
+        field = dict(looked.field)
+        before = looked.fingerprint
+        after = self._fingerprint(stage, looked.environ, looked.needs)
+        if after.key != before.key or after.problem is not None:
+            # something the key covers moved while the stage ran: this success proves nothing
+            # about either state of the inputs
+            moved = after.problem or explain(before, after)
+            field.update(store="not stored", store_reason=f"changed while the stage ran: {moved}")
+            return field
+        record = StageRecord(
+            run_id=self.run_id,
+            task=self.task_id,
+            pipeline=self.pipeline.id,
+            stage=stage.id,
+            summary=entry.get("summary"),
+            duration_seconds=float(entry.get("duration_seconds") or 0.0),
+        )
+        try:
+            outcome = self.cache.store.store(
+                self._identity(stage), before, record, stdout=stdout, stderr=stderr
+            )
+        except (CacheStoreError, OSError) as error:
+            message = str(error) if isinstance(error, CacheStoreError) else f"stage cache: {error}"
+            note(f"warning: {message}; the run goes on without storing {stage.id}")
+            field.update(store="not stored", store_reason=message)
+            return field
+        reason = before.problem if outcome == "not stored" else None
+        field.update(store=outcome, store_reason=reason)
+        return field
+
+    def _identity(self, stage: CommandStage) -> str:
+        return f"{self.pipeline.id}/{stage.id}"
+
+    def _fingerprint(
+        self, stage: CommandStage, environ: Mapping[str, str], needs: Mapping[str, str]
+    ) -> Fingerprint:
+        assert stage.cache is not None
+        return stage_fingerprint(
+            command=stage.command,
+            cwd=stage.cwd,
+            env=stage.env,
+            spec=stage.cache,
+            environ=environ,
+            needs=needs,
+            inputs=self.cache.fingerprinter.inputs(stage.cache),
+        )
