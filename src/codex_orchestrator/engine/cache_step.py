@@ -206,7 +206,7 @@ class RunCache:
             )
         except (CacheStoreError, OSError) as error:
             message = str(error) if isinstance(error, CacheStoreError) else f"stage cache: {error}"
-            note(f"warning: {message}; the run goes on without storing {stage.id}")
+            note(f"warning: {message}")
             field.update(store="not stored", store_reason=message)
             return field
         reason = before.problem if outcome == "not stored" else None

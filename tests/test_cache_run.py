@@ -1,0 +1,242 @@
+"""The stage cache end to end: the real CLI, real files, real stage processes (SPEC §16).
+
+Every cached stage appends a line to ``ran.log`` outside the root (a file that is no input),
+so each test can see which stages really started a process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Repo
+
+pytestmark = pytest.mark.slow
+
+
+class Cached:
+    """A repository whose stages count their real runs in ``ran.log``, beside the root."""
+
+    def __init__(self, repo: Repo) -> None:
+        self.repo = repo
+        self.root = repo.root
+        self.ran_log = repo.root.parent / "ran.log"
+        (self.root / "src").mkdir()
+        (self.root / "src" / "app.py").write_text("print('app')\n")
+
+    def stage(self, stage_id: str, extra: str = "", **fields: Any) -> dict[str, Any]:
+        """A stage that records its run, prints to both streams and does ``extra``."""
+        command = f"echo {stage_id} >> {self.ran_log}; echo out-{stage_id}; echo err-{stage_id} >&2"
+        fields.setdefault("cache", {"inputs": ["src/**"]})
+        return {"id": stage_id, "command": command + (f"; {extra}" if extra else ""), **fields}
+
+    def ran(self) -> list[str]:
+        """The stages that started a process since the last call."""
+        if not self.ran_log.exists():
+            return []
+        lines = self.ran_log.read_text().split()
+        self.ran_log.unlink()
+        return lines
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+        """``start ARGS``; the run's manifest (the run must have succeeded)."""
+        code, document = self.repo.start_json(*args, env=env)
+        manifest = self.repo.manifest(document)
+        assert code == 0, manifest
+        return manifest
+
+    def caches(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Each stage's ``cache`` field."""
+        return {entry["id"]: entry.get("cache") for entry in manifest["commands"]}
+
+
+@pytest.fixture
+def cached(repo: Repo) -> Cached:
+    return Cached(repo)
+
+
+def _reasons(manifest: dict[str, Any]) -> dict[str, str | None]:
+    return {
+        entry["id"]: (entry["cache"]["status"], entry["cache"]["reason"])
+        for entry in manifest["commands"]
+        if entry.get("cache")
+    }
+
+
+def test_a_hit_spawns_nothing_replays_the_logs_and_restores_outputs(cached: Cached) -> None:
+    cached.repo.pipeline(
+        cached.stage(
+            "build",
+            "mkdir -p dist && cp src/app.py dist/app.txt",
+            cache={"inputs": ["src/**"], "outputs": ["dist/app.txt"]},
+        ),
+        {"id": "plain", "command": f"echo plain >> {cached.ran_log}"},
+    )
+    first = cached.start()
+    assert cached.ran() == ["build", "plain"]
+    entry = first["commands"][0]
+    assert entry["cache"]["status"] == "miss"
+    assert entry["cache"]["reason"] == "no entry"
+    assert entry["cache"]["store"] == "stored"
+    assert "cache" not in first["commands"][1]  # a stage without cache is as it always was
+
+    (cached.root / "dist" / "app.txt").unlink()
+    second = cached.start()
+    assert cached.ran() == ["plain"]  # the cached stage started no process
+    hit = second["commands"][0]
+    assert hit["status"] == "succeeded" and hit["exit_code"] == 0
+    assert hit["pid"] is None and hit["pgid"] is None
+    assert hit["summary"] == entry["summary"]
+    assert hit["cache"] == {
+        "status": "hit",
+        "key": entry["cache"]["key"],
+        "reason": None,
+        "from_run": first["run_id"],
+        "from_task": "default",
+        "saved_seconds": pytest.approx(entry["duration_seconds"], abs=0.001),
+    }
+    for field in ("log_path", "stderr_log_path"):
+        original = (cached.root / entry[field]).read_bytes()
+        assert (cached.root / hit[field]).read_bytes() == original
+        assert hit[field] != entry[field]
+    assert (cached.root / "dist" / "app.txt").read_text() == "print('app')\n"
+
+
+def test_each_change_the_key_covers_is_a_miss_naming_it(cached: Cached) -> None:
+    def pipeline(command_extra: str = "", env: dict[str, str] | None = None) -> None:
+        cache = {"inputs": ["src/**"], "env": ["FLAVOUR"]}
+        cached.repo.pipeline(cached.stage("test", command_extra, cache=cache, env=env or {}))
+
+    pipeline()
+    cached.start()
+    assert cached.ran() == ["test"]
+    steps: list[tuple[Any, str]] = [
+        (lambda: (cached.root / "src" / "app.py").write_text("changed\n"), "src/app.py modified"),
+        (lambda: (cached.root / "src" / "new.py").write_text("new\n"), "src/new.py added"),
+        (lambda: (cached.root / "src" / "app.py").unlink(), "src/app.py deleted"),
+        (lambda: pipeline("true"), "command changed"),
+        (lambda: pipeline("true", {"A": "1"}), "env changed"),
+    ]
+    for change, reason in steps:
+        change()
+        assert _reasons(cached.start())["test"] == ("miss", reason)
+        assert cached.ran() == ["test"]
+        assert _reasons(cached.start())["test"] == ("hit", None)
+        assert cached.ran() == []
+    environment = {"FLAVOUR": "mint"}
+    assert _reasons(cached.start(env=environment))["test"] == ("miss", "env FLAVOUR changed")
+    assert _reasons(cached.start(env={"FLAVOUR": ""}))["test"] == ("miss", "env FLAVOUR changed")
+    assert _reasons(cached.start(env=environment))["test"] == ("hit", None)
+
+
+def test_an_upstream_change_invalidates_the_stages_that_need_it_only(cached: Cached) -> None:
+    (cached.root / "docs").mkdir()
+    (cached.root / "docs" / "a.md").write_text("a\n")
+    cached.repo.pipeline(
+        cached.stage("build", needs=[]),
+        cached.stage("test", needs=["build"], cache={"inputs": ["docs/**"]}),
+        cached.stage("docs", needs=[], cache={"inputs": ["docs/**"]}),
+    )
+    cached.start()
+    assert sorted(cached.ran()) == ["build", "docs", "test"]
+    (cached.root / "src" / "app.py").write_text("changed\n")
+    manifest = cached.start()
+    assert sorted(cached.ran()) == ["build", "test"]
+    assert _reasons(manifest) == {
+        "build": ("miss", "src/app.py modified"),
+        "test": ("miss", "needs build changed"),
+        "docs": ("hit", None),
+    }
+
+
+def test_failing_timed_out_and_allowed_failures_are_never_stored(cached: Cached) -> None:
+    cached.repo.pipeline(
+        cached.stage("flaky", f"test -e {cached.root.parent / 'fixed'}", needs=[]),
+        cached.stage("slow", "sleep 30", timeoutSeconds=0.5, needs=[]),
+        cached.stage("allowed", "exit 3", allowFailure=True, needs=[]),
+    )
+    code, _ = cached.repo.start_json()
+    assert code != 0
+    assert sorted(cached.ran()) == ["allowed", "flaky", "slow"]
+    (cached.root.parent / "fixed").write_text("")
+    code, document = cached.repo.start_json()
+    manifest = cached.repo.manifest(document)
+    assert sorted(cached.ran()) == ["allowed", "flaky", "slow"]  # nothing failing was a hit
+    assert _reasons(manifest) == {
+        "flaky": ("miss", "no entry"),
+        "slow": ("miss", "no entry"),
+        "allowed": ("miss", "no entry"),
+    }
+    assert _reasons(cached.repo.manifest(cached.repo.start_json()[1]))["flaky"] == ("hit", None)
+    # fix, then break again (the fix is outside the inputs): still a hit, as the cache page
+    # says; an input edit that breaks the stage is a miss, and a failure is never stored
+    (cached.root / "src" / "app.py").write_text("broken\n")
+    (cached.root.parent / "fixed").unlink()
+    for _ in range(2):
+        code, document = cached.repo.start_json()
+        assert code != 0 and "flaky" in cached.ran()
+
+
+def test_no_cache_runs_everything_and_still_stores(cached: Cached) -> None:
+    cached.repo.pipeline(cached.stage("test"))
+    manifest = cached.start("--no-cache")
+    assert cached.ran() == ["test"]
+    assert manifest["commands"][0]["cache"]["reason"] == "--no-cache"
+    assert manifest["commands"][0]["cache"]["store"] == "stored"
+    assert _reasons(cached.start())["test"] == ("hit", None)
+    assert cached.ran() == []
+    cached.start("--no-cache")
+    assert cached.ran() == ["test"]
+
+
+def test_the_cache_setting_false_runs_every_stage(cached: Cached) -> None:
+    cached.repo.pipeline(cached.stage("test"), settings={"cache": False})
+    for _ in range(2):
+        manifest = cached.start()
+        assert cached.ran() == ["test"]
+        assert manifest["commands"][0]["cache"]["status"] == "off"
+    assert not (cached.root / ".runs" / ".cache").exists()
+
+
+def test_a_cache_that_cannot_be_written_never_fails_the_run(cached: Cached) -> None:
+    (cached.root / "not-a-dir").write_text("")
+    cached.repo.pipeline(cached.stage("test"), settings={"cache_dir": "not-a-dir/cache"})
+    result = cached.repo.cli("start", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "stage cache" in warnings[0], result.stderr
+    manifest = cached.repo.manifest(json.loads(result.stdout))
+    field = manifest["commands"][0]["cache"]
+    assert field["store"] == "not stored" and field["store_reason"]
+    cached.start()
+    assert cached.ran() == ["test", "test"]
+
+
+def test_a_damaged_entry_is_a_miss_with_a_warning_and_the_stage_runs(cached: Cached) -> None:
+    cached.repo.pipeline(cached.stage("test"))
+    cached.start()
+    entries = cached.root / ".runs" / ".cache" / "entries"
+    (stdout,) = entries.glob("*/*/stdout.log")
+    stdout.write_bytes(b"forged\n")
+    result = cached.repo.cli("start", "--format", "json")
+    assert result.returncode == 0
+    assert "is damaged" in result.stderr
+    manifest = cached.repo.manifest(json.loads(result.stdout))
+    status, reason = _reasons(manifest)["test"]
+    assert status == "miss" and reason is not None and reason.startswith("entry damaged")
+    assert cached.ran() == ["test", "test"]
+    assert _reasons(cached.start())["test"] == ("hit", None)  # the next store repaired it
+
+
+def test_an_input_that_escapes_through_a_link_is_never_read(cached: Cached, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("one\n")
+    os.symlink(secret, cached.root / "src" / "link.txt")
+    cached.repo.pipeline(cached.stage("test"))
+    cached.start()
+    secret.write_text("two\n")  # the link's target is outside the root: not an input
+    assert _reasons(cached.start())["test"] == ("hit", None)
