@@ -240,3 +240,50 @@ def test_an_input_that_escapes_through_a_link_is_never_read(cached: Cached, tmp_
     cached.start()
     secret.write_text("two\n")  # the link's target is outside the root: not an input
     assert _reasons(cached.start())["test"] == ("hit", None)
+
+
+def _tree_state(directory: Path) -> list[tuple[str, int, int]]:
+    return sorted(
+        (str(path.relative_to(directory)), path.lstat().st_mtime_ns, path.lstat().st_size)
+        for path in directory.rglob("*")
+    )
+
+
+def test_plan_shows_hit_or_miss_and_why_and_writes_nothing(cached: Cached) -> None:
+    cached.repo.pipeline(
+        cached.stage("build", needs=[]),
+        cached.stage("test", needs=["build"], cache={"inputs": ["docs/**"]}),
+        {"id": "plain", "command": "true", "needs": []},
+    )
+    (cached.root / "docs").mkdir()
+    first = json.loads(cached.repo.cli("plan", "--format", "json").stdout)
+    assert [stage.get("cache", {}).get("reason") for stage in first["stages"]] == [
+        "no entry",
+        "no entry",
+        None,
+    ]
+    assert not (cached.root / ".runs").exists()  # nothing written, not even the cache dir
+    run = cached.start()
+    cached.ran()
+    state = _tree_state(cached.root / ".runs")
+    plan = json.loads(cached.repo.cli("plan", "--format", "json").stdout)
+    expected = [
+        {
+            **entry["cache"],
+            "status": "hit",
+            "reason": None,
+            "from_run": run["run_id"],
+            "from_task": "default",
+            "saved_seconds": pytest.approx(entry["duration_seconds"], abs=0.001),
+        }
+        for entry in run["commands"][:2]
+    ]
+    for field in expected:
+        del field["store"], field["store_reason"]
+    assert [stage.get("cache") for stage in plan["stages"]] == [*expected, None]
+    (cached.root / "src" / "app.py").write_text("changed\n")
+    text = cached.repo.cli("plan").stdout
+    assert "build: " in text and "[cache miss: src/app.py modified]" in text, text
+    assert "(needs build)" in text and "[cache miss: needs build changed]" in text, text
+    assert _tree_state(cached.root / ".runs") == state
+    assert cached.ran() == []

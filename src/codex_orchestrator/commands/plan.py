@@ -7,7 +7,8 @@ from typing import Any
 
 from codex_orchestrator.commands.common import loaded_config
 from codex_orchestrator.pipelines.graph import GraphView, is_graph, needs_of, resolve_max_parallel
-from codex_orchestrator.pipelines.model import CommandStage, Pipeline
+from codex_orchestrator.pipelines.model import CommandStage, Config, Pipeline
+from codex_orchestrator.records.cache_field import cache_text
 from codex_orchestrator.records.workspace import Settings, Workspace, resolve_task_id
 from codex_orchestrator.util.console import Reporter
 from codex_orchestrator.util.ids import validate_id
@@ -21,8 +22,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         validate_id(args.pipeline, "pipeline")
     config = loaded_config(workspace)
     pipeline = config.resolve_pipeline(args.pipeline)
-    stages = _stages(pipeline)
-    configured = Settings.resolve(config.settings).max_parallel
+    settings = Settings.resolve(config.settings)
+    stages = _stages(pipeline, _cache_lookups(workspace, config, settings, pipeline, task_id))
+    configured = settings.max_parallel
     max_parallel = resolve_max_parallel(pipeline.max_parallel, configured)
     graph = GraphView.of(pipeline.stages, max_parallel, pipeline.fail_fast)
     document = {
@@ -44,7 +46,21 @@ def _pipeline_info(pipeline: Pipeline) -> dict[str, Any]:
     }
 
 
-def _stages(pipeline: Pipeline) -> list[dict[str, Any]]:
+def _cache_lookups(
+    workspace: Workspace, config: Config, settings: Settings, pipeline: Pipeline, task_id: str
+) -> dict[str, dict[str, Any]]:
+    """Per cached stage, what a run would find now: read-only, no lock, nothing written."""
+    if not any(isinstance(stage, CommandStage) and stage.cache for stage in pipeline.stages):
+        return {}
+    from codex_orchestrator.engine.cache_step import RunCache
+
+    cache = RunCache(
+        workspace, config.settings, settings, pipeline, "plan", task_id, read_only=True
+    )
+    return cache.plan()
+
+
+def _stages(pipeline: Pipeline, caches: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     stages: list[dict[str, Any]] = []
     needs = needs_of(pipeline.stages)
     for index, stage in enumerate(pipeline.stages, start=1):
@@ -67,6 +83,8 @@ def _stages(pipeline: Pipeline) -> list[dict[str, Any]]:
                 retries=stage.retries,
                 retry_delay_seconds=stage.retry_delay_seconds,
             )
+            if stage.id in caches:
+                item["cache"] = caches[stage.id]
         else:
             item.update(pipeline=stage.pipeline, optional=stage.optional)
         stages.append(item)
@@ -88,6 +106,8 @@ def _text(pipeline: Pipeline, stages: list[dict[str, Any]]) -> str:
             flags.append(stage["skip_reason"])
         if stage.get("retries"):
             flags.append(f"retries {stage['retries']}")
+        if stage.get("cache"):
+            flags.append(cache_text(stage))
         suffix = f"  [{', '.join(flags)}]" if flags else ""
         if stage["needs"] and pipeline_is_graph:
             suffix += f"  (needs {', '.join(stage['needs'])})"

@@ -24,39 +24,19 @@ from codex_orchestrator.cache.key import Fingerprint, explain, stage_fingerprint
 from codex_orchestrator.cache.location import OpenCache, open_cache
 from codex_orchestrator.cache.store import Hit, StageRecord
 from codex_orchestrator.errors import OutsideRootError
+from codex_orchestrator.pipelines.graph import levels
 from codex_orchestrator.pipelines.model import CommandStage, Pipeline
+from codex_orchestrator.records.cache_field import cache_field, cache_of
+from codex_orchestrator.records.statuses import CacheStatus
 from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.console import note
 
-#: The manifest field of a stage entry (docs/run-records.md).
-CACHE_FIELD = "cache"
-HIT, MISS, OFF = "hit", "miss", "off"
 #: Why a stage with ``cache`` missed when lookups are off for this run.
 NO_CACHE_REASON = "--no-cache"
 OFF_REASON = "the cache setting is false"
 #: The "key" of a needed stage that is skipped because it cannot run here (stable: it
 #: produced nothing).
 SKIPPED_NEED = "skipped"
-
-
-def cache_field(
-    status: str,
-    key: str | None,
-    reason: str | None,
-    *,
-    from_run: str | None = None,
-    from_task: str | None = None,
-    saved_seconds: float | None = None,
-) -> dict[str, Any]:
-    """A stage entry's ``cache`` value."""
-    return {
-        "status": status,
-        "key": key,
-        "reason": reason,
-        "from_run": from_run,
-        "from_task": from_task,
-        "saved_seconds": saved_seconds,
-    }
 
 
 class _Looked(NamedTuple):
@@ -72,7 +52,7 @@ class RunCache:
     """One run's use of the stage cache (main flow only).
 
     ``reads`` false (``--no-cache``): every stage runs, and clean successes are still stored.
-    ``done`` are the run's stage entries already done (a resumed run): their keys stand for
+    ``read_only`` (``plan``): lookups only; nothing is ever written. ``done`` are the run's stage entries already done (a resumed run): their keys stand for
     them in the keys of the stages that need them.
     """
 
@@ -86,12 +66,14 @@ class RunCache:
         task_id: str,
         *,
         reads: bool = True,
+        read_only: bool = False,
         done: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         self.workspace = workspace
         self.config_settings = config_settings
         self.enabled = settings.cache
         self.reads = reads
+        self.read_only = read_only
         self.pipeline = pipeline
         self.run_id = run_id
         self.task_id = task_id
@@ -99,15 +81,15 @@ class RunCache:
         self._looked: dict[int, _Looked] = {}
         self.keys: dict[str, str] = {}
         for entry in done:
-            field = entry.get(CACHE_FIELD)
-            if isinstance(field, dict) and isinstance(field.get("key"), str):
+            field = cache_of(entry)
+            if field is not None and isinstance(field.get("key"), str):
                 self.keys[str(entry["id"])] = field["key"]
 
     @property
     def cache(self) -> OpenCache:
         """The workspace's cache, opened on first use (runs without ``cache`` never open it)."""
         if self._open is None:
-            self._open = open_cache(self.workspace, self.config_settings)
+            self._open = open_cache(self.workspace, self.config_settings, read_only=self.read_only)
         return self._open
 
     def skipped(self, stage_id: str) -> None:
@@ -122,7 +104,9 @@ class RunCache:
         if stage.cache is None or index in self._looked:
             return None
         if not self.enabled:
-            self._looked[index] = _Looked(None, environ, {}, cache_field(OFF, None, OFF_REASON))
+            self._looked[index] = _Looked(
+                None, environ, {}, cache_field(CacheStatus.OFF, None, OFF_REASON)
+            )
             return None
         needs = {need: self.keys.get(need, f"run {self.run_id}") for need in stage.needs or ()}
         fingerprint = self._fingerprint(stage, environ, needs)
@@ -136,7 +120,7 @@ class RunCache:
                 hit, reason = result, ""
             else:
                 reason = result.reason
-        field = cache_field(MISS, fingerprint.key, reason)
+        field = cache_field(CacheStatus.MISS, fingerprint.key, reason)
         self._looked[index] = _Looked(fingerprint, environ, needs, field)
         return hit
 
@@ -144,6 +128,29 @@ class RunCache:
         """The ``cache`` field of a stage about to run (None: the stage has no cache)."""
         looked = self._looked.get(index)
         return dict(looked.field) if looked is not None else None
+
+    def plan(self) -> dict[str, dict[str, Any]]:
+        """What a run would find now, per cached stage id (``plan``: reads only).
+
+        A hit's field is the one its stage entry would get; a miss names why.
+        """
+        stages = self.pipeline.stages
+        order = [stage_id for level in levels(stages) for stage_id in level]
+        by_id = {stage.id: (index, stage) for index, stage in enumerate(stages, start=1)}
+        found: dict[str, dict[str, Any]] = {}
+        with contextlib.ExitStack() as stack:  # one snapshot of the tree serves every lookup
+            for stage_id in order:
+                index, stage = by_id[stage_id]
+                if not isinstance(stage, CommandStage) or stage.cache is None:
+                    continue
+                if stage.unavailable_reason() is not None:
+                    self.skipped(stage_id)
+                    continue
+                if self.enabled and not found:
+                    stack.enter_context(self.cache.fingerprinter.snapshot())
+                hit = self.lookup(index, stage, {**os.environ, **stage.env})
+                found[stage_id] = _hit_field(hit) if hit is not None else self._looked[index].field
+        return found
 
     def replay(self, hit: Hit, stdout: Path, stderr: Path) -> dict[str, Any] | str:
         """Restore ``hit`` into the stage's log paths and its outputs under the root: the
@@ -161,15 +168,7 @@ class RunCache:
                 note(f"warning: stage cache: {error}; the stage runs instead")
                 return str(error)
             return f"cannot restore the entry ({error.strerror or error})"
-        entry = hit.entry
-        return cache_field(
-            HIT,
-            hit.key,
-            None,
-            from_run=entry.from_run,
-            from_task=entry.task,
-            saved_seconds=round(entry.duration_seconds, 3),
-        )
+        return _hit_field(hit)
 
     def missed(self, index: int, reason: str) -> None:
         """A hit that could not be served: the stage runs, and its entry says why."""
@@ -229,3 +228,15 @@ class RunCache:
             needs=needs,
             inputs=self.cache.fingerprinter.inputs(stage.cache),
         )
+
+
+def _hit_field(hit: Hit) -> dict[str, Any]:
+    entry = hit.entry
+    return cache_field(
+        CacheStatus.HIT,
+        hit.key,
+        None,
+        from_run=entry.from_run,
+        from_task=entry.task,
+        saved_seconds=round(entry.duration_seconds, 3),
+    )

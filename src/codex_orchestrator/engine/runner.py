@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from codex_orchestrator.cache.store import Hit
-from codex_orchestrator.engine.cache_step import CACHE_FIELD, RunCache
+from codex_orchestrator.engine.cache_step import RunCache
 from codex_orchestrator.engine.heartbeat import Heartbeat
 from codex_orchestrator.engine.parallel import PrefixedEcho, retry_delay
 from codex_orchestrator.engine.stage_loop import (
@@ -50,6 +50,7 @@ from codex_orchestrator.pipelines.graph import (
     needs_of,
     resolve_max_parallel,
 )
+from codex_orchestrator.records.cache_field import CACHE_FIELD
 from codex_orchestrator.records.cancel_request import watching
 from codex_orchestrator.records.driver import DriverLock, driver_identity
 from codex_orchestrator.records.errorfile import build_error_file
