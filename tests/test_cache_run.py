@@ -287,3 +287,32 @@ def test_plan_shows_hit_or_miss_and_why_and_writes_nothing(cached: Cached) -> No
     assert "(needs build)" in text and "[cache miss: needs build changed]" in text, text
     assert _tree_state(cached.root / ".runs") == state
     assert cached.ran() == []
+
+
+def test_status_report_live_view_and_mcp_show_cached_stages_and_time_saved(
+    cached: Cached,
+) -> None:
+    from codex_orchestrator.mcp.server import run_state
+    from codex_orchestrator.view.rows import headline, stage_rows
+
+    cached.repo.pipeline(cached.stage("build", "sleep 0.3"))
+    first = cached.start()
+    second = cached.start()
+    run_id = second["run_id"]
+    text = cached.repo.cli("status", run_id).stdout
+    assert f"[cached from run {first['run_id']} (saved 0." in text, text
+    assert "cache: 1 stage from the cache, 0." in text, text
+    status = json.loads(cached.repo.cli("status", run_id, "--format", "json").stdout)
+    saved = first["commands"][0]["duration_seconds"]
+    assert status["cached_stages"] == 1
+    assert status["saved_seconds"] == pytest.approx(saved, abs=0.001)
+    state = run_state(status)
+    assert (state["cached_stages"], state["stages"][0]["cache_status"]) == (1, "hit")
+    assert state["stages"][0]["cached_from_run"] == first["run_id"]
+    assert state["stages"][0]["saved_seconds"] == pytest.approx(saved, abs=0.001)
+    run_dir = cached.root / second["artifact_root"]
+    (row,) = stage_rows(second, run_dir)
+    assert row.detail.startswith("cached, saved 0.")
+    assert "1 stage from the cache" in headline(second)
+    report = json.loads(cached.repo.cli("report", run_id, "--format", "json").stdout)
+    assert f"cached from run {first['run_id']}" in (cached.root / report["report"]).read_text()

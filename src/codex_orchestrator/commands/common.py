@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.pipelines.config import Config, load_config
 from codex_orchestrator.pipelines.model import Pipeline
+from codex_orchestrator.records.cache_field import cache_text, totals_text
 from codex_orchestrator.records.manifest import MANIFEST_NAME, ManifestStore, load_manifest
 from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.console import Reporter, log_echo, note
@@ -101,10 +102,13 @@ def _stage_lines(manifest_path: Path) -> list[str]:
         commands = load_manifest(manifest_path)["commands"]
     except OrchestratorError:
         return []
-    return [
+    lines = [
         f"  {command['index']:>2}. {command['id']:<20} {command['status']:<10} {command.get('summary') or ''}".rstrip()
+        + (f"  [{cache_text(command)}]" if cache_text(command) else "")
         for command in commands
     ]
+    totals = totals_text(commands)
+    return [*lines, f"cache: {totals}"] if totals else lines
 
 
 def drive(

@@ -9,6 +9,7 @@ from typing import Any
 
 from codex_orchestrator.errors import EXIT_FAILED
 from codex_orchestrator.persistence.pending import settle_waiting_snapshots
+from codex_orchestrator.records.cache_field import cache_text, cache_totals, totals_text
 from codex_orchestrator.records.liveness import assess
 from codex_orchestrator.records.manifest import (
     MANIFEST_NAME,
@@ -65,6 +66,8 @@ def describe(workspace: Workspace, run_dir: Path, manifest: dict[str, Any]) -> d
         commands=manifest.get("commands", []),
         child_runs=manifest.get("child_runs", []),
     )
+    hits, saved = cache_totals(document["commands"])
+    document.update(cached_stages=hits, saved_seconds=round(saved, 3))
     if liveness.stale or liveness.orchestrator_gone:
         document["hint"] = (
             f"the run is not progressing; resume it: codex-orchestrator resume {manifest.get('run_id')}"
@@ -84,9 +87,12 @@ def render(document: dict[str, Any]) -> str:
     ]
     for command in document["commands"]:
         summary = f"  {command['summary']}" if command.get("summary") else ""
+        cache = f"  [{cache_text(command)}]" if cache_text(command) else ""
         lines.append(
-            f"  {command['index']:>2}. {command['id']:<20} {command['status']:<10}{summary}"
+            f"  {command['index']:>2}. {command['id']:<20} {command['status']:<10}{summary}{cache}"
         )
+    if totals_text(document["commands"]):
+        lines.append(f"cache: {totals_text(document['commands'])}")
     if document["stale"]:
         lines.append(
             f"STALE: no heartbeat for more than {document['stale_after_seconds']:g}s; "

@@ -32,6 +32,7 @@ from codex_orchestrator import __version__
 from codex_orchestrator.commands.logs import fair_shares
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError, UsageError
 from codex_orchestrator.mcp.cli_bridge import CliError, CliRunner
+from codex_orchestrator.records.cache_field import cache_of, cache_totals, hit_from, saved_seconds
 from codex_orchestrator.records.manifest import MANIFEST_NAME, parse_manifest, read_manifest_bytes
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, RunStatus, run_exit_code
 from codex_orchestrator.records.workspace import Workspace
@@ -100,6 +101,10 @@ class StageState(TypedDict):
     log_path: str | None
     error_file: str | None
     sub_run_id: str | None
+    #: The stage cache: ``hit`` (not run; ``cached_from_run`` ran it), ``miss`` or ``off``.
+    cache_status: str | None
+    cached_from_run: str | None
+    saved_seconds: float | None
 
 
 class RunState(TypedDict):
@@ -118,6 +123,9 @@ class RunState(TypedDict):
     artifact_root: str | None
     log_path: str | None
     stages: list[StageState]
+    #: Stages served from the stage cache, and the seconds their original runs took.
+    cached_stages: int
+    saved_seconds: float
     child_runs: list[Any]
     hint: str | None
     waited_seconds: float
@@ -571,16 +579,32 @@ def run_state(status: dict[str, Any]) -> dict[str, Any]:
     declared type is left out (None), so that the result is valid, never a schema error.
     """
     finished = status.get("status") in TERMINAL_RUN_STATUSES
-    state = _typed(status, RunState, ("stages", "child_runs", "exit_code", "waited_seconds"))
+    computed = ("stages", "child_runs", "exit_code", "waited_seconds", "cached_stages")
+    state = _typed(status, RunState, (*computed, "saved_seconds"))
+    hits, saved = cache_totals(status.get("commands"))
     state.update(
         finished=finished,
         exit_code=(
             run_exit_code(RunStatus(status["status"]), state["status_detail"]) if finished else None
         ),
         stale=status.get("stale") is True,
-        stages=[_typed(command, StageState) for command in status.get("commands") or []],
+        stages=[_stage_state(command) for command in status.get("commands") or []],
+        cached_stages=hits,
+        saved_seconds=round(saved, 3),
         child_runs=status.get("child_runs") or [],
         waited_seconds=0.0,
+    )
+    return state
+
+
+def _stage_state(command: dict[str, Any]) -> dict[str, Any]:
+    state = _typed(command, StageState, ("cache_status", "cached_from_run", "saved_seconds"))
+    field = cache_of(command) if isinstance(command, dict) else None
+    source = hit_from(command) if isinstance(command, dict) else None
+    state.update(
+        cache_status=field["status"] if field is not None else None,
+        cached_from_run=source[0] if source is not None else None,
+        saved_seconds=saved_seconds(command) if source is not None else None,
     )
     return state
 

@@ -8,7 +8,7 @@ value's type: a manifest may be tampered with.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from codex_orchestrator.records.statuses import CacheStatus
@@ -66,10 +66,20 @@ def saved_seconds(entry: Mapping[str, Any]) -> float:
     return float(value) if math.isfinite(value) and value >= 0 else 0.0
 
 
-def cache_totals(entries: Iterable[Mapping[str, Any]]) -> tuple[int, float]:
-    """How many stages were served from the cache, and the seconds they saved."""
-    hits = [entry for entry in entries if hit_from(entry) is not None]
+def cache_totals(entries: object) -> tuple[int, float]:
+    """How many stages of ``commands[]`` were served from the cache, and the seconds they
+    saved (anything that is not a stage entry is passed over)."""
+    items = entries if isinstance(entries, list) else []
+    hits = [e for e in items if isinstance(e, Mapping) and hit_from(e) is not None]
     return len(hits), sum(saved_seconds(entry) for entry in hits)
+
+
+def totals_text(entries: object) -> str:
+    """``2 stages from the cache, 4.2s saved``; empty when no stage was a hit."""
+    hits, saved = cache_totals(entries)
+    if not hits:
+        return ""
+    return f"{hits} stage{'s' if hits > 1 else ''} from the cache, {saved:.1f}s saved"
 
 
 def cache_text(entry: Mapping[str, Any]) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from codex_orchestrator.errors import OrchestratorError
+from codex_orchestrator.records.cache_field import cache_text
 from codex_orchestrator.records.liveness import assess
 from codex_orchestrator.records.manifest import EVENTS_NAME, MANIFEST_NAME, load_manifest
 from codex_orchestrator.records.stage_logs import StageFiles
@@ -309,9 +310,10 @@ def _stages_section(manifest: Mapping[str, Any]) -> str:
                 esc(format_seconds(duration)),
                 esc(_cut(entry.get("exit_code"))),
                 esc(_cut(entry.get("summary"))),
+                esc(cache_text(entry)),
             ]
         )
-    headers = ("#", "stage", "status", "attempts", "duration", "exit code", "summary")
+    headers = ("#", "stage", "status", "attempts", "duration", "exit code", "summary", "cache")
     return "<h2>Stages</h2>" + table(headers, rows, numeric=(0, 3, 4, 5))
 
 
