@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.commands.common import load, run_context
-from codex_orchestrator.engine.runner import create_run, execute, prepare_resume
+from codex_orchestrator.engine.lifecycle import create_run, execute
+from codex_orchestrator.engine.recovery import prepare_resume
 from codex_orchestrator.executors.base import Cancellation, Handle, StageOutcome, StageRequest
 from codex_orchestrator.executors.local import LocalExecutor
 from codex_orchestrator.executors.process import group_alive

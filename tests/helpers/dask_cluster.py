@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import pytest
 
 import helpers.processes as processes
-from codex_orchestrator.engine.runner import recorded_handles
+from codex_orchestrator.engine.recovery import recorded_handles
 from codex_orchestrator.executors.base import RUN_ID_ENV
 from codex_orchestrator.executors.dask.worker.supervisor import STAGE_MARK_ENV as MARK_ENV
 from codex_orchestrator.executors.process import leftover_group_problem

@@ -16,7 +16,7 @@ from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.console import Reporter, log_echo, note
 
 if TYPE_CHECKING:  # the run machinery is imported only by the commands that run (cold start)
-    from codex_orchestrator.engine.runner import RunContext, RunResult
+    from codex_orchestrator.engine.context import RunContext, RunResult
     from codex_orchestrator.executors.base import Executor
 
 
@@ -46,7 +46,7 @@ def run_context(
 ) -> RunContext:
     """Build the context shared by a run and its child runs (default: the local executor);
     ``cache_off`` (``--no-cache``): no stage is served from the stage cache."""
-    from codex_orchestrator.engine.runner import RunContext
+    from codex_orchestrator.engine.context import RunContext
     from codex_orchestrator.evidence.taskindex import task_slug
     from codex_orchestrator.executors.base import Cancellation
     from codex_orchestrator.executors.local import LocalExecutor
@@ -62,8 +62,16 @@ def run_context(
         cancellation=Cancellation(grace_seconds=settings.kill_grace_seconds),
         executor=executor or LocalExecutor(settings.kill_grace_seconds, subreaper=True),
         on_output=log_echo if follow else None,
+        after_finish=_write_report if settings.report else None,
         cache_reads=not cache_off,
     )
+
+
+def _write_report(run_dir: Path) -> None:
+    """Write a finished run's HTML report (``settings.report``)."""
+    from codex_orchestrator.view.report import report_after_run
+
+    report_after_run(run_dir)
 
 
 def find_manifest(
@@ -120,7 +128,7 @@ def drive(
     pipeline: Pipeline,
 ) -> int:
     """Run a created or resumed run here (with the live view on a terminal), or detached."""
-    from codex_orchestrator.engine.runner import execute
+    from codex_orchestrator.engine.lifecycle import execute
 
     if getattr(args, "detach", False):
         from codex_orchestrator.engine.detach import detach

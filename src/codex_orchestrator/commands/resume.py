@@ -15,11 +15,9 @@ from codex_orchestrator.commands.common import (
     run_context,
 )
 from codex_orchestrator.commands.invocation import default_actor
-from codex_orchestrator.engine.runner import (
-    RunResult,
-    hash_token,
-    prepare_resume,
-)
+from codex_orchestrator.engine.context import RunResult
+from codex_orchestrator.engine.lifecycle import hash_token
+from codex_orchestrator.engine.recovery import prepare_resume
 from codex_orchestrator.engine.signals import SignalGuard
 from codex_orchestrator.errors import (
     EXIT_OK,

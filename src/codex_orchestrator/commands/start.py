@@ -10,7 +10,7 @@ from codex_orchestrator.commands.common import (
     load,
     run_context,
 )
-from codex_orchestrator.engine.runner import create_run
+from codex_orchestrator.engine.lifecycle import create_run
 from codex_orchestrator.engine.signals import SignalGuard
 from codex_orchestrator.executors.choice import executor_for
 from codex_orchestrator.records.workspace import Workspace, resolve_task_id, with_flag

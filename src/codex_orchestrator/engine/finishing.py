@@ -1,11 +1,11 @@
 """Finishing a run whose driver is dead, as ``cancelled`` (used by ``cancel``).
 
-The work is the runner's `settle_dead_run`, the same code that settles a dead parent's child
+The work is recovery's `settle_dead_run`, the same code that settles a dead parent's child
 runs on ``resume``: it takes the run's driver lock (so nobody starts driving it meanwhile),
 has the executor reap what every stage left behind (verifying each handle first), finishes
 unfinished child runs the same way, and writes the records through `record_finished_run`,
-the final-records code of every run. This module only builds the context it needs without
-requiring a valid config (a broken config must not keep anyone from stopping a run). A run
+the final-records code of every run. This module only picks the executor that reaps; a
+broken config must not keep anyone from stopping a run, so none is required. A run
 that ran on Dask is reaped through its recorded scheduler, so that a stage group left on a
 worker (its supervisor died with the run) ends too.
 """
@@ -13,14 +13,14 @@ worker (its supervisor died with the run) ends too.
 from __future__ import annotations
 
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 
-from codex_orchestrator.engine.runner import RunContext, settle_dead_run
+from codex_orchestrator.engine.recovery import Recovery, settle_dead_run
 from codex_orchestrator.errors import OrchestratorError
-from codex_orchestrator.executors.base import Cancellation, Executor
+from codex_orchestrator.executors.base import Executor
 from codex_orchestrator.executors.choice import Recorded, executor_for
 from codex_orchestrator.executors.local import LocalExecutor
-from codex_orchestrator.pipelines.config import Config
 from codex_orchestrator.records.manifest import MANIFEST_NAME, load_manifest
 from codex_orchestrator.records.statuses import RunStatus, signal_detail
 from codex_orchestrator.records.workspace import Settings, Workspace
@@ -32,26 +32,17 @@ def finish_dead_run(
 ) -> str | None:
     """Settle the dead run in ``run_dir`` as cancelled; its final status, or None when it could
     not be settled (someone drives it now; a warning line says so)."""
-    config = _config(workspace)
-    executor = _reaper(workspace, config, settings, run_dir)
-    cancellation = Cancellation(settings.kill_grace_seconds)
-    ctx = RunContext(
-        workspace=workspace,
-        config=config,
-        settings=settings,
-        task_id=task_id,
-        task_slug=task_id,
-        cancellation=cancellation,
-        executor=executor,
-    )
+    executor = _reaper(workspace, settings, run_dir)
+    recovery = Recovery(workspace, settings, task_id, executor)
     try:
-        return settle_dead_run(ctx, run_dir, RunStatus.CANCELLED, signal_detail(signal.SIGTERM))
+        return settle_dead_run(
+            recovery, run_dir, RunStatus.CANCELLED, signal_detail(signal.SIGTERM)
+        )
     finally:
         executor.close()
-        cancellation.close()
 
 
-def _reaper(workspace: Workspace, config: Config, settings: Settings, run_dir: Path) -> Executor:
+def _reaper(workspace: Workspace, settings: Settings, run_dir: Path) -> Executor:
     """The executor that can end what the run's stages left: the one the run recorded.
 
     When the recorded Dask scheduler cannot be reached, the local executor stands in (with a
@@ -67,7 +58,12 @@ def _reaper(workspace: Workspace, config: Config, settings: Settings, run_dir: P
         return local
     try:
         chosen = executor_for(
-            recorded.executor, None, workspace, config.settings, settings, recorded=recorded
+            recorded.executor,
+            None,
+            workspace,
+            _config_settings(workspace),
+            settings,
+            recorded=recorded,
         )
     except OrchestratorError as error:
         note(f"warning: processes left on {recorded.executor} workers not checked: {error}")
@@ -75,11 +71,11 @@ def _reaper(workspace: Workspace, config: Config, settings: Settings, run_dir: P
     return chosen or local
 
 
-def _config(workspace: Workspace) -> Config:
-    """The config when it loads; an empty one otherwise (settling a run runs no stage)."""
+def _config_settings(workspace: Workspace) -> Mapping[str, object]:
+    """The config's settings (the executor's among them) when it loads; none otherwise."""
     from codex_orchestrator.pipelines.config import load_config
 
     try:
-        return load_config(workspace.root)
+        return load_config(workspace.root).settings
     except OrchestratorError:
-        return Config(None, None, {}, {}, {}, ())
+        return {}

@@ -44,6 +44,7 @@ from codex_orchestrator.records.workspace import (
 )
 from codex_orchestrator.util.ids import ID_RULE, is_valid_id
 from codex_orchestrator.util.jsonio import child_path as _child
+from codex_orchestrator.util.jsonio import json_type as _json_type
 from codex_orchestrator.util.jsonio import loads_checked
 from codex_orchestrator.util.safefs import CONFIG_SIZE_LIMIT, read_regular
 
@@ -198,18 +199,6 @@ def _with_builtins(
 
 def _fail(path: str, problem: str, fix: str) -> NoReturn:
     raise ConfigError(f"{CONFIG_FILE}: {path}: {problem}; {fix}")
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
 
 
 def _suggest(key: str, candidates: frozenset[str]) -> str:

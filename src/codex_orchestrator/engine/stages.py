@@ -1,0 +1,648 @@
+"""Stage recording: what starting, finishing, retrying and skipping a stage means for a run's
+records (manifest entry, events, logs, error files).
+
+`run_stages` hands the run's stages to the `StageLoop`, which decides which stage runs when;
+`Stages` is the loop's `StageRunner`. Every recording happens in the main flow; only the
+executor's work runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from codex_orchestrator.cache.store import Hit
+from codex_orchestrator.engine.cache_step import RunCache
+from codex_orchestrator.engine.context import ActiveRun, RunContext, RunResult
+from codex_orchestrator.engine.parallel import PrefixedEcho, retry_delay
+from codex_orchestrator.engine.stage_loop import (
+    Ended,
+    Finish,
+    LoopState,
+    Post,
+    RetryIn,
+    StageLoop,
+    Work,
+)
+from codex_orchestrator.executors.base import (
+    RUN_ID_ENV,
+    Cancellation,
+    Handle,
+    StageOutcome,
+    StageRequest,
+)
+from codex_orchestrator.pipelines.config import CommandStage, Pipeline, SubpipelineStage
+from codex_orchestrator.pipelines.graph import NEEDS_FAILED, is_graph, resolve_max_parallel
+from codex_orchestrator.records.cache_field import CACHE_FIELD
+from codex_orchestrator.records.errorfile import build_error_file
+from codex_orchestrator.records.manifest import ManifestStore, command_entry
+from codex_orchestrator.records.stage_logs import log_stem
+from codex_orchestrator.records.statuses import (
+    DONE_STAGE_STATUSES,
+    RunStatus,
+    StageFailure,
+    StageStatus,
+    signal_detail,
+    signal_name,
+    stage_detail,
+)
+from codex_orchestrator.records.summaries import stage_summary
+from codex_orchestrator.util.clock import iso_utc
+from codex_orchestrator.util.jsonio import atomic_write_bytes
+
+#: How often the live output echo (a terminal on stderr) copies new log bytes.
+ECHO_INTERVAL_SECONDS = 0.1
+
+
+class ChildRuns(NamedTuple):
+    """How a subpipeline stage runs its child run: created, then executed, by the lifecycle
+    (passed in, so that recording a stage does not import the run lifecycle)."""
+
+    create: Callable[[RunContext, Pipeline, str | None, str | None], ManifestStore]
+    execute: Callable[[RunContext, ManifestStore, Pipeline], RunResult]
+
+
+class FailureRecord(NamedTuple):
+    """What a stage's error file says: why it failed, the details, the output's tails."""
+
+    reason: str
+    details: dict[str, Any]
+    stdout_tail: bytes
+    stderr_tail: bytes
+
+
+def run_stages(
+    ctx: RunContext, run: ActiveRun, children: ChildRuns
+) -> tuple[RunStatus, str | None]:
+    """Run every stage not yet done, in order or as a graph; return (status, status_detail)."""
+    pipeline = run.pipeline
+    done = [
+        entry["id"]
+        for entry in run.store.data["commands"]
+        if entry["status"] in DONE_STAGE_STATUSES
+    ]
+    loop = StageLoop(
+        pipeline.stages,
+        Stages(ctx, run, children),
+        ctx.cancellation,
+        max_parallel=resolve_max_parallel(pipeline.max_parallel, ctx.settings.max_parallel),
+        fail_fast=pipeline.fail_fast,
+        done=done,
+    )
+    failure = loop.run()
+    if ctx.cancellation.requested:
+        return RunStatus.CANCELLED, signal_detail(ctx.cancellation.signum or signal.SIGTERM)
+    first_failed = loop.scheduler.first_failure
+    if first_failed is not None:
+        return RunStatus.FAILED, failure or stage_detail(first_failed)
+    return RunStatus.SUCCEEDED, None
+
+
+class Stages:
+    """The run's side of the `StageLoop`: what starting, finishing and skipping a stage
+    means for the run's records. Every method runs in the main flow; the `Work` it returns is
+    what runs in a worker thread (only the executor, no records)."""
+
+    def __init__(self, ctx: RunContext, run: ActiveRun, children: ChildRuns) -> None:
+        self.ctx = ctx
+        self.run = run
+        self.children = children
+        self.prefix_output = is_graph(run.pipeline.stages)
+        self.first_attempt: dict[int, int] = {}
+        self.last_outcome: dict[int, StageOutcome] = {}
+        self.logs: dict[int, tuple[Path, Path]] = {}
+        self.cache = RunCache(
+            ctx.workspace,
+            ctx.config.settings,
+            ctx.settings,
+            run.pipeline,
+            run.run_id,
+            ctx.task_id,
+            reads=ctx.cache_reads,
+            done=[e for e in run.store.data["commands"] if e["status"] in DONE_STAGE_STATUSES],
+        )
+
+    def start(self, index: int, cancellation: Cancellation, post: Post) -> Ended | Work:
+        """Begin stage ``index`` (or its next attempt)."""
+        stage = self.run.pipeline.stages[index - 1]
+        if isinstance(stage, SubpipelineStage):
+            return self._start_child(index, stage, cancellation)
+        return self._start_command(index, stage, cancellation, post)
+
+    def _start_command(
+        self, index: int, stage: CommandStage, cancellation: Cancellation, post: Post
+    ) -> Ended | Work:
+        ctx, run = self.ctx, self.run
+        unavailable = stage.unavailable_reason()
+        if unavailable is not None:
+            self.cache.skipped(stage.id)
+            _stage_begin(run, index)
+            why = "not-applicable" if stage.skip_reason else "tool-missing"
+            _stage_end(run, index, StageStatus.SKIPPED, summary=unavailable, skip_reason=why)
+            return Ended(StageStatus.SKIPPED)
+        run_env = _stage_env(ctx, run, stage)
+        environ = {**os.environ, **run_env}
+        hit = self.cache.lookup(index, stage, environ)
+        if hit is not None:
+            replayed = self._replay(index, stage, hit)
+            if replayed is not None:
+                return replayed
+        attempt, stdout_path, stderr_path = _attempt_logs(run, index, stage.id)
+        self.first_attempt.setdefault(index, attempt)
+        self.logs[index] = (stdout_path, stderr_path)
+        display = ctx.workspace.display
+        cache = self.cache.field(index)
+        _stage_begin(
+            run,
+            index,
+            persist=False,
+            attempt=attempt,
+            log_path=display(stdout_path),
+            stderr_log_path=display(stderr_path),
+            **_cleared_handle(run.store.command(index)),
+            **({CACHE_FIELD: cache} if cache is not None else {}),
+        )
+        request = StageRequest(
+            stage_id=stage.id,
+            command=stage.command,
+            cwd=ctx.workspace.root / (stage.cwd or "."),
+            env=environ,
+            run_env=run_env,
+            stdout_path=stdout_path,
+            stderr_path=stderr_path,
+            timeout_seconds=stage.timeout_seconds,
+            resources=stage.resources or None,
+        )
+        prefix = stage.id if self.prefix_output else None
+
+        def on_handle(handle: Handle) -> None:
+            post(partial(_stage_handle, run, index, handle))
+
+        def work() -> Finish:
+            try:
+                with _echoing(ctx, stdout_path, stderr_path, prefix):
+                    outcome = ctx.executor.run(request, cancellation, on_handle)
+            except (OSError, ValueError) as error:
+                failure = error
+            else:
+                return partial(self._command_finished, index, stage, attempt, outcome)
+            return partial(self._spawn_failed, index, stage, failure)
+
+        return work
+
+    def _replay(self, index: int, stage: CommandStage, hit: Hit) -> Ended | None:
+        """Serve a cache hit: the original logs and outputs, no process; None when the entry
+        cannot be served after all (the stage then runs)."""
+        run = self.run
+        began = time.monotonic()
+        _, stdout_path, stderr_path = _attempt_logs(run, index, stage.id)
+        served = self.cache.replay(hit, stdout_path, stderr_path)
+        if isinstance(served, str):
+            self.cache.missed(index, served)
+            return None
+        display = self.ctx.workspace.display
+        _stage_begin(
+            run,
+            index,
+            persist=False,
+            log_path=display(stdout_path),
+            stderr_log_path=display(stderr_path),
+            **_cleared_handle(run.store.command(index)),
+        )
+        with _echoing(self.ctx, stdout_path, stderr_path, stage.id if self.prefix_output else None):
+            pass  # the replayed output reaches the terminal as a run's would
+        _stage_end(
+            run,
+            index,
+            StageStatus.SUCCEEDED,
+            summary=hit.entry.summary,
+            exit_code=0,
+            duration_seconds=round(time.monotonic() - began, 3),
+            stdout_bytes=_size(stdout_path),
+            stderr_bytes=_size(stderr_path),
+            timed_out=False,
+            pid=None,
+            pgid=None,
+            **{CACHE_FIELD: served},
+        )
+        return Ended(StageStatus.SUCCEEDED)
+
+    def _spawn_failed(
+        self, index: int, stage: CommandStage, error: OSError | ValueError, _: LoopState
+    ) -> Ended:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        summary = f"could not start the command: {reason} (cwd {stage.cwd or '.'})"
+        failure = FailureRecord("spawn-failed", {"exit_code": None, "error": summary}, b"", b"")
+        error_file = self._write_error_file(index, stage, failure)
+        _stage_end(
+            self.run,
+            index,
+            StageStatus.FAILED,
+            summary=summary,
+            exit_code=None,
+            error_file=error_file,
+        )
+        return Ended(StageStatus.FAILED, stage_detail(stage.id))
+
+    def _command_finished(
+        self, index: int, stage: CommandStage, attempt: int, outcome: StageOutcome, state: LoopState
+    ) -> Ended | RetryIn:
+        """Record an attempt: retry it after the backoff, or end the stage."""
+        run = self.run
+        if stage.retries:  # only stages that may retry carry a history (manifests stay small)
+            entry = run.store.command(index)
+            history = [*entry.get("attempt_history", []), _attempt_record(attempt, entry, outcome)]
+            run.store.update_command(index, attempt_history=history)
+        self.last_outcome[index] = outcome
+        failed = outcome.exit_code != 0 or outcome.timed_out or outcome.lost
+        last = self.first_attempt[index] + stage.retries
+        retry = failed and not outcome.cancelled and not outcome.may_still_run
+        if retry and not state.stopping and attempt < last:
+            delay = retry_delay(stage.retry_delay_seconds, attempt - self.first_attempt[index] + 1)
+            why = "timed out" if outcome.timed_out else f"exit {outcome.exit_code}"
+            summary = f"attempt {attempt} of {last} failed ({why}); retrying in {delay:g}s"
+            run.store.update_command(index, summary=summary, exit_code=outcome.exit_code)
+            run.store.persist_transition()
+            run.events.emit(
+                "stage_retry",
+                index=index,
+                stage_id=stage.id,
+                attempt=attempt,
+                exit_code=outcome.exit_code,
+                delay_seconds=delay,
+            )
+            return RetryIn(delay)
+        attempt_note = None
+        if stage.retries and not outcome.cancelled:
+            attempt_note = f"{'failed' if failed else 'succeeded'} on attempt {attempt} of {last}"
+        ended = self._record_outcome(
+            index, stage, outcome, stop_reason=state.stop_reason, attempt_note=attempt_note
+        )
+        if ended.status == StageStatus.SUCCEEDED:  # a clean success: exit 0, nothing lost
+            cache = self.cache.stored(index, stage, run.store.command(index), *self.logs[index])
+            if cache is not None:  # the next transition or the final record writes it
+                run.store.update_command(index, **{CACHE_FIELD: cache})
+        return ended
+
+    def interrupted(self, index: int, reason: str) -> Ended:
+        """A stage waiting to retry when the run stops: its last attempt is its end."""
+        stage = self.run.pipeline.stages[index - 1]
+        assert isinstance(stage, CommandStage)  # only command stages retry
+        attempts = int(self.run.store.command(index).get("attempts") or 0)
+        attempt_note = f"{reason} before attempt {attempts + 1}"
+        outcome = self.last_outcome[index]
+        return self._record_outcome(index, stage, outcome, attempt_note=attempt_note)
+
+    def skip_needs_failed(self, skips: Sequence[tuple[int, str]]) -> None:
+        """Stages that will not run because a stage they need (maybe transitively) failed."""
+        run = self.run
+        now = iso_utc()
+        for index, failed in skips:
+            run.store.update_command(
+                index,
+                status=StageStatus.SKIPPED,
+                skip_reason=NEEDS_FAILED,
+                summary=f"skipped: {failed} failed",
+                completed_at=now,
+            )
+        run.store.persist_transition()
+        for index, failed in skips:
+            run.events.emit(
+                "stage_finished",
+                index=index,
+                stage_id=run.store.command(index)["id"],
+                status=StageStatus.SKIPPED,
+                skip_reason=NEEDS_FAILED,
+                failed_stage=failed,
+            )
+
+    def _start_child(self, index: int, stage: SubpipelineStage, cancellation: Cancellation) -> Work:
+        ctx, run = self.ctx, self.run
+        child_pipeline = ctx.config.pipelines[stage.pipeline]
+        approval_policy = run.store.data.get("approval_policy")
+        child = self.children.create(ctx, child_pipeline, run.run_id, approval_policy)
+        child_id = str(child.data["run_id"])
+        link = {
+            "run_id": child_id,
+            "pipeline_id": child_pipeline.id,
+            "stage_id": stage.id,
+            "status": RunStatus.IN_PROGRESS,
+            "manifest": ctx.workspace.display(child.path),
+        }
+        run.store.append("child_runs", link)
+        _stage_begin(
+            run,
+            index,
+            persist=False,
+            sub_run_id=child_id,
+            log_path=ctx.workspace.display(child.path),
+        )
+        run.store.persist()  # at once: resume settles the child runs the manifest links
+        # The child follows this run's cancellation (a signal, a failFast teardown), and has
+        # one of its own: a `cancel` of the child run ends it and nothing else.
+        own = cancellation.dependent()
+        child_ctx = ctx._replace(cancellation=own)
+
+        def work() -> Finish:
+            try:
+                result = self.children.execute(child_ctx, child, child_pipeline)
+            finally:
+                own.close()
+            return partial(self._child_finished, index, stage, link, result)
+
+        return work
+
+    def _child_finished(
+        self,
+        index: int,
+        stage: SubpipelineStage,
+        link: dict[str, Any],
+        result: RunResult,
+        state: LoopState,
+    ) -> Ended:
+        run = self.run
+        with run.store.lock:
+            link["status"] = result.status
+        summary = f"child run {result.run_id} {result.status}"
+        if result.status == RunStatus.SUCCEEDED:
+            _stage_end(run, index, StageStatus.SUCCEEDED, summary=summary, exit_code=0)
+            return Ended(StageStatus.SUCCEEDED)
+        # A child cancelled while this run goes on was cancelled alone (`cancel CHILD`): for
+        # this run it is a child run that did not succeed, as if it had failed.
+        with_this_run = state.stopping or self.ctx.cancellation.requested
+        torn_down = result.status == RunStatus.CANCELLED and with_this_run
+        if stage.optional and not torn_down:
+            _stage_end(
+                run,
+                index,
+                StageStatus.SKIPPED,
+                summary=f"optional {summary}",
+                exit_code=result.exit_code,
+                skip_reason="optional-failed",
+            )
+            return Ended(StageStatus.SKIPPED)
+        _stage_end(run, index, StageStatus.FAILED, summary=summary, exit_code=result.exit_code)
+        if torn_down:
+            return Ended(StageStatus.FAILED, result.status_detail)
+        return Ended(StageStatus.FAILED, stage_detail(stage.id))
+
+    def _record_outcome(
+        self,
+        index: int,
+        stage: CommandStage,
+        outcome: StageOutcome,
+        *,
+        stop_reason: str | None = None,
+        attempt_note: str | None = None,
+    ) -> Ended:
+        """Record how the stage's last attempt ended. ``stop_reason`` explains a cancellation that
+        came from the run itself (failFast), not from a signal; ``attempt_note`` (retries) heads the
+        summary."""
+        stdout_tail, stdout_size = outcome.stdout_tail, outcome.stdout_bytes
+        stderr_tail, stderr_size = outcome.stderr_tail, outcome.stderr_bytes
+        exit_code = outcome.exit_code
+        summary = stage_summary(stage.summary_hint, stdout_tail, stderr_tail, exit_code)
+        fields: dict[str, Any] = {
+            "exit_code": exit_code,
+            "duration_seconds": round(outcome.duration_seconds, 3),
+            "stdout_bytes": stdout_size,
+            "stderr_bytes": stderr_size,
+            "timed_out": outcome.timed_out,
+            "host": outcome.host,
+        }
+        if attempt_note:
+            summary = f"{attempt_note}; {summary}"
+        failed = outcome.timed_out or outcome.cancelled or outcome.lost
+        if exit_code == 0 and not failed:
+            _stage_end(self.run, index, StageStatus.SUCCEEDED, summary=summary, **fields)
+            return Ended(StageStatus.SUCCEEDED)
+        if outcome.timed_out:
+            summary = f"timed out after {stage.timeout_seconds:g}s; {summary}"
+            reason, detail = "command-timeout", stage_detail(stage.id, StageFailure.TIMEOUT)
+        elif outcome.cancelled and not self.ctx.cancellation.requested:
+            summary = f"{stop_reason or 'stopped by the run'}; {summary}"
+            reason, detail = "command-cancelled", stage_detail(stage.id)
+        elif outcome.cancelled:
+            signum = self.ctx.cancellation.signum or signal.SIGTERM
+            summary = f"cancelled by {signal_name(signum)}; {summary}"
+            reason, detail = "command-cancelled", signal_detail(signum)
+        elif outcome.lost:
+            summary = f"{outcome.lost_reason or 'the executor lost the stage'}; {summary}"
+            failure = outcome.lost_failure
+            reason, detail = failure.value, stage_detail(stage.id, failure)
+        elif stage.allow_failure:
+            reason, detail = "command-allow-failure", None
+        else:
+            reason, detail = "command-failed", stage_detail(stage.id)
+        details = {
+            "exit_code": exit_code,
+            "timed_out": outcome.timed_out,
+            "stdout_truncated": stdout_size > len(stdout_tail),
+            "stderr_truncated": stderr_size > len(stderr_tail),
+            "stdout_bytes": stdout_size,
+            "stderr_bytes": stderr_size,
+        }
+        failure_record = FailureRecord(reason, details, stdout_tail, stderr_tail)
+        error_file = self._write_error_file(index, stage, failure_record)
+        if reason == "command-allow-failure":
+            fields["skip_reason"] = "allowed-failure"
+            status = StageStatus.SKIPPED
+        else:
+            status = StageStatus.FAILED
+        _stage_end(self.run, index, status, summary=summary, error_file=error_file, **fields)
+        return Ended(status, detail)
+
+    def _write_error_file(self, index: int, stage: CommandStage, failure: FailureRecord) -> str:
+        """Write the stage's error file; its path as the manifest shows it."""
+        run = self.run
+        header = {
+            "run_id": run.run_id,
+            "task_id": self.ctx.task_id,
+            "command_index": index,
+            "command_id": stage.id,
+            "reason": failure.reason,
+            "created_at": iso_utc(),
+        }
+        payload = build_error_file(
+            header, stage.command, failure.details, failure.stdout_tail, failure.stderr_tail
+        )
+        path = run.run_dir / "errors" / f"{_log_stem(run, index, stage.id)}.json"
+        atomic_write_bytes(path, payload)
+        return self.ctx.workspace.display(path)
+
+
+def _attempt_record(attempt: int, entry: dict[str, Any], outcome: StageOutcome) -> dict[str, Any]:
+    """One ``attempt_history`` item: how attempt number ``attempt`` went, and its logs."""
+    return {
+        "attempt": attempt,
+        "exit_code": outcome.exit_code,
+        "timed_out": outcome.timed_out,
+        "cancelled": outcome.cancelled,
+        "started_at": entry.get("started_at"),
+        "completed_at": iso_utc(),
+        "duration_seconds": round(outcome.duration_seconds, 3),
+        "log_path": entry.get("log_path"),
+        "stderr_log_path": entry.get("stderr_log_path"),
+    }
+
+
+def _stage_begin(
+    run: ActiveRun,
+    index: int,
+    *,
+    persist: bool = True,
+    attempt: int | None = None,
+    **fields: Any,
+) -> None:
+    entry = run.store.command(index)
+    attempts = attempt if attempt is not None else int(entry.get("attempts") or 0) + 1
+    run.store.update_command(
+        index,
+        status=StageStatus.RUNNING,
+        started_at=iso_utc(),
+        completed_at=None,
+        exit_code=None,
+        summary=None,
+        error_file=None,
+        attempts=attempts,
+        **fields,
+    )
+    if persist:
+        run.store.persist_transition()
+    run.events.emit("stage_started", index=index, stage_id=entry["id"], attempt=attempts)
+
+
+def _stage_end(run: ActiveRun, index: int, status: StageStatus, **fields: Any) -> None:
+    run.store.update_command(index, status=status, completed_at=iso_utc(), **fields)
+    run.store.persist_transition()
+    entry = run.store.command(index)
+    run.events.emit(
+        "stage_finished",
+        index=index,
+        stage_id=entry["id"],
+        status=status,
+        exit_code=entry.get("exit_code"),
+        summary=entry.get("summary"),
+    )
+
+
+def _stage_env(ctx: RunContext, run: ActiveRun, stage: CommandStage) -> dict[str, str]:
+    """The variables the run sets for a stage: its own, then the stage's configured ``env``."""
+    return {
+        "MCP_RUNNER_TASK_ID": ctx.task_id,
+        "CODEX_ORCHESTRATOR_TASK_ID": ctx.task_id,
+        RUN_ID_ENV: run.run_id,
+        "CODEX_ORCHESTRATOR_PIPELINE_ID": run.pipeline.id,
+        "CODEX_ORCHESTRATOR_MANIFEST_PATH": str(run.store.path),
+        "CODEX_ORCHESTRATOR_RUN_DIR": str(run.run_dir),
+        "CODEX_ORCHESTRATOR_ROOT": str(ctx.workspace.root),
+        "CODEX_ORCHESTRATOR_PYTHON": sys.executable,
+        **stage.env,
+    }
+
+
+def _log_stem(run: ActiveRun, index: int, stage_id: str) -> str:
+    return log_stem(index, stage_id, len(run.pipeline.stages))
+
+
+def _attempt_logs(run: ActiveRun, index: int, stage_id: str) -> tuple[int, Path, Path]:
+    """The next attempt number and its log paths, never those of an earlier attempt.
+
+    The recorded count may lag behind the files (a driver killed between creating the logs
+    and recording the attempt), so numbers whose logs exist are skipped: an attempt's logs are
+    never truncated by another attempt.
+    """
+    attempt = int(run.store.command(index).get("attempts") or 0) + 1
+    while True:
+        stem = _log_stem(run, index, stage_id) + (f".attempt-{attempt}" if attempt > 1 else "")
+        stdout_path = run.run_dir / "commands" / f"{stem}.stdout.log"
+        stderr_path = run.run_dir / "commands" / f"{stem}.stderr.log"
+        if not (os.path.lexists(stdout_path) or os.path.lexists(stderr_path)):
+            return attempt, stdout_path, stderr_path
+        attempt += 1
+
+
+#: Stage-entry fields a handle's fields never overwrite when they are copied onto the entry.
+_RESERVED_ENTRY_FIELDS = frozenset(command_entry(0, "", "", "", None)) | {
+    "handle",
+    "attempts",
+    "duration_seconds",
+    "stdout_bytes",
+    "stderr_bytes",
+    "timed_out",
+    "stderr_log_path",
+}
+
+
+def _stage_handle(run: ActiveRun, index: int, handle: Handle) -> None:
+    """Store the executor's handle; its scalar fields are also copied onto the stage entry
+    (for a local stage: ``host``, ``pid``, ``pgid``, ``pid_start_ticks``), where readers of
+    earlier records look for them."""
+    copied = {
+        key: value
+        for key, value in handle.items()
+        if key != "kind" and key not in _RESERVED_ENTRY_FIELDS and _scalar(value)
+    }
+    run.store.update_command(index, handle=dict(handle), **copied)
+    run.events.emit("stage_handle", index=index, handle=dict(handle))
+    run.store.persist_transition()
+
+
+def _cleared_handle(entry: dict[str, Any]) -> dict[str, Any]:
+    """Blank the previous attempt's handle and the fields copied from it."""
+    previous = entry.get("handle")
+    fields = dict.fromkeys(previous, None) if isinstance(previous, dict) else {}
+    fields.pop("kind", None)
+    for key in _RESERVED_ENTRY_FIELDS:
+        fields.pop(key, None)
+    return {**fields, "handle": None}
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _scalar(value: object) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+@contextmanager
+def _echoing(
+    ctx: RunContext, stdout_path: Path, stderr_path: Path, prefix: str | None = None
+) -> Iterator[None]:
+    """Copy the stage's new output onto the terminal while it runs (when asked to); with a
+    ``prefix`` (stages running at once), whole lines, each marked ``[prefix]``."""
+    if ctx.on_output is None:
+        yield
+        return
+    last: Callable[[], None]
+    if prefix is None:
+        echo = last = ctx.on_output(stdout_path, stderr_path)
+    else:
+        prefixed = PrefixedEcho(prefix, stdout_path, stderr_path)
+        echo, last = prefixed, prefixed.finish
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(ECHO_INTERVAL_SECONDS):
+            echo()
+
+    thread = threading.Thread(target=loop, name="output-echo", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        last()
