@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import Repo
+from codex_orchestrator.persistence.prune import CACHE_CITED
+from conftest import Repo, assert_one_line_error
+from evidence.helpers import write_index
 
 pytestmark = pytest.mark.slow
 
@@ -316,3 +319,44 @@ def test_status_report_live_view_and_mcp_show_cached_stages_and_time_saved(
     assert "1 stage from the cache" in headline(second)
     report = json.loads(cached.repo.cli("report", run_id, "--format", "json").stdout)
     assert f"cached from run {first['run_id']}" in (cached.root / report["report"]).read_text()
+
+
+def test_prune_keeps_the_runs_the_cache_cites_and_evicts_to_the_budget(cached: Cached) -> None:
+    cached.repo.pipeline(cached.stage("test"))
+    ran = cached.start()
+    served = cached.start()
+    assert served["commands"][0]["cache"]["from_run"] == ran["run_id"]
+    result = cached.repo.cli("prune", "--keep", "0", "--format", "json")
+    document = json.loads(result.stdout)
+    assert [run["run_id"] for run in document["removed"]] == [served["run_id"]]
+    assert {"run_id": ran["run_id"], "reason": CACHE_CITED} in document["kept"]
+    assert document["cache"] == {"evicted": [], "bytes_freed": 0}
+    cached.repo.pipeline(cached.stage("test"), settings={"cache_max_bytes": 1})
+    document = json.loads(cached.repo.cli("prune", "--keep", "0", "--format", "json").stdout)
+    assert [run["run_id"] for run in document["removed"]] == [ran["run_id"]]
+    (evicted,) = document["cache"]["evicted"]
+    assert evicted["from_run"] == ran["run_id"] and document["cache"]["bytes_freed"] > 0
+    assert _reasons(cached.start())["test"] == ("miss", "no entry")
+
+
+def test_a_run_of_hits_is_evidence_through_the_run_that_really_ran(cached: Cached) -> None:
+    task = "0100-cache"
+    write_index(cached.root, {"id": "0100", "slug": "cache", "title": "Cache", "status": "open"})
+    checklist = cached.root / "tasks" / f"tasks-{task}.md"
+    checklist.write_text("# Cache\n\n- [ ] Run tests\n- [ ] Run lint\n")
+    cached.repo.pipeline(cached.stage("test"), tasks={"mirrors": ["tasks/tasks-{task}.md"]})
+    ran = cached.start("--task", task)
+    served = cached.start("--task", task)
+    assert _reasons(served)["test"] == ("hit", None)
+    marked = cached.repo.cli("tasks", "mark", task, "run tests", "--run", served["run_id"])
+    assert marked.returncode == 0, marked.stderr
+    check = cached.repo.cli("tasks", "check", task, "--format", "json")
+    assert check.returncode == 0, check.stdout
+    # the run that really ran the stage is gone (prune would never do it): the chain breaks
+    shutil.rmtree(cached.root / ran["artifact_root"])
+    refused = cached.repo.cli("tasks", "mark", task, "run lint", "--run", served["run_id"])
+    line = assert_one_line_error(refused, refused.returncode, "served from the stage cache")
+    assert f"run {ran['run_id']}, which ran it, no longer exists" in line
+    check = cached.repo.cli("tasks", "check", task, "--format", "json")
+    assert check.returncode != 0
+    assert "evidence-cache-chain" in check.stdout

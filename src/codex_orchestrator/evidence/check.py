@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.errors import OutsideRootError, UnsafeInputError
+from codex_orchestrator.evidence.cache_chain import broken_chain
 from codex_orchestrator.evidence.checklist import Item
 from codex_orchestrator.evidence.mirrors import (
     FileCache,
@@ -29,6 +29,7 @@ from codex_orchestrator.evidence.mirrors import (
 )
 from codex_orchestrator.evidence.taskindex import INDEX_PATH, TaskIndex, load_index
 from codex_orchestrator.records.statuses import RunStatus
+from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.jsonio import loads_checked
 from codex_orchestrator.util.safefs import (
     RECORD_SIZE_LIMIT,
@@ -70,8 +71,9 @@ class TaskReport:
     problems: tuple[Problem, ...]
 
 
-def check_tasks(root: Path, name: str | None) -> list[TaskReport]:
+def check_tasks(workspace: Workspace, name: str | None) -> list[TaskReport]:
     """Check the task ``name`` designates, or every task of the index and mirror files."""
+    root = workspace.root
     index = load_index(root)
     templates = mirror_templates(root)
     if name is not None:
@@ -83,15 +85,16 @@ def check_tasks(root: Path, name: str | None) -> list[TaskReport]:
             task_files(templates, task, index.entry(task) if index else None)
             for task in sorted(ids)
         ]
-    checker = _Checker(root, index)
+    checker = _Checker(workspace, index)
     return [checker.check(files) for files in tasks]
 
 
 class _Checker:
     """Checks tasks one by one, sharing the files it has read between them."""
 
-    def __init__(self, root: Path, index: TaskIndex | None) -> None:
-        self.root = root
+    def __init__(self, workspace: Workspace, index: TaskIndex | None) -> None:
+        self.workspace = workspace
+        self.root = workspace.root
         self.index = index
         self.files: FileCache = {}
         self.manifests: dict[str, _ManifestFacts] = {}
@@ -139,7 +142,7 @@ class _Checker:
     def _manifest_issue(self, path: str, task: str) -> tuple[str, str] | None:
         facts = self.manifests.get(path)
         if facts is None:
-            facts = self.manifests[path] = _manifest_facts(self.root, path)
+            facts = self.manifests[path] = _manifest_facts(self.workspace, path)
         if len(facts) == 2:
             return facts
         owner, status, detail = facts
@@ -230,12 +233,13 @@ def _disagreements(views: list[MirrorView]) -> Iterator[Problem]:
                 )
 
 
-def _manifest_facts(root: Path, path: str) -> _ManifestFacts:
+def _manifest_facts(workspace: Workspace, path: str) -> _ManifestFacts:
     """What a cited manifest says. It may lie outside the repository (a runs root set by
     ``CODEX_ORCHESTRATOR_RUNS_DIR`` is cited by its absolute path): reading it is capped and
-    refuses anything but a regular file."""
+    refuses anything but a regular file. A run whose cache hits do not lead to the runs that
+    really ran them proves nothing."""
     try:
-        data = loads_checked(read_regular(root / path, RECORD_SIZE_LIMIT), path)
+        data = loads_checked(read_regular(workspace.root / path, RECORD_SIZE_LIMIT), path)
     except FileNotFoundError:
         return "evidence-not-found", "which does not exist"
     except OSError as error:
@@ -244,6 +248,9 @@ def _manifest_facts(root: Path, path: str) -> _ManifestFacts:
         return "evidence-unreadable", "which is not valid JSON"
     if not isinstance(data, dict) or not isinstance(data.get("task_id"), str):
         return "evidence-unreadable", "which is not a run manifest (no task_id)"
+    broken = broken_chain(workspace, data)
+    if broken is not None:
+        return "evidence-cache-chain", f"a run that proves nothing ({broken})"
     detail = data.get("status_detail")
     return data["task_id"], str(data.get("status")), detail if isinstance(detail, str) else None
 

@@ -11,6 +11,7 @@ import stat
 from dataclasses import dataclass, field
 
 from codex_orchestrator.errors import OrchestratorError, UsageError
+from codex_orchestrator.evidence.cache_chain import broken_chain
 from codex_orchestrator.evidence.checklist import fold, mark_items
 from codex_orchestrator.evidence.mirrors import (
     LINKED_MIRROR_FIX,
@@ -109,6 +110,11 @@ def proving_manifest(workspace: Workspace, run_id: str, task: str) -> str:
         detail = f" ({manifest['status_detail']})" if manifest.get("status_detail") else ""
         raise OrchestratorError(
             f"run {run_id} is {status}{detail}, not succeeded; only a succeeded run proves an item"
+        )
+    broken = broken_chain(workspace, manifest)
+    if broken is not None:
+        raise OrchestratorError(
+            f"run {run_id}: {broken}; run it again with --no-cache and cite that run"
         )
     return workspace.display(path)
 
