@@ -86,3 +86,21 @@ def test_the_declaration_and_settings_are_parsed(tmp_path: Path) -> None:
     (tmp_path / "codex.orchestrator.json").write_text("{}")
     plain = load_config(tmp_path).pipelines["diagnostics"].stages
     assert [getattr(stage, "cache", None) for stage in plain] == [None] * 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("cache", "settings", "needle"),
+    [
+        ({"inputs": ["src"], "outputs": ["dist/a"]}, {}, "stage test: cache.outputs cannot be"),
+        ({"inputs": ["src"], "outputs": []}, {}, "cannot reach the Dask scheduler"),
+        ({"inputs": ["src"], "outputs": ["dist/a"]}, {"cache": False}, "cannot reach the Dask"),
+    ],
+)
+def test_outputs_that_a_remote_worker_root_cannot_honour_are_refused_before_connecting(
+    repo: Repo, cache: dict[str, object], settings: dict[str, object], needle: str
+) -> None:
+    settings = {"worker_root": "/elsewhere/repo", **settings}
+    repo.pipeline(_stage(cache=cache), settings=settings)
+    result = repo.cli("start", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9")
+    assert_usage_error(result, needle)

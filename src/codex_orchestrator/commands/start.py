@@ -10,9 +10,10 @@ from codex_orchestrator.commands.common import (
     load,
     run_context,
 )
+from codex_orchestrator.engine.cache_step import refuse_remote_outputs
 from codex_orchestrator.engine.lifecycle import create_run
 from codex_orchestrator.engine.signals import SignalGuard
-from codex_orchestrator.executors.choice import executor_for
+from codex_orchestrator.executors.choice import chosen_executor, executor_for
 from codex_orchestrator.records.workspace import Workspace, resolve_task_id, with_flag
 from codex_orchestrator.util.console import Reporter, note
 from codex_orchestrator.util.ids import validate_id
@@ -28,6 +29,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     settings = with_flag(settings, "max_parallel", args.max_parallel, "--max-parallel")
     pipeline = config.resolve_pipeline(args.pipeline)
     parent = _parent_run(workspace, args.parent_run)
+    chosen = chosen_executor(args.executor, args.scheduler, config.settings)
+    refuse_remote_outputs(workspace, config, pipeline, chosen.value)
     executor = executor_for(
         args.executor, args.scheduler, workspace, config.settings, settings, detached=args.detach
     )

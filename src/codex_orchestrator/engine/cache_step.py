@@ -23,9 +23,9 @@ from codex_orchestrator.cache.errors import CacheStoreError, CorruptEntryError
 from codex_orchestrator.cache.key import Fingerprint, explain, stage_fingerprint
 from codex_orchestrator.cache.location import OpenCache, open_cache
 from codex_orchestrator.cache.store import Hit, StageRecord
-from codex_orchestrator.errors import OutsideRootError
+from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError, OutsideRootError
 from codex_orchestrator.pipelines.graph import levels
-from codex_orchestrator.pipelines.model import CommandStage, Pipeline
+from codex_orchestrator.pipelines.model import CONFIG_FILE, CommandStage, Config, Pipeline
 from codex_orchestrator.records.cache_field import cache_field, cache_of
 from codex_orchestrator.records.statuses import CacheStatus
 from codex_orchestrator.records.workspace import Settings, Workspace
@@ -240,3 +240,43 @@ def _hit_field(hit: Hit) -> dict[str, Any]:
         from_task=entry.task,
         saved_seconds=round(entry.duration_seconds, 3),
     )
+
+
+def refuse_remote_outputs(
+    workspace: Workspace, config: Config, pipeline: Pipeline, executor: str | None
+) -> None:
+    """Exit 2 when a stage's ``cache.outputs`` cannot be honoured: with the dask executor (the
+    ``executor`` chosen) and a ``worker_root`` that is not this tree, a stage writes its
+    outputs on the workers, while the cache (which decides, stores and restores on this
+    machine) would read and restore them here. ``outputs: []`` is fine: the logs come back.
+    Checked before anything connects."""
+    if executor != "dask" or not Settings.resolve(config.settings).cache:
+        return
+    worker_root = config.settings.get("worker_root")
+    if worker_root is None or Path(str(worker_root)) == workspace.root:
+        return
+    for owner, stage in _command_stages(config, pipeline):
+        if stage.cache is not None and stage.cache.outputs:
+            raise OrchestratorError(
+                f"{CONFIG_FILE}: pipeline {owner}, stage {stage.id}: cache.outputs cannot be "
+                f"restored with the dask executor and settings.worker_root {worker_root} (the "
+                "stage writes them on the workers, the cache reads them here); remove "
+                'cache.outputs (keep "outputs": []), or run this pipeline with --executor local',
+                exit_code=EXIT_USAGE,
+            )
+
+
+def _command_stages(config: Config, pipeline: Pipeline) -> list[tuple[str, CommandStage]]:
+    """The command stages of ``pipeline`` and of the sub-pipelines it runs, with their
+    pipeline's id."""
+    found: list[tuple[str, CommandStage]] = []
+    pending, seen = [pipeline], {pipeline.id}
+    while pending:
+        current = pending.pop()
+        for stage in current.stages:
+            if isinstance(stage, CommandStage):
+                found.append((current.id, stage))
+            elif stage.pipeline not in seen:
+                seen.add(stage.pipeline)
+                pending.append(config.pipelines[stage.pipeline])
+    return found
