@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from codex_orchestrator.persistence.prune import CACHE_CITED
-from conftest import Repo, assert_one_line_error
+from conftest import GIT_IDENTITY, Repo, assert_one_line_error
 from evidence.helpers import write_index
 
 pytestmark = pytest.mark.slow
@@ -28,8 +29,9 @@ class Cached:
         self.repo = repo
         self.root = repo.root
         self.ran_log = repo.root.parent / "ran.log"
-        (self.root / "src").mkdir()
-        (self.root / "src" / "app.py").write_text("print('app')\n")
+        if not (self.root / "src").exists():  # (a second worktree has it already)
+            (self.root / "src").mkdir()
+            (self.root / "src" / "app.py").write_text("print('app')\n")
 
     def stage(self, stage_id: str, extra: str = "", **fields: Any) -> dict[str, Any]:
         """A stage that records its run, prints to both streams and does ``extra``."""
@@ -360,3 +362,46 @@ def test_a_run_of_hits_is_evidence_through_the_run_that_really_ran(cached: Cache
     check = cached.repo.cli("tasks", "check", task, "--format", "json")
     assert check.returncode != 0
     assert "evidence-cache-chain" in check.stdout
+
+
+def test_concurrent_runs_on_one_key_leave_one_entry_and_all_succeed(cached: Cached) -> None:
+    cached.repo.pipeline(cached.stage("test", "sleep 0.2"))
+    starts = [cached.repo.spawn("start", "--format", "json") for _ in range(4)]
+    documents = []
+    for process in starts:
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr
+        documents.append(json.loads(stdout))
+    fields = [cached.repo.manifest(d)["commands"][0]["cache"] for d in documents]
+    stores = [field.get("store") for field in fields if field["status"] == "miss"]
+    assert stores.count("stored") == 1 and set(stores) <= {"stored", "exists"}, fields
+    assert len(cached.ran()) == len(stores)  # a run that started after the store was a hit
+    entries = cached.root / ".runs" / ".cache" / "entries"
+    assert len(list(entries.glob("*/*/entry.json"))) == 1
+    assert not list((cached.root / ".runs" / ".cache" / "tmp").iterdir())
+    assert _reasons(cached.start())["test"] == ("hit", None)
+
+
+def test_a_hit_in_a_second_worktree_restores_its_outputs_there(
+    cached: Cached, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared-cache"
+    cached.repo.pipeline(
+        cached.stage(
+            "build",
+            "mkdir -p dist && cp src/app.py dist/app.txt",
+            cache={"inputs": ["src/**"], "outputs": ["dist/app.txt"]},
+        ),
+        settings={"cache_dir": str(shared)},
+    )
+    (cached.root / ".gitignore").write_text(".runs/\ndist/\n")
+    for command in (["add", "-A"], ["commit", "-qm", "src"]):
+        subprocess.run(["git", *GIT_IDENTITY, *command], cwd=cached.root, check=True)
+    ran = cached.start()
+    assert cached.ran() == ["build"]
+    second = tmp_path / "second"
+    subprocess.run(["git", "worktree", "add", "-q", str(second)], cwd=cached.root, check=True)
+    served = Cached(Repo(second)).start()  # its runs log is beside the first one's
+    assert cached.ran() == []
+    assert served["commands"][0]["cache"]["from_run"] == ran["run_id"]
+    assert (second / "dist" / "app.txt").read_text() == "print('app')\n"
