@@ -246,15 +246,29 @@ def _memory(profile: Profile) -> Figure:
     )
 
 
+def _commit_all(root: Path, ignored: str) -> None:
+    (root / ".gitignore").write_text(ignored)
+    subprocess.run([*GIT, "add", "-A"], cwd=root, check=True, capture_output=True)
+    subprocess.run([*GIT, "commit", "-qm", "x"], cwd=root, check=True, capture_output=True)
+
+
+def _against_one_stage_run(
+    profile: Profile, what: str, measured: Callable[[], float], one_stage_run: Callable[[], float]
+) -> dict[str, list[float]]:
+    """Samples of ``measured`` alternating with its baseline, after one warm-up of each."""
+    measured(), one_stage_run()
+    rounds = 5 if profile.quick else 9
+    progress(f"cache: {what} vs a 1-stage run, {rounds} alternating rounds")
+    return alternate(rounds, [("run", one_stage_run), ("measured", measured)])
+
+
 def _four_lookups(profile: Profile) -> Figure:
     files = 10_000
     with bench_repo("cache-4") as repo:
         progress(f"cache: 4 stored stages over {files:,} input files")
         _tree(repo.root, files, lambda n: 200 + n % 2000)
         repo.write_config([{"id": "one", "stages": [{"id": "s", "command": "true"}]}], "one")
-        (repo.root / ".gitignore").write_text(".cache-bench/\n.logs-bench/\n.runs/\nout/\n")
-        subprocess.run([*GIT, "add", "-A"], cwd=repo.root, check=True, capture_output=True)
-        subprocess.run([*GIT, "commit", "-qm", "x"], cwd=repo.root, check=True, capture_output=True)
+        _commit_all(repo.root, ".cache-bench/\n.logs-bench/\n.runs/\nout/\n")
         cache, logs = repo.root / ".cache-bench", repo.root / ".logs-bench"
         logs.mkdir()
         (logs / "out").write_bytes(b"ok\n" * 20)
@@ -292,11 +306,8 @@ def _four_lookups(profile: Profile) -> Figure:
             elapsed, _ = repo.start()
             return elapsed
 
-        lookups(), one_stage_run()  # warm-up
-        rounds = 5 if profile.quick else 9
-        progress(f"cache: 4 lookups vs a 1-stage run, {rounds} alternating rounds")
-        samples = alternate(rounds, [("run", one_stage_run), ("lookups", lookups)])
-    wall, base = median(samples["lookups"]), median(samples["run"])
+        samples = _against_one_stage_run(profile, "4 lookups", lookups, one_stage_run)
+    wall, base = median(samples["measured"]), median(samples["run"])
     return Figure(
         "cache.lookups_4x10k",
         f"cache: 4 stage lookups over {files:,} files, no change",
@@ -305,7 +316,7 @@ def _four_lookups(profile: Profile) -> Figure:
         f"{wall / base:.2f}x",
         f"<= {LOOKUP_BUDGET}x (whole-CLI bar: 1.5x)",
         wall / base <= LOOKUP_BUDGET,
-        {"lookups_s": samples["lookups"], "one_stage_run_s": samples["run"]},
+        {"lookups_s": samples["measured"], "one_stage_run_s": samples["run"]},
         note="globs over committed files (git vouches for them); fingerprint + verified lookup "
         "+ log restore of each stage in one snapshot of the tree, in a fresh interpreter "
         "(imports excluded); the run is a whole `start` of a `true` stage",
@@ -330,9 +341,7 @@ def _whole_cli(profile: Profile) -> Figure:
             ],
             "one",
         )
-        (repo.root / ".gitignore").write_text(".runs/\nout/\n")
-        subprocess.run([*GIT, "add", "-A"], cwd=repo.root, check=True, capture_output=True)
-        subprocess.run([*GIT, "commit", "-qm", "x"], cwd=repo.root, check=True, capture_output=True)
+        _commit_all(repo.root, ".runs/\nout/\n")
         _age_past_racy_window()
 
         def cached_run() -> float:
@@ -351,11 +360,8 @@ def _whole_cli(profile: Profile) -> Figure:
             return elapsed
 
         repo.start("cached")  # the first run stores the four entries
-        one_stage_run(), cached_run()  # warm-up
-        rounds = 5 if profile.quick else 9
-        progress(f"cache: whole CLI, {rounds} alternating rounds")
-        samples = alternate(rounds, [("run", one_stage_run), ("cached", cached_run)])
-    wall, base = median(samples["cached"]), median(samples["run"])
+        samples = _against_one_stage_run(profile, "whole CLI", cached_run, one_stage_run)
+    wall, base = median(samples["measured"]), median(samples["run"])
     return Figure(
         "cache.cli_4x10k",
         f"cache: `start` of 4 cached stages over {files:,} files, all hits",
@@ -364,7 +370,7 @@ def _whole_cli(profile: Profile) -> Figure:
         f"{wall / base:.2f}x",
         f"<= {CLI_TARGET}x",
         wall / base <= CLI_TARGET,
-        {"cached_run_s": samples["cached"], "one_stage_run_s": samples["run"]},
+        {"cached_run_s": samples["measured"], "one_stage_run_s": samples["run"]},
         note="both are whole `start` processes in one repository; each cached stage is "
         "fingerprinted (git vouches for the committed inputs), looked up, verified and its "
         "logs replayed, with no process started",
