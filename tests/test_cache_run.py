@@ -237,10 +237,13 @@ def test_a_damaged_entry_is_a_miss_with_a_warning_and_the_stage_runs(cached: Cac
     assert _reasons(cached.start())["test"] == ("hit", None)  # the next store repaired it
 
 
-def test_an_input_that_escapes_through_a_link_is_never_read(cached: Cached, tmp_path: Path) -> None:
+def test_a_link_out_of_the_root_and_a_fifo_among_the_inputs_are_never_read(
+    cached: Cached, tmp_path: Path
+) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("one\n")
     os.symlink(secret, cached.root / "src" / "link.txt")
+    os.mkfifo(cached.root / "src" / "pipe")  # opening it would block: it is never opened
     cached.repo.pipeline(cached.stage("test"))
     cached.start()
     secret.write_text("two\n")  # the link's target is outside the root: not an input
@@ -405,3 +408,25 @@ def test_a_hit_in_a_second_worktree_restores_its_outputs_there(
     assert cached.ran() == []
     assert served["commands"][0]["cache"]["from_run"] == ran["run_id"]
     assert (second / "dist" / "app.txt").read_text() == "print('app')\n"
+
+
+def test_resume_looks_cached_stages_up_and_no_cache_runs_them(cached: Cached) -> None:
+    marker = cached.root / "gate" / "ok"
+    marker.parent.mkdir()
+    marker.write_text("")
+    cached.repo.pipeline(
+        {"id": "gate", "command": "test -e gate/ok", "needs": [], "cache": {"inputs": ["gate"]}},
+        cached.stage("after", needs=["gate"]),
+    )
+    cached.start()
+    assert cached.ran() == ["after"]
+    for flag, ran, status in (([], [], "hit"), (["--no-cache"], ["after"], "miss")):
+        marker.unlink()
+        code, document = cached.repo.start_json()
+        assert code != 0 and cached.ran() == []
+        marker.write_text("")
+        result = cached.repo.cli("resume", document["run_id"], *flag, "--format", "json")
+        assert result.returncode == 0, result.stderr
+        resumed = cached.repo.manifest(json.loads(result.stdout))
+        assert cached.ran() == ran
+        assert _reasons(resumed)["after"][0] == status
