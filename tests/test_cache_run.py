@@ -430,3 +430,20 @@ def test_resume_looks_cached_stages_up_and_no_cache_runs_them(cached: Cached) ->
         resumed = cached.repo.manifest(json.loads(result.stdout))
         assert cached.ran() == ran
         assert _reasons(resumed)["after"][0] == status
+
+
+def test_a_stage_that_runs_between_hits_is_seen_by_the_next_lookup(cached: Cached) -> None:
+    """Consecutive hits share one look at the tree; a stage that runs in between ends it."""
+    cached.repo.pipeline(
+        cached.stage("first", cache={"inputs": ["src/app.py"]}),
+        {"id": "writer", "command": "date +%s%N > src/generated.txt"},
+        cached.stage("reader"),
+    )
+    cached.start()
+    assert cached.ran() == ["first", "reader"]
+    manifest = cached.start()
+    assert _reasons(manifest) == {
+        "first": ("hit", None),
+        "reader": ("miss", "src/generated.txt modified"),
+    }
+    assert cached.ran() == ["reader"]

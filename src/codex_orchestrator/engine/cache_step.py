@@ -24,7 +24,7 @@ from codex_orchestrator.cache.key import Fingerprint, explain, stage_fingerprint
 from codex_orchestrator.cache.location import OpenCache, open_cache
 from codex_orchestrator.cache.store import Hit, StageRecord
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError, OutsideRootError
-from codex_orchestrator.pipelines.graph import levels
+from codex_orchestrator.pipelines.graph import is_graph, levels
 from codex_orchestrator.pipelines.model import CONFIG_FILE, CommandStage, Config, Pipeline
 from codex_orchestrator.records.cache_field import cache_field, cache_of
 from codex_orchestrator.records.statuses import CacheStatus
@@ -79,6 +79,12 @@ class RunCache:
         self.task_id = task_id
         self._open: OpenCache | None = None
         self._looked: dict[int, _Looked] = {}
+        # Consecutive hits of a sequential pipeline, while no restore wrote an output, share
+        # one snapshot of the tree (docs/cache.md); a stage that runs ends it. A graph runs
+        # stages in other threads while the next is looked up: it never keeps one.
+        self._snapshot = contextlib.ExitStack()
+        self._snapshots = not is_graph(pipeline.stages)
+        self._in_snapshot = False
         self.keys: dict[str, str] = {}
         for entry in done:
             field = cache_of(entry)
@@ -92,6 +98,21 @@ class RunCache:
             self._open = open_cache(self.workspace, self.config_settings, read_only=self.read_only)
         return self._open
 
+    def __enter__(self) -> RunCache:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._end_snapshot()
+
+    def stage_runs(self) -> None:
+        """A stage is about to run (and may write under the root): the next lookup looks
+        at the tree again."""
+        self._end_snapshot()
+
+    def _end_snapshot(self) -> None:
+        self._snapshot.close()
+        self._in_snapshot = False
+
     def skipped(self, stage_id: str) -> None:
         """``stage_id`` is skipped because it cannot run here: stages that need it may hit."""
         self.keys[stage_id] = SKIPPED_NEED
@@ -102,6 +123,7 @@ class RunCache:
         ``environ`` is the environment the stage would run with.
         """
         if stage.cache is None or index in self._looked:
+            self.stage_runs()
             return None
         if not self.enabled:
             self._looked[index] = _Looked(
@@ -109,6 +131,9 @@ class RunCache:
             )
             return None
         needs = {need: self.keys.get(need, f"run {self.run_id}") for need in stage.needs or ()}
+        if self._snapshots and not self._in_snapshot:
+            self._snapshot.enter_context(self.cache.fingerprinter.snapshot())
+            self._in_snapshot = True
         fingerprint = self._fingerprint(stage, environ, needs)
         self.keys[stage.id] = fingerprint.key
         hit: Hit | None = None
@@ -122,6 +147,8 @@ class RunCache:
                 reason = result.reason
         field = cache_field(CacheStatus.MISS, fingerprint.key, reason)
         self._looked[index] = _Looked(fingerprint, environ, needs, field)
+        if hit is None:
+            self.stage_runs()
         return hit
 
     def field(self, index: int) -> dict[str, Any] | None:
@@ -138,7 +165,8 @@ class RunCache:
         order = [stage_id for level in levels(stages) for stage_id in level]
         by_id = {stage.id: (index, stage) for index, stage in enumerate(stages, start=1)}
         found: dict[str, dict[str, Any]] = {}
-        with contextlib.ExitStack() as stack:  # one snapshot of the tree serves every lookup
+        self._snapshots = False  # nothing runs: one snapshot serves every lookup, misses too
+        with contextlib.ExitStack() as stack:
             for stage_id in order:
                 index, stage = by_id[stage_id]
                 if not isinstance(stage, CommandStage) or stage.cache is None:
@@ -157,8 +185,10 @@ class RunCache:
         stage entry's ``cache`` field, or why it could not be served (the stage then runs:
         whatever was written to the log paths is removed)."""
         try:
-            self.cache.store.restore(hit, stdout=stdout, stderr=stderr)
+            if self.cache.store.restore(hit, stdout=stdout, stderr=stderr):
+                self._end_snapshot()  # outputs were written under the root
         except (CorruptEntryError, OutsideRootError, OSError) as error:
+            self._end_snapshot()
             for path in (stdout, stderr):
                 with contextlib.suppress(OSError):
                     os.unlink(path)

@@ -89,15 +89,17 @@ def run_stages(
         for entry in run.store.data["commands"]
         if entry["status"] in DONE_STAGE_STATUSES
     ]
+    stages = Stages(ctx, run, children)
     loop = StageLoop(
         pipeline.stages,
-        Stages(ctx, run, children),
+        stages,
         ctx.cancellation,
         max_parallel=resolve_max_parallel(pipeline.max_parallel, ctx.settings.max_parallel),
         fail_fast=pipeline.fail_fast,
         done=done,
     )
-    failure = loop.run()
+    with stages.cache:
+        failure = loop.run()
     if ctx.cancellation.requested:
         return RunStatus.CANCELLED, signal_detail(ctx.cancellation.signum or signal.SIGTERM)
     first_failed = loop.scheduler.first_failure
@@ -134,6 +136,7 @@ class Stages:
         """Begin stage ``index`` (or its next attempt)."""
         stage = self.run.pipeline.stages[index - 1]
         if isinstance(stage, SubpipelineStage):
+            self.cache.stage_runs()
             return self._start_child(index, stage, cancellation)
         return self._start_command(index, stage, cancellation, post)
 
