@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from codex_orchestrator.cache.spec import CacheSpec
+from codex_orchestrator.errors import ConfigError
 from codex_orchestrator.pipelines.config import load_config
 from codex_orchestrator.records.workspace import Settings
 from conftest import Repo, assert_usage_error
@@ -29,11 +31,12 @@ def _stage(**extra: Any) -> dict[str, Any]:
         ({"inputs": ["src"], "outputs": ["../o"]}, ("cache.outputs[0]",)),
     ],
 )
-def test_a_bad_cache_declaration_is_one_line_and_exit_2(
-    repo: Repo, cache: object, needles: tuple[str, ...]
+def test_a_bad_cache_declaration_is_a_config_error_naming_it(
+    tmp_path: Path, cache: object, needles: tuple[str, ...]
 ) -> None:
-    repo.pipeline(_stage(cache=cache))
-    assert_usage_error(repo.cli("plan"), *needles)
+    assert_config_error(
+        tmp_path, {"pipelines": [{"id": "p", "stages": [_stage(cache=cache)]}]}, needles
+    )
 
 
 @pytest.mark.parametrize(
@@ -47,11 +50,26 @@ def test_a_bad_cache_declaration_is_one_line_and_exit_2(
         ({"cache_dir": 3}, "settings.cache_dir: expected a string"),
     ],
 )
-def test_a_bad_cache_setting_is_one_line_and_exit_2(
-    repo: Repo, settings: dict[str, object], needle: str
+def test_a_bad_cache_setting_is_a_config_error_naming_it(
+    tmp_path: Path, settings: dict[str, object], needle: str
 ) -> None:
-    repo.pipeline(_stage(), settings=settings)
-    assert_usage_error(repo.cli("plan"), needle)
+    assert_config_error(tmp_path, {"settings": settings}, (needle,))
+
+
+def assert_config_error(root: Path, document: dict[str, Any], needles: tuple[str, ...]) -> None:
+    (root / "codex.orchestrator.json").write_text(json.dumps(document))
+    with pytest.raises(ConfigError) as raised:
+        load_config(root)
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith("codex.orchestrator.json: ")
+    for needle in needles:
+        assert needle in message, message
+
+
+@pytest.mark.slow
+def test_a_bad_cache_value_on_the_command_line_is_one_line_and_exit_2(repo: Repo) -> None:
+    repo.pipeline(_stage(cache={"inputs": ["../x"]}))
+    assert_usage_error(repo.cli("start"), "cache.inputs[0]", "leads outside the repository root")
 
 
 def test_the_declaration_and_settings_are_parsed(tmp_path: Path) -> None:
