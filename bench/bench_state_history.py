@@ -28,7 +28,6 @@ except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from codex_orchestrator.errors import LockTimeoutError
-from codex_orchestrator.persistence.locks import FileLock
 from codex_orchestrator.persistence.task_state import (
     ARCHIVE_BATCH,
     KEEP_RECENT,
@@ -38,6 +37,7 @@ from codex_orchestrator.persistence.task_state import (
 from codex_orchestrator.util.clock import iso_utc
 from codex_orchestrator.util.ids import new_run_id
 from codex_orchestrator.util.jsonio import append_line, atomic_write_json
+from codex_orchestrator.util.locks import FileLock
 
 TASK = "0202-orchestrator-hardening"
 SMALL, LARGE = 10, 10_000

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from codex_orchestrator import cli
 from conftest import Repo, assert_usage_error
 
 BAD_IDS = ["../escape", "a/b", "", "-leading", "x" * 129, "tab\there", "dot.dot"]
@@ -129,3 +130,9 @@ def test_watch_interval_must_be_sane(repo: Repo, interval: str) -> None:
 def test_out_of_range_environment_settings(repo: Repo, name: str, value: str) -> None:
     repo.pipeline({"id": "one", "command": "true"})
     assert_usage_error(repo.cli("start", env={name: value}), name, "out of range")
+
+
+def test_top_level_help_describes_the_tool_to_its_user() -> None:
+    shown = " ".join(cli.build_parser().format_help().split())
+    assert cli.DESCRIPTION in shown
+    assert cli.__doc__ is not None and cli.__doc__.splitlines()[0] not in shown

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from codex_orchestrator.engine.recovery import recorded_handles
 from conftest import Repo
 from helpers.processes import alive, wait_for
 from helpers.runctl import kill_run_groups
@@ -79,6 +80,14 @@ def _manifests(repo: Repo) -> list[dict[str, Any]]:
     ]
 
 
+def _stage_handles(repo: Repo) -> list[Any]:
+    return [
+        handle
+        for path in (repo.root / ".runs/default/cli").glob("*/manifest.json")
+        for handle in recorded_handles(path.parent, json.loads(path.read_text())["commands"])
+    ]
+
+
 @pytest.mark.slow
 def test_resuming_a_killed_parent_settles_its_child_run(repo: Repo) -> None:
     config: dict[str, Any] = {
@@ -95,6 +104,9 @@ def test_resuming_a_killed_parent_settles_its_child_run(repo: Repo) -> None:
     proc = repo.spawn("start", env=FAST)
     try:
         wait_for(lambda: bool(_pids(repo.root)), what="the child run's stage")
+        # Only a recorded handle can be reaped: under load the stage may write its pid before
+        # the orchestrator recorded its handle.
+        wait_for(lambda: _stage_handles(repo), what="the stage's handle")
         proc.kill()
         proc.wait()
         [stage_pid] = _pids(repo.root)

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from codex_orchestrator.errors import EXIT_LOCK_TIMEOUT, LockTimeoutError
-from codex_orchestrator.persistence.locks import FileLock
 from codex_orchestrator.records.workspace import Settings
+from codex_orchestrator.util.locks import FileLock
 from helpers.lock_holder import lock_held_elsewhere
 
 FORK = multiprocessing.get_context("fork")

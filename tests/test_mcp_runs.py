@@ -34,8 +34,12 @@ def served(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> Repo:
 
 @pytest.mark.slow
 def test_start_wait_status_logs_over_real_stdio(served: Repo) -> None:
-    served.pipeline(
-        {"id": "build", "command": "echo building; sleep 0.5; echo built"},
+    gate = served.root / "gate"
+    served.pipeline(  # the run goes on until the test opens the gate, however loaded the host
+        {
+            "id": "build",
+            "command": f"echo building; until [ -e '{gate}' ]; do sleep 0.02; done; echo built",
+        },
         {"id": "check", "command": "echo checked >&2"},
     )
     updates: list[tuple[float, float | None, str | None]] = []
@@ -46,6 +50,7 @@ def test_start_wait_status_logs_over_real_stdio(served: Repo) -> None:
     async def main() -> list[dict[str, Any]]:
         async with over_stdio(served) as client:
             started = result(await client.call_tool("start", {"task": "agent-1"}))
+            gate.touch()
             waited = result(
                 await client.call_tool(
                     "wait",

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from codex_orchestrator.engine.recovery import recorded_handles
 from conftest import Repo
 from helpers.processes import alive, wait_for
 from helpers.runctl import kill_run_groups
@@ -35,6 +36,11 @@ def _only_run_manifest(repo: Repo, task: str = "default") -> dict[str, Any]:
     [path] = (repo.root / ".runs" / task / "cli").glob("*/manifest.json")
     loaded: dict[str, Any] = json.loads(path.read_text())
     return loaded
+
+
+def _recorded_handles(repo: Repo) -> list[Any]:
+    [path] = (repo.root / ".runs" / "default" / "cli").glob("*/manifest.json")
+    return recorded_handles(path.parent, json.loads(path.read_text())["commands"])
 
 
 @pytest.mark.parametrize(
@@ -305,6 +311,9 @@ def test_resume_ends_process_group_left_by_dead_run(repo: Repo, tmp_path: Path) 
     repo.pipeline({"id": "spawns", "command": "sleep 300 & echo $! > pids; wait"})
     proc = repo.spawn("start", env=FAST)
     wait_for(lambda: len(_pids(repo)) == 1, what="stage helper")
+    # Only a recorded handle can be reaped: under load the shell may write its helper's pid
+    # before the orchestrator recorded the stage's handle.
+    wait_for(lambda: _recorded_handles(repo), what="the stage's handle")
     proc.kill()
     proc.wait()
     [helper] = _pids(repo)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from codex_orchestrator.pipelines.diagnostics.summaries import result_line
+from codex_orchestrator.records.result_lines import result_line
 from codex_orchestrator.records.summaries import stage_summary
 
 # Output tails as the tools print them (the real tools run in tests/test_diagnostics_runs.py;

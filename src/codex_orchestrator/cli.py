@@ -241,9 +241,15 @@ COMMANDS = {
 }
 
 
+#: What ``--help`` says the tool is (for its user; the module docstring is for its developers).
+DESCRIPTION = (
+    "Run a repository's engineering pipelines and keep a durable, reviewable record of every run."
+)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """Build the argument parser: every command, or just ``only`` (cheaper at start-up)."""
-    parser = _Parser(prog="codex-orchestrator", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="codex-orchestrator", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (_, add) in COMMANDS.items():

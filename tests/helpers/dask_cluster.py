@@ -23,7 +23,7 @@ import pytest
 
 import helpers.processes as processes
 from codex_orchestrator.engine.recovery import recorded_handles
-from codex_orchestrator.executors.base import RUN_ID_ENV
+from codex_orchestrator.executors.base import RUN_ID_ENV, recorded_start_ticks
 from codex_orchestrator.executors.dask.worker.supervisor import STAGE_MARK_ENV as MARK_ENV
 from codex_orchestrator.executors.process import leftover_group_problem
 from codex_orchestrator.util.procfs import live_group_members, process_start_ticks
@@ -280,7 +280,7 @@ def stage_processes(repo: Repo) -> dict[int, int]:
             continue
         for handle in recorded_handles(manifest_path.parent, commands):
             pgid = handle.get("pgid")
-            ticks = handle.get("start_ticks", handle.get("pid_start_ticks"))
+            ticks = recorded_start_ticks(handle)
             if isinstance(pgid, int) and leftover_group_problem(pgid, ticks) is None:
                 for pid in live_group_members(pgid) or []:
                     start = process_start_ticks(pid)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from codex_orchestrator.persistence.locks import FileLock
+from codex_orchestrator.util.locks import FileLock
 
 FORK = multiprocessing.get_context("fork")
 

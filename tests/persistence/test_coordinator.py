@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.persistence.coordinator import PersistenceCoordinator
-from codex_orchestrator.persistence.locks import FileLock
 from codex_orchestrator.persistence.task_state import RunRecord, TaskStateStore
 from codex_orchestrator.util.clock import iso_utc
 from codex_orchestrator.util.ids import new_run_id
 from codex_orchestrator.util.jsonio import atomic_write_json, read_json
+from codex_orchestrator.util.locks import FileLock
 from helpers.lock_holder import lock_held_elsewhere
 
 TASK = "demo-task"

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from codex_orchestrator.errors import LockTimeoutError
-from codex_orchestrator.persistence.locks import FileLock
 from codex_orchestrator.persistence.task_state import RunRecord, TaskStateStore
 from codex_orchestrator.util.clock import iso_utc
 from codex_orchestrator.util.ids import new_run_id
+from codex_orchestrator.util.locks import FileLock
 from helpers.lock_holder import lock_held_elsewhere
 
 TASK = "0202-orchestrator-hardening"

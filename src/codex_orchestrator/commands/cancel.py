@@ -26,13 +26,17 @@ from codex_orchestrator.persistence.runs import read_manifest
 from codex_orchestrator.records.cancel_request import REQUEST_NAME, record_request
 from codex_orchestrator.records.driver import DriverProcess, signal_driver
 from codex_orchestrator.records.liveness import DriverState, driver_state
-from codex_orchestrator.records.manifest import MANIFEST_NAME, load_child_manifest, load_manifest
+from codex_orchestrator.records.manifest import (
+    MANIFEST_NAME,
+    MAX_CHILD_DEPTH,
+    load_child_manifest,
+    load_manifest,
+)
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, RunStatus
 from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.console import Reporter
 
 WAIT_SLACK_SECONDS = 5.0
-MAX_CHILD_DEPTH = 16
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:

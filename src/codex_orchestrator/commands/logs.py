@@ -20,11 +20,17 @@ from typing import Any, BinaryIO
 
 from codex_orchestrator.commands.invocation import require_run
 from codex_orchestrator.errors import UsageError
-from codex_orchestrator.records.manifest import MANIFEST_NAME, load_child_manifest, load_manifest
+from codex_orchestrator.records.manifest import (
+    MANIFEST_NAME,
+    MAX_CHILD_DEPTH,
+    load_child_manifest,
+    load_manifest,
+)
 from codex_orchestrator.records.stage_logs import (
     STREAMS,
     LogSource,
     StageFiles,
+    fair_shares,
     open_log,
     read_from,
     stage_sources,
@@ -47,7 +53,6 @@ _SETTLED = frozenset({*DONE_STAGE_STATUSES, StageStatus.FAILED})
 FOLLOW_POLL_SECONDS = 0.05
 MANIFEST_POLL_SECONDS = 0.2
 JSON_TEXT_LIMIT = 1 << 20
-MAX_CHILD_DEPTH = 16
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
@@ -278,15 +283,3 @@ def _document(
             }
         )
     return {"run_id": manifest["run_id"], "status": manifest["status"], "logs": logs}
-
-
-def fair_shares(sizes: list[int], limit: int) -> list[int]:
-    """How much of each of ``sizes`` fits in ``limit`` in all: the small ones whole, what they
-    leave shared evenly among the larger ones."""
-    shares = [0] * len(sizes)
-    remaining = limit
-    order = sorted(range(len(sizes)), key=lambda index: sizes[index])
-    for position, index in enumerate(order):
-        shares[index] = min(sizes[index], remaining // (len(order) - position))
-        remaining -= shares[index]
-    return shares

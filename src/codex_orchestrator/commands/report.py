@@ -23,10 +23,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         path = write_run_report(run_dir, manifest)
         document.update(run_id=args.run_id, task_id=task)
     elif task_id:
-        from codex_orchestrator.commands.common import load
         from codex_orchestrator.view.taskreport import write_task_report
 
-        path = write_task_report(workspace, load(workspace)[1], task_id)
+        path = write_task_report(workspace, task_id)
         document.update(task_id=task_id)
     else:
         raise UsageError("report needs a run or a task: report RUN, or report --task TASK")

@@ -20,10 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from codex_orchestrator.executors.base import Cancellation
+from codex_orchestrator.pipelines.config import MAX_RETRY_DELAY_SECONDS
 from codex_orchestrator.util.safefs import read_at
 
-#: The longest wait before a retry, whatever ``retryDelaySeconds`` and the attempt number.
-MAX_RETRY_DELAY_SECONDS = 60.0
 #: A partial line longer than this is echoed without waiting for its end.
 ECHO_LINE_LIMIT = 64 * 1024
 

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from codex_orchestrator.engine.context import RunContext
 from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.executors.base import Executor, Handle
+from codex_orchestrator.executors.reaping import Reapers
 from codex_orchestrator.persistence.finished_run import record_finished_run
 from codex_orchestrator.pipelines.config import CommandStage, Pipeline
 from codex_orchestrator.pipelines.graph import NEEDS_FAILED
@@ -93,9 +94,10 @@ def prepare_resume(
 
 
 def _reap_stages(recovery: Recovery, store: ManifestStore) -> None:
-    """Have the executor end whatever the run's stages left behind (it verifies each handle)."""
-    for handle in recorded_handles(store.run_dir, store.data["commands"]):
-        recovery.executor.reap(handle, recovery.settings.kill_grace_seconds)
+    """Have the executor of each handle's kind end what the run's stages left behind (it
+    verifies each handle)."""
+    reapers = Reapers(recovery.executor, recovery.settings.kill_grace_seconds)
+    reapers.reap(recorded_handles(store.run_dir, store.data["commands"]))
 
 
 def recorded_handles(run_dir: Path, commands: list[dict[str, Any]]) -> list[Handle]:

@@ -9,7 +9,7 @@ and a dispatcher thread acts on it at once:
 
 - SIGINT, SIGTERM, SIGHUP: `Cancellation.request` (a second one means "kill at once");
 - SIGUSR1 (`WAKE_SIGNAL`, sent by ``cancel`` to a driver it verified through the kernel):
-  look at the cancel requests of the runs this process drives (`cancelrequest.act_on_requests`),
+  look at the cancel requests of the runs this process drives (`cancel_request.act_on_requests`),
   which cancels only the run that was asked for, a child run included. The dispatcher also
   looks at them every `REQUEST_POLL_SECONDS`, so a request is honoured even when no signal
   could be sent (a driver the canceller could not verify).

@@ -6,8 +6,9 @@ The runner knows nothing of pids, process groups or hosts. It hands an executor 
 back. A run that died leaves handles behind; `Executor.reap` ends what they name. See
 docs/resilience.md for the local executor's teardown and the reasons behind it.
 
-This module holds the interface only: no process code. `LocalExecutor` lives in
-``local_executor.py``.
+This module holds the interface only: no process code. `LocalExecutor` lives in ``local.py``,
+the decisions of a stage's teardown in ``teardown.py``, and which executor reaps a handle of
+which kind in ``reaping.py``.
 """
 
 from __future__ import annotations
@@ -31,8 +32,45 @@ TAIL_BYTES = 64 * 1024
 RUN_ID_ENV = "CODEX_ORCHESTRATOR_RUN_ID"
 
 #: A JSON-serialisable description of a running stage, meaningful only to its executor. It
-#: always has ``kind`` (the executor's name) and ``host`` (where the stage runs).
+#: always has ``kind`` (the executor's name) and ``host`` (where the stage runs). Its field
+#: names are defined below, once, for every executor.
 Handle = Mapping[str, Any]
+
+# --- a handle's fields -----------------------------------------------------------------------
+
+#: Every handle: the executor that ran the stage (which reaps it, see ``reaping.py``) and the
+#: machine the stage runs on.
+HANDLE_KIND = "kind"
+#: The kind of the local executor's handles (its name).
+LOCAL_KIND = "local"
+HANDLE_HOST = "host"
+#: A stage's shell, which leads its process group, and the leader's start time in clock ticks
+#: since boot (tells a reused pid apart). The runner also copies these onto the stage entry.
+HANDLE_PID = "pid"
+HANDLE_PGID = "pgid"
+HANDLE_START_TICKS = "pid_start_ticks"
+#: What Dask handles called the start time before one name served every executor: still read.
+OLD_DASK_START_TICKS = "start_ticks"
+#: Local stages: the run-id entry of the stage's environment (finds processes that left the
+#: stage's group, see `RUN_ID_ENV`).
+HANDLE_ENV_MARKER = "env_marker"
+#: Dask stages: the worker's address and pid, the scheduler, the mark in the environment of
+#: every process of the stage, what is known of a lost stage's end (``reported``, ``reaped``,
+#: ``due``, ``unknown``) and, when ``due``, by when its supervisor ends it (UTC,
+#: ``YYYY-MM-DDTHH:MM:SSZ``).
+HANDLE_WORKER = "worker"
+HANDLE_WORKER_PID = "worker_pid"
+HANDLE_SCHEDULER = "scheduler"
+HANDLE_STAGE_MARK = "stage_mark"
+HANDLE_REMOTE_END = "remote_end"
+HANDLE_REMOTE_ENDS_BY = "remote_ends_by"
+
+
+def recorded_start_ticks(handle: Handle) -> object:
+    """The start time a handle records for its group's leader, under either name (unchecked)."""
+    if HANDLE_START_TICKS in handle:
+        return handle[HANDLE_START_TICKS]
+    return handle.get(OLD_DASK_START_TICKS)
 
 
 class StageRequest(NamedTuple):
@@ -95,7 +133,7 @@ class Cancellation:
         self.grace_seconds = grace_seconds
         self.signum: int | None = None
         self.count = 0
-        self.requested_at = 0.0  # time.monotonic() of the first request
+        self.requested_at: float | None = None  # time.monotonic() of the first request
         self._pipes = (_nonblocking_pipe(), _nonblocking_pipe())
         self._dependents: list[Cancellation] = []
         self._parent: Cancellation | None = None

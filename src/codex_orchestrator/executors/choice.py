@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
 from codex_orchestrator.executors.base import Executor
+from codex_orchestrator.pipelines.config import PASS_ENV_SETTING
 from codex_orchestrator.records.workspace import Settings, Workspace
 
 EXECUTOR_ENV = "CODEX_ORCHESTRATOR_EXECUTOR"
@@ -170,7 +171,7 @@ def executor_for(
         grace_seconds=settings.kill_grace_seconds,
         link_timeout=link_timeout,
         connect_timeout=settings.dask_connect_timeout_seconds,
-        pass_env=tuple(config_settings.get("dask_pass_env") or ()),  # type: ignore[arg-type]
+        pass_env=tuple(config_settings.get(PASS_ENV_SETTING) or ()),  # type: ignore[arg-type]
         tls=tls_files(config_settings, workspace.root),
     )
     return connect_after_fork(config) if detached else connect(config)

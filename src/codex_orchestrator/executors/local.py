@@ -9,24 +9,29 @@ running for later stages; `LocalExecutor.close` ends it with the run. See docs/r
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from types import MappingProxyType
-from typing import NamedTuple
 
 from codex_orchestrator.executors.base import (
+    HANDLE_ENV_MARKER,
+    HANDLE_HOST,
+    HANDLE_KIND,
+    HANDLE_PGID,
+    HANDLE_PID,
+    HANDLE_START_TICKS,
+    LOCAL_KIND,
     RUN_ID_ENV,
-    TAIL_BYTES,
     Cancellation,
     Handle,
     StageOutcome,
     StageRequest,
+    recorded_start_ticks,
 )
+from codex_orchestrator.executors.logfiles import LogFiles
 from codex_orchestrator.executors.process import (
     ExitWatcher,
     become_child_subreaper,
@@ -38,12 +43,13 @@ from codex_orchestrator.executors.process import (
     leftover_group_problem,
     signal_group,
     spawn_in_new_session,
+    wait_until_gone,
 )
+from codex_orchestrator.executors.teardown import STOPPED, Teardown
 from codex_orchestrator.util.console import note
 from codex_orchestrator.util.procfs import host_name, process_start_ticks
-from codex_orchestrator.util.safefs import open_no_follow
 
-KIND = "local"
+KIND = LOCAL_KIND
 
 
 class LocalExecutor:
@@ -74,78 +80,72 @@ class LocalExecutor:
         on_handle: Callable[[Handle], None],
     ) -> StageOutcome:
         """Run ``request`` to its end; ``on_handle`` gets the stage's handle once it exists."""
-        stdout = _open_log(request.stdout_path)
-        try:
-            stderr = _open_log(request.stderr_path)
-            try:
-                return self._run(request, stdout, stderr, cancellation, on_handle)
-            finally:
-                os.close(stderr)
-        finally:
-            os.close(stdout)
+        with LogFiles(request) as logs:
+            return self._run(request, logs, cancellation, on_handle)
 
     def _run(
         self,
         request: StageRequest,
-        stdout: int,
-        stderr: int,
+        logs: LogFiles,
         cancellation: Cancellation,
         on_handle: Callable[[Handle], None],
     ) -> StageOutcome:
         started_at = time.time()
         started = time.monotonic()
-        proc = spawn_in_new_session(request.command, request.cwd, request.env, stdout, stderr)
+        proc = spawn_in_new_session(
+            request.command, request.cwd, request.env, logs.stdout, logs.stderr
+        )
         with self._lock:
             self._groups.add(proc.pid)
             self._children.add(proc.pid)
             self._hurry_fd = cancellation.wakeup_fd(escalation=True)
         handle: dict[str, object] = {
-            "kind": KIND,
-            "host": self.host,
-            "pid": proc.pid,
-            "pgid": proc.pid,
-            "pid_start_ticks": process_start_ticks(proc.pid),
+            HANDLE_KIND: KIND,
+            HANDLE_HOST: self.host,
+            HANDLE_PID: proc.pid,
+            HANDLE_PGID: proc.pid,
+            HANDLE_START_TICKS: process_start_ticks(proc.pid),
         }
         if RUN_ID_ENV in request.env:
-            handle["env_marker"] = f"{RUN_ID_ENV}={request.env[RUN_ID_ENV]}"
+            handle[HANDLE_ENV_MARKER] = f"{RUN_ID_ENV}={request.env[RUN_ID_ENV]}"
+        timeout = request.timeout_seconds
+        teardown = Teardown(
+            cancellation.grace_seconds,
+            started,
+            started + timeout if timeout else None,
+            end_leftovers=False,
+        )
         try:
             on_handle(handle)
             with ExitWatcher(proc) as watcher:
-                ending = _supervise(proc, watcher, request.timeout_seconds, cancellation, started)
+                _supervise(proc, watcher, teardown, cancellation)
         finally:
-            if proc.returncode is None:  # an error above: never leave the stage running
+            if proc.returncode is None:  # an error above, or an unkillable stage: never leave it
                 signal_group(proc.pid, signal.SIGKILL)
                 proc.wait()
             with self._lock:
                 self._children.discard(proc.pid)
-        stdout_tail, stdout_bytes = _tail(stdout)
-        stderr_tail, stderr_bytes = _tail(stderr)
-        return StageOutcome(
-            exit_code=exit_code(proc.returncode),
-            started_at=started_at,
-            duration_seconds=time.monotonic() - started,
-            timed_out=ending.timed_out,
-            cancelled=ending.cancelled,
-            killed=ending.killed,
-            lost=False,
-            stdout_tail=stdout_tail,
-            stderr_tail=stderr_tail,
-            stdout_bytes=stdout_bytes,
-            stderr_bytes=stderr_bytes,
+        return logs.outcome(
+            exit_code(proc.returncode),
+            started_at,
+            time.monotonic() - started,
+            timed_out=teardown.timed_out,
+            cancelled=teardown.reason == STOPPED,
+            killed=teardown.killed,
             host=self.host,
         )
 
     def reap(self, handle: Handle, grace_seconds: float) -> bool:
         """End the process group a dead run's stage left behind, once verified to be it."""
-        if handle.get("kind") != KIND:
+        if handle.get(HANDLE_KIND) != KIND:
             return False
-        if handle.get("host") != self.host:
+        if handle.get(HANDLE_HOST) != self.host:
             note(
-                f"warning: not ending process group {handle.get('pgid')!r}: it ran on host "
-                f"{handle.get('host')!r}, not this one ({self.host}); end it there by hand"
+                f"warning: not ending process group {handle.get(HANDLE_PGID)!r}: it ran on host "
+                f"{handle.get(HANDLE_HOST)!r}, not this one ({self.host}); end it there by hand"
             )
             return False
-        pgid, ticks = handle.get("pgid"), handle.get("pid_start_ticks")
+        pgid, ticks = handle.get(HANDLE_PGID), recorded_start_ticks(handle)
         problem = leftover_group_problem(pgid, ticks)
         if problem is not None:
             note(f"warning: not signalling recorded process group {pgid!r}: {problem}")
@@ -154,7 +154,7 @@ class LocalExecutor:
         ended = group_alive(pgid)
         if ended:
             end_groups([pgid], grace_seconds)
-        return self._sweep_escaped(handle.get("env_marker"), ticks, grace_seconds) or ended
+        return self._sweep_escaped(handle.get(HANDLE_ENV_MARKER), ticks, grace_seconds) or ended
 
     def _sweep_escaped(self, marker: object, since: int, grace_seconds: float) -> bool:
         """End a dead run's processes that escaped their group: found by the run-id marker in
@@ -177,75 +177,44 @@ class LocalExecutor:
             end_adopted_orphans(running, self.grace_seconds, self._hurry_fd)
 
 
-class _Ending(NamedTuple):
-    timed_out: bool
-    cancelled: bool
-    killed: bool
-
-
 def _supervise(
     proc: subprocess.Popen[bytes],
     watcher: ExitWatcher,
-    timeout: float | None,
+    teardown: Teardown,
     cancellation: Cancellation,
-    started: float,
-) -> _Ending:
-    """Wait for the stage's shell, enforcing its timeout and the cancellation.
+) -> None:
+    """Wait for the stage's shell, and for what it left when it is being ended, acting on
+    ``teardown``'s decisions (see ``teardown.py`` for the rules).
 
     Why it is shaped like this:
     - Every deadline is on the monotonic clock, so a wall-clock step neither stops a timeout
       nor fires one early.
-    - The wait is one ``poll`` on the child's pidfd and the cancellation's wake-up pipe, so
-      exit, timeout and a signal to the orchestrator are all noticed at once, from any thread
-      (the signal handler only writes to the pipe).
-    - The grace period counts from the moment cancellation was requested, not from when this
-      loop noticed it; a second request (a second signal) kills at once.
-    - When the shell exits, the rest of a torn-down group is ended too; a group whose shell
-      exited normally may keep a helper for later stages, ended by `LocalExecutor.close`.
+    - While the shell runs, the wait is one ``poll`` on the child's pidfd and the
+      cancellation's wake-up pipe, so exit, timeout and a signal to the orchestrator are all
+      noticed at once, from any thread (the signal handler only writes to the pipe). Once it
+      exited, the group is polled (with backoff) until it is gone, or a second request.
+    - A group whose shell exited on its own may keep a helper for later stages: the teardown
+      leaves it be (``end_leftovers=False``), and `LocalExecutor.close` ends it with the run.
     """
-    deadline = started + timeout if timeout else None
-    timed_out = cancelled = killed = False
-    kill_at: float | None = None
     while True:
-        wake = None if killed else cancellation.wakeup_fd(escalation=kill_at is not None)
-        if watcher.wait(None if killed else _next_wait(deadline, kill_at), wake):
-            break
         now = time.monotonic()
-        if kill_at is None:
-            if deadline is not None and now >= deadline:
-                timed_out, begun = True, now
-            elif cancellation.requested:
-                cancelled, begun = True, max(cancellation.requested_at, started)
-            else:
-                continue
-            signal_group(proc.pid, signal.SIGTERM)
-            kill_at = begun + cancellation.grace_seconds
-        elif not killed and (now >= kill_at or cancellation.escalated):
-            killed = True
-            signal_group(proc.pid, signal.SIGKILL)
-    if kill_at is None and cancellation.requested:
-        cancelled = True
-        kill_at = max(cancellation.requested_at, started) + cancellation.grace_seconds
-    if kill_at is not None:
-        grace = 0.0 if killed or cancellation.escalated else kill_at - time.monotonic()
-        hurry = cancellation.wakeup_fd(escalation=True)
-        killed = end_groups([proc.pid], max(0.0, grace), hurry) or killed
-    return _Ending(timed_out, cancelled, killed)
-
-
-def _next_wait(deadline: float | None, kill_at: float | None) -> float | None:
-    """Seconds until the supervisor must next act on its own (None: only on an event)."""
-    moment = kill_at if kill_at is not None else deadline
-    return None if moment is None else max(0.0, moment - time.monotonic())
-
-
-def _open_log(path: os.PathLike[str]) -> int:
-    """Open a stage log for writing; a link planted in its place is refused, never truncated."""
-    return open_no_follow(Path(path), os.O_RDWR | os.O_CREAT | os.O_TRUNC)
-
-
-def _tail(fd: int, limit: int = TAIL_BYTES) -> tuple[bytes, int]:
-    """The last ``limit`` bytes written to ``fd`` and the total size."""
-    size = os.fstat(fd).st_size
-    length = min(size, limit)
-    return os.pread(fd, length, size - length), size
+        exited = proc.returncode is not None
+        decision = teardown.decide(
+            now,
+            cancellation.requested_at,
+            cancellation.escalated,
+            exited,
+            lambda: group_alive(proc.pid),
+        )
+        if decision.signal:
+            signal_group(proc.pid, decision.signal)
+        if decision.done:
+            return
+        wait = None if decision.wake_at is None else max(0.0, decision.wake_at - now)
+        wake = None
+        if not cancellation.escalated:  # a request seen stays readable: wait for the next one
+            wake = cancellation.wakeup_fd(escalation=cancellation.requested)
+        if not exited:
+            watcher.wait(wait, wake)
+        else:
+            wait_until_gone([proc.pid], 0.0 if wait is None else wait, wake)

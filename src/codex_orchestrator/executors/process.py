@@ -1,6 +1,7 @@
 """Process mechanics: spawn in a new session, watch for exit, signal and end process groups.
 
-Nothing here knows what a stage means; `local_executor.py` builds on these pieces. Every pid
+Nothing here knows what a stage means; `local.py` builds on these pieces, and `teardown.py`
+decides when a group is signalled. Every pid
 that came from a file goes through `checked_pid` and a start-time comparison before it is
 signalled (see docs/resilience.md).
 """
@@ -14,8 +15,10 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
+from functools import partial
 from pathlib import Path
 
+from codex_orchestrator.executors.teardown import KILL_WAIT_SECONDS, Teardown
 from codex_orchestrator.records.statuses import signal_exit_code
 from codex_orchestrator.util.procfs import (
     checked_pid,
@@ -25,9 +28,6 @@ from codex_orchestrator.util.procfs import (
     process_state,
     processes_with_env,
 )
-
-#: How long `end_groups` waits for SIGKILLed processes to vanish before giving up on them.
-KILL_WAIT_SECONDS = 2.0
 
 
 def spawn_in_new_session(
@@ -127,30 +127,34 @@ def group_alive(pgid: int) -> bool:
     return True if members is None else bool(members)
 
 
-def end_group(pgid: int, grace_seconds: float) -> bool:
-    """End a process group: SIGTERM, wait up to ``grace_seconds``, then SIGKILL.
-
-    Returns True when the group had to be killed with SIGKILL.
-    """
-    return end_groups([pgid], grace_seconds)
-
-
 def end_groups(pgids: Iterable[int], grace_seconds: float, hurry_fd: int | None = None) -> bool:
-    """End several process groups at once: SIGTERM to all, one shared grace, then SIGKILL.
+    """End several process groups at once, as a `Teardown` of what a stage left: SIGTERM to
+    all, one shared grace, then SIGKILL.
 
     The grace is cut short once ``hurry_fd`` is readable (a second signal to the orchestrator).
     Returns True when any group had to be killed with SIGKILL.
     """
-    remaining = [pgid for pgid in pgids if signal_group(pgid, signal.SIGTERM)]
-    remaining = _wait_until_gone(remaining, grace_seconds, hurry_fd)
-    if not remaining:
-        return False
-    remaining = [pgid for pgid in remaining if signal_group(pgid, signal.SIGKILL)]
-    _wait_until_gone(remaining, KILL_WAIT_SECONDS, None)
-    return bool(remaining)
+    began = time.monotonic()
+    teardown = Teardown(grace_seconds, began, None, end_leftovers=True)
+    remaining = list(pgids)
+    hurried = False
+    while True:
+        now = time.monotonic()
+        decision = teardown.decide(now, began, hurried, True, partial(bool, remaining))
+        if decision.signal:
+            remaining = [pgid for pgid in remaining if signal_group(pgid, decision.signal)]
+        if decision.done or decision.wake_at is None:
+            return teardown.killed
+        watched = None if hurried else hurry_fd
+        remaining = wait_until_gone(remaining, max(0.0, decision.wake_at - now), watched)
+        # The hurry descriptor is read only while a group is left: `close` may be handed that
+        # of a child run's cancellation, closed once the child run ended.
+        if not remaining:
+            return teardown.killed
+        hurried = hurried or (watched is not None and bool(select.select([watched], [], [], 0)[0]))
 
 
-def _wait_until_gone(pgids: list[int], seconds: float, hurry_fd: int | None) -> list[int]:
+def wait_until_gone(pgids: list[int], seconds: float, hurry_fd: int | None) -> list[int]:
     """Poll (with backoff) until every group is gone, ``seconds`` pass or ``hurry_fd`` is
     readable; return the groups still alive."""
     deadline = time.monotonic() + seconds

@@ -29,11 +29,11 @@ from pydantic import Field, ValidationError
 from typing_extensions import TypedDict
 
 from codex_orchestrator import __version__
-from codex_orchestrator.commands.logs import fair_shares
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError, UsageError
 from codex_orchestrator.mcp.cli_bridge import CliError, CliRunner
 from codex_orchestrator.records.cache_field import cache_of, cache_totals, hit_from, saved_seconds
 from codex_orchestrator.records.manifest import MANIFEST_NAME, parse_manifest, read_manifest_bytes
+from codex_orchestrator.records.stage_logs import fair_shares
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, RunStatus, run_exit_code
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.ids import validate_id

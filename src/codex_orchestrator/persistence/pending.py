@@ -1,16 +1,13 @@
-"""Durable per-task records: the run history (`state_store`) and the safe write order of a
-finished run (`coordinator`)."""
+"""Snapshots that wait beside the run records (the out root could not take them), merged into
+``state.json`` by ``status`` of one of the task's runs."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from codex_orchestrator.persistence.state_format import PENDING_DIR_NAME
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.safefs import list_directory
-
-#: Pending state snapshots wait in ``<out>/<task>/state.pending/`` (or, when the out root
-#: cannot take them, ``<runs>/<task>/state.pending/``) until merged into ``state.json``.
-PENDING_DIR_NAME = "state.pending"
 
 
 def settle_waiting_snapshots(

@@ -24,22 +24,23 @@ from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from codex_orchestrator.persistence.state_format import (
+    PENDING_DIR_NAME,
+    Entry,
+    TaskStateFiles,
+    TaskStateReader,
+    keep_newer,
+)
 from codex_orchestrator.records.manifest import HEARTBEAT_NAME, MANIFEST_NAME, manifest_problem
 from codex_orchestrator.records.statuses import RunStatus
 from codex_orchestrator.util.clock import parse_iso_utc
 from codex_orchestrator.util.ids import RUN_ID_PATTERN, is_valid_id
 from codex_orchestrator.util.jsonio import json_text
-from codex_orchestrator.util.safefs import (
-    UnreadableFileError,
-    list_directory,
-    read_regular,
-    scan_directory,
-)
+from codex_orchestrator.util.safefs import UnreadableFileError, read_regular, scan_directory
 
 if TYPE_CHECKING:
     from codex_orchestrator.records.workspace import Workspace
 
-HISTORY_SIZE_LIMIT = 256 * 1024 * 1024
 MANIFEST_SIZE_LIMIT = 64 * 1024 * 1024
 _RECHECKED = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 
@@ -153,7 +154,8 @@ class TaskHistory:
     def __init__(self, workspace: Workspace, task_id: str, warn: Warn) -> None:
         self.task_id = task_id
         self.cli_dir = workspace.cli_dir(task_id)
-        self.state_dir = workspace.state_dir(task_id)
+        files = TaskStateFiles(workspace.state_dir(task_id), self.cli_dir.parent / PENDING_DIR_NAME)
+        self.state = TaskStateReader(files, warn, workspace.display)
         self._display = workspace.display
         self._warn = warn
 
@@ -177,28 +179,18 @@ class TaskHistory:
             if RUN_ID_PATTERN.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
         }
 
-    def recorded(self) -> tuple[dict[str, dict[str, Any]], str | None]:
+    def recorded(self) -> tuple[dict[str, Entry], str | None]:
         """Entries of ``state.json`` and pending snapshots by run id, and the oldest completion
         in ``state.json`` (None when it holds no run)."""
-        entries = {entry["runId"]: entry for entry in self._state_runs()}  # one entry a run
+        entries = {entry["runId"]: entry for entry in self.state.recent()}
         oldest = min((entry["timestamp"] for entry in entries.values()), default=None)
-        for entry in self._pending():
-            _keep_newer(entries, entry)
+        for entry in self.state.pending():
+            keep_newer(entries, entry)
         return entries, oldest
 
-    def archived(self) -> dict[str, dict[str, Any]]:
-        """Entries of ``state.archive.ndjson`` by run id (a later line wins)."""
-        entries: dict[str, dict[str, Any]] = {}
-        raw = self._read(self.state_dir / "state.archive.ndjson")
-        lines = [line for line in raw.splitlines() if line.strip()]
-        try:  # one parse for the whole file; line by line only when a line is torn
-            parsed: list[Any] = json.loads(b"[" + b",".join(lines) + b"]")
-        except (ValueError, RecursionError):
-            parsed = [_parse_line(line) for line in lines]
-        for entry in parsed:
-            if _is_entry(entry):
-                _keep_newer(entries, entry)
-        return entries
+    def archived(self) -> dict[str, Entry]:
+        """Entries of ``state.archive.ndjson`` by run id (the newest of a run)."""
+        return self.state.archived()
 
     def newest_first(self, since: str | None = None) -> Iterator[RunRow]:
         """Every run of the task, newest first; stops before runs started before ``since``."""
@@ -301,51 +293,6 @@ class TaskHistory:
             manifest=self._display(run_dir / MANIFEST_NAME),
         )
 
-    def _state_runs(self) -> list[dict[str, Any]]:
-        raw = self._read(self.state_dir / "state.json")
-        if not raw:
-            return []
-        try:
-            document = json.loads(raw)
-        except (ValueError, RecursionError):
-            self._warn(
-                f"warning: {self._display(self.state_dir / 'state.json')} does not parse; "
-                "listing the task's runs from their manifests"
-            )
-            return []
-        runs = document.get("runs") if isinstance(document, dict) else None
-        return [entry for entry in runs if _is_entry(entry)] if isinstance(runs, list) else []
-
-    def _pending(self) -> Iterator[dict[str, Any]]:
-        """Snapshots not merged yet: beside ``state.json``, or beside the run records when the
-        out root could not take them."""
-        for pending_dir in (
-            self.state_dir / "state.pending",
-            self.cli_dir.parent / "state.pending",
-        ):
-            try:
-                names = list_directory(pending_dir)
-            except OSError:
-                continue
-            for name in names:
-                if name.endswith(".json") and not name.startswith("."):
-                    try:
-                        raw = read_regular(pending_dir / name, 1 << 20, follow_links=False)
-                        entry = json.loads(raw)
-                    except (OSError, UnreadableFileError, ValueError, RecursionError):
-                        continue
-                    if _is_entry(entry):
-                        yield entry
-
-    def _read(self, path: Path) -> bytes:
-        try:
-            return read_regular(path, HISTORY_SIZE_LIMIT, follow_links=False)
-        except FileNotFoundError:
-            return b""
-        except (OSError, UnreadableFileError) as error:
-            self._warn(f"warning: {self._display(path)}: {error}; skipped")
-            return b""
-
 
 def all_runs(
     histories: Iterable[TaskHistory], since: str | None = None, *, lazy: bool = True
@@ -364,33 +311,6 @@ def all_runs(
     rows = [row for history in histories for row in history.newest_first(since)]
     rows.sort(key=itemgetter(0), reverse=True)
     return iter(rows)
-
-
-def _is_entry(value: Any) -> bool:
-    if type(value) is not dict:
-        return False
-    run_id = value.get("runId")
-    return (
-        type(run_id) is str
-        and type(value.get("pipelineId")) is str
-        and type(value.get("status")) is str
-        and type(value.get("timestamp")) is str
-        and type(value.get("manifest")) is str
-        and RUN_ID_PATTERN.fullmatch(run_id) is not None
-    )
-
-
-def _parse_line(line: bytes) -> Any:
-    try:
-        return json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-
-
-def _keep_newer(entries: dict[str, dict[str, Any]], entry: dict[str, Any]) -> None:
-    current = entries.get(entry["runId"])
-    if current is None or entry["timestamp"] >= current["timestamp"]:
-        entries[entry["runId"]] = entry
 
 
 def duration_between(started: str | None, completed: str | None) -> float | None:

@@ -1,4 +1,6 @@
-"""Per-task run history: ``<out>/<task>/state.json``, its archive and its pending snapshots.
+"""Per-task run history: the writer of ``<out>/<task>/state.json``, its archive and its pending
+snapshots. Their format (names, parsing, validation) and the read-only reader live in
+`state_format`; this module adds the lock, the merge, the archiving and the repair.
 
 Files (all beside ``state.json``, in ``<out>/<task>/``):
 
@@ -40,17 +42,25 @@ never overwritten: it is renamed aside (``<name>.corrupt-<time>``), reported onc
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import re
 import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from codex_orchestrator.persistence.locks import FileLock
-from codex_orchestrator.persistence.pending import PENDING_DIR_NAME
+from codex_orchestrator.persistence.state_format import (
+    PENDING_DIR_NAME,
+    CorruptStateError,
+    Entry,
+    TaskStateFiles,
+    parse_entry,
+    parse_state,
+    read_record,
+)
+from codex_orchestrator.persistence.state_format import run_id_of as _run_id
+from codex_orchestrator.persistence.state_format import timestamp_of as _timestamp
 from codex_orchestrator.util.ids import validate_id
 from codex_orchestrator.util.jsonio import (
     append_line,
@@ -60,10 +70,9 @@ from codex_orchestrator.util.jsonio import (
     quarantine,
     read_json,
 )
+from codex_orchestrator.util.locks import FileLock
 from codex_orchestrator.util.safefs import (
     RECORD_SIZE_LIMIT,
-    UnreadableFileError,
-    list_directory,
     read_regular,
     real_directory,
     remove_file,
@@ -74,10 +83,6 @@ if TYPE_CHECKING:
 
 KEEP_RECENT = 1000
 ARCHIVE_BATCH = 250
-ENTRY_KEYS = ("taskId", "runId", "pipelineId", "status", "timestamp", "manifest")
-
-Entry = dict[str, Any]
-
 _SEPARATOR = b",\n"
 _TRAILER = b"\n]}\n"
 
@@ -114,14 +119,6 @@ class RunRecord(NamedTuple):
         return entry
 
 
-class _CorruptError(ValueError):
-    """A file that does not parse or has the wrong shape; ``recovered`` holds what survived."""
-
-    def __init__(self, reason: str, recovered: list[Entry] | None = None) -> None:
-        super().__init__(reason)
-        self.recovered = recovered or []
-
-
 class _Verified(NamedTuple):
     """The entries of a ``state.json`` vouched for by the stamp, as raw bytes."""
 
@@ -146,13 +143,14 @@ class TaskStateStore:
         archive_batch: int = ARCHIVE_BATCH,
     ) -> None:
         self.task_id = task_id
-        self.state_path = state_dir / "state.json"
-        self.archive_path = state_dir / "state.archive.ndjson"
-        self.pending_dir = state_dir / PENDING_DIR_NAME
         # ``<runs>/<task>.lock`` sits beside ``<runs>/<task>/``, which holds the run records.
-        self.fallback_pending_dir = lock_path.parent / task_id / PENDING_DIR_NAME
+        self.files = TaskStateFiles(state_dir, lock_path.parent / task_id / PENDING_DIR_NAME)
+        self.state_path = self.files.state_path
+        self.archive_path = self.files.archive_path
+        self.pending_dir = self.files.pending_dir
+        self.fallback_pending_dir = self.files.fallback_pending_dir
         self.lock_path = lock_path
-        self._stamp_path = state_dir / ".state.json.stamp"
+        self._stamp_path = self.files.stamp_path
         self._lock = lock or FileLock(lock_path)
         self._warn = warn or _print_warning
         self._keep_recent = keep_recent
@@ -181,7 +179,7 @@ class TaskStateStore:
 
         Raises `LockTimeoutError` when the lock bound is spent, OSError when ``state.json``
         cannot be written; the snapshot stays pending (see `saved_snapshot`) and is merged by
-        the current lock holder or the next writer or reader of the task.
+        the current lock holder or the next writer of the task.
         """
         payload = _encode(record.to_json())
         try:
@@ -246,7 +244,7 @@ class TaskStateStore:
         # release therefore sees it. If our non-blocking try fails, someone took the lock after
         # our release, hence after the file was written, and that holder merges it (and drains
         # in turn). A blocking acquire here could wait on a long merge for nothing.
-        while self._pending_files() and self._lock.try_acquire():
+        while self.files.pending_files() and self._lock.try_acquire():
             try:
                 merged += self._merge_pending_locked()
             finally:
@@ -360,10 +358,10 @@ class TaskStateStore:
         if verified is not None:
             return _History.from_body(verified.body), False
         try:
-            return _History(_parse_runs(_read_record(self.state_path))), False
+            return _History(parse_state(read_record(self.state_path))), False
         except FileNotFoundError:
             return _History([]), False
-        except _CorruptError as problem:
+        except CorruptStateError as problem:
             kept = quarantine(self.state_path)
             salvaged = len(problem.recovered)
             self._warn(
@@ -375,14 +373,14 @@ class TaskStateStore:
 
     def _load_pending(self) -> tuple[list[Path], list[Entry]]:
         """Every pending file and the valid snapshots among them, oldest first."""
-        paths = self._pending_files()
+        paths = self.files.pending_files()
         entries: list[Entry] = []
         for path in paths:
             try:
-                entries.append(_parse_entry(_read_record(path)))
+                entries.append(parse_entry(read_record(path)))
             except FileNotFoundError:
                 continue
-            except _CorruptError as problem:
+            except CorruptStateError as problem:
                 kept = quarantine(path)
                 self._warn(
                     f"warning: pending state snapshot {path.name} for task {self.task_id} "
@@ -393,32 +391,13 @@ class TaskStateStore:
 
     # --- without the lock -------------------------------------------------------------------
 
-    def _pending_files(self) -> list[Path]:
-        """Pending snapshots in the pending directory and in its fallback beside the runs."""
-        paths: list[Path] = []
-        for directory in (self.pending_dir, self.fallback_pending_dir):
-            try:  # a link is refused: merged files are deleted, never outside the roots
-                names = list_directory(directory)
-            except FileNotFoundError:
-                continue
-            except OSError as error:
-                if error.errno != errno.ELOOP:
-                    raise
-                continue
-            paths += [
-                directory / name
-                for name in names
-                if name.endswith(".json") and not name.startswith(".")
-            ]
-        return paths
-
     def _peek_runs(self) -> list[Entry]:
         """The runs in ``state.json``, repairing nothing (another process holds the lock)."""
         try:
-            return _parse_runs(_read_record(self.state_path))
+            return parse_state(read_record(self.state_path))
         except FileNotFoundError:
             return []
-        except _CorruptError as problem:
+        except CorruptStateError as problem:
             return problem.recovered
 
     def _document(self, runs: list[Entry]) -> dict[str, Any]:
@@ -506,53 +485,6 @@ class _History:
 
     def _encoded(self, entry: Entry) -> bytes:
         return self._lines.get(_run_id(entry)) or _encode(entry)
-
-
-def _read_record(path: Path) -> bytes:
-    """The bytes of a record file; a link, FIFO or oversized file is corrupt (set aside)."""
-    try:
-        return read_regular(path, RECORD_SIZE_LIMIT, follow_links=False)
-    except UnreadableFileError as problem:
-        raise _CorruptError(problem.reason) from None
-
-
-def _parse_runs(raw: bytes) -> list[Entry]:
-    """The sorted runs of a ``state.json``; raises `_CorruptError` (with what survived)."""
-    try:
-        document = json.loads(raw)
-    except (ValueError, RecursionError) as error:
-        raise _CorruptError(f"not JSON: {error}") from None
-    runs = document.get("runs") if isinstance(document, dict) else None
-    if not isinstance(runs, list):
-        raise _CorruptError('no "runs" list')
-    valid = sorted((entry for entry in runs if _is_entry(entry)), key=_timestamp)
-    newest = {_run_id(entry): entry for entry in valid}  # one entry per run: the newest
-    unique = sorted(newest.values(), key=_timestamp) if len(newest) < len(valid) else valid
-    if len(valid) < len(runs):
-        raise _CorruptError(f"{len(runs) - len(valid)} malformed run entries", unique)
-    return unique
-
-
-def _parse_entry(raw: bytes) -> Entry:
-    try:
-        entry = json.loads(raw)
-    except (ValueError, RecursionError) as error:
-        raise _CorruptError(f"not JSON: {error}") from None
-    if not _is_entry(entry):
-        raise _CorruptError("not a run entry")
-    return cast(Entry, entry)
-
-
-def _is_entry(value: Any) -> bool:
-    return isinstance(value, dict) and all(isinstance(value.get(key), str) for key in ENTRY_KEYS)
-
-
-def _run_id(entry: Entry) -> str:
-    return cast(str, entry["runId"])
-
-
-def _timestamp(entry: Entry) -> str:
-    return cast(str, entry["timestamp"])
 
 
 def _encode(value: Any) -> bytes:

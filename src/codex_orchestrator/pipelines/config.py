@@ -61,6 +61,8 @@ __all__ = [
 
 MAX_TIMEOUT_SECONDS = 7 * 86400
 MAX_RETRIES = 10
+#: The longest wait before a retry, whatever ``retryDelaySeconds`` and the attempt number: the
+#: config refuses a longer first delay and the stage loop caps the doubled ones at it.
 MAX_RETRY_DELAY_SECONDS = 60.0
 MAX_PARALLEL_LIMIT = 1024
 MIRROR_PLACEHOLDER = "{task}"
@@ -133,6 +135,8 @@ STAGE_KEYS: Mapping[str, frozenset[str]] = {
 _ALL_STAGE_KEYS = frozenset().union(*STAGE_KEYS.values())
 #: Names of the orchestrator's environment variables a remote stage receives as they are.
 PASS_ENV_SETTING = "dask_pass_env"
+#: The files of a TLS link to a Dask scheduler: CA, certificate, key (all or none).
+TLS_SETTINGS = ("dask_tls_ca_file", "dask_tls_cert", "dask_tls_key")
 #: Settings that choose the executor (docs/executors.md): strings (and `PASS_ENV_SETTING`, a
 #: list of names), unlike the numeric tunables.
 EXECUTOR_SETTINGS = frozenset(
@@ -140,9 +144,7 @@ EXECUTOR_SETTINGS = frozenset(
         "executor",
         "dask_scheduler",
         "worker_root",
-        "dask_tls_ca_file",
-        "dask_tls_cert",
-        "dask_tls_key",
+        *TLS_SETTINGS,
         PASS_ENV_SETTING,
     }
 )

@@ -25,15 +25,14 @@ import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from codex_orchestrator.errors import LockTimeoutError
-from codex_orchestrator.executors.base import Cancellation
-from codex_orchestrator.persistence.locks import FileLock
 from codex_orchestrator.records.manifest import MANIFEST_NAME, load_manifest
 from codex_orchestrator.records.statuses import CANCELLED_DETAIL, TERMINAL_RUN_STATUSES, RunStatus
 from codex_orchestrator.util.clock import iso_utc
 from codex_orchestrator.util.jsonio import atomic_write_json
+from codex_orchestrator.util.locks import FileLock
 from codex_orchestrator.util.safefs import UnreadableFileError, read_regular, remove_file
 
 REQUEST_NAME = "cancel-request.json"
@@ -131,6 +130,15 @@ def apply_requests(
         ),
     ]
     return CANCELLED_DETAIL
+
+
+class Cancellation(Protocol):
+    """What `watching` needs of an `executors.base.Cancellation` (records sit below
+    executors)."""
+
+    @property
+    def requested(self) -> bool: ...
+    def request(self, signum: int) -> None: ...
 
 
 class _Watched:

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from codex_orchestrator.errors import RunActiveError
-from codex_orchestrator.persistence.locks import unlock_and_close
 from codex_orchestrator.util.clock import iso_utc
+from codex_orchestrator.util.locks import unlock_and_close
 from codex_orchestrator.util.procfs import (
     checked_pid,
     exclusive_flock_pids,

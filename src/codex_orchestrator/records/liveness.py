@@ -17,13 +17,13 @@ from codex_orchestrator.errors import RunActiveError
 from codex_orchestrator.records.driver import DRIVER_LOCK_NAME, DriverProcess, run_driver
 from codex_orchestrator.records.manifest import HEARTBEAT_NAME
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, RunStatus
-from codex_orchestrator.records.workspace import Settings
+from codex_orchestrator.records.workspace import SETTING_ENV_NAMES, Settings
 from codex_orchestrator.util.clock import parse_iso_utc
 from codex_orchestrator.util.numeric import number_or_none
 from codex_orchestrator.util.procfs import checked_pid, host_name, process_start_ticks
 from codex_orchestrator.util.safefs import SMALL_FILE_LIMIT, read_regular
 
-STALE_ENV = "CODEX_ORCHESTRATOR_HEARTBEAT_STALE_AFTER_SECONDS"
+STALE_ENV = SETTING_ENV_NAMES["heartbeat_stale_after_seconds"]
 
 
 class DriverState(StrEnum):
@@ -84,7 +84,13 @@ class Liveness(NamedTuple):
     heartbeat_age_seconds: float | None
     stale_after_seconds: float
     stale: bool
-    orchestrator_gone: bool
+    #: `driver_state`'s answer for an unfinished run (None for a finished one: nobody asked).
+    driver: DriverStatus | None
+
+    @property
+    def orchestrator_gone(self) -> bool:
+        """True when the run is unfinished and nobody drives it any more."""
+        return self.driver is not None and self.driver.state is DriverState.GONE
 
     @property
     def alive(self) -> bool:
@@ -107,8 +113,8 @@ def assess(run_dir: Path, manifest: dict[str, Any]) -> Liveness:
     threshold = stale_threshold(manifest)
     unfinished = manifest.get("status") not in TERMINAL_RUN_STATUSES
     stale = unfinished and (age is None or age > threshold)
-    gone = unfinished and driver_state(run_dir, manifest).state is DriverState.GONE
-    return Liveness(stamp, age, threshold, stale, gone)
+    driver = driver_state(run_dir, manifest) if unfinished else None
+    return Liveness(stamp, age, threshold, stale, driver)
 
 
 def refuse_if_alive(run_dir: Path, manifest: dict[str, Any], fix: str) -> Liveness:
@@ -117,11 +123,12 @@ def refuse_if_alive(run_dir: Path, manifest: dict[str, Any], fix: str) -> Livene
     liveness = assess(run_dir, manifest)
     status = manifest.get("status")
     if status in (RunStatus.IN_PROGRESS, RunStatus.QUEUED) and liveness.alive:
+        driver = liveness.driver.describe if liveness.driver else "no process"
         age = liveness.heartbeat_age_seconds
         beat = f"heartbeat {age:.1f}s ago" if age is not None else "no heartbeat yet"
         raise RunActiveError(
-            f"run {manifest.get('run_id')} is still {status} and still alive ({beat}, pid "
-            f"{manifest.get('orchestrator_pid')}); {fix}"
+            f"run {manifest.get('run_id')} is still {status} and still alive ({beat}, driven "
+            f"by {driver}); {fix}"
         )
     return liveness
 

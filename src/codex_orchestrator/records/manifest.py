@@ -34,6 +34,10 @@ RESUME_TOKEN_NAME = ".resume-token"
 EVENTS_NAME = "runner.ndjson"
 RUN_SUMMARY_NAME = "run-summary.json"
 RUNNER_NAME = "codex-orchestrator"
+#: How many levels of child runs (``child_runs``, ``sub_run_id``) a reader follows below a run:
+#: cancel, logs, the report and JUnit alike. Sub-pipelines cannot form a cycle, so only a
+#: tampered manifest can link deeper; the bound keeps such a loop finite.
+MAX_CHILD_DEPTH = 16
 #: The most of a run's time that deferred (stage-transition) manifest writes may take.
 WRITE_SHARE = 0.1
 #: The manifest fields that say what a run is and how it ended (status and run-summary reports).

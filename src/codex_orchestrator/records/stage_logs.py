@@ -159,3 +159,15 @@ def tail_offset(fd: int, lines: int) -> int:
                 return start + cut + 1
         position = start
     return 0
+
+
+def fair_shares(sizes: list[int], limit: int) -> list[int]:
+    """How much of each of ``sizes`` fits in ``limit`` in all: the small ones whole, what they
+    leave shared evenly among the larger ones."""
+    shares = [0] * len(sizes)
+    remaining = limit
+    order = sorted(range(len(sizes)), key=lambda index: sizes[index])
+    for position, index in enumerate(order):
+        shares[index] = min(sizes[index], remaining // (len(order) - position))
+        remaining -= shares[index]
+    return shares

@@ -18,12 +18,12 @@ def stage_summary(
     """``hint``; for a failure the tool's result line; else the last output line; else ``exit N``.
 
     The result lines (pytest, ruff, eslint, cargo, go test...) are a table in
-    `codex_orchestrator.pipelines.diagnostics.summaries`; see docs/diagnostics.md.
+    `codex_orchestrator.records.result_lines`; see docs/diagnostics.md.
     """
     if hint:
         return hint
     if exit_code != 0:
-        from codex_orchestrator.pipelines.diagnostics.summaries import result_line  # failures only
+        from codex_orchestrator.records.result_lines import result_line  # failures only
 
         result = result_line(stdout_tail, stderr_tail)
         if result:

@@ -12,6 +12,12 @@ from typing import NamedTuple
 
 from codex_orchestrator.errors import ConfigError, OutsideRootError, RunNotFoundError
 from codex_orchestrator.util.ids import validate_id
+from codex_orchestrator.util.locks import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_BACKOFF_FACTOR,
+    DEFAULT_INITIAL_DELAY_MS,
+    DEFAULT_MAX_DELAY_MS,
+)
 from codex_orchestrator.util.numeric import parse_number
 from codex_orchestrator.util.safefs import resolve_within
 
@@ -29,10 +35,10 @@ class Settings(NamedTuple):
     heartbeat_interval_seconds: float = 5.0
     heartbeat_stale_after_seconds: float = 30.0
     manifest_throttle_seconds: float = 30.0
-    lock_attempts: int = 5
-    lock_initial_delay_ms: float = 100.0
-    lock_backoff_factor: float = 2.0
-    lock_max_delay_ms: float = 1000.0
+    lock_attempts: int = DEFAULT_ATTEMPTS
+    lock_initial_delay_ms: float = DEFAULT_INITIAL_DELAY_MS
+    lock_backoff_factor: float = DEFAULT_BACKOFF_FACTOR
+    lock_max_delay_ms: float = DEFAULT_MAX_DELAY_MS
     kill_grace_seconds: float = 5.0
     max_parallel: int | None = None  # stages of a graph pipeline at once; None: CPU count
     report: bool = False
@@ -60,7 +66,7 @@ class Settings(NamedTuple):
         for name in cls._fields:
             raw: object = (config_settings or {}).get(name)
             source = f"settings.{name}"
-            env_name = _ENV_NAMES.get(name)
+            env_name = SETTING_ENV_NAMES.get(name)
             if env_name and environ.get(env_name, "").strip():
                 raw, source = environ[env_name].strip(), f"environment variable {env_name}"
             if raw is None:
@@ -72,7 +78,8 @@ class Settings(NamedTuple):
         return cls(**values)  # type: ignore[arg-type]
 
 
-_ENV_NAMES = {
+#: The environment variable that overrides each setting (it wins over the config).
+SETTING_ENV_NAMES = {
     "heartbeat_interval_seconds": "CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS",
     "heartbeat_stale_after_seconds": "CODEX_ORCHESTRATOR_HEARTBEAT_STALE_AFTER_SECONDS",
     "manifest_throttle_seconds": "CODEX_ORCHESTRATOR_MANIFEST_THROTTLE_SECONDS",

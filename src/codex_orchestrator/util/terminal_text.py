@@ -6,7 +6,7 @@ window, set the clipboard, hyperlinks), bare control characters (bell, backspace
 return), 8-bit C1 controls and invisible Unicode format characters that reorder or hide what a
 reader sees (bidi overrides and isolates, zero-width marks). Every text bound for a terminal
 goes through `neutralise`: the live view, the echo of stage output, and every line the commands
-print (`output.Reporter` and `output.note` apply it), which drops escape sequences whole and
+print (`console.Reporter` and `console.note` apply it), which drops escape sequences whole and
 turns every other control character into a visible symbol, so the terminal never acts on it.
 JSON output keeps the characters but writes them as ``\\uXXXX`` escapes
 (`escape_json_controls`), which parse back to the same text. Only ``logs`` prints stored bytes

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.errors import OrchestratorError
-from codex_orchestrator.records.manifest import MANIFEST_NAME, load_manifest
+from codex_orchestrator.records.manifest import MANIFEST_NAME, MAX_CHILD_DEPTH, load_manifest
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, StageFailure, StageStatus
 from codex_orchestrator.util.clock import parse_iso_utc
 from codex_orchestrator.util.ids import is_valid_id
@@ -38,14 +38,11 @@ from codex_orchestrator.util.jsonio import atomic_write_bytes
 from codex_orchestrator.util.safefs import UnreadableFileError
 from codex_orchestrator.util.terminal_text import REPLACEMENT, neutralise
 from codex_orchestrator.view.attempts import shown_status
-from codex_orchestrator.view.logtail import read_tail, run_file, tail_lines
+from codex_orchestrator.view.logtail import read_error_file, run_file, tail_lines
 from codex_orchestrator.view.rows import objects, recorded_seconds
 
 LOG_TAIL_LINES = 200
 LOG_TAIL_BYTES = 64 * 1024
-#: Error files are at most 10,240 bytes when the tool writes them; a bigger one was tampered.
-ERROR_FILE_BYTES = 64 * 1024
-MAX_CHILD_DEPTH = 8
 #: Characters XML 1.0 cannot hold (besides the C0 controls `neutralise` already replaced).
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 #: ``status_detail`` kinds that mean the stage's machinery failed, not the stage's check.
@@ -199,10 +196,7 @@ def _error_file(run_dir: Path, entry: Mapping[str, Any]) -> tuple[str, str]:
         return "", ""
     shown = f"errors/{path.name}"
     try:
-        data, size = read_tail(path, ERROR_FILE_BYTES)
-        if size > ERROR_FILE_BYTES:
-            raise ValueError(f"{size} bytes, over the {ERROR_FILE_BYTES}-byte limit")
-        document = json.loads(data)
+        document = read_error_file(path)
     except FileNotFoundError:
         return "", f"error file {shown} is missing"
     except (UnreadableFileError, ValueError) as error:

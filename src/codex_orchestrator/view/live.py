@@ -20,8 +20,7 @@ from rich.live import Live
 from rich.segment import ControlType
 from rich.text import Text
 
-from codex_orchestrator.view.rows import StageRow, fit_rows, headline, stage_rows
-from codex_orchestrator.view.terminal import Snapshot
+from codex_orchestrator.view.rows import Snapshot, StageRow, fit_rows, headline, stage_rows
 
 MAX_FRAMES_PER_SECOND = 10
 STYLES = {

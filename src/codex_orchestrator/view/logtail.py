@@ -8,10 +8,11 @@ refused with a reason.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from codex_orchestrator.util.safefs import UnreadableFileError, open_no_follow
 
@@ -39,6 +40,20 @@ def run_file(run_dir: Path, folder: str, recorded: object) -> Path | None:
     if name in ("", ".", "..") or base is None:
         return None
     return base / name
+
+
+#: Error files are at most 10,240 bytes when the tool writes them; a bigger one was tampered.
+ERROR_FILE_BYTES = 64 * 1024
+
+
+def read_error_file(path: Path) -> Any:
+    """The parsed JSON of a stage's error file. Raises FileNotFoundError when it is missing,
+    `UnreadableFileError` or ValueError when it is not a regular file, is over
+    `ERROR_FILE_BYTES` or does not parse."""
+    data, size = read_tail(path, ERROR_FILE_BYTES)
+    if size > ERROR_FILE_BYTES:
+        raise ValueError(f"{size} bytes, over the {ERROR_FILE_BYTES}-byte limit")
+    return json.loads(data)
 
 
 def read_tail(path: Path, limit: int) -> tuple[bytes, int]:

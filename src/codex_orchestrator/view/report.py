@@ -24,7 +24,12 @@ from typing import Any, NamedTuple
 from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.records.cache_field import cache_text
 from codex_orchestrator.records.liveness import assess
-from codex_orchestrator.records.manifest import EVENTS_NAME, MANIFEST_NAME, load_manifest
+from codex_orchestrator.records.manifest import (
+    EVENTS_NAME,
+    MANIFEST_NAME,
+    MAX_CHILD_DEPTH,
+    load_manifest,
+)
 from codex_orchestrator.records.stage_logs import StageFiles
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES
 from codex_orchestrator.util.clock import parse_iso_utc
@@ -34,7 +39,7 @@ from codex_orchestrator.util.jsonio import atomic_write_bytes, encode_record, va
 from codex_orchestrator.util.safefs import TEXT_SIZE_LIMIT, UnreadableFileError, read_regular
 from codex_orchestrator.util.terminal_text import neutralise
 from codex_orchestrator.view.attempts import history_from_events, shown_status, stage_attempts
-from codex_orchestrator.view.logtail import read_tail, run_file, run_folder
+from codex_orchestrator.view.logtail import read_error_file, read_tail, run_file, run_folder
 from codex_orchestrator.view.page import (
     definition_list,
     document,
@@ -51,7 +56,6 @@ LOG_LINES = 200
 #: The most read from the end of one log: its last 200 lines, or fewer when they are longer.
 LOG_TAIL_BYTES = 32 * 1024
 LOG_LINE_CHARS = 2000
-ERROR_FILE_BYTES = 64 * 1024
 #: HTML that the log tails, and the error files, of one page may take (past it, files are
 #: linked, not shown): 4 MiB in all, so that a page stays readable in a browser.
 LOG_BUDGET_BYTES = 3 * 1024 * 1024
@@ -59,7 +63,6 @@ ERROR_BUDGET_BYTES = 1024 * 1024
 TEXT_BUDGET_BYTES = LOG_BUDGET_BYTES + ERROR_BUDGET_BYTES
 #: A text field of the manifest (summary, event reason, ...) is shown up to this many characters.
 FIELD_CHARS = 1000
-MAX_CHILD_DEPTH = 8
 #: Manifest keys (of an entry or of an ``attempt_history`` item) that name a log file.
 LOG_KEYS = ("log_path", "stdout_log_path", "stderr_log_path")
 
@@ -331,10 +334,7 @@ def _error_block(path: Path, entry: Mapping[str, Any], page: _Page) -> str:
     if entry.get("error_file") is None or not str(entry["error_file"]).endswith(path.name):
         title += '<p class="muted">Not the current attempt\'s: an earlier attempt wrote it.</p>'
     try:
-        data, size = read_tail(path, ERROR_FILE_BYTES)
-        if size > ERROR_FILE_BYTES:
-            raise ValueError(f"{size} bytes, over the {ERROR_FILE_BYTES}-byte limit")
-        body = json.dumps(json.loads(data), indent=2, ensure_ascii=False)
+        body = json.dumps(read_error_file(path), indent=2, ensure_ascii=False)
     except FileNotFoundError:
         return title + problems.add(f"error file {shown} of stage {entry.get('id')} is missing")
     except (UnreadableFileError, ValueError) as error:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,6 +21,9 @@ from codex_orchestrator.util.safefs import UnreadableFileError
 from codex_orchestrator.util.terminal_text import last_line, neutralise
 from codex_orchestrator.view.logtail import read_tail, run_file
 
+#: Returns the manifest to draw now (None: nothing to draw yet); called from the view's thread.
+#: `view.terminal` makes one, `view.live` calls it.
+Snapshot = Callable[[], Mapping[str, Any] | None]
 #: Bytes read from the end of a running stage's logs to find its last line.
 TAIL_PEEK_BYTES = 4096
 MARKS: dict[str, str] = {

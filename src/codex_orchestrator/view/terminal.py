@@ -17,9 +17,6 @@ from typing import Any
 from codex_orchestrator.errors import OrchestratorError
 from codex_orchestrator.records.manifest import MANIFEST_NAME, ManifestStore, load_manifest
 
-#: Returns the manifest to draw now (None: nothing to draw yet); called from the view's thread.
-Snapshot = Callable[[], Mapping[str, Any] | None]
-
 
 def live_view_wanted(json_output: bool) -> bool:
     """True when the live view should draw on stderr."""
@@ -72,7 +69,11 @@ def show_manifest(json_output: bool, run_dir: Path) -> Iterator[object | None]:
 
 
 @contextlib.contextmanager
-def _open(json_output: bool, snapshot: Snapshot, run_dir: Path) -> Iterator[object | None]:
+def _open(
+    json_output: bool, snapshot: Callable[[], Mapping[str, Any] | None], run_dir: Path
+) -> Iterator[object | None]:
+    # `snapshot` is a `view.rows.Snapshot`, spelled out: importing `view.rows` here would load
+    # the rows and log readers even when the view stays off.
     if not live_view_wanted(json_output):
         yield None
         return

@@ -1,6 +1,6 @@
 """The Dask executor: each command stage runs as one Dask task on a worker of a cluster.
 
-The task (``dask_remote.run_stage_on_worker``, sent as source text) connects back to a port
+The task (``worker.remote.run_stage_on_worker``, sent as source text) connects back to a port
 this executor opens for the stage, proves it runs on a worker of the cluster, and has the
 worker's fork server (``dask_supervisor``) start a supervisor, which receives the stage over
 that connection, runs it in its own session and streams its output into the run's log files
@@ -27,7 +27,21 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from codex_orchestrator.errors import OrchestratorError
-from codex_orchestrator.executors.base import Cancellation, Handle, StageOutcome, StageRequest
+from codex_orchestrator.executors.base import (
+    HANDLE_HOST,
+    HANDLE_KIND,
+    HANDLE_PGID,
+    HANDLE_REMOTE_END,
+    HANDLE_REMOTE_ENDS_BY,
+    HANDLE_STAGE_MARK,
+    HANDLE_START_TICKS,
+    HANDLE_WORKER,
+    Cancellation,
+    Handle,
+    StageOutcome,
+    StageRequest,
+    recorded_start_ticks,
+)
 from codex_orchestrator.executors.dask.connect import (
     ConnectCancelled,
     TlsFiles,
@@ -35,11 +49,11 @@ from codex_orchestrator.executors.dask.connect import (
     open_client,
 )
 from codex_orchestrator.executors.dask.link import (
+    KIND,
     REPORT_MARGIN_SECONDS,
     Door,
     Follower,
     Link,
-    LogFiles,
     job_frame,
 )
 from codex_orchestrator.executors.dask.worker import entry as dask_entry
@@ -51,12 +65,11 @@ from codex_orchestrator.executors.dask.worker.supervisor import (
     PYTHON_ENV,
     STAGE_MARK_ENV,
 )
-from codex_orchestrator.executors.local import LocalExecutor
+from codex_orchestrator.executors.logfiles import LogFiles
 from codex_orchestrator.records.statuses import StageFailure
 from codex_orchestrator.util.console import note
 from codex_orchestrator.util.procfs import checked_pid
 
-KIND = "dask"
 POLL_SECONDS = 0.1
 #: The run's variables that name paths of the repository: mapped to the workers' view of it.
 MAPPED_PATHS = (
@@ -438,15 +451,16 @@ class DaskExecutor:
 
         A stage whose end is recorded (its supervisor reported it, or it was reaped) is left
         alone. One that cannot be checked but whose supervisor ends it by a recorded time is
-        waited for until then, so that it never runs beside the stage run again. A local
-        stage's handle (a local run resumed on Dask) goes to the local executor.
+        waited for until then, so that it never runs beside the stage run again.
         """
-        if handle.get("kind") == LocalExecutor.name:
-            return LocalExecutor(grace_seconds).reap(handle, grace_seconds)
-        if handle.get("kind") != KIND or handle.get("remote_end") in ("reported", "reaped"):
+        if handle.get(HANDLE_KIND) != KIND or handle.get(HANDLE_REMOTE_END) in (
+            "reported",
+            "reaped",
+        ):
             return False
-        pgid, ticks = checked_pid(handle.get("pgid")), handle.get("start_ticks")
-        worker, host, mark = handle.get("worker"), handle.get("host"), handle.get("stage_mark")
+        pgid, ticks = checked_pid(handle.get(HANDLE_PGID)), recorded_start_ticks(handle)
+        worker, host = handle.get(HANDLE_WORKER), handle.get(HANDLE_HOST)
+        mark = handle.get(HANDLE_STAGE_MARK)
         if (
             pgid is None
             or isinstance(ticks, bool)
@@ -460,7 +474,7 @@ class DaskExecutor:
         found = self.reap_remote(worker, host, pgid, ticks, mark)
         if found is not None:
             return found == "ended"
-        ends_by = _parse_time(handle.get("remote_ends_by"))
+        ends_by = _parse_time(handle.get(HANDLE_REMOTE_ENDS_BY))
         if ends_by is None:
             note(
                 f"warning: could not check process group {pgid} on {host} (worker {worker} "
@@ -475,7 +489,7 @@ class DaskExecutor:
             time.sleep(wait)
         note(
             f"could not reach worker {worker} to check process group {pgid} on {host}; its "
-            f"supervisor ended it by {handle.get('remote_ends_by')}, which has passed"
+            f"supervisor ended it by {handle.get(HANDLE_REMOTE_ENDS_BY)}, which has passed"
         )
         return False
 
@@ -488,11 +502,11 @@ class DaskExecutor:
         if self.scheduler_alive():
             for handle in self.orphans:
                 self.reap_remote(
-                    str(handle["worker"]),
-                    str(handle["host"]),
-                    int(handle["pgid"]),
-                    int(handle["start_ticks"]),
-                    str(handle.get("stage_mark", "")),
+                    str(handle[HANDLE_WORKER]),
+                    str(handle[HANDLE_HOST]),
+                    int(handle[HANDLE_PGID]),
+                    int(handle[HANDLE_START_TICKS]),
+                    str(handle.get(HANDLE_STAGE_MARK, "")),
                 )
         self.orphans.clear()
         self.last_submitted = None
@@ -591,12 +605,10 @@ class DetachedDaskExecutor:
             )
 
     def reap(self, handle: Handle, grace_seconds: float) -> bool:
-        """Reap a local stage's handle now; a remote one once connected (after the fork)."""
+        """Reap a remote stage's handle once connected (after the fork)."""
         if self._connected is not None:
             return self._connected.reap(handle, grace_seconds)
-        if handle.get("kind") == LocalExecutor.name:
-            return LocalExecutor(grace_seconds).reap(handle, grace_seconds)
-        if handle.get("kind") == KIND:
+        if handle.get(HANDLE_KIND) == KIND:
             self._reaps.append((handle, grace_seconds))
         return False
 

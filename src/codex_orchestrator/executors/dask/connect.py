@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
 from codex_orchestrator.executors.base import Cancellation
+from codex_orchestrator.pipelines.config import TLS_SETTINGS
 
 T = TypeVar("T")
 INSTALL_HINT = (
@@ -43,7 +44,6 @@ GREETING_LIMIT = 1 << 20
 #: How long a port may stay silent after the connection before it is judged not a scheduler
 #: (at most; the whole connection's deadline may be shorter).
 GREETING_TIMEOUT_SECONDS = 5.0
-TLS_SETTINGS = ("dask_tls_ca_file", "dask_tls_cert", "dask_tls_key")
 WAIT_SLICE_SECONDS = 0.05
 
 

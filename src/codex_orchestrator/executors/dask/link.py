@@ -23,7 +23,23 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
-from codex_orchestrator.executors.base import Cancellation, Handle, StageOutcome, StageRequest
+from codex_orchestrator.executors.base import (
+    HANDLE_HOST,
+    HANDLE_KIND,
+    HANDLE_PGID,
+    HANDLE_PID,
+    HANDLE_REMOTE_END,
+    HANDLE_REMOTE_ENDS_BY,
+    HANDLE_SCHEDULER,
+    HANDLE_STAGE_MARK,
+    HANDLE_START_TICKS,
+    HANDLE_WORKER,
+    HANDLE_WORKER_PID,
+    Cancellation,
+    Handle,
+    StageOutcome,
+    StageRequest,
+)
 from codex_orchestrator.executors.dask.worker.remote import (
     ACCEPTED,
     HELLO,
@@ -51,7 +67,6 @@ from codex_orchestrator.executors.dask.worker.supervisor import (
     FRAME_STDOUT,
     HEADER,
     KEEPALIVE_SECONDS,
-    KILL_WAIT_SECONDS,
     LOST_ORCHESTRATOR,
     LOST_SIGNALLED,
     LOST_WORKER,
@@ -60,11 +75,13 @@ from codex_orchestrator.executors.dask.worker.supervisor import (
     WOULD_BLOCK,
     mac,
 )
-from codex_orchestrator.executors.local import _open_log as open_log
-from codex_orchestrator.executors.local import _tail as read_tail
+from codex_orchestrator.executors.logfiles import LogFiles, write_all
+from codex_orchestrator.executors.teardown import KILL_WAIT_SECONDS, SIGKILL, SIGTERM, Teardown
 from codex_orchestrator.util.numeric import finite
 from codex_orchestrator.util.procfs import checked_pid
 
+#: The executor's name: the kind of its stages' handles.
+KIND = "dask"
 POLL_SECONDS = 0.1
 RECEIVE_BYTES = 1 << 20
 #: Largest signed report from a supervisor (reports are a few hundred bytes).
@@ -398,10 +415,20 @@ class Follower:
         self.remote = remote
         self.link = link
         self.logs = logs
+        self.log_fds = {FRAME_STDOUT: logs.stdout, FRAME_STDERR: logs.stderr}
         self.cancellation = cancellation
         self.on_handle = on_handle
         self.mark = mark
-        self.deadline = submitted + request.timeout_seconds if request.timeout_seconds else None
+        timeout = request.timeout_seconds
+        # The client's half of the teardown: it decides when the supervisor is told to stop
+        # the stage (TERMINATE, with what is left of the grace) and to kill it; the
+        # supervisor applies the same rules to the processes (its copy of `Teardown`).
+        self.teardown = Teardown(
+            cancellation.grace_seconds,
+            submitted,
+            submitted + timeout if timeout else None,
+            end_leftovers=False,
+        )
         self.buffer = bytearray(RECEIVE_BYTES)
         self.kind = 0
         self.remaining = 0
@@ -414,9 +441,8 @@ class Follower:
         self.started = time.monotonic()
         self.last_frame = self.last_sent = self.started
         self.report_due: float | None = None
-        self.kill_sent = False
-        self.timed_out = False
-        self.scheduler_lost = False
+        self.sent: set[int] = set()  # the teardown's signals already passed on
+        self.scheduler_lost_at: float | None = None
         self.shell: dict[str, Any] | None = None
         self.report: dict[str, Any] | None = None
         self.broken: str | None = None
@@ -461,22 +487,31 @@ class Follower:
         return self._outcome()
 
     def _enforce(self, now: float) -> None:
-        """Ask the supervisor to end the stage on timeout, cancellation or scheduler loss."""
-        if self.report_due is None:
-            if self.shell is None and self.deadline is not None and now >= self.deadline:
-                self.timed_out = True
-            elif not self.remote.scheduler_alive():
-                self.scheduler_lost = True
-            elif not self.cancellation.requested:
-                return
-            grace = self.cancellation.grace_seconds
-            if self.cancellation.requested:
-                grace = max(0.0, self.cancellation.requested_at + grace - now)
-            self._send(CONTROL.pack(CONTROL_TERMINATE, grace))
-            self.report_due = now + grace + KILL_WAIT_SECONDS + REPORT_MARGIN_SECONDS
-        if self.cancellation.escalated and not self.kill_sent:
+        """Tell the supervisor to end the stage on timeout, cancellation or scheduler loss, as
+        the teardown decides: TERMINATE once (with the grace left), KILL once."""
+        teardown = self.teardown
+        watching = not teardown.reason and self.shell is None and self.scheduler_lost_at is None
+        if watching and not self.remote.scheduler_alive():
+            self.scheduler_lost_at = now
+        stops = [
+            at for at in (self.cancellation.requested_at, self.scheduler_lost_at) if at is not None
+        ]
+        decision = teardown.decide(
+            now,
+            min(stops) if stops else None,
+            self.cancellation.escalated,
+            self.shell is not None,
+            lambda: True,  # what the shell left is the supervisor's to see
+        )
+        if decision.signal in self.sent or teardown.kill_at is None:
+            return
+        if decision.signal == SIGTERM:
+            self._send(CONTROL.pack(CONTROL_TERMINATE, max(0.0, teardown.kill_at - now)))
+            if self.report_due is None:
+                self.report_due = teardown.kill_at + KILL_WAIT_SECONDS + REPORT_MARGIN_SECONDS
+        elif decision.signal == SIGKILL:
             self._send(CONTROL.pack(CONTROL_KILL, 0.0))
-            self.kill_sent = True
+        self.sent.add(decision.signal)
 
     def _send(self, record: bytes) -> None:
         self.outbox += record
@@ -525,8 +560,8 @@ class Follower:
             chunk = view[: self.remaining]
             view = view[len(chunk) :]
             self.remaining -= len(chunk)
-            if self.kind in self.logs.fds:
-                self.logs.write(self.kind, chunk)
+            if self.kind in self.log_fds:
+                write_all(self.log_fds[self.kind], chunk)
             else:
                 self.meta += chunk
             if self.remaining == 0:
@@ -534,7 +569,7 @@ class Follower:
 
     def _check_header(self) -> None:
         kind, length = self.kind, self.remaining
-        if kind in self.logs.fds:
+        if kind in self.log_fds:
             limit = CHUNK_BYTES
         elif kind in SIGNED_FRAMES:
             limit = REPORT_LIMIT
@@ -573,22 +608,25 @@ class Follower:
         self.started_at = time.time()
         self.started = time.monotonic()
         self.handle = {
-            "kind": "dask",
-            "host": fields["host"],
-            "worker": self.link.worker,
-            "scheduler": self.remote.address,
-            "worker_pid": fields["worker_pid"],
-            "pid": fields["pid"],
-            "pgid": fields["pid"],
-            "start_ticks": fields["start_ticks"],
-            "stage_mark": self.mark,
+            HANDLE_KIND: KIND,
+            HANDLE_HOST: fields["host"],
+            HANDLE_WORKER: self.link.worker,
+            HANDLE_SCHEDULER: self.remote.address,
+            HANDLE_WORKER_PID: fields["worker_pid"],
+            HANDLE_PID: fields["pid"],
+            HANDLE_PGID: fields["pid"],
+            HANDLE_START_TICKS: fields["start_ticks"],
+            HANDLE_STAGE_MARK: self.mark,
         }
         self.on_handle(self.handle)
 
     def _outcome(self) -> StageOutcome:
-        cancelled = self.cancellation.requested and not self.timed_out
-        fields: dict[str, Any] = {"host": self.host, "timed_out": self.timed_out}
-        if self.scheduler_lost or (self.report is None and not self.remote.scheduler_alive()):
+        timed_out = self.teardown.timed_out
+        cancelled = self.cancellation.requested and not timed_out
+        fields: dict[str, Any] = {"host": self.host, "timed_out": timed_out}
+        if self.scheduler_lost_at is not None or (
+            self.report is None and not self.remote.scheduler_alive()
+        ):
             fields.update(self.remote.scheduler_lost())
         report = self.report
         if report is None:
@@ -628,8 +666,8 @@ class Follower:
         found = self.remote.reap_remote(
             self.link.worker,
             self.host,
-            int(handle.get("pgid") or 0),
-            int(handle.get("start_ticks") or 0),
+            int(handle.get(HANDLE_PGID) or 0),
+            int(handle.get(HANDLE_START_TICKS) or 0),
             self.mark,
         )
         may_still_run = found is None
@@ -667,54 +705,10 @@ class Follower:
         """Record in the stage's handle what is known of its processes' end."""
         if self.handle is None:
             return
-        update: dict[str, Any] = {"remote_end": end}
+        update: dict[str, Any] = {HANDLE_REMOTE_END: end}
         if ends_by is not None:
-            update["remote_ends_by"] = time.strftime(
+            update[HANDLE_REMOTE_ENDS_BY] = time.strftime(
                 "%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(ends_by))
             )
         self.handle = {**self.handle, **update}
         self.on_handle(self.handle)
-
-
-class LogFiles:
-    """The stage's two log files, open for the whole stage; tails are read back from them."""
-
-    def __init__(self, request: StageRequest) -> None:
-        self.paths = (request.stdout_path, request.stderr_path)
-        self.fds: dict[int, int] = {}
-
-    def __enter__(self) -> LogFiles:
-        for kind, path in zip((FRAME_STDOUT, FRAME_STDERR), self.paths, strict=True):
-            self.fds[kind] = open_log(path)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
-
-    def write(self, kind: int, data: memoryview) -> None:
-        """Append ``data`` to the log of stream ``kind``."""
-        fd = self.fds[kind]
-        while data:
-            data = data[os.write(fd, data) :]
-
-    def outcome(
-        self, exit_code: int | None, started_at: float, duration: float, **fields: Any
-    ) -> StageOutcome:
-        """The stage's outcome, with tails and sizes read back from the log files.
-
-        ``fields``: ``host`` and any of the outcome's flags and lost-stage fields.
-        """
-        stdout_tail, stdout_bytes = read_tail(self.fds[FRAME_STDOUT])
-        stderr_tail, stderr_bytes = read_tail(self.fds[FRAME_STDERR])
-        flags = dict.fromkeys(("timed_out", "cancelled", "killed", "lost"), False)
-        return StageOutcome(
-            exit_code=exit_code,
-            started_at=started_at,
-            duration_seconds=duration,
-            stdout_tail=stdout_tail,
-            stderr_tail=stderr_tail,
-            stdout_bytes=stdout_bytes,
-            stderr_bytes=stderr_bytes,
-            **{**flags, **fields},
-        )

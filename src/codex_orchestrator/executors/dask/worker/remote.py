@@ -2,7 +2,7 @@
 hand the stage to a supervisor.
 
 Standard library only: the orchestrator sends this module's source text with each task and a
-worker compiles it once (``dask_entry.call``), so a worker needs Python and Dask, not a copy of
+worker compiles it once (``entry.call``), so a worker needs Python and Dask, not a copy of
 codex-orchestrator. The orchestrator imports it for the handshake's constants and functions.
 
 The handshake on the connection a task opens to the orchestrator (the task spec, which every
@@ -45,7 +45,7 @@ KEYED = b"K"
 MAX_WORKER_ADDRESS = 512
 #: Where a worker keeps the keys orchestrators gave it (``{session: key}``).
 KEYS_ATTRIBUTE = "_codex_orchestrator_keys"
-#: The length prefix of a job, as ``dask_supervisor.JOB_HEADER`` (which this module cannot
+#: The length prefix of a job, as ``supervisor.JOB_HEADER`` (which this module cannot
 #: import: it runs as a separate program on workers).
 JOB_HEADER = ">I"
 NOT_RUN = "not-run"

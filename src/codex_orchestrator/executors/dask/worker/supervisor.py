@@ -1,6 +1,6 @@
 """Worker-side supervisor of remote stages: a small fork server, one per Dask worker.
 
-A Dask worker starts it once (``dask_remote.Supervisors``) with a Unix socket as file
+A Dask worker starts it once (``remote.Supervisors``) with a Unix socket as file
 descriptor ``argv[1]``. For each stage, the worker hands over the socket connected (and
 authenticated) to the orchestrator, a "done" socket and the stage's key; the server forks a
 supervisor for it, so a stage never waits for an interpreter to start. The supervisor:
@@ -49,7 +49,9 @@ import struct
 import sys
 import time
 import traceback
-from typing import Any
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NamedTuple
 
 HEADER = struct.Struct(">BI")
 JOB_HEADER = struct.Struct(">I")
@@ -61,7 +63,7 @@ META_LIMIT = 4 * 1024 * 1024
 KEEPALIVE_SECONDS = 0.5
 #: After the group and its leftovers are gone, how long a pipe held open elsewhere may stay open.
 FINAL_DRAIN_SECONDS = 1.0
-#: How long SIGKILLed processes may take to vanish before the supervisor stops waiting.
+#: How long SIGKILLed processes may take to vanish before they are given up.
 KILL_WAIT_SECONDS = 2.0
 
 FRAME_STDOUT = 1
@@ -193,23 +195,130 @@ def signal_tree(pid: int, sig: int) -> None:
             os.kill(pid, sig)
 
 
-class Stage:
-    """The stage's shell, its process group and what it leaves behind, and their teardown."""
+# --- a verbatim copy of ``executors/teardown.py``'s decisions (this file ships alone) ---
 
-    def __init__(self, pid: int, grace: float) -> None:
+#: Why a stage is being ended (`Teardown.reason`).
+TIMEOUT = "timeout"
+STOPPED = "stopped"
+LEFTOVERS = "leftovers"
+
+
+class Decision(NamedTuple):
+    """What to do now: ``signal`` (0, SIGTERM or SIGKILL) to the stage's processes, the
+    monotonic time to decide again at the latest (``wake_at``; None: only on an event), and
+    whether nothing of the stage is left to end (``done``)."""
+
+    signal: int
+    wake_at: float | None
+    done: bool
+
+
+class Teardown:
+    """The decisions of ending one stage (see the module's notes for the rules)."""
+
+    def __init__(
+        self, grace: float, started: float, deadline: float | None, end_leftovers: bool
+    ) -> None:
+        """``started``: the stage's start; ``deadline``: its timeout (both monotonic)."""
+        self.grace = grace
+        self.started = started
+        self.deadline = deadline
+        self.end_leftovers = end_leftovers
+        self.reason = ""  # TIMEOUT, STOPPED or LEFTOVERS once the stage is being ended
+        self.kill_at: float | None = None
+        self.killed = False  # SIGKILL was needed to end a timed-out or stopped stage
+        self.shell_exited = False
+
+    @property
+    def timed_out(self) -> bool:
+        """True once the stage's timeout fired."""
+        return self.reason == TIMEOUT
+
+    def decide(
+        self,
+        now: float,
+        stop_requested_at: float | None,
+        hurry: bool,
+        shell_exited: bool,
+        leftovers_alive: Callable[[], bool],
+    ) -> Decision:
+        """What to do at ``now``, given a stop request (when it was made), a second request
+        (``hurry``), the shell's exit, and ``leftovers_alive`` (asked only once the shell
+        exited: whether anything it left still runs)."""
+        known: list[bool] = []
+
+        def alive() -> bool:
+            if not known:
+                known.append(leftovers_alive())
+            return known[0]
+
+        sig = 0
+        if not self.reason:
+            if not shell_exited and self.deadline is not None and now >= self.deadline:
+                self.reason, self.kill_at = TIMEOUT, now + self.grace
+            elif stop_requested_at is not None:
+                self.reason = STOPPED
+                self.kill_at = max(stop_requested_at, self.started) + self.grace
+            elif shell_exited and self.end_leftovers and alive():
+                self.reason, self.kill_at = LEFTOVERS, now + self.grace
+            sig = SIGTERM if self.reason else 0
+        elif stop_requested_at is not None and self.reason != TIMEOUT:
+            requested = max(stop_requested_at, self.started) + self.grace
+            self.kill_at = requested if self.kill_at is None else min(self.kill_at, requested)
+        if shell_exited and not self.shell_exited:
+            self.shell_exited = True
+            if self.reason and not sig:
+                sig = SIGTERM  # what the shell left, orphans adopted on its exit included
+        if self.kill_at is None:
+            waiting = self.deadline is not None and not shell_exited
+            return Decision(0, self.deadline if waiting else None, shell_exited)
+        if hurry:
+            self.kill_at = min(self.kill_at, now)
+        if shell_exited and not alive():
+            return Decision(0, None, True)
+        if sig or now < self.kill_at:
+            return Decision(sig, self.kill_at, False)
+        if now >= self.kill_at + KILL_WAIT_SECONDS:
+            return Decision(0, None, True)  # what is left cannot be killed: give it up
+        self.killed = self.killed or self.reason != LEFTOVERS
+        return Decision(SIGKILL, self.kill_at + KILL_WAIT_SECONDS, False)
+
+
+class Stage:
+    """The stage's shell, its process group and what it leaves behind, ended as its `Teardown`
+    decides: on a stop asked for by the orchestrator or the supervisor itself, and when the
+    shell exits (what it left)."""
+
+    def __init__(self, pid: int, grace: float, started: float) -> None:
         self.pid = pid
         self.grace = grace
-        self.kill_at: float | None = None
-        self.killed = False
+        self.teardown = Teardown(grace, started, None, end_leftovers=True)
+        #: When the earliest stop was asked for, as the teardown counts it (see `stop`).
+        self.stop_at: float | None = None
+        self.hurry = False
         self.status: int | None = None
         self.shell_exited_at: float | None = None
 
-    def terminate(self, grace: float) -> None:
-        """SIGTERM the group and every adopted orphan now; SIGKILL once ``grace`` has passed."""
-        deadline = time.monotonic() + grace
-        if self.kill_at is None or deadline < self.kill_at:
-            self.kill_at = deadline
-        self.signal_all(SIGTERM)
+    def stop(self, grace: float) -> None:
+        """End the stage, SIGKILL once ``grace`` (from now) has passed; 0: kill at once."""
+        now = time.monotonic()
+        # A request to end within ``grace`` counts as one made ``self.grace - grace`` ago.
+        at = now - max(0.0, self.grace - grace)
+        self.stop_at = at if self.stop_at is None else min(self.stop_at, at)
+        self.hurry = self.hurry or grace <= 0
+
+    def step(self, now: float) -> Decision:
+        """Apply the teardown's decision at ``now``: signal what it says to signal."""
+        decision = self.teardown.decide(
+            now,
+            self.stop_at,
+            self.hurry,
+            self.status is not None,
+            lambda: not self.gone(),
+        )
+        if decision.signal:
+            self.signal_all(decision.signal)
+        return decision
 
     def signal_all(self, sig: int) -> None:
         """Signal the stage's group and every live child of ours (the shell, adopted orphans)."""
@@ -217,12 +326,6 @@ class Stage:
             os.killpg(self.pid, sig)
         for child in children():
             signal_tree(child, sig)
-
-    def escalate(self) -> None:
-        """SIGKILL whatever is left once the grace period is spent (new orphans included)."""
-        if self.kill_at is not None and time.monotonic() >= self.kill_at and not self.gone():
-            self.killed = self.killed or self.shell_exited_at is None
-            self.signal_all(SIGKILL)
 
     def reap(self) -> bool:
         """Reap every exited descendant (we are their subreaper); True once the shell exited."""
@@ -433,19 +536,18 @@ def reap(pgid: int, leader_ticks: int, grace: float, mark: str) -> int:
     entry = f"{STAGE_MARK_ENV}={mark}".encode()
     targets = dict(members) | dict(marked(entry, leader_ticks) if mark else [])
     found = bool(targets)
-    deadline, sig = time.monotonic() + grace, SIGTERM
-    while targets:
-        for pid, ticks in targets.items():
+    # What a stage left, ended as its supervisor would have: SIGTERM, SIGKILL after the grace.
+    teardown = Teardown(grace, time.monotonic(), None, end_leftovers=True)
+    while True:
+        decision = teardown.decide(time.monotonic(), None, False, True, partial(bool, targets))
+        for pid, ticks in targets.items() if decision.signal else ():
             if live(pid, ticks):
                 with contextlib.suppress(OSError):
-                    os.kill(pid, sig)
+                    os.kill(pid, decision.signal)
+        if decision.done:
+            return 0 if found else 1
         time.sleep(0.02)
         targets = {pid: ticks for pid, ticks in targets.items() if live(pid, ticks)}
-        if time.monotonic() >= deadline:
-            if time.monotonic() >= deadline + KILL_WAIT_SECONDS:
-                break
-            sig = SIGKILL
-    return 0 if found else 1
 
 
 def receive_job(link: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
@@ -617,7 +719,7 @@ def run_stage(job: dict[str, Any], channel: Channel, wake_r: int, worker: Worker
         return 1
     os.close(stdout_w)
     os.close(stderr_w)
-    stage = Stage(pid, float(stage_job["grace"]))
+    stage = Stage(pid, float(stage_job["grace"]), started)
     started_fields = {
         "pid": pid,
         "start_ticks": start_ticks(pid),
@@ -631,7 +733,7 @@ def run_stage(job: dict[str, Any], channel: Channel, wake_r: int, worker: Worker
     exited = stage.shell_exited_at
     report = {
         "code": stage.exit_code(),
-        "killed": stage.killed,
+        "killed": stage.teardown.killed,
         "lost": lost,
         "duration": (exited or time.monotonic()) - started,
     }
@@ -671,31 +773,30 @@ class Supervision:
                 channel.send_signed(
                     FRAME_SHELL_EXIT, {"code": stage.exit_code(), "duration": duration}
                 )
-                stage.terminate(stage.grace)  # helpers the shell left behind end with their stage
             elif stage.shell_exited_at is not None:
                 stage.reap()
-            stage.escalate()
             if channel.broken(now):
                 self._lose(LOST_ORCHESTRATOR)  # the orchestrator is gone or silent: so is the stage
             if self.worker.fd < 0 and not self.worker.alive():
                 self._lose(LOST_WORKER)
-            if stage.shell_exited_at is not None and stage.gone():
+            # Helpers the shell left behind end with their stage (``end_leftovers``).
+            if stage.step(now).done:
                 # Output still flowing (or waiting for the orchestrator) is delivered; pipes a
                 # process outside our reach holds open, with nothing in them, are not waited on.
-                if not self.streams or now - self.last_output > FINAL_DRAIN_SECONDS:
+                # What cannot be killed (uninterruptible sleep) is reported so at once.
+                drained = not self.streams or now - self.last_output > FINAL_DRAIN_SECONDS
+                if drained or not stage.gone():
                     break
-            elif stage.kill_at is not None and now > stage.kill_at + KILL_WAIT_SECONDS:
-                break  # what is left cannot be killed (uninterruptible sleep): report it so
             if channel.open and now - channel.last_queued >= KEEPALIVE_SECONDS:
                 channel.queue(FRAME_ALIVE)
-            self._poll(20 if stage.kill_at is not None else 100)
+            self._poll(20 if stage.teardown.reason else 100)
         stage.reap()
         return self.lost
 
     def _lose(self, why: str) -> None:
         if self.lost is None:
             self.lost = why
-            self.stage.terminate(self.stage.grace)
+            self.stage.stop(self.stage.grace)
 
     def _poll(self, wait_ms: int) -> None:
         """Wait for the next event and handle it."""
@@ -739,9 +840,9 @@ class Supervision:
     def _control(self, records: list[tuple[int, float]]) -> None:
         for kind, grace in records:
             if kind == CONTROL_KILL:
-                self.stage.terminate(0.0)
+                self.stage.stop(0.0)
             elif kind == CONTROL_TERMINATE:
-                self.stage.terminate(grace)
+                self.stage.stop(grace)
 
 
 if __name__ == "__main__":

@@ -15,15 +15,33 @@ import os
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 from codex_orchestrator.errors import LockTimeoutError
-from codex_orchestrator.records.workspace import Settings
 from codex_orchestrator.util.clock import iso_utc
 from codex_orchestrator.util.procfs import host_name
 from codex_orchestrator.util.safefs import open_no_follow, real_directory
 
-_DEFAULTS = Settings()
+#: The default retry schedule (the ``lock_*`` settings of `workspace.Settings` default to it):
+#: 5 tries, waits of 0.1 s doubling to at most 1 s.
+DEFAULT_ATTEMPTS = 5
+DEFAULT_INITIAL_DELAY_MS = 100.0
+DEFAULT_BACKOFF_FACTOR = 2.0
+DEFAULT_MAX_DELAY_MS = 1000.0
 JITTER = 0.1  # each wait varies by up to ±5% of its nominal length, to avoid lockstep
+
+
+class LockSettings(Protocol):
+    """The ``lock_*`` fields of `workspace.Settings` (a lower layer cannot import it)."""
+
+    @property
+    def lock_attempts(self) -> int: ...
+    @property
+    def lock_initial_delay_ms(self) -> float: ...
+    @property
+    def lock_backoff_factor(self) -> float: ...
+    @property
+    def lock_max_delay_ms(self) -> float: ...
 
 
 class FileLock:
@@ -38,10 +56,10 @@ class FileLock:
         self,
         path: Path,
         *,
-        attempts: int = _DEFAULTS.lock_attempts,
-        initial_delay: float = _DEFAULTS.lock_initial_delay_ms / 1000,
-        factor: float = _DEFAULTS.lock_backoff_factor,
-        max_delay: float = _DEFAULTS.lock_max_delay_ms / 1000,
+        attempts: int = DEFAULT_ATTEMPTS,
+        initial_delay: float = DEFAULT_INITIAL_DELAY_MS / 1000,
+        factor: float = DEFAULT_BACKOFF_FACTOR,
+        max_delay: float = DEFAULT_MAX_DELAY_MS / 1000,
         make_parent: bool = True,
     ) -> None:
         if attempts < 1:
@@ -55,7 +73,7 @@ class FileLock:
         self._fd: int | None = None
 
     @classmethod
-    def from_settings(cls, path: Path, settings: Settings) -> FileLock:
+    def from_settings(cls, path: Path, settings: LockSettings) -> FileLock:
         """A lock whose retry schedule comes from the ``lock_*`` settings."""
         return cls(
             path,
