@@ -785,7 +785,7 @@ def test_top_level_section_type_errors(tmp_path: Path, document: Any, expected: 
         ),
         (
             {"nope": 1},
-            "nope: unknown setting; remove it (valid keys: dask_connect_timeout_seconds, ",
+            "nope: unknown setting; remove it (valid keys: cache, cache_dir, cache_max_bytes, ",
         ),
     ],
 )

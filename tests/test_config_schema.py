@@ -27,6 +27,7 @@ from codex_orchestrator.pipelines.config import (
     CONFIG_FILE,
     EXECUTOR_SETTINGS,
     IGNORED_KEYS,
+    PATH_SETTINGS,
     PIPELINE_KEYS,
     STAGE_KEYS,
     TOP_LEVEL_KEYS,
@@ -37,9 +38,6 @@ from conftest import Repo, assert_usage_error
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_NAME = "codex.orchestrator.schema.json"
-#: Keys the schema describes ahead of the validator (SPEC §16, the stage cache).
-UPCOMING_STAGE_KEYS = frozenset({"cache"})
-UPCOMING_SETTINGS = frozenset({"cache", "cache_dir", "cache_max_bytes", "diagnostics_cache"})
 
 
 @cache
@@ -113,12 +111,9 @@ def test_schema_names_exactly_the_keys_the_validator_knows() -> None:
         ("subpipeline", "subpipelineStage"),
         ("stage-set", "stageSetEntry"),
     ):
-        upcoming = UPCOMING_STAGE_KEYS if kind == "command" else frozenset()
-        expected = STAGE_KEYS[kind] | (IGNORED_KEYS - stage_keys) | upcoming
+        expected = STAGE_KEYS[kind] | (IGNORED_KEYS - stage_keys)
         assert _properties(definition) == set(expected), kind
-    assert _properties("settings") == set(SETTING_NAMES) | EXECUTOR_SETTINGS | UPCOMING_SETTINGS
-    assert not (UPCOMING_STAGE_KEYS & stage_keys), "the validator has the stage cache: update"
-    assert not (UPCOMING_SETTINGS & set(SETTING_NAMES)), "the validator has the cache: update"
+    assert _properties("settings") == set(SETTING_NAMES) | EXECUTOR_SETTINGS | PATH_SETTINGS
 
 
 def test_ignored_typescript_keys_are_marked_deprecated_where_they_are_ignored() -> None:
@@ -354,13 +349,14 @@ def test_settings_that_start_refuses_are_invalid_too(
     assert schema_errors({"settings": settings_})
 
 
-def test_the_upcoming_stage_cache_keys_are_described_but_not_yet_accepted(tmp_path: Path) -> None:
-    """SPEC §16: the schema is ready for the stage cache; this fails once config.py has it."""
+def test_the_stage_cache_keys_are_described_and_accepted(tmp_path: Path) -> None:
+    """SPEC §16: the schema and the validator agree on the stage cache's keys and settings."""
     stage = cmd(cache={"inputs": "git", "outputs": ["dist/**"], "env": ["CI"]})
     assert schema_errors(with_stage(stage)) == []
-    assert not validator_accepts(tmp_path, with_stage(stage))
-    assert schema_errors(with_stage(cmd(cache={"outputs": []})))  # inputs is required
-    assert schema_errors(with_stage(cmd(cache={"inputs": []})))
+    assert validator_accepts(tmp_path, with_stage(stage))
+    for refused in ({"outputs": []}, {"inputs": []}):  # inputs is required, and not empty
+        assert schema_errors(with_stage(cmd(cache=refused)))
+        assert not validator_accepts(tmp_path, with_stage(cmd(cache=refused)))
     for setting, value in (
         ("cache", False),
         ("cache_dir", "../shared-cache"),
@@ -368,6 +364,9 @@ def test_the_upcoming_stage_cache_keys_are_described_but_not_yet_accepted(tmp_pa
         ("diagnostics_cache", True),
     ):
         assert schema_errors({"settings": {setting: value}}) == [], setting
+        assert validator_accepts(tmp_path, {"settings": {setting: value}}), setting
+    for setting, value in (("cache", 1), ("cache_max_bytes", 0), ("cache_dir", "")):
+        assert schema_errors({"settings": {setting: value}}), setting
         assert not validator_accepts(tmp_path, {"settings": {setting: value}}), setting
 
 

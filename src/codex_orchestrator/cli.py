@@ -123,6 +123,11 @@ def _add_launch(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="without a live view (a pipe, CI), print only the summary, not each stage's output",
     )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="run every stage, even those the stage cache holds (fresh successes are stored)",
+    )
     parser.add_argument("--executor", metavar="NAME", help="where stages run: local or dask")
     parser.add_argument(
         "--scheduler", metavar="tcp://HOST:PORT", help="the Dask scheduler (with --executor dask)"

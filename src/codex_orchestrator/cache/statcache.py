@@ -15,6 +15,7 @@ import array
 import contextlib
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterable
 from functools import cached_property
 from pathlib import Path
@@ -93,6 +94,8 @@ class StatCache:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as error:
+            if isinstance(error, OSError) and not os.path.isdir(path.parent):
+                return None  # none yet: the cache directory is missing or not a directory
             if path not in self._warned:
                 self._warned.add(path)
                 self._warn(

@@ -274,10 +274,10 @@ class CacheStore:
                 for stored in entry.files:
                     self._check_file(chain, relative, stored)
                 return entry
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # (the cache dir may be a file)
             if os.path.lexists(self.cache_dir / relative / ENTRY_FILE):
                 raise DamagedEntry("a file of it is missing") from None
-            raise
+            raise FileNotFoundError(key) from None
         except OSError as error:
             raise DamagedEntry(f"cannot be read: {error.strerror or error}") from None
 

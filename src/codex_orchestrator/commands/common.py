@@ -47,11 +47,13 @@ def run_context(
     executor: Executor | None = None,
     *,
     quiet: bool = False,
+    cache_off: bool = False,
 ) -> RunContext:
     """Build the context shared by a run and its child runs (default: the local executor).
 
     Without a live view, stage output is streamed (`view.ci_output`) unless ``quiet`` (the
-    ``--quiet`` flag) or the ``quiet`` setting asks for the summary only."""
+    ``--quiet`` flag) or the ``quiet`` setting asks for the summary only; ``cache_off``
+    (``--no-cache``): no stage is served from the stage cache."""
     from codex_orchestrator.engine.context import RunContext
     from codex_orchestrator.evidence.taskindex import task_slug
     from codex_orchestrator.executors.base import Cancellation
@@ -68,6 +70,7 @@ def run_context(
         executor=executor or LocalExecutor(settings.kill_grace_seconds, subreaper=True),
         on_output=echo_sink(reporter.json, quiet or settings.quiet),
         after_finish=_write_report if settings.report else None,
+        cache_reads=not cache_off,
     )
 
 

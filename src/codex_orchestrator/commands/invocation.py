@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+from collections.abc import Mapping
 
 from codex_orchestrator.records.workspace import Settings, Workspace
 
@@ -19,13 +20,23 @@ def default_actor() -> str:
         return "unknown"
 
 
-def settings_or_defaults(workspace: Workspace) -> Settings:
-    """The tunables from the config; the defaults when it does not load (a broken config must
-    not keep anyone from stopping or pruning runs)."""
+def config_settings(workspace: Workspace) -> Mapping[str, object]:
+    """The config's ``settings``; none when it does not load (a broken config must not keep
+    anyone from stopping or pruning runs)."""
     from codex_orchestrator.errors import OrchestratorError
     from codex_orchestrator.pipelines.config import load_config
 
     try:
-        return Settings.resolve(load_config(workspace.root).settings)
+        return load_config(workspace.root).settings
+    except OrchestratorError:
+        return {}
+
+
+def settings_or_defaults(workspace: Workspace) -> Settings:
+    """The tunables from the config; the defaults when it does not load."""
+    from codex_orchestrator.errors import OrchestratorError
+
+    try:
+        return Settings.resolve(config_settings(workspace))
     except OrchestratorError:
         return Settings.resolve()

@@ -13,7 +13,8 @@ from codex_orchestrator.pipelines.graph import (
     resolve_max_parallel,
     selected_stages,
 )
-from codex_orchestrator.pipelines.model import CommandStage, Pipeline
+from codex_orchestrator.pipelines.model import CommandStage, Config, Pipeline
+from codex_orchestrator.records.cache_field import cache_text
 from codex_orchestrator.records.workspace import Settings, Workspace, resolve_task_id
 from codex_orchestrator.util.console import Reporter
 from codex_orchestrator.util.ids import validate_id
@@ -30,8 +31,10 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     pipeline = config.resolve_pipeline(args.pipeline)
     only = only_stages(pipeline, args.only)
     selected = set(selected_stages(pipeline.stages, only)) if only else None
-    stages = _stages(pipeline, selected)
-    configured = Settings.resolve(config.settings).max_parallel
+    settings = Settings.resolve(config.settings)
+    caches = _cache_lookups(workspace, config, settings, pipeline, task_id)
+    stages = _stages(pipeline, selected, caches)
+    configured = settings.max_parallel
     max_parallel = resolve_max_parallel(pipeline.max_parallel, configured)
     graph = GraphView.of(pipeline.stages, max_parallel, pipeline.fail_fast)
     document = {
@@ -64,7 +67,23 @@ def _pipeline_info(pipeline: Pipeline) -> dict[str, Any]:
     }
 
 
-def _stages(pipeline: Pipeline, selected: set[str] | None) -> list[dict[str, Any]]:
+def _cache_lookups(
+    workspace: Workspace, config: Config, settings: Settings, pipeline: Pipeline, task_id: str
+) -> dict[str, dict[str, Any]]:
+    """Per cached stage, what a run would find now: read-only, no lock, nothing written."""
+    if not any(isinstance(stage, CommandStage) and stage.cache for stage in pipeline.stages):
+        return {}
+    from codex_orchestrator.engine.cache_step import RunCache
+
+    cache = RunCache(
+        workspace, config.settings, settings, pipeline, "plan", task_id, read_only=True
+    )
+    return cache.plan()
+
+
+def _stages(
+    pipeline: Pipeline, selected: set[str] | None, caches: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
     stages: list[dict[str, Any]] = []
     needs = needs_of(pipeline.stages)
     for index, stage in enumerate(pipeline.stages, start=1):
@@ -88,6 +107,8 @@ def _stages(pipeline: Pipeline, selected: set[str] | None) -> list[dict[str, Any
                 retries=stage.retries,
                 retry_delay_seconds=stage.retry_delay_seconds,
             )
+            if stage.id in caches:
+                item["cache"] = caches[stage.id]
         else:
             item.update(pipeline=stage.pipeline, optional=stage.optional)
         stages.append(item)
@@ -111,6 +132,8 @@ def _text(pipeline: Pipeline, stages: list[dict[str, Any]]) -> str:
             flags.append(stage["skip_reason"])
         if stage.get("retries"):
             flags.append(f"retries {stage['retries']}")
+        if stage.get("cache"):
+            flags.append(cache_text(stage))
         suffix = f"  [{', '.join(flags)}]" if flags else ""
         if stage["needs"] and pipeline_is_graph:
             suffix += f"  (needs {', '.join(stage['needs'])})"

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from codex_orchestrator.commands.invocation import settings_or_defaults
+from codex_orchestrator.commands.invocation import config_settings, settings_or_defaults
 from codex_orchestrator.errors import LockTimeoutError, OutsideRootError, UsageError
 from codex_orchestrator.persistence.prune import (
     Candidate,
@@ -35,6 +35,8 @@ from codex_orchestrator.util.numeric import parse_count
 from codex_orchestrator.util.safefs import remove_tree
 from codex_orchestrator.util.wording import plural
 
+#: Leftovers of killed stage cache stores older than this are removed.
+PARTIAL_STORE_SECONDS = 3600
 #: Why a chosen run stayed after all (a `kept` reason).
 DRIVEN = "driven by another process (its driver lock is held)"
 
@@ -53,9 +55,10 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         from codex_orchestrator.evidence.citations import cited_runs
 
         cited = cited_runs(workspace.root)
+    eviction, cache_cited = _cache_upkeep(workspace, dry_run=bool(args.dry_run))
     histories = {task: TaskHistory(workspace, task, note) for task in tasks}
     runs = [run for history in histories.values() for run in candidates(history, note)]
-    decision = decide(runs, criteria, cited, lambda run_id: _exists(workspace, run_id))
+    decision = decide(runs, criteria, cited, lambda run_id: _exists(workspace, run_id), cache_cited)
     kept = dict(decision.kept)
     removed = [(run, directory_bytes(run.run_dir)) for run in decision.remove]
     if not args.dry_run:
@@ -80,8 +83,29 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
             if reason not in ("newest", "status", "recent")
         ],
     }
+    document["cache"] = eviction
     reporter.result(document, render(document))
     return 0
+
+
+def _cache_upkeep(workspace: Workspace, *, dry_run: bool) -> tuple[dict[str, Any], frozenset[str]]:
+    """Evict stage cache entries down to ``cache_max_bytes`` (least recently used first; not
+    in a dry run) and clear what killed stores left; then the runs the kept entries cite."""
+    from codex_orchestrator.cache.location import cache_dir
+    from codex_orchestrator.cache.store import CacheStore
+
+    settings = config_settings(workspace)
+    store = CacheStore(cache_dir(workspace, settings), workspace.root)
+    evicted: list[dict[str, Any]] = []
+    freed = 0
+    if not dry_run:
+        store.sweep_partial(PARTIAL_STORE_SECONDS)
+        eviction = store.evict(settings_or_defaults(workspace).cache_max_bytes)
+        evicted = [
+            {"key": e.key, "from_run": e.from_run, "bytes": e.size} for e in eviction.removed
+        ]
+        freed = eviction.freed_bytes
+    return {"evicted": evicted, "bytes_freed": freed}, store.cited_runs()
 
 
 def _criteria(args: argparse.Namespace) -> Criteria:
@@ -186,6 +210,12 @@ def render(document: dict[str, Any]) -> str:
     ]
     lines += [f"kept {item['run_id']}: {item['reason']}" for item in document["kept"]]
     count, size = len(document["removed"]), _size(document["bytes_freed"])
+    evicted = document["cache"]["evicted"]
+    if evicted:
+        lines.append(
+            f"stage cache: {len(evicted)} entries evicted, {_size(document['cache']['bytes_freed'])}"
+            " freed"
+        )
     if document["dry_run"]:
         runs = plural(count, "run")
         lines.append(f"dry run: {runs} would be removed, freeing {size}; nothing changed")

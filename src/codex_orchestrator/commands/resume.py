@@ -15,6 +15,7 @@ from codex_orchestrator.commands.common import (
     run_context,
 )
 from codex_orchestrator.commands.invocation import default_actor
+from codex_orchestrator.engine.cache_step import refuse_remote_outputs
 from codex_orchestrator.engine.context import RunResult
 from codex_orchestrator.engine.lifecycle import hash_token
 from codex_orchestrator.engine.recovery import prepare_resume
@@ -24,7 +25,7 @@ from codex_orchestrator.errors import (
     ResumeRefusedError,
     UnknownPipelineError,
 )
-from codex_orchestrator.executors.choice import Recorded, executor_for
+from codex_orchestrator.executors.choice import Recorded, chosen_executor, executor_for
 from codex_orchestrator.pipelines.config import Pipeline
 from codex_orchestrator.records.driver import DriverLock
 from codex_orchestrator.records.liveness import refuse_if_alive
@@ -78,6 +79,10 @@ def _resume(
     config, settings = load(workspace)
     settings = with_flag(settings, "max_parallel", args.max_parallel, "--max-parallel")
     pipeline = _same_pipeline(config.pipelines, manifest)
+    chosen = chosen_executor(
+        args.executor, args.scheduler, config.settings, recorded=Recorded.of(manifest)
+    )
+    refuse_remote_outputs(workspace, config, pipeline, chosen.value)
     executor = executor_for(
         args.executor,
         args.scheduler,
@@ -87,7 +92,16 @@ def _resume(
         detached=args.detach,
         recorded=Recorded.of(manifest),
     )
-    ctx = run_context(workspace, config, settings, task_id, reporter, executor, quiet=args.quiet)
+    ctx = run_context(
+        workspace,
+        config,
+        settings,
+        task_id,
+        reporter,
+        executor,
+        quiet=args.quiet,
+        cache_off=args.no_cache,
+    )
     with SignalGuard(ctx.cancellation):
         store = ManifestStore(run_dir, manifest)
         store.driver = driver

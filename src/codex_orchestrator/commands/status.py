@@ -9,6 +9,7 @@ from typing import Any
 
 from codex_orchestrator.errors import EXIT_FAILED
 from codex_orchestrator.persistence.pending import settle_waiting_snapshots
+from codex_orchestrator.records.cache_field import cache_totals
 from codex_orchestrator.records.liveness import assess
 from codex_orchestrator.records.manifest import (
     OUTCOME_FIELDS,
@@ -65,6 +66,8 @@ def describe(workspace: Workspace, run_dir: Path, manifest: Manifest) -> dict[st
         commands=manifest.get("commands", []),
         child_runs=manifest.get("child_runs", []),
     )
+    hits, saved = cache_totals(document["commands"])
+    document.update(cached_stages=hits, saved_seconds=round(saved, 3))
     if liveness.stale or liveness.orchestrator_gone:
         document["hint"] = (
             f"the run is not progressing; resume it: codex-orchestrator resume {manifest.get('run_id')}"

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
 def _check(workspace: Workspace, task: str | None, reporter: Reporter) -> int:
     from codex_orchestrator.evidence.check import check_tasks
 
-    reports = check_tasks(workspace.root, task)
+    reports = check_tasks(workspace, task)
     count = sum(len(report.problems) for report in reports)
     document = {
         "tasks": [

@@ -34,6 +34,8 @@ class RunContext(NamedTuple):
     executor: Executor
     on_output: EchoSink | None = None
     after_finish: AfterFinish | None = None
+    #: False (``--no-cache``): stages with ``cache`` run; their clean successes are stored.
+    cache_reads: bool = True
 
 
 class Launch(NamedTuple):

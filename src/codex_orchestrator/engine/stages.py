@@ -12,11 +12,14 @@ import os
 import shlex
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from codex_orchestrator.cache.store import Hit
+from codex_orchestrator.engine.cache_step import RunCache
 from codex_orchestrator.engine.context import ActiveRun, Launch, RunContext, RunResult
 from codex_orchestrator.engine.echo import echoing
 from codex_orchestrator.engine.parallel import retry_delay
@@ -94,15 +97,17 @@ def run_stages(
         for entry in run.store.data["commands"]
         if entry["status"] in DONE_STAGE_STATUSES
     ]
+    stages = Stages(ctx, run, children)
     loop = StageLoop(
         pipeline.stages,
-        Stages(ctx, run, children),
+        stages,
         ctx.cancellation,
         max_parallel=resolve_max_parallel(pipeline.max_parallel, ctx.settings.max_parallel),
         fail_fast=pipeline.fail_fast,
         done=done,
     )
-    failure = loop.run()
+    with stages.cache:
+        failure = loop.run()
     if ctx.cancellation.requested:
         return RunStatus.CANCELLED, signal_detail(ctx.cancellation.signum or signal.SIGTERM)
     first_failed = loop.scheduler.first_failure
@@ -124,11 +129,23 @@ class Stages:
         self.children = children
         self.first_attempt: dict[int, int] = {}
         self.last_outcome: dict[int, StageOutcome] = {}
+        self.logs: dict[int, tuple[Path, Path]] = {}
+        self.cache = RunCache(
+            ctx.workspace,
+            ctx.config.settings,
+            ctx.settings,
+            run.pipeline,
+            run.run_id,
+            ctx.task_id,
+            reads=ctx.cache_reads,
+            done=[e for e in run.store.data["commands"] if e["status"] in DONE_STAGE_STATUSES],
+        )
 
     def start(self, index: int, cancellation: Cancellation, post: Post) -> Ended | Work:
         """Begin stage ``index`` (or its next attempt)."""
         stage = self.run.pipeline.stages[index - 1]
         if isinstance(stage, SubpipelineStage):
+            self.cache.stage_runs()
             return self._start_child(index, stage, cancellation)
         return self._start_command(index, stage, cancellation, post)
 
@@ -138,22 +155,32 @@ class Stages:
         ctx, run = self.ctx, self.run
         unavailable = stage.unavailable_reason()
         if unavailable is not None:
+            self.cache.skipped(stage.id)
             run.store.begin_stage(index, run.store.attempts(index) + 1)
             _stage_started(run, index, persist=True)
             why = SkipReason.NOT_APPLICABLE if stage.skip_reason else SkipReason.TOOL_MISSING
             _stage_end(run, index, StageStatus.SKIPPED, unavailable, {"skip_reason": why})
             return Ended(StageStatus.SKIPPED)
+        run_env = _stage_env(ctx, run, stage)
+        environ = {**os.environ, **run_env}
+        hit = self.cache.lookup(index, stage, environ)
+        if hit is not None:
+            replayed = self._replay(index, stage, hit)
+            if replayed is not None:
+                return replayed
         attempt, stdout_path, stderr_path = _attempt_logs(run, index, stage.id)
         self.first_attempt.setdefault(index, attempt)
+        self.logs[index] = (stdout_path, stderr_path)
         display = ctx.workspace.display
         run.store.begin_command(index, attempt, display(stdout_path), display(stderr_path))
+        run.store.record_cache(index, self.cache.field(index))
         _stage_started(run, index)
         run_env = _stage_env(ctx, run, stage)
         request = StageRequest(
             stage_id=stage.id,
             command=stage.command,
             cwd=ctx.workspace.root / (stage.cwd or "."),
-            env={**os.environ, **run_env},
+            env=environ,
             run_env=run_env,
             stdout_path=stdout_path,
             stderr_path=stderr_path,
@@ -175,6 +202,32 @@ class Stages:
             return partial(self._spawn_failed, index, stage, failure)
 
         return work
+
+    def _replay(self, index: int, stage: CommandStage, hit: Hit) -> Ended | None:
+        """Serve a cache hit: the original logs and outputs, no process; None when the entry
+        cannot be served after all (the stage then runs)."""
+        run = self.run
+        began = time.monotonic()
+        attempt, stdout_path, stderr_path = _attempt_logs(run, index, stage.id)
+        served = self.cache.replay(hit, stdout_path, stderr_path)
+        if isinstance(served, str):
+            self.cache.missed(index, served)
+            return None
+        display = self.ctx.workspace.display
+        run.store.begin_command(index, attempt, display(stdout_path), display(stderr_path))
+        _stage_started(run, index)
+        with echoing(self.ctx.on_output, stage.id, stdout_path, stderr_path):
+            pass  # the replayed output reaches the terminal as a run's would
+        run.store.record_cache(index, served)
+        ending: StageEnding = {
+            "exit_code": 0,
+            "duration_seconds": round(time.monotonic() - began, 3),
+            "stdout_bytes": _size(stdout_path),
+            "stderr_bytes": _size(stderr_path),
+            "timed_out": False,
+        }
+        _stage_end(run, index, StageStatus.SUCCEEDED, hit.entry.summary or "", ending)
+        return Ended(StageStatus.SUCCEEDED)
 
     def _spawn_failed(
         self, index: int, stage: CommandStage, error: OSError | ValueError, _: LoopState
@@ -217,9 +270,14 @@ class Stages:
         attempt_note = None
         if stage.retries and not outcome.cancelled:
             attempt_note = f"{'failed' if failed else 'succeeded'} on attempt {attempt} of {last}"
-        return self._record_outcome(
+        ended = self._record_outcome(
             index, stage, outcome, stop_reason=state.stop_reason, attempt_note=attempt_note
         )
+        if ended.status == StageStatus.SUCCEEDED:  # a clean success: exit 0, nothing lost
+            cache = self.cache.stored(index, stage, run.store.command(index), *self.logs[index])
+            # the next transition or the final record writes it
+            run.store.record_cache(index, cache)
+        return ended
 
     def interrupted(self, index: int, reason: str) -> Ended:
         """A stage waiting to retry when the run stops: its last attempt is its end."""
@@ -492,3 +550,10 @@ def _stage_handle(run: ActiveRun, index: int, handle: Handle) -> None:
     run.store.record_handle(index, handle)
     run.events.emit("stage_handle", index=index, handle=handle)
     run.store.persist_transition()
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0

@@ -17,10 +17,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 from codex_orchestrator.errors import OutsideRootError, UnsafeInputError, UsageError
+from codex_orchestrator.evidence.cache_chain import broken_chain
 from codex_orchestrator.evidence.checklist import Item
 from codex_orchestrator.evidence.evidence_record import (
     EVIDENCE_DIR,
@@ -43,6 +44,7 @@ from codex_orchestrator.evidence.mirrors import (
 from codex_orchestrator.evidence.taskindex import TaskIndex, load_index
 from codex_orchestrator.pipelines.model import INDEX_PATH
 from codex_orchestrator.records.statuses import RunStatus
+from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.jsonio import loads_checked
 from codex_orchestrator.util.safefs import (
     RECORD_SIZE_LIMIT,
@@ -92,8 +94,9 @@ class TaskReport:
     notes: tuple[Problem, ...] = ()
 
 
-def check_tasks(root: Path, name: str | None) -> list[TaskReport]:
+def check_tasks(workspace: Workspace, name: str | None) -> list[TaskReport]:
     """Check the task ``name`` designates, or every task of the index and mirror files."""
+    root = workspace.root
     index = load_index(root)
     templates = mirror_templates(root)
     if name is not None:
@@ -105,15 +108,16 @@ def check_tasks(root: Path, name: str | None) -> list[TaskReport]:
             task_files(templates, task, index.entry(task) if index else None)
             for task in sorted(ids)
         ]
-    checker = _Checker(root, index)
+    checker = _Checker(workspace, index)
     return [checker.check(files) for files in tasks]
 
 
 class _Checker:
     """Checks tasks one by one, sharing the files it has read between them."""
 
-    def __init__(self, root: Path, index: TaskIndex | None) -> None:
-        self.root = root
+    def __init__(self, workspace: Workspace, index: TaskIndex | None) -> None:
+        self.workspace = workspace
+        self.root = workspace.root
         self.index = index
         self.files: FileCache = {}
         self.manifests: dict[str, _ManifestFacts] = {}
@@ -205,7 +209,7 @@ class _Checker:
     ) -> tuple[str, str] | None:
         manifest = self.manifests.get(path)
         if manifest is None:
-            manifest = self.manifests[path] = _read_manifest(self.root, path)
+            manifest = self.manifests[path] = _read_manifest(self.workspace, path)
         if entry is not None and entry.get("run_id") != PurePosixPath(path).parent.name:
             entry = None  # the record speaks of another run the item cites
         if isinstance(manifest, tuple):
@@ -323,12 +327,13 @@ def _disagreements(views: list[MirrorView]) -> Iterator[Problem]:
                 )
 
 
-def _read_manifest(root: Path, path: str) -> _ManifestFacts:
+def _read_manifest(workspace: Workspace, path: str) -> _ManifestFacts:
     """A cited manifest, or why it cannot be used. It may lie outside the repository (a runs root set by
     ``CODEX_ORCHESTRATOR_RUNS_DIR`` is cited by its absolute path): reading it is capped and
-    refuses anything but a regular file."""
+    refuses anything but a regular file. A run whose cache hits do not lead to the runs that
+    really ran them proves nothing."""
     try:
-        data = loads_checked(read_regular(root / path, RECORD_SIZE_LIMIT), path)
+        data = loads_checked(read_regular(workspace.root / path, RECORD_SIZE_LIMIT), path)
     except FileNotFoundError:
         return "evidence-not-found", "which does not exist"
     except OSError as error:
@@ -337,6 +342,9 @@ def _read_manifest(root: Path, path: str) -> _ManifestFacts:
         return "evidence-unreadable", "which is not valid JSON"
     if not isinstance(data, dict) or not isinstance(data.get("task_id"), str):
         return "evidence-unreadable", "which is not a run manifest (no task_id)"
+    broken = broken_chain(workspace, data)
+    if broken is not None:
+        return "evidence-cache-chain", f"a run that proves nothing ({broken})"
     return data
 
 

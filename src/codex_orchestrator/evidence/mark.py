@@ -14,6 +14,7 @@ import stat
 from dataclasses import dataclass, field
 
 from codex_orchestrator.errors import OrchestratorError, UsageError
+from codex_orchestrator.evidence.cache_chain import broken_chain
 from codex_orchestrator.evidence.checklist import fold, mark_items
 from codex_orchestrator.evidence.evidence_record import write_entry
 from codex_orchestrator.evidence.mirrors import (
@@ -119,6 +120,11 @@ def proving_manifest(workspace: Workspace, run: ResolvedRun, task: str) -> tuple
         outcome = status_text(status, manifest.get("status_detail"))
         raise OrchestratorError(
             f"run {run_id} is {outcome}, not succeeded; only a succeeded run proves an item"
+        )
+    broken = broken_chain(workspace, manifest)
+    if broken is not None:
+        raise OrchestratorError(
+            f"run {run_id}: {broken}; run it again with --no-cache and cite that run"
         )
     return workspace.display(path), manifest
 

@@ -77,6 +77,38 @@ def pick(
     return Choice(str(value) if value is not None else None, f"settings.{setting}")
 
 
+def chosen_executor(
+    executor_flag: str | None,
+    scheduler_flag: str | None,
+    config_settings: Mapping[str, object],
+    env: Mapping[str, str] | None = None,
+    recorded: Recorded | None = None,
+) -> Choice:
+    """Which executor the flags, the environment, the resumed run's record (``recorded``) or
+    the config choose (None: the default local one), before anything connects."""
+    environ = os.environ if env is None else env
+    record = recorded or Recorded("", None, None)
+    of_run = f"the executor run {record.run_id} recorded (override it with --executor)"
+    if scheduler_flag is not None and executor_flag is None:
+        executor_flag = "dask"  # --scheduler names a Dask scheduler: it implies the executor
+    elif scheduler_flag is not None and executor_flag != "dask":
+        raise OrchestratorError(
+            f"--scheduler {scheduler_flag} names a Dask scheduler, but --executor is "
+            f"{executor_flag!r}; drop --scheduler, or use --executor dask",
+            exit_code=EXIT_USAGE,
+        )
+    return pick(
+        executor_flag,
+        "--executor",
+        EXECUTOR_ENV,
+        record.executor,
+        of_run,
+        "executor",
+        config_settings,
+        environ,
+    )
+
+
 def executor_for(
     executor_flag: str | None,
     scheduler_flag: str | None,
@@ -96,25 +128,7 @@ def executor_for(
     """
     environ = os.environ if env is None else env
     record = recorded or Recorded("", None, None)
-    of_run = f"the executor run {record.run_id} recorded (override it with --executor)"
-    if scheduler_flag is not None and executor_flag is None:
-        executor_flag = "dask"  # --scheduler names a Dask scheduler: it implies the executor
-    elif scheduler_flag is not None and executor_flag != "dask":
-        raise OrchestratorError(
-            f"--scheduler {scheduler_flag} names a Dask scheduler, but --executor is "
-            f"{executor_flag!r}; drop --scheduler, or use --executor dask",
-            exit_code=EXIT_USAGE,
-        )
-    name = pick(
-        executor_flag,
-        "--executor",
-        EXECUTOR_ENV,
-        record.executor,
-        of_run,
-        "executor",
-        config_settings,
-        environ,
-    )
+    name = chosen_executor(executor_flag, scheduler_flag, config_settings, environ, record)
     if name.value is None or name.value == "local":
         return None
     if name.value != "dask":

@@ -31,6 +31,7 @@ from typing_extensions import TypedDict
 from codex_orchestrator import __version__
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError, UsageError
 from codex_orchestrator.mcp.cli_bridge import CliError, CliRunner
+from codex_orchestrator.records.cache_field import cache_of, cache_totals, hit_from, saved_seconds
 from codex_orchestrator.records.manifest import Manifest, parse_manifest, read_manifest_bytes
 from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.runref import check_reference, resolve_run
@@ -157,6 +158,16 @@ class StageState(TypedDict):
     log_path: Annotated[str | None, Field(description="its output log, relative to the root")]
     error_file: Annotated[str | None, Field(description="its error file, if it failed")]
     sub_run_id: Annotated[str | None, Field(description="the child run (subpipeline stages)")]
+    cache_status: Annotated[
+        str | None,
+        Field(description="the stage cache: hit (not run; cached_from_run ran it), miss or off"),
+    ]
+    cached_from_run: Annotated[
+        str | None, Field(description="for a hit: the run whose stage really ran")
+    ]
+    saved_seconds: Annotated[
+        float | None, Field(description="for a hit: the seconds the original run of it took")
+    ]
 
 
 class RunState(TypedDict):
@@ -187,6 +198,10 @@ class RunState(TypedDict):
     artifact_root: Annotated[str | None, Field(description="the run's directory")]
     log_path: Annotated[str | None, Field(description="the run's event log")]
     stages: Annotated[list[StageState], Field(description="each stage's state, in order")]
+    cached_stages: Annotated[int, Field(description="stages served from the stage cache")]
+    saved_seconds: Annotated[
+        float, Field(description="the seconds the cached stages' original runs took")
+    ]
     child_runs: Annotated[
         list[
             Annotated[
@@ -737,16 +752,32 @@ def run_state(status: dict[str, Any]) -> dict[str, Any]:
     declared type is left out (None), so that the result is valid, never a schema error.
     """
     finished = status.get("status") in TERMINAL_RUN_STATUSES
-    state = _typed(status, RunState, ("stages", "child_runs", "exit_code", "waited_seconds"))
+    computed = ("stages", "child_runs", "exit_code", "waited_seconds", "cached_stages")
+    state = _typed(status, RunState, (*computed, "saved_seconds"))
+    hits, saved = cache_totals(status.get("commands"))
     state.update(
         finished=finished,
         exit_code=(
             run_exit_code(RunStatus(status["status"]), state["status_detail"]) if finished else None
         ),
         stale=status.get("stale") is True,
-        stages=[_typed(command, StageState) for command in status.get("commands") or []],
+        stages=[_stage_state(command) for command in status.get("commands") or []],
+        cached_stages=hits,
+        saved_seconds=round(saved, 3),
         child_runs=status.get("child_runs") or [],
         waited_seconds=0.0,
+    )
+    return state
+
+
+def _stage_state(command: dict[str, Any]) -> dict[str, Any]:
+    state = _typed(command, StageState, ("cache_status", "cached_from_run", "saved_seconds"))
+    field = cache_of(command) if isinstance(command, dict) else None
+    source = hit_from(command) if isinstance(command, dict) else None
+    state.update(
+        cache_status=field["status"] if field is not None else None,
+        cached_from_run=source[0] if source is not None else None,
+        saved_seconds=saved_seconds(command) if source is not None else None,
     )
     return state
 

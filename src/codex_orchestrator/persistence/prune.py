@@ -36,6 +36,9 @@ from codex_orchestrator.util.safefs import list_directory, open_parent, rename_n
 #: by its own process (killed while recording); prune records it itself.
 RECORDING_GRACE_SECONDS = 60.0
 
+#: Why a run a kept stage cache entry names is never pruned (docs/cache.md).
+CACHE_CITED = "cited by the stage cache (evict its entries first: cache_max_bytes)"
+
 
 class Criteria(NamedTuple):
     """What to prune: keep the N newest per pipeline, older than an age, of some statuses."""
@@ -131,8 +134,12 @@ def decide(
     criteria: Criteria,
     cited: dict[str, str],
     run_exists: Callable[[str], bool],
+    cache_cited: frozenset[str] = frozenset(),
 ) -> Decision:
     """Apply the criteria and the protections to ``runs`` (newest first).
+
+    ``cache_cited``: runs that kept stage cache entries name (a hit's evidence ends there),
+    kept whatever the criteria say.
 
     ``run_exists(run_id)`` says whether a run has a directory under any task (readable manifest
     or not): a child whose parent exists and is not removed too is kept.
@@ -156,6 +163,8 @@ def decide(
             kept[run.run_id] = "status"
         elif cutoff is not None and not _ended_before(run, cutoff):
             kept[run.run_id] = "recent"
+        elif run.run_id in cache_cited:
+            kept[run.run_id] = CACHE_CITED
         elif run.run_id in cited and not criteria.include_evidence:
             kept[run.run_id] = f"evidence in {cited[run.run_id]}"
         else:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple, NoReturn, TypeVar
 
+from codex_orchestrator.cache.spec import parse_cache_spec
 from codex_orchestrator.errors import ConfigError
 from codex_orchestrator.pipelines.graph import GraphError, StageNode, located_path, validate
 from codex_orchestrator.pipelines.model import (
@@ -34,7 +35,13 @@ from codex_orchestrator.pipelines.model import (
     SubpipelineStage,
 )
 from codex_orchestrator.records.layout import CONFIG_FILE
-from codex_orchestrator.records.workspace import BOOLEAN_SETTINGS, SETTING_NAMES, check_setting
+from codex_orchestrator.records.workspace import (
+    BOOLEAN_SETTINGS,
+    CACHE_DIR_SETTING,
+    DIAGNOSTICS_CACHE_SETTING,
+    SETTING_NAMES,
+    check_setting,
+)
 from codex_orchestrator.util.ids import ID_RULE, is_valid_id
 from codex_orchestrator.util.jsonio import child_path as _child
 from codex_orchestrator.util.jsonio import json_type as _json_type
@@ -120,6 +127,7 @@ STAGE_KEYS: Mapping[str, frozenset[str]] = {
             "needs",
             "retries",
             "retryDelaySeconds",
+            "cache",
         }
     ),
     "subpipeline": frozenset({"kind", "id", "title", "pipeline", "optional", "needs"}),
@@ -143,6 +151,8 @@ EXECUTOR_SETTINGS = frozenset(
 )
 #: Config formats other tools read that this one does not (see `load_config`).
 FOREIGN_CONFIG_EXTENSIONS = ("yaml", "yml", "toml")
+#: Settings that are paths (relative to the root, or absolute).
+PATH_SETTINGS = frozenset({CACHE_DIR_SETTING})
 ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_RESOURCE_AMOUNT = 1e6
 
@@ -192,14 +202,17 @@ def _builtin_only(root: Path) -> Config:
         path=None,
         default_pipeline=None,
         settings={},
-        pipelines=_with_builtins({}, root, tasks_configured=False),
+        pipelines=_with_builtins({}, root, {}, tasks_configured=False),
         tasks={},
         warnings=(),
     )
 
 
 def _with_builtins(
-    configured: Mapping[str, Pipeline], root: Path, tasks_configured: bool
+    configured: Mapping[str, Pipeline],
+    root: Path,
+    settings: Mapping[str, object],
+    tasks_configured: bool,
 ) -> Pipelines:
     """The configured pipelines plus the built-in ``diagnostics``, made only when looked up
     (``tasks_configured``: the config has a ``tasks`` key, one way to opt in to spec-guard)."""
@@ -207,7 +220,9 @@ def _with_builtins(
     def diagnostics() -> Pipeline:
         from codex_orchestrator.pipelines.diagnostics import builtin_diagnostics
 
-        return builtin_diagnostics(root, tasks_configured)
+        return builtin_diagnostics(
+            root, tasks_configured, cache=settings.get(DIAGNOSTICS_CACHE_SETTING) is True
+        )
 
     return Pipelines(configured, {BUILTIN_PIPELINE: diagnostics})
 
@@ -363,6 +378,7 @@ class _ConfigParser:
         pipelines = _with_builtins(
             {pipeline_id: pipeline for pipeline_id, (pipeline, _) in parsed.items()},
             self.root,
+            settings,
             tasks_configured="tasks" in top,
         )
         _check_subpipelines(parsed, list(pipelines))
@@ -526,6 +542,7 @@ class _ConfigParser:
             needs=_optional(obj, "needs", path, _read_needs, None),
             retries=_optional(obj, "retries", path, _read_retries, 0),
             retry_delay_seconds=_optional(obj, "retryDelaySeconds", path, _read_retry_delay, 1.0),
+            cache=_optional(obj, "cache", path, parse_cache_spec, None),
         )
 
     def _read_cwd(self, value: object, path: str) -> str:
@@ -574,8 +591,11 @@ def _read_settings(value: object, path: str) -> dict[str, object]:
         if name in EXECUTOR_SETTINGS:
             checked[name] = _read_text(setting, where, "give a non-empty string")
             continue
+        if name in PATH_SETTINGS:
+            checked[name] = _read_text(setting, where, "give a directory path")
+            continue
         if name not in SETTING_NAMES:
-            known = frozenset(SETTING_NAMES) | EXECUTOR_SETTINGS
+            known = frozenset(SETTING_NAMES) | EXECUTOR_SETTINGS | PATH_SETTINGS
             _fail(where, "unknown setting", _suggest(name, known))
         checked[name] = _read_setting(name, setting, where)
     return checked

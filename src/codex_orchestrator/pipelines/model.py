@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from codex_orchestrator.errors import UnknownPipelineError
 from codex_orchestrator.util.ids import validate_id
@@ -19,6 +19,9 @@ from codex_orchestrator.util.suggest import did_you_mean
 #: The task index of a repository that opted in to the task workflow (owned by evidence/taskindex;
 #: named here so the built-in diagnostics can see the opt-in without importing the evidence layer).
 INDEX_PATH = "tasks/index.json"
+
+if TYPE_CHECKING:
+    from codex_orchestrator.cache.spec import CacheSpec
 BUILTIN_PIPELINE = "diagnostics"
 
 
@@ -31,7 +34,8 @@ class CommandStage(NamedTuple):
     ``why`` says why the command was chosen; ``task_runner`` (``tox``, ``nox``) names the task
     runner the command is, whose output says when it skipped every environment (the stage is
     then skipped with the runner's reason). These four are set only by the built-in
-    diagnostics pipeline, never from the config file.
+    diagnostics pipeline, never from the config file. ``cache`` (docs/cache.md): what the stage
+    reads and leaves, when its clean successes may be reused.
     """
 
     id: str
@@ -51,6 +55,7 @@ class CommandStage(NamedTuple):
     retries: int = 0
     retry_delay_seconds: float = 1.0
     task_runner: str | None = None
+    cache: CacheSpec | None = None
 
     def unavailable_reason(self) -> str | None:
         """Why the stage cannot run here (its ``skip_reason``, or a required tool off PATH)."""

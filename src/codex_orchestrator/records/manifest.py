@@ -125,6 +125,7 @@ class StageEntry(TypedDict):
     start_ticks: NotRequired[int | None]
     stage_mark: NotRequired[str | None]
     attempt_history: NotRequired[list[AttemptRecord]]
+    cache: NotRequired[dict[str, Any]]
 
 
 class StageEnding(TypedDict, total=False):
@@ -516,6 +517,13 @@ class ManifestStore:
                 if key != "kind" and key not in HANDLE_RESERVED_FIELDS:
                     fields[key] = None
             entry["handle"] = None
+
+    def record_cache(self, index: int, field: Mapping[str, Any] | None) -> None:
+        """What the stage cache did for stage ``index`` (`records.cache_field`); nothing for a
+        stage without a cache (None)."""
+        if field is not None:
+            with self.lock:
+                self.command(index)["cache"] = dict(field)
 
     def begin_child(self, index: int, child_run_id: str, child_manifest: str) -> None:
         """A subpipeline stage runs as child run ``child_run_id`` (its manifest, as shown)."""

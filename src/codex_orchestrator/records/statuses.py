@@ -68,6 +68,14 @@ def nothing_ran(commands: Sequence[Mapping[str, object]]) -> bool:
     )
 
 
+class CacheStatus(StrEnum):
+    """What the stage cache did for a stage (manifest ``commands[].cache.status``)."""
+
+    HIT = "hit"  # not run: the logs and outputs of the run that ran it were restored
+    MISS = "miss"  # run (and stored if it succeeded cleanly)
+    OFF = "off"  # the stage has a cache, but caching is off for the repository
+
+
 class StageFailure(StrEnum):
     """The ``<kind>`` of a ``stage:<id>:<kind>`` status detail."""
 

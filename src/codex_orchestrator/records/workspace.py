@@ -56,6 +56,12 @@ class Settings(NamedTuple):
     dask_link_timeout_seconds: float | None = None
     #: Dask: the whole connection to a scheduler (probe, version check, client).
     dask_connect_timeout_seconds: float = 10.0
+    #: Stage cache (docs/cache.md): false runs every stage and reads no entry.
+    cache: bool = True
+    #: Stage cache: ``prune`` evicts entries, least recently used first, down to this size.
+    cache_max_bytes: int = 1 << 30
+    #: Stage cache: the built-in diagnostics' build, lint and test stages cache on git's files.
+    diagnostics_cache: bool = False
 
     @classmethod
     def resolve(
@@ -92,10 +98,14 @@ SETTING_ENV_NAMES = {
 }
 
 SETTING_NAMES = Settings._fields
-INTEGER_SETTINGS = frozenset({"lock_attempts", "max_parallel"})
+INTEGER_SETTINGS = frozenset({"lock_attempts", "max_parallel", "cache_max_bytes"})
+DIAGNOSTICS_CACHE_SETTING = "diagnostics_cache"
+#: The stage cache's directory: a path setting (config only), not a tunable in `Settings`.
+CACHE_DIR_SETTING = "cache_dir"
 #: Switches (true/false, config only): ``report`` writes each finished run's HTML report;
-#: ``quiet`` keeps stage output off a pipe or CI log (only the summary is printed).
-BOOLEAN_SETTINGS = frozenset({"report", "quiet"})
+#: ``quiet`` keeps stage output off a pipe or CI log (only the summary is printed); ``cache``
+#: and ``diagnostics_cache`` (docs/cache.md).
+BOOLEAN_SETTINGS = frozenset({"report", "quiet", "cache", DIAGNOSTICS_CACHE_SETTING})
 SETTING_LIMITS: dict[str, float] = {
     "heartbeat_interval_seconds": 3600,
     "heartbeat_stale_after_seconds": 7 * 86400,
@@ -108,6 +118,7 @@ SETTING_LIMITS: dict[str, float] = {
     "max_parallel": 1024,
     "dask_link_timeout_seconds": 3600,
     "dask_connect_timeout_seconds": 600,
+    "cache_max_bytes": 10**15,
 }
 
 

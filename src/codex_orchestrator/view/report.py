@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from codex_orchestrator.errors import OrchestratorError
+from codex_orchestrator.records.cache_field import cache_text
 from codex_orchestrator.records.liveness import assess
 from codex_orchestrator.records.manifest import MAX_CHILD_DEPTH, load_manifest
 from codex_orchestrator.records.run_layout import (
@@ -319,9 +320,20 @@ def _stages_section(manifest: Mapping[str, Any]) -> str:
                 esc(_cut(entry.get("exit_code"))),
                 _command_cell(entry),
                 esc(_cut(entry.get("summary"))),
+                esc(cache_text(entry)),
             ]
         )
-    headers = ("#", "stage", "status", "attempts", "duration", "exit code", "command", "summary")
+    headers = (
+        "#",
+        "stage",
+        "status",
+        "attempts",
+        "duration",
+        "exit code",
+        "command",
+        "summary",
+        "cache",
+    )
     return "<h2>Stages</h2>" + table(headers, rows, numeric=(0, 3, 4, 5))
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from codex_orchestrator.records.cache_field import hit_from, saved_seconds, totals_text
 from codex_orchestrator.records.run_layout import COMMANDS_DIR_NAME
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, StageStatus
 from codex_orchestrator.util.clock import parse_iso_utc
@@ -117,7 +118,10 @@ def _detail(run_dir: Path, entry: Mapping[str, Any], run_live: bool) -> str:
         if entry.get("kind") == "subpipeline":
             return f"child run {_text(entry.get('sub_run_id'))}"
         return running_line(run_dir, entry)
-    return _text(entry.get("summary"))
+    summary = _text(entry.get("summary"))
+    if hit_from(entry) is not None:
+        return f"cached, saved {format_seconds(saved_seconds(entry))} · {summary}"
+    return summary
 
 
 def stage_rows(
@@ -170,7 +174,8 @@ def headline(manifest: Mapping[str, Any], now: float | None = None) -> str:
         f"pipeline {_text(manifest.get('pipeline_id'))}",
         status_text(status, _text(detail) if detail else None),
     ]
-    return " · ".join(parts + ([elapsed] if elapsed else []))
+    cached = totals_text(manifest.get("commands"))
+    return " · ".join(parts + ([elapsed] if elapsed else []) + ([cached] if cached else []))
 
 
 def fit_rows(rows: Sequence[StageRow], height: int) -> tuple[list[StageRow], str]:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from codex_orchestrator.records.cache_field import cache_text, totals_text
 from codex_orchestrator.records.statuses import RunStatus, StageStatus
 from codex_orchestrator.util.wording import stage_line
 from codex_orchestrator.view.logtail import run_file, tail_lines
@@ -29,8 +30,14 @@ NOTHING_RAN_NOTE = (
 
 
 def stage_lines(manifest: Mapping[str, Any]) -> list[str]:
-    """One line per stage: index, id, status and summary."""
-    return [stage_line(entry) for entry in objects(manifest.get("commands"))]
+    """One line per stage (index, id, status, summary, and what the stage cache did), then the
+    time the cache saved when it served any stage."""
+    lines = []
+    for entry in objects(manifest.get("commands")):
+        cached = cache_text(entry)
+        lines.append(stage_line(entry) + (f"  [{cached}]" if cached else ""))
+    totals = totals_text(manifest.get("commands"))
+    return [*lines, f"cache: {totals}"] if totals else lines
 
 
 def logs_command(run_id: str, stage_id: str) -> str:

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from codex_orchestrator.cache.spec import GIT_INPUTS, CacheSpec
 from codex_orchestrator.pipelines.diagnostics import go, node, python, rust
 from codex_orchestrator.pipelines.diagnostics.checks import (
     CHECKED_STAGES,
@@ -53,18 +54,21 @@ NOT_OPTED_IN = (
 )
 
 
-def builtin_diagnostics(root: Path, tasks_configured: bool = False) -> Pipeline:
+def builtin_diagnostics(
+    root: Path, tasks_configured: bool = False, *, cache: bool = False
+) -> Pipeline:
     """Build the ``diagnostics`` pipeline for the repository at ``root``.
 
     ``tasks_configured``: the config file has a ``tasks`` key (with ``tasks/index.json``, the
-    ways a repository opts in to spec-guard).
+    ways a repository opts in to spec-guard); with ``cache`` (the ``diagnostics_cache``
+    setting) build, lint and test cache on ``inputs: "git"``.
     """
     repo = RepoFiles(root)
     declared = Declared(repo)
     found = [project for detect in DETECTORS if (project := detect(repo)) is not None]
     project = found[0] if found else None
     stages = [
-        _stage(stage_id, title, needs, _choose(stage_id, declared, project))
+        _stage(stage_id, title, needs, _choose(stage_id, declared, project), cache=cache)
         for stage_id, title, needs in STAGES
     ]
     stages.append(_spec_guard(root, tasks_configured or repo.has_file(INDEX_PATH)))
@@ -102,7 +106,9 @@ def _nothing_found(stage_id: str, declared: Declared, project: Project | None) -
     return Skip(f"skipped: no {stage_id} step found ({looked_for}; {project.kind})")
 
 
-def _stage(stage_id: str, title: str, needs: tuple[str, ...], check: Check) -> CommandStage:
+def _stage(
+    stage_id: str, title: str, needs: tuple[str, ...], check: Check, *, cache: bool
+) -> CommandStage:
     if isinstance(check, Run):
         return CommandStage(
             id=stage_id,
@@ -112,6 +118,7 @@ def _stage(stage_id: str, title: str, needs: tuple[str, ...], check: Check) -> C
             why=check.why,
             needs=needs,
             task_runner=check.task_runner,
+            cache=CacheSpec(inputs=GIT_INPUTS) if cache else None,
         )
     return CommandStage(id=stage_id, title=title, command="", skip_reason=check.reason, needs=needs)
 
