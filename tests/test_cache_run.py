@@ -94,7 +94,7 @@ def test_a_hit_spawns_nothing_replays_the_logs_and_restores_outputs(cached: Cach
     assert cached.ran() == ["plain"]  # the cached stage started no process
     hit = second["commands"][0]
     assert hit["status"] == "succeeded" and hit["exit_code"] == 0
-    assert hit["pid"] is None and hit["pgid"] is None
+    assert hit.get("pid") is None and hit.get("pgid") is None and hit["handle"] is None
     assert hit["summary"] == entry["summary"]
     assert hit["cache"] == {
         "status": "hit",
