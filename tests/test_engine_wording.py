@@ -33,7 +33,7 @@ def test_the_stage_table_says_each_thing_once(tmp_path: Path) -> None:
     assert result.returncode == 3
     rows = [line for line in result.stdout.splitlines() if line.startswith("   ")]
     assert len(rows) == 4 and not any("skipped: " in row for row in rows), rows
-    assert "spec-guard           skipped    not a git repository" in result.stdout
+    assert any(row.split()[1:3] == ["spec-guard", "skipped"] for row in rows), rows
     run_id = result.stdout.split()[1].rstrip(":")
     status = bare.cli("status", run_id).stdout
     assert "skipped: " not in status and "(nothing-ran)" in status.splitlines()[0]
