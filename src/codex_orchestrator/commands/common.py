@@ -12,7 +12,6 @@ from codex_orchestrator.pipelines.graph import selected_stages
 from codex_orchestrator.pipelines.model import Pipeline
 from codex_orchestrator.records.manifest import Manifest, ManifestStore, load_manifest
 from codex_orchestrator.records.run_layout import RunLayout
-from codex_orchestrator.records.runref import ResolvedRun, resolve_run
 from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.console import Reporter, note, write_stderr
 from codex_orchestrator.util.ids import validate_id
@@ -22,6 +21,7 @@ from codex_orchestrator.util.wording import logs_line, status_text
 if TYPE_CHECKING:  # the run machinery is imported only by the commands that run (cold start)
     from codex_orchestrator.engine.context import RunContext, RunResult
     from codex_orchestrator.executors.base import Executor
+    from codex_orchestrator.records.runref import ResolvedRun
 
 
 def loaded_config(workspace: Workspace) -> Config:
@@ -105,6 +105,8 @@ def find_manifest(
     workspace: Workspace, reference: str, task_id: str | None
 ) -> tuple[ResolvedRun, Manifest]:
     """Resolve a run reference (under any task unless ``task_id``) and load its manifest."""
+    from codex_orchestrator.records.runref import resolve_run
+
     found = resolve_run(workspace, reference, task_id)
     path = RunLayout(found.run_dir).manifest
     return found, load_manifest(path, workspace.display(path))

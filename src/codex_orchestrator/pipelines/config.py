@@ -20,9 +20,8 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import NamedTuple, NoReturn, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, NoReturn, TypeVar
 
-from codex_orchestrator.cache.spec import parse_cache_spec
 from codex_orchestrator.errors import ConfigError
 from codex_orchestrator.pipelines.graph import GraphError, StageNode, located_path, validate
 from codex_orchestrator.pipelines.model import (
@@ -48,6 +47,9 @@ from codex_orchestrator.util.jsonio import json_type as _json_type
 from codex_orchestrator.util.jsonio import loads_checked
 from codex_orchestrator.util.safefs import CONFIG_SIZE_LIMIT, read_regular
 from codex_orchestrator.util.suggest import closest
+
+if TYPE_CHECKING:
+    from codex_orchestrator.cache.spec import CacheSpec
 
 __all__ = [
     "BUILTIN_PIPELINE",
@@ -228,6 +230,14 @@ def _with_builtins(
 
 
 # --- error helpers -------------------------------------------------------------------------
+
+
+def _cache_spec(value: object, path: str) -> CacheSpec | None:
+    """A stage's ``cache`` declaration; the cache's parser is imported only by a config that
+    declares one (every command reads the config: its start-up stays as it was)."""
+    from codex_orchestrator.cache.spec import parse_cache_spec
+
+    return parse_cache_spec(value, path)
 
 
 def _fail(path: str, problem: str, fix: str) -> NoReturn:
@@ -542,7 +552,7 @@ class _ConfigParser:
             needs=_optional(obj, "needs", path, _read_needs, None),
             retries=_optional(obj, "retries", path, _read_retries, 0),
             retry_delay_seconds=_optional(obj, "retryDelaySeconds", path, _read_retry_delay, 1.0),
-            cache=_optional(obj, "cache", path, parse_cache_spec, None),
+            cache=_optional(obj, "cache", path, _cache_spec, None),
         )
 
     def _read_cwd(self, value: object, path: str) -> str:
