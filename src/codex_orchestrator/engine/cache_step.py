@@ -17,12 +17,8 @@ import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from codex_orchestrator.cache.errors import CacheStoreError, CorruptEntryError
-from codex_orchestrator.cache.key import Fingerprint, explain, stage_fingerprint
-from codex_orchestrator.cache.location import OpenCache, open_cache
-from codex_orchestrator.cache.store import Hit, StageRecord
 from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError, OutsideRootError
 from codex_orchestrator.pipelines.graph import is_graph, levels
 from codex_orchestrator.pipelines.model import CommandStage, Config, Pipeline
@@ -31,6 +27,11 @@ from codex_orchestrator.records.layout import CONFIG_FILE
 from codex_orchestrator.records.statuses import CacheStatus
 from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.console import note
+
+if TYPE_CHECKING:  # the cache's machinery is imported by runs with a cached stage only
+    from codex_orchestrator.cache.key import Fingerprint
+    from codex_orchestrator.cache.location import OpenCache
+    from codex_orchestrator.cache.store import Hit
 
 #: Why a stage with ``cache`` missed when lookups are off for this run.
 NO_CACHE_REASON = "--no-cache"
@@ -96,6 +97,8 @@ class RunCache:
     def cache(self) -> OpenCache:
         """The workspace's cache, opened on first use (runs without ``cache`` never open it)."""
         if self._open is None:
+            from codex_orchestrator.cache.location import open_cache
+
             self._open = open_cache(self.workspace, self.config_settings, read_only=self.read_only)
         return self._open
 
@@ -141,6 +144,8 @@ class RunCache:
         if not self.reads:
             reason = NO_CACHE_REASON
         else:
+            from codex_orchestrator.cache.store import Hit
+
             result = self.cache.store.lookup(self._identity(stage), fingerprint)
             if isinstance(result, Hit):
                 hit, reason = result, ""
@@ -185,6 +190,8 @@ class RunCache:
         """Restore ``hit`` into the stage's log paths and its outputs under the root: the
         stage entry's ``cache`` field, or why it could not be served (the stage then runs:
         whatever was written to the log paths is removed)."""
+        from codex_orchestrator.cache.errors import CorruptEntryError
+
         try:
             if self.cache.store.restore(hit, stdout=stdout, stderr=stderr):
                 self._end_snapshot()  # outputs were written under the root
@@ -213,6 +220,10 @@ class RunCache:
         looked = self._looked.get(index)
         if looked is None or looked.fingerprint is None:
             return None
+        from codex_orchestrator.cache.errors import CacheStoreError
+        from codex_orchestrator.cache.key import explain
+        from codex_orchestrator.cache.store import StageRecord
+
         field = dict(looked.field)
         before = looked.fingerprint
         after = self._fingerprint(stage, looked.environ, looked.needs)
@@ -250,6 +261,8 @@ class RunCache:
         self, stage: CommandStage, environ: Mapping[str, str], needs: Mapping[str, str]
     ) -> Fingerprint:
         assert stage.cache is not None
+        from codex_orchestrator.cache.key import stage_fingerprint
+
         return stage_fingerprint(
             command=stage.command,
             cwd=stage.cwd,

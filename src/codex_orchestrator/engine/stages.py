@@ -16,9 +16,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from codex_orchestrator.cache.store import Hit
 from codex_orchestrator.engine.cache_step import RunCache
 from codex_orchestrator.engine.context import ActiveRun, Launch, RunContext, RunResult
 from codex_orchestrator.engine.echo import echoing
@@ -65,6 +64,9 @@ from codex_orchestrator.records.statuses import (
 from codex_orchestrator.records.summaries import stage_summary
 from codex_orchestrator.util.clock import iso_utc
 from codex_orchestrator.util.jsonio import atomic_write_bytes
+
+if TYPE_CHECKING:  # the cache's machinery is imported by runs with a cached stage only
+    from codex_orchestrator.cache.store import Hit
 
 #: The variable holding a run's ``start -- ARGS``, shell-quoted (``shlex.join``).
 ARGS_ENV = "CODEX_ORCHESTRATOR_ARGS"
