@@ -10,7 +10,6 @@ from codex_orchestrator.errors import OrchestratorError, UsageError
 from codex_orchestrator.pipelines.config import Config, load_config
 from codex_orchestrator.pipelines.graph import selected_stages
 from codex_orchestrator.pipelines.model import Pipeline
-from codex_orchestrator.records.manifest import Manifest, ManifestStore, load_manifest
 from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.workspace import Settings, Workspace
 from codex_orchestrator.util.console import Reporter, note, write_stderr
@@ -21,6 +20,7 @@ from codex_orchestrator.util.wording import logs_line, status_text
 if TYPE_CHECKING:  # the run machinery is imported only by the commands that run (cold start)
     from codex_orchestrator.engine.context import RunContext, RunResult
     from codex_orchestrator.executors.base import Executor
+    from codex_orchestrator.records.manifest import Manifest, ManifestStore
     from codex_orchestrator.records.runref import ResolvedRun
 
 
@@ -109,6 +109,8 @@ def find_manifest(
 
     found = resolve_run(workspace, reference, task_id)
     path = RunLayout(found.run_dir).manifest
+    from codex_orchestrator.records.manifest import load_manifest
+
     return found, load_manifest(path, workspace.display(path))
 
 
@@ -143,6 +145,8 @@ def report_run(workspace: Workspace, reporter: Reporter, result: RunResult) -> i
 
 
 def _final_manifest(run_dir: Path) -> Manifest | None:
+    from codex_orchestrator.records.manifest import load_manifest
+
     try:
         return load_manifest(RunLayout(run_dir).manifest)
     except OrchestratorError:
