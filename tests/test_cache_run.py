@@ -367,6 +367,58 @@ def test_a_run_of_hits_is_evidence_through_the_run_that_really_ran(cached: Cache
     assert "evidence-cache-chain" in check.stdout
 
 
+def test_a_hit_served_from_another_worktrees_run_is_evidence_through_that_run(
+    cached: Cached, tmp_path: Path
+) -> None:
+    task, shared = "0100-cache", tmp_path / "shared-cache"
+    mirror = f"tasks/tasks-{task}.md"
+    settings = {"cache_dir": str(shared)}
+    mirrors = {"mirrors": ["tasks/tasks-{task}.md"]}
+    cached.repo.pipeline(cached.stage("test"), settings=settings, tasks=mirrors)
+    (cached.root / ".gitignore").write_text(".runs/\nout/\n")
+    for command in (["add", "-A"], ["commit", "-qm", "src"]):
+        subprocess.run(["git", *GIT_IDENTITY, *command], cwd=cached.root, check=True)
+    second = Path(os.path.realpath(tmp_path / "second"))
+    subprocess.run(["git", "worktree", "add", "-q", str(second)], cwd=cached.root, check=True)
+    other = Cached(Repo(second))
+    ran = other.start("--task", task)
+    ran_manifest = str(second / ran["artifact_root"] / "manifest.json")
+    served = cached.start("--task", task)
+    assert cached.ran() == ["test"]  # the second worktree's run, only
+    assert served["commands"][0]["cache"]["from_run"] == ran["run_id"]
+    write_index(cached.root, {"id": "0100", "slug": "cache", "title": "Cache", "status": "open"})
+    (cached.root / mirror).write_text("# Cache\n\n- [ ] Run tests\n- [ ] Run lint\n")
+
+    marked = cached.repo.cli("tasks", "mark", task, "run tests", "--run", served["run_id"])
+    assert marked.returncode == 0, marked.stderr
+    assert f"stage test: ran in run {ran['run_id']}, {ran_manifest}" in marked.stdout
+    check = cached.repo.cli("tasks", "check", task, "--format", "json")
+    assert check.returncode == 0, check.stdout
+    (note,) = json.loads(check.stdout)["tasks"][0]["notes"]
+    assert note["kind"] == "evidence-from-worktree" and ran_manifest in note["message"]
+    # prune where it ran keeps the run that the shared cache's entry cites
+    document = json.loads(other.repo.cli("prune", "--keep", "0", "--format", "json").stdout)
+    assert {"run_id": ran["run_id"], "reason": CACHE_CITED} in document["kept"]
+
+    # its entry evicted, the run goes: the chain is broken, and says where it was looked for
+    other.repo.pipeline(other.stage("test"), settings={**settings, "cache_max_bytes": 1})
+    document = json.loads(other.repo.cli("prune", "--keep", "0", "--format", "json").stdout)
+    assert [run["run_id"] for run in document["removed"]] == [ran["run_id"]]
+    gone = f"run {ran['run_id']}, which ran it, no longer exists (looked in .runs and in"
+    check = cached.repo.cli("tasks", "check", task)
+    assert check.returncode == 1
+    assert f"{gone} the other worktrees' {second / '.runs'})" in check.stdout
+    # the worktree removed, git lists no other
+    subprocess.run(
+        ["git", "worktree", "remove", "--force", str(second)], cwd=cached.root, check=True
+    )
+    refused = cached.repo.cli("tasks", "mark", task, "run lint", "--run", served["run_id"])
+    line = assert_one_line_error(refused, refused.returncode, "served from the stage cache")
+    assert f"{gone} no other worktree (git lists none))" in line
+    check = cached.repo.cli("tasks", "check", task, "--format", "json")
+    assert check.returncode == 1 and "evidence-cache-chain" in check.stdout
+
+
 def test_concurrent_runs_on_one_key_leave_one_entry_and_all_succeed(cached: Cached) -> None:
     cached.repo.pipeline(cached.stage("test", "sleep 0.2"))
     starts = [cached.repo.spawn("start", "--format", "json") for _ in range(4)]
