@@ -30,6 +30,7 @@ from codex_orchestrator.util.safefs import resolve_within
 GIT_TIMEOUT_SECONDS = 30.0
 #: How many other runs directories a message names before it counts the rest.
 _NAMED = 3
+_LINK_OUT = "a link out of that worktree: not followed"
 
 
 class FoundRun(NamedTuple):
@@ -47,31 +48,35 @@ class OtherWorktrees:
         self.workspace = workspace
         self._listed: list[Workspace] | None = None
         self._unseen: list[str] = []  # worktrees not looked in, and why
+        self._refused: list[str] = []  # the last run looked for, where a link led out
         self._why_none = ""
 
     def find_run(self, run_id: str, task: str | None) -> FoundRun | None:
         """The run ``run_id`` (of ``task`` first, then of any task) in another worktree."""
+        self._refused = []
         for other in self._workspaces():
             try:
                 found = other.find_run(run_id, task) or other.find_run(run_id)
             except OutsideRootError:
-                self._unseen.append(f"{other.display(other.runs_dir)} (a link out of it)")
+                self._refused.append(f"run {run_id} in {other.runs_dir} ({_LINK_OUT})")
                 continue
             if found is not None:
                 return FoundRun(found[0], found[1], other.root)
         return None
 
     def looked_in(self) -> str:
-        """Where `find_run` looked, for a message: the other worktrees' runs directories."""
+        """Where the last `find_run` looked, for a message: the other worktrees' runs
+        directories, and where it could not look, and why."""
         workspaces = self._workspaces()
-        if not workspaces and not self._unseen:
+        unseen = [*self._unseen, *self._refused]
+        if not workspaces and not unseen:
             return f"no other worktree ({self._why_none})"
         named = [str(other.runs_dir) for other in workspaces[:_NAMED]]
         if len(workspaces) > _NAMED:
             named.append(f"{len(workspaces) - _NAMED} more")
         text = "the other worktrees' " + ", ".join(named) if named else "no other worktree"
-        if self._unseen:
-            text += "; not followed: " + ", ".join(dict.fromkeys(self._unseen))
+        if unseen:
+            text += "; not looked in: " + ", ".join(unseen)
         return text
 
     def _workspaces(self) -> list[Workspace]:
@@ -81,9 +86,9 @@ class OtherWorktrees:
                 try:
                     self._listed.append(_workspace_of(root))
                 except OutsideRootError:
-                    self._unseen.append(f"{root} (its runs directory is a link out of it)")
+                    self._unseen.append(f"the runs directory of {root} ({_LINK_OUT})")
                 except OSError:
-                    continue  # a worktree whose directory is gone holds no run
+                    self._unseen.append(f"{root} (no such directory)")
         return self._listed
 
     def _other_roots(self) -> list[Path]:
@@ -114,7 +119,9 @@ def _workspace_of(root: Path) -> Workspace:
     """The runs root of worktree ``root`` as this process would find it there, kept inside it
     (`OutsideRootError` for a link out); `OSError` when ``root`` is gone. Only its runs are
     read: the workspace's out root is its runs root."""
-    if not root.is_dir():
+    if (
+        not root.is_dir()
+    ):  # removed without git's knowledge, or the root's subdirectory is not there
         raise FileNotFoundError(root)
     relative = os.environ.get(RUNS_ENV, "").strip() or default_state_roots(root)[0]
     fix = "the tool never reads another worktree's records through a link"
