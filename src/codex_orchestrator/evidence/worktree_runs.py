@@ -34,9 +34,8 @@ _LINK_OUT = "a link out of that worktree: not followed"
 
 
 class FoundRun(NamedTuple):
-    """A run found in another worktree: its task, its directory and that worktree's root."""
+    """A run found in another worktree: its directory and that worktree's root."""
 
-    task: str
     run_dir: Path
     worktree: Path
 
@@ -61,7 +60,7 @@ class OtherWorktrees:
                 self._refused.append(f"run {run_id} in {other.runs_dir} ({_LINK_OUT})")
                 continue
             if found is not None:
-                return FoundRun(found[0], found[1], other.root)
+                return FoundRun(found[1], other.root)
         return None
 
     def looked_in(self) -> str:
