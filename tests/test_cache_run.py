@@ -367,31 +367,38 @@ def test_a_run_of_hits_is_evidence_through_the_run_that_really_ran(cached: Cache
     assert "evidence-cache-chain" in check.stdout
 
 
-def test_a_hit_served_from_another_worktrees_run_is_evidence_through_that_run(
+def test_a_hit_from_another_worktrees_run_restores_there_and_is_evidence_through_it(
     cached: Cached, tmp_path: Path
 ) -> None:
+    """Worktrees sharing a cache dir: a hit stored by the second worktree's run is served in the
+    first (outputs restored), and its chain leads to the run in the second worktree."""
     task, shared = "0100-cache", tmp_path / "shared-cache"
-    mirror = f"tasks/tasks-{task}.md"
     settings = {"cache_dir": str(shared)}
-    mirrors = {"mirrors": ["tasks/tasks-{task}.md"]}
-    cached.repo.pipeline(cached.stage("test"), settings=settings, tasks=mirrors)
-    (cached.root / ".gitignore").write_text(".runs/\nout/\n")
+    build = cached.stage(
+        "build",
+        "mkdir -p dist && cp src/app.py dist/app.txt",
+        cache={"inputs": ["src/**"], "outputs": ["dist/app.txt"]},
+    )
+    cached.repo.pipeline(build, settings=settings, tasks={"mirrors": ["tasks/tasks-{task}.md"]})
+    (cached.root / ".gitignore").write_text(".runs/\nout/\ndist/\n")
     for command in (["add", "-A"], ["commit", "-qm", "src"]):
         subprocess.run(["git", *GIT_IDENTITY, *command], cwd=cached.root, check=True)
     second = Path(os.path.realpath(tmp_path / "second"))
     subprocess.run(["git", "worktree", "add", "-q", str(second)], cwd=cached.root, check=True)
-    other = Cached(Repo(second))
+    other = Cached(Repo(second))  # its runs log is beside the first one's
     ran = other.start("--task", task)
     ran_manifest = str(second / ran["artifact_root"] / "manifest.json")
     served = cached.start("--task", task)
-    assert cached.ran() == ["test"]  # the second worktree's run, only
+    assert cached.ran() == ["build"]  # the second worktree's run, only
     assert served["commands"][0]["cache"]["from_run"] == ran["run_id"]
+    assert (cached.root / "dist" / "app.txt").read_text() == "print('app')\n"
     write_index(cached.root, {"id": "0100", "slug": "cache", "title": "Cache", "status": "open"})
-    (cached.root / mirror).write_text("# Cache\n\n- [ ] Run tests\n- [ ] Run lint\n")
+    checklist = cached.root / "tasks" / f"tasks-{task}.md"
+    checklist.write_text("# Cache\n\n- [ ] Build\n- [ ] Build again\n")
 
-    marked = cached.repo.cli("tasks", "mark", task, "run tests", "--run", served["run_id"])
+    marked = cached.repo.cli("tasks", "mark", task, "build", "--run", served["run_id"])
     assert marked.returncode == 0, marked.stderr
-    assert f"stage test: ran in run {ran['run_id']}, {ran_manifest}" in marked.stdout
+    assert f"stage build: ran in run {ran['run_id']}, {ran_manifest}" in marked.stdout
     check = cached.repo.cli("tasks", "check", task, "--format", "json")
     assert check.returncode == 0, check.stdout
     (note,) = json.loads(check.stdout)["tasks"][0]["notes"]
@@ -401,22 +408,21 @@ def test_a_hit_served_from_another_worktrees_run_is_evidence_through_that_run(
     assert {"run_id": ran["run_id"], "reason": CACHE_CITED} in document["kept"]
 
     # its entry evicted, the run goes: the chain is broken, and says where it was looked for
-    other.repo.pipeline(other.stage("test"), settings={**settings, "cache_max_bytes": 1})
+    other.repo.pipeline(build, settings={**settings, "cache_max_bytes": 1})
     document = json.loads(other.repo.cli("prune", "--keep", "0", "--format", "json").stdout)
     assert [run["run_id"] for run in document["removed"]] == [ran["run_id"]]
     gone = f"run {ran['run_id']}, which ran it, no longer exists (looked in .runs and in"
-    check = cached.repo.cli("tasks", "check", task)
+    check = cached.repo.cli("tasks", "check", task, "--format", "json")
     assert check.returncode == 1
-    assert f"{gone} the other worktrees' {second / '.runs'})" in check.stdout
+    (problem,) = json.loads(check.stdout)["tasks"][0]["problems"]
+    assert problem["kind"] == "evidence-cache-chain"
+    assert f"{gone} the other worktrees' {second / '.runs'})" in problem["message"]
     # the worktree removed, git lists no other
-    subprocess.run(
-        ["git", "worktree", "remove", "--force", str(second)], cwd=cached.root, check=True
-    )
-    refused = cached.repo.cli("tasks", "mark", task, "run lint", "--run", served["run_id"])
+    remove = ["git", "worktree", "remove", "--force", str(second)]
+    subprocess.run(remove, cwd=cached.root, check=True)
+    refused = cached.repo.cli("tasks", "mark", task, "build again", "--run", served["run_id"])
     line = assert_one_line_error(refused, refused.returncode, "served from the stage cache")
     assert f"{gone} no other worktree (git lists none))" in line
-    check = cached.repo.cli("tasks", "check", task, "--format", "json")
-    assert check.returncode == 1 and "evidence-cache-chain" in check.stdout
 
 
 def test_concurrent_runs_on_one_key_leave_one_entry_and_all_succeed(cached: Cached) -> None:
@@ -435,31 +441,6 @@ def test_concurrent_runs_on_one_key_leave_one_entry_and_all_succeed(cached: Cach
     assert len(list(entries.glob("*/*/entry.json"))) == 1
     assert not list((cached.root / ".runs" / ".cache" / "tmp").iterdir())
     assert _reasons(cached.start())["test"] == ("hit", None)
-
-
-def test_a_hit_in_a_second_worktree_restores_its_outputs_there(
-    cached: Cached, tmp_path: Path
-) -> None:
-    shared = tmp_path / "shared-cache"
-    cached.repo.pipeline(
-        cached.stage(
-            "build",
-            "mkdir -p dist && cp src/app.py dist/app.txt",
-            cache={"inputs": ["src/**"], "outputs": ["dist/app.txt"]},
-        ),
-        settings={"cache_dir": str(shared)},
-    )
-    (cached.root / ".gitignore").write_text(".runs/\ndist/\n")
-    for command in (["add", "-A"], ["commit", "-qm", "src"]):
-        subprocess.run(["git", *GIT_IDENTITY, *command], cwd=cached.root, check=True)
-    ran = cached.start()
-    assert cached.ran() == ["build"]
-    second = tmp_path / "second"
-    subprocess.run(["git", "worktree", "add", "-q", str(second)], cwd=cached.root, check=True)
-    served = Cached(Repo(second)).start()  # its runs log is beside the first one's
-    assert cached.ran() == []
-    assert served["commands"][0]["cache"]["from_run"] == ran["run_id"]
-    assert (second / "dist" / "app.txt").read_text() == "print('app')\n"
 
 
 def test_resume_looks_cached_stages_up_and_no_cache_runs_them(cached: Cached) -> None:
