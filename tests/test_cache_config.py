@@ -67,9 +67,27 @@ def assert_config_error(root: Path, document: dict[str, Any], needles: tuple[str
 
 
 @pytest.mark.slow
-def test_a_bad_cache_value_on_the_command_line_is_one_line_and_exit_2(repo: Repo) -> None:
-    repo.pipeline(_stage(cache={"inputs": ["../x"]}))
-    assert_usage_error(repo.cli("start"), "cache.inputs[0]", "leads outside the repository root")
+@pytest.mark.parametrize(
+    ("cache", "needles"),
+    [
+        ({"inputs": ["../x"]}, ("cache.inputs[0]: '../x' leads outside the repository root",)),
+        (
+            {"inputs": ["src"], "outputs": ["dist/../../x"]},
+            ("cache.outputs[0]: 'dist/../../x' leads outside the repository root",),
+        ),
+        (
+            {"inputs": ["src"], "outputs": ["/tmp/x"]},
+            ("cache.outputs[0]: absolute path '/tmp/x' is outside the repository root",),
+        ),
+    ],
+)
+def test_a_glob_escaping_the_root_is_one_line_and_exit_2_before_anything_runs(
+    repo: Repo, cache: dict[str, object], needles: tuple[str, ...]
+) -> None:
+    repo.pipeline(_stage(cache=cache))
+    result = repo.cli("start")
+    assert_usage_error(result, *needles)
+    assert not (repo.root / ".runs").exists()
 
 
 def test_the_declaration_and_settings_are_parsed(tmp_path: Path) -> None:

@@ -170,7 +170,7 @@ class CacheStore:
         """Write the hit's original log bytes to ``stdout``/``stderr`` and its outputs under the
         root (even where they were deleted); returns the outputs' paths.
 
-        Raises `OutsideRootError` (nothing written) when an output would land outside the root
+        Raises `RestoreRefused` (nothing written) when an output would land outside the root
         or through a link, `CorruptEntryError` when a stored file fails its check now (or the
         entry is gone), ``OSError`` when a destination cannot be written.
         """
