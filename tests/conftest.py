@@ -95,8 +95,11 @@ class Repo:
         """Run ``codex-orchestrator ARGS`` in the repository and wait for it."""
         return run_cli(self.root, *args, env={**self.env, **(env or {})}, timeout=timeout)
 
-    def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        """Start ``codex-orchestrator ARGS`` without waiting."""
+    def spawn(
+        self, *args: str, env: dict[str, str] | None = None, new_session: bool = False
+    ) -> subprocess.Popen[str]:
+        """Start ``codex-orchestrator ARGS`` without waiting (``new_session``: leading its own
+        process group, which the test may kill whole)."""
         return subprocess.Popen(
             [sys.executable, "-m", "codex_orchestrator", *args],
             cwd=self.root,
@@ -104,6 +107,7 @@ class Repo:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=new_session,
         )
 
     def start_json(

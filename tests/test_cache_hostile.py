@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 
 from helpers.cached_repo import Cached, reasons
+from helpers.processes import wait_for
+from helpers.runctl import kill_group
 
 pytestmark = pytest.mark.slow
 
@@ -73,3 +76,55 @@ def test_an_output_restore_through_a_link_out_of_the_root_is_refused_and_the_sta
     assert reasons(cached.start())["build"] == ("hit", None)  # the entry is still whole
     assert (dist / "app.txt").read_text() == "print('app')\n"
     assert first["commands"][0]["cache"]["store"] == "stored"
+
+
+def _entries(cached: Cached) -> list[Path]:
+    """The entry directories, whole or not."""
+    return list((cached.root / ".runs" / ".cache" / "entries").glob("*/*"))
+
+
+def test_an_orchestrator_killed_mid_store_leaves_nothing_that_could_hit(cached: Cached) -> None:
+    # While the marker beside the root exists (no input: the key stays the same), the output
+    # is a 2 GiB sparse file: its copy into the entry takes long enough to be caught midway.
+    big = cached.root.parent / "big"
+    big.write_text("")
+    output = (
+        f"if [ -e {big} ]; then truncate -s 2G dist/app.bin; else echo small > dist/app.bin; fi"
+    )
+    cached.repo.pipeline(
+        cached.stage(
+            "build",
+            f"mkdir -p dist; {output}",
+            cache={"inputs": ["src/**"], "outputs": ["dist/app.bin"]},
+        )
+    )
+    start = cached.repo.spawn("start", "--format", "json", new_session=True)
+    cache_dir = cached.root / ".runs" / ".cache"
+
+    def storing() -> bool:
+        assert start.poll() is None, "the store finished before it could be killed"
+        partial = list(cache_dir.glob("**/outputs/0"))
+        return bool(partial) and partial[0].stat().st_size > 0
+
+    try:
+        wait_for(storing, timeout=60, what="the store of the output to begin")
+    finally:
+        kill_group(start.pid)  # the orchestrator leads its own group: started so above
+        start.communicate(timeout=60)
+    assert start.returncode == -signal.SIGKILL
+    assert cached.ran() == ["build"]
+    assert _entries(cached) == []
+    (leftover,) = (cache_dir / "tmp").iterdir()  # lookups never read tmp/
+    big.unlink()
+    result = cached.repo.cli("start", "--format", "json")
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+    manifest = cached.repo.manifest(json.loads(result.stdout))
+    assert reasons(manifest)["build"] == ("miss", "no entry")
+    assert manifest["commands"][0]["cache"]["store"] == "stored"
+    assert cached.ran() == ["build"]
+    assert len(_entries(cached)) == 1
+    (cached.root / "dist" / "app.bin").unlink()
+    assert reasons(cached.start())["build"] == ("hit", None)
+    assert cached.ran() == []
+    assert (cached.root / "dist" / "app.bin").read_text() == "small\n"
+    shutil.rmtree(leftover)  # (the partial copy is real bytes on disk: free them now)

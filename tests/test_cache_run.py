@@ -19,6 +19,7 @@ from codex_orchestrator.persistence.prune import CACHE_CITED
 from conftest import GIT_IDENTITY, Repo, assert_one_line_error
 from evidence.helpers import write_index
 from helpers.cached_repo import Cached, reasons
+from helpers.processes import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -318,22 +319,40 @@ def test_a_run_of_hits_is_evidence_through_the_run_that_really_ran(cached: Cache
     assert "evidence-cache-chain" in check.stdout
 
 
-def test_concurrent_runs_on_one_key_leave_one_entry_and_all_succeed(cached: Cached) -> None:
-    cached.repo.pipeline(cached.stage("test", "sleep 0.2"))
-    starts = [cached.repo.spawn("start", "--format", "json") for _ in range(4)]
-    documents = []
-    for process in starts:
-        stdout, stderr = process.communicate(timeout=120)
-        assert process.returncode == 0, stderr
-        documents.append(json.loads(stdout))
+def test_ten_concurrent_runs_on_one_key_leave_one_entry_and_all_succeed(
+    cached: Cached, tmp_path: Path
+) -> None:
+    runs = 10
+    # A gate: each stage waits for a line from this FIFO, which the test writes once all ten
+    # have started: all ten look the key up before any stores it, then all store it at once.
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    cached.repo.pipeline(cached.stage("test", f"read go < {gate}", timeoutSeconds=60))
+    starts = [cached.repo.spawn("start", "--format", "json") for _ in range(runs)]
+
+    def arrived() -> bool:
+        return cached.ran_log.exists() and len(cached.ran_log.read_text().split()) == runs
+
+    wait_for(arrived, timeout=60, what="all ten stages to start")
+    writer = os.open(gate, os.O_RDWR)  # (never blocks; kept open until every line is read)
+    try:
+        os.write(writer, b"go\n" * runs)
+        documents = []
+        for process in starts:
+            stdout, stderr = process.communicate(timeout=120)
+            assert process.returncode == 0, stderr
+            documents.append(json.loads(stdout))
+    finally:
+        os.close(writer)
     fields = [cached.repo.manifest(d)["commands"][0]["cache"] for d in documents]
-    stores = [field.get("store") for field in fields if field["status"] == "miss"]
-    assert stores.count("stored") == 1 and set(stores) <= {"stored", "exists"}, fields
-    assert len(cached.ran()) == len(stores)  # a run that started after the store was a hit
+    assert [field["reason"] for field in fields] == ["no entry"] * runs, fields
+    assert sorted(field["store"] for field in fields) == ["exists"] * (runs - 1) + ["stored"]
+    assert len(cached.ran()) == runs
     entries = cached.root / ".runs" / ".cache" / "entries"
     assert len(list(entries.glob("*/*/entry.json"))) == 1
     assert not list((cached.root / ".runs" / ".cache" / "tmp").iterdir())
     assert reasons(cached.start())["test"] == ("hit", None)
+    assert cached.ran() == []
 
 
 def test_a_hit_in_a_second_worktree_restores_its_outputs_there(
