@@ -140,3 +140,20 @@ def test_outputs_that_a_remote_worker_root_cannot_honour_are_refused_before_conn
     repo.pipeline(_stage(cache=cache), settings=settings)
     result = repo.cli("start", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9")
     assert_usage_error(result, needle)
+
+
+@pytest.mark.slow
+def test_resume_refuses_outputs_a_remote_worker_root_cannot_honour_and_leaves_the_run(
+    repo: Repo,
+) -> None:
+    stage = _stage(command="exit 1", cache={"inputs": ["src"], "outputs": ["dist/a"]})
+    repo.pipeline(stage)
+    code, document = repo.start_json()
+    assert code != 0
+    repo.pipeline(stage, settings={"worker_root": "/elsewhere/repo"})
+    manifest = repo.root / document["manifest"]
+    before = manifest.read_bytes()
+    scheduler = ("--executor", "dask", "--scheduler", "tcp://127.0.0.1:9")
+    result = repo.cli("resume", document["run_id"], *scheduler)
+    assert_usage_error(result, "pipeline main, stage test: cache.outputs cannot be restored")
+    assert manifest.read_bytes() == before
