@@ -58,6 +58,9 @@ def test_an_output_restore_through_a_link_out_of_the_root_is_refused_and_the_sta
             os.symlink(victim, dist / "app.txt")
         else:
             os.symlink(outside, dist)
+        plan = json.loads(cached.repo.cli("plan", "--format", "json").stdout)
+        planned = plan["stages"][0]["cache"]
+        assert (planned["status"], planned["reason"]) == ("miss", f"output {why}")  # as in a run
         result = cached.repo.cli("start", "--format", "json")
         assert result.returncode == 0, result.stderr
         (warning,) = [line for line in result.stderr.splitlines() if line.startswith("warning:")]

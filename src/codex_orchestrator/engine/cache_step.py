@@ -184,8 +184,21 @@ class RunCache:
                 if self.enabled and not found:
                     stack.enter_context(self.cache.fingerprinter.snapshot())
                 hit = self.lookup(index, stage, {**os.environ, **stage.env})
-                found[stage_id] = _hit_field(hit) if hit is not None else self._looked[index].field
+                found[stage_id] = self._planned(index, hit)
         return found
+
+    def _planned(self, index: int, hit: Hit | None) -> dict[str, Any]:
+        """What `plan` shows for stage ``index``: a hit that a run would refuse to restore is
+        the miss the run would record."""
+        if hit is None:
+            return self._looked[index].field
+        from codex_orchestrator.cache.errors import RestoreRefused
+
+        try:
+            self.cache.store.check_restore(hit)
+        except RestoreRefused as error:
+            return {**self._looked[index].field, "reason": error.reason}
+        return _hit_field(hit)
 
     def replay(self, index: int, hit: Hit, stdout: Path, stderr: Path) -> dict[str, Any] | None:
         """Restore ``hit`` into stage ``index``'s log paths and its outputs under the root: the
