@@ -143,6 +143,18 @@ def test_outputs_that_a_remote_worker_root_cannot_honour_are_refused_before_conn
 
 
 @pytest.mark.slow
+def test_a_worker_root_naming_this_tree_through_a_link_is_this_tree(
+    repo: Repo, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    link = tmp_path_factory.mktemp("elsewhere") / "repo"
+    link.symlink_to(repo.root)
+    stage = _stage(cache={"inputs": ["src"], "outputs": ["dist/a"]})
+    repo.pipeline(stage, settings={"worker_root": f"{link}/"})
+    result = repo.cli("start", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9")
+    assert_usage_error(result, "cannot reach the Dask scheduler")
+
+
+@pytest.mark.slow
 def test_resume_refuses_outputs_a_remote_worker_root_cannot_honour_and_leaves_the_run(
     repo: Repo,
 ) -> None:

@@ -316,7 +316,10 @@ def refuse_remote_outputs(
     if executor != "dask" or not Settings.resolve(config.settings).cache:
         return
     worker_root = config.settings.get("worker_root")
-    if worker_root is None or Path(str(worker_root)) == workspace.root:
+    # the same tree named through a link is the same tree (a path absent here stays as given)
+    if worker_root is None or os.path.realpath(str(worker_root)) == os.path.realpath(
+        workspace.root
+    ):
         return
     for owner, stage in _command_stages(config, pipeline):
         if stage.cache is not None and stage.cache.outputs:
