@@ -38,9 +38,13 @@ def test_a_group_of_zombies_ends_at_once_without_reading_a_closed_hurry_descript
 @pytest.mark.slow
 def test_the_worker_side_reap_ends_a_verified_group_as_its_supervisor_would() -> None:
     stubborn = subprocess.Popen(
-        ["sh", "-c", "trap '' TERM; sleep 60 & wait"], start_new_session=True
+        ["sh", "-c", "trap '' TERM; sleep 60 & echo ready; wait"],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
     )
     try:
+        # a SIGTERM sent before the shell ran `trap` would end it: wait until it has
+        assert stubborn.stdout is not None and stubborn.stdout.readline() == b"ready\n"
         ticks = process_start_ticks(stubborn.pid)
         assert ticks is not None
         assert supervisor.reap(stubborn.pid, ticks - 1, 0.2, "") == 1  # another process now
@@ -52,6 +56,8 @@ def test_the_worker_side_reap_ends_a_verified_group_as_its_supervisor_would() ->
         if stubborn.poll() is None:
             stubborn.kill()
         stubborn.wait()
+        if stubborn.stdout is not None:
+            stubborn.stdout.close()
 
 
 IGNORES_TERM = (
@@ -82,6 +88,8 @@ def test_marked_processes_are_counted_whether_sigterm_or_sigkill_ends_them() -> 
         for proc in (polite, stubborn):
             proc.kill()
             proc.wait()
+        if stubborn.stdout is not None:
+            stubborn.stdout.close()
 
 
 ORPHANS = """
