@@ -1,5 +1,5 @@
-"""The stage cache end to end under hostile conditions: an orchestrator killed mid-store, ten
-concurrent runs on one key, outputs replaced by links out of the root (SPEC §16)."""
+"""The stage cache end to end under hostile conditions: an orchestrator killed mid-store, outputs
+replaced by links out of the root, a cancelled stage that exits 0 (SPEC §16)."""
 
 from __future__ import annotations
 
@@ -131,3 +131,29 @@ def test_an_orchestrator_killed_mid_store_leaves_nothing_that_could_hit(cached: 
     assert cached.ran() == []
     assert (cached.root / "dist" / "app.bin").read_text() == "small\n"
     shutil.rmtree(leftover)  # (the partial copy is real bytes on disk: free them now)
+
+
+def test_a_cancelled_stage_that_exits_0_is_never_stored(cached: Cached) -> None:
+    # The stage ends with exit 0 on the SIGTERM of its cancellation: a clean exit code, but not
+    # a clean success, so nothing may be stored (it would be a hit for work never finished).
+    started, finish = cached.root.parent / "started", cached.root.parent / "finish"
+    command = f"[ -e {finish} ] && exit 0; trap 'exit 0' TERM; touch {started}; sleep 30 & wait"
+    cached.repo.pipeline(cached.stage("build", command))
+    start = cached.repo.spawn("start", "--format", "json")
+    try:
+        wait_for(started.exists, timeout=60, what="the stage to start")
+        os.kill(start.pid, signal.SIGTERM)  # the orchestrator cancels the run
+        out, _ = start.communicate(timeout=60)
+    finally:
+        if start.poll() is None:
+            start.kill()
+            start.communicate()
+    manifest = cached.repo.manifest(json.loads(out))
+    (stage,) = manifest["commands"]
+    # the run is cancelled; its stage failed by the cancellation, whatever its exit code
+    assert (manifest["status"], stage["status"], stage["exit_code"]) == ("cancelled", "failed", 0)
+    assert stage["summary"].startswith("cancelled by SIGTERM")
+    assert stage["cache"].get("store") != "stored"
+    assert _entries(cached) == []
+    finish.write_text("")
+    assert reasons(cached.start())["build"] == ("miss", "no entry")
