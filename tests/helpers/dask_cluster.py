@@ -288,8 +288,9 @@ def running_handle(repo: Repo, stage_index: int) -> dict[str, Any] | None:
     return None
 
 
-def first_stage_handle(repo: Repo, timeout: float = 30.0) -> dict[str, Any]:
-    """The handle of the first stage of the only run in the repository, once it runs."""
+def first_stage_handle(repo: Repo, timeout: float = 60.0) -> dict[str, Any]:
+    """The handle of the first stage of the only run in the repository, once it runs (a
+    loaded machine took over 30 s to import Dask, connect and start a stage)."""
     handle: dict[str, Any] = processes.wait_for(
         lambda: running_handle(repo, 0), timeout, "the remote stage to start"
     )
