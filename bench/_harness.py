@@ -30,6 +30,9 @@ HEARTBEAT_SECONDS = "5"
 #: Where the CLI children keep their bytecode cache (set by run.py to a temp dir), so every run
 #: starts with a warm cache as after `pip install`, whatever PYTHONDONTWRITEBYTECODE says.
 PYCACHE_PREFIX: Path | None = None
+#: A source tree whose package the CLI children run instead of the installed one
+#: (``PYTHONPATH``); bench/compare.py sets it to an earlier commit's ``src``.
+PACKAGE_SOURCE_ENV = "CODEX_BENCH_PACKAGE_SOURCE"
 #: The 80-character line (plus newline) used by the `yes` generator.
 LINE_80 = "0123456789" * 7 + "012345678"
 
@@ -212,6 +215,10 @@ def bench_env(root: Path) -> dict[str, str]:
     env["CODEX_ORCHESTRATOR_ROOT"] = str(root)
     env["CODEX_ORCHESTRATOR_HEARTBEAT_INTERVAL_SECONDS"] = HEARTBEAT_SECONDS
     env.pop("PYTHONPROFILEIMPORTTIME", None)
+    env.pop(PACKAGE_SOURCE_ENV, None)
+    source = os.environ.get(PACKAGE_SOURCE_ENV)
+    if source:
+        env["PYTHONPATH"] = source
     if PYCACHE_PREFIX is not None:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(PYCACHE_PREFIX)

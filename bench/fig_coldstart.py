@@ -120,19 +120,17 @@ def measure(profile: Profile) -> list[Figure]:
 
 def _without_bytecode_cache(env: dict[str, str], cwd: Path, profile: Profile) -> Figure:
     """`plan` with the package compiled from source at every start (stdlib keeps its cache)."""
-    import codex_orchestrator
-
+    where = [PYTHON, "-c", "import codex_orchestrator as c; print(c.__file__)"]
     with tempfile.TemporaryDirectory(prefix="codex-bench-nopyc-") as tmp:
-        package = Path(codex_orchestrator.__file__).parent
+        # the package the CLI children run (bench/compare.py may point them at another tree)
+        package = Path(timed_run(where, env=env, cwd=cwd)[1].stdout.decode().strip()).parent
         shutil.copytree(
             package, Path(tmp) / package.name, ignore=shutil.ignore_patterns("__pycache__")
         )
         raw = {key: value for key, value in env.items() if key != "PYTHONPYCACHEPREFIX"}
         raw["PYTHONDONTWRITEBYTECODE"] = "1"
         raw["PYTHONPATH"] = os.pathsep.join(filter(None, [tmp, env.get("PYTHONPATH")]))
-        _, probe = timed_run(
-            [PYTHON, "-c", "import codex_orchestrator as c; print(c.__file__)"], env=raw, cwd=cwd
-        )
+        _, probe = timed_run(where, env=raw, cwd=cwd)
         if not probe.stdout.decode().strip().startswith(tmp):
             raise BenchError(f"the uncached copy was not imported: {probe.stdout!r}")
         bare = _runner([PYTHON, "-c", "pass"], raw, cwd)

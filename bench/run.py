@@ -6,6 +6,8 @@ Usage (from the repo root, after ``pip install -e .``)::
     python bench/run.py --quick         # CI smoke: 20 MB, 50 concurrent runs (< 60 s)
     python bench/run.py --json out.json --only capture,stages
 
+``python bench/compare.py REV`` runs these figures for this checkout and for commit REV in turn.
+
 Prints a table (figure, measured, baseline, result, target, PASS/MISS) on stdout; progress
 goes to stderr. Exit status: 0, or 1 when a measurement broke (ERROR) or, with ``--strict``,
 when a figure missed its target.

@@ -14,11 +14,14 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from helpers.processes import end_marked_processes
+
+if TYPE_CHECKING:
+    from helpers.cached_repo import Cached
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 # Set per test (see ``_end_leftover_processes``); not a CODEX_ORCHESTRATOR_ variable, so
@@ -107,8 +110,11 @@ class Repo:
         """Run ``codex-orchestrator ARGS`` in the repository and wait for it."""
         return run_cli(self.root, *args, env={**self.env, **(env or {})}, timeout=timeout)
 
-    def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        """Start ``codex-orchestrator ARGS`` without waiting."""
+    def spawn(
+        self, *args: str, env: dict[str, str] | None = None, new_session: bool = False
+    ) -> subprocess.Popen[str]:
+        """Start ``codex-orchestrator ARGS`` without waiting (``new_session``: leading its own
+        process group, which the test may kill whole)."""
         return subprocess.Popen(
             [sys.executable, "-m", "codex_orchestrator", *args],
             cwd=self.root,
@@ -116,6 +122,7 @@ class Repo:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=new_session,
         )
 
     def start_json(
@@ -218,6 +225,14 @@ def repo(tmp_path: Path, _repo_template: Path) -> Repo:
     root = tmp_path / "repo"
     shutil.copytree(_repo_template, root, symlinks=True)
     return Repo(root)
+
+
+@pytest.fixture
+def cached(repo: Repo) -> Cached:
+    """``repo`` whose cached stages count their real runs (`helpers.cached_repo`)."""
+    from helpers.cached_repo import Cached  # it needs `Repo`, defined here
+
+    return Cached(repo)
 
 
 GIT_IDENTITY = ("-c", "user.name=test", "-c", "user.email=test@example.com")

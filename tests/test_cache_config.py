@@ -67,9 +67,27 @@ def assert_config_error(root: Path, document: dict[str, Any], needles: tuple[str
 
 
 @pytest.mark.slow
-def test_a_bad_cache_value_on_the_command_line_is_one_line_and_exit_2(repo: Repo) -> None:
-    repo.pipeline(_stage(cache={"inputs": ["../x"]}))
-    assert_usage_error(repo.cli("start"), "cache.inputs[0]", "leads outside the repository root")
+@pytest.mark.parametrize(
+    ("cache", "needles"),
+    [
+        ({"inputs": ["../x"]}, ("cache.inputs[0]: '../x' leads outside the repository root",)),
+        (
+            {"inputs": ["src"], "outputs": ["dist/../../x"]},
+            ("cache.outputs[0]: 'dist/../../x' leads outside the repository root",),
+        ),
+        (
+            {"inputs": ["src"], "outputs": ["/tmp/x"]},
+            ("cache.outputs[0]: absolute path '/tmp/x' is outside the repository root",),
+        ),
+    ],
+)
+def test_a_glob_escaping_the_root_is_one_line_and_exit_2_before_anything_runs(
+    repo: Repo, cache: dict[str, object], needles: tuple[str, ...]
+) -> None:
+    repo.pipeline(_stage(cache=cache))
+    result = repo.cli("start")
+    assert_usage_error(result, *needles)
+    assert not (repo.root / ".runs").exists()
 
 
 def test_the_declaration_and_settings_are_parsed(tmp_path: Path) -> None:
@@ -122,3 +140,32 @@ def test_outputs_that_a_remote_worker_root_cannot_honour_are_refused_before_conn
     repo.pipeline(_stage(cache=cache), settings=settings)
     result = repo.cli("start", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9")
     assert_usage_error(result, needle)
+
+
+@pytest.mark.slow
+def test_a_worker_root_naming_this_tree_through_a_link_is_this_tree(
+    repo: Repo, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    link = tmp_path_factory.mktemp("elsewhere") / "repo"
+    link.symlink_to(repo.root)
+    stage = _stage(cache={"inputs": ["src"], "outputs": ["dist/a"]})
+    repo.pipeline(stage, settings={"worker_root": f"{link}/"})
+    result = repo.cli("start", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9")
+    assert_usage_error(result, "cannot reach the Dask scheduler")
+
+
+@pytest.mark.slow
+def test_resume_refuses_outputs_a_remote_worker_root_cannot_honour_and_leaves_the_run(
+    repo: Repo,
+) -> None:
+    stage = _stage(command="exit 1", cache={"inputs": ["src"], "outputs": ["dist/a"]})
+    repo.pipeline(stage)
+    code, document = repo.start_json()
+    assert code != 0
+    repo.pipeline(stage, settings={"worker_root": "/elsewhere/repo"})
+    manifest = repo.root / document["manifest"]
+    before = manifest.read_bytes()
+    scheduler = ("--executor", "dask", "--scheduler", "tcp://127.0.0.1:9")
+    result = repo.cli("resume", document["run_id"], *scheduler)
+    assert_usage_error(result, "pipeline main, stage test: cache.outputs cannot be restored")
+    assert manifest.read_bytes() == before

@@ -1,6 +1,6 @@
 """The stage cache end to end: the real CLI, real files, real stage processes (SPEC §16).
 
-Every cached stage appends a line to ``ran.log`` outside the root (a file that is no input),
+Every cached stage appends a line to ``ran.log`` outside the root (see `helpers.cached_repo`),
 so each test can see which stages really started a process.
 """
 
@@ -18,58 +18,10 @@ import pytest
 from codex_orchestrator.persistence.prune import CACHE_CITED
 from conftest import GIT_IDENTITY, Repo, assert_one_line_error
 from evidence.helpers import write_index
+from helpers.cached_repo import Cached, reasons
+from helpers.processes import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-class Cached:
-    """A repository whose stages count their real runs in ``ran.log``, beside the root."""
-
-    def __init__(self, repo: Repo) -> None:
-        self.repo = repo
-        self.root = repo.root
-        self.ran_log = repo.root.parent / "ran.log"
-        if not (self.root / "src").exists():  # (a second worktree has it already)
-            (self.root / "src").mkdir()
-            (self.root / "src" / "app.py").write_text("print('app')\n")
-
-    def stage(self, stage_id: str, extra: str = "", **fields: Any) -> dict[str, Any]:
-        """A stage that records its run, prints to both streams and does ``extra``."""
-        command = f"echo {stage_id} >> {self.ran_log}; echo out-{stage_id}; echo err-{stage_id} >&2"
-        fields.setdefault("cache", {"inputs": ["src/**"]})
-        return {"id": stage_id, "command": command + (f"; {extra}" if extra else ""), **fields}
-
-    def ran(self) -> list[str]:
-        """The stages that started a process since the last call."""
-        if not self.ran_log.exists():
-            return []
-        lines = self.ran_log.read_text().split()
-        self.ran_log.unlink()
-        return lines
-
-    def start(self, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-        """``start ARGS``; the run's manifest (the run must have succeeded)."""
-        code, document = self.repo.start_json(*args, env=env)
-        manifest = self.repo.manifest(document)
-        assert code == 0, manifest
-        return manifest
-
-    def caches(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Each stage's ``cache`` field."""
-        return {entry["id"]: entry.get("cache") for entry in manifest["commands"]}
-
-
-@pytest.fixture
-def cached(repo: Repo) -> Cached:
-    return Cached(repo)
-
-
-def _reasons(manifest: dict[str, Any]) -> dict[str, str | None]:
-    return {
-        entry["id"]: (entry["cache"]["status"], entry["cache"]["reason"])
-        for entry in manifest["commands"]
-        if entry.get("cache")
-    }
 
 
 def test_a_hit_spawns_nothing_replays_the_logs_and_restores_outputs(cached: Cached) -> None:
@@ -128,14 +80,14 @@ def test_each_change_the_key_covers_is_a_miss_naming_it(cached: Cached) -> None:
     ]
     for change, reason in steps:
         change()
-        assert _reasons(cached.start())["test"] == ("miss", reason)
+        assert reasons(cached.start())["test"] == ("miss", reason)
         assert cached.ran() == ["test"]
-        assert _reasons(cached.start())["test"] == ("hit", None)
+        assert reasons(cached.start())["test"] == ("hit", None)
         assert cached.ran() == []
     environment = {"FLAVOUR": "mint"}
-    assert _reasons(cached.start(env=environment))["test"] == ("miss", "env FLAVOUR changed")
-    assert _reasons(cached.start(env={"FLAVOUR": ""}))["test"] == ("miss", "env FLAVOUR changed")
-    assert _reasons(cached.start(env=environment))["test"] == ("hit", None)
+    assert reasons(cached.start(env=environment))["test"] == ("miss", "env FLAVOUR changed")
+    assert reasons(cached.start(env={"FLAVOUR": ""}))["test"] == ("miss", "env FLAVOUR changed")
+    assert reasons(cached.start(env=environment))["test"] == ("hit", None)
 
 
 def test_an_upstream_change_invalidates_the_stages_that_need_it_only(cached: Cached) -> None:
@@ -151,7 +103,7 @@ def test_an_upstream_change_invalidates_the_stages_that_need_it_only(cached: Cac
     (cached.root / "src" / "app.py").write_text("changed\n")
     manifest = cached.start()
     assert sorted(cached.ran()) == ["build", "test"]
-    assert _reasons(manifest) == {
+    assert reasons(manifest) == {
         "build": ("miss", "src/app.py modified"),
         "test": ("miss", "needs build changed"),
         "docs": ("hit", None),
@@ -171,12 +123,12 @@ def test_failing_timed_out_and_allowed_failures_are_never_stored(cached: Cached)
     code, document = cached.repo.start_json()
     manifest = cached.repo.manifest(document)
     assert sorted(cached.ran()) == ["allowed", "flaky", "slow"]  # nothing failing was a hit
-    assert _reasons(manifest) == {
+    assert reasons(manifest) == {
         "flaky": ("miss", "no entry"),
         "slow": ("miss", "no entry"),
         "allowed": ("miss", "no entry"),
     }
-    assert _reasons(cached.repo.manifest(cached.repo.start_json()[1]))["flaky"] == ("hit", None)
+    assert reasons(cached.repo.manifest(cached.repo.start_json()[1]))["flaky"] == ("hit", None)
     # fix, then break again (the fix is outside the inputs): still a hit, as the cache page
     # says; an input edit that breaks the stage is a miss, and a failure is never stored
     (cached.root / "src" / "app.py").write_text("broken\n")
@@ -192,7 +144,7 @@ def test_no_cache_runs_everything_and_still_stores(cached: Cached) -> None:
     assert cached.ran() == ["test"]
     assert manifest["commands"][0]["cache"]["reason"] == "--no-cache"
     assert manifest["commands"][0]["cache"]["store"] == "stored"
-    assert _reasons(cached.start())["test"] == ("hit", None)
+    assert reasons(cached.start())["test"] == ("hit", None)
     assert cached.ran() == []
     cached.start("--no-cache")
     assert cached.ran() == ["test"]
@@ -231,10 +183,10 @@ def test_a_damaged_entry_is_a_miss_with_a_warning_and_the_stage_runs(cached: Cac
     assert result.returncode == 0
     assert "is damaged" in result.stderr
     manifest = cached.repo.manifest(json.loads(result.stdout))
-    status, reason = _reasons(manifest)["test"]
+    status, reason = reasons(manifest)["test"]
     assert status == "miss" and reason is not None and reason.startswith("entry damaged")
     assert cached.ran() == ["test", "test"]
-    assert _reasons(cached.start())["test"] == ("hit", None)  # the next store repaired it
+    assert reasons(cached.start())["test"] == ("hit", None)  # the next store repaired it
 
 
 def test_a_link_out_of_the_root_and_a_fifo_among_the_inputs_are_never_read(
@@ -247,7 +199,7 @@ def test_a_link_out_of_the_root_and_a_fifo_among_the_inputs_are_never_read(
     cached.repo.pipeline(cached.stage("test"))
     cached.start()
     secret.write_text("two\n")  # the link's target is outside the root: not an input
-    assert _reasons(cached.start())["test"] == ("hit", None)
+    assert reasons(cached.start())["test"] == ("hit", None)
 
 
 def _tree_state(directory: Path) -> list[tuple[str, int, int]]:
@@ -341,7 +293,7 @@ def test_prune_keeps_the_runs_the_cache_cites_and_evicts_to_the_budget(cached: C
     assert [run["run_id"] for run in document["removed"]] == [ran["run_id"]]
     (evicted,) = document["cache"]["evicted"]
     assert evicted["from_run"] == ran["run_id"] and document["cache"]["bytes_freed"] > 0
-    assert _reasons(cached.start())["test"] == ("miss", "no entry")
+    assert reasons(cached.start())["test"] == ("miss", "no entry")
 
 
 def test_a_run_of_hits_is_evidence_through_the_run_that_really_ran(cached: Cached) -> None:
@@ -352,7 +304,7 @@ def test_a_run_of_hits_is_evidence_through_the_run_that_really_ran(cached: Cache
     cached.repo.pipeline(cached.stage("test"), tasks={"mirrors": ["tasks/tasks-{task}.md"]})
     ran = cached.start("--task", task)
     served = cached.start("--task", task)
-    assert _reasons(served)["test"] == ("hit", None)
+    assert reasons(served)["test"] == ("hit", None)
     marked = cached.repo.cli("tasks", "mark", task, "run tests", "--run", served["run_id"])
     assert marked.returncode == 0, marked.stderr
     check = cached.repo.cli("tasks", "check", task, "--format", "json")
@@ -367,47 +319,98 @@ def test_a_run_of_hits_is_evidence_through_the_run_that_really_ran(cached: Cache
     assert "evidence-cache-chain" in check.stdout
 
 
-def test_concurrent_runs_on_one_key_leave_one_entry_and_all_succeed(cached: Cached) -> None:
-    cached.repo.pipeline(cached.stage("test", "sleep 0.2"))
-    starts = [cached.repo.spawn("start", "--format", "json") for _ in range(4)]
-    documents = []
-    for process in starts:
-        stdout, stderr = process.communicate(timeout=120)
-        assert process.returncode == 0, stderr
-        documents.append(json.loads(stdout))
+def test_a_hit_from_another_worktrees_run_restores_there_and_is_evidence_through_it(
+    cached: Cached, tmp_path: Path
+) -> None:
+    """Worktrees sharing a cache dir: a hit stored by the second worktree's run is served in the
+    first (outputs restored), and its chain leads to the run in the second worktree."""
+    task, shared = "0100-cache", tmp_path / "shared-cache"
+    settings = {"cache_dir": str(shared)}
+    build = cached.stage(
+        "build",
+        "mkdir -p dist && cp src/app.py dist/app.txt",
+        cache={"inputs": ["src/**"], "outputs": ["dist/app.txt"]},
+    )
+    cached.repo.pipeline(build, settings=settings, tasks={"mirrors": ["tasks/tasks-{task}.md"]})
+    (cached.root / ".gitignore").write_text(".runs/\nout/\ndist/\n")
+    for command in (["add", "-A"], ["commit", "-qm", "src"]):
+        subprocess.run(["git", *GIT_IDENTITY, *command], cwd=cached.root, check=True)
+    second = Path(os.path.realpath(tmp_path / "second"))
+    subprocess.run(["git", "worktree", "add", "-q", str(second)], cwd=cached.root, check=True)
+    other = Cached(Repo(second))  # its runs log is beside the first one's
+    ran = other.start("--task", task)
+    ran_manifest = str(second / ran["artifact_root"] / "manifest.json")
+    served = cached.start("--task", task)
+    assert cached.ran() == ["build"]  # the second worktree's run, only
+    assert served["commands"][0]["cache"]["from_run"] == ran["run_id"]
+    assert (cached.root / "dist" / "app.txt").read_text() == "print('app')\n"
+    write_index(cached.root, {"id": "0100", "slug": "cache", "title": "Cache", "status": "open"})
+    checklist = cached.root / "tasks" / f"tasks-{task}.md"
+    checklist.write_text("# Cache\n\n- [ ] Build\n- [ ] Build again\n")
+
+    marked = cached.repo.cli("tasks", "mark", task, "build", "--run", served["run_id"])
+    assert marked.returncode == 0, marked.stderr
+    assert f"stage build: ran in run {ran['run_id']}, {ran_manifest}" in marked.stdout
+    check = cached.repo.cli("tasks", "check", task, "--format", "json")
+    assert check.returncode == 0, check.stdout
+    (note,) = json.loads(check.stdout)["tasks"][0]["notes"]
+    assert note["kind"] == "evidence-from-worktree" and ran_manifest in note["message"]
+    # prune where it ran keeps the run that the shared cache's entry cites
+    document = json.loads(other.repo.cli("prune", "--keep", "0", "--format", "json").stdout)
+    assert {"run_id": ran["run_id"], "reason": CACHE_CITED} in document["kept"]
+
+    # its entry evicted, the run goes: the chain is broken, and says where it was looked for
+    other.repo.pipeline(build, settings={**settings, "cache_max_bytes": 1})
+    document = json.loads(other.repo.cli("prune", "--keep", "0", "--format", "json").stdout)
+    assert [run["run_id"] for run in document["removed"]] == [ran["run_id"]]
+    gone = f"run {ran['run_id']}, which ran it, no longer exists (looked in .runs and in"
+    check = cached.repo.cli("tasks", "check", task, "--format", "json")
+    assert check.returncode == 1
+    (problem,) = json.loads(check.stdout)["tasks"][0]["problems"]
+    assert problem["kind"] == "evidence-cache-chain"
+    assert f"{gone} the other worktrees' {second / '.runs'})" in problem["message"]
+    # the worktree removed, git lists no other
+    remove = ["git", "worktree", "remove", "--force", str(second)]
+    subprocess.run(remove, cwd=cached.root, check=True)
+    refused = cached.repo.cli("tasks", "mark", task, "build again", "--run", served["run_id"])
+    line = assert_one_line_error(refused, refused.returncode, "served from the stage cache")
+    assert f"{gone} no other worktree (git lists none))" in line
+
+
+def test_ten_concurrent_runs_on_one_key_leave_one_entry_and_all_succeed(
+    cached: Cached, tmp_path: Path
+) -> None:
+    runs = 10
+    # A gate: each stage waits for a line from this FIFO, which the test writes once all ten
+    # have started: all ten look the key up before any stores it, then all store it at once.
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    cached.repo.pipeline(cached.stage("test", f"read go < {gate}", timeoutSeconds=60))
+    starts = [cached.repo.spawn("start", "--format", "json") for _ in range(runs)]
+
+    def arrived() -> bool:
+        return cached.ran_log.exists() and len(cached.ran_log.read_text().split()) == runs
+
+    wait_for(arrived, timeout=60, what="all ten stages to start")
+    writer = os.open(gate, os.O_RDWR)  # (never blocks; kept open until every line is read)
+    try:
+        os.write(writer, b"go\n" * runs)
+        documents = []
+        for process in starts:
+            stdout, stderr = process.communicate(timeout=120)
+            assert process.returncode == 0, stderr
+            documents.append(json.loads(stdout))
+    finally:
+        os.close(writer)
     fields = [cached.repo.manifest(d)["commands"][0]["cache"] for d in documents]
-    stores = [field.get("store") for field in fields if field["status"] == "miss"]
-    assert stores.count("stored") == 1 and set(stores) <= {"stored", "exists"}, fields
-    assert len(cached.ran()) == len(stores)  # a run that started after the store was a hit
+    assert [field["reason"] for field in fields] == ["no entry"] * runs, fields
+    assert sorted(field["store"] for field in fields) == ["exists"] * (runs - 1) + ["stored"]
+    assert len(cached.ran()) == runs
     entries = cached.root / ".runs" / ".cache" / "entries"
     assert len(list(entries.glob("*/*/entry.json"))) == 1
     assert not list((cached.root / ".runs" / ".cache" / "tmp").iterdir())
-    assert _reasons(cached.start())["test"] == ("hit", None)
-
-
-def test_a_hit_in_a_second_worktree_restores_its_outputs_there(
-    cached: Cached, tmp_path: Path
-) -> None:
-    shared = tmp_path / "shared-cache"
-    cached.repo.pipeline(
-        cached.stage(
-            "build",
-            "mkdir -p dist && cp src/app.py dist/app.txt",
-            cache={"inputs": ["src/**"], "outputs": ["dist/app.txt"]},
-        ),
-        settings={"cache_dir": str(shared)},
-    )
-    (cached.root / ".gitignore").write_text(".runs/\ndist/\n")
-    for command in (["add", "-A"], ["commit", "-qm", "src"]):
-        subprocess.run(["git", *GIT_IDENTITY, *command], cwd=cached.root, check=True)
-    ran = cached.start()
-    assert cached.ran() == ["build"]
-    second = tmp_path / "second"
-    subprocess.run(["git", "worktree", "add", "-q", str(second)], cwd=cached.root, check=True)
-    served = Cached(Repo(second)).start()  # its runs log is beside the first one's
+    assert reasons(cached.start())["test"] == ("hit", None)
     assert cached.ran() == []
-    assert served["commands"][0]["cache"]["from_run"] == ran["run_id"]
-    assert (second / "dist" / "app.txt").read_text() == "print('app')\n"
 
 
 def test_resume_looks_cached_stages_up_and_no_cache_runs_them(cached: Cached) -> None:
@@ -429,7 +432,7 @@ def test_resume_looks_cached_stages_up_and_no_cache_runs_them(cached: Cached) ->
         assert result.returncode == 0, result.stderr
         resumed = cached.repo.manifest(json.loads(result.stdout))
         assert cached.ran() == ran
-        assert _reasons(resumed)["after"][0] == status
+        assert reasons(resumed)["after"][0] == status
 
 
 def test_a_stage_that_runs_between_hits_is_seen_by_the_next_lookup(cached: Cached) -> None:
@@ -442,7 +445,7 @@ def test_a_stage_that_runs_between_hits_is_seen_by_the_next_lookup(cached: Cache
     cached.start()
     assert cached.ran() == ["first", "reader"]
     manifest = cached.start()
-    assert _reasons(manifest) == {
+    assert reasons(manifest) == {
         "first": ("hit", None),
         "reader": ("miss", "src/generated.txt modified"),
     }

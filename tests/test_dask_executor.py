@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from conftest import SRC, Repo
+from helpers.cached_repo import Cached, reasons
 from helpers.dask_cluster import (
     DASK,
     PATIENT_CONNECT_SECONDS,
@@ -485,6 +486,31 @@ def test_worker_root_maps_the_repository_path_on_workers(
     entry = repo.manifest(document)["commands"][0]
     output = (repo.root / entry["log_path"]).read_text()
     assert output == f"worker copy\n{(mirror / 'sub').resolve()}\n"
+
+
+def test_a_cache_hit_sends_nothing_to_the_cluster(cached: Cached, cluster: DaskCluster) -> None:
+    import distributed
+
+    cached.repo.pipeline(cached.stage("remotecached"))
+    env = dask_env(cluster)
+
+    def stage_tasks(dask_scheduler: Any) -> set[str]:
+        """The stage's tasks in the scheduler's log (its last thousand transitions: far more
+        than this test makes)."""
+        keys = {str(transition[0]) for transition in dask_scheduler.transition_log}
+        return {key for key in keys if key.startswith("codex-stage-remotecached-")}
+
+    with distributed.Client(cluster.address, set_as_default=False) as spy:
+        ran = cached.start(env=env)
+        sent = spy.run_on_scheduler(stage_tasks)
+        served = cached.start(env=env)
+        assert spy.run_on_scheduler(stage_tasks) == sent  # no task reached the scheduler
+    assert len(sent) == 1
+    assert ran["commands"][0]["worker"] in {cluster.worker_address(n) for n in (0, 1)}
+    assert cached.ran() == ["remotecached"]
+    assert reasons(served)["remotecached"] == ("hit", None)
+    assert served["commands"][0].get("worker") is None
+    assert (cached.root / served["commands"][0]["log_path"]).read_text() == "out-remotecached\n"
 
 
 def test_a_remote_stage_gets_the_runs_variables_the_passed_ones_and_the_workers_paths(

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from markdown_it import MarkdownIt
 
+from codex_orchestrator.util.terminal_text import prefixed_line
 from codex_orchestrator.view.github import (
     SUMMARY_BYTES,
     CommandGate,
@@ -27,7 +28,6 @@ from codex_orchestrator.view.github import (
     escape_data,
     escape_property,
     group,
-    stage_line,
     step_summary_markdown,
     workflow_command,
 )
@@ -123,7 +123,7 @@ def test_no_line_a_stage_prints_becomes_a_command(tmp_path: Path) -> None:
             assert re.match(r"\[(lint|test)\] ", line), line
     # The prefix alone defeats every "::" injection; only the legacy "##[" form, which the
     # runner finds anywhere in a line, gets through it: hence the stop around stage output.
-    prefixed = "".join(stage_line("lint", line) + "\n" for line in printed.split("\n"))
+    prefixed = "".join(prefixed_line("lint", line) + "\n" for line in printed.split("\n"))
     leaked = runner_commands(prefixed)
     assert [(command.name, command.data) for command in leaked] == [
         ("error", "legacy form anywhere"),

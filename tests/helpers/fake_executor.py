@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
 from typing import Any
@@ -71,5 +72,9 @@ def fake_context(repo: Repo, executor: FakeExecutor) -> tuple[RunContext, Config
     """The run context of ``repo``'s config, running stages on ``executor``."""
     workspace = Workspace.from_env({"CODEX_ORCHESTRATOR_ROOT": str(repo.root)})
     config, settings = load(workspace)
-    ctx = run_context(workspace, config, settings, "default", Reporter("json"))
+    flags = argparse.Namespace(
+        executor=None, scheduler=None, detach=False, quiet=False, no_cache=False
+    )
+    pipeline = config.resolve_pipeline(None)
+    ctx = run_context(flags, workspace, config, settings, "default", pipeline, Reporter("json"))
     return ctx._replace(executor=executor), config

@@ -10,7 +10,13 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from codex_orchestrator.util.terminal_text import StreamNeutraliser, last_line, neutralise
+from codex_orchestrator.util import terminal_text
+from codex_orchestrator.util.terminal_text import (
+    StreamNeutraliser,
+    escape_json_controls,
+    last_line,
+    neutralise,
+)
 from codex_orchestrator.view.rows import fit_rows, headline, running_line, stage_rows
 
 UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -27,6 +33,16 @@ def test_neutralised_stream_holds_no_control_byte(chunks: list[bytes]) -> None:
     stream = StreamNeutraliser()
     out = b"".join(stream.feed(chunk) for chunk in chunks).decode("utf-8")
     assert not UNSAFE.search(out)
+
+
+def test_no_character_the_neutraliser_changes_takes_its_fast_path() -> None:
+    # `neutralise` skips its regular expressions for text whose lines are all printable; that is
+    # only sound if no character of its unsafe set is printable (on this Python's Unicode tables)
+    unsafe = re.compile(terminal_text._UNSAFE)
+    every = "".join(chr(code) for code in range(0x110000))
+    assert len(unsafe.findall(every)) == 97  # C0 but newline, DEL, C1, 33 format characters
+    assert unsafe.search("".join(char for char in every if char.isprintable())) is None
+    assert escape_json_controls("\u202e\x7f") == "\\u202e\\u007f"
 
 
 def test_escape_sequences_are_dropped_and_controls_shown() -> None:

@@ -2,11 +2,13 @@
 
 Input problems (`InputsUnavailable`, `UnstableInput`) never escape `Fingerprinter.inputs`:
 they become the ``problem`` of its result, a miss that is never stored. The caller handles
-the other two: `CacheStoreError` is shown as a warning (the run goes on), and on
-`CorruptEntryError` the stage runs as if it had missed.
+the others: `CacheStoreError` is shown as a warning (the run goes on); on `CorruptEntryError`
+and `RestoreRefused` (with a warning) the stage runs as if it had missed.
 """
 
 from __future__ import annotations
+
+from codex_orchestrator.errors import OutsideRootError
 
 
 class InputsUnavailable(Exception):
@@ -32,3 +34,16 @@ class CacheStoreError(Exception):
 class CorruptEntryError(Exception):
     """A hit's entry failed its check while it was being restored, or vanished: run the
     stage instead."""
+
+
+class RestoreRefused(OutsideRootError):
+    """A hit's output would be written outside the root or through a link: nothing was
+    written; run the stage instead. ``reason`` is the short form, for the manifest."""
+
+    def __init__(self, path: str, why: str) -> None:
+        self.reason = f"output {path!r} not restored: {why}"
+        super().__init__(
+            f"stage cache: refusing to restore output {path!r}: {why}; the tool never writes "
+            "through a link or outside the root, so the stage runs instead; remove the link, "
+            "or the path from cache.outputs"
+        )

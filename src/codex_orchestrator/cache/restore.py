@@ -15,6 +15,7 @@ import os
 import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from codex_orchestrator.cache.digests import Hasher
 from codex_orchestrator.cache.entry import (
@@ -25,9 +26,8 @@ from codex_orchestrator.cache.entry import (
     StoredOutput,
     is_relative_path,
 )
-from codex_orchestrator.cache.errors import CorruptEntryError
+from codex_orchestrator.cache.errors import CorruptEntryError, RestoreRefused
 from codex_orchestrator.cache.tree import DirChain, split_path
-from codex_orchestrator.errors import OutsideRootError
 from codex_orchestrator.util.safefs import open_at, open_no_follow
 
 OpenStored = Callable[[str], int]
@@ -59,7 +59,7 @@ def restore_entry(
 
 
 def check_destinations(root: Path, outputs: Sequence[StoredOutput]) -> None:
-    """Refuse (`OutsideRootError`) any output that would be written outside ``root`` or
+    """Refuse (`RestoreRefused`) any output that would be written outside ``root`` or
     through a link; directories that do not exist yet are fine (they will be created)."""
     with DirChain(root) as chain:
         for output in outputs:
@@ -71,9 +71,7 @@ def check_destinations(root: Path, outputs: Sequence[StoredOutput]) -> None:
             except OSError as error:
                 if error.errno == errno.ENOENT:
                     continue
-                _refuse(
-                    output.path, f"a directory on the way is a link or a file ({error.strerror})"
-                )
+                _refuse_way(output.path, error)
             try:
                 mode = os.lstat(name, dir_fd=dir_fd).st_mode
             except FileNotFoundError:
@@ -96,7 +94,7 @@ def _restore_output(
         dir_fd = chain.open(directory, create=True)
     except OSError as error:
         if error.errno in (errno.ELOOP, errno.ENOTDIR):
-            _refuse(output.path, f"a directory on the way is a link or a file ({error.strerror})")
+            _refuse_way(output.path, error)
         raise
     temporary = f".codex-cache-restore.{os.getpid()}.{os.urandom(4).hex()}"
     target = open_at(dir_fd, temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -131,8 +129,12 @@ def _copy_checked(stored: StoredFile, open_stored: OpenStored, target: int, hash
         )
 
 
-def _refuse(path: str, why: str) -> None:
-    raise OutsideRootError(
-        f"stage cache: refusing to restore output {path!r}: {why}; the tool never writes "
-        "through a link or outside the root — remove the link, or the path from cache.outputs"
-    )
+def _refuse(path: str, why: str) -> NoReturn:
+    raise RestoreRefused(path, why)
+
+
+def _refuse_way(path: str, error: OSError) -> NoReturn:
+    """Refuse ``path``, whose directory could not be opened (`DirChain.open`'s ``error``: a
+    component of it is a link, ``ELOOP``, or not a directory)."""
+    kind = "a symbolic link" if error.errno == errno.ELOOP else "not a directory"
+    _refuse(path, f"{error.filename!r} on its way is {kind}")

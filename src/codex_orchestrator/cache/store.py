@@ -52,7 +52,7 @@ from codex_orchestrator.cache.globs import compile_glob
 from codex_orchestrator.cache.inputs import TreeReader
 from codex_orchestrator.cache.key import Fingerprint, explain
 from codex_orchestrator.cache.latest import load_latest, save_latest
-from codex_orchestrator.cache.restore import restore_entry
+from codex_orchestrator.cache.restore import check_destinations, restore_entry
 from codex_orchestrator.cache.tree import DirChain, split_path
 from codex_orchestrator.util.clock import iso_utc
 from codex_orchestrator.util.console import note
@@ -170,7 +170,7 @@ class CacheStore:
         """Write the hit's original log bytes to ``stdout``/``stderr`` and its outputs under the
         root (even where they were deleted); returns the outputs' paths.
 
-        Raises `OutsideRootError` (nothing written) when an output would land outside the root
+        Raises `RestoreRefused` (nothing written) when an output would land outside the root
         or through a link, `CorruptEntryError` when a stored file fails its check now (or the
         entry is gone), ``OSError`` when a destination cannot be written.
         """
@@ -191,6 +191,11 @@ class CacheStore:
             with contextlib.suppress(OSError):
                 _touch(chain.open(relative), USED_MARKER)
         return restored
+
+    def check_restore(self, hit: Hit) -> None:
+        """Raise `RestoreRefused` when `restore` of ``hit`` would be refused now (an output
+        through a link or outside the root); reads only (``plan``)."""
+        check_destinations(self.root, hit.entry.outputs)
 
     # --- store ----------------------------------------------------------------------------
 

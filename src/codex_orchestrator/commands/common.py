@@ -19,7 +19,7 @@ from codex_orchestrator.util.wording import logs_line, status_text
 
 if TYPE_CHECKING:  # the run machinery is imported only by the commands that run (cold start)
     from codex_orchestrator.engine.context import RunContext, RunResult
-    from codex_orchestrator.executors.base import Executor
+    from codex_orchestrator.executors.choice import Recorded
     from codex_orchestrator.records.manifest import Manifest, ManifestStore
     from codex_orchestrator.records.runref import ResolvedRun
 
@@ -39,27 +39,41 @@ def load(workspace: Workspace) -> tuple[Config, Settings]:
 
 
 def run_context(
+    args: argparse.Namespace,
     workspace: Workspace,
     config: Config,
     settings: Settings,
     task_id: str,
+    pipeline: Pipeline,
     reporter: Reporter,
-    executor: Executor | None = None,
-    *,
-    quiet: bool = False,
-    cache_off: bool = False,
+    recorded: Recorded | None = None,
 ) -> RunContext:
-    """Build the context shared by a run and its child runs (default: the local executor).
+    """Build the context of the run that ``start`` or ``resume`` drives (and its child runs).
 
-    Without a live view, stage output is streamed (`view.ci_output`) unless ``quiet`` (the
-    ``--quiet`` flag) or the ``quiet`` setting asks for the summary only; ``cache_off``
-    (``--no-cache``): no stage is served from the stage cache."""
+    The executor is the one the flags, the environment, the resumed run's record
+    (``recorded``) or the config choose; a cached stage whose outputs it could not restore is
+    refused (exit 2) before anything connects. Without a live view, stage output is streamed
+    (`view.ci_output`) unless ``--quiet`` or the ``quiet`` setting asks for the summary only;
+    ``--no-cache``: no stage is served from the stage cache."""
+    from codex_orchestrator.engine.cache_step import refuse_remote_outputs
     from codex_orchestrator.engine.context import RunContext
     from codex_orchestrator.evidence.taskindex import task_slug
     from codex_orchestrator.executors.base import Cancellation
+    from codex_orchestrator.executors.choice import chosen_executor, executor_for
     from codex_orchestrator.executors.local import LocalExecutor
     from codex_orchestrator.view.ci_output import echo_sink
 
+    chosen = chosen_executor(args.executor, args.scheduler, config.settings, recorded=recorded)
+    refuse_remote_outputs(workspace, config, pipeline, chosen.value)
+    executor = executor_for(
+        args.executor,
+        args.scheduler,
+        workspace,
+        config.settings,
+        settings,
+        detached=args.detach,
+        recorded=recorded,
+    )
     return RunContext(
         workspace=workspace,
         config=config,
@@ -68,9 +82,9 @@ def run_context(
         task_slug=task_slug(workspace.root, task_id) or task_id,
         cancellation=Cancellation(grace_seconds=settings.kill_grace_seconds),
         executor=executor or LocalExecutor(settings.kill_grace_seconds, subreaper=True),
-        on_output=echo_sink(reporter.json, quiet or settings.quiet),
+        on_output=echo_sink(reporter.json, args.quiet or settings.quiet),
         after_finish=_write_report if settings.report else None,
-        cache_reads=not cache_off,
+        cache_reads=not args.no_cache,
     )
 
 

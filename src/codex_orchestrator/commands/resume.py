@@ -15,7 +15,6 @@ from codex_orchestrator.commands.common import (
     run_context,
 )
 from codex_orchestrator.commands.invocation import default_actor
-from codex_orchestrator.engine.cache_step import refuse_remote_outputs
 from codex_orchestrator.engine.context import RunResult
 from codex_orchestrator.engine.lifecycle import hash_token
 from codex_orchestrator.engine.recovery import prepare_resume
@@ -25,7 +24,7 @@ from codex_orchestrator.errors import (
     ResumeRefusedError,
     UnknownPipelineError,
 )
-from codex_orchestrator.executors.choice import Recorded, chosen_executor, executor_for
+from codex_orchestrator.executors.choice import Recorded
 from codex_orchestrator.pipelines.config import Pipeline
 from codex_orchestrator.records.driver import DriverLock
 from codex_orchestrator.records.liveness import refuse_if_alive
@@ -79,28 +78,8 @@ def _resume(
     config, settings = load(workspace)
     settings = with_flag(settings, "max_parallel", args.max_parallel, "--max-parallel")
     pipeline = _same_pipeline(config.pipelines, manifest)
-    chosen = chosen_executor(
-        args.executor, args.scheduler, config.settings, recorded=Recorded.of(manifest)
-    )
-    refuse_remote_outputs(workspace, config, pipeline, chosen.value)
-    executor = executor_for(
-        args.executor,
-        args.scheduler,
-        workspace,
-        config.settings,
-        settings,
-        detached=args.detach,
-        recorded=Recorded.of(manifest),
-    )
     ctx = run_context(
-        workspace,
-        config,
-        settings,
-        task_id,
-        reporter,
-        executor,
-        quiet=args.quiet,
-        cache_off=args.no_cache,
+        args, workspace, config, settings, task_id, pipeline, reporter, Recorded.of(manifest)
     )
     with SignalGuard(ctx.cancellation):
         store = ManifestStore(run_dir, manifest)

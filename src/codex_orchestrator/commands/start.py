@@ -11,11 +11,9 @@ from codex_orchestrator.commands.common import (
     only_stages,
     run_context,
 )
-from codex_orchestrator.engine.cache_step import refuse_remote_outputs
 from codex_orchestrator.engine.context import Launch
 from codex_orchestrator.engine.lifecycle import create_run
 from codex_orchestrator.engine.signals import SignalGuard
-from codex_orchestrator.executors.choice import chosen_executor, executor_for
 from codex_orchestrator.records.workspace import Workspace, resolve_task_id, with_flag
 from codex_orchestrator.util.console import Reporter, note
 from codex_orchestrator.util.ids import validate_id
@@ -32,21 +30,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     pipeline = config.resolve_pipeline(args.pipeline)
     launch = Launch(only=only_stages(pipeline, args.only), args=tuple(args.stage_args))
     parent = _parent_run(workspace, args.parent_run)
-    chosen = chosen_executor(args.executor, args.scheduler, config.settings)
-    refuse_remote_outputs(workspace, config, pipeline, chosen.value)
-    executor = executor_for(
-        args.executor, args.scheduler, workspace, config.settings, settings, detached=args.detach
-    )
-    ctx = run_context(
-        workspace,
-        config,
-        settings,
-        task_id,
-        reporter,
-        executor,
-        quiet=args.quiet,
-        cache_off=args.no_cache,
-    )
+    ctx = run_context(args, workspace, config, settings, task_id, pipeline, reporter)
     with SignalGuard(ctx.cancellation):
         store = create_run(ctx, pipeline, parent, args.approval_policy, launch)
         note(f"run {store.data['run_id']} started: pipeline {pipeline.id}, task {task_id}")

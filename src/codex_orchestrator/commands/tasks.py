@@ -68,6 +68,11 @@ def _mark(workspace: Workspace, args: argparse.Namespace, reporter: Reporter) ->
     result = mark(workspace, args.task, args.item, args.run_option)
     lines = [f"task {result.task}: item '{result.item}' done, evidence {result.evidence}"]
     lines.append(f"  recorded  {result.record} (commit it: the evidence of a fresh clone)")
+    for cached in result.cached:
+        where = f" (in worktree {cached.worktree})" if cached.worktree is not None else ""
+        lines.append(
+            f"  cached    stage {cached.stage}: ran in run {cached.run_id}, {cached.manifest}{where}"
+        )
     lines += [f"  changed   {path}" for path in result.changed]
     lines += [f"  unchanged {path} (already marked with this run)" for path in result.unchanged]
     lines += [

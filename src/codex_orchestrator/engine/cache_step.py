@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError, OutsideRootError
+from codex_orchestrator.errors import EXIT_USAGE, OrchestratorError
 from codex_orchestrator.pipelines.graph import is_graph, levels
 from codex_orchestrator.pipelines.model import CommandStage, Config, Pipeline
 from codex_orchestrator.records.cache_field import cache_field, cache_of
@@ -48,6 +48,7 @@ class _Looked(NamedTuple):
     environ: Mapping[str, str]
     needs: Mapping[str, str]
     field: dict[str, Any]
+    entry_exists: bool = False  # a verified entry that could not be served
 
 
 class RunCache:
@@ -183,34 +184,49 @@ class RunCache:
                 if self.enabled and not found:
                     stack.enter_context(self.cache.fingerprinter.snapshot())
                 hit = self.lookup(index, stage, {**os.environ, **stage.env})
-                found[stage_id] = _hit_field(hit) if hit is not None else self._looked[index].field
+                found[stage_id] = self._planned(index, hit)
         return found
 
-    def replay(self, hit: Hit, stdout: Path, stderr: Path) -> dict[str, Any] | str:
-        """Restore ``hit`` into the stage's log paths and its outputs under the root: the
-        stage entry's ``cache`` field, or why it could not be served (the stage then runs:
-        whatever was written to the log paths is removed)."""
-        from codex_orchestrator.cache.errors import CorruptEntryError
+    def _planned(self, index: int, hit: Hit | None) -> dict[str, Any]:
+        """What `plan` shows for stage ``index``: a hit that a run would refuse to restore is
+        the miss the run would record."""
+        if hit is None:
+            return self._looked[index].field
+        from codex_orchestrator.cache.errors import RestoreRefused
+
+        try:
+            self.cache.store.check_restore(hit)
+        except RestoreRefused as error:
+            return {**self._looked[index].field, "reason": error.reason}
+        return _hit_field(hit)
+
+    def replay(self, index: int, hit: Hit, stdout: Path, stderr: Path) -> dict[str, Any] | None:
+        """Restore ``hit`` into stage ``index``'s log paths and its outputs under the root: the
+        stage entry's ``cache`` field, or None when it cannot be served (the stage then runs,
+        its miss says why; whatever was written to the log paths is removed)."""
+        from codex_orchestrator.cache.errors import CorruptEntryError, RestoreRefused
 
         try:
             if self.cache.store.restore(hit, stdout=stdout, stderr=stderr):
                 self._end_snapshot()  # outputs were written under the root
-        except (CorruptEntryError, OutsideRootError, OSError) as error:
+        except (CorruptEntryError, RestoreRefused, OSError) as error:
             self._end_snapshot()
             for path in (stdout, stderr):
                 with contextlib.suppress(OSError):
                     os.unlink(path)
+            looked = self._looked[index]
             if isinstance(error, CorruptEntryError):
-                return "entry damaged"
-            if isinstance(error, OutsideRootError):
-                note(f"warning: stage cache: {error}; the stage runs instead")
-                return str(error)
-            return f"cannot restore the entry ({error.strerror or error})"
+                looked.field["reason"] = "entry damaged"
+                return None
+            if isinstance(error, RestoreRefused):
+                note(f"warning: {error}")
+                looked.field["reason"] = error.reason
+            else:
+                looked.field["reason"] = f"cannot restore the entry ({error.strerror or error})"
+            # the entry was verified: storing this run's success again could only find it
+            self._looked[index] = looked._replace(entry_exists=True)
+            return None
         return _hit_field(hit)
-
-    def missed(self, index: int, reason: str) -> None:
-        """A hit that could not be served: the stage runs, and its entry says why."""
-        self._looked[index].field["reason"] = reason
 
     def stored(
         self, index: int, stage: CommandStage, entry: Mapping[str, Any], stdout: Path, stderr: Path
@@ -225,6 +241,9 @@ class RunCache:
         from codex_orchestrator.cache.store import StageRecord
 
         field = dict(looked.field)
+        if looked.entry_exists:
+            field.update(store="exists", store_reason=None)
+            return field
         before = looked.fingerprint
         after = self._fingerprint(stage, looked.environ, looked.needs)
         if after.key != before.key or after.problem is not None:
@@ -297,7 +316,10 @@ def refuse_remote_outputs(
     if executor != "dask" or not Settings.resolve(config.settings).cache:
         return
     worker_root = config.settings.get("worker_root")
-    if worker_root is None or Path(str(worker_root)) == workspace.root:
+    # the same tree named through a link is the same tree (a path absent here stays as given)
+    if worker_root is None or os.path.realpath(str(worker_root)) == os.path.realpath(
+        workspace.root
+    ):
         return
     for owner, stage in _command_stages(config, pipeline):
         if stage.cache is not None and stage.cache.outputs:

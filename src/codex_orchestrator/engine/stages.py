@@ -211,9 +211,8 @@ class Stages:
         run = self.run
         began = time.monotonic()
         attempt, stdout_path, stderr_path = _attempt_logs(run, index, stage.id)
-        served = self.cache.replay(hit, stdout_path, stderr_path)
-        if isinstance(served, str):
-            self.cache.missed(index, served)
+        served = self.cache.replay(index, hit, stdout_path, stderr_path)
+        if served is None:
             return None
         display = self.ctx.workspace.display
         run.store.begin_command(index, attempt, display(stdout_path), display(stderr_path))

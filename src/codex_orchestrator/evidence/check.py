@@ -10,6 +10,10 @@ A cited manifest is also checked against the task's committed evidence record
 (`evidence_record`): present, its facts must be the recorded ones; absent (a fresh clone: run
 directories are not committed), a whole record of a succeeded run stands in for it, and the
 report says so in a note (not a problem).
+
+A cited run whose stages were cache hits proves them through the runs that really ran them
+(`cache_chain`): a chain that does not lead to one is a problem; one that ends in another
+worktree of the repository is a note naming that run's manifest.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from codex_orchestrator.errors import OutsideRootError, UnsafeInputError, UsageError
-from codex_orchestrator.evidence.cache_chain import broken_chain
+from codex_orchestrator.evidence.cache_chain import CacheChains, Chain
 from codex_orchestrator.evidence.checklist import Item
 from codex_orchestrator.evidence.evidence_record import (
     EVIDENCE_DIR,
@@ -58,6 +62,9 @@ from codex_orchestrator.util.wording import status_text
 _ManifestFacts = dict[str, Any] | tuple[str, str]
 #: The kind of a finding that is a note, not a problem: evidence vouched for by the record.
 NOTE_FROM_RECORD = "evidence-from-record"
+#: The kind of a note on evidence whose cached stages ran in another worktree (named there).
+NOTE_OTHER_WORKTREE = "evidence-from-worktree"
+NOTE_KINDS = frozenset({NOTE_FROM_RECORD, NOTE_OTHER_WORKTREE})
 #: Findings about the evidence record (reported on the record's file, once).
 RECORD_KINDS = frozenset({NOTE_FROM_RECORD, "evidence-record-invalid", "evidence-record-mismatch"})
 #: An evidence record's entries by item, or why it is unusable.
@@ -121,6 +128,8 @@ class _Checker:
         self.index = index
         self.files: FileCache = {}
         self.manifests: dict[str, _ManifestFacts] = {}
+        self.chains = CacheChains(workspace)
+        self.followed: dict[str, Chain] = {}
         self.texts: dict[str, tuple[bool, str | None]] = {}
         self.recorded: frozenset[str] | None = None
 
@@ -146,8 +155,8 @@ class _Checker:
             )
         found = list(dict.fromkeys(found))  # a record's finding comes from every mirror
         found.sort(key=lambda problem: (problem.file, problem.line or 0))
-        problems = tuple(problem for problem in found if problem.kind != NOTE_FROM_RECORD)
-        notes = tuple(problem for problem in found if problem.kind == NOTE_FROM_RECORD)
+        problems = tuple(problem for problem in found if problem.kind not in NOTE_KINDS)
+        notes = tuple(problem for problem in found if problem.kind in NOTE_KINDS)
         return TaskReport(files.task_id, problems, notes)
 
     def _record(self, task: str) -> _Record:
@@ -227,6 +236,11 @@ class _Checker:
                 f"re-mark the item with a succeeded run: codex-orchestrator tasks mark {task} "
                 f"'{entry.get('item')}' --run RUN"
             )
+        chain = self.followed.get(path)
+        if chain is None:
+            chain = self.followed[path] = self.chains.follow(manifest)
+        if chain.broken is not None:
+            return "evidence-cache-chain", f"a run that proves nothing ({chain.broken})"
         owner, status, detail = (
             manifest["task_id"],
             manifest.get("status"),
@@ -245,6 +259,12 @@ class _Checker:
                     f"re-mark the item: codex-orchestrator tasks mark {task} "
                     f"'{entry.get('item')}' --run {entry.get('run_id')}"
                 )
+        elsewhere = [proof for proof in chain.proofs if proof.worktree is not None]
+        if elsewhere:
+            return NOTE_OTHER_WORKTREE, "whose cached stages ran in another worktree: " + "; ".join(
+                f"stage {proof.stage} in run {proof.run_id}, {proof.manifest}"
+                for proof in elsewhere
+            )
         return None
 
     def _collateral(self, files: TaskFiles) -> Iterator[Problem]:
@@ -330,8 +350,7 @@ def _disagreements(views: list[MirrorView]) -> Iterator[Problem]:
 def _read_manifest(workspace: Workspace, path: str) -> _ManifestFacts:
     """A cited manifest, or why it cannot be used. It may lie outside the repository (a runs root set by
     ``CODEX_ORCHESTRATOR_RUNS_DIR`` is cited by its absolute path): reading it is capped and
-    refuses anything but a regular file. A run whose cache hits do not lead to the runs that
-    really ran them proves nothing."""
+    refuses anything but a regular file."""
     try:
         data = loads_checked(read_regular(workspace.root / path, RECORD_SIZE_LIMIT), path)
     except FileNotFoundError:
@@ -342,9 +361,6 @@ def _read_manifest(workspace: Workspace, path: str) -> _ManifestFacts:
         return "evidence-unreadable", "which is not valid JSON"
     if not isinstance(data, dict) or not isinstance(data.get("task_id"), str):
         return "evidence-unreadable", "which is not a run manifest (no task_id)"
-    broken = broken_chain(workspace, data)
-    if broken is not None:
-        return "evidence-cache-chain", f"a run that proves nothing ({broken})"
     return data
 
 

@@ -14,7 +14,7 @@ import stat
 from dataclasses import dataclass, field
 
 from codex_orchestrator.errors import OrchestratorError, UsageError
-from codex_orchestrator.evidence.cache_chain import broken_chain
+from codex_orchestrator.evidence.cache_chain import CacheChains, Proof
 from codex_orchestrator.evidence.checklist import fold, mark_items
 from codex_orchestrator.evidence.evidence_record import write_entry
 from codex_orchestrator.evidence.mirrors import (
@@ -38,6 +38,23 @@ _LISTED_CANDIDATES = 12
 
 
 @dataclass
+class CachedStage:
+    """A stage of the cited run served from the stage cache, and the run that really ran it:
+    its manifest (relative to the root when inside it) and the other worktree holding it."""
+
+    stage: str
+    run_id: str
+    manifest: str
+    worktree: str | None
+
+    @classmethod
+    def of(cls, workspace: Workspace, proof: Proof) -> CachedStage:
+        """The stage as `tasks mark` reports it."""
+        worktree = str(proof.worktree) if proof.worktree is not None else None
+        return cls(proof.stage, proof.run_id, workspace.display(proof.manifest), worktree)
+
+
+@dataclass
 class MarkResult:
     """What ``tasks mark`` did, file by file (paths relative to the root)."""
 
@@ -50,6 +67,7 @@ class MarkResult:
     unchanged: list[str] = field(default_factory=list)
     without_item: list[str] = field(default_factory=list)
     absent: list[str] = field(default_factory=list)
+    cached: list[CachedStage] = field(default_factory=list)
 
 
 def mark(workspace: Workspace, task_name: str, query: str, run: str) -> MarkResult:
@@ -67,8 +85,9 @@ def mark(workspace: Workspace, task_name: str, query: str, run: str) -> MarkResu
     present = [view for view in views if view.absent is None]
     identity = choose_item(present, query, files.task_id)
     proof = resolve_run(workspace, run, newest_of=files.task_id)
-    evidence, manifest = proving_manifest(workspace, proof, files.task_id)
+    evidence, manifest, proofs = proving_manifest(workspace, proof, files.task_id)
     result = MarkResult(files.task_id, identity, proof.run_id, evidence)
+    result.cached = [CachedStage.of(workspace, cached) for cached in proofs]
     result.absent = [view.mirror.path for view in views if view.absent is not None]
     edits: list[tuple[str, bytes]] = []
     for view in present:
@@ -107,8 +126,11 @@ def choose_item(views: list[MirrorView], query: str, task: str) -> str:
     raise UsageError(f"no item of task {task} starts with {query!r}; items: {_listing(identities)}")
 
 
-def proving_manifest(workspace: Workspace, run: ResolvedRun, task: str) -> tuple[str, Manifest]:
-    """The manifest (its path, its data) of ``run`` if it belongs to ``task`` and succeeded."""
+def proving_manifest(
+    workspace: Workspace, run: ResolvedRun, task: str
+) -> tuple[str, Manifest, tuple[Proof, ...]]:
+    """The manifest (its path, its data) of ``run`` if it belongs to ``task`` and succeeded,
+    and where its cached stages really ran (`CacheChains`)."""
     run_id, path = run.run_id, run.run_dir / MANIFEST_NAME
     manifest = load_manifest(path)
     owner, status = manifest.get("task_id"), manifest.get("status")
@@ -121,12 +143,12 @@ def proving_manifest(workspace: Workspace, run: ResolvedRun, task: str) -> tuple
         raise OrchestratorError(
             f"run {run_id} is {outcome}, not succeeded; only a succeeded run proves an item"
         )
-    broken = broken_chain(workspace, manifest)
-    if broken is not None:
+    chain = CacheChains(workspace).follow(manifest)
+    if chain.broken is not None:
         raise OrchestratorError(
-            f"run {run_id}: {broken}; run it again with --no-cache and cite that run"
+            f"run {run_id}: {chain.broken}; run it again with --no-cache and cite that run"
         )
-    return workspace.display(path), manifest
+    return workspace.display(path), manifest, chain.proofs
 
 
 def _listing(identities: list[str]) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from functools import partial
 from pathlib import Path
 
-from codex_orchestrator.executors.teardown import KILL_WAIT_SECONDS, Teardown
+from codex_orchestrator.executors.teardown import Teardown
 from codex_orchestrator.records.statuses import signal_exit_code
 from codex_orchestrator.util.procfs import (
     checked_pid,
@@ -198,6 +198,8 @@ def leftover_group_problem(pgid: object, leader_start_ticks: object) -> str | No
 
 
 _PR_SET_CHILD_SUBREAPER = 36
+#: How often the ending of orphans and of marked processes looks again.
+POLL_SECONDS = 0.01
 
 
 def become_child_subreaper() -> bool:
@@ -218,34 +220,34 @@ def become_child_subreaper() -> bool:
 def end_adopted_orphans(
     keep: Iterable[int], grace_seconds: float, hurry_fd: int | None = None
 ) -> int:
-    """End every process re-parented to this one (children in ``keep`` aside); reap them.
+    """End every process re-parented to this one (children in ``keep`` aside), as a
+    `Teardown` of leftovers; reap them. Returns how many orphans were found.
 
     An orphan is signalled through its process group when it leads one (its own helpers die
     with it), else by pid; it is our child, so its pid cannot have been reused. Killing an
-    orphan may orphan its own children in turn, so this repeats until none is left or the
-    grace (then one SIGKILL round) is spent. Returns how many orphans were found.
+    orphan may orphan its own children in turn: each orphan gets SIGTERM when it is first seen
+    and SIGKILL with the others once the grace is spent (or ``hurry_fd`` is readable).
     """
     kept = set(keep)
     ours = os.getpgrp()
     found: set[int] = set()
-    deadline = time.monotonic() + grace_seconds
-    sig = signal.SIGTERM
+    began = time.monotonic()
+    teardown = Teardown(grace_seconds, began, None, end_leftovers=True)
+    hurried = False
     while True:
         orphans = _reap_zombie_children(kept)
-        if not orphans:
+        decision = teardown.decide(time.monotonic(), began, hurried, True, partial(bool, orphans))
+        if decision.done:
             return len(found)
         for pid in orphans:
+            sig = decision.signal or (0 if pid in found else signal.SIGTERM)
+            if sig:
+                _signal_orphan(pid, ours, sig)
             found.add(pid)
-            _signal_orphan(pid, ours, sig)
-        if sig == signal.SIGKILL and time.monotonic() >= deadline + KILL_WAIT_SECONDS:
-            return len(found)
-        pause = 0.01
-        if hurry_fd is not None and select.select([hurry_fd], [], [], pause)[0]:
-            sig = signal.SIGKILL
+        if hurry_fd is not None and not hurried:
+            hurried = bool(select.select([hurry_fd], [], [], POLL_SECONDS)[0])
         else:
-            time.sleep(pause)
-        if time.monotonic() >= deadline:
-            sig = signal.SIGKILL
+            time.sleep(POLL_SECONDS)
 
 
 def _reap_zombie_children(kept: set[int]) -> list[int]:
@@ -275,7 +277,8 @@ def _signal_orphan(pid: int, own_group: int, sig: int) -> None:
 
 def end_marked_processes(entry: bytes, started_since: int, grace_seconds: float) -> int:
     """End live processes whose environment holds ``entry`` and that started no earlier than
-    ``started_since`` (a dead run's escaped stage processes); return how many were found.
+    ``started_since`` (a dead run's escaped stage processes), as a `Teardown` of leftovers;
+    return how many were found.
 
     Each is signalled by pid and only while its start time is still the one seen in the scan.
     """
@@ -285,22 +288,23 @@ def end_marked_processes(entry: bytes, started_since: int, grace_seconds: float)
         for pid in processes_with_env(entry, started_since)
         if pid != me and (ticks := process_start_ticks(pid)) is not None
     }
-    for sig, wait in ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, KILL_WAIT_SECONDS)):
-        for pid, ticks in list(targets.items()):
+    found = len(targets)
+    began = time.monotonic()
+    teardown = Teardown(grace_seconds, began, None, end_leftovers=True)
+    while True:
+        targets = {pid: ticks for pid, ticks in targets.items() if _alive(pid, ticks)}
+        decision = teardown.decide(time.monotonic(), began, False, True, partial(bool, targets))
+        if decision.done:
+            return found
+        for pid, ticks in list(targets.items()) if decision.signal else ():
             if process_start_ticks(pid) != ticks or checked_pid(pid) is None:
                 del targets[pid]
                 continue
             try:
-                os.kill(pid, sig)
+                os.kill(pid, decision.signal)
             except (ProcessLookupError, PermissionError):
                 del targets[pid]
-        deadline = time.monotonic() + wait
-        while targets and time.monotonic() < deadline:
-            targets = {pid: t for pid, t in targets.items() if _alive(pid, t)}
-            time.sleep(0.01)
-        if not targets:
-            break
-    return len(targets)
+        time.sleep(POLL_SECONDS)
 
 
 def _alive(pid: int, ticks: int) -> bool:

@@ -277,7 +277,8 @@ class TaskProblems(TypedDict):
         list[TaskProblem],
         Field(
             description="not problems: evidence whose manifest is absent, vouched for by "
-            "the committed evidence record"
+            "the committed evidence record; evidence whose cached stages ran in another "
+            "worktree, naming that run's manifest"
         ),
     ]
 
@@ -286,6 +287,17 @@ class TasksCheckResult(TypedDict):
     tasks: Annotated[list[TaskProblems], Field(description="each task checked")]
     problem_count: Annotated[int, Field(description="problems found in all")]
     clean: Annotated[bool, Field(description="no problem found")]
+
+
+class CachedStageProof(TypedDict):
+    stage: Annotated[str, Field(description="a stage of the cited run served from the cache")]
+    run_id: Annotated[str, Field(description="the run that really ran it")]
+    manifest: Annotated[
+        str, Field(description="that run's manifest (relative to the root when inside it)")
+    ]
+    worktree: Annotated[
+        str | None, Field(description="the other worktree holding that run; null: this one")
+    ]
 
 
 class TasksMarkResult(TypedDict):
@@ -300,6 +312,10 @@ class TasksMarkResult(TypedDict):
     unchanged: Annotated[list[str], Field(description="mirror files already marked")]
     without_item: Annotated[list[str], Field(description="mirror files without the item")]
     absent: Annotated[list[str], Field(description="mirror files that do not exist")]
+    cached: Annotated[
+        list[CachedStageProof],
+        Field(description="the cited run's cached stages and where each really ran"),
+    ]
 
 
 #: The shape of an error result, declared in every tool's output schema: a client that

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from codex_orchestrator.persistence.state_format import PENDING_DIR_NAME
+from codex_orchestrator.records.layout import PENDING_DIR_NAME
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.safefs import list_directory
 

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from codex_orchestrator.persistence.state_format import (
-    PENDING_DIR_NAME,
     Entry,
     TaskStateFiles,
     TaskStateReader,
     keep_newer,
 )
+from codex_orchestrator.records.layout import PENDING_DIR_NAME
 from codex_orchestrator.records.manifest import manifest_problem
 from codex_orchestrator.records.run_layout import RunLayout
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, RunStatus

@@ -23,6 +23,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, NotRequired, TypedDict, cast
 
+from codex_orchestrator.records.layout import PENDING_DIR_NAME
 from codex_orchestrator.util.ids import RUN_ID_PATTERN
 from codex_orchestrator.util.safefs import (
     RECORD_SIZE_LIMIT,
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
 STATE_NAME = "state.json"
 ARCHIVE_NAME = "state.archive.ndjson"
-PENDING_DIR_NAME = "state.pending"
 STAMP_NAME = ".state.json.stamp"
 ENTRY_KEYS = ("taskId", "runId", "pipelineId", "status", "timestamp", "manifest")
 #: The archive only grows (appended, never rewritten), so it gets a larger cap than a record.

@@ -51,7 +51,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from codex_orchestrator.persistence.state_format import (
-    PENDING_DIR_NAME,
     CorruptStateError,
     Entry,
     TaskStateFiles,
@@ -62,6 +61,7 @@ from codex_orchestrator.persistence.state_format import (
 )
 from codex_orchestrator.persistence.state_format import run_id_of as _run_id
 from codex_orchestrator.persistence.state_format import timestamp_of as _timestamp
+from codex_orchestrator.records.layout import PENDING_DIR_NAME
 from codex_orchestrator.util.ids import validate_id
 from codex_orchestrator.util.jsonio import (
     append_line,

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from codex_orchestrator.records.statuses import CacheStatus
+from codex_orchestrator.util.jsonio import array_objects
 
 CACHE_FIELD = "cache"
 
@@ -69,8 +70,7 @@ def saved_seconds(entry: Mapping[str, Any]) -> float:
 def cache_totals(entries: object) -> tuple[int, float]:
     """How many stages of ``commands[]`` were served from the cache, and the seconds they
     saved (anything that is not a stage entry is passed over)."""
-    items = entries if isinstance(entries, list) else []
-    hits = [e for e in items if isinstance(e, Mapping) and hit_from(e) is not None]
+    hits = [entry for entry in array_objects(entries) if hit_from(entry) is not None]
     return len(hits), sum(saved_seconds(entry) for entry in hits)
 
 

@@ -30,6 +30,9 @@ LEGACY_RUNS_DIR = ".runs"
 LEGACY_OUT_DIR = "out"
 IGNORE_FILE = ".gitignore"
 IGNORE_TEXT = b"# written by codex-orchestrator: its state stays out of version control\n*\n"
+#: Beside a task's runs: state snapshots waiting to be merged into ``state.json`` (whose format
+#: persistence/state_format owns); named here so that ``status`` can look for them cheaply.
+PENDING_DIR_NAME = "state.pending"
 _RENAME_NOREPLACE = 1
 
 

@@ -237,6 +237,13 @@ def json_type(value: object) -> str:
     return "array" if isinstance(value, list) else "object"
 
 
+def array_objects(value: object) -> list[dict[str, Any]]:
+    """The objects of a record's JSON array (``commands``, ``child_runs``, events); anything
+    else in it is skipped, and a value that is not an array has none (a record may have been
+    tampered with)."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
 def child_path(path: str, key: str | int) -> str:
     """JSON path of ``key`` under ``path``: ``a.b``, ``a[2]`` or ``a["odd key"]``."""
     if isinstance(key, int):

@@ -213,7 +213,8 @@ def open_at(dir_fd: int, name: str, flags: int, mode: int = 0o644) -> int:
     try:
         return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
     except OSError as error:
-        if error.errno == errno.ELOOP and _is_link(name, dir_fd):
+        # a link opened with O_DIRECTORY fails with ENOTDIR, not ELOOP: still a link
+        if error.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(name, dir_fd):
             raise link_refused(name) from None
         raise
 

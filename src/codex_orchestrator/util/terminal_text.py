@@ -16,12 +16,13 @@ as they are, by design. See docs/resilience.md.
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 
 # Escape sequences, dropped whole: CSI (ESC [ ... final), OSC/DCS/SOS/PM/APC strings (ended by
 # BEL or ST, or running to the end of the text when unterminated), two-byte ESC sequences, and
 # their 8-bit C1 forms.
-_SEQUENCE = re.compile(
+_SEQUENCE = (
     r"\x1b\[[0-?]*[ -/]*[@-~]?"
     r"|\x1b[\]PX^_][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
     r"|\x1b[ -/]*[0-~]?"
@@ -30,7 +31,7 @@ _SEQUENCE = re.compile(
 )
 #: An escape sequence that the text ends inside of (its final byte or terminator still to come),
 #: or a carriage return whose line feed may follow.
-_OPEN_SEQUENCE = re.compile(
+_OPEN_SEQUENCE = (
     r"(?:\x1b(?:\[[0-?]*[ -/]*|[\]PX^_][^\x07\x1b\x9c]*|[ -/]*)?"
     r"|\x9b[0-?]*[ -/]*"
     r"|[\x90\x98\x9d\x9e\x9f][^\x07\x1b\x9c]*"
@@ -43,11 +44,27 @@ _OPEN_SEQUENCE = re.compile(
 _INVISIBLE = "\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb"
 #: Whatever control remains (C0 but tab and newline, DEL, C1) and the invisible format characters.
 _CONTROLS = f"\x00-\x08\x0b-\x1f\x7f-\x9f{_INVISIBLE}"
-_CONTROL = re.compile(f"[{_CONTROLS}]")
-#: Anything `neutralise` would change (a fast path: most text holds none of it).
-_UNSAFE = re.compile(f"[\t{_CONTROLS}]")
+_CONTROL = f"[{_CONTROLS}]"
+#: Anything `neutralise` would change.
+_UNSAFE = f"[\t{_CONTROLS}]"
 #: What JSON output escapes beyond the C0 controls the encoder always escapes.
-_JSON_UNSAFE = re.compile(f"[\x7f-\x9f{_INVISIBLE}]")
+_JSON_UNSAFE = f"[\x7f-\x9f{_INVISIBLE}]"
+
+
+@functools.cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    # Compiled on first use, not at import: the five patterns take ~2.5 ms to compile, which
+    # every command would pay at start-up while most text takes the fast paths below.
+    return re.compile(pattern)
+
+
+def _plain(text: str) -> bool:
+    """True when ``text`` holds nothing `neutralise` would change but newlines: every character
+    of the unsafe set (controls, C1, the format characters of `_INVISIBLE`) is one that
+    `str.isprintable` rejects, so a printable line needs no regular expression."""
+    return all(line.isprintable() for line in text.split("\n"))
+
+
 REPLACEMENT = "\ufffd"
 
 
@@ -66,12 +83,18 @@ def neutralise(text: str, *, keep_newlines: bool = True) -> str:
 
     Tabs become spaces; newlines are kept unless ``keep_newlines`` is false (then shown as ␊).
     """
-    if _UNSAFE.search(text) is None:
+    if _plain(text) or _compiled(_UNSAFE).search(text) is None:
         return text if keep_newlines else text.replace("\n", "\u240a")
-    text = _SEQUENCE.sub("", text).replace("\t", "    ")
+    text = _compiled(_SEQUENCE).sub("", text).replace("\t", "    ")
     if not keep_newlines:
         text = text.replace("\n", "\u240a")
-    return _CONTROL.sub(_visible, text)
+    return _compiled(_CONTROL).sub(_visible, text)
+
+
+def prefixed_line(stage_id: str, text: str) -> str:
+    """One line of a stage's output as printed without a live view: ``[<stage>] <text>``,
+    control characters (newlines and carriage returns included) made visible."""
+    return f"[{neutralise(stage_id, keep_newlines=False)}] {neutralise(text, keep_newlines=False)}"
 
 
 def escape_json_controls(encoded: str) -> str:
@@ -80,7 +103,9 @@ def escape_json_controls(encoded: str) -> str:
     They can only occur inside JSON strings, so the escaped text parses to the same document;
     a terminal showing it sees plain ASCII instead of the characters.
     """
-    return _JSON_UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", encoded)
+    if encoded.isascii() and "\x7f" not in encoded:  # ensure_ascii output: nothing to escape
+        return encoded
+    return _compiled(_JSON_UNSAFE).sub(lambda match: f"\\u{ord(match.group()):04x}", encoded)
 
 
 def last_line(data: bytes) -> str:
@@ -117,7 +142,7 @@ class StreamNeutraliser:
     def feed(self, chunk: bytes) -> bytes:
         """The safe form of the next ``chunk``; carriage returns become newlines."""
         text = self._held + self._decoder.decode(chunk)
-        opened = _OPEN_SEQUENCE.search(text, max(0, len(text) - self.HELD_LIMIT))
+        opened = _compiled(_OPEN_SEQUENCE).search(text, max(0, len(text) - self.HELD_LIMIT))
         self._held = text[opened.start() :] if opened else ""
         text = text[: opened.start()] if opened else text
         return neutralise(text.replace("\r\n", "\n").replace("\r", "\n")).encode("utf-8")

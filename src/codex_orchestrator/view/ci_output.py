@@ -5,7 +5,7 @@ Without a live view, each stage's output is streamed as it is written, one ``[st
 prefix a line (`PlainEcho`), unless the caller asked for quiet (``--quiet``, the ``quiet``
 setting, or ``--format json``, whose stderr carries only notes). Under GitHub Actions
 (``GITHUB_ACTIONS=true``) each stage's lines are folded in a ``::group::`` and printed only
-while workflow commands are stopped (`GitHubEcho`, through `view.github.CommandGate`), so no
+while workflow commands are stopped (`view.github.GitHubEcho`, through its `CommandGate`), so no
 line a stage prints can become a command; at the end of the run each failed stage gets an
 ``::error`` annotation and the stages table is appended to ``$GITHUB_STEP_SUMMARY``
 (`github_run_end`). Everything goes to stderr, the one writer, so the order holds.
@@ -17,22 +17,15 @@ import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from codex_orchestrator.records.statuses import StageStatus
 from codex_orchestrator.util.console import note, write_stderr
-from codex_orchestrator.util.terminal_text import neutralise
-from codex_orchestrator.view.github import (
-    CommandGate,
-    append_step_summary,
-    endgroup,
-    error,
-    group,
-    inert_block,
-    stage_line,
-    step_summary_markdown,
-)
-from codex_orchestrator.view.rows import objects
+from codex_orchestrator.util.jsonio import array_objects
+from codex_orchestrator.util.terminal_text import neutralise, prefixed_line
+
+if TYPE_CHECKING:  # the GitHub extras are imported only under GitHub Actions (cold start)
+    from codex_orchestrator.view.github import GitHubEcho
 
 GITHUB_ACTIONS_ENV = "GITHUB_ACTIONS"
 STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
@@ -51,7 +44,7 @@ class PlainEcho:
 
     def lines(self, stage_id: str, lines: list[str]) -> None:
         """Print ``lines`` of stage ``stage_id``, prefixed."""
-        text = "".join(stage_line(stage_id, line) + "\n" for line in lines)
+        text = "".join(prefixed_line(stage_id, line) + "\n" for line in lines)
         with self._lock:
             write_stderr(text)
 
@@ -60,46 +53,6 @@ class PlainEcho:
 
     def close(self) -> None:
         """Nothing to close."""
-
-
-class GitHubEcho:
-    """Stage lines folded per stage and inert to the Actions runner.
-
-    Groups cannot nest, so when stages running at once take turns, the group of the one that
-    printed last is closed and the next one's opened (with the same title again).
-    """
-
-    def __init__(self, gate: CommandGate | None = None) -> None:
-        self._lock = threading.Lock()
-        self._gate = gate or CommandGate()
-        self._open: str | None = None
-
-    def lines(self, stage_id: str, lines: list[str]) -> None:
-        """Print ``lines`` of stage ``stage_id`` in its group, prefixed and inert."""
-        with self._lock:
-            text = ""
-            if self._open != stage_id:
-                text += self._end_group() + self._gate.command(group(stage_id))
-                self._open = stage_id
-            text += self._gate.stage_output(stage_id, "\n".join(lines) + "\n")
-            write_stderr(text)
-
-    def stage_ended(self, stage_id: str) -> None:
-        """Close the stage's group if it is the one open."""
-        with self._lock:
-            if self._open == stage_id:
-                write_stderr(self._end_group())
-
-    def close(self) -> None:
-        """Close any open group and turn workflow commands back on."""
-        with self._lock:
-            write_stderr(self._end_group() + self._gate.close())
-
-    def _end_group(self) -> str:
-        if self._open is None:
-            return ""
-        self._open = None
-        return self._gate.command(endgroup())
 
 
 def echo_sink(json_output: bool, quiet: bool) -> PlainEcho | GitHubEcho | None:
@@ -108,7 +61,11 @@ def echo_sink(json_output: bool, quiet: bool) -> PlainEcho | GitHubEcho | None:
 
     if json_output or quiet or live_view_wanted(json_output):
         return None
-    return GitHubEcho() if on_github_actions() else PlainEcho()
+    if not on_github_actions():
+        return PlainEcho()
+    from codex_orchestrator.view.github import GitHubEcho
+
+    return GitHubEcho()
 
 
 def inert_on_github(text: str) -> str:
@@ -116,7 +73,11 @@ def inert_on_github(text: str) -> str:
     neutralised, and under GitHub Actions wrapped in stopped workflow commands, so that no
     line of it can act as a command."""
     safe = neutralise(text)
-    return inert_block(safe) if on_github_actions() else safe
+    if not on_github_actions():
+        return safe
+    from codex_orchestrator.view.github import inert_block
+
+    return inert_block(safe)
 
 
 def github_run_end(manifest: Mapping[str, Any], env: Mapping[str, str] | None = None) -> None:
@@ -125,9 +86,11 @@ def github_run_end(manifest: Mapping[str, Any], env: Mapping[str, str] | None = 
     environ = os.environ if env is None else env
     if not on_github_actions(environ):
         return
+    from codex_orchestrator.view.github import append_step_summary, error, step_summary_markdown
+
     annotations = [
         error(str(entry.get("id")), str(entry.get("summary") or "failed")) + "\n"
-        for entry in objects(manifest.get("commands"))
+        for entry in array_objects(manifest.get("commands"))
         if entry.get("status") == StageStatus.FAILED
     ]
     write_stderr("".join(annotations))

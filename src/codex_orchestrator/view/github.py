@@ -29,17 +29,19 @@ import os
 import re
 import secrets
 import stat
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from codex_orchestrator.util.terminal_text import neutralise
+from codex_orchestrator.util.console import write_stderr
+from codex_orchestrator.util.jsonio import array_objects
+from codex_orchestrator.util.terminal_text import neutralise, prefixed_line
 from codex_orchestrator.view.attempts import shown_status
 from codex_orchestrator.view.rows import (
     MARKS,
     UNKNOWN_MARK,
     format_seconds,
-    objects,
     recorded_seconds,
 )
 
@@ -93,12 +95,6 @@ def new_token() -> str:
     return secrets.token_hex(16)
 
 
-def stage_line(stage_id: str, text: str) -> str:
-    """One line of a stage's output as printed: ``[<stage>] <text>``, control characters
-    (newlines and carriage returns included) made visible."""
-    return f"[{neutralise(stage_id, keep_newlines=False)}] {neutralise(text, keep_newlines=False)}"
-
-
 def inert_block(text: str, token_factory: Callable[[], str] = new_token) -> str:
     """``text`` (whole lines, already neutralised) with workflow commands stopped around it,
     for text that quotes stage output without a prefix on every line (a failure's log tail,
@@ -137,7 +133,7 @@ class CommandGate:
         if self._token is None:
             self._token = self._token_factory()
             stop = workflow_command("stop-commands", self._token) + "\n"
-        return stop + "".join(stage_line(stage_id, line) + "\n" for line in lines)
+        return stop + "".join(prefixed_line(stage_id, line) + "\n" for line in lines)
 
     def close(self) -> str:
         """Turn command processing back on, if stage output turned it off."""
@@ -175,7 +171,7 @@ def step_summary_markdown(manifest: Mapping[str, Any]) -> str:
         "| status | stage | duration | summary |",
         "|---|---|---|---|",
     ]
-    entries = objects(manifest.get("commands"))
+    entries = array_objects(manifest.get("commands"))
     size = sum(len(line.encode()) + 1 for line in lines)
     for shown, entry in enumerate(entries):
         status = str(entry.get("status"))
@@ -213,3 +209,43 @@ def append_step_summary(path: Path, text: str) -> None:
             data = data[os.write(fd, data) :]
     finally:
         os.close(fd)
+
+
+class GitHubEcho:
+    """Stage lines folded per stage and inert to the Actions runner.
+
+    Groups cannot nest, so when stages running at once take turns, the group of the one that
+    printed last is closed and the next one's opened (with the same title again).
+    """
+
+    def __init__(self, gate: CommandGate | None = None) -> None:
+        self._lock = threading.Lock()
+        self._gate = gate or CommandGate()
+        self._open: str | None = None
+
+    def lines(self, stage_id: str, lines: list[str]) -> None:
+        """Print ``lines`` of stage ``stage_id`` in its group, prefixed and inert."""
+        with self._lock:
+            text = ""
+            if self._open != stage_id:
+                text += self._end_group() + self._gate.command(group(stage_id))
+                self._open = stage_id
+            text += self._gate.stage_output(stage_id, "\n".join(lines) + "\n")
+            write_stderr(text)
+
+    def stage_ended(self, stage_id: str) -> None:
+        """Close the stage's group if it is the one open."""
+        with self._lock:
+            if self._open == stage_id:
+                write_stderr(self._end_group())
+
+    def close(self) -> None:
+        """Close any open group and turn workflow commands back on."""
+        with self._lock:
+            write_stderr(self._end_group() + self._gate.close())
+
+    def _end_group(self) -> str:
+        if self._open is None:
+            return ""
+        self._open = None
+        return self._gate.command(endgroup())

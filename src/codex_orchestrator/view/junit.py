@@ -35,12 +35,12 @@ from codex_orchestrator.records.run_layout import COMMANDS_DIR_NAME, ERRORS_DIR_
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, StageFailure, StageStatus
 from codex_orchestrator.util.clock import parse_iso_utc
 from codex_orchestrator.util.ids import is_valid_id
-from codex_orchestrator.util.jsonio import atomic_write_bytes
+from codex_orchestrator.util.jsonio import array_objects, atomic_write_bytes
 from codex_orchestrator.util.safefs import UnreadableFileError
 from codex_orchestrator.util.terminal_text import REPLACEMENT, neutralise
 from codex_orchestrator.view.attempts import shown_status
 from codex_orchestrator.view.logtail import read_error_file, run_file, tail_lines
-from codex_orchestrator.view.rows import objects, recorded_seconds
+from codex_orchestrator.view.rows import recorded_seconds
 
 LOG_TAIL_LINES = 200
 LOG_TAIL_BYTES = 64 * 1024
@@ -80,7 +80,7 @@ def _suites(
 ) -> Iterator[ET.Element]:
     seen.add(str(manifest.get("run_id")))
     yield _suite(run_dir, manifest)
-    for child in objects(manifest.get("child_runs")):
+    for child in array_objects(manifest.get("child_runs")):
         child_id = child.get("run_id")
         if not isinstance(child_id, str) or child_id in seen:
             continue
@@ -111,7 +111,7 @@ def _suite(run_dir: Path, manifest: Mapping[str, Any]) -> ET.Element:
             ET.SubElement(properties, "property", name=name, value=_attr(manifest[name]))
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     total = 0.0
-    for entry in objects(manifest.get("commands")):
+    for entry in array_objects(manifest.get("commands")):
         case, outcome = _case(run_dir, manifest, entry)
         suite.append(case)
         counts["tests"] += 1

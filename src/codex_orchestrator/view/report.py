@@ -38,7 +38,12 @@ from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES
 from codex_orchestrator.util.clock import parse_iso_utc
 from codex_orchestrator.util.console import note
 from codex_orchestrator.util.ids import is_valid_id
-from codex_orchestrator.util.jsonio import atomic_write_bytes, encode_record, valid_text
+from codex_orchestrator.util.jsonio import (
+    array_objects,
+    atomic_write_bytes,
+    encode_record,
+    valid_text,
+)
 from codex_orchestrator.util.safefs import TEXT_SIZE_LIMIT, UnreadableFileError, read_regular
 from codex_orchestrator.util.terminal_text import neutralise
 from codex_orchestrator.view.attempts import history_from_events, shown_status, stage_attempts
@@ -256,12 +261,7 @@ def _header(manifest: Mapping[str, Any]) -> str:
 
 
 def _commands(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
-    commands = manifest.get("commands")
-    return (
-        [entry for entry in commands if isinstance(entry, dict)]
-        if isinstance(commands, list)
-        else []
-    )
+    return array_objects(manifest.get("commands"))
 
 
 def _events(run_dir: Path, problems: _Problems) -> dict[int, list[dict[str, Any]]]:
@@ -500,10 +500,7 @@ def _logs_section(page: _Page, manifest: Mapping[str, Any]) -> str:
 def _children_section(
     run_dir: Path, manifest: Mapping[str, Any], problems: _Problems, depth: int | None
 ) -> str:
-    links = manifest.get("child_runs")
-    children = (
-        [child for child in links if isinstance(child, dict)] if isinstance(links, list) else []
-    )
+    children = array_objects(manifest.get("child_runs"))
     if not children:
         return ""
     rows = []
@@ -536,9 +533,7 @@ def _children_section(
 
 
 def _event_table(events: object) -> str:
-    items = (
-        [event for event in events if isinstance(event, dict)] if isinstance(events, list) else []
-    )
+    items = array_objects(events)
     if not items:
         return '<p class="muted">None.</p>'
     keys: dict[str, None] = {}

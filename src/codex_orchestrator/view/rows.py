@@ -48,12 +48,6 @@ class StageRow(NamedTuple):
     detail: str
 
 
-def objects(value: object) -> list[dict[str, Any]]:
-    """The objects of a manifest array (``commands``, ``child_runs``); anything else is
-    skipped, and a value that is not an array has none (the manifest may be tampered with)."""
-    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
-
-
 def format_seconds(seconds: float | None, *, tenths: bool = True) -> str:
     """``4.2s`` (``4s`` without ``tenths``), ``3m07s``, ``2h05m``; empty when unknown (or not
     a finite number: a tampered record)."""

@@ -8,16 +8,15 @@ waited on); the caller prints it through the terminal neutraliser.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from codex_orchestrator.records.cache_field import cache_text, totals_text
 from codex_orchestrator.records.statuses import RunStatus, StageStatus
+from codex_orchestrator.util.jsonio import array_objects
 from codex_orchestrator.util.wording import stage_line
 from codex_orchestrator.view.logtail import run_file, tail_lines
-from codex_orchestrator.view.rows import objects
 
 #: Lines of each failed stage's output shown after the table.
 FAILURE_TAIL_LINES = 20
@@ -33,7 +32,7 @@ def stage_lines(manifest: Mapping[str, Any]) -> list[str]:
     """One line per stage (index, id, status, summary, and what the stage cache did), then the
     time the cache saved when it served any stage."""
     lines = []
-    for entry in objects(manifest.get("commands")):
+    for entry in array_objects(manifest.get("commands")):
         cached = cache_text(entry)
         lines.append(stage_line(entry) + (f"  [{cached}]" if cached else ""))
     totals = totals_text(manifest.get("commands"))
@@ -42,6 +41,8 @@ def stage_lines(manifest: Mapping[str, Any]) -> list[str]:
 
 def logs_command(run_id: str, stage_id: str) -> str:
     """The exact command that prints a stage's whole output."""
+    import shlex  # only a failed stage needs it: `status` and a passing run start faster
+
     return shlex.join(["codex-orchestrator", "logs", run_id, stage_id])
 
 
@@ -50,7 +51,7 @@ def failure_lines(manifest: Mapping[str, Any], run_dir: Path) -> list[str]:
     has output, and the ``logs`` command for the rest."""
     run_id = str(manifest.get("run_id"))
     lines: list[str] = []
-    for entry in objects(manifest.get("commands")):
+    for entry in array_objects(manifest.get("commands")):
         if entry.get("status") != StageStatus.FAILED:
             continue
         stage_id = str(entry.get("id"))
