@@ -1,7 +1,8 @@
 """What the engine's modules share about a run: its invocation's context, the run being
 executed, and how it ended."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` (docs/architecture.md, cold start): typing would
+# compile each NamedTuple/TypedDict field written as a string into a ForwardRef at import.
 
 from collections.abc import Callable
 from pathlib import Path

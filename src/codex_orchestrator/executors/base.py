@@ -11,7 +11,8 @@ the decisions of a stage's teardown in ``teardown.py``, and which executor reaps
 which kind in ``reaping.py``.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` (docs/architecture.md, cold start): typing would
+# compile each NamedTuple/TypedDict field written as a string into a ForwardRef at import.
 
 import contextlib
 import os
@@ -139,7 +140,7 @@ class Cancellation:
         self._parent: Cancellation | None = None
         self._lock = threading.RLock()
 
-    def dependent(self) -> Cancellation:
+    def dependent(self) -> "Cancellation":
         """A cancellation requested with this one (each request, so escalation too), which
         may also be requested alone; `close` it when done."""
         child = Cancellation(self.grace_seconds)

@@ -14,7 +14,8 @@ run id: one rule for the writer (`task_state.TaskStateStore`, which sets invalid
 and for every reader (``runs``, ``prune``, ``report --task``, which skip what is invalid).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` (docs/architecture.md, cold start): typing would
+# compile each NamedTuple/TypedDict field written as a string into a ForwardRef at import.
 
 import errno
 import json
@@ -80,7 +81,7 @@ class TaskStateFiles(NamedTuple):
     fallback_pending_dir: Path  # <runs>/<task>/state.pending
 
     @classmethod
-    def for_task(cls, workspace: Workspace, task_id: str) -> TaskStateFiles:
+    def for_task(cls, workspace: "Workspace", task_id: str) -> "TaskStateFiles":
         """The files of ``task_id`` (its directories resolved as `Workspace` resolves them)."""
         return cls(
             workspace.state_dir(task_id), workspace.task_runs_dir(task_id) / PENDING_DIR_NAME

@@ -6,7 +6,8 @@ as it always has. Once any stage has ``needs``, the pipeline is a graph: each st
 exactly its ``needs`` (absent or empty: none), and a failure skips only what depends on it.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` (docs/architecture.md, cold start): typing would
+# compile each NamedTuple/TypedDict field written as a string into a ForwardRef at import.
 
 import heapq
 import os
@@ -319,7 +320,7 @@ class GraphView(NamedTuple):
     levels: list[list[str]]
 
     @classmethod
-    def of(cls, stages: Sequence[HasNeeds], max_parallel: int, fail_fast: bool) -> GraphView:
+    def of(cls, stages: Sequence[HasNeeds], max_parallel: int, fail_fast: bool) -> "GraphView":
         """Describe ``stages`` run with at most ``max_parallel`` at once."""
         return cls(is_graph(stages), max_parallel, fail_fast, levels(stages))
 

@@ -5,7 +5,8 @@ pipeline from the repository; both import this module and neither imports the ot
 time. See docs/configuration.md for what each field means in the config file.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` (docs/architecture.md, cold start): typing would
+# compile each NamedTuple/TypedDict field written as a string into a ForwardRef at import.
 
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -55,7 +56,7 @@ class CommandStage(NamedTuple):
     retries: int = 0
     retry_delay_seconds: float = 1.0
     task_runner: str | None = None
-    cache: CacheSpec | None = None
+    cache: "CacheSpec | None" = None
 
     def unavailable_reason(self) -> str | None:
         """Why the stage cannot run here (its ``skip_reason``, or a required tool off PATH)."""

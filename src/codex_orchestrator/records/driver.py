@@ -9,7 +9,8 @@ kernel (`run_driver`): only a live process whose open files hold the lock is the
 only such a process is ever signalled (`signal_driver`). See docs/resilience.md.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` (docs/architecture.md, cold start): typing would
+# compile each NamedTuple/TypedDict field written as a string into a ForwardRef at import.
 
 import errno
 import fcntl
@@ -172,7 +173,7 @@ class DriverLock:
         self._fd: int | None = None
 
     @classmethod
-    def take(cls, run_dir: Path, run_id: str) -> DriverLock:
+    def take(cls, run_dir: Path, run_id: str) -> "DriverLock":
         """Become the run's driver, or raise `RunActiveError` naming the live holder."""
         lock = cls(run_dir)
         if not lock.acquire():

@@ -1,6 +1,7 @@
 """``runner.ndjson``: the run's lifecycle events, one JSON object per line."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` (docs/architecture.md, cold start): typing would
+# compile each NamedTuple/TypedDict field written as a string into a ForwardRef at import.
 
 import contextlib
 import json

@@ -5,7 +5,8 @@
 only a driver it names `DriverState.ALIVE` may be signalled. See docs/resilience.md.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` (docs/architecture.md, cold start): typing would
+# compile each NamedTuple/TypedDict field written as a string into a ForwardRef at import.
 
 import os
 import time

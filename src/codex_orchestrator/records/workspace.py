@@ -3,7 +3,8 @@
 Tunables resolve as environment variable, else the config's ``settings``, else the default.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` (docs/architecture.md, cold start): typing would
+# compile each NamedTuple/TypedDict field written as a string into a ForwardRef at import.
 
 import os
 from collections.abc import Mapping
@@ -68,7 +69,7 @@ class Settings(NamedTuple):
         cls,
         config_settings: Mapping[str, object] | None = None,
         env: Mapping[str, str] | None = None,
-    ) -> Settings:
+    ) -> "Settings":
         """Merge defaults, the config's ``settings`` and the environment (env wins)."""
         environ = os.environ if env is None else env
         values: dict[str, float | int] = {}
@@ -172,7 +173,7 @@ class Workspace(NamedTuple):
     out_dir: Path
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Workspace:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Workspace":
         """Build the workspace from ``CODEX_ORCHESTRATOR_*`` variables; without them the root
         is found from the working directory and the state roots follow the repository's layout
         (`layout`)."""

@@ -16,7 +16,6 @@ from codex_orchestrator.records.cache_field import cache_text, totals_text
 from codex_orchestrator.records.statuses import RunStatus, StageStatus
 from codex_orchestrator.util.jsonio import array_objects
 from codex_orchestrator.util.wording import stage_line
-from codex_orchestrator.view.logtail import run_file, tail_lines
 
 #: Lines of each failed stage's output shown after the table.
 FAILURE_TAIL_LINES = 20
@@ -73,6 +72,9 @@ def end_lines(manifest: Mapping[str, Any], run_dir: Path) -> list[str]:
 
 
 def _tail(run_dir: Path, recorded: object) -> list[str]:
+    # only a failed stage's tail reads a log: `status` and a passing run never import the reader
+    from codex_orchestrator.view.logtail import run_file, tail_lines
+
     path = run_file(run_dir, "commands", recorded)
     if path is None:
         return []
