@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -463,11 +462,20 @@ def _needs_itself(document: dict[str, Any]) -> bool:
     return isinstance(first.get("needs"), list) and "s0" in first["needs"]
 
 
-def _assert_agree(document: dict[str, Any]) -> bool:
-    """The validator and the schema agree on ``document``; whether it was accepted."""
-    with tempfile.TemporaryDirectory() as root:
-        (Path(root) / "sub" / "dir").mkdir(parents=True)
-        accepted = validator_accepts(Path(root), document)
+@pytest.fixture(scope="module")
+def config_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One directory (holding ``sub/dir``) for every document these tests load: the loader
+    writes nothing there, and a directory made and removed per document was most of their
+    time (a thousand of each, waiting on the disk)."""
+    root = tmp_path_factory.mktemp("config-root")
+    (root / "sub" / "dir").mkdir(parents=True)
+    return root
+
+
+def _assert_agree(root: Path, document: dict[str, Any]) -> bool:
+    """The validator (loading from ``root``) and the schema agree on ``document``; whether it
+    was accepted."""
+    accepted = validator_accepts(root, document)
     valid = schema_errors(document) == []
     if accepted:
         assert valid, document
@@ -490,10 +498,30 @@ def _one_key_documents() -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
-def test_the_schema_and_the_validator_agree_on_every_value_of_every_key() -> None:
+def test_the_schema_and_the_validator_agree_on_every_value_of_every_key(config_root: Path) -> None:
     """Each key alone, with values on both sides of every rule (type, bound, blank, NUL)."""
-    outcomes = [_assert_agree(document) for document in _one_key_documents()]
+    outcomes = [_assert_agree(config_root, document) for document in _one_key_documents()]
     assert 0.3 < sum(outcomes) / len(outcomes) < 0.8, sum(outcomes)
+
+
+class _Pool:
+    """Strategies for a few keys of one pool and a value for each, built once: building them
+    in every draw was half the time of the test below."""
+
+    def __init__(self, values: dict[str, list[Any]], at_most: int) -> None:
+        self.keys = st.sets(st.sampled_from(sorted(values)), max_size=at_most)
+        self.values = {key: st.sampled_from(choices) for key, choices in values.items()}
+
+    def draw(self, draw: st.DrawFn) -> dict[str, Any]:
+        return {key: draw(self.values[key]) for key in sorted(draw(self.keys))}
+
+
+_POOLS = {
+    "command": _Pool(_COMMAND_VALUES, 3),
+    "subpipeline": _Pool(_SUBPIPELINE_VALUES, 3),
+    "pipeline": _Pool(_PIPELINE_VALUES, 2),
+    "setting": _Pool(_SETTING_VALUES, 2),
+}
 
 
 @st.composite
@@ -501,22 +529,17 @@ def _config(draw: st.DrawFn) -> dict[str, Any]:
     """A config mixing the values above, several keys at once."""
     stages = []
     for index in range(draw(st.integers(1, 3))):
-        sub = draw(st.integers(0, 4)) == 0
-        pools = _SUBPIPELINE_VALUES if sub else _COMMAND_VALUES
-        keys = draw(st.sets(st.sampled_from(sorted(pools)), max_size=3))
-        extra = {key: draw(st.sampled_from(pools[key])) for key in sorted(keys)}
-        stages.append(_subpipeline(index, **extra) if sub else _command(index, **extra))
-    chosen = draw(st.sets(st.sampled_from(sorted(_PIPELINE_VALUES)), max_size=2))
-    wanted = draw(st.sets(st.sampled_from(sorted(_SETTING_VALUES)), max_size=2))
-    return _document(
-        stages,
-        {key: draw(st.sampled_from(_PIPELINE_VALUES[key])) for key in sorted(chosen)},
-        {key: draw(st.sampled_from(_SETTING_VALUES[key])) for key in sorted(wanted)},
-    )
+        if draw(st.integers(0, 4)) == 0:
+            stages.append(_subpipeline(index, **_POOLS["subpipeline"].draw(draw)))
+        else:
+            stages.append(_command(index, **_POOLS["command"].draw(draw)))
+    return _document(stages, _POOLS["pipeline"].draw(draw), _POOLS["setting"].draw(draw))
 
 
 @pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(document=_config())
-def test_the_schema_and_the_validator_agree_on_mixed_configs(document: dict[str, Any]) -> None:
-    _assert_agree(document)
+def test_the_schema_and_the_validator_agree_on_mixed_configs(
+    config_root: Path, document: dict[str, Any]
+) -> None:
+    _assert_agree(config_root, document)

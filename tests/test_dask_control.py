@@ -157,7 +157,7 @@ def test_cancel_of_a_detached_dask_run_leaves_no_process_on_the_workers(
     started = repo.cli("start", "--detach", "--format", "json", *dask_flags(cluster))
     assert started.returncode == 0, started.stderr
     run_id = json.loads(started.stdout)["run_id"]
-    remote = first_stage_handle(repo, timeout=60)
+    remote = first_stage_handle(repo)
     assert remote["kind"] == "dask" and not group_gone(remote["pgid"])
     cancelled = repo.cli("cancel", run_id, "--wait", "--format", "json", timeout=60)
     assert cancelled.returncode == 0, cancelled.stderr
@@ -652,7 +652,7 @@ def dead_run_with_a_group_left_on_a_worker(
     repo.pipeline({"id": "work", "command": "sleep 60 & wait"}, settings={"kill_grace_seconds": 1})
     process = repo.spawn("start", "--format", "json", *dask_flags(cluster))
     try:
-        remote = first_stage_handle(repo, timeout=60)
+        remote = first_stage_handle(repo)
         supervisor = parent_pid(remote["pid"])
         assert supervisor not in (remote["worker_pid"], process.pid)
         os.kill(supervisor, signal.SIGKILL)  # verified above: neither the worker nor ours

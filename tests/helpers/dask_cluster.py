@@ -34,6 +34,17 @@ START_TIMEOUT_SECONDS = 60.0
 #: The whole handshake frame a Dask scheduler writes first on a connection (its content aside):
 #: bytes after the first count, one frame, its length, then the frame.
 DASK_GREETING = struct.pack("=3Q", 58, 1, 42) + bytes(42)
+#: Dask's own self-observation, slowed or off in the test clusters: by default a worker samples
+#: its threads every 10 ms for the dashboard's profiles, and every process checks its event loop
+#: every 20 ms and its memory every 100-500 ms. An idle three-process cluster spent about a
+#: tenth of a core on that (2.1 CPU-seconds in 20 s, 0.3 with these), and a shared cluster is
+#: idle most of its module. Nothing here runs a dashboard or a memory limit.
+QUIET_DASK = {
+    "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
+    "DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL": "1s",
+    "DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__INTERVAL": "2s",
+    "DASK_DISTRIBUTED__WORKER__MEMORY__MONITOR_INTERVAL": "1s",
+}
 
 
 class DaskCluster:
@@ -50,7 +61,10 @@ class DaskCluster:
         self.scheduler: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
         self.address = ""
-        self.env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        self.env = {
+            **{key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
+            **QUIET_DASK,
+        }
 
     def _spawn(
         self, name: str, *args: str, prefix: tuple[str, ...] = ()
@@ -274,8 +288,9 @@ def running_handle(repo: Repo, stage_index: int) -> dict[str, Any] | None:
     return None
 
 
-def first_stage_handle(repo: Repo, timeout: float = 30.0) -> dict[str, Any]:
-    """The handle of the first stage of the only run in the repository, once it runs."""
+def first_stage_handle(repo: Repo, timeout: float = 60.0) -> dict[str, Any]:
+    """The handle of the first stage of the only run in the repository, once it runs (a
+    loaded machine took over 30 s to import Dask, connect and start a stage)."""
     handle: dict[str, Any] = processes.wait_for(
         lambda: running_handle(repo, 0), timeout, "the remote stage to start"
     )

@@ -20,6 +20,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.types import CallToolResult
 
+import helpers.processes as processes
 from codex_orchestrator.mcp.server import build_server
 from conftest import Repo
 
@@ -187,19 +188,7 @@ def assert_protocol_only(stdout: bytes) -> None:
 
 def marked_processes(marker: str) -> list[int]:
     """Live processes (not zombies, not this one) whose environment carries ``MARKER=marker``."""
-    needle = f"{MARKER}={marker}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in environ.split(b"\0") and state != "Z":
-            found.append(int(entry.name))
-    return found
+    return list(processes.marked_processes(f"{MARKER}={marker}"))
 
 
 def children_of(parent: int) -> set[int]:
