@@ -276,15 +276,31 @@ class CacheStore:
             with DirChain(self.cache_dir) as chain:
                 entry_fd = chain.open(relative)
                 entry = parse_entry(_read_small(entry_fd, ENTRY_FILE), key)
-                for stored in entry.files:
-                    self._check_file(chain, relative, stored)
+                try:
+                    for stored in entry.files:
+                        self._check_file(chain, relative, stored)
+                except (FileNotFoundError, NotADirectoryError):
+                    # Damage only if the directory read is still the entry: one taken out
+                    # meanwhile (evicted, or replaced by a writer) merely vanished. Deciding
+                    # by the name alone once reported an entry that a concurrent store renamed
+                    # into place, between a failed open and the check, as damaged.
+                    if self._in_place(entry_fd, relative):
+                        raise DamagedEntry("a file of it is missing") from None
+                    raise
                 return entry
         except (FileNotFoundError, NotADirectoryError):  # (the cache dir may be a file)
-            if os.path.lexists(self.cache_dir / relative / ENTRY_FILE):
-                raise DamagedEntry("a file of it is missing") from None
             raise FileNotFoundError(key) from None
         except OSError as error:
             raise DamagedEntry(f"cannot be read: {error.strerror or error}") from None
+
+    def _in_place(self, entry_fd: int, relative: str) -> bool:
+        """True while the directory open as ``entry_fd`` is the one named ``relative``."""
+        opened = os.fstat(entry_fd)
+        try:
+            named = os.lstat(self.cache_dir / relative)
+        except OSError:
+            return False
+        return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 
     def _check_file(self, chain: DirChain, relative: str, stored: StoredFile) -> None:
         directory, name = split_path(f"{relative}/{stored.name}")
