@@ -25,6 +25,7 @@ from codex_orchestrator.records.run_layout import MANIFEST_NAME
 from codex_orchestrator.records.statuses import StageStatus
 from codex_orchestrator.records.workspace import Workspace
 from codex_orchestrator.util.ids import is_valid_id
+from codex_orchestrator.util.jsonio import array_objects
 
 if TYPE_CHECKING:
     from codex_orchestrator.evidence.worktree_runs import OtherWorktrees
@@ -60,9 +61,8 @@ class CacheChains:
     def follow(self, manifest: Mapping[str, Any]) -> Chain:
         """Where each cached stage of ``manifest`` really ran; stops at the first broken one."""
         proofs: list[Proof] = []
-        commands = manifest.get("commands")
-        for entry in commands if isinstance(commands, list) else []:
-            source = hit_from(entry) if isinstance(entry, Mapping) else None
+        for entry in array_objects(manifest.get("commands")):
+            source = hit_from(entry)
             if source is not None:
                 stage = entry.get("id")
                 found = self._follow(str(stage), _key(entry), source)
@@ -88,11 +88,8 @@ class CacheChains:
                 ran = load_manifest(proof.manifest)
             except OrchestratorError:
                 return f"the manifest of run {run_id}, which ran it, cannot be read"
-            commands = ran.get("commands")
             matches = [
-                item
-                for item in (commands if isinstance(commands, list) else [])
-                if isinstance(item, Mapping) and item.get("id") == stage_id
+                item for item in array_objects(ran.get("commands")) if item.get("id") == stage_id
             ]
             if not matches:
                 return f"run {run_id} has no stage {stage_id}"

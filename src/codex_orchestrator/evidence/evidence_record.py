@@ -22,7 +22,7 @@ from typing import Any
 
 from codex_orchestrator.errors import UsageError
 from codex_orchestrator.records.statuses import RunStatus
-from codex_orchestrator.util.jsonio import atomic_write_bytes
+from codex_orchestrator.util.jsonio import array_objects, atomic_write_bytes
 from codex_orchestrator.util.safefs import (
     RECORD_SIZE_LIMIT,
     UnreadableFileError,
@@ -45,7 +45,6 @@ def record_path(task: str) -> str:
 
 def manifest_facts(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """The facts of a run that an evidence record keeps (see `FACTS`)."""
-    commands = manifest.get("commands")
     return {
         "run_id": manifest.get("run_id"),
         "task_id": manifest.get("task_id"),
@@ -54,8 +53,7 @@ def manifest_facts(manifest: Mapping[str, Any]) -> dict[str, Any]:
         "completed_at": manifest.get("completed_at"),
         "stages": [
             {key: command.get(key) for key in ("id", "status", "summary")}
-            for command in (commands if isinstance(commands, list) else [])
-            if isinstance(command, dict)
+            for command in array_objects(manifest.get("commands"))
         ],
     }
 

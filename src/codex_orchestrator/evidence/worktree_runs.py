@@ -118,9 +118,8 @@ def _workspace_of(root: Path) -> Workspace:
     """The runs root of worktree ``root`` as this process would find it there, kept inside it
     (`OutsideRootError` for a link out); `OSError` when ``root`` is gone. Only its runs are
     read: the workspace's out root is its runs root."""
-    if (
-        not root.is_dir()
-    ):  # removed without git's knowledge, or the root's subdirectory is not there
+    # removed without git's knowledge, or the root's subdirectory is not there
+    if not root.is_dir():
         raise FileNotFoundError(root)
     relative = os.environ.get(RUNS_ENV, "").strip() or default_state_roots(root)[0]
     fix = "the tool never reads another worktree's records through a link"

@@ -17,6 +17,7 @@ from typing import Any
 
 from codex_orchestrator.records.statuses import RunStatus
 from codex_orchestrator.util.clock import iso_utc, parse_iso_utc
+from codex_orchestrator.util.jsonio import array_objects
 from codex_orchestrator.util.numeric import finite
 from codex_orchestrator.util.safefs import open_no_follow
 
@@ -125,9 +126,8 @@ class PipelineFigures(RunFigures):
     def add(self, line: dict[str, Any]) -> None:
         """Count one metrics line and its stages."""
         super().add(line)
-        stages = line.get("stages")
-        for stage in stages if isinstance(stages, list) else ():
-            if isinstance(stage, dict) and isinstance(stage.get("id"), str):
+        for stage in array_objects(line.get("stages")):
+            if isinstance(stage.get("id"), str):
                 self.stages.setdefault(stage["id"], StageFigures()).add(stage)
 
 

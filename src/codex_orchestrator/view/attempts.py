@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from codex_orchestrator.util.clock import parse_iso_utc
+from codex_orchestrator.util.jsonio import array_objects
 from codex_orchestrator.util.numeric import finite
 
 
@@ -131,10 +132,7 @@ def stage_attempts(
     fields describe its latest attempt, which the history may not hold yet (it is running).
     """
     out: list[Attempt] = []
-    commands = manifest.get("commands")
-    for entry in commands if isinstance(commands, list) else []:
-        if not isinstance(entry, dict):
-            continue
+    for entry in array_objects(manifest.get("commands")):
         raw_index = entry.get("index")
         index = raw_index if isinstance(raw_index, int) else 0
         stage_id = str(entry.get("id"))

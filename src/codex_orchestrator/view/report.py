@@ -429,10 +429,8 @@ def _stage_files(
     if files is None:
         return []
     named = [run_file(page.run_dir, folder, entry.get(key)) for key in keys]
-    history = entry.get("attempt_history")
-    for item in history if isinstance(history, list) else []:
-        if isinstance(item, dict):
-            named += [run_file(page.run_dir, folder, item.get(key)) for key in keys]
+    for item in array_objects(entry.get("attempt_history")):
+        named += [run_file(page.run_dir, folder, item.get(key)) for key in keys]
     paths = [path for path in named if path is not None]
     paths += [files.folder / name for name in files.of(entry.get("index"), entry.get("id"))]
     unique: dict[str, Path] = {}

@@ -17,6 +17,7 @@ from codex_orchestrator.records.cache_field import hit_from, saved_seconds, tota
 from codex_orchestrator.records.run_layout import COMMANDS_DIR_NAME
 from codex_orchestrator.records.statuses import TERMINAL_RUN_STATUSES, StageStatus
 from codex_orchestrator.util.clock import parse_iso_utc
+from codex_orchestrator.util.jsonio import array_objects
 from codex_orchestrator.util.numeric import finite
 from codex_orchestrator.util.safefs import UnreadableFileError
 from codex_orchestrator.util.terminal_text import last_line, neutralise
@@ -124,11 +125,8 @@ def stage_rows(
     """One row per ``commands[]`` entry, in manifest order."""
     moment = time.time() if now is None else now
     run_live = manifest.get("status") not in TERMINAL_RUN_STATUSES
-    commands = manifest.get("commands")
     rows: list[StageRow] = []
-    for entry in commands if isinstance(commands, list) else []:
-        if not isinstance(entry, dict):
-            continue
+    for entry in array_objects(manifest.get("commands")):
         status = str(entry.get("status"))
         attempts = entry.get("attempts")
         detail = _detail(run_dir, entry, run_live)
